@@ -1,0 +1,135 @@
+//! The demo: a collaborative task board that updates live in every open window.
+
+pub mod api;
+#[cfg(feature = "ssr")]
+pub mod store;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::path;
+use shared::tasks::{Task, TaskEvent};
+
+use crate::sse::use_sse;
+use api::{CreateTask, DeleteTask, RenameTask, SetTaskDone};
+
+/// The HTML document the server renders around [`App`].
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/taskboard.css" />
+        <Title text="Live task board" />
+        <Router>
+            <main>
+                <Routes fallback=|| "Page not found.">
+                    <Route path=path!("/") view=TaskBoard />
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+/// The board: a Resource keyed on the `tasks` topic's version refetches on every notification.
+#[component]
+fn TaskBoard() -> impl IntoView {
+    let live = use_sse::<TaskEvent>(TaskEvent::board_topic());
+    let create = ServerAction::<CreateTask>::new();
+    let rename = ServerAction::<RenameTask>::new();
+    let set_done = ServerAction::<SetTaskDone>::new();
+    let delete = ServerAction::<DeleteTask>::new();
+    // Own changes refetch at once (even while offline); everyone's changes refetch via SSE.
+    let tasks = Resource::new(
+        move || {
+            (
+                live.version.get(),
+                create.version().get(),
+                rename.version().get(),
+                set_done.version().get(),
+                delete.version().get(),
+            )
+        },
+        |_| api::list_tasks(),
+    );
+
+    let new_title = RwSignal::new(String::new());
+    let on_submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let title = new_title.get_untracked();
+        if !title.trim().is_empty() {
+            create.dispatch(CreateTask { title });
+            new_title.set(String::new());
+        }
+    };
+
+    let row = move |task: Task| {
+        let id = task.id;
+        view! {
+            <li data-testid="task" data-id=id class:done=task.done>
+                <input
+                    type="checkbox"
+                    data-testid="toggle"
+                    prop:checked=task.done
+                    on:change=move |ev| { set_done.dispatch(SetTaskDone { id, done: event_target_checked(&ev) }); }
+                />
+                <input
+                    type="text"
+                    class="title"
+                    data-testid="title"
+                    maxlength="200"
+                    prop:value=task.title.clone()
+                    on:change=move |ev| { rename.dispatch(RenameTask { id, title: event_target_value(&ev) }); }
+                />
+                <button data-testid="delete" title="Delete" on:click=move |_| { delete.dispatch(DeleteTask { id }); }>
+                    "✕"
+                </button>
+            </li>
+        }
+    };
+
+    view! {
+        <header>
+            <h1>"Live task board"</h1>
+            <span class="status" data-testid="status" data-status=move || live.status.get().label()>
+                {move || live.status.get().label()}
+            </span>
+        </header>
+        <form class="new-task" on:submit=on_submit>
+            <input
+                type="text"
+                data-testid="new-title"
+                placeholder="What needs doing?"
+                maxlength="200"
+                bind:value=new_title
+            />
+            <button type="submit" data-testid="add">"Add"</button>
+        </form>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
+            {move || {
+                tasks.get().map(|result| match result {
+                    Ok(list) if list.is_empty() => view! { <p class="empty">"No tasks yet."</p> }.into_any(),
+                    Ok(list) => view! { <ul class="tasks">{list.into_iter().map(row).collect_view()}</ul> }.into_any(),
+                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                })
+            }}
+        </Transition>
+    }
+}

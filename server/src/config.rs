@@ -1,0 +1,172 @@
+//! Configuration from the environment, with fastapi-sse-events' variable names.
+
+use std::time::Duration;
+
+/// Why the configuration could not be read; names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Everything the SSE integration reads from the environment.
+///
+/// ```
+/// let cfg = server::SseConfig::default();
+/// assert_eq!(cfg.heartbeat, Some(std::time::Duration::from_secs(30)));
+/// assert!(cfg.redis_url.is_none());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SseConfig {
+    /// `REDIS_URL`, or built from `REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`; `None` = embedded broker.
+    pub redis_url: Option<String>,
+    /// `SSE_HEARTBEAT_SECONDS` (default 30; 0 = off).
+    pub heartbeat: Option<Duration>,
+    /// `TOPIC_PREFIX`: added to every topic server-side, invisible to clients.
+    pub topic_prefix: String,
+    /// `CORS_ORIGINS`, comma-separated; empty = CORS off.
+    pub cors_origins: Vec<String>,
+    /// `SSE_MAX_CONNECTIONS`: open streams per process.
+    pub max_connections: usize,
+    /// `SSE_MAX_QUEUE_SIZE`: events a subscriber may fall behind before it is disconnected.
+    pub max_queue_size: usize,
+    /// `SSE_MAX_MESSAGE_SIZE`: the largest encoded event, in bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            heartbeat: Some(Duration::from_secs(30)),
+            topic_prefix: String::new(),
+            cors_origins: Vec::new(),
+            max_connections: 19_000,
+            max_queue_size: 256,
+            max_message_size: 64 * 1024,
+        }
+    }
+}
+
+impl SseConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get` (testable without touching the process environment).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let d = Self::default();
+        let redis_url = match get("REDIS_URL") {
+            Some(url) => Some(check_redis_url("REDIS_URL", url)?),
+            None => match get("REDIS_HOST") {
+                Some(host) => {
+                    let port: u16 = parse("REDIS_PORT", get("REDIS_PORT"), 6379)?;
+                    let db: u32 = parse("REDIS_DB", get("REDIS_DB"), 0)?;
+                    Some(check_redis_url("REDIS_HOST", format!("redis://{host}:{port}/{db}"))?)
+                }
+                None => None,
+            },
+        };
+        let heartbeat_secs: u64 = parse("SSE_HEARTBEAT_SECONDS", get("SSE_HEARTBEAT_SECONDS"), 30)?;
+        let topic_prefix = get("TOPIC_PREFIX").unwrap_or_default();
+        if let Some(c) = topic_prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c))) {
+            return Err(err("TOPIC_PREFIX", &topic_prefix, format!("{c:?} is not one of A-Z a-z 0-9 _ . : -")));
+        }
+        let cors_origins = get("CORS_ORIGINS")
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let cfg = Self {
+            redis_url,
+            heartbeat: (heartbeat_secs > 0).then(|| Duration::from_secs(heartbeat_secs)),
+            topic_prefix,
+            cors_origins,
+            max_connections: positive("SSE_MAX_CONNECTIONS", get("SSE_MAX_CONNECTIONS"), d.max_connections)?,
+            max_queue_size: positive("SSE_MAX_QUEUE_SIZE", get("SSE_MAX_QUEUE_SIZE"), d.max_queue_size)?,
+            max_message_size: positive("SSE_MAX_MESSAGE_SIZE", get("SSE_MAX_MESSAGE_SIZE"), d.max_message_size)?,
+        };
+        Ok(cfg)
+    }
+}
+
+fn err(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { var, value: value.to_owned(), reason: reason.into() }
+}
+
+fn parse<T: std::str::FromStr>(var: &'static str, value: Option<String>, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match value {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|e: T::Err| err(var, &v, e.to_string())),
+    }
+}
+
+fn positive(var: &'static str, value: Option<String>, default: usize) -> Result<usize, ConfigError> {
+    let raw = value.clone();
+    match parse(var, value, default)? {
+        0 => Err(err(var, &raw.unwrap_or_default(), "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+fn check_redis_url(var: &'static str, url: String) -> Result<String, ConfigError> {
+    redis::Client::open(url.as_str()).map_err(|e| err(var, &url, e.to_string()))?;
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<SseConfig, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        SseConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_when_unset() {
+        assert_eq!(from(&[]).unwrap(), SseConfig::default());
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let cfg = from(&[
+            ("REDIS_HOST", "127.0.0.1"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_DB", "2"),
+            ("SSE_HEARTBEAT_SECONDS", "0"),
+            ("TOPIC_PREFIX", "app1:"),
+            ("CORS_ORIGINS", "http://a.test, http://b.test"),
+            ("SSE_MAX_CONNECTIONS", "10"),
+            ("SSE_MAX_QUEUE_SIZE", "5"),
+            ("SSE_MAX_MESSAGE_SIZE", "100"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.redis_url.as_deref(), Some("redis://127.0.0.1:6380/2"));
+        assert_eq!(cfg.heartbeat, None);
+        assert_eq!(cfg.topic_prefix, "app1:");
+        assert_eq!(cfg.cors_origins, ["http://a.test", "http://b.test"]);
+        assert_eq!((cfg.max_connections, cfg.max_queue_size, cfg.max_message_size), (10, 5, 100));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("SSE_HEARTBEAT_SECONDS", "soon"),
+            ("SSE_MAX_CONNECTIONS", "0"),
+            ("SSE_MAX_QUEUE_SIZE", "-1"),
+            ("REDIS_URL", "http://nope"),
+            ("TOPIC_PREFIX", "a b"),
+        ] {
+            let e = from(&[(var, value)]).unwrap_err();
+            assert_eq!(e.var, var);
+            assert!(e.to_string().contains(var), "{e}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `/api/tasks`: the board as plain JSON REST. Mutations publish through [`PublishLayer`].
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, State};
+use axum::handler::Handler;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use client::app::store::{StoreError, TaskPatch, TaskStore};
+use serde::Deserialize;
+use shared::tasks::{normalize_title, Task, TaskEvent};
+
+use crate::broker::Broker;
+use crate::error::ApiError;
+use crate::layer::PublishLayer;
+
+pub fn routes(broker: Broker, store: TaskStore) -> Router {
+    let created = PublishLayer::typed(broker.clone(), |ctx| ctx.id("id").map(|id| TaskEvent::Created { id }));
+    let updated = PublishLayer::typed(broker.clone(), |ctx| ctx.id("id").map(|id| TaskEvent::Updated { id }));
+    let deleted = PublishLayer::typed(broker, |ctx| ctx.id("id").map(|id| TaskEvent::Deleted { id }));
+    Router::new()
+        .route("/api/tasks", get(list).post(create.layer(created)))
+        .route("/api/tasks/{id}", get(read).put(update.layer(updated)).delete(delete.layer(deleted)))
+        .with_state(store)
+}
+
+/// `axum::Json` whose rejections are our JSON errors (400 bad JSON, 422 wrong shape, 415 ...).
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+struct ApiJson<T>(T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::new(r.status(), "invalid_body", r.body_text())
+    }
+}
+
+/// A task id from the path; anything but a non-negative integer is a 400.
+struct TaskId(u64);
+
+impl<S: Send + Sync> FromRequestParts<S> for TaskId {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e: PathRejection| ApiError::bad_request("invalid_id", e.body_text()))?;
+        raw.parse()
+            .map(TaskId)
+            .map_err(|_| ApiError::bad_request("invalid_id", format!("task id {raw:?} is not a number")))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::unavailable("store_unavailable", e.to_string()),
+            StoreError::Corrupt(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTask {
+    title: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateTask {
+    title: Option<String>,
+    done: Option<bool>,
+}
+
+fn valid_title(raw: &str) -> Result<String, ApiError> {
+    normalize_title(raw).map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_title", m))
+}
+
+fn no_such_task(id: u64) -> ApiError {
+    ApiError::not_found(format!("no task {id}"))
+}
+
+async fn list(State(store): State<TaskStore>) -> Result<Json<Vec<Task>>, ApiError> {
+    Ok(Json(store.list().await?))
+}
+
+async fn create(State(store): State<TaskStore>, ApiJson(new): ApiJson<NewTask>) -> Result<(StatusCode, Json<Task>), ApiError> {
+    let task = store.create(valid_title(&new.title)?).await?;
+    Ok((StatusCode::CREATED, Json(task)))
+}
+
+async fn read(State(store): State<TaskStore>, TaskId(id): TaskId) -> Result<Json<Task>, ApiError> {
+    store.get(id).await?.map(Json).ok_or_else(|| no_such_task(id))
+}
+
+async fn update(
+    State(store): State<TaskStore>,
+    TaskId(id): TaskId,
+    ApiJson(change): ApiJson<UpdateTask>,
+) -> Result<Json<Task>, ApiError> {
+    if change.title.is_none() && change.done.is_none() {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "empty_update", "give \"title\" and/or \"done\""));
+    }
+    let patch = TaskPatch { title: change.title.as_deref().map(valid_title).transpose()?, done: change.done };
+    store.update(id, patch).await?.map(Json).ok_or_else(|| no_such_task(id))
+}
+
+async fn delete(State(store): State<TaskStore>, TaskId(id): TaskId) -> Result<StatusCode, ApiError> {
+    if store.delete(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(no_such_task(id))
+    }
+}
+

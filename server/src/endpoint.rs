@@ -1,0 +1,297 @@
+//! The SSE endpoint: `GET /events?topic=a,b` streams every event of those topics.
+//!
+//! The body is written by hand rather than with `axum::response::Sse`: axum's `Event` encodes
+//! each event per connection, while here a frame is encoded once by the broker and the same
+//! `Bytes` goes to every connection; the heartbeat frame is likewise built once per tick by a
+//! shared ticker instead of a timer per connection.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, request::Parts, HeaderValue, Response, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, MethodRouter};
+use bytes::Bytes;
+use futures::stream::{SelectAll, Stream, StreamExt};
+use shared::Topic;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, WatchStream};
+
+use crate::broker::{Broker, ConnectionSlot, SubscriptionGuard};
+use crate::error::ApiError;
+
+/// Most topics one connection may ask for.
+pub const MAX_TOPICS_PER_CONNECTION: usize = 64;
+
+/// How long EventSource waits before reconnecting (sent as `retry:`).
+const RETRY_MS: u64 = 2000;
+
+type AuthorizeFn = dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
+
+/// Builds the SSE route.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use server::{Broker, BrokerLimits, SseEndpoint};
+/// let broker = Broker::memory(BrokerLimits::default());
+/// let app: axum::Router = axum::Router::new().route(
+///     "/events",
+///     SseEndpoint::new(broker)
+///         .heartbeat(Some(std::time::Duration::from_secs(15)))
+///         .authorize(|req, topic| async move {
+///             // e.g. look the user up from a cookie in req.headers
+///             !topic.as_str().starts_with("admin:") || req.headers.contains_key("x-admin")
+///         })
+///         .into_route(),
+/// );
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SseEndpoint {
+    broker: Broker,
+    fixed_topics: Option<Vec<Topic>>,
+    authorize: Option<Arc<AuthorizeFn>>,
+    heartbeat: Option<Duration>,
+    max_connections: usize,
+}
+
+impl SseEndpoint {
+    /// An endpoint that takes its topics from `?topic=`, with a 30 s heartbeat.
+    pub fn new(broker: Broker) -> Self {
+        Self {
+            broker,
+            fixed_topics: None,
+            authorize: None,
+            heartbeat: Some(Duration::from_secs(30)),
+            max_connections: usize::MAX,
+        }
+    }
+
+    /// Serves these topics whatever the query says.
+    pub fn topics(mut self, topics: impl IntoIterator<Item = Topic>) -> Self {
+        self.fixed_topics = Some(topics.into_iter().collect());
+        self
+    }
+
+    /// Asks `check(request, topic)` for every topic before the stream starts; `false` answers 403.
+    pub fn authorize<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn(Arc<Parts>, Topic) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.authorize = Some(Arc::new(move |parts, topic| Box::pin(check(parts, topic))));
+        self
+    }
+
+    /// Heartbeat interval (`None` = off); the smallest accepted interval is one second.
+    pub fn heartbeat(mut self, every: Option<Duration>) -> Self {
+        self.heartbeat = every.map(|d| d.max(Duration::from_secs(1)));
+        self
+    }
+
+    /// Refuses new streams with 503 once this many are open in the process.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// The `GET` route. Must be called inside a Tokio runtime (it starts the heartbeat ticker).
+    pub fn into_route<S: Clone + Send + Sync + 'static>(self) -> MethodRouter<S> {
+        let heartbeat = self.heartbeat.map(spawn_heartbeat);
+        let endpoint = Arc::new(Prepared { endpoint: self, heartbeat });
+        get(move |req: Request| {
+            let endpoint = endpoint.clone();
+            async move {
+                match endpoint.open(req).await {
+                    Ok(resp) => resp,
+                    Err(e) => e.into_response(),
+                }
+            }
+        })
+    }
+}
+
+struct Prepared {
+    endpoint: SseEndpoint,
+    heartbeat: Option<tokio::sync::watch::Receiver<Bytes>>,
+}
+
+impl Prepared {
+    async fn open(&self, req: Request) -> Result<Response<Body>, ApiError> {
+        let ep = &self.endpoint;
+        let (parts, _body) = req.into_parts();
+        let topics = match &ep.fixed_topics {
+            Some(t) => t.clone(),
+            None => topics_from_query(parts.uri.query().unwrap_or(""))?,
+        };
+        if let Some(check) = &ep.authorize {
+            let parts = Arc::new(parts);
+            for topic in &topics {
+                if !check(parts.clone(), topic.clone()).await {
+                    return Err(ApiError::forbidden(format!("not allowed to subscribe to topic {:?}", topic.as_str())));
+                }
+            }
+        }
+        let slot = ep.broker.try_acquire_connection(ep.max_connections).ok_or_else(|| {
+            ApiError::unavailable("too_many_connections", format!("the server holds its limit of {} streams", ep.max_connections))
+        })?;
+        let subscription = ep
+            .broker
+            .subscribe(&topics)
+            .await
+            .map_err(|e| ApiError::unavailable("broker_unavailable", e.to_string()))?;
+        let (receivers, guard) = subscription.split();
+
+        let mut hello = shared::wire::encode_comment("ok");
+        hello.push_str(&shared::wire::encode_retry(RETRY_MS));
+        hello.push('\n');
+        let body = EventBody {
+            hello: Some(Bytes::from(hello)),
+            events: futures::stream::select_all(receivers.into_iter().map(BroadcastStream::new)),
+            heartbeat: self.heartbeat.clone().map(WatchStream::from_changes),
+            closing: WatchStream::from_changes(ep.broker.closing()),
+            done: false,
+            _guard: guard,
+            _slot: slot,
+        };
+        let mut resp = Response::new(Body::from_stream(body));
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        *resp.status_mut() = StatusCode::OK;
+        Ok(resp)
+    }
+}
+
+/// Parses `topic=a,b&topic=c` into distinct, validated topics (first-seen order).
+pub fn topics_from_query(query: &str) -> Result<Vec<Topic>, ApiError> {
+    let mut seen = BTreeSet::new();
+    let mut topics = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key != "topic" {
+            continue;
+        }
+        for raw in value.split(',') {
+            let topic = Topic::new(raw)
+                .map_err(|e| ApiError::bad_request("invalid_topic", format!("topic {raw:?} is invalid: {e}")))?;
+            if seen.insert(topic.clone()) {
+                topics.push(topic);
+            }
+        }
+    }
+    if topics.is_empty() {
+        return Err(ApiError::bad_request("missing_topic", "give at least one topic: ?topic=a,b"));
+    }
+    if topics.len() > MAX_TOPICS_PER_CONNECTION {
+        return Err(ApiError::bad_request(
+            "too_many_topics",
+            format!("{} topics asked; at most {MAX_TOPICS_PER_CONNECTION} per connection", topics.len()),
+        ));
+    }
+    Ok(topics)
+}
+
+/// One ticker per endpoint: builds the heartbeat frame once per tick for all connections.
+fn spawn_heartbeat(every: Duration) -> tokio::sync::watch::Receiver<Bytes> {
+    let (tx, rx) = tokio::sync::watch::channel(Bytes::new());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let frame = shared::wire::encode_event(None, "heartbeat", &format!("{{\"ts\":{ts}}}")).expect("valid frame");
+            if tx.send(Bytes::from(frame)).is_err() {
+                break; // endpoint and all its connections are gone
+            }
+        }
+    });
+    rx
+}
+
+/// The response body of one connection.
+struct EventBody {
+    hello: Option<Bytes>,
+    events: SelectAll<BroadcastStream<Bytes>>,
+    heartbeat: Option<WatchStream<Bytes>>,
+    closing: WatchStream<bool>,
+    done: bool,
+    // Dropped after `events`, so the receivers are gone when the guard checks for the last one.
+    _guard: SubscriptionGuard,
+    _slot: ConnectionSlot,
+}
+
+impl Stream for EventBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(hello) = this.hello.take() {
+            return Poll::Ready(Some(Ok(hello)));
+        }
+        if let Poll::Ready(_) = this.closing.poll_next_unpin(cx) {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        // Heartbeat first: it is rare, and a busy topic must not starve it.
+        if let Some(hb) = &mut this.heartbeat {
+            if let Poll::Ready(Some(frame)) = hb.poll_next_unpin(cx) {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+        }
+        match this.events.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
+                // Slow consumer: it fell a whole queue behind. Say so and hang up; EventSource
+                // reconnects and the client refetches (use_sse bumps `version` on reopen).
+                tracing::info!(missed, "slow SSE consumer disconnected");
+                this.done = true;
+                let frame = shared::wire::encode_event(None, "resync", &format!("{{\"missed\":{missed}}}")).expect("valid frame");
+                Poll::Ready(Some(Ok(Bytes::from(frame))))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(q: &str) -> Result<Vec<String>, ApiError> {
+        topics_from_query(q).map(|t| t.into_iter().map(|t| t.to_string()).collect())
+    }
+
+    #[test]
+    fn comma_separated_and_repeated() {
+        assert_eq!(names("topic=a,b&topic=c&x=1&topic=a").unwrap(), ["a", "b", "c"]);
+        assert_eq!(names("topic=task%3A7").unwrap(), ["task:7"]);
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(names("").unwrap_err().code, "missing_topic");
+        assert_eq!(names("topic=").unwrap_err().code, "invalid_topic");
+        assert_eq!(names("topic=a,,b").unwrap_err().code, "invalid_topic");
+        assert_eq!(names("topic=a%20b").unwrap_err().code, "invalid_topic");
+        let many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+        assert_eq!(names(&format!("topic={}", many.join(","))).unwrap_err().code, "too_many_topics");
+        assert!(names(&format!("topic={}", many[..64].join(","))).is_ok());
+    }
+}
