@@ -83,11 +83,11 @@ fn TaskBoard() -> impl IntoView {
     let row = move |task: Task| {
         let id = task.id;
         view! {
-            <li data-testid="task" data-id=id class:done=task.done>
+            <li data-testid="task" data-id=id data-title=task.title.clone() class:done=task.done>
                 <input
                     type="checkbox"
                     data-testid="toggle"
-                    prop:checked=task.done
+                    checked=task.done
                     on:change=move |ev| { set_done.dispatch(SetTaskDone { id, done: event_target_checked(&ev) }); }
                 />
                 <input
@@ -95,7 +95,7 @@ fn TaskBoard() -> impl IntoView {
                     class="title"
                     data-testid="title"
                     maxlength="200"
-                    prop:value=task.title.clone()
+                    value=task.title.clone()
                     on:change=move |ev| { rename.dispatch(RenameTask { id, title: event_target_value(&ev) }); }
                 />
                 <button data-testid="delete" title="Delete" on:click=move |_| { delete.dispatch(DeleteTask { id }); }>

@@ -1,0 +1,90 @@
+import { spawn, ChildProcess } from "node:child_process";
+import * as net from "node:net";
+import * as path from "node:path";
+import * as fs from "node:fs";
+
+const root = path.resolve(__dirname, "..", "..");
+
+/** A free loopback TCP port (bound then released). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, child: ChildProcess, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`${what} exited early with code ${child.exitCode}`);
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what} did not become ready within ${ms} ms`);
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once("exit", () => resolve());
+    child.kill("SIGTERM");
+    setTimeout(() => child.kill("SIGKILL"), 5_000).unref();
+  });
+}
+
+function redisPing(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, "127.0.0.1");
+    sock.setTimeout(1000);
+    sock.on("connect", () => sock.write("PING\r\n"));
+    sock.on("data", (d) => {
+      resolve(d.toString().startsWith("+PONG"));
+      sock.destroy();
+    });
+    sock.on("error", () => resolve(false));
+    sock.on("timeout", () => {
+      resolve(false);
+      sock.destroy();
+    });
+  });
+}
+
+export async function startRedis() {
+  const port = await freePort();
+  const child = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    { stdio: "ignore" },
+  );
+  await waitFor("redis-server", () => redisPing(port), child);
+  return { url: `redis://127.0.0.1:${port}`, stop: () => stopChild(child) };
+}
+
+export interface AppServer {
+  url: string;
+  stop: () => Promise<void>;
+}
+
+/** Starts the demo binary (built by `cargo leptos build`) on a free port. */
+export async function startApp(opts: { redisUrl?: string } = {}): Promise<AppServer> {
+  const bin = path.join(root, "target", "debug", "server");
+  if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run \`cargo leptos build\` first`);
+  const port = await freePort();
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
+    LEPTOS_SITE_ROOT: "target/site",
+    LEPTOS_OUTPUT_NAME: "taskboard",
+    RUST_LOG: "warn",
+  };
+  delete env.REDIS_URL;
+  if (opts.redisUrl) env.REDIS_URL = opts.redisUrl;
+  const child = spawn(bin, [], { cwd: root, env, stdio: ["ignore", "inherit", "inherit"] });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(`server on ${url}`, async () => (await fetch(`${url}/health`)).ok, child);
+  return { url, stop: () => stopChild(child) };
+}

@@ -1,0 +1,260 @@
+//! Test harness: a real `redis-server` on a free loopback port, the real app on an ephemeral
+//! port, and an SSE client built on `shared::wire::SseParser`.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use server::{SseApp, SseConfig};
+use shared::wire::{ParsedEvent, SseParser};
+use tokio::sync::oneshot;
+
+/// A `redis-server` child process; killed when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub url: String,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl RedisServer {
+    /// Starts redis-server on a free port; panics (failing the test) if it cannot.
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server must be installed (scripts/setup.sh installs it)");
+        let mut server = Self { child: Some(child), port, url: format!("redis://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if redis_ping(port) {
+                return server;
+            }
+            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("redis-server on port {port} exited at start: {status}");
+            }
+            assert!(Instant::now() < deadline, "redis-server on port {port} did not answer PING within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A synchronous command connection for assertions.
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url.as_str()).unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn redis_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// The config tests start from: no Redis, 30 s heartbeat.
+pub fn config(redis: Option<&RedisServer>) -> SseConfig {
+    SseConfig { redis_url: redis.map(|r| r.url.clone()), ..SseConfig::default() }
+}
+
+/// A running app on 127.0.0.1:<ephemeral>; shut down gracefully when dropped.
+pub struct TestServer {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub sse: SseApp,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// The demo app (pages, server functions, REST, /events, health).
+    pub async fn demo(config: SseConfig) -> Self {
+        let sse = SseApp::new(config).await.expect("app starts");
+        let options = leptos::config::LeptosOptions::builder().output_name("taskboard").site_root("target/site").build();
+        let router = server::demo::router(&sse, options);
+        Self::serve(sse, router).await
+    }
+
+    /// Any router served with `sse`'s lifecycle.
+    pub async fn serve(sse: SseApp, router: axum::Router) -> Self {
+        let listener = server::setup::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = sse.clone();
+        let task = tokio::spawn(async move {
+            app.serve_on(listener, router, async move {
+                let _ = rx.await;
+            })
+            .await
+        });
+        Self { base: format!("http://{addr}"), addr, sse, shutdown: Some(tx), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Graceful shutdown; returns how long it took.
+    pub async fn shutdown(&mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("server shut down within 10 s")
+                .unwrap()
+                .unwrap();
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+/// An SSE connection read with the project's own incremental parser.
+pub struct SseClient {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    parser: SseParser,
+    pending: VecDeque<ParsedEvent>,
+    /// Every byte received, for byte-level assertions.
+    pub raw: Vec<u8>,
+}
+
+impl SseClient {
+    /// Opens `url` and waits for the response head; asserts nothing about the status.
+    pub async fn open(url: &str) -> Self {
+        Self::open_with(reqwest::Client::new().get(url)).await
+    }
+
+    pub async fn open_with(req: reqwest::RequestBuilder) -> Self {
+        let resp = tokio::time::timeout(Duration::from_secs(10), req.send())
+            .await
+            .expect("stream head within 10 s")
+            .expect("request sent");
+        Self {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.bytes_stream().boxed(),
+            parser: SseParser::new(),
+            pending: VecDeque::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    /// Opens a stream and asserts it is a 200 event stream.
+    pub async fn subscribe(base: &str, topics: &str) -> Self {
+        let c = Self::open(&format!("{base}/events?topic={topics}")).await;
+        assert_eq!(c.status, 200, "stream for {topics}");
+        c
+    }
+
+    /// Reads one raw chunk (None at end of stream or timeout).
+    pub async fn next_chunk(&mut self, wait: Duration) -> Option<bytes::Bytes> {
+        match tokio::time::timeout(wait, self.body.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                self.raw.extend_from_slice(&chunk);
+                let events = self.parser.feed(&chunk);
+                self.pending.extend(events);
+                Some(chunk)
+            }
+            _ => None,
+        }
+    }
+
+    /// The next event of any name, or None if none arrives within `wait` / the stream ends.
+    pub async fn next_event(&mut self, wait: Duration) -> Option<ParsedEvent> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.next_chunk(left).await?;
+        }
+    }
+
+    /// The next event that is not a heartbeat; panics if none arrives within 5 s.
+    pub async fn expect_event(&mut self) -> ParsedEvent {
+        loop {
+            let e = self.next_event(Duration::from_secs(5)).await.expect("an event within 5 s");
+            if e.event != "heartbeat" {
+                return e;
+            }
+        }
+    }
+
+    /// True when the server has closed the stream within `wait`.
+    pub async fn ended_within(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        loop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return false };
+            match tokio::time::timeout(left, self.body.next()).await {
+                Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(chunk))) => self.raw.extend_from_slice(&chunk),
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Asserts `resp` is an error with our JSON body and returns its `error` code.
+pub async fn error_code(resp: reqwest::Response, status: u16) -> String {
+    assert_eq!(resp.status().as_u16(), status, "status");
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(ct.starts_with("application/json"), "content-type {ct:?}");
+    let body: serde_json::Value = resp.json().await.expect("JSON error body");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    body["error"].as_str().expect("error code").to_owned()
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes (bounded; no fixed sleeps).
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
