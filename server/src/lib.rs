@@ -23,4 +23,4 @@ pub use config::{ConfigError, SseConfig};
 pub use endpoint::SseEndpoint;
 pub use error::ApiError;
 pub use layer::{PublishContext, PublishLayer};
-pub use setup::{SseApp, SetupError};
+pub use setup::{SetupError, SseApp};

@@ -26,7 +26,9 @@ pub fn normalize_title(title: &str) -> Result<String, String> {
     if n == 0 {
         Err("title must not be empty".to_owned())
     } else if n > MAX_TITLE_CHARS {
-        Err(format!("title is {n} characters; at most {MAX_TITLE_CHARS} are allowed"))
+        Err(format!(
+            "title is {n} characters; at most {MAX_TITLE_CHARS} are allowed"
+        ))
     } else {
         Ok(t.to_owned())
     }
@@ -104,7 +106,11 @@ mod tests {
 
     #[test]
     fn round_trip_every_variant() {
-        for e in [TaskEvent::Created { id: 1 }, TaskEvent::Updated { id: 2 }, TaskEvent::Deleted { id: 3 }] {
+        for e in [
+            TaskEvent::Created { id: 1 },
+            TaskEvent::Updated { id: 2 },
+            TaskEvent::Deleted { id: 3 },
+        ] {
             assert!(TaskEvent::NAMES.contains(&e.name()));
             let back = TaskEvent::decode(e.name(), &e.payload().to_string()).unwrap();
             assert_eq!(back, e);
@@ -113,8 +119,14 @@ mod tests {
 
     #[test]
     fn decode_errors() {
-        assert!(matches!(TaskEvent::decode("task:moved", "{\"id\":1}"), Err(DecodeError::UnknownEvent(_))));
-        assert!(matches!(TaskEvent::decode("task:created", "{\"id\":\"x\"}"), Err(DecodeError::BadPayload { .. })));
+        assert!(matches!(
+            TaskEvent::decode("task:moved", "{\"id\":1}"),
+            Err(DecodeError::UnknownEvent(_))
+        ));
+        assert!(matches!(
+            TaskEvent::decode("task:created", "{\"id\":\"x\"}"),
+            Err(DecodeError::BadPayload { .. })
+        ));
     }
 
     #[test]

@@ -102,7 +102,11 @@ fn sync() {
         hub.sync_scheduled = false;
         let key = StreamKey {
             topics: hub.subscribers.values().map(|s| s.topic.clone()).collect(),
-            names: hub.subscribers.values().flat_map(|s| s.names.iter().copied()).collect(),
+            names: hub
+                .subscribers
+                .values()
+                .flat_map(|s| s.names.iter().copied())
+                .collect(),
         };
         if hub.stream.as_ref().is_some_and(|s| s.key == key) {
             return;
@@ -141,7 +145,9 @@ fn percent_encode(s: &str) -> String {
     // Ids are opaque; encode anything outside the unreserved set.
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -153,7 +159,9 @@ fn open(path: &str, key: StreamKey, last_event_id: Option<&str>) -> Result<OpenS
     let mut listeners = Vec::new();
     for &name in &key.names {
         let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-            let Some(data) = ev.data().as_string() else { return };
+            let Some(data) = ev.data().as_string() else {
+                return;
+            };
             let callbacks: Vec<_> = HUB.with_borrow_mut(|hub| {
                 let id = ev.last_event_id();
                 if !id.is_empty() {
@@ -177,7 +185,10 @@ fn open(path: &str, key: StreamKey, last_event_id: Option<&str>) -> Result<OpenS
     let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
         let callbacks: Vec<_> = HUB.with_borrow(|hub| {
             hub.status.set(ConnectionStatus::Live);
-            hub.subscribers.values().map(|s| s.on_open.clone()).collect()
+            hub.subscribers
+                .values()
+                .map(|s| s.on_open.clone())
+                .collect()
         });
         for cb in callbacks {
             cb();
@@ -188,14 +199,20 @@ fn open(path: &str, key: StreamKey, last_event_id: Option<&str>) -> Result<OpenS
     let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
         let gave_up = HUB.with_borrow(|hub| {
             hub.status.set(ConnectionStatus::Offline);
-            hub.stream.as_ref().is_some_and(|s| s.source.ready_state() == EventSource::CLOSED)
+            hub.stream
+                .as_ref()
+                .is_some_and(|s| s.source.ready_state() == EventSource::CLOSED)
         });
         if gave_up {
             // The browser only retries network drops; after an HTTP error it stops. Retry ourselves.
             set_timeout(
                 || {
                     HUB.with_borrow_mut(|hub| {
-                        if hub.stream.as_ref().is_some_and(|s| s.source.ready_state() == EventSource::CLOSED) {
+                        if hub
+                            .stream
+                            .as_ref()
+                            .is_some_and(|s| s.source.ready_state() == EventSource::CLOSED)
+                        {
                             hub.stream = None;
                         }
                     });
@@ -207,5 +224,11 @@ fn open(path: &str, key: StreamKey, last_event_id: Option<&str>) -> Result<OpenS
     });
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
 
-    Ok(OpenStream { source, key, _listeners: listeners, _on_open: on_open, _on_error: on_error })
+    Ok(OpenStream {
+        source,
+        key,
+        _listeners: listeners,
+        _on_open: on_open,
+        _on_error: on_error,
+    })
 }

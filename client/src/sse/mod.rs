@@ -91,7 +91,9 @@ where
             on_event: std::rc::Rc::new(move |name: &str, data: &str| {
                 // One tab stream carries many topics and the frame does not say which one it came
                 // on: a typed event knows its topics, so keep only those that belong to ours.
-                let Ok(event) = E::decode(name, data) else { return };
+                let Ok(event) = E::decode(name, data) else {
+                    return;
+                };
                 if !event.topics().contains(&topic_for_filter) {
                     return;
                 }
@@ -104,13 +106,21 @@ where
         });
         on_cleanup(move || hub::unsubscribe(id));
         let status = hub::status();
-        return SseSignal { latest, version, status: Signal::derive(move || status.get()) };
+        return SseSignal {
+            latest,
+            version,
+            status: Signal::derive(move || status.get()),
+        };
     }
 
     #[cfg(not(feature = "hydrate"))]
     {
         let _ = (topic, set_latest, set_version);
-        SseSignal { latest, version, status: Signal::stored(ConnectionStatus::Connecting) }
+        SseSignal {
+            latest,
+            version,
+            status: Signal::stored(ConnectionStatus::Connecting),
+        }
     }
 }
 

@@ -119,17 +119,23 @@ impl Channels {
 impl Broker {
     /// An in-process broker: one instance, no Redis.
     pub fn memory(limits: BrokerLimits) -> Self {
-        Self::with_backend(limits, Arc::default(), |_| Backend::Memory(memory::IdGen::default()))
+        Self::with_backend(limits, Arc::default(), |_| {
+            Backend::Memory(memory::IdGen::default())
+        })
     }
 
     /// A Redis-backed broker: one Pub/Sub connection for all topics plus one command connection.
     pub async fn redis(url: &str, limits: BrokerLimits) -> Result<Self, BrokerError> {
         let channels = Arc::<Channels>::default();
-        let backend = redis::RedisBackend::connect(url, channels.clone()).await.map_err(|e| BrokerError::Connect {
-            url: url.to_owned(),
-            reason: e,
-        })?;
-        Ok(Self::with_backend(limits, channels, |_| Backend::Redis(backend)))
+        let backend = redis::RedisBackend::connect(url, channels.clone())
+            .await
+            .map_err(|e| BrokerError::Connect {
+                url: url.to_owned(),
+                reason: e,
+            })?;
+        Ok(Self::with_backend(limits, channels, |_| {
+            Backend::Redis(backend)
+        }))
     }
 
     /// The broker the configuration asks for: Redis when `redis_url` is set, else in-process.
@@ -140,10 +146,22 @@ impl Broker {
         }
     }
 
-    fn with_backend(limits: BrokerLimits, channels: Arc<Channels>, make: impl FnOnce(&Arc<Channels>) -> Backend) -> Self {
+    fn with_backend(
+        limits: BrokerLimits,
+        channels: Arc<Channels>,
+        make: impl FnOnce(&Arc<Channels>) -> Backend,
+    ) -> Self {
         let backend = make(&channels);
         let (closing, _) = watch::channel(false);
-        Self { inner: Arc::new(Inner { limits, channels, backend, connections: AtomicUsize::new(0), closing }) }
+        Self {
+            inner: Arc::new(Inner {
+                limits,
+                channels,
+                backend,
+                connections: AtomicUsize::new(0),
+                closing,
+            }),
+        }
     }
 
     pub fn limits(&self) -> &BrokerLimits {
@@ -189,24 +207,45 @@ impl Broker {
     }
 
     /// Publishes `data` as event `event` on `topic`.
-    pub async fn publish(&self, topic: &Topic, event: &str, data: &serde_json::Value) -> Result<(), PublishError> {
-        self.publish_to(std::slice::from_ref(topic), event, data).await
+    pub async fn publish(
+        &self,
+        topic: &Topic,
+        event: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), PublishError> {
+        self.publish_to(std::slice::from_ref(topic), event, data)
+            .await
     }
 
     /// Publishes a typed event on all of its topics.
     pub async fn publish_event<E: SseEvent>(&self, event: &E) -> Result<(), PublishError> {
-        self.publish_to(&event.topics(), event.name(), &event.payload()).await
+        self.publish_to(&event.topics(), event.name(), &event.payload())
+            .await
     }
 
     /// Publishes one event on several topics (each topic gets its own frame and id).
-    pub async fn publish_to(&self, topics: &[Topic], event: &str, data: &serde_json::Value) -> Result<(), PublishError> {
+    pub async fn publish_to(
+        &self,
+        topics: &[Topic],
+        event: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), PublishError> {
         let data = serde_json::to_string(data).map_err(|e| PublishError::Invalid(e.to_string()))?;
         // Encoded once here; the id line is put in front per topic.
-        let body = shared::wire::encode_event(None, event, &data).map_err(|e| PublishError::Invalid(e.to_string()))?;
+        let body = shared::wire::encode_event(None, event, &data)
+            .map_err(|e| PublishError::Invalid(e.to_string()))?;
         let limit = self.inner.limits.max_message_size;
         if body.len() > limit {
-            tracing::warn!(event, size = body.len(), limit, "event refused: larger than SSE_MAX_MESSAGE_SIZE");
-            return Err(PublishError::TooLarge { size: body.len(), limit });
+            tracing::warn!(
+                event,
+                size = body.len(),
+                limit,
+                "event refused: larger than SSE_MAX_MESSAGE_SIZE"
+            );
+            return Err(PublishError::TooLarge {
+                size: body.len(),
+                limit,
+            });
         }
         let channels: Vec<String> = topics.iter().map(|t| self.channel_name(t)).collect();
         match &self.inner.backend {
@@ -217,7 +256,10 @@ impl Broker {
                 }
                 Ok(())
             }
-            Backend::Redis(r) => r.publish(&channels, &body).await.map_err(PublishError::Unavailable),
+            Backend::Redis(r) => r
+                .publish(&channels, &body)
+                .await
+                .map_err(PublishError::Unavailable),
         }
     }
 
@@ -241,10 +283,17 @@ impl Broker {
             }
         }
         // From here on the guard cleans up, even if this future is dropped or fails.
-        let guard = SubscriptionGuard { broker: self.clone(), channels: names };
+        let guard = SubscriptionGuard {
+            broker: self.clone(),
+            channels: names,
+        };
         if let Backend::Redis(r) = &self.inner.backend {
             for (name, ready) in pending {
-                ready.get_or_init(|| r.subscribe(name)).await.clone().map_err(BrokerError::Unavailable)?;
+                ready
+                    .get_or_init(|| r.subscribe(name))
+                    .await
+                    .clone()
+                    .map_err(BrokerError::Unavailable)?;
             }
         }
         Ok(Subscription { receivers, guard })
@@ -255,9 +304,13 @@ impl Broker {
         let inner = &self.inner;
         inner
             .connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
-            .map(|_| ConnectionSlot { broker: self.clone() })
+            .map(|_| ConnectionSlot {
+                broker: self.clone(),
+            })
     }
 
     /// Open SSE connections right now.
@@ -292,7 +345,12 @@ impl Broker {
 }
 
 impl Publish for Broker {
-    fn publish_json<'a>(&'a self, topics: &'a [Topic], event: &'a str, data: &'a serde_json::Value) -> PublishFuture<'a> {
+    fn publish_json<'a>(
+        &'a self,
+        topics: &'a [Topic],
+        event: &'a str,
+        data: &'a serde_json::Value,
+    ) -> PublishFuture<'a> {
         Box::pin(self.publish_to(topics, event, data))
     }
 }

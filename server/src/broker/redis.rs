@@ -80,12 +80,19 @@ impl RedisBackend {
         });
         tokio::spawn(async move {
             while let Some(msg) = stream.next().await {
-                channels.deliver(msg.get_channel_name(), Bytes::copy_from_slice(msg.get_payload_bytes()));
+                channels.deliver(
+                    msg.get_channel_name(),
+                    Bytes::copy_from_slice(msg.get_payload_bytes()),
+                );
             }
             tracing::error!("redis pub/sub connection closed; no more events will be received");
         });
 
-        Ok(Self { conn, control, script: redis::Script::new(PUBLISH_SCRIPT) })
+        Ok(Self {
+            conn,
+            control,
+            script: redis::Script::new(PUBLISH_SCRIPT),
+        })
     }
 
     pub(super) fn connection(&self) -> ConnectionManager {
@@ -96,13 +103,19 @@ impl RedisBackend {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
-        matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), ping).await,
+            Ok(Ok(_))
+        )
     }
 
     pub(super) async fn subscribe(&self, channel: String) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
-        self.control.send(Control::Subscribe(channel, done)).map_err(|_| "redis subscriber task stopped".to_owned())?;
-        wait.await.map_err(|_| "redis subscriber task stopped".to_owned())?
+        self.control
+            .send(Control::Subscribe(channel, done))
+            .map_err(|_| "redis subscriber task stopped".to_owned())?;
+        wait.await
+            .map_err(|_| "redis subscriber task stopped".to_owned())?
     }
 
     pub(super) fn unsubscribe(&self, channel: String) {
@@ -116,6 +129,10 @@ impl RedisBackend {
         }
         invocation.arg(body).arg(STREAM_MAXLEN).arg(STREAM_TTL_MS);
         let mut conn = self.conn.clone();
-        invocation.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string())
+        invocation
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }
