@@ -8,13 +8,22 @@ cd "$(dirname "$0")/.."
 # The same flags cargo-leptos uses for debug builds, so the tests and the app share one build of
 # every dependency instead of compiling the world twice.
 export RUSTFLAGS="--cfg erase_components"
+logs=target/test-logs
+mkdir -p "$logs"
 
 echo "== cargo test (unit, doc, integration with redis-server)"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee "$logs/cargo-test.txt"
 
 echo "== cargo leptos build"
 cargo leptos build
 
 echo "== playwright (end-to-end, Chromium)"
-cd end2end
-npx playwright test
+(cd end2end && PLAYWRIGHT_JSON_OUTPUT_NAME="../$logs/playwright.json" npx playwright test --reporter=list,json)
+
+rust_passed=$(awk '/^test result:/ { s += $4 } END { print s + 0 }' "$logs/cargo-test.txt")
+rust_failed=$(awk '/^test result:/ { s += $6 } END { print s + 0 }' "$logs/cargo-test.txt")
+read -r e2e_passed e2e_failed < <(node -e '
+  const s = require(process.argv[1]).stats;
+  console.log(s.expected, s.unexpected + s.flaky);' "$PWD/$logs/playwright.json")
+echo "== summary: cargo test $rust_passed passed ($rust_failed failed), playwright $e2e_passed passed ($e2e_failed failed)"
+echo "$((rust_passed + e2e_passed)) passed, $((rust_failed + e2e_failed)) failed"

@@ -21,16 +21,9 @@ async fn measure(label: &str, post_to: &TestServer, listen_on: &TestServer, n: u
     // Warm-up: connections, JIT-free but caches and pools.
     for i in 0..(n / 10).max(10) + n {
         let started = Instant::now();
-        let resp = client
-            .post(&url)
-            .json(&serde_json::json!({ "title": format!("t{i}") }))
-            .send()
-            .await
-            .unwrap();
+        let resp = client.post(&url).json(&serde_json::json!({ "title": format!("t{i}") })).send().await.unwrap();
         assert_eq!(resp.status(), 201);
-        let id = resp.json::<serde_json::Value>().await.unwrap()["id"]
-            .as_u64()
-            .unwrap();
+        let id = resp.json::<serde_json::Value>().await.unwrap()["id"].as_u64().unwrap();
         let e = sse.expect_event().await;
         assert_eq!(e.data, format!("{{\"id\":{id}}}"));
         if i >= (n / 10).max(10) {
@@ -51,10 +44,7 @@ async fn measure(label: &str, post_to: &TestServer, listen_on: &TestServer, n: u
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1000);
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
     println!("POST -> SSE frame, measured at the client (includes the POST round trip)");
     let redis = RedisServer::start();
     let a = TestServer::demo(config(Some(&redis))).await;

@@ -58,11 +58,7 @@ impl SseConfig {
 
     /// Reads configuration through `get` (testable without touching the process environment).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| {
-            get(k)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let d = Self::default();
         let redis_url = match get("REDIS_URL") {
             Some(url) => Some(check_redis_url("REDIS_URL", url)?),
@@ -70,73 +66,37 @@ impl SseConfig {
                 Some(host) => {
                     let port: u16 = parse("REDIS_PORT", get("REDIS_PORT"), 6379)?;
                     let db: u32 = parse("REDIS_DB", get("REDIS_DB"), 0)?;
-                    Some(check_redis_url(
-                        "REDIS_HOST",
-                        format!("redis://{host}:{port}/{db}"),
-                    )?)
+                    Some(check_redis_url("REDIS_HOST", format!("redis://{host}:{port}/{db}"))?)
                 }
                 None => None,
             },
         };
         let heartbeat_secs: u64 = parse("SSE_HEARTBEAT_SECONDS", get("SSE_HEARTBEAT_SECONDS"), 30)?;
         let topic_prefix = get("TOPIC_PREFIX").unwrap_or_default();
-        if let Some(c) = topic_prefix
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c)))
-        {
-            return Err(err(
-                "TOPIC_PREFIX",
-                &topic_prefix,
-                format!("{c:?} is not one of A-Z a-z 0-9 _ . : -"),
-            ));
+        if let Some(c) = topic_prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c))) {
+            return Err(err("TOPIC_PREFIX", &topic_prefix, format!("{c:?} is not one of A-Z a-z 0-9 _ . : -")));
         }
         let cors_origins = get("CORS_ORIGINS")
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default();
         let cfg = Self {
             redis_url,
             heartbeat: (heartbeat_secs > 0).then(|| Duration::from_secs(heartbeat_secs)),
             topic_prefix,
             cors_origins,
-            max_connections: positive(
-                "SSE_MAX_CONNECTIONS",
-                get("SSE_MAX_CONNECTIONS"),
-                d.max_connections,
-            )?,
-            max_queue_size: positive(
-                "SSE_MAX_QUEUE_SIZE",
-                get("SSE_MAX_QUEUE_SIZE"),
-                d.max_queue_size,
-            )?,
-            max_message_size: positive(
-                "SSE_MAX_MESSAGE_SIZE",
-                get("SSE_MAX_MESSAGE_SIZE"),
-                d.max_message_size,
-            )?,
+            max_connections: positive("SSE_MAX_CONNECTIONS", get("SSE_MAX_CONNECTIONS"), d.max_connections)?,
+            max_queue_size: positive("SSE_MAX_QUEUE_SIZE", get("SSE_MAX_QUEUE_SIZE"), d.max_queue_size)?,
+            max_message_size: positive("SSE_MAX_MESSAGE_SIZE", get("SSE_MAX_MESSAGE_SIZE"), d.max_message_size)?,
         };
         Ok(cfg)
     }
 }
 
 fn err(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        value: value.to_owned(),
-        reason: reason.into(),
-    }
+    ConfigError { var, value: value.to_owned(), reason: reason.into() }
 }
 
-fn parse<T: std::str::FromStr>(
-    var: &'static str,
-    value: Option<String>,
-    default: T,
-) -> Result<T, ConfigError>
+fn parse<T: std::str::FromStr>(var: &'static str, value: Option<String>, default: T) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
@@ -146,11 +106,7 @@ where
     }
 }
 
-fn positive(
-    var: &'static str,
-    value: Option<String>,
-    default: usize,
-) -> Result<usize, ConfigError> {
+fn positive(var: &'static str, value: Option<String>, default: usize) -> Result<usize, ConfigError> {
     let raw = value.clone();
     match parse(var, value, default)? {
         0 => Err(err(var, &raw.unwrap_or_default(), "must be at least 1")),
@@ -169,10 +125,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(pairs: &[(&str, &str)]) -> Result<SseConfig, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         SseConfig::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -199,14 +152,7 @@ mod tests {
         assert_eq!(cfg.heartbeat, None);
         assert_eq!(cfg.topic_prefix, "app1:");
         assert_eq!(cfg.cors_origins, ["http://a.test", "http://b.test"]);
-        assert_eq!(
-            (
-                cfg.max_connections,
-                cfg.max_queue_size,
-                cfg.max_message_size
-            ),
-            (10, 5, 100)
-        );
+        assert_eq!((cfg.max_connections, cfg.max_queue_size, cfg.max_message_size), (10, 5, 100));
     }
 
     #[test]

@@ -33,8 +33,7 @@ pub const MAX_TOPICS_PER_CONNECTION: usize = 64;
 /// How long EventSource waits before reconnecting (sent as `retry:`).
 const RETRY_MS: u64 = 2000;
 
-type AuthorizeFn =
-    dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
+type AuthorizeFn = dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
 
 /// Builds the SSE route.
 ///
@@ -107,10 +106,7 @@ impl SseEndpoint {
     /// The `GET` route. Must be called inside a Tokio runtime (it starts the heartbeat ticker).
     pub fn into_route<S: Clone + Send + Sync + 'static>(self) -> MethodRouter<S> {
         let heartbeat = self.heartbeat.map(spawn_heartbeat);
-        let endpoint = Arc::new(Prepared {
-            endpoint: self,
-            heartbeat,
-        });
+        let endpoint = Arc::new(Prepared { endpoint: self, heartbeat });
         get(move |req: Request| {
             let endpoint = endpoint.clone();
             async move {
@@ -140,25 +136,16 @@ impl Prepared {
             let parts = Arc::new(parts);
             for topic in &topics {
                 if !check(parts.clone(), topic.clone()).await {
-                    return Err(ApiError::forbidden(format!(
-                        "not allowed to subscribe to topic {:?}",
-                        topic.as_str()
-                    )));
+                    return Err(ApiError::forbidden(format!("not allowed to subscribe to topic {:?}", topic.as_str())));
                 }
             }
         }
-        let slot = ep
-            .broker
-            .try_acquire_connection(ep.max_connections)
-            .ok_or_else(|| {
-                ApiError::unavailable(
-                    "too_many_connections",
-                    format!(
-                        "the server holds its limit of {} streams",
-                        ep.max_connections
-                    ),
-                )
-            })?;
+        let slot = ep.broker.try_acquire_connection(ep.max_connections).ok_or_else(|| {
+            ApiError::unavailable(
+                "too_many_connections",
+                format!("the server holds its limit of {} streams", ep.max_connections),
+            )
+        })?;
         let subscription = ep
             .broker
             .subscribe(&topics)
@@ -180,10 +167,7 @@ impl Prepared {
         };
         let mut resp = Response::new(Body::from_stream(body));
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         *resp.status_mut() = StatusCode::OK;
@@ -200,27 +184,20 @@ pub fn topics_from_query(query: &str) -> Result<Vec<Topic>, ApiError> {
             continue;
         }
         for raw in value.split(',') {
-            let topic = Topic::new(raw).map_err(|e| {
-                ApiError::bad_request("invalid_topic", format!("topic {raw:?} is invalid: {e}"))
-            })?;
+            let topic = Topic::new(raw)
+                .map_err(|e| ApiError::bad_request("invalid_topic", format!("topic {raw:?} is invalid: {e}")))?;
             if seen.insert(topic.clone()) {
                 topics.push(topic);
             }
         }
     }
     if topics.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_topic",
-            "give at least one topic: ?topic=a,b",
-        ));
+        return Err(ApiError::bad_request("missing_topic", "give at least one topic: ?topic=a,b"));
     }
     if topics.len() > MAX_TOPICS_PER_CONNECTION {
         return Err(ApiError::bad_request(
             "too_many_topics",
-            format!(
-                "{} topics asked; at most {MAX_TOPICS_PER_CONNECTION} per connection",
-                topics.len()
-            ),
+            format!("{} topics asked; at most {MAX_TOPICS_PER_CONNECTION} per connection", topics.len()),
         ));
     }
     Ok(topics)
@@ -234,12 +211,9 @@ fn spawn_heartbeat(every: Duration) -> tokio::sync::watch::Receiver<Bytes> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let ts = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let frame = shared::wire::encode_event(None, "heartbeat", &format!("{{\"ts\":{ts}}}"))
-                .expect("valid frame");
+            let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let frame =
+                shared::wire::encode_event(None, "heartbeat", &format!("{{\"ts\":{ts}}}")).expect("valid frame");
             if tx.send(Bytes::from(frame)).is_err() {
                 break; // endpoint and all its connections are gone
             }
@@ -289,7 +263,7 @@ impl Stream for EventBody {
                 tracing::info!(missed, "slow SSE consumer disconnected");
                 this.done = true;
                 let frame =
-                    shared::wire::encode_event(None, "resync", &format!("{{\"missed\":{missed}}}"))
+                    shared::wire::encode_event(None, crate::broker::RESYNC_EVENT, &format!("{{\"missed\":{missed}}}"))
                         .expect("valid frame");
                 Poll::Ready(Some(Ok(Bytes::from(frame))))
             }
@@ -312,10 +286,7 @@ mod tests {
 
     #[test]
     fn comma_separated_and_repeated() {
-        assert_eq!(
-            names("topic=a,b&topic=c&x=1&topic=a").unwrap(),
-            ["a", "b", "c"]
-        );
+        assert_eq!(names("topic=a,b&topic=c&x=1&topic=a").unwrap(), ["a", "b", "c"]);
         assert_eq!(names("topic=task%3A7").unwrap(), ["task:7"]);
     }
 
@@ -326,12 +297,7 @@ mod tests {
         assert_eq!(names("topic=a,,b").unwrap_err().code, "invalid_topic");
         assert_eq!(names("topic=a%20b").unwrap_err().code, "invalid_topic");
         let many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
-        assert_eq!(
-            names(&format!("topic={}", many.join(",")))
-                .unwrap_err()
-                .code,
-            "too_many_topics"
-        );
+        assert_eq!(names(&format!("topic={}", many.join(","))).unwrap_err().code, "too_many_topics");
         assert!(names(&format!("topic={}", many[..64].join(","))).is_ok());
     }
 }

@@ -20,11 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -52,13 +48,7 @@ impl IntoResponse for ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
     }
 }
 
@@ -69,11 +59,7 @@ impl From<shared::PublishError> for ApiError {
         use shared::PublishError::*;
         match e {
             Invalid(_) => ApiError::internal(e.to_string()),
-            TooLarge { .. } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "event_too_large",
-                e.to_string(),
-            ),
+            TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", e.to_string()),
             Unavailable(_) => ApiError::unavailable("broker_unavailable", e.to_string()),
         }
     }

@@ -42,9 +42,7 @@ impl PublishContext {
 
     /// A number from the path parameter `name`, or else from the response body's field `name`.
     pub fn id(&self, name: &str) -> Option<u64> {
-        self.param(name)
-            .and_then(|v| v.parse().ok())
-            .or_else(|| self.body.as_ref()?.get(name)?.as_u64())
+        self.param(name).and_then(|v| v.parse().ok()).or_else(|| self.body.as_ref()?.get(name)?.as_u64())
     }
 }
 
@@ -102,13 +100,7 @@ impl PublishLayer {
     /// [`PublishRule::extract_data`].
     #[allow(clippy::new_ret_no_self)]
     pub fn new(broker: Broker, event: impl Into<String>) -> PublishRule {
-        PublishRule {
-            broker,
-            event: event.into(),
-            topic: None,
-            also: Vec::new(),
-            extract: None,
-        }
+        PublishRule { broker, event: event.into(), topic: None, also: Vec::new(), extract: None }
     }
 
     /// Publishes a typed event built from the context (`None` = publish nothing).
@@ -119,16 +111,9 @@ impl PublishLayer {
     {
         let rule = move |ctx: &PublishContext| {
             let e = make(ctx)?;
-            Some(Outgoing {
-                topics: e.topics(),
-                event: e.name().to_owned(),
-                data: e.payload(),
-            })
+            Some(Outgoing { topics: e.topics(), event: e.name().to_owned(), data: e.payload() })
         };
-        Self {
-            broker,
-            rule: Arc::new(rule),
-        }
+        Self { broker, rule: Arc::new(rule) }
     }
 }
 
@@ -140,19 +125,13 @@ impl PublishRule {
     }
 
     /// Also publishes on the topic `f` returns (e.g. the resource topic `task:{id}`).
-    pub fn also_topic(
-        mut self,
-        f: impl Fn(&PublishContext) -> Option<Topic> + Send + Sync + 'static,
-    ) -> Self {
+    pub fn also_topic(mut self, f: impl Fn(&PublishContext) -> Option<Topic> + Send + Sync + 'static) -> Self {
         self.also.push(Arc::new(f));
         self
     }
 
     /// Publishes what `f` returns instead of the whole response body.
-    pub fn extract_data(
-        mut self,
-        f: impl Fn(&PublishContext) -> Value + Send + Sync + 'static,
-    ) -> Self {
+    pub fn extract_data(mut self, f: impl Fn(&PublishContext) -> Value + Send + Sync + 'static) -> Self {
         self.extract = Some(Arc::new(f));
         self
     }
@@ -179,26 +158,16 @@ impl From<PublishRule> for PublishLayer {
                 Some(f) => f(ctx),
                 None => ctx.body.clone().unwrap_or(Value::Null),
             };
-            Some(Outgoing {
-                topics,
-                event: r.event.clone(),
-                data,
-            })
+            Some(Outgoing { topics, event: r.event.clone(), data })
         };
-        Self {
-            broker,
-            rule: Arc::new(rule),
-        }
+        Self { broker, rule: Arc::new(rule) }
     }
 }
 
 impl<S> Layer<S> for PublishLayer {
     type Service = PublishService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        PublishService {
-            inner,
-            layer: self.clone(),
-        }
+        PublishService { inner, layer: self.clone() }
     }
 }
 
@@ -227,10 +196,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
-        let route = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map(|m| m.as_str().to_owned());
+        let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
         let path = req.uri().path().to_owned();
         Box::pin(async move {
             let resp = inner.call(req).await?;
@@ -240,28 +206,12 @@ where
             let (parts, body) = resp.into_parts();
             let bytes = match body.collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    return Ok(
-                        ApiError::internal(format!("reading the response failed: {e}"))
-                            .into_response(),
-                    )
-                }
+                Err(e) => return Ok(ApiError::internal(format!("reading the response failed: {e}")).into_response()),
             };
-            let params = route
-                .as_deref()
-                .map(|r| path_params(r, &path))
-                .unwrap_or_default();
-            let ctx = PublishContext {
-                route,
-                params,
-                body: serde_json::from_slice(&bytes).ok(),
-            };
+            let params = route.as_deref().map(|r| path_params(r, &path)).unwrap_or_default();
+            let ctx = PublishContext { route, params, body: serde_json::from_slice(&bytes).ok() };
             if let Some(out) = (layer.rule)(&ctx) {
-                if let Err(e) = layer
-                    .broker
-                    .publish_to(&out.topics, &out.event, &out.data)
-                    .await
-                {
+                if let Err(e) = layer.broker.publish_to(&out.topics, &out.event, &out.data).await {
                     tracing::error!(event = out.event, error = %e, "publish after a successful handler failed");
                     return Ok(ApiError::from(e).into_response());
                 }
@@ -290,8 +240,7 @@ fn param_name(segment: &str) -> Option<&str> {
 /// assert_eq!(infer_topic("/api/v1/tasks/{id}").unwrap().as_str(), "tasks");
 /// ```
 pub fn infer_topic(route: &str) -> Option<Topic> {
-    let is_version =
-        |s: &str| s.len() > 1 && s.starts_with('v') && s[1..].bytes().all(|b| b.is_ascii_digit());
+    let is_version = |s: &str| s.len() > 1 && s.starts_with('v') && s[1..].bytes().all(|b| b.is_ascii_digit());
     let parts: Vec<&str> = route
         .split('/')
         .filter(|s| !s.is_empty())
@@ -333,10 +282,7 @@ mod tests {
             ("/threads/{id}/comments", Some("threads.comments")),
             ("/api/tasks", Some("tasks")),
             ("/api/tasks/{id}", Some("tasks")),
-            (
-                "/api/v1/workspaces/{ws}/tasks/{id}",
-                Some("workspaces.tasks"),
-            ),
+            ("/api/v1/workspaces/{ws}/tasks/{id}", Some("workspaces.tasks")),
             ("/v2/users/:id/notes", Some("users.notes")),
             ("/files/{*path}", Some("files")),
             ("/api/2024/reports", Some("reports")),
@@ -344,11 +290,7 @@ mod tests {
             ("/api/{id}", None),
         ];
         for (route, want) in cases {
-            assert_eq!(
-                infer_topic(route).map(|t| t.to_string()).as_deref(),
-                want,
-                "{route}"
-            );
+            assert_eq!(infer_topic(route).map(|t| t.to_string()).as_deref(), want, "{route}");
         }
     }
 
@@ -357,11 +299,7 @@ mod tests {
         let p = path_params("/api/tasks/{id}/notes/{note}", "/api/tasks/7/notes/a%20b");
         assert_eq!(p["id"], "7");
         assert_eq!(p["note"], "a b");
-        let ctx = PublishContext {
-            route: None,
-            params: p,
-            body: Some(serde_json::json!({"n": 3})),
-        };
+        let ctx = PublishContext { route: None, params: p, body: Some(serde_json::json!({"n": 3})) };
         assert_eq!(ctx.id("id"), Some(7));
         assert_eq!(ctx.id("n"), Some(3));
         assert_eq!(ctx.id("missing"), None);

@@ -91,13 +91,8 @@ impl SseApp {
     }
 
     /// Like [`SseApp::routes`] with your own endpoint (e.g. one with `authorize`).
-    pub fn routes_with<S: Clone + Send + Sync + 'static>(
-        &self,
-        endpoint: SseEndpoint,
-    ) -> Router<S> {
-        Router::new()
-            .route("/events", endpoint.into_route())
-            .merge(health::routes(self.broker.clone()))
+    pub fn routes_with<S: Clone + Send + Sync + 'static>(&self, endpoint: SseEndpoint) -> Router<S> {
+        Router::new().route("/events", endpoint.into_route()).merge(health::routes(self.broker.clone()))
     }
 
     /// tower-http CORS for the configured origins (credentials allowed, never a wildcard);
@@ -106,21 +101,14 @@ impl SseApp {
         if self.config.cors_origins.is_empty() {
             return None;
         }
-        let origins: Vec<HeaderValue> = self
-            .config
-            .cors_origins
-            .iter()
-            .filter_map(|o| HeaderValue::from_str(o).ok())
-            .collect();
+        let origins: Vec<HeaderValue> =
+            self.config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
         Some(
             CorsLayer::new()
                 .allow_origin(origins)
                 .allow_credentials(true)
                 .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-                .allow_headers([
-                    header::CONTENT_TYPE,
-                    HeaderName::from_static("last-event-id"),
-                ]),
+                .allow_headers([header::CONTENT_TYPE, HeaderName::from_static("last-event-id")]),
         )
     }
 
@@ -156,11 +144,7 @@ impl SseApp {
 
 /// Binds `addr` with [`ACCEPT_BACKLOG`].
 pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
@@ -198,10 +182,7 @@ fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            super::redact("redis://:secret@h:6379/0"),
-            "redis://***@h:6379/0"
-        );
+        assert_eq!(super::redact("redis://:secret@h:6379/0"), "redis://***@h:6379/0");
         assert_eq!(super::redact("redis://h:6379"), "redis://h:6379");
     }
 }

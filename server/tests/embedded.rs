@@ -13,17 +13,12 @@ use server::{PublishLayer, SseApp, SseConfig};
 use shared::TopicBuilder;
 
 fn is_stream_id(id: &str) -> bool {
-    id.split_once('-')
-        .is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok())
+    id.split_once('-').is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok())
 }
 
 async fn create_task(base: &str, title: &str) -> u64 {
-    let resp = http()
-        .post(format!("{base}/api/tasks"))
-        .json(&serde_json::json!({ "title": title }))
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        http().post(format!("{base}/api/tasks")).json(&serde_json::json!({ "title": title })).send().await.unwrap();
     assert_eq!(resp.status(), 201);
     let task: serde_json::Value = resp.json().await.unwrap();
     task["id"].as_u64().unwrap()
@@ -37,10 +32,7 @@ async fn stream_headers_and_first_bytes_arrive_at_once() {
     assert_eq!(sse.headers["cache-control"], "no-cache");
     assert_eq!(sse.headers["x-accel-buffering"], "no");
     // Nothing is published: the first bytes must come by themselves, at once.
-    let first = sse
-        .next_chunk(Duration::from_secs(2))
-        .await
-        .expect("first bytes without any event");
+    let first = sse.next_chunk(Duration::from_secs(2)).await.expect("first bytes without any event");
     let text = std::str::from_utf8(&first).unwrap();
     assert!(text.contains("retry: "), "{text:?}");
 }
@@ -59,45 +51,21 @@ async fn rest_mutations_publish_on_board_and_resource_topics() {
     // The resource topic gets the same events; ordering holds per connection.
     let mut one = SseClient::subscribe(&app.base, &format!("task:{id}")).await;
     let c = http();
-    let put = c
-        .put(app.url(&format!("/api/tasks/{id}")))
-        .json(&serde_json::json!({"done": true}))
-        .send()
-        .await
-        .unwrap();
+    let put =
+        c.put(app.url(&format!("/api/tasks/{id}"))).json(&serde_json::json!({"done": true})).send().await.unwrap();
     assert_eq!(put.status(), 200);
     let task: serde_json::Value = put.json().await.unwrap();
-    assert_eq!(
-        task,
-        serde_json::json!({"id": id, "title": "write tests", "done": true})
-    );
-    let del = c
-        .delete(app.url(&format!("/api/tasks/{id}")))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(task, serde_json::json!({"id": id, "title": "write tests", "done": true}));
+    let del = c.delete(app.url(&format!("/api/tasks/{id}"))).send().await.unwrap();
     assert_eq!(del.status(), 204);
 
     for sub in [&mut board, &mut one] {
         let upd = sub.expect_event().await;
-        assert_eq!(
-            (upd.event.as_str(), upd.data.clone()),
-            ("task:updated", format!("{{\"id\":{id}}}"))
-        );
+        assert_eq!((upd.event.as_str(), upd.data.clone()), ("task:updated", format!("{{\"id\":{id}}}")));
         let gone = sub.expect_event().await;
-        assert_eq!(
-            (gone.event.as_str(), gone.data.clone()),
-            ("task:deleted", format!("{{\"id\":{id}}}"))
-        );
+        assert_eq!((gone.event.as_str(), gone.data.clone()), ("task:deleted", format!("{{\"id\":{id}}}")));
     }
-    assert_eq!(
-        c.get(app.url(&format!("/api/tasks/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(c.get(app.url(&format!("/api/tasks/{id}"))).send().await.unwrap().status(), 404);
 }
 
 #[tokio::test]
@@ -108,34 +76,19 @@ async fn a_failed_handler_publishes_nothing_and_topics_do_not_leak() {
     let mut watcher = SseClient::subscribe(&app.base, &format!("task:{second}")).await;
     let c = http();
     // Rejected update (empty title): 422 and no event.
-    let bad = c
-        .put(app.url(&format!("/api/tasks/{second}")))
-        .json(&serde_json::json!({"title": "  "}))
-        .send()
-        .await
-        .unwrap();
+    let bad =
+        c.put(app.url(&format!("/api/tasks/{second}"))).json(&serde_json::json!({"title": "  "})).send().await.unwrap();
     assert_eq!(error_code(bad, 422).await, "invalid_title");
     // An update to another task: not on this topic.
-    let other = c
-        .put(app.url(&format!("/api/tasks/{first}")))
-        .json(&serde_json::json!({"done": true}))
-        .send()
-        .await
-        .unwrap();
+    let other =
+        c.put(app.url(&format!("/api/tasks/{first}"))).json(&serde_json::json!({"done": true})).send().await.unwrap();
     assert_eq!(other.status(), 200);
     // Then one that is: it must be the first event this connection sees.
-    let ok = c
-        .put(app.url(&format!("/api/tasks/{second}")))
-        .json(&serde_json::json!({"title": "2"}))
-        .send()
-        .await
-        .unwrap();
+    let ok =
+        c.put(app.url(&format!("/api/tasks/{second}"))).json(&serde_json::json!({"title": "2"})).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     let e = watcher.expect_event().await;
-    assert_eq!(
-        (e.event.as_str(), e.data.as_str()),
-        ("task:updated", format!("{{\"id\":{second}}}").as_str())
-    );
+    assert_eq!((e.event.as_str(), e.data.as_str()), ("task:updated", format!("{{\"id\":{second}}}").as_str()));
 }
 
 #[tokio::test]
@@ -156,41 +109,23 @@ async fn server_function_publishes_typed_event() {
     assert_eq!(e.event, "task:created");
     assert_eq!(e.data, format!("{{\"id\":{}}}", task.id));
     // The REST API sees what the server function stored.
-    let listed: Vec<shared::tasks::Task> = http()
-        .get(app.url("/api/tasks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<shared::tasks::Task> =
+        http().get(app.url("/api/tasks")).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed, vec![task]);
 }
 
 #[tokio::test]
 async fn heartbeat_arrives_on_an_idle_stream_without_id() {
-    let cfg = SseConfig {
-        heartbeat: Some(Duration::from_secs(1)),
-        ..config(None)
-    };
+    let cfg = SseConfig { heartbeat: Some(Duration::from_secs(1)), ..config(None) };
     let app = TestServer::demo(cfg).await;
     let mut sse = SseClient::subscribe(&app.base, "tasks").await;
     for _ in 0..2 {
-        let hb = sse
-            .next_event(Duration::from_secs(3))
-            .await
-            .expect("heartbeat within 3 s");
+        let hb = sse.next_event(Duration::from_secs(3)).await.expect("heartbeat within 3 s");
         assert_eq!(hb.event, "heartbeat");
         assert_eq!(hb.id, None, "heartbeat frames carry no id line");
         let data: serde_json::Value = serde_json::from_str(&hb.data).unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        assert!(
-            data["ts"].as_u64().is_some_and(|ts| ts.abs_diff(now) <= 5),
-            "{data}"
-        );
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert!(data["ts"].as_u64().is_some_and(|ts| ts.abs_diff(now) <= 5), "{data}");
     }
     let raw = String::from_utf8(sse.raw.clone()).unwrap();
     assert!(raw.contains("event: heartbeat\ndata: {\"ts\":"), "{raw:?}");
@@ -199,10 +134,7 @@ async fn heartbeat_arrives_on_an_idle_stream_without_id() {
 
 #[tokio::test]
 async fn no_heartbeat_when_disabled() {
-    let cfg = SseConfig {
-        heartbeat: None,
-        ..config(None)
-    };
+    let cfg = SseConfig { heartbeat: None, ..config(None) };
     let app = TestServer::demo(cfg).await;
     let mut sse = SseClient::subscribe(&app.base, "tasks").await;
     // Publish after a pause longer than the shortest heartbeat: the event is the first frame.
@@ -217,46 +149,19 @@ async fn bad_stream_requests_get_json_errors_and_the_server_stays_healthy() {
     let app = TestServer::demo(config(None)).await;
     let c = http();
     let get = |path: &str| c.get(app.url(path)).send();
-    assert_eq!(
-        error_code(get("/events").await.unwrap(), 400).await,
-        "missing_topic"
-    );
-    assert_eq!(
-        error_code(get("/events?topic=").await.unwrap(), 400).await,
-        "invalid_topic"
-    );
-    assert_eq!(
-        error_code(get("/events?topic=a%20b").await.unwrap(), 400).await,
-        "invalid_topic"
-    );
-    assert_eq!(
-        error_code(get("/events?topic=a/b").await.unwrap(), 400).await,
-        "invalid_topic"
-    );
+    assert_eq!(error_code(get("/events").await.unwrap(), 400).await, "missing_topic");
+    assert_eq!(error_code(get("/events?topic=").await.unwrap(), 400).await, "invalid_topic");
+    assert_eq!(error_code(get("/events?topic=a%20b").await.unwrap(), 400).await, "invalid_topic");
+    assert_eq!(error_code(get("/events?topic=a/b").await.unwrap(), 400).await, "invalid_topic");
     let long = "x".repeat(129);
-    assert_eq!(
-        error_code(get(&format!("/events?topic={long}")).await.unwrap(), 400).await,
-        "invalid_topic"
-    );
+    assert_eq!(error_code(get(&format!("/events?topic={long}")).await.unwrap(), 400).await, "invalid_topic");
     let many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
     assert_eq!(
-        error_code(
-            get(&format!("/events?topic={}", many.join(",")))
-                .await
-                .unwrap(),
-            400
-        )
-        .await,
+        error_code(get(&format!("/events?topic={}", many.join(","))).await.unwrap(), 400).await,
         "too_many_topics"
     );
-    assert_eq!(
-        error_code(get("/nope").await.unwrap(), 404).await,
-        "not_found"
-    );
-    assert_eq!(
-        error_code(get("/api/nope").await.unwrap(), 404).await,
-        "not_found"
-    );
+    assert_eq!(error_code(get("/nope").await.unwrap(), 404).await, "not_found");
+    assert_eq!(error_code(get("/api/nope").await.unwrap(), 404).await, "not_found");
 
     // The server is still fine: health, and a stream that works.
     assert_eq!(get("/health").await.unwrap().status(), 200);
@@ -270,84 +175,28 @@ async fn bad_stream_requests_get_json_errors_and_the_server_stays_healthy() {
 async fn bad_rest_requests_get_json_errors() {
     let app = TestServer::demo(config(None)).await;
     let c = http();
-    let post_raw = |body: &'static str| {
-        c.post(app.url("/api/tasks"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
-    assert_eq!(
-        error_code(post_raw("{not json").await.unwrap(), 400).await,
-        "invalid_body"
-    );
-    assert_eq!(
-        error_code(post_raw(r#"{"title": 5}"#).await.unwrap(), 422).await,
-        "invalid_body"
-    );
-    assert_eq!(
-        error_code(post_raw(r#"{}"#).await.unwrap(), 422).await,
-        "invalid_body"
-    );
-    assert_eq!(
-        error_code(post_raw(r#"{"title": "   "}"#).await.unwrap(), 422).await,
-        "invalid_title"
-    );
+    let post_raw =
+        |body: &'static str| c.post(app.url("/api/tasks")).header("content-type", "application/json").body(body).send();
+    assert_eq!(error_code(post_raw("{not json").await.unwrap(), 400).await, "invalid_body");
+    assert_eq!(error_code(post_raw(r#"{"title": 5}"#).await.unwrap(), 422).await, "invalid_body");
+    assert_eq!(error_code(post_raw(r#"{}"#).await.unwrap(), 422).await, "invalid_body");
+    assert_eq!(error_code(post_raw(r#"{"title": "   "}"#).await.unwrap(), 422).await, "invalid_title");
     let long = serde_json::json!({ "title": "é".repeat(201) });
-    let resp = c
-        .post(app.url("/api/tasks"))
-        .json(&long)
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post(app.url("/api/tasks")).json(&long).send().await.unwrap();
     assert_eq!(error_code(resp, 422).await, "invalid_title");
-    let no_ct = c
-        .post(app.url("/api/tasks"))
-        .body(r#"{"title":"x"}"#)
-        .send()
-        .await
-        .unwrap();
+    let no_ct = c.post(app.url("/api/tasks")).body(r#"{"title":"x"}"#).send().await.unwrap();
     assert_eq!(error_code(no_ct, 415).await, "invalid_body");
 
-    assert_eq!(
-        error_code(c.get(app.url("/api/tasks/abc")).send().await.unwrap(), 400).await,
-        "invalid_id"
-    );
-    assert_eq!(
-        error_code(c.get(app.url("/api/tasks/-1")).send().await.unwrap(), 400).await,
-        "invalid_id"
-    );
-    assert_eq!(
-        error_code(c.get(app.url("/api/tasks/999")).send().await.unwrap(), 404).await,
-        "not_found"
-    );
-    let put = c
-        .put(app.url("/api/tasks/999"))
-        .json(&serde_json::json!({"done": true}))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(error_code(c.get(app.url("/api/tasks/abc")).send().await.unwrap(), 400).await, "invalid_id");
+    assert_eq!(error_code(c.get(app.url("/api/tasks/-1")).send().await.unwrap(), 400).await, "invalid_id");
+    assert_eq!(error_code(c.get(app.url("/api/tasks/999")).send().await.unwrap(), 404).await, "not_found");
+    let put = c.put(app.url("/api/tasks/999")).json(&serde_json::json!({"done": true})).send().await.unwrap();
     assert_eq!(error_code(put, 404).await, "not_found");
-    assert_eq!(
-        error_code(
-            c.delete(app.url("/api/tasks/999")).send().await.unwrap(),
-            404
-        )
-        .await,
-        "not_found"
-    );
+    assert_eq!(error_code(c.delete(app.url("/api/tasks/999")).send().await.unwrap(), 404).await, "not_found");
     let id = create_task(&app.base, "t").await;
-    let empty = c
-        .put(app.url(&format!("/api/tasks/{id}")))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
+    let empty = c.put(app.url(&format!("/api/tasks/{id}"))).json(&serde_json::json!({})).send().await.unwrap();
     assert_eq!(error_code(empty, 422).await, "empty_update");
-    let title = c
-        .get(app.url(&format!("/api/tasks/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let title = c.get(app.url(&format!("/api/tasks/{id}"))).send().await.unwrap();
     assert_eq!(title.status(), 200);
 }
 
@@ -355,34 +204,17 @@ async fn bad_rest_requests_get_json_errors() {
 async fn authorize_refuses_a_topic_with_403_before_streaming() {
     let sse = SseApp::new(config(None)).await.unwrap();
     let endpoint = sse.endpoint().authorize(|req, topic| async move {
-        let user = req
-            .headers
-            .get("x-user")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let user = req.headers.get("x-user").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         topic.as_str() != "private" || user == "admin"
     });
     let router = Router::new().merge(sse.routes_with(endpoint));
     let app = TestServer::serve(sse, router).await;
-    let resp = http()
-        .get(app.url("/events?topic=public,private"))
-        .send()
-        .await
-        .unwrap();
+    let resp = http().get(app.url("/events?topic=public,private")).send().await.unwrap();
     assert_eq!(resp.status(), 403);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "forbidden");
-    assert!(
-        body["message"].as_str().unwrap().contains("\"private\""),
-        "{body}"
-    );
-    let admin = SseClient::open_with(
-        http()
-            .get(app.url("/events?topic=private"))
-            .header("x-user", "admin"),
-    )
-    .await;
+    assert!(body["message"].as_str().unwrap().contains("\"private\""), "{body}");
+    let admin = SseClient::open_with(http().get(app.url("/events?topic=private")).header("x-user", "admin")).await;
     assert_eq!(admin.status, 200);
 }
 
@@ -397,45 +229,25 @@ async fn publish_layer_infers_the_topic_and_extracts_data() {
         })
         .layer(
             PublishLayer::new(broker.clone(), "comment:created")
-                .extract_data(|ctx| serde_json::json!({ "id": ctx.body.as_ref().unwrap()["id"], "thread": ctx.id("thread") }))
+                .extract_data(
+                    |ctx| serde_json::json!({ "id": ctx.body.as_ref().unwrap()["id"], "thread": ctx.id("thread") }),
+                )
                 .also_topic(|ctx| ctx.body.as_ref()?["id"].as_u64().map(TopicBuilder::comment)),
         ),
     );
     let failing = Router::new().route(
         "/api/v1/threads/{thread}/fail",
-        post(|| async {
-            (
-                axum::http::StatusCode::CONFLICT,
-                Json(serde_json::json!({"id": 1})),
-            )
-        })
-        .layer(PublishLayer::new(broker, "never")),
+        post(|| async { (axum::http::StatusCode::CONFLICT, Json(serde_json::json!({"id": 1}))) })
+            .layer(PublishLayer::new(broker, "never")),
     );
-    let router = Router::new()
-        .merge(comments)
-        .merge(failing)
-        .merge(sse.routes());
+    let router = Router::new().merge(comments).merge(failing).merge(sse.routes());
     let app = TestServer::serve(sse, router).await;
 
     let mut inferred = SseClient::subscribe(&app.base, "threads.comments").await;
     let mut resource = SseClient::subscribe(&app.base, "comment:42").await;
     let c = http();
-    assert_eq!(
-        c.post(app.url("/api/v1/threads/2/fail"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        409
-    );
-    assert_eq!(
-        c.post(app.url("/api/v1/threads/2/comments"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(c.post(app.url("/api/v1/threads/2/fail")).send().await.unwrap().status(), 409);
+    assert_eq!(c.post(app.url("/api/v1/threads/2/comments")).send().await.unwrap().status(), 200);
     for sub in [&mut inferred, &mut resource] {
         let e = sub.expect_event().await;
         assert_eq!(e.event, "comment:created");
@@ -445,30 +257,15 @@ async fn publish_layer_infers_the_topic_and_extracts_data() {
 
 #[tokio::test]
 async fn event_names_and_sizes_are_checked_at_publish() {
-    let cfg = SseConfig {
-        max_message_size: 200,
-        ..config(None)
-    };
+    let cfg = SseConfig { max_message_size: 200, ..config(None) };
     let sse = SseApp::new(cfg).await.unwrap();
     let t = shared::Topic::new("t").unwrap();
     let b = sse.broker();
-    assert!(matches!(
-        b.publish(&t, "a\nb", &serde_json::json!({})).await,
-        Err(shared::PublishError::Invalid(_))
-    ));
-    assert!(matches!(
-        b.publish(&t, "a\rb", &serde_json::json!({})).await,
-        Err(shared::PublishError::Invalid(_))
-    ));
+    assert!(matches!(b.publish(&t, "a\nb", &serde_json::json!({})).await, Err(shared::PublishError::Invalid(_))));
+    assert!(matches!(b.publish(&t, "a\rb", &serde_json::json!({})).await, Err(shared::PublishError::Invalid(_))));
     let big = serde_json::json!({ "text": "x".repeat(300) });
-    assert!(matches!(
-        b.publish(&t, "big", &big).await,
-        Err(shared::PublishError::TooLarge { .. })
-    ));
-    assert!(b
-        .publish(&t, "small", &serde_json::json!({"a": 1}))
-        .await
-        .is_ok());
+    assert!(matches!(b.publish(&t, "big", &big).await, Err(shared::PublishError::TooLarge { .. })));
+    assert!(b.publish(&t, "small", &serde_json::json!({"a": 1})).await.is_ok());
 }
 
 #[tokio::test]
@@ -483,9 +280,6 @@ async fn last_listener_leaving_releases_the_channel_and_shutdown_ends_streams() 
 
     let mut open = SseClient::subscribe(&app.base, "tasks").await;
     let took = app.shutdown().await;
-    assert!(
-        open.ended_within(Duration::from_secs(2)).await,
-        "stream ends at shutdown"
-    );
+    assert!(open.ended_within(Duration::from_secs(2)).await, "stream ends at shutdown");
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
 }

@@ -11,8 +11,7 @@ use redis::Commands;
 use server::{SseApp, SseConfig};
 
 fn is_stream_id(id: &str) -> bool {
-    id.split_once('-')
-        .is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok())
+    id.split_once('-').is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,32 +23,16 @@ async fn two_instances_share_events_and_tasks() {
 
     let mut on_a = SseClient::subscribe(&a.base, "tasks").await;
     // REST publish on B reaches the subscriber on A.
-    let resp = http()
-        .post(b.url("/api/tasks"))
-        .json(&serde_json::json!({"title": "shared"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = http().post(b.url("/api/tasks")).json(&serde_json::json!({"title": "shared"})).send().await.unwrap();
     assert_eq!(resp.status(), 201);
     let task: shared::tasks::Task = resp.json().await.unwrap();
     let e = on_a.expect_event().await;
     assert_eq!(e.event, "task:created");
     assert_eq!(e.data, format!("{{\"id\":{}}}", task.id));
-    assert!(
-        e.id.as_deref().is_some_and(is_stream_id),
-        "redis stream id, got {:?}",
-        e.id
-    );
+    assert!(e.id.as_deref().is_some_and(is_stream_id), "redis stream id, got {:?}", e.id);
 
     // The store is shared too: A lists what B created.
-    let listed: Vec<shared::tasks::Task> = http()
-        .get(a.url("/api/tasks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<shared::tasks::Task> = http().get(a.url("/api/tasks")).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed, vec![task.clone()]);
 
     // A server function on B reaches A as well, and an update on A is seen on B's resource topic.
@@ -64,19 +47,10 @@ async fn two_instances_share_events_and_tasks() {
     assert_eq!(resp.status(), 200);
     for sub in [&mut on_a, &mut one_on_b] {
         let e = sub.expect_event().await;
-        assert_eq!(
-            (e.event.as_str(), e.data.clone()),
-            ("task:updated", format!("{{\"id\":{}}}", task.id))
-        );
+        assert_eq!((e.event.as_str(), e.data.clone()), ("task:updated", format!("{{\"id\":{}}}", task.id)));
     }
-    let seen: shared::tasks::Task = http()
-        .get(a.url(&format!("/api/tasks/{}", task.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: shared::tasks::Task =
+        http().get(a.url(&format!("/api/tasks/{}", task.id))).send().await.unwrap().json().await.unwrap();
     assert!(seen.done);
 }
 
@@ -86,29 +60,14 @@ async fn one_redis_subscription_per_channel_per_instance() {
     let app = TestServer::demo(config(Some(&redis))).await;
     let mut conn = redis.client().get_connection().unwrap();
     let numsub = |conn: &mut redis::Connection, ch: &str| -> i64 {
-        let v: Vec<(String, i64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(ch)
-            .query(conn)
-            .unwrap();
+        let v: Vec<(String, i64)> = redis::cmd("PUBSUB").arg("NUMSUB").arg(ch).query(conn).unwrap();
         v[0].1
     };
-    let clients: Vec<_> =
-        futures::future::join_all((0..20).map(|_| SseClient::subscribe(&app.base, "tasks"))).await;
-    assert_eq!(
-        numsub(&mut conn, "tasks"),
-        1,
-        "20 local clients share one Redis subscription"
-    );
+    let clients: Vec<_> = futures::future::join_all((0..20).map(|_| SseClient::subscribe(&app.base, "tasks"))).await;
+    assert_eq!(numsub(&mut conn, "tasks"), 1, "20 local clients share one Redis subscription");
     let pubsub_clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
-    let subscribers = pubsub_clients
-        .lines()
-        .filter(|l| l.contains("sub=1"))
-        .count();
-    assert_eq!(
-        subscribers, 1,
-        "one Pub/Sub connection for the instance:\n{pubsub_clients}"
-    );
+    let subscribers = pubsub_clients.lines().filter(|l| l.contains("sub=1")).count();
+    assert_eq!(subscribers, 1, "one Pub/Sub connection for the instance:\n{pubsub_clients}");
     drop(clients);
     let mut released = false;
     for _ in 0..250 {
@@ -118,29 +77,15 @@ async fn one_redis_subscription_per_channel_per_instance() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(
-        released,
-        "the channel is unsubscribed after the last local client left"
-    );
+    assert!(released, "the channel is unsubscribed after the last local client left");
     let _: () = conn.set("probe", 1).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_redis_fails_start_up_clearly() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = SseConfig {
-        redis_url: Some(format!("redis://127.0.0.1:{port}")),
-        ..SseConfig::default()
-    };
-    let err = SseApp::new(cfg)
-        .await
-        .err()
-        .expect("start-up must fail without Redis")
-        .to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = SseConfig { redis_url: Some(format!("redis://127.0.0.1:{port}")), ..SseConfig::default() };
+    let err = SseApp::new(cfg).await.err().expect("start-up must fail without Redis").to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(err.to_lowercase().contains("redis"), "{err}");
 }
@@ -149,26 +94,52 @@ async fn unreachable_redis_fails_start_up_clearly() {
 async fn readiness_follows_redis() {
     let mut redis = RedisServer::start();
     let app = TestServer::demo(config(Some(&redis))).await;
-    assert_eq!(
-        http()
-            .get(app.url("/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status_of(&app.url("/health/ready")).await, 200);
     redis.stop();
     let resp = http().get(app.url("/health/ready")).send().await.unwrap();
     assert_eq!(error_code(resp, 503).await, "not_ready");
-    assert_eq!(
-        http()
-            .get(app.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200,
-        "liveness is not readiness"
-    );
+    assert_eq!(status_of(&app.url("/health")).await, 200, "liveness is not readiness");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_loss_and_return_under_open_streams() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let app = TestServer::demo(config(Some(&redis))).await;
+    let broker = app.sse.broker().clone();
+    let mut stream = SseClient::subscribe(&app.base, "tasks").await;
+    let topic = shared::Topic::new("tasks").unwrap();
+
+    redis.stop();
+    // Down: not ready, publishing is a clear error, the REST layer answers 503, the process is up.
+    assert_eq!(error_code(http().get(app.url("/health/ready")).send().await.unwrap(), 503).await, "not_ready");
+    let err = broker.publish(&topic, "x", &serde_json::json!({})).await.unwrap_err();
+    assert!(matches!(err, shared::PublishError::Unavailable(_)), "{err:?}");
+    let resp = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": "lost?"})).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(status_of(&app.url("/health")).await, 200);
+    // A new stream cannot be served without Redis: 503 JSON, not a silent dead stream.
+    let refused = http().get(app.url("/events?topic=fresh")).send().await.unwrap();
+    assert_eq!(error_code(refused, 503).await, "broker_unavailable");
+
+    // Back: the broker reconnects by itself, resubscribes, and tells open streams to resync.
+    let _redis = RedisServer::start_on(port);
+    let resync = loop {
+        let e = stream.next_event(Duration::from_secs(15)).await.expect("resync within 15 s of Redis returning");
+        if e.event != "heartbeat" {
+            break e;
+        }
+    };
+    assert_eq!(resync.event, "resync");
+    assert_eq!(resync.data, r#"{"reason":"broker_reconnected"}"#);
+    assert_eq!(broker.redis_reconnects(), 1);
+    // New events flow again on the old stream, without restarting anything.
+    let resp = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": "back"})).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(stream.expect_event().await.event, "task:created");
+    assert_eq!(status_of(&app.url("/health/ready")).await, 200);
+    // And new streams are served again.
+    let mut fresh = SseClient::subscribe(&app.base, "fresh").await;
+    broker.publish(&shared::Topic::new("fresh").unwrap(), "ping", &serde_json::json!({"n": 1})).await.unwrap();
+    assert_eq!(fresh.expect_event().await.data, r#"{"n":1}"#);
 }

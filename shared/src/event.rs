@@ -18,10 +18,7 @@ pub enum DecodeError {
 impl DecodeError {
     /// Wraps a JSON error for event `event`.
     pub fn payload(event: &str, source: serde_json::Error) -> Self {
-        Self::BadPayload {
-            event: event.to_owned(),
-            source,
-        }
+        Self::BadPayload { event: event.to_owned(), source }
     }
 }
 

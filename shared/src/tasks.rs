@@ -26,9 +26,7 @@ pub fn normalize_title(title: &str) -> Result<String, String> {
     if n == 0 {
         Err("title must not be empty".to_owned())
     } else if n > MAX_TITLE_CHARS {
-        Err(format!(
-            "title is {n} characters; at most {MAX_TITLE_CHARS} are allowed"
-        ))
+        Err(format!("title is {n} characters; at most {MAX_TITLE_CHARS} are allowed"))
     } else {
         Ok(t.to_owned())
     }
@@ -106,11 +104,7 @@ mod tests {
 
     #[test]
     fn round_trip_every_variant() {
-        for e in [
-            TaskEvent::Created { id: 1 },
-            TaskEvent::Updated { id: 2 },
-            TaskEvent::Deleted { id: 3 },
-        ] {
+        for e in [TaskEvent::Created { id: 1 }, TaskEvent::Updated { id: 2 }, TaskEvent::Deleted { id: 3 }] {
             assert!(TaskEvent::NAMES.contains(&e.name()));
             let back = TaskEvent::decode(e.name(), &e.payload().to_string()).unwrap();
             assert_eq!(back, e);
@@ -119,14 +113,8 @@ mod tests {
 
     #[test]
     fn decode_errors() {
-        assert!(matches!(
-            TaskEvent::decode("task:moved", "{\"id\":1}"),
-            Err(DecodeError::UnknownEvent(_))
-        ));
-        assert!(matches!(
-            TaskEvent::decode("task:created", "{\"id\":\"x\"}"),
-            Err(DecodeError::BadPayload { .. })
-        ));
+        assert!(matches!(TaskEvent::decode("task:moved", "{\"id\":1}"), Err(DecodeError::UnknownEvent(_))));
+        assert!(matches!(TaskEvent::decode("task:created", "{\"id\":\"x\"}"), Err(DecodeError::BadPayload { .. })));
     }
 
     #[test]

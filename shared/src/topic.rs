@@ -162,10 +162,7 @@ mod tests {
     #[test]
     fn rejects_other_characters() {
         for bad in ["a b", "a/b", "a,b", "é", "a\nb", "a*", "tasks?"] {
-            assert!(
-                matches!(Topic::new(bad), Err(TopicError::InvalidChar(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(Topic::new(bad), Err(TopicError::InvalidChar(_))), "{bad:?}");
         }
     }
 
@@ -181,10 +178,7 @@ mod tests {
         assert_eq!(TopicBuilder::task(1).as_str(), "task:1");
         assert_eq!(TopicBuilder::workspace("acme").as_str(), "workspace:acme");
         assert_eq!(TopicBuilder::user(7).as_str(), "user:7");
-        assert_eq!(
-            TopicBuilder::custom("thread", 3).unwrap().as_str(),
-            "thread:3"
-        );
+        assert_eq!(TopicBuilder::custom("thread", 3).unwrap().as_str(), "thread:3");
         assert!(TopicBuilder::custom("thread", "a b").is_err());
     }
 

@@ -231,11 +231,7 @@ impl SseParser {
         }
         self.has_data = false;
         out.push(ParsedEvent {
-            event: if event.is_empty() {
-                "message".to_owned()
-            } else {
-                event
-            },
+            event: if event.is_empty() { "message".to_owned() } else { event },
             data: std::mem::take(&mut self.data),
             id: frame_id,
             last_event_id: self.last_event_id.clone(),
@@ -254,10 +250,7 @@ mod tests {
     #[test]
     fn encodes_contract_frame() {
         let f = encode_event(Some("1700000000000-0"), "task:created", r#"{"id":7}"#).unwrap();
-        assert_eq!(
-            f,
-            "id: 1700000000000-0\nevent: task:created\ndata: {\"id\":7}\n\n"
-        );
+        assert_eq!(f, "id: 1700000000000-0\nevent: task:created\ndata: {\"id\":7}\n\n");
     }
 
     #[test]
@@ -283,22 +276,10 @@ mod tests {
 
     #[test]
     fn refuses_cr_lf_in_names_and_ids() {
-        assert_eq!(
-            encode_event(None, "a\nb", "{}"),
-            Err(FrameError::NewlineInEvent)
-        );
-        assert_eq!(
-            encode_event(None, "a\rb", "{}"),
-            Err(FrameError::NewlineInEvent)
-        );
-        assert_eq!(
-            encode_event(Some("1\n"), "a", "{}"),
-            Err(FrameError::NewlineInId)
-        );
-        assert_eq!(
-            encode_event(Some("1\r"), "a", "{}"),
-            Err(FrameError::NewlineInId)
-        );
+        assert_eq!(encode_event(None, "a\nb", "{}"), Err(FrameError::NewlineInEvent));
+        assert_eq!(encode_event(None, "a\rb", "{}"), Err(FrameError::NewlineInEvent));
+        assert_eq!(encode_event(Some("1\n"), "a", "{}"), Err(FrameError::NewlineInId));
+        assert_eq!(encode_event(Some("1\r"), "a", "{}"), Err(FrameError::NewlineInId));
         assert_eq!(encode_event(None, "", "{}"), Err(FrameError::EmptyEvent));
     }
 
@@ -322,10 +303,7 @@ mod tests {
         }
         // One byte at a time.
         let mut p = SseParser::new();
-        let got: Vec<_> = bytes
-            .iter()
-            .flat_map(|b| p.feed(std::slice::from_ref(b)))
-            .collect();
+        let got: Vec<_> = bytes.iter().flat_map(|b| p.feed(std::slice::from_ref(b))).collect();
         assert_eq!(got, whole);
         assert_eq!(whole[0].id.as_deref(), Some("1-0"));
         assert_eq!(whole[1].id, None);

@@ -39,15 +39,18 @@ pub async fn list_tasks() -> Result<Vec<Task>, ServerFnError> {
     backend::store()?.list().await.map_err(backend::failed)
 }
 
+/// One task, or `None` when there is no such task (any more).
+#[server]
+pub async fn get_task(id: u64) -> Result<Option<Task>, ServerFnError> {
+    backend::store()?.get(id).await.map_err(backend::failed)
+}
+
 /// Creates a task and publishes `task:created`.
 #[server]
 pub async fn create_task(title: String) -> Result<Task, ServerFnError> {
     use shared::tasks::TaskEvent;
     let title = backend::title(&title)?;
-    let task = backend::store()?
-        .create(title)
-        .await
-        .map_err(backend::failed)?;
+    let task = backend::store()?.create(title).await.map_err(backend::failed)?;
     crate::sse::publish(&TaskEvent::Created { id: task.id }).await?;
     Ok(task)
 }
@@ -56,38 +59,20 @@ pub async fn create_task(title: String) -> Result<Task, ServerFnError> {
 #[server]
 pub async fn rename_task(id: u64, title: String) -> Result<Task, ServerFnError> {
     let title = backend::title(&title)?;
-    backend::patch(
-        id,
-        crate::app::store::TaskPatch {
-            title: Some(title),
-            done: None,
-        },
-    )
-    .await
+    backend::patch(id, crate::app::store::TaskPatch { title: Some(title), done: None }).await
 }
 
 /// Marks a task done or not done and publishes `task:updated`.
 #[server]
 pub async fn set_task_done(id: u64, done: bool) -> Result<Task, ServerFnError> {
-    backend::patch(
-        id,
-        crate::app::store::TaskPatch {
-            title: None,
-            done: Some(done),
-        },
-    )
-    .await
+    backend::patch(id, crate::app::store::TaskPatch { title: None, done: Some(done) }).await
 }
 
 /// Deletes a task and publishes `task:deleted`.
 #[server]
 pub async fn delete_task(id: u64) -> Result<(), ServerFnError> {
     use shared::tasks::TaskEvent;
-    if !backend::store()?
-        .delete(id)
-        .await
-        .map_err(backend::failed)?
-    {
+    if !backend::store()?.delete(id).await.map_err(backend::failed)? {
         return Err(ServerFnError::new(format!("no task {id}")));
     }
     crate::sse::publish(&TaskEvent::Deleted { id }).await

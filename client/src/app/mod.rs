@@ -9,6 +9,7 @@ use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 use shared::tasks::{Task, TaskEvent};
+use shared::{SseEvent, TopicBuilder};
 
 use crate::sse::use_sse;
 use api::{CreateTask, DeleteTask, RenameTask, SetTaskDone};
@@ -70,6 +71,7 @@ fn TaskBoard() -> impl IntoView {
         |_| api::list_tasks(),
     );
 
+    let selected = RwSignal::new(None::<u64>);
     let new_title = RwSignal::new(String::new());
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -98,6 +100,9 @@ fn TaskBoard() -> impl IntoView {
                     value=task.title.clone()
                     on:change=move |ev| { rename.dispatch(RenameTask { id, title: event_target_value(&ev) }); }
                 />
+                <button data-testid="open" title="Follow this task" on:click=move |_| selected.set(Some(id))>
+                    "details"
+                </button>
                 <button data-testid="delete" title="Delete" on:click=move |_| { delete.dispatch(DeleteTask { id }); }>
                     "✕"
                 </button>
@@ -131,5 +136,36 @@ fn TaskBoard() -> impl IntoView {
                 })
             }}
         </Transition>
+        {move || selected.get().map(|id| view! { <TaskDetail id on_close=move || selected.set(None) /> })}
+    }
+}
+
+/// Follows one task on its resource topic `task:{id}`: a second `use_sse` on the page, carried by
+/// the same EventSource as the board's.
+#[component]
+fn TaskDetail(id: u64, on_close: impl Fn() + Send + Sync + 'static) -> impl IntoView {
+    let live = use_sse::<TaskEvent>(TopicBuilder::task(id));
+    let task = Resource::new(move || live.version.get(), move |_| api::get_task(id));
+    let last_event = move || live.latest.get().map(|e| e.name()).unwrap_or("none yet");
+    view! {
+        <aside class="detail" data-testid="detail" data-id=id>
+            <header>
+                <h2>"Task #" {id}</h2>
+                <button data-testid="close-detail" on:click=move |_| on_close()>"close"</button>
+            </header>
+            <Transition fallback=|| view! { <p>"Loading…"</p> }>
+                {move || {
+                    task.get().map(|result| match result {
+                        Ok(Some(t)) => view! {
+                            <p data-testid="detail-title">{t.title}</p>
+                            <p data-testid="detail-done">{if t.done { "done" } else { "open" }}</p>
+                        }.into_any(),
+                        Ok(None) => view! { <p data-testid="detail-gone">"This task was deleted."</p> }.into_any(),
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                    })
+                }}
+            </Transition>
+            <p class="muted">"Last event on task:" {id} ": " <span data-testid="detail-last">{last_event}</span></p>
+        </aside>
     }
 }

@@ -37,10 +37,7 @@ pub struct TaskPatch {
 #[derive(Clone)]
 pub enum TaskStore {
     Memory(Arc<Mutex<MemoryTasks>>),
-    Redis {
-        conn: ConnectionManager,
-        key_prefix: String,
-    },
+    Redis { conn: ConnectionManager, key_prefix: String },
 }
 
 #[derive(Default)]
@@ -69,17 +66,11 @@ impl TaskStore {
 
     /// A store in Redis under `key_prefix` (the app's `TOPIC_PREFIX` namespace).
     pub fn redis(conn: ConnectionManager, key_prefix: &str) -> Self {
-        TaskStore::Redis {
-            conn,
-            key_prefix: key_prefix.to_owned(),
-        }
+        TaskStore::Redis { conn, key_prefix: key_prefix.to_owned() }
     }
 
     fn keys(prefix: &str) -> (String, String) {
-        (
-            format!("{prefix}taskboard:tasks"),
-            format!("{prefix}taskboard:next_id"),
-        )
+        (format!("{prefix}taskboard:tasks"), format!("{prefix}taskboard:next_id"))
     }
 
     pub async fn list(&self) -> Result<Vec<Task>, StoreError> {
@@ -88,10 +79,7 @@ impl TaskStore {
             TaskStore::Redis { conn, key_prefix } => {
                 let (hash, _) = Self::keys(key_prefix);
                 let raw: Vec<String> = conn.clone().hvals(hash).await?;
-                let mut tasks = raw
-                    .iter()
-                    .map(|s| decode(s))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut tasks = raw.iter().map(|s| decode(s)).collect::<Result<Vec<_>, _>>()?;
                 tasks.sort_by_key(|t| t.id);
                 Ok(tasks)
             }
@@ -115,11 +103,7 @@ impl TaskStore {
             TaskStore::Memory(m) => {
                 let mut m = m.lock().unwrap();
                 m.next_id += 1;
-                let task = Task {
-                    id: m.next_id,
-                    title,
-                    done: false,
-                };
+                let task = Task { id: m.next_id, title, done: false };
                 m.tasks.insert(task.id, task.clone());
                 Ok(task)
             }
@@ -127,11 +111,7 @@ impl TaskStore {
                 let (hash, counter) = Self::keys(key_prefix);
                 let mut conn = conn.clone();
                 let id: u64 = conn.incr(counter, 1).await?;
-                let task = Task {
-                    id,
-                    title,
-                    done: false,
-                };
+                let task = Task { id, title, done: false };
                 let json = serde_json::to_string(&task).expect("task serializes");
                 let _: () = conn.hset(hash, id, json).await?;
                 Ok(task)

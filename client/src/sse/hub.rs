@@ -20,11 +20,14 @@ use super::{ConnectionStatus, DEFAULT_EVENTS_PATH};
 /// Wait this long before reopening a stream the browser gave up on (e.g. the server said 503).
 const REOPEN_AFTER: Duration = Duration::from_secs(3);
 
+/// The server's "you may have missed events" event.
+const RESYNC_EVENT: &str = "resync";
+
 pub(super) struct Subscriber {
     pub topic: Topic,
     pub names: &'static [&'static str],
     pub on_event: Rc<dyn Fn(&str, &str)>,
-    pub on_open: Rc<dyn Fn()>,
+    pub on_resync: Rc<dyn Fn()>,
 }
 
 /// What the open stream was opened for: reopen when this changes.
@@ -102,11 +105,7 @@ fn sync() {
         hub.sync_scheduled = false;
         let key = StreamKey {
             topics: hub.subscribers.values().map(|s| s.topic.clone()).collect(),
-            names: hub
-                .subscribers
-                .values()
-                .flat_map(|s| s.names.iter().copied())
-                .collect(),
+            names: hub.subscribers.values().flat_map(|s| s.names.iter().copied()).collect(),
         };
         if hub.stream.as_ref().is_some_and(|s| s.key == key) {
             return;
@@ -130,6 +129,14 @@ fn sync() {
     });
 }
 
+/// Bumps every subscriber's version (called with the hub released).
+fn resync_all() {
+    let callbacks: Vec<_> = HUB.with_borrow(|hub| hub.subscribers.values().map(|s| s.on_resync.clone()).collect());
+    for cb in callbacks {
+        cb();
+    }
+}
+
 fn stream_url(path: &str, key: &StreamKey, last_event_id: Option<&str>) -> String {
     let topics: Vec<&str> = key.topics.iter().map(Topic::as_str).collect();
     // Topics are `[A-Za-z0-9_.:-]` only, so they need no percent-encoding.
@@ -145,9 +152,7 @@ fn percent_encode(s: &str) -> String {
     // Ids are opaque; encode anything outside the unreserved set.
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -167,11 +172,7 @@ fn open(path: &str, key: StreamKey, last_event_id: Option<&str>) -> Result<OpenS
                 if !id.is_empty() {
                     hub.last_event_id = Some(id);
                 }
-                hub.subscribers
-                    .values()
-                    .filter(|s| s.names.contains(&name))
-                    .map(|s| s.on_event.clone())
-                    .collect()
+                hub.subscribers.values().filter(|s| s.names.contains(&name)).map(|s| s.on_event.clone()).collect()
             });
             // Called with the hub released: a callback may mount or unmount components.
             for cb in callbacks {
@@ -182,37 +183,30 @@ fn open(path: &str, key: StreamKey, last_event_id: Option<&str>) -> Result<OpenS
         listeners.push(listener);
     }
 
+    // The server says events may have been missed (this stream fell behind, or the broker lost
+    // Redis for a while): every subscriber refetches, as after a reconnect.
+    let resync = Closure::<dyn FnMut(MessageEvent)>::new(move |_: MessageEvent| resync_all());
+    source.add_event_listener_with_callback(RESYNC_EVENT, resync.as_ref().unchecked_ref())?;
+    listeners.push(resync);
+
+    // Events sent while the tab was not connected are not replayed: refetch on every open.
     let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-        let callbacks: Vec<_> = HUB.with_borrow(|hub| {
-            hub.status.set(ConnectionStatus::Live);
-            hub.subscribers
-                .values()
-                .map(|s| s.on_open.clone())
-                .collect()
-        });
-        for cb in callbacks {
-            cb();
-        }
+        HUB.with_borrow(|hub| hub.status.set(ConnectionStatus::Live));
+        resync_all();
     });
     source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
 
     let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
         let gave_up = HUB.with_borrow(|hub| {
             hub.status.set(ConnectionStatus::Offline);
-            hub.stream
-                .as_ref()
-                .is_some_and(|s| s.source.ready_state() == EventSource::CLOSED)
+            hub.stream.as_ref().is_some_and(|s| s.source.ready_state() == EventSource::CLOSED)
         });
         if gave_up {
             // The browser only retries network drops; after an HTTP error it stops. Retry ourselves.
             set_timeout(
                 || {
                     HUB.with_borrow_mut(|hub| {
-                        if hub
-                            .stream
-                            .as_ref()
-                            .is_some_and(|s| s.source.ready_state() == EventSource::CLOSED)
-                        {
+                        if hub.stream.as_ref().is_some_and(|s| s.source.ready_state() == EventSource::CLOSED) {
                             hub.stream = None;
                         }
                     });
@@ -224,11 +218,5 @@ fn open(path: &str, key: StreamKey, last_event_id: Option<&str>) -> Result<OpenS
     });
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
 
-    Ok(OpenStream {
-        source,
-        key,
-        _listeners: listeners,
-        _on_open: on_open,
-        _on_error: on_error,
-    })
+    Ok(OpenStream { source, key, _listeners: listeners, _on_open: on_open, _on_error: on_error })
 }

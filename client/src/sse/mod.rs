@@ -58,7 +58,8 @@ impl ConnectionStatus {
 pub struct SseSignal<E: Send + Sync + 'static> {
     /// The latest event received on the topic (None until one arrives).
     pub latest: ReadSignal<Option<E>>,
-    /// Moves on every event of the topic and every time the stream (re)opens: key Resources on it.
+    /// Moves on every event of the topic, every time the stream (re)opens, and when the server
+    /// sends `resync` (events may have been missed): key Resources on it.
     pub version: ReadSignal<u64>,
     /// The tab's stream status (shared by all `use_sse` calls).
     pub status: Signal<ConnectionStatus>,
@@ -100,27 +101,19 @@ where
                 set_latest.try_set(Some(event));
                 set_version.try_update(|v| *v += 1);
             }),
-            on_open: std::rc::Rc::new(move || {
+            on_resync: std::rc::Rc::new(move || {
                 set_version.try_update(|v| *v += 1);
             }),
         });
         on_cleanup(move || hub::unsubscribe(id));
         let status = hub::status();
-        return SseSignal {
-            latest,
-            version,
-            status: Signal::derive(move || status.get()),
-        };
+        return SseSignal { latest, version, status: Signal::derive(move || status.get()) };
     }
 
     #[cfg(not(feature = "hydrate"))]
     {
         let _ = (topic, set_latest, set_version);
-        SseSignal {
-            latest,
-            version,
-            status: Signal::stored(ConnectionStatus::Connecting),
-        }
+        SseSignal { latest, version, status: Signal::stored(ConnectionStatus::Connecting) }
     }
 }
 

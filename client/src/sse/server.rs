@@ -17,11 +17,7 @@ use shared::{Publisher, SseEvent};
 /// }
 /// ```
 pub async fn publish<E: SseEvent>(event: &E) -> Result<(), ServerFnError> {
-    let publisher = use_context::<Publisher>().ok_or_else(|| {
-        ServerFnError::new("no Publisher in context: provide one with leptos_routes_with_context")
-    })?;
-    publisher
-        .publish(event)
-        .await
-        .map_err(|e| ServerFnError::new(format!("publish failed: {e}")))
+    let publisher = use_context::<Publisher>()
+        .ok_or_else(|| ServerFnError::new("no Publisher in context: provide one with leptos_routes_with_context"))?;
+    publisher.publish(event).await.map_err(|e| ServerFnError::new(format!("publish failed: {e}")))
 }

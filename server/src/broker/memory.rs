@@ -11,17 +11,10 @@ pub(super) struct IdGen {
 
 impl IdGen {
     pub(super) fn next(&self) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let mut last = self.last.lock().unwrap();
         // Strictly increasing even if the clock steps back.
-        *last = if now > last.0 {
-            (now, 0)
-        } else {
-            (last.0, last.1 + 1)
-        };
+        *last = if now > last.0 { (now, 0) } else { (last.0, last.1 + 1) };
         format!("{}-{}", last.0, last.1)
     }
 }

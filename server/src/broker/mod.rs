@@ -23,6 +23,9 @@ use tokio::sync::{broadcast, watch, OnceCell};
 
 use crate::config::SseConfig;
 
+/// The event that tells a client it may have missed events and should refetch.
+pub const RESYNC_EVENT: &str = "resync";
+
 /// Why the broker could not start or subscribe.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
@@ -99,8 +102,9 @@ pub(crate) struct Channels {
 
 struct Channel {
     tx: broadcast::Sender<Bytes>,
-    /// Set once the backend has confirmed the subscription (Redis SUBSCRIBE answered).
-    ready: Arc<OnceCell<Result<(), String>>>,
+    /// Set once the backend has confirmed the subscription (Redis SUBSCRIBE answered); left
+    /// unset by a failure, so the next subscriber tries again.
+    ready: Arc<OnceCell<()>>,
 }
 
 impl Channels {
@@ -114,14 +118,27 @@ impl Channels {
     fn len(&self) -> usize {
         self.map.lock().unwrap().len()
     }
+
+    /// Every channel with local subscribers.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.map.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// Tells every local subscriber that events may have been missed (`event: resync`).
+    pub(crate) fn resync_all(&self, reason: &str) {
+        let frame = shared::wire::encode_event(None, RESYNC_EVENT, &format!("{{\"reason\":\"{reason}\"}}"))
+            .expect("valid frame");
+        let frame = Bytes::from(frame);
+        for c in self.map.lock().unwrap().values() {
+            let _ = c.tx.send(frame.clone());
+        }
+    }
 }
 
 impl Broker {
     /// An in-process broker: one instance, no Redis.
     pub fn memory(limits: BrokerLimits) -> Self {
-        Self::with_backend(limits, Arc::default(), |_| {
-            Backend::Memory(memory::IdGen::default())
-        })
+        Self::with_backend(limits, Arc::default(), |_| Backend::Memory(memory::IdGen::default()))
     }
 
     /// A Redis-backed broker: one Pub/Sub connection for all topics plus one command connection.
@@ -129,13 +146,8 @@ impl Broker {
         let channels = Arc::<Channels>::default();
         let backend = redis::RedisBackend::connect(url, channels.clone())
             .await
-            .map_err(|e| BrokerError::Connect {
-                url: url.to_owned(),
-                reason: e,
-            })?;
-        Ok(Self::with_backend(limits, channels, |_| {
-            Backend::Redis(backend)
-        }))
+            .map_err(|e| BrokerError::Connect { url: url.to_owned(), reason: e })?;
+        Ok(Self::with_backend(limits, channels, |_| Backend::Redis(backend)))
     }
 
     /// The broker the configuration asks for: Redis when `redis_url` is set, else in-process.
@@ -153,15 +165,7 @@ impl Broker {
     ) -> Self {
         let backend = make(&channels);
         let (closing, _) = watch::channel(false);
-        Self {
-            inner: Arc::new(Inner {
-                limits,
-                channels,
-                backend,
-                connections: AtomicUsize::new(0),
-                closing,
-            }),
-        }
+        Self { inner: Arc::new(Inner { limits, channels, backend, connections: AtomicUsize::new(0), closing }) }
     }
 
     pub fn limits(&self) -> &BrokerLimits {
@@ -197,6 +201,14 @@ impl Broker {
         }
     }
 
+    /// How many times the Redis Pub/Sub connection was re-established (0 in-process).
+    pub fn redis_reconnects(&self) -> u64 {
+        match &self.inner.backend {
+            Backend::Redis(r) => r.reconnects.load(Ordering::Relaxed),
+            Backend::Memory(_) => 0,
+        }
+    }
+
     /// Topics with at least one local subscriber.
     pub fn subscribed_channels(&self) -> usize {
         self.inner.channels.len()
@@ -207,20 +219,13 @@ impl Broker {
     }
 
     /// Publishes `data` as event `event` on `topic`.
-    pub async fn publish(
-        &self,
-        topic: &Topic,
-        event: &str,
-        data: &serde_json::Value,
-    ) -> Result<(), PublishError> {
-        self.publish_to(std::slice::from_ref(topic), event, data)
-            .await
+    pub async fn publish(&self, topic: &Topic, event: &str, data: &serde_json::Value) -> Result<(), PublishError> {
+        self.publish_to(std::slice::from_ref(topic), event, data).await
     }
 
     /// Publishes a typed event on all of its topics.
     pub async fn publish_event<E: SseEvent>(&self, event: &E) -> Result<(), PublishError> {
-        self.publish_to(&event.topics(), event.name(), &event.payload())
-            .await
+        self.publish_to(&event.topics(), event.name(), &event.payload()).await
     }
 
     /// Publishes one event on several topics (each topic gets its own frame and id).
@@ -232,20 +237,11 @@ impl Broker {
     ) -> Result<(), PublishError> {
         let data = serde_json::to_string(data).map_err(|e| PublishError::Invalid(e.to_string()))?;
         // Encoded once here; the id line is put in front per topic.
-        let body = shared::wire::encode_event(None, event, &data)
-            .map_err(|e| PublishError::Invalid(e.to_string()))?;
+        let body = shared::wire::encode_event(None, event, &data).map_err(|e| PublishError::Invalid(e.to_string()))?;
         let limit = self.inner.limits.max_message_size;
         if body.len() > limit {
-            tracing::warn!(
-                event,
-                size = body.len(),
-                limit,
-                "event refused: larger than SSE_MAX_MESSAGE_SIZE"
-            );
-            return Err(PublishError::TooLarge {
-                size: body.len(),
-                limit,
-            });
+            tracing::warn!(event, size = body.len(), limit, "event refused: larger than SSE_MAX_MESSAGE_SIZE");
+            return Err(PublishError::TooLarge { size: body.len(), limit });
         }
         let channels: Vec<String> = topics.iter().map(|t| self.channel_name(t)).collect();
         match &self.inner.backend {
@@ -256,10 +252,7 @@ impl Broker {
                 }
                 Ok(())
             }
-            Backend::Redis(r) => r
-                .publish(&channels, &body)
-                .await
-                .map_err(PublishError::Unavailable),
+            Backend::Redis(r) => r.publish(&channels, &body).await.map_err(PublishError::Unavailable),
         }
     }
 
@@ -283,17 +276,10 @@ impl Broker {
             }
         }
         // From here on the guard cleans up, even if this future is dropped or fails.
-        let guard = SubscriptionGuard {
-            broker: self.clone(),
-            channels: names,
-        };
+        let guard = SubscriptionGuard { broker: self.clone(), channels: names };
         if let Backend::Redis(r) = &self.inner.backend {
             for (name, ready) in pending {
-                ready
-                    .get_or_init(|| r.subscribe(name))
-                    .await
-                    .clone()
-                    .map_err(BrokerError::Unavailable)?;
+                ready.get_or_try_init(|| r.subscribe(name)).await.map_err(|e| BrokerError::Unavailable(e.clone()))?;
             }
         }
         Ok(Subscription { receivers, guard })
@@ -304,13 +290,9 @@ impl Broker {
         let inner = &self.inner;
         inner
             .connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
             .ok()
-            .map(|_| ConnectionSlot {
-                broker: self.clone(),
-            })
+            .map(|_| ConnectionSlot { broker: self.clone() })
     }
 
     /// Open SSE connections right now.

@@ -38,17 +38,28 @@ enum Control {
     Unsubscribe(String),
 }
 
+/// Waits between reconnect attempts: doubles from the first to the last.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
 pub(super) struct RedisBackend {
     conn: ConnectionManager,
     control: mpsc::UnboundedSender<Control>,
     script: redis::Script,
+    pub(super) reconnects: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RedisBackend {
     pub(super) async fn connect(url: &str, channels: Arc<Channels>) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        // Publishes fail fast while Redis is away (the caller gets 503) instead of queueing
+        // behind long retries; the manager reconnects by itself on the next command.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
         let connect = async {
-            let conn = ConnectionManager::new(client.clone()).await?;
+            let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
             let pubsub = client.get_async_pubsub().await?;
             Ok::<_, redis::RedisError>((conn, pubsub))
         };
@@ -56,43 +67,11 @@ impl RedisBackend {
             .await
             .map_err(|_| "timed out after 5 s".to_owned())?
             .map_err(|e| e.to_string())?;
-        let (mut sink, mut stream) = pubsub.split();
 
-        // All SUBSCRIBE/UNSUBSCRIBE go through one queue, in the order the broker decided them.
-        let (control, mut commands) = mpsc::unbounded_channel::<Control>();
-        tokio::spawn(async move {
-            while let Some(cmd) = commands.recv().await {
-                match cmd {
-                    Control::Subscribe(channel, done) => {
-                        let result = sink.subscribe(&channel).await.map_err(|e| e.to_string());
-                        if let Err(e) = &result {
-                            tracing::error!(channel, error = %e, "redis SUBSCRIBE failed");
-                        }
-                        let _ = done.send(result);
-                    }
-                    Control::Unsubscribe(channel) => {
-                        if let Err(e) = sink.unsubscribe(&channel).await {
-                            tracing::warn!(channel, error = %e, "redis UNSUBSCRIBE failed");
-                        }
-                    }
-                }
-            }
-        });
-        tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
-                channels.deliver(
-                    msg.get_channel_name(),
-                    Bytes::copy_from_slice(msg.get_payload_bytes()),
-                );
-            }
-            tracing::error!("redis pub/sub connection closed; no more events will be received");
-        });
-
-        Ok(Self {
-            conn,
-            control,
-            script: redis::Script::new(PUBLISH_SCRIPT),
-        })
+        let (control, commands) = mpsc::unbounded_channel::<Control>();
+        let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(subscriber_loop(client, pubsub, channels, commands, reconnects.clone()));
+        Ok(Self { conn, control, script: redis::Script::new(PUBLISH_SCRIPT), reconnects })
     }
 
     pub(super) fn connection(&self) -> ConnectionManager {
@@ -103,19 +82,13 @@ impl RedisBackend {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), ping).await,
-            Ok(Ok(_))
-        )
+        matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)))
     }
 
     pub(super) async fn subscribe(&self, channel: String) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
-        self.control
-            .send(Control::Subscribe(channel, done))
-            .map_err(|_| "redis subscriber task stopped".to_owned())?;
-        wait.await
-            .map_err(|_| "redis subscriber task stopped".to_owned())?
+        self.control.send(Control::Subscribe(channel, done)).map_err(|_| "redis subscriber task stopped".to_owned())?;
+        wait.await.map_err(|_| "redis subscriber task stopped".to_owned())?
     }
 
     pub(super) fn unsubscribe(&self, channel: String) {
@@ -129,10 +102,109 @@ impl RedisBackend {
         }
         invocation.arg(body).arg(STREAM_MAXLEN).arg(STREAM_TTL_MS);
         let mut conn = self.conn.clone();
-        invocation
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+        invocation.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string())
+    }
+}
+
+/// Owns the instance's one Pub/Sub connection for its whole life: applies SUBSCRIBE and
+/// UNSUBSCRIBE in the order the broker queued them, and when the connection drops, reconnects
+/// with backoff, resubscribes every channel that still has local listeners and tells them to
+/// `resync` (events published meanwhile were not received).
+///
+/// Hand-written rather than `ConnectionManager`'s automatic resubscription: the manager only
+/// notices a dead connection on the next command it sends, and a subscribe-only connection may
+/// send none for hours.
+async fn subscriber_loop(
+    client: redis::Client,
+    first: redis::aio::PubSub,
+    channels: Arc<Channels>,
+    mut commands: mpsc::UnboundedReceiver<Control>,
+    reconnects: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut next = Some(first);
+    let mut backoff = BACKOFF_FIRST;
+    let mut first_connection = true;
+    loop {
+        let pubsub = match next.take() {
+            Some(p) => p,
+            None => match client.get_async_pubsub().await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub reconnect failed");
+                    if !refuse_commands_for(&mut commands, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            },
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let wanted = channels.names();
+        if !wanted.is_empty() {
+            if let Err(e) = sink.subscribe(&wanted).await {
+                tracing::warn!(error = %e, "redis resubscribe failed");
+                continue;
+            }
+        }
+        if !std::mem::replace(&mut first_connection, false) {
+            reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(channels = wanted.len(), "redis pub/sub reconnected and resubscribed");
+            channels.resync_all("broker_reconnected");
+        }
+        backoff = BACKOFF_FIRST;
+
+        let (lost_tx, mut lost) = oneshot::channel::<()>();
+        let reader_channels = channels.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(msg) = stream.next().await {
+                reader_channels.deliver(msg.get_channel_name(), Bytes::copy_from_slice(msg.get_payload_bytes()));
+            }
+            let _ = lost_tx.send(());
+        });
+        loop {
+            tokio::select! {
+                _ = &mut lost => break,
+                cmd = commands.recv() => match cmd {
+                    None => {
+                        reader.abort();
+                        return;
+                    }
+                    Some(Control::Subscribe(channel, done)) => {
+                        let result = sink.subscribe(&channel).await.map_err(|e| e.to_string());
+                        if let Err(e) = &result {
+                            tracing::error!(channel, error = %e, "redis SUBSCRIBE failed");
+                        }
+                        let _ = done.send(result);
+                    }
+                    Some(Control::Unsubscribe(channel)) => {
+                        if let Err(e) = sink.unsubscribe(&channel).await {
+                            tracing::warn!(channel, error = %e, "redis UNSUBSCRIBE failed");
+                        }
+                    }
+                },
+            }
+        }
+        tracing::warn!("redis pub/sub connection lost; reconnecting");
+    }
+}
+
+/// While disconnected, for `wait`: answers SUBSCRIBE at once with an error (the SSE endpoint
+/// turns it into 503; the channel is resubscribed with the rest on reconnect anyway) and drops
+/// UNSUBSCRIBE (a fresh connection starts with nothing subscribed). False when the broker is gone.
+async fn refuse_commands_for(commands: &mut mpsc::UnboundedReceiver<Control>, wait: Duration) -> bool {
+    let until = tokio::time::sleep(wait);
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            _ = &mut until => return true,
+            cmd = commands.recv() => match cmd {
+                None => return false,
+                Some(Control::Subscribe(_, done)) => {
+                    let _ = done.send(Err("redis is unreachable; reconnecting".to_owned()));
+                }
+                Some(Control::Unsubscribe(_)) => {}
+            },
+        }
     }
 }

@@ -15,23 +15,12 @@ use crate::error::ApiError;
 use crate::layer::PublishLayer;
 
 pub fn routes(broker: Broker, store: TaskStore) -> Router {
-    let created = PublishLayer::typed(broker.clone(), |ctx| {
-        ctx.id("id").map(|id| TaskEvent::Created { id })
-    });
-    let updated = PublishLayer::typed(broker.clone(), |ctx| {
-        ctx.id("id").map(|id| TaskEvent::Updated { id })
-    });
-    let deleted = PublishLayer::typed(broker, |ctx| {
-        ctx.id("id").map(|id| TaskEvent::Deleted { id })
-    });
+    let created = PublishLayer::typed(broker.clone(), |ctx| ctx.id("id").map(|id| TaskEvent::Created { id }));
+    let updated = PublishLayer::typed(broker.clone(), |ctx| ctx.id("id").map(|id| TaskEvent::Updated { id }));
+    let deleted = PublishLayer::typed(broker, |ctx| ctx.id("id").map(|id| TaskEvent::Deleted { id }));
     Router::new()
         .route("/api/tasks", get(list).post(create.layer(created)))
-        .route(
-            "/api/tasks/{id}",
-            get(read)
-                .put(update.layer(updated))
-                .delete(delete.layer(deleted)),
-        )
+        .route("/api/tasks/{id}", get(read).put(update.layer(updated)).delete(delete.layer(deleted)))
         .with_state(store)
 }
 
@@ -51,16 +40,13 @@ struct TaskId(u64);
 
 impl<S: Send + Sync> FromRequestParts<S> for TaskId {
     type Rejection = ApiError;
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e: PathRejection| ApiError::bad_request("invalid_id", e.body_text()))?;
-        raw.parse().map(TaskId).map_err(|_| {
-            ApiError::bad_request("invalid_id", format!("task id {raw:?} is not a number"))
-        })
+        raw.parse()
+            .map(TaskId)
+            .map_err(|_| ApiError::bad_request("invalid_id", format!("task id {raw:?} is not a number")))
     }
 }
 
@@ -87,8 +73,7 @@ struct UpdateTask {
 }
 
 fn valid_title(raw: &str) -> Result<String, ApiError> {
-    normalize_title(raw)
-        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_title", m))
+    normalize_title(raw).map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_title", m))
 }
 
 fn no_such_task(id: u64) -> ApiError {
@@ -108,11 +93,7 @@ async fn create(
 }
 
 async fn read(State(store): State<TaskStore>, TaskId(id): TaskId) -> Result<Json<Task>, ApiError> {
-    store
-        .get(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| no_such_task(id))
+    store.get(id).await?.map(Json).ok_or_else(|| no_such_task(id))
 }
 
 async fn update(
@@ -121,27 +102,13 @@ async fn update(
     ApiJson(change): ApiJson<UpdateTask>,
 ) -> Result<Json<Task>, ApiError> {
     if change.title.is_none() && change.done.is_none() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "empty_update",
-            "give \"title\" and/or \"done\"",
-        ));
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "empty_update", "give \"title\" and/or \"done\""));
     }
-    let patch = TaskPatch {
-        title: change.title.as_deref().map(valid_title).transpose()?,
-        done: change.done,
-    };
-    store
-        .update(id, patch)
-        .await?
-        .map(Json)
-        .ok_or_else(|| no_such_task(id))
+    let patch = TaskPatch { title: change.title.as_deref().map(valid_title).transpose()?, done: change.done };
+    store.update(id, patch).await?.map(Json).ok_or_else(|| no_such_task(id))
 }
 
-async fn delete(
-    State(store): State<TaskStore>,
-    TaskId(id): TaskId,
-) -> Result<StatusCode, ApiError> {
+async fn delete(State(store): State<TaskStore>, TaskId(id): TaskId) -> Result<StatusCode, ApiError> {
     if store.delete(id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -20,11 +20,7 @@ pub struct RedisServer {
 }
 
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl RedisServer {
@@ -35,25 +31,12 @@ impl RedisServer {
 
     pub fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server must be installed (scripts/setup.sh installs it)");
-        let mut server = Self {
-            child: Some(child),
-            port,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
+        let mut server = Self { child: Some(child), port, url: format!("redis://127.0.0.1:{port}") };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if redis_ping(port) {
@@ -62,10 +45,7 @@ impl RedisServer {
             if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("redis-server on port {port} exited at start: {status}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {port} did not answer PING within 10 s"
-            );
+            assert!(Instant::now() < deadline, "redis-server on port {port} did not answer PING within 10 s");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -102,10 +82,7 @@ fn redis_ping(port: u16) -> bool {
 
 /// The config tests start from: no Redis, 30 s heartbeat.
 pub fn config(redis: Option<&RedisServer>) -> SseConfig {
-    SseConfig {
-        redis_url: redis.map(|r| r.url.clone()),
-        ..SseConfig::default()
-    }
+    SseConfig { redis_url: redis.map(|r| r.url.clone()), ..SseConfig::default() }
 }
 
 /// A running app on 127.0.0.1:<ephemeral>; shut down gracefully when dropped.
@@ -121,10 +98,8 @@ impl TestServer {
     /// The demo app (pages, server functions, REST, /events, health).
     pub async fn demo(config: SseConfig) -> Self {
         let sse = SseApp::new(config).await.expect("app starts");
-        let options = leptos::config::LeptosOptions::builder()
-            .output_name("taskboard")
-            .site_root("target/site")
-            .build();
+        let options =
+            leptos::config::LeptosOptions::builder().output_name("taskboard").site_root("target/site").build();
         let router = server::demo::router(&sse, options);
         Self::serve(sse, router).await
     }
@@ -141,13 +116,7 @@ impl TestServer {
             })
             .await
         });
-        Self {
-            base: format!("http://{addr}"),
-            addr,
-            sse,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        Self { base: format!("http://{addr}"), addr, sse, shutdown: Some(tx), task: Some(task) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -180,10 +149,7 @@ impl Drop for TestServer {
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
 }
 
 /// An SSE connection read with the project's own incremental parser.
@@ -253,10 +219,7 @@ impl SseClient {
     /// The next event that is not a heartbeat; panics if none arrives within 5 s.
     pub async fn expect_event(&mut self) -> ParsedEvent {
         loop {
-            let e = self
-                .next_event(Duration::from_secs(5))
-                .await
-                .expect("an event within 5 s");
+            let e = self.next_event(Duration::from_secs(5)).await.expect("an event within 5 s");
             if e.event != "heartbeat" {
                 return e;
             }
@@ -282,17 +245,10 @@ impl SseClient {
 /// Asserts `resp` is an error with our JSON body and returns its `error` code.
 pub async fn error_code(resp: reqwest::Response, status: u16) -> String {
     assert_eq!(resp.status().as_u16(), status, "status");
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     assert!(ct.starts_with("application/json"), "content-type {ct:?}");
     let body: serde_json::Value = resp.json().await.expect("JSON error body");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "message in {body}"
-    );
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
     body["error"].as_str().expect("error code").to_owned()
 }
 
@@ -306,4 +262,9 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check()
+}
+
+/// `GET url` and its status code.
+pub async fn status_of(url: &str) -> u16 {
+    http().get(url).send().await.expect("request sent").status().as_u16()
 }

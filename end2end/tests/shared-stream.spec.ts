@@ -1,0 +1,75 @@
+import { test, expect, Page } from "@playwright/test";
+import { startApp } from "../support/servers";
+
+// Records every EventSource the page creates, so the test can see how many are open and for
+// which topics (the wasm-bindgen glue calls the global constructor at run time).
+async function trackEventSources(page: Page) {
+  await page.addInitScript(() => {
+    const Original = window.EventSource;
+    const all: EventSource[] = [];
+    (window as any).__eventSources = all;
+    (window as any).EventSource = class extends Original {
+      constructor(url: string | URL, init?: EventSourceInit) {
+        super(url, init);
+        all.push(this);
+      }
+    };
+  });
+}
+
+async function streams(page: Page) {
+  return page.evaluate(() =>
+    ((window as any).__eventSources as EventSource[]).map((es) => ({
+      topics: decodeURIComponent(new URL(es.url).searchParams.get("topic") ?? ""),
+      open: es.readyState !== 2,
+    })),
+  );
+}
+
+async function openTopics(page: Page) {
+  return (await streams(page)).filter((s) => s.open).map((s) => s.topics);
+}
+
+test("all use_sse calls in a tab share one EventSource carrying the union of their topics", async ({ browser }) => {
+  const server = await startApp();
+  try {
+    const page = await (await browser.newContext()).newPage();
+    await trackEventSources(page);
+    await page.goto(server.url);
+    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
+    await expect.poll(() => openTopics(page)).toEqual(["tasks"]);
+
+    const resp = await fetch(`${server.url}/api/tasks`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ title: "followed" }),
+    });
+    const { id } = await resp.json();
+    const row = page.locator(`li[data-testid="task"][data-id="${id}"]`);
+    await row.getByTestId("open").click();
+    const detail = page.getByTestId("detail");
+    await expect(detail.getByTestId("detail-title")).toHaveText("followed");
+
+    // A second component subscribed to task:{id}: still ONE open stream, now for both topics.
+    await expect.poll(() => openTopics(page)).toEqual([`task:${id},tasks`]);
+    expect((await streams(page)).length).toBe(2); // the first one was closed, not kept open
+    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
+
+    // An update from elsewhere reaches the detail panel through its own topic.
+    const put = await fetch(`${server.url}/api/tasks/${id}`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ title: "followed and renamed" }),
+    });
+    expect(put.status).toBe(200);
+    await expect(detail.getByTestId("detail-title")).toHaveText("followed and renamed", { timeout: 2_000 });
+    await expect(detail.getByTestId("detail-last")).toHaveText("task:updated");
+
+    // Closing the panel drops its topic: the stream is reopened for the smaller set.
+    await detail.getByTestId("close-detail").click();
+    await expect.poll(() => openTopics(page)).toEqual(["tasks"]);
+    expect((await streams(page)).filter((s) => s.open).length).toBe(1);
+  } finally {
+    await server.stop();
+  }
+});
