@@ -110,9 +110,16 @@ impl SseEndpoint {
         get(move |req: Request| {
             let endpoint = endpoint.clone();
             async move {
+                let metrics = endpoint.endpoint.broker.metrics();
                 match endpoint.open(req).await {
-                    Ok(resp) => resp,
-                    Err(e) => e.into_response(),
+                    Ok(resp) => {
+                        metrics.connections_opened.inc();
+                        resp
+                    }
+                    Err(e) => {
+                        metrics.rejected(e.code);
+                        e.into_response()
+                    }
                 }
             }
         })
@@ -162,6 +169,7 @@ impl Prepared {
             heartbeat: self.heartbeat.clone().map(WatchStream::from_changes),
             closing: WatchStream::from_changes(ep.broker.closing()),
             done: false,
+            broker: ep.broker.clone(),
             _guard: guard,
             _slot: slot,
         };
@@ -229,6 +237,7 @@ struct EventBody {
     heartbeat: Option<WatchStream<Bytes>>,
     closing: WatchStream<bool>,
     done: bool,
+    broker: Broker,
     // Dropped after `events`, so the receivers are gone when the guard checks for the last one.
     _guard: SubscriptionGuard,
     _slot: ConnectionSlot,
@@ -256,11 +265,17 @@ impl Stream for EventBody {
             }
         }
         match this.events.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Ok(frame))) => {
+                this.broker.metrics().events_delivered.inc();
+                Poll::Ready(Some(Ok(frame)))
+            }
             Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
                 // Slow consumer: it fell a whole queue behind. Say so and hang up; EventSource
                 // reconnects and the client refetches (use_sse bumps `version` on reopen).
                 tracing::info!(missed, "slow SSE consumer disconnected");
+                let metrics = this.broker.metrics();
+                metrics.events_dropped.inc_by(missed);
+                metrics.slow_consumer_disconnects.inc();
                 this.done = true;
                 let frame =
                     shared::wire::encode_event(None, crate::broker::RESYNC_EVENT, &format!("{{\"missed\":{missed}}}"))

@@ -16,6 +16,7 @@ pub mod endpoint;
 pub mod error;
 pub mod health;
 pub mod layer;
+pub mod metrics;
 pub mod setup;
 
 pub use broker::{Broker, BrokerError, BrokerLimits, Subscription};

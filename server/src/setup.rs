@@ -85,14 +85,17 @@ impl SseApp {
             .max_connections(self.config.max_connections)
     }
 
-    /// `GET /events` (topics from the query), `GET /health`, `GET /health/ready`.
+    /// `GET /events` (topics from the query), `GET /health`, `GET /health/ready`, `GET /metrics`.
     pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         self.routes_with(self.endpoint())
     }
 
     /// Like [`SseApp::routes`] with your own endpoint (e.g. one with `authorize`).
     pub fn routes_with<S: Clone + Send + Sync + 'static>(&self, endpoint: SseEndpoint) -> Router<S> {
-        Router::new().route("/events", endpoint.into_route()).merge(health::routes(self.broker.clone()))
+        Router::new()
+            .route("/events", endpoint.into_route())
+            .merge(health::routes(self.broker.clone()))
+            .merge(crate::metrics::routes(self.broker.clone()))
     }
 
     /// tower-http CORS for the configured origins (credentials allowed, never a wildcard);

@@ -22,6 +22,7 @@ use shared::{Publish, PublishError, Publisher, SseEvent, Topic};
 use tokio::sync::{broadcast, watch, OnceCell};
 
 use crate::config::SseConfig;
+use crate::metrics::{Metrics, SharedMetrics};
 
 /// The event that tells a client it may have missed events and should refetch.
 pub const RESYNC_EVENT: &str = "resync";
@@ -87,6 +88,7 @@ struct Inner {
     backend: Backend,
     connections: AtomicUsize,
     closing: watch::Sender<bool>,
+    metrics: SharedMetrics,
 }
 
 enum Backend {
@@ -138,16 +140,17 @@ impl Channels {
 impl Broker {
     /// An in-process broker: one instance, no Redis.
     pub fn memory(limits: BrokerLimits) -> Self {
-        Self::with_backend(limits, Arc::default(), |_| Backend::Memory(memory::IdGen::default()))
+        Self::with_backend(limits, Arc::default(), Arc::default(), Backend::Memory(memory::IdGen::default()))
     }
 
     /// A Redis-backed broker: one Pub/Sub connection for all topics plus one command connection.
     pub async fn redis(url: &str, limits: BrokerLimits) -> Result<Self, BrokerError> {
         let channels = Arc::<Channels>::default();
-        let backend = redis::RedisBackend::connect(url, channels.clone())
+        let metrics = SharedMetrics::default();
+        let backend = redis::RedisBackend::connect(url, channels.clone(), metrics.clone())
             .await
             .map_err(|e| BrokerError::Connect { url: url.to_owned(), reason: e })?;
-        Ok(Self::with_backend(limits, channels, |_| Backend::Redis(backend)))
+        Ok(Self::with_backend(limits, channels, metrics, Backend::Redis(backend)))
     }
 
     /// The broker the configuration asks for: Redis when `redis_url` is set, else in-process.
@@ -158,14 +161,16 @@ impl Broker {
         }
     }
 
-    fn with_backend(
-        limits: BrokerLimits,
-        channels: Arc<Channels>,
-        make: impl FnOnce(&Arc<Channels>) -> Backend,
-    ) -> Self {
-        let backend = make(&channels);
+    fn with_backend(limits: BrokerLimits, channels: Arc<Channels>, metrics: SharedMetrics, backend: Backend) -> Self {
         let (closing, _) = watch::channel(false);
-        Self { inner: Arc::new(Inner { limits, channels, backend, connections: AtomicUsize::new(0), closing }) }
+        Self {
+            inner: Arc::new(Inner { limits, channels, backend, connections: AtomicUsize::new(0), closing, metrics }),
+        }
+    }
+
+    /// The broker's metrics (rendered by `GET /metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     pub fn limits(&self) -> &BrokerLimits {
@@ -204,7 +209,7 @@ impl Broker {
     /// How many times the Redis Pub/Sub connection was re-established (0 in-process).
     pub fn redis_reconnects(&self) -> u64 {
         match &self.inner.backend {
-            Backend::Redis(r) => r.reconnects.load(Ordering::Relaxed),
+            Backend::Redis(_) => self.inner.metrics.redis_reconnects.get(),
             Backend::Memory(_) => 0,
         }
     }
@@ -230,6 +235,27 @@ impl Broker {
 
     /// Publishes one event on several topics (each topic gets its own frame and id).
     pub async fn publish_to(
+        &self,
+        topics: &[Topic],
+        event: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), PublishError> {
+        let started = std::time::Instant::now();
+        let result = self.publish_frames(topics, event, data).await;
+        let m = &self.inner.metrics;
+        match &result {
+            Ok(()) => {
+                m.events_published.inc();
+                m.publish_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            Err(PublishError::Invalid(_)) => m.publish_failed("invalid"),
+            Err(PublishError::TooLarge { .. }) => m.publish_failed("too_large"),
+            Err(PublishError::Unavailable(_)) => m.publish_failed("unavailable"),
+        }
+        result
+    }
+
+    async fn publish_frames(
         &self,
         topics: &[Topic],
         event: &str,

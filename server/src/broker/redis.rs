@@ -13,6 +13,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Channels;
+use crate::metrics::SharedMetrics;
 
 /// How many entries each topic's stream keeps, and for how long an idle one lives. The stream
 /// gives every event a Redis-ordered id per topic; its tail is what a later resume will replay.
@@ -46,11 +47,10 @@ pub(super) struct RedisBackend {
     conn: ConnectionManager,
     control: mpsc::UnboundedSender<Control>,
     script: redis::Script,
-    pub(super) reconnects: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RedisBackend {
-    pub(super) async fn connect(url: &str, channels: Arc<Channels>) -> Result<Self, String> {
+    pub(super) async fn connect(url: &str, channels: Arc<Channels>, metrics: SharedMetrics) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
         // Publishes fail fast while Redis is away (the caller gets 503) instead of queueing
         // behind long retries; the manager reconnects by itself on the next command.
@@ -69,9 +69,8 @@ impl RedisBackend {
             .map_err(|e| e.to_string())?;
 
         let (control, commands) = mpsc::unbounded_channel::<Control>();
-        let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        tokio::spawn(subscriber_loop(client, pubsub, channels, commands, reconnects.clone()));
-        Ok(Self { conn, control, script: redis::Script::new(PUBLISH_SCRIPT), reconnects })
+        tokio::spawn(subscriber_loop(client, pubsub, channels, commands, metrics));
+        Ok(Self { conn, control, script: redis::Script::new(PUBLISH_SCRIPT) })
     }
 
     pub(super) fn connection(&self) -> ConnectionManager {
@@ -119,7 +118,7 @@ async fn subscriber_loop(
     first: redis::aio::PubSub,
     channels: Arc<Channels>,
     mut commands: mpsc::UnboundedReceiver<Control>,
-    reconnects: Arc<std::sync::atomic::AtomicU64>,
+    metrics: SharedMetrics,
 ) {
     let mut next = Some(first);
     let mut backoff = BACKOFF_FIRST;
@@ -148,7 +147,7 @@ async fn subscriber_loop(
             }
         }
         if !std::mem::replace(&mut first_connection, false) {
-            reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics.redis_reconnects.inc();
             tracing::info!(channels = wanted.len(), "redis pub/sub reconnected and resubscribed");
             channels.resync_all("broker_reconnected");
         }

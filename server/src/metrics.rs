@@ -1,0 +1,120 @@
+//! Prometheus metrics (`GET /metrics`), with the `prometheus-client` crate.
+
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::broker::Broker;
+
+type Reason = Vec<(&'static str, &'static str)>;
+
+/// Every metric the integration keeps. One per broker; shared by its endpoint(s).
+pub struct Metrics {
+    registry: Registry,
+    connections: Gauge,
+    channels: Gauge,
+    pub(crate) connections_opened: Counter,
+    pub(crate) connections_rejected: Family<Reason, Counter>,
+    pub(crate) events_published: Counter,
+    pub(crate) publish_errors: Family<Reason, Counter>,
+    pub(crate) events_delivered: Counter,
+    pub(crate) events_dropped: Counter,
+    pub(crate) slow_consumer_disconnects: Counter,
+    pub(crate) publish_seconds: Histogram,
+    pub(crate) redis_reconnects: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sse");
+        let m = Metrics {
+            connections: Gauge::default(),
+            channels: Gauge::default(),
+            connections_opened: Counter::default(),
+            connections_rejected: Family::default(),
+            events_published: Counter::default(),
+            publish_errors: Family::default(),
+            events_delivered: Counter::default(),
+            events_dropped: Counter::default(),
+            slow_consumer_disconnects: Counter::default(),
+            // 50 µs .. ~1.6 s
+            publish_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            redis_reconnects: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "Open SSE streams", m.connections.clone());
+        registry.register("channels", "Topics with at least one local subscriber", m.channels.clone());
+        registry.register("connections_opened", "SSE streams opened", m.connections_opened.clone());
+        registry.register(
+            "connections_rejected",
+            "SSE requests refused before streaming, by error code",
+            m.connections_rejected.clone(),
+        );
+        registry.register("events_published", "Events accepted for publishing", m.events_published.clone());
+        registry.register("publish_errors", "Publishes refused or failed, by reason", m.publish_errors.clone());
+        registry.register("events_delivered", "Event frames handed to SSE streams", m.events_delivered.clone());
+        registry.register(
+            "events_dropped",
+            "Events slow consumers missed before being disconnected",
+            m.events_dropped.clone(),
+        );
+        registry.register(
+            "slow_consumer_disconnects",
+            "Streams closed because they fell a whole queue behind",
+            m.slow_consumer_disconnects.clone(),
+        );
+        registry.register("publish_duration_seconds", "Time to publish one event", m.publish_seconds.clone());
+        registry.register(
+            "redis_reconnects",
+            "Times the Redis Pub/Sub connection was re-established",
+            m.redis_reconnects.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub(crate) fn rejected(&self, code: &'static str) {
+        self.connections_rejected.get_or_create(&vec![("reason", code)]).inc();
+    }
+
+    pub(crate) fn publish_failed(&self, reason: &'static str) {
+        self.publish_errors.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
+    /// The text exposition, with the gauges read from `broker` now.
+    pub fn render(&self, broker: &Broker) -> String {
+        self.connections.set(broker.connections() as i64);
+        self.channels.set(broker.subscribed_channels() as i64);
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// `GET /metrics` in the OpenMetrics text format (which Prometheus scrapes natively).
+pub fn routes<S: Clone + Send + Sync + 'static>(broker: Broker) -> Router<S> {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let broker = broker.clone();
+            async move {
+                let body = broker.metrics().render(&broker);
+                ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+                    .into_response()
+            }
+        }),
+    )
+}
+
+/// Keeps the type name short where it is stored.
+pub(crate) type SharedMetrics = Arc<Metrics>;

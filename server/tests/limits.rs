@@ -1,0 +1,206 @@
+//! Production limits and operations: connection cap, slow consumers, message size, CORS,
+//! TOPIC_PREFIX isolation, metrics, and shutdown under many open streams.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use server::SseConfig;
+use shared::Topic;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn connection_limit_answers_503_before_streaming() {
+    let app = TestServer::demo(SseConfig { max_connections: 2, ..config(None) }).await;
+    let first = SseClient::subscribe(&app.base, "tasks").await;
+    let _second = SseClient::subscribe(&app.base, "tasks").await;
+    let full = http().get(app.url("/events?topic=tasks")).send().await.unwrap();
+    assert_eq!(error_code(full, 503).await, "too_many_connections");
+    drop(first);
+    let broker = app.sse.broker().clone();
+    assert!(eventually(Duration::from_secs(5), || broker.connections() == 1).await);
+    let _third = SseClient::subscribe(&app.base, "tasks").await;
+    let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"sse_connections_rejected_total{reason="too_many_connections"} 1"#), "{metrics}");
+    assert!(metrics.contains("sse_connections 2"), "{metrics}");
+}
+
+/// Opens a stream on a raw socket and returns it without reading the body: a client that
+/// never reads.
+async fn stalled_stream(app: &TestServer, topic: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let req = format!(
+        "GET /events?topic={topic} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n",
+        app.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody() {
+    let app = TestServer::demo(SseConfig { max_queue_size: 64, ..config(None) }).await;
+    let broker = app.sse.broker().clone();
+    let topic = Topic::new("flood").unwrap();
+    let mut stalled = stalled_stream(&app, "flood").await;
+    let mut fast = SseClient::subscribe(&app.base, "flood").await;
+
+    // 20,000 events of ~2 KB (40 MB): far more than the kernel's socket buffers can hide.
+    let text = "x".repeat(2000);
+    let total = 20_000;
+    for batch in 0..(total / 50) {
+        for i in 0..50 {
+            let n = batch * 50 + i;
+            broker.publish(&topic, "tick", &serde_json::json!({ "n": n, "pad": text })).await.unwrap();
+        }
+        // The fast client keeps up: it reads each batch as it comes and misses nothing.
+        for i in 0..50 {
+            let e = fast.expect_event().await;
+            assert_eq!(e.event, "tick", "fast client was cut off");
+            let n: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+            assert_eq!(n["n"], batch * 50 + i);
+        }
+    }
+
+    // Now the stalled client reads: some events that were already in socket buffers, then an
+    // explicit resync, then the end of the stream (EventSource would reconnect).
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        assert!(Instant::now() < deadline, "stalled stream did not end");
+        let n = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf)).await.unwrap().unwrap();
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("event: resync\n"), "the slow client is told it missed events");
+    let delivered = text.matches("event: tick\n").count();
+    assert!(delivered < total, "the slow client cannot have got everything ({delivered})");
+    let metrics = broker.metrics().render(&broker);
+    assert!(metrics.contains("sse_slow_consumer_disconnects_total 1"), "{metrics}");
+    assert!(metrics.contains(&format!("sse_events_published_total {total}")), "{metrics}");
+}
+
+#[tokio::test]
+async fn oversized_events_are_a_clear_error_to_the_publisher() {
+    // "event: task:created\ndata: {"id":1}\n\n" is 37 bytes: over a 30-byte limit.
+    let app = TestServer::demo(SseConfig { max_message_size: 30, ..config(None) }).await;
+    let resp = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": "big"})).send().await.unwrap();
+    assert_eq!(error_code(resp, 413).await, "event_too_large");
+    assert_eq!(status_of(&app.url("/health")).await, 200);
+    let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"sse_publish_errors_total{reason="too_large"} 1"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn cors_allows_only_the_listed_origins_with_credentials() {
+    let cfg = SseConfig { cors_origins: vec!["http://allowed.test".into()], ..config(None) };
+    let app = TestServer::demo(cfg).await;
+    let preflight = |origin: &'static str| {
+        http()
+            .request(reqwest::Method::OPTIONS, app.url("/api/tasks"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let ok = preflight("http://allowed.test").await.unwrap();
+    assert_eq!(ok.headers()["access-control-allow-origin"], "http://allowed.test");
+    assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
+    let other = preflight("http://evil.test").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let stream =
+        SseClient::open_with(http().get(app.url("/events?topic=tasks")).header("origin", "http://allowed.test")).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.headers["access-control-allow-origin"], "http://allowed.test");
+}
+
+#[tokio::test]
+async fn cors_is_off_when_unset() {
+    let app = TestServer::demo(config(None)).await;
+    let resp = http().get(app.url("/api/tasks")).header("origin", "http://allowed.test").send().await.unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_prefixes_isolate_two_apps_on_one_redis() {
+    let redis = RedisServer::start();
+    let one = TestServer::demo(SseConfig { topic_prefix: "app1:".into(), ..config(Some(&redis)) }).await;
+    let two = TestServer::demo(SseConfig { topic_prefix: "app2:".into(), ..config(Some(&redis)) }).await;
+    let mut on_one = SseClient::subscribe(&one.base, "tasks").await;
+    let mut on_two = SseClient::subscribe(&two.base, "tasks").await;
+    let tasks = Topic::new("tasks").unwrap();
+    two.sse.broker().publish(&tasks, "note", &serde_json::json!({"from": "two"})).await.unwrap();
+    one.sse.broker().publish(&tasks, "note", &serde_json::json!({"from": "one"})).await.unwrap();
+    // Each sees only its own app's event first: the other's never crossed over.
+    assert_eq!(on_one.expect_event().await.data, r#"{"from":"one"}"#);
+    assert_eq!(on_two.expect_event().await.data, r#"{"from":"two"}"#);
+    let mut conn = redis.client().get_connection().unwrap();
+    let mut channels: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").query(&mut conn).unwrap();
+    channels.sort();
+    assert_eq!(channels, ["app1:tasks", "app2:tasks"]);
+    // The demo's data is namespaced too: each app has its own board.
+    let resp =
+        http().post(one.url("/api/tasks")).json(&serde_json::json!({"title": "only in one"})).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let on_two_board: Vec<serde_json::Value> =
+        http().get(two.url("/api/tasks")).send().await.unwrap().json().await.unwrap();
+    assert!(on_two_board.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_a_thousand_open_streams_promptly() {
+    let mut app = TestServer::demo(config(None)).await;
+    let mut streams = Vec::new();
+    for chunk in 0..10 {
+        let batch = futures::future::join_all((0..100).map(|i| {
+            let topic = format!("tasks,task:{}", chunk * 100 + i);
+            let base = app.base.clone();
+            async move { SseClient::subscribe(&base, &topic).await }
+        }))
+        .await;
+        streams.extend(batch);
+    }
+    assert_eq!(app.sse.broker().connections(), 1000);
+    let took = app.shutdown().await;
+    println!("graceful shutdown with 1000 open streams took {took:?}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    for s in &mut streams {
+        assert!(s.ended_within(Duration::from_secs(2)).await, "every stream ended");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_the_event_flow() {
+    let app = TestServer::demo(config(None)).await;
+    let mut sse = SseClient::subscribe(&app.base, "tasks").await;
+    for title in ["a", "b", "c"] {
+        let resp = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": title})).send().await.unwrap();
+        assert_eq!(resp.status(), 201);
+        sse.expect_event().await;
+    }
+    let _ = http().get(app.url("/events")).send().await.unwrap();
+    let resp = http().get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = resp.text().await.unwrap();
+    for line in [
+        "sse_connections 1",
+        "sse_channels 1",
+        "sse_connections_opened_total 1",
+        r#"sse_connections_rejected_total{reason="missing_topic"} 1"#,
+        "sse_events_published_total 3",
+        "sse_events_delivered_total 3",
+        "sse_publish_duration_seconds_count 3",
+        "sse_redis_reconnects_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+}
