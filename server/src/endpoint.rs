@@ -21,6 +21,7 @@ use axum::routing::{get, MethodRouter};
 use bytes::Bytes;
 use futures::stream::{SelectAll, Stream, StreamExt};
 use shared::Topic;
+use tokio::sync::watch;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 
@@ -60,6 +61,7 @@ pub struct SseEndpoint {
     fixed_topics: Option<Vec<Topic>>,
     authorize: Option<Arc<AuthorizeFn>>,
     heartbeat: Option<Duration>,
+    recheck: Option<Duration>,
     max_connections: usize,
 }
 
@@ -71,6 +73,7 @@ impl SseEndpoint {
             fixed_topics: None,
             authorize: None,
             heartbeat: Some(Duration::from_secs(30)),
+            recheck: None,
             max_connections: usize::MAX,
         }
     }
@@ -97,6 +100,14 @@ impl SseEndpoint {
         self
     }
 
+    /// Runs `authorize` again for every open stream this often; a stream whose check now says
+    /// no is closed (its reconnect then gets 403). A user removed from a team stops receiving
+    /// within `every`. One shared ticker drives all streams.
+    pub fn recheck_authorization(mut self, every: Duration) -> Self {
+        self.recheck = Some(every);
+        self
+    }
+
     /// Refuses new streams with 503 once this many are open in the process.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
@@ -105,8 +116,9 @@ impl SseEndpoint {
 
     /// The `GET` route. Must be called inside a Tokio runtime (it starts the heartbeat ticker).
     pub fn into_route<S: Clone + Send + Sync + 'static>(self) -> MethodRouter<S> {
-        let heartbeat = self.heartbeat.map(spawn_heartbeat);
-        let endpoint = Arc::new(Prepared { endpoint: self, heartbeat });
+        let heartbeat = self.heartbeat.map(|every| spawn_ticker(every, heartbeat_frame));
+        let recheck = self.recheck.filter(|_| self.authorize.is_some()).map(|every| spawn_ticker(every, || ()));
+        let endpoint = Arc::new(Prepared { endpoint: self, heartbeat, recheck });
         get(move |req: Request| {
             let endpoint = endpoint.clone();
             async move {
@@ -128,7 +140,8 @@ impl SseEndpoint {
 
 struct Prepared {
     endpoint: SseEndpoint,
-    heartbeat: Option<tokio::sync::watch::Receiver<Bytes>>,
+    heartbeat: Option<watch::Receiver<Bytes>>,
+    recheck: Option<watch::Receiver<()>>,
 }
 
 impl Prepared {
@@ -139,14 +152,22 @@ impl Prepared {
             Some(t) => t.clone(),
             None => topics_from_query(parts.uri.query().unwrap_or(""))?,
         };
+        let parts = Arc::new(parts);
         if let Some(check) = &ep.authorize {
-            let parts = Arc::new(parts);
-            for topic in &topics {
-                if !check(parts.clone(), topic.clone()).await {
-                    return Err(ApiError::forbidden(format!("not allowed to subscribe to topic {:?}", topic.as_str())));
-                }
+            if let Some(topic) = first_refused(check.as_ref(), &parts, &topics).await {
+                return Err(ApiError::forbidden(format!("not allowed to subscribe to topic {:?}", topic.as_str())));
             }
         }
+        let recheck = match (&ep.authorize, &self.recheck) {
+            (Some(check), Some(ticks)) => Some(Recheck {
+                ticks: WatchStream::from_changes(ticks.clone()),
+                check: check.clone(),
+                parts,
+                topics: topics.clone(),
+                running: None,
+            }),
+            _ => None,
+        };
         let slot = ep.broker.try_acquire_connection(ep.max_connections).ok_or_else(|| {
             ApiError::unavailable(
                 "too_many_connections",
@@ -168,6 +189,7 @@ impl Prepared {
             events: futures::stream::select_all(receivers.into_iter().map(BroadcastStream::new)),
             heartbeat: self.heartbeat.clone().map(WatchStream::from_changes),
             closing: WatchStream::from_changes(ep.broker.closing()),
+            recheck,
             done: false,
             broker: ep.broker.clone(),
             _guard: guard,
@@ -211,23 +233,68 @@ pub fn topics_from_query(query: &str) -> Result<Vec<Topic>, ApiError> {
     Ok(topics)
 }
 
-/// One ticker per endpoint: builds the heartbeat frame once per tick for all connections.
-fn spawn_heartbeat(every: Duration) -> tokio::sync::watch::Receiver<Bytes> {
-    let (tx, rx) = tokio::sync::watch::channel(Bytes::new());
+/// The first topic `check` refuses, if any.
+async fn first_refused<'a>(check: &AuthorizeFn, parts: &Arc<Parts>, topics: &'a [Topic]) -> Option<&'a Topic> {
+    for topic in topics {
+        if !check(parts.clone(), topic.clone()).await {
+            return Some(topic);
+        }
+    }
+    None
+}
+
+fn heartbeat_frame() -> Bytes {
+    let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    Bytes::from(shared::wire::encode_event(None, "heartbeat", &format!("{{\"ts\":{ts}}}")).expect("valid frame"))
+}
+
+/// One ticker per endpoint and purpose, shared by all its connections (instead of a timer per
+/// connection): every `every`, publishes `make()` to a watch channel they all follow.
+fn spawn_ticker<T: Send + Sync + 'static>(every: Duration, make: fn() -> T) -> watch::Receiver<T> {
+    let (tx, rx) = watch::channel(make());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            let frame =
-                shared::wire::encode_event(None, "heartbeat", &format!("{{\"ts\":{ts}}}")).expect("valid frame");
-            if tx.send(Bytes::from(frame)).is_err() {
-                break; // endpoint and all its connections are gone
+            if tx.send(make()).is_err() {
+                break; // the endpoint and all its connections are gone
             }
         }
     });
     rx
+}
+
+/// A stream's periodic re-authorization.
+struct Recheck {
+    ticks: WatchStream<()>,
+    check: Arc<AuthorizeFn>,
+    parts: Arc<Parts>,
+    topics: Vec<Topic>,
+    running: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+}
+
+impl Recheck {
+    /// Ready(false) once a re-check has refused a topic.
+    fn poll_allowed(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        loop {
+            if let Some(running) = &mut self.running {
+                match running.as_mut().poll(cx) {
+                    Poll::Ready(true) => self.running = None,
+                    Poll::Ready(false) => return Poll::Ready(false),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            match self.ticks.poll_next_unpin(cx) {
+                Poll::Ready(Some(())) => {
+                    let (check, parts, topics) = (self.check.clone(), self.parts.clone(), self.topics.clone());
+                    self.running =
+                        Some(Box::pin(async move { first_refused(check.as_ref(), &parts, &topics).await.is_none() }));
+                }
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 /// The response body of one connection.
@@ -236,6 +303,7 @@ struct EventBody {
     events: SelectAll<BroadcastStream<Bytes>>,
     heartbeat: Option<WatchStream<Bytes>>,
     closing: WatchStream<bool>,
+    recheck: Option<Recheck>,
     done: bool,
     broker: Broker,
     // Dropped after `events`, so the receivers are gone when the guard checks for the last one.
@@ -257,6 +325,13 @@ impl Stream for EventBody {
         if let Poll::Ready(_) = this.closing.poll_next_unpin(cx) {
             this.done = true;
             return Poll::Ready(None);
+        }
+        if let Some(recheck) = &mut this.recheck {
+            if let Poll::Ready(false) = recheck.poll_allowed(cx) {
+                tracing::info!(topics = ?recheck.topics, "authorization revoked; closing the stream");
+                this.done = true;
+                return Poll::Ready(None);
+            }
         }
         // Heartbeat first: it is rare, and a busy topic must not starve it.
         if let Some(hb) = &mut this.heartbeat {

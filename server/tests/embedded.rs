@@ -283,3 +283,53 @@ async fn last_listener_leaving_releases_the_channel_and_shutdown_ends_streams() 
     assert!(open.ended_within(Duration::from_secs(2)).await, "stream ends at shutdown");
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
 }
+
+#[tokio::test]
+async fn revoked_authorization_ends_the_stream_within_the_recheck_interval() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    // Team membership, changed at run time; the user comes from a cookie (EventSource sends
+    // cookies, not custom headers).
+    let members: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::from(["ann".to_owned()])));
+    let sse = SseApp::new(config(None)).await.unwrap();
+    let team = members.clone();
+    let endpoint = sse
+        .endpoint()
+        .authorize(move |req, topic| {
+            let team = team.clone();
+            async move {
+                let user = req
+                    .headers
+                    .get("cookie")
+                    .and_then(|c| c.to_str().ok())
+                    .and_then(|c| c.split(';').find_map(|kv| kv.trim().strip_prefix("user=")))
+                    .unwrap_or("")
+                    .to_owned();
+                topic.as_str() != "workspace:acme" || team.lock().unwrap().contains(&user)
+            }
+        })
+        .recheck_authorization(Duration::from_millis(300));
+    let router = Router::new().merge(sse.routes_with(endpoint));
+    let app = TestServer::serve(sse, router).await;
+    let open = |user: &str| {
+        SseClient::open_with(
+            http().get(app.url("/events?topic=workspace:acme")).header("cookie", format!("user={user}")),
+        )
+    };
+
+    let denied = open("bob").await;
+    assert_eq!(denied.status, 403);
+    let mut ann = open("ann").await;
+    assert_eq!(ann.status, 200);
+    let acme = shared::Topic::new("workspace:acme").unwrap();
+    app.sse.broker().publish(&acme, "note", &serde_json::json!({"n": 1})).await.unwrap();
+    assert_eq!(ann.expect_event().await.data, r#"{"n":1}"#);
+    // Still a member after several re-checks.
+    assert!(!ann.ended_within(Duration::from_millis(800)).await);
+
+    members.lock().unwrap().remove("ann");
+    let started = std::time::Instant::now();
+    assert!(ann.ended_within(Duration::from_secs(2)).await, "stream closed after removal");
+    assert!(started.elapsed() < Duration::from_millis(1000), "closed within about one interval");
+    assert_eq!(open("ann").await.status, 403, "and the reconnect is refused");
+}
