@@ -143,19 +143,9 @@ fn stream_url(path: &str, key: &StreamKey, last_event_id: Option<&str>) -> Strin
     let mut url = format!("{path}?topic={}", topics.join(","));
     if let Some(id) = last_event_id {
         url.push_str("&last_event_id=");
-        url.push_str(&percent_encode(id));
+        url.push_str(&String::from(js_sys::encode_uri_component(id)));
     }
     url
-}
-
-fn percent_encode(s: &str) -> String {
-    // Ids are opaque; encode anything outside the unreserved set.
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn open(path: &str, key: StreamKey, last_event_id: Option<&str>) -> Result<OpenStream, JsValue> {

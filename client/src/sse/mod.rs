@@ -9,13 +9,24 @@
 //! every event of the topic *and* every time the stream (re)opens, because events sent while
 //! the tab was disconnected are not replayed to it.
 //!
-//! ```ignore
+//! ```no_run
 //! use client::sse::use_sse;
-//! use shared::tasks::TaskEvent;
+//! use leptos::prelude::*;
+//! use shared::tasks::{Task, TaskEvent};
 //!
-//! let live = use_sse::<TaskEvent>(TaskEvent::board_topic());
-//! let tasks = Resource::new(move || live.version.get(), |_| list_tasks());
-//! view! { <span>{move || live.status.get().label()}</span> }
+//! async fn list_tasks() -> Result<Vec<Task>, ServerFnError> {
+//!     Ok(vec![]) // a #[server] function in a real app
+//! }
+//!
+//! #[component]
+//! fn Board() -> impl IntoView {
+//!     let live = use_sse::<TaskEvent>(TaskEvent::board_topic());
+//!     let tasks = Resource::new(move || live.version.get(), |_| list_tasks());
+//!     view! {
+//!         <span>{move || live.status.get().label()}</span>
+//!         <Transition>{move || tasks.get().map(|t| t.map(|t| t.len()).unwrap_or(0))}</Transition>
+//!     }
+//! }
 //! ```
 
 #[cfg(feature = "hydrate")]

@@ -8,12 +8,13 @@ use shared::{Publisher, SseEvent};
 /// The server provides a [`Publisher`] through Leptos context (`leptos_routes_with_context`);
 /// without one this is a server error rather than a silent no-op.
 ///
-/// ```ignore
-/// #[server]
-/// pub async fn create_task(title: String) -> Result<Task, ServerFnError> {
-///     let task = store.create(title).await?;
-///     client::sse::publish(&TaskEvent::Created { id: task.id }).await?;
-///     Ok(task)
+/// ```no_run
+/// use leptos::prelude::*;
+/// use shared::tasks::TaskEvent;
+///
+/// // In a #[server] function, once the change is stored:
+/// async fn task_created(id: u64) -> Result<(), ServerFnError> {
+///     client::sse::publish(&TaskEvent::Created { id }).await
 /// }
 /// ```
 pub async fn publish<E: SseEvent>(event: &E) -> Result<(), ServerFnError> {
