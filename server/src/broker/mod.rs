@@ -305,7 +305,7 @@ impl Broker {
         let guard = SubscriptionGuard { broker: self.clone(), channels: names };
         if let Backend::Redis(r) = &self.inner.backend {
             for (name, ready) in pending {
-                ready.get_or_try_init(|| r.subscribe(name)).await.map_err(|e| BrokerError::Unavailable(e.clone()))?;
+                ready.get_or_try_init(|| r.subscribe(name)).await.map_err(BrokerError::Unavailable)?;
             }
         }
         Ok(Subscription { receivers, guard })
