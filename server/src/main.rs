@@ -25,8 +25,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let demo = match server::demo::DemoConfig::from_env() {
+        Ok(demo) => demo,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let addr = options.site_addr;
-    let app = server::demo::router(&sse, options);
+    let app = server::demo::router(&sse, options, demo);
     match sse.serve(app, addr).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

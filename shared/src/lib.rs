@@ -9,6 +9,7 @@
 //!
 //! This crate has no async runtime and builds for `wasm32-unknown-unknown` as well as native.
 
+pub mod crm;
 pub mod event;
 pub mod publish;
 pub mod tasks;

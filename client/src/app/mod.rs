@@ -1,8 +1,13 @@
 //! The demo: a collaborative task board that updates live in every open window.
 
 pub mod api;
+pub mod crm;
+#[cfg(feature = "ssr")]
+pub mod session;
 #[cfg(feature = "ssr")]
 pub mod store;
+#[cfg(feature = "ssr")]
+pub mod table;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -40,9 +45,14 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/taskboard.css" />
         <Title text="Live task board" />
         <Router>
+            <nav class="pages">
+                <a href="/">"Task board"</a>
+                <a href="/crm">"CRM comments"</a>
+            </nav>
             <main>
                 <Routes fallback=|| "Page not found.">
                     <Route path=path!("/") view=TaskBoard />
+                    <Route path=path!("/crm") view=crm::CrmPage />
                 </Routes>
             </main>
         </Router>

@@ -100,7 +100,9 @@ impl TestServer {
         let sse = SseApp::new(config).await.expect("app starts");
         let options =
             leptos::config::LeptosOptions::builder().output_name("taskboard").site_root("target/site").build();
-        let router = server::demo::router(&sse, options);
+        let demo =
+            server::demo::DemoConfig { session: client::app::session::SessionKey::from_secret(&[42; 32]).unwrap() };
+        let router = server::demo::router(&sse, options, demo);
         Self::serve(sse, router).await
     }
 

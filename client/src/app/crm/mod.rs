@@ -1,0 +1,180 @@
+//! The CRM comments example (fastapi-sse-events' second example): users of two teams, threads
+//! only the right team can hear, live comments and per-user reply notifications.
+
+pub mod api;
+
+use leptos::prelude::*;
+use shared::crm::{find_user, thread_topic, users, CommentEvent, ReplyNotification, Thread, User};
+use shared::TopicBuilder;
+
+use crate::sse::use_sse;
+use api::{AddComment, DeleteComment, EditComment, SignIn, SignOut};
+
+#[component]
+pub fn CrmPage() -> impl IntoView {
+    let sign_in = ServerAction::<SignIn>::new();
+    let sign_out = ServerAction::<SignOut>::new();
+    let me = Resource::new(move || (sign_in.version().get(), sign_out.version().get()), |_| api::me());
+    view! {
+        <header>
+            <h1>"CRM comments"</h1>
+        </header>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
+            {move || {
+                me.get().map(|result| match result {
+                    Ok(Some(user)) => view! { <SignedIn user sign_out /> }.into_any(),
+                    Ok(None) => view! { <SignInPicker sign_in /> }.into_any(),
+                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                })
+            }}
+        </Transition>
+    }
+}
+
+#[component]
+fn SignInPicker(sign_in: ServerAction<SignIn>) -> impl IntoView {
+    view! {
+        <p>"Sign in as one of the seeded users:"</p>
+        <ul class="users">
+            {users()
+                .into_iter()
+                .map(|u| {
+                    let id = u.id;
+                    view! {
+                        <li>
+                            <button data-testid=format!("sign-in-{}", u.name) on:click=move |_| { sign_in.dispatch(SignIn { user: id }); }>
+                                {u.name.clone()}
+                            </button>
+                            {format!(" {:?} · {}", u.role, u.team)}
+                        </li>
+                    }
+                })
+                .collect_view()}
+        </ul>
+    }
+}
+
+#[component]
+fn SignedIn(user: User, sign_out: ServerAction<SignOut>) -> impl IntoView {
+    let threads = Resource::new(|| (), |_| api::my_threads());
+    let selected = RwSignal::new(None::<Thread>);
+    // Per-user notifications on `user:{id}`: only this user may subscribe to it.
+    let inbox = use_sse::<ReplyNotification>(TopicBuilder::user(user.id));
+    let notes = RwSignal::new(Vec::<ReplyNotification>::new());
+    Effect::new(move |_| {
+        if let Some(n) = inbox.latest.get() {
+            notes.update(|all| all.push(n));
+        }
+    });
+    view! {
+        <p class="whoami">
+            "Signed in as " <strong data-testid="whoami">{user.name.clone()}</strong>
+            {format!(" ({:?}, {})", user.role, user.team)} " "
+            <span class="status" data-testid="status" data-status=move || inbox.status.get().label()>
+                {move || inbox.status.get().label()}
+            </span> " "
+            <button data-testid="sign-out" on:click=move |_| { sign_out.dispatch(SignOut {}); }>"sign out"</button>
+        </p>
+        <ul class="notifications" data-testid="notifications">
+            {move || {
+                notes
+                    .get()
+                    .into_iter()
+                    .map(|n| {
+                        let thread = shared::crm::find_thread(n.thread).map(|t| t.title).unwrap_or_default();
+                        view! { <li data-testid="notification">{format!("{} replied in your thread “{thread}”", n.by)}</li> }
+                    })
+                    .collect_view()
+            }}
+        </ul>
+        <nav class="threads">
+            <Transition fallback=|| ()>
+                {move || {
+                    threads.get().map(|r| {
+                        r.unwrap_or_default()
+                            .into_iter()
+                            .map(|t| {
+                                let pick = t.clone();
+                                view! {
+                                    <button data-testid=format!("thread-{}", t.id) on:click=move |_| selected.set(Some(pick.clone()))>
+                                        {t.title.clone()}
+                                    </button>
+                                }
+                            })
+                            .collect_view()
+                    })
+                }}
+            </Transition>
+        </nav>
+        {move || selected.get().map(|thread| view! { <ThreadView thread me=user.clone() /> })}
+    }
+}
+
+/// One thread's comments, refetched whenever `comment_thread:{id}` says something changed.
+#[component]
+fn ThreadView(thread: Thread, me: User) -> impl IntoView {
+    let id = thread.id;
+    let live = use_sse::<CommentEvent>(thread_topic(id));
+    let add = ServerAction::<AddComment>::new();
+    let edit = ServerAction::<EditComment>::new();
+    let delete = ServerAction::<DeleteComment>::new();
+    let comments = Resource::new(
+        move || (live.version.get(), add.version().get(), edit.version().get(), delete.version().get()),
+        move |_| api::thread_comments(id),
+    );
+    let draft = RwSignal::new(String::new());
+    let on_submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let text = draft.get_untracked();
+        if !text.trim().is_empty() {
+            add.dispatch(AddComment { thread: id, text });
+            draft.set(String::new());
+        }
+    };
+    let me_id = me.id;
+    let admin = me.role == shared::crm::Role::Admin;
+    view! {
+        <section class="thread" data-testid="thread" data-id=id>
+            <h2>{thread.title.clone()}</h2>
+            <Transition fallback=|| view! { <p>"Loading…"</p> }>
+                {move || {
+                    comments.get().map(|r| match r {
+                        Ok(list) => view! {
+                            <ul class="comments">
+                                {list
+                                    .into_iter()
+                                    .map(|c| {
+                                        let cid = c.id;
+                                        let author = find_user(c.author).map(|u| u.name).unwrap_or_default();
+                                        let mine = admin || c.author == me_id;
+                                        view! {
+                                            <li data-testid="comment" data-text=c.text.clone()>
+                                                <span class="author">{author}</span>
+                                                <input
+                                                    type="text"
+                                                    data-testid="comment-text"
+                                                    value=c.text.clone()
+                                                    disabled=!mine
+                                                    on:change=move |ev| { edit.dispatch(EditComment { id: cid, text: event_target_value(&ev) }); }
+                                                />
+                                                <Show when=move || mine>
+                                                    <button data-testid="delete-comment" on:click=move |_| { delete.dispatch(DeleteComment { id: cid }); }>"✕"</button>
+                                                </Show>
+                                            </li>
+                                        }
+                                    })
+                                    .collect_view()}
+                            </ul>
+                        }
+                        .into_any(),
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                    })
+                }}
+            </Transition>
+            <form class="new-task" on:submit=on_submit>
+                <input type="text" data-testid="new-comment" placeholder="Write a comment" maxlength="2000" bind:value=draft />
+                <button type="submit" data-testid="send">"Send"</button>
+            </form>
+        </section>
+    }
+}

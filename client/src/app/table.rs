@@ -1,0 +1,115 @@
+//! A small JSON table keyed by `u64` ids (server only): in Redis (a hash and an id counter)
+//! when the app has one, so all instances share it; in process memory otherwise.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::store::StoreError;
+
+pub enum Table<T> {
+    Memory(Arc<Mutex<(u64, BTreeMap<u64, T>)>>),
+    Redis { conn: ConnectionManager, hash: String, counter: String, _rows: PhantomData<fn() -> T> },
+}
+
+impl<T> Clone for Table<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Table::Memory(m) => Table::Memory(m.clone()),
+            Table::Redis { conn, hash, counter, .. } => {
+                Table::Redis { conn: conn.clone(), hash: hash.clone(), counter: counter.clone(), _rows: PhantomData }
+            }
+        }
+    }
+}
+
+impl<T: Clone + Serialize + DeserializeOwned> Table<T> {
+    pub fn memory() -> Self {
+        Table::Memory(Arc::default())
+    }
+
+    /// A table in Redis under `{key_prefix}{name}`.
+    pub fn redis(conn: ConnectionManager, key_prefix: &str, name: &str) -> Self {
+        Table::Redis {
+            conn,
+            hash: format!("{key_prefix}{name}:rows"),
+            counter: format!("{key_prefix}{name}:next_id"),
+            _rows: PhantomData,
+        }
+    }
+
+    /// Every row, by id.
+    pub async fn list(&self) -> Result<Vec<T>, StoreError> {
+        match self {
+            Table::Memory(m) => Ok(m.lock().unwrap().1.values().cloned().collect()),
+            Table::Redis { conn, hash, .. } => {
+                let raw: Vec<(u64, String)> = conn.clone().hgetall(hash).await?;
+                let mut rows: Vec<(u64, T)> =
+                    raw.into_iter().map(|(id, s)| decode(&s).map(|row| (id, row))).collect::<Result<_, _>>()?;
+                rows.sort_by_key(|(id, _)| *id);
+                Ok(rows.into_iter().map(|(_, row)| row).collect())
+            }
+        }
+    }
+
+    pub async fn get(&self, id: u64) -> Result<Option<T>, StoreError> {
+        match self {
+            Table::Memory(m) => Ok(m.lock().unwrap().1.get(&id).cloned()),
+            Table::Redis { conn, hash, .. } => {
+                let raw: Option<String> = conn.clone().hget(hash, id).await?;
+                raw.as_deref().map(decode).transpose()
+            }
+        }
+    }
+
+    /// Stores the row `make` builds from a fresh id.
+    pub async fn insert(&self, make: impl FnOnce(u64) -> T) -> Result<T, StoreError> {
+        match self {
+            Table::Memory(m) => {
+                let mut guard = m.lock().unwrap();
+                let (next_id, rows) = &mut *guard;
+                *next_id += 1;
+                let row = make(*next_id);
+                rows.insert(*next_id, row.clone());
+                Ok(row)
+            }
+            Table::Redis { conn, counter, .. } => {
+                let id: u64 = conn.clone().incr(counter, 1).await?;
+                let row = make(id);
+                self.put(id, &row).await?;
+                Ok(row)
+            }
+        }
+    }
+
+    /// Replaces row `id`.
+    pub async fn put(&self, id: u64, row: &T) -> Result<(), StoreError> {
+        match self {
+            Table::Memory(m) => {
+                m.lock().unwrap().1.insert(id, row.clone());
+                Ok(())
+            }
+            Table::Redis { conn, hash, .. } => {
+                let json = serde_json::to_string(row).expect("row serializes");
+                Ok(conn.clone().hset(hash, id, json).await?)
+            }
+        }
+    }
+
+    /// Deletes row `id`; false when there was none.
+    pub async fn delete(&self, id: u64) -> Result<bool, StoreError> {
+        match self {
+            Table::Memory(m) => Ok(m.lock().unwrap().1.remove(&id).is_some()),
+            Table::Redis { conn, hash, .. } => Ok(conn.clone().hdel::<_, _, u64>(hash, id).await? > 0),
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(raw: &str) -> Result<T, StoreError> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,86 @@
+//! The CRM example over HTTP: signed-cookie sessions, role-based `authorize` on the SSE
+//! endpoint, live comments and per-user notifications.
+
+mod common;
+
+use common::*;
+use leptos::server_fn::ServerFn;
+
+use client::app::crm::api::{AddComment, SignIn, ThreadComments};
+
+/// Signs in as seeded user `id` through the server function; returns the `Cookie` header value.
+async fn sign_in(app: &TestServer, id: u64) -> String {
+    let resp = http()
+        .post(app.url(SignIn::PATH))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("user={id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let set = resp.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
+}
+
+async fn call(app: &TestServer, path: &str, cookie: &str, body: String) -> reqwest::Response {
+    http()
+        .post(app.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn stream(app: &TestServer, cookie: &str, topics: &str) -> SseClient {
+    SseClient::open_with(http().get(app.url(&format!("/events?topic={topics}"))).header("cookie", cookie)).await
+}
+
+#[tokio::test]
+async fn only_the_right_users_hear_a_thread_and_owners_get_notified() {
+    let app = TestServer::demo(config(None)).await;
+    let (bob, carol, dave) = (sign_in(&app, 2).await, sign_in(&app, 3).await, sign_in(&app, 4).await);
+
+    // Refused before any stream starts, naming the topic.
+    let refused = http().get(app.url("/events?topic=comment_thread:1")).header("cookie", &dave).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "forbidden");
+    assert!(body["message"].as_str().unwrap().contains("comment_thread:1"));
+    assert_eq!(stream(&app, "", "user:2").await.status, 403, "signed out: no user topics");
+    assert_eq!(stream(&app, &carol, "user:2").await.status, 403, "nobody hears another user's inbox");
+    assert_eq!(stream(&app, "", "tasks").await.status, 200, "the task board stays public");
+    let forged = bob.replacen("crm_session=", "crm_session=x", 1);
+    assert_eq!(stream(&app, &forged, "comment_thread:1").await.status, 403, "a tampered cookie is nobody");
+
+    let mut bob_thread = stream(&app, &bob, "comment_thread:1,user:2").await;
+    assert_eq!(bob_thread.status, 200);
+    let mut dave_team = stream(&app, &dave, "workspace:globex").await;
+    assert_eq!(dave_team.status, 200);
+
+    // Carol replies in Bob's thread: Bob hears the comment and gets a notification.
+    let resp = call(&app, AddComment::PATH, &carol, "thread=1&text=hello%20bob".into()).await;
+    assert_eq!(resp.status(), 200);
+    let first = bob_thread.expect_event().await;
+    let second = bob_thread.expect_event().await;
+    let mut got = [(first.event, first.data), (second.event, second.data)];
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("comment:created".to_owned(), r#"{"id":1,"thread":1}"#.to_owned()),
+            ("notification:reply".to_owned(), r#"{"by":"carol","comment":1,"thread":1,"user":2}"#.to_owned()),
+        ]
+    );
+
+    // Dave can neither read the thread nor write to it; his own team's events reach him, Acme's never.
+    let read = call(&app, ThreadComments::PATH, &dave, "thread=1".into()).await;
+    assert!(!read.status().is_success());
+    assert!(read.text().await.unwrap().contains("forbidden"));
+    let write = call(&app, AddComment::PATH, &dave, "thread=1&text=sneaky".into()).await;
+    assert!(!write.status().is_success());
+    assert_eq!(call(&app, AddComment::PATH, &dave, "thread=3&text=pilot%20note".into()).await.status(), 200);
+    let e = dave_team.expect_event().await;
+    assert_eq!((e.event.as_str(), e.data.as_str()), ("comment:created", r#"{"id":2,"thread":3}"#));
+}
