@@ -1,0 +1,66 @@
+import { test, expect, Browser, Page } from "@playwright/test";
+import { startApp, AppServer } from "../support/servers";
+
+async function signedIn(browser: Browser, server: AppServer, name: string) {
+  const page = await (await browser.newContext()).newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${server.url}/crm`);
+  await page.getByTestId(`sign-in-${name}`).click();
+  await expect(page.getByTestId("whoami")).toHaveText(name);
+  await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
+  return { page, errors };
+}
+
+async function openThread(page: Page, id: number) {
+  await page.getByTestId(`thread-${id}`).click();
+  await expect(page.getByTestId("thread")).toHaveAttribute("data-id", String(id));
+  await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
+}
+
+const comment = (page: Page, text: string) => page.locator(`li[data-testid="comment"][data-text="${text}"]`);
+
+test("two users of one team see each other's comments live; the other team is refused", async ({ browser }) => {
+  const server = await startApp();
+  try {
+    const bob = await signedIn(browser, server, "bob");
+    const carol = await signedIn(browser, server, "carol");
+    const dave = await signedIn(browser, server, "dave");
+    await openThread(bob.page, 1);
+    await openThread(carol.page, 1);
+
+    // Dave (Globex) is not offered Acme's thread, and the stream endpoint refuses its topic.
+    await expect(dave.page.getByTestId("thread-1")).toHaveCount(0);
+    await expect(dave.page.getByTestId("thread-3")).toBeVisible();
+    const status = await dave.page.evaluate(async () => (await fetch("/events?topic=comment_thread:1")).status);
+    expect(status).toBe(403);
+    await openThread(dave.page, 3);
+
+    // Bob writes, Carol sees it; Carol replies, Bob sees it and is notified (he owns the thread).
+    await bob.page.getByTestId("new-comment").fill("renewal is on track");
+    await bob.page.getByTestId("send").click();
+    await expect(comment(carol.page, "renewal is on track")).toBeVisible({ timeout: 2_000 });
+    await carol.page.getByTestId("new-comment").fill("great, I will call them");
+    await carol.page.getByTestId("send").click();
+    await expect(comment(bob.page, "great, I will call them")).toBeVisible({ timeout: 2_000 });
+    await expect(bob.page.getByTestId("notification")).toHaveText("carol replied in your thread “Acme renewal”", {
+      timeout: 2_000,
+    });
+    await expect(carol.page.getByTestId("notification")).toHaveCount(0);
+
+    // Edit and delete travel too.
+    const mine = comment(carol.page, "great, I will call them").getByTestId("comment-text");
+    await mine.fill("great, I called them");
+    await mine.press("Enter");
+    await expect(comment(bob.page, "great, I called them")).toBeVisible({ timeout: 2_000 });
+    await comment(bob.page, "renewal is on track").getByTestId("delete-comment").click();
+    await expect(comment(carol.page, "renewal is on track")).toHaveCount(0, { timeout: 2_000 });
+
+    // Dave never saw any of it: his page shows only his own thread, with no Acme comments.
+    await expect(dave.page.getByTestId("comment")).toHaveCount(0);
+    await expect(dave.page.getByTestId("notification")).toHaveCount(0);
+    for (const p of [bob, carol, dave]) expect(p.errors).toEqual([]);
+  } finally {
+    await server.stop();
+  }
+});
