@@ -80,6 +80,8 @@ export async function startApp(opts: { redisUrl?: string } = {}): Promise<AppSer
     LEPTOS_SITE_ROOT: "target/site",
     LEPTOS_OUTPUT_NAME: "taskboard",
     RUST_LOG: "warn",
+    // One secret for every instance, so a CRM session is valid on all of them.
+    SESSION_SECRET: "end-to-end-tests-session-secret-0123456789",
   };
   delete env.REDIS_URL;
   if (opts.redisUrl) env.REDIS_URL = opts.redisUrl;
