@@ -12,6 +12,18 @@ use serde::Serialize;
 
 use super::store::StoreError;
 
+/// Merges a JSON object into a stored row inside Redis, so two instances changing different
+/// fields of one row at once both land (a read-modify-write from the app could lose one).
+const PATCH_SCRIPT: &str = r#"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return false end
+local row = cjson.decode(v)
+for k, x in pairs(cjson.decode(ARGV[2])) do row[k] = x end
+local out = cjson.encode(row)
+redis.call('HSET', KEYS[1], ARGV[1], out)
+return out
+"#;
+
 pub enum Table<T> {
     Memory(Arc<Mutex<(u64, BTreeMap<u64, T>)>>),
     Redis { conn: ConnectionManager, hash: String, counter: String, _rows: PhantomData<fn() -> T> },
@@ -97,6 +109,35 @@ impl<T: Clone + Serialize + DeserializeOwned> Table<T> {
             Table::Redis { conn, hash, .. } => {
                 let json = serde_json::to_string(row).expect("row serializes");
                 Ok(conn.clone().hset(hash, id, json).await?)
+            }
+        }
+    }
+
+    /// Sets the fields in `changes` on row `id`, atomically; `None` when there is no such row.
+    pub async fn patch(
+        &self,
+        id: u64,
+        changes: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Option<T>, StoreError> {
+        match self {
+            Table::Memory(m) => {
+                let mut guard = m.lock().unwrap();
+                let Some(row) = guard.1.get_mut(&id) else { return Ok(None) };
+                let mut value = serde_json::to_value(&*row).expect("row serializes");
+                if let serde_json::Value::Object(fields) = &mut value {
+                    fields.extend(changes);
+                }
+                *row = serde_json::from_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(Some(row.clone()))
+            }
+            Table::Redis { conn, hash, .. } => {
+                let raw: Option<String> = redis::Script::new(PATCH_SCRIPT)
+                    .key(hash)
+                    .arg(id)
+                    .arg(serde_json::Value::Object(changes).to_string())
+                    .invoke_async(&mut conn.clone())
+                    .await?;
+                raw.as_deref().map(decode).transpose()
             }
         }
     }

@@ -43,6 +43,22 @@ pub(crate) mod backend {
         }
     }
 
+    pub fn no_such_comment() -> ServerFnError {
+        ServerFnError::new("no such comment")
+    }
+
+    /// The comment the signed-in user may `verb` (its author or an admin, in a visible thread).
+    pub async fn changeable_comment(id: u64, verb: &str) -> Result<(Table<Comment>, Comment), ServerFnError> {
+        let user = signed_in()?;
+        let table = comments()?;
+        let comment = table.get(id).await.map_err(failed)?.ok_or_else(no_such_comment)?;
+        visible_thread(&user, comment.thread)?;
+        if !shared::crm::can_change_comment(&user, &comment) {
+            return Err(ServerFnError::new(format!("forbidden: only the author or an admin may {verb} a comment")));
+        }
+        Ok((table, comment))
+    }
+
     pub fn failed(e: impl std::fmt::Display) -> ServerFnError {
         ServerFnError::new(e.to_string())
     }
@@ -104,31 +120,19 @@ pub async fn add_comment(thread: u64, text: String) -> Result<Comment, ServerFnE
 
 #[server]
 pub async fn edit_comment(id: u64, text: String) -> Result<Comment, ServerFnError> {
-    use shared::crm::{can_change_comment, normalize_comment, CommentEvent};
-    let user = backend::signed_in()?;
-    let table = backend::comments()?;
-    let mut comment =
-        table.get(id).await.map_err(backend::failed)?.ok_or_else(|| ServerFnError::new("no such comment"))?;
-    backend::visible_thread(&user, comment.thread)?;
-    if !can_change_comment(&user, &comment) {
-        return Err(ServerFnError::new("forbidden: only the author or an admin may edit"));
-    }
-    comment.text = normalize_comment(&text).map_err(ServerFnError::new)?;
-    table.put(id, &comment).await.map_err(backend::failed)?;
+    use shared::crm::{normalize_comment, CommentEvent};
+    let (table, _) = backend::changeable_comment(id, "edit").await?;
+    let text = normalize_comment(&text).map_err(ServerFnError::new)?;
+    let changes = serde_json::Map::from_iter([("text".to_owned(), text.into())]);
+    let comment = table.patch(id, changes).await.map_err(backend::failed)?.ok_or_else(backend::no_such_comment)?;
     crate::sse::publish(&CommentEvent::Updated { id, thread: comment.thread }).await?;
     Ok(comment)
 }
 
 #[server]
 pub async fn delete_comment(id: u64) -> Result<(), ServerFnError> {
-    use shared::crm::{can_change_comment, CommentEvent};
-    let user = backend::signed_in()?;
-    let table = backend::comments()?;
-    let comment = table.get(id).await.map_err(backend::failed)?.ok_or_else(|| ServerFnError::new("no such comment"))?;
-    backend::visible_thread(&user, comment.thread)?;
-    if !can_change_comment(&user, &comment) {
-        return Err(ServerFnError::new("forbidden: only the author or an admin may delete"));
-    }
+    use shared::crm::CommentEvent;
+    let (table, comment) = backend::changeable_comment(id, "delete").await?;
     table.delete(id).await.map_err(backend::failed)?;
     crate::sse::publish(&CommentEvent::Deleted { id, thread: comment.thread }).await
 }
