@@ -37,9 +37,9 @@ async fn stream(app: &TestServer, cookie: &str, topics: &str) -> SseClient {
     SseClient::open_with(http().get(app.url(&format!("/events?topic={topics}"))).header("cookie", cookie)).await
 }
 
-#[tokio::test]
-async fn only_the_right_users_hear_a_thread_and_owners_get_notified() {
-    let app = TestServer::demo(config(None)).await;
+on_both_backends! {
+async fn only_the_right_users_hear_a_thread_and_owners_get_notified(cfg) {
+    let app = TestServer::demo(cfg.clone()).await;
     let (bob, carol, dave) = (sign_in(&app, 2).await, sign_in(&app, 3).await, sign_in(&app, 4).await);
 
     // Refused before any stream starts, naming the topic.
@@ -83,4 +83,5 @@ async fn only_the_right_users_hear_a_thread_and_owners_get_notified() {
     assert_eq!(call(&app, AddComment::PATH, &dave, "thread=3&text=pilot%20note".into()).await.status(), 200);
     let e = dave_team.expect_event().await;
     assert_eq!((e.event.as_str(), e.data.as_str()), ("comment:created", r#"{"id":2,"thread":3}"#));
+}
 }

@@ -1,4 +1,5 @@
-//! The real app on the embedded broker: wire contract, REST and server-function publishing,
+//! The real app (on the embedded broker; the authorization tests on Redis too): wire contract,
+//! REST and server-function publishing,
 //! heartbeat, and every bad input answered with its JSON error.
 
 mod common;
@@ -200,9 +201,9 @@ async fn bad_rest_requests_get_json_errors() {
     assert_eq!(title.status(), 200);
 }
 
-#[tokio::test]
-async fn authorize_refuses_a_topic_with_403_before_streaming() {
-    let sse = SseApp::new(config(None)).await.unwrap();
+on_both_backends! {
+async fn authorize_refuses_a_topic_with_403_before_streaming(cfg) {
+    let sse = SseApp::new(cfg.clone()).await.unwrap();
     let endpoint = sse.endpoint().authorize(|req, topic| async move {
         let user = req.headers.get("x-user").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         topic.as_str() != "private" || user == "admin"
@@ -216,6 +217,7 @@ async fn authorize_refuses_a_topic_with_403_before_streaming() {
     assert!(body["message"].as_str().unwrap().contains("\"private\""), "{body}");
     let admin = SseClient::open_with(http().get(app.url("/events?topic=private")).header("x-user", "admin")).await;
     assert_eq!(admin.status, 200);
+}
 }
 
 #[tokio::test]
@@ -284,14 +286,14 @@ async fn last_listener_leaving_releases_the_channel_and_shutdown_ends_streams() 
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
 }
 
-#[tokio::test]
-async fn revoked_authorization_ends_the_stream_within_the_recheck_interval() {
+on_both_backends! {
+async fn revoked_authorization_ends_the_stream_within_the_recheck_interval(cfg) {
     use std::collections::HashSet;
     use std::sync::{Arc, Mutex};
     // Team membership, changed at run time; the user comes from a cookie (EventSource sends
     // cookies, not custom headers).
     let members: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::from(["ann".to_owned()])));
-    let sse = SseApp::new(config(None)).await.unwrap();
+    let sse = SseApp::new(cfg.clone()).await.unwrap();
     let team = members.clone();
     let endpoint = sse
         .endpoint()
@@ -332,4 +334,5 @@ async fn revoked_authorization_ends_the_stream_within_the_recheck_interval() {
     assert!(ann.ended_within(Duration::from_secs(2)).await, "stream closed after removal");
     assert!(started.elapsed() < Duration::from_millis(1000), "closed within about one interval");
     assert_eq!(open("ann").await.status, 403, "and the reconnect is refused");
+}
 }

@@ -10,9 +10,9 @@ use server::SseConfig;
 use shared::Topic;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[tokio::test]
-async fn connection_limit_answers_503_before_streaming() {
-    let app = TestServer::demo(SseConfig { max_connections: 2, ..config(None) }).await;
+on_both_backends! {
+async fn connection_limit_answers_503_before_streaming(cfg) {
+    let app = TestServer::demo(SseConfig { max_connections: 2, ..cfg.clone() }).await;
     let first = SseClient::subscribe(&app.base, "tasks").await;
     let _second = SseClient::subscribe(&app.base, "tasks").await;
     let full = http().get(app.url("/events?topic=tasks")).send().await.unwrap();
@@ -24,6 +24,7 @@ async fn connection_limit_answers_503_before_streaming() {
     let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"sse_connections_rejected_total{reason="too_many_connections"} 1"#), "{metrics}");
     assert!(metrics.contains("sse_connections 2"), "{metrics}");
+}
 }
 
 /// Opens a stream on a raw socket and returns it without reading the body: a client that
@@ -41,9 +42,9 @@ async fn stalled_stream(app: &TestServer, topic: &str) -> tokio::net::TcpStream 
     s
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody() {
-    let app = TestServer::demo(SseConfig { max_queue_size: 64, ..config(None) }).await;
+on_both_backends! {
+async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody(cfg) {
+    let app = TestServer::demo(SseConfig { max_queue_size: 64, ..cfg.clone() }).await;
     let broker = app.sse.broker().clone();
     let topic = Topic::new("flood").unwrap();
     let mut stalled = stalled_stream(&app, "flood").await;
@@ -87,21 +88,23 @@ async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody() {
     assert!(metrics.contains("sse_slow_consumer_disconnects_total 1"), "{metrics}");
     assert!(metrics.contains(&format!("sse_events_published_total {total}")), "{metrics}");
 }
+}
 
-#[tokio::test]
-async fn oversized_events_are_a_clear_error_to_the_publisher() {
+on_both_backends! {
+async fn oversized_events_are_a_clear_error_to_the_publisher(cfg) {
     // "event: task:created\ndata: {"id":1}\n\n" is 37 bytes: over a 30-byte limit.
-    let app = TestServer::demo(SseConfig { max_message_size: 30, ..config(None) }).await;
+    let app = TestServer::demo(SseConfig { max_message_size: 30, ..cfg.clone() }).await;
     let resp = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": "big"})).send().await.unwrap();
     assert_eq!(error_code(resp, 413).await, "event_too_large");
     assert_eq!(status_of(&app.url("/health")).await, 200);
     let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"sse_publish_errors_total{reason="too_large"} 1"#), "{metrics}");
 }
+}
 
-#[tokio::test]
-async fn cors_allows_only_the_listed_origins_with_credentials() {
-    let cfg = SseConfig { cors_origins: vec!["http://allowed.test".into()], ..config(None) };
+on_both_backends! {
+async fn cors_allows_only_the_listed_origins_with_credentials(cfg) {
+    let cfg = SseConfig { cors_origins: vec!["http://allowed.test".into()], ..cfg.clone() };
     let app = TestServer::demo(cfg).await;
     let preflight = |origin: &'static str| {
         http()
@@ -120,6 +123,7 @@ async fn cors_allows_only_the_listed_origins_with_credentials() {
         SseClient::open_with(http().get(app.url("/events?topic=tasks")).header("origin", "http://allowed.test")).await;
     assert_eq!(stream.status, 200);
     assert_eq!(stream.headers["access-control-allow-origin"], "http://allowed.test");
+}
 }
 
 #[tokio::test]
@@ -155,9 +159,9 @@ async fn topic_prefixes_isolate_two_apps_on_one_redis() {
     assert!(on_two_board.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_ends_a_thousand_open_streams_promptly() {
-    let mut app = TestServer::demo(config(None)).await;
+on_both_backends! {
+async fn shutdown_ends_a_thousand_open_streams_promptly(cfg) {
+    let mut app = TestServer::demo(cfg.clone()).await;
     let mut streams = Vec::new();
     for chunk in 0..10 {
         let batch = futures::future::join_all((0..100).map(|i| {
@@ -176,10 +180,11 @@ async fn shutdown_ends_a_thousand_open_streams_promptly() {
         assert!(s.ended_within(Duration::from_secs(2)).await, "every stream ended");
     }
 }
+}
 
-#[tokio::test]
-async fn metrics_count_the_event_flow() {
-    let app = TestServer::demo(config(None)).await;
+on_both_backends! {
+async fn metrics_count_the_event_flow(cfg) {
+    let app = TestServer::demo(cfg.clone()).await;
     let mut sse = SseClient::subscribe(&app.base, "tasks").await;
     for title in ["a", "b", "c"] {
         let resp = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": title})).send().await.unwrap();
@@ -203,4 +208,5 @@ async fn metrics_count_the_event_flow() {
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
+}
 }

@@ -270,3 +270,28 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
 pub async fn status_of(url: &str) -> u16 {
     http().get(url).send().await.expect("request sent").status().as_u16()
 }
+
+/// Defines a test module whose `embedded` and `redis` tests run the same body once on the
+/// in-process broker and once on a real redis-server started for it.
+#[macro_export]
+macro_rules! on_both_backends {
+    (async fn $name:ident($cfg:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($cfg: server::SseConfig) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                run(config(None)).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                let redis = RedisServer::start();
+                run(config(Some(&redis))).await
+            }
+        }
+    };
+}
