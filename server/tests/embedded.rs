@@ -1,6 +1,5 @@
-//! The real app (on the embedded broker; the authorization tests on Redis too): wire contract,
-//! REST and server-function publishing,
-//! heartbeat, and every bad input answered with its JSON error.
+//! The real app on the embedded broker (the authorization tests on Redis too): wire contract,
+//! REST and server-function publishing, heartbeat, and every bad input answered with its JSON error.
 
 mod common;
 
