@@ -322,7 +322,7 @@ impl Stream for EventBody {
         if let Some(hello) = this.hello.take() {
             return Poll::Ready(Some(Ok(hello)));
         }
-        if let Poll::Ready(_) = this.closing.poll_next_unpin(cx) {
+        if this.closing.poll_next_unpin(cx).is_ready() {
             this.done = true;
             return Poll::Ready(None);
         }

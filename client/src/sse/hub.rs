@@ -23,10 +23,13 @@ const REOPEN_AFTER: Duration = Duration::from_secs(3);
 /// The server's "you may have missed events" event.
 const RESYNC_EVENT: &str = "resync";
 
+/// Called with a frame's event name and data.
+pub(super) type EventCallback = Rc<dyn Fn(&str, &str)>;
+
 pub(super) struct Subscriber {
     pub topic: Topic,
     pub names: &'static [&'static str],
-    pub on_event: Rc<dyn Fn(&str, &str)>,
+    pub on_event: EventCallback,
     pub on_resync: Rc<dyn Fn()>,
 }
 

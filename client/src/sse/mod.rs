@@ -95,7 +95,7 @@ where
     let (version, set_version) = signal(0u64);
 
     #[cfg(feature = "hydrate")]
-    {
+    let status = {
         let topic_for_filter = topic.clone();
         let id = hub::subscribe(hub::Subscriber {
             topic,
@@ -118,14 +118,16 @@ where
         });
         on_cleanup(move || hub::unsubscribe(id));
         let status = hub::status();
-        return SseSignal { latest, version, status: Signal::derive(move || status.get()) };
-    }
+        Signal::derive(move || status.get())
+    };
 
     #[cfg(not(feature = "hydrate"))]
-    {
+    let status = {
         let _ = (topic, set_latest, set_version);
-        SseSignal { latest, version, status: Signal::stored(ConnectionStatus::Connecting) }
-    }
+        Signal::stored(ConnectionStatus::Connecting)
+    };
+
+    SseSignal { latest, version, status }
 }
 
 /// Sets the stream URL path for `use_sse` in this tab (default [`DEFAULT_EVENTS_PATH`]).
