@@ -104,32 +104,40 @@ fn schedule_sync() {
 }
 
 fn sync() {
-    HUB.with_borrow_mut(|hub| {
+    let status = HUB.with_borrow_mut(|hub| {
         hub.sync_scheduled = false;
         let key = StreamKey {
             topics: hub.subscribers.values().map(|s| s.topic.clone()).collect(),
             names: hub.subscribers.values().flat_map(|s| s.names.iter().copied()).collect(),
         };
         if hub.stream.as_ref().is_some_and(|s| s.key == key) {
-            return;
+            return None;
         }
         if let Some(old) = hub.stream.take() {
             old.source.close();
         }
         if key.topics.is_empty() {
-            return;
+            return None;
         }
         match open(&hub.path, key, hub.last_event_id.as_deref()) {
             Ok(stream) => {
-                hub.status.set(ConnectionStatus::Connecting);
                 hub.stream = Some(stream);
+                Some(ConnectionStatus::Connecting)
             }
             Err(e) => {
                 leptos::logging::error!("use_sse: cannot open EventSource: {e:?}");
-                hub.status.set(ConnectionStatus::Offline);
+                Some(ConnectionStatus::Offline)
             }
         }
     });
+    if let Some(status) = status {
+        set_status(status);
+    }
+}
+
+/// Signals are set with the hub released: whatever reacts may subscribe or unsubscribe.
+fn set_status(status: ConnectionStatus) {
+    HUB.with_borrow(|hub| hub.status.clone()).set(status);
 }
 
 /// Bumps every subscriber's version (called with the hub released).
@@ -184,16 +192,15 @@ fn open(path: &str, key: StreamKey, last_event_id: Option<&str>) -> Result<OpenS
 
     // Events sent while the tab was not connected are not replayed: refetch on every open.
     let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-        HUB.with_borrow(|hub| hub.status.set(ConnectionStatus::Live));
+        set_status(ConnectionStatus::Live);
         resync_all();
     });
     source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
 
     let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-        let gave_up = HUB.with_borrow(|hub| {
-            hub.status.set(ConnectionStatus::Offline);
-            hub.stream.as_ref().is_some_and(|s| s.source.ready_state() == EventSource::CLOSED)
-        });
+        set_status(ConnectionStatus::Offline);
+        let gave_up =
+            HUB.with_borrow(|hub| hub.stream.as_ref().is_some_and(|s| s.source.ready_state() == EventSource::CLOSED));
         if gave_up {
             // The browser only retries network drops; after an HTTP error it stops. Retry ourselves.
             set_timeout(
