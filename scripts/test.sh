@@ -5,9 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 
-# The same flags cargo-leptos uses for debug builds, so the tests and the app share one build of
-# every dependency instead of compiling the world twice.
+# The same flags and compile-time environment cargo-leptos uses for debug builds, so the tests
+# and the app share one build of every dependency instead of compiling the world twice. Leptos
+# reads LEPTOS_OUTPUT_NAME at compile time: a server binary built without it asks the browser for
+# `<name>_bg.wasm`, which cargo-leptos does not produce, and the page never hydrates.
 export RUSTFLAGS="--cfg erase_components"
+export LEPTOS_OUTPUT_NAME=taskboard
 logs=target/test-logs
 mkdir -p "$logs"
 
