@@ -88,5 +88,20 @@ export async function startApp(opts: { redisUrl?: string } = {}): Promise<AppSer
   const child = spawn(bin, [], { cwd: root, env, stdio: ["ignore", "inherit", "inherit"] });
   const url = `http://127.0.0.1:${port}`;
   await waitFor(`server on ${url}`, async () => (await fetch(`${url}/health`)).ok, child);
+  await checkHydrationAssets(url);
   return { url, stop: () => stopChild(child) };
+}
+
+/** Fails clearly when the page asks for WASM the server cannot serve (then nothing hydrates). */
+async function checkHydrationAssets(url: string) {
+  const html = await (await fetch(url)).text();
+  const wasm = html.match(/["'(]([^"'()]*\.wasm)["')]/)?.[1];
+  if (!wasm) throw new Error("the page references no .wasm file: hydration scripts missing");
+  const resp = await fetch(new URL(wasm, url), { method: "HEAD" });
+  if (!resp.ok) {
+    throw new Error(
+      `the page asks for ${wasm} but the server answers ${resp.status}: ` +
+        "target/debug/server was not built by `cargo leptos build` (a plain cargo build differs)",
+    );
+  }
 }
