@@ -1,11 +1,14 @@
-//! Benchmark: server memory per open SSE connection.
+//! Benchmark: server memory per open SSE connection, then fan-out throughput.
 //!
 //! Serves the app in this process (embedded broker), then a child process (this same binary,
-//! `client` mode) opens N streams on 127.0.0.1 over two topics and holds them. Prints the
-//! server's resident memory before and with all N open, and the difference per connection.
-//! The clients live in the other process, so their memory is not counted.
+//! `client` mode) opens N streams on 127.0.0.1, all on topic `tasks` (half also on `board`), and
+//! holds them. Prints the server's resident memory before and with all N open, and the
+//! difference per connection (the clients live in the other process, so their memory is not
+//! counted). Then publishes M events on `tasks` and times until every stream has read all M:
+//! N x M deliveries, with the reading clients on the same two cores.
 //!
-//! Run: `cargo run --release -p server --example connections -- 10000`
+//! Run: `cargo run --release -p server --example connections -- 10000 100`
+//! (`ROUTER=sse|authorize|recheck` serves only the SSE routes, to compare with the whole demo).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -24,6 +27,22 @@ fn rss_kib() -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Counts `event: tick` frames on one stream until `want`, across chunk boundaries.
+async fn count_ticks(mut s: tokio::net::TcpStream, want: usize) {
+    let needle = b"event: tick\n";
+    let mut seen = 0;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    while seen < want {
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(n > 0, "stream ended early");
+        carry.extend_from_slice(&buf[..n]);
+        seen += carry.windows(needle.len()).filter(|w| w == needle).count();
+        let keep = carry.len().min(needle.len() - 1);
+        carry.drain(..carry.len() - keep);
+    }
+}
+
 async fn client(addr: String, n: usize) {
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
@@ -37,8 +56,21 @@ async fn client(addr: String, n: usize) {
         held.push(s);
     }
     println!("OPEN");
-    // Hold until the parent closes stdin.
-    let _ = tokio::task::spawn_blocking(|| std::io::stdin().lock().read_line(&mut String::new())).await;
+    // The parent says how many events to expect, then publishes them.
+    let line = tokio::task::spawn_blocking(|| {
+        let mut l = String::new();
+        std::io::stdin().lock().read_line(&mut l).unwrap();
+        l
+    })
+    .await
+    .unwrap();
+    let want: usize = line.trim().parse().unwrap_or(0);
+    println!("READY");
+    let readers: Vec<_> = held.into_iter().map(|s| tokio::spawn(count_ticks(s, want))).collect();
+    for r in readers {
+        r.await.unwrap();
+    }
+    println!("DONE");
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +80,25 @@ async fn main() {
         return client(args[2].clone(), args[3].parse().unwrap()).await;
     }
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let app = TestServer::demo(SseConfig { max_connections: 19_000, heartbeat: None, ..config(None) }).await;
+    let m: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let cfg = SseConfig { max_connections: 19_000, heartbeat: None, ..config(None) };
+    // ROUTER=demo (default): the whole demo app; sse: only `SseApp::routes`; authorize / recheck:
+    // those routes with an always-yes `authorize`, without / with `recheck_authorization`.
+    let router = std::env::var("ROUTER").unwrap_or_else(|_| "demo".into());
+    let app = if router == "demo" {
+        TestServer::demo(cfg).await
+    } else {
+        let sse = server::SseApp::new(cfg).await.unwrap();
+        let endpoint = match router.as_str() {
+            "sse" => sse.endpoint(),
+            "authorize" => sse.endpoint().authorize(|_, _| async { true }),
+            "recheck" => sse.endpoint().authorize(|_, _| async { true }).recheck_authorization(Duration::from_secs(30)),
+            other => panic!("ROUTER={other}: use demo, sse, authorize or recheck"),
+        };
+        let routes = axum::Router::new().merge(sse.routes_with(endpoint));
+        TestServer::serve(sse, routes).await
+    };
+    println!("ROUTER={router}");
     // Warm up: one stream, so code paths and the allocator are initialised.
     drop(SseClient::subscribe(&app.base, "tasks").await);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -61,15 +111,15 @@ async fn main() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let line = tokio::task::spawn_blocking(move || {
+    std::thread::spawn(move || loop {
         let mut l = String::new();
-        out.read_line(&mut l).unwrap();
-        l
-    })
-    .await
-    .unwrap();
-    assert_eq!(line.trim(), "OPEN", "client process failed");
+        if out.read_line(&mut l).unwrap_or(0) == 0 || lines_tx.send(l.trim().to_owned()).is_err() {
+            break;
+        }
+    });
+    assert_eq!(lines.recv().await.as_deref(), Some("OPEN"), "client process failed");
     let opened_in = started.elapsed();
     let broker = app.sse.broker().clone();
     assert!(eventually(Duration::from_secs(30), || broker.connections() == n).await);
@@ -79,6 +129,23 @@ async fn main() {
         "server RSS before {before} KiB, with {n} open {with} KiB: {:.2} KiB per connection",
         (with - before) as f64 / n as f64
     );
-    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+
+    // Fan-out: M events on `tasks`, every stream reads them all.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{m}\n").as_bytes()).unwrap();
+    assert_eq!(lines.recv().await.as_deref(), Some("READY"));
+    let topic = shared::Topic::new("tasks").unwrap();
+    let started = Instant::now();
+    for i in 0..m {
+        broker.publish(&topic, "tick", &serde_json::json!({ "n": i })).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(lines.recv().await.as_deref(), Some("DONE"));
+    let took = started.elapsed();
+    let deliveries = n * m;
+    println!(
+        "{m} events to {n} streams: {deliveries} deliveries in {took:?} = {:.0} deliveries/s (clients on the same 2 cores)",
+        deliveries as f64 / took.as_secs_f64()
+    );
     let _ = child.wait();
 }
