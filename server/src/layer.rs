@@ -16,6 +16,7 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
+use percent_encoding::percent_decode_str;
 use serde_json::Value;
 use shared::{SseEvent, Topic};
 use tower::{Layer, Service};
@@ -259,17 +260,9 @@ fn path_params(route: &str, path: &str) -> HashMap<String, String> {
         .zip(path.split('/'))
         .filter_map(|(r, p)| {
             let name = param_name(r)?;
-            let value = percent_decode(p);
-            Some((name.to_owned(), value))
+            Some((name.to_owned(), percent_decode_str(p).decode_utf8_lossy().into_owned()))
         })
         .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    form_urlencoded::parse(format!("v={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -208,10 +208,7 @@ impl Broker {
 
     /// How many times the Redis Pub/Sub connection was re-established (0 in-process).
     pub fn redis_reconnects(&self) -> u64 {
-        match &self.inner.backend {
-            Backend::Redis(_) => self.inner.metrics.redis_reconnects.get(),
-            Backend::Memory(_) => 0,
-        }
+        self.inner.metrics.redis_reconnects.get()
     }
 
     /// Topics with at least one local subscriber.
