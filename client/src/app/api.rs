@@ -11,7 +11,7 @@ mod backend {
     use crate::app::store::{TaskPatch, TaskStore};
 
     pub fn store() -> Result<TaskStore, ServerFnError> {
-        use_context::<TaskStore>().ok_or_else(|| ServerFnError::new("no TaskStore in context"))
+        crate::app::from_context()
     }
 
     pub fn title(raw: &str) -> Result<String, ServerFnError> {

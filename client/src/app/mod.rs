@@ -19,6 +19,12 @@ use shared::{SseEvent, TopicBuilder};
 use crate::sse::use_sse;
 use api::{CreateTask, DeleteTask, RenameTask, SetTaskDone};
 
+/// A value the server put in Leptos context for server functions, or a server error naming it.
+#[cfg(feature = "ssr")]
+pub(crate) fn from_context<T: Clone + Send + Sync + 'static>() -> Result<T, ServerFnError> {
+    use_context::<T>().ok_or_else(|| ServerFnError::new(format!("no {} in context", std::any::type_name::<T>())))
+}
+
 /// The HTML document the server renders around [`App`].
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {

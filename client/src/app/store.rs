@@ -7,22 +7,8 @@
 use redis::aio::ConnectionManager;
 use shared::tasks::Task;
 
+pub use super::table::StoreError;
 use super::table::Table;
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    #[error("stored row is corrupt: {0}")]
-    Corrupt(String),
-}
-
-impl From<redis::RedisError> for StoreError {
-    fn from(e: redis::RedisError) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
-}
 
 /// A change to a task: each field that is `Some` is set.
 #[derive(Clone, Debug, Default)]

@@ -9,20 +9,21 @@ pub(crate) mod backend {
     use leptos::prelude::*;
     use shared::crm::{find_thread, Comment, Thread, User};
 
+    use crate::app::from_context;
     use crate::app::session::SessionKey;
     use crate::app::table::Table;
 
     pub fn comments() -> Result<Table<Comment>, ServerFnError> {
-        use_context::<Table<Comment>>().ok_or_else(|| ServerFnError::new("no comment table in context"))
+        from_context()
     }
 
     pub fn key() -> Result<SessionKey, ServerFnError> {
-        use_context::<SessionKey>().ok_or_else(|| ServerFnError::new("no SessionKey in context"))
+        from_context()
     }
 
     /// The signed-in user, if any.
     pub fn current_user() -> Result<Option<User>, ServerFnError> {
-        let parts = use_context::<http::request::Parts>().ok_or_else(|| ServerFnError::new("no request"))?;
+        let parts: http::request::Parts = from_context()?;
         Ok(key()?.user(&parts.headers))
     }
 
