@@ -17,16 +17,25 @@ mkdir -p "$logs"
 echo "== cargo test (unit, doc, integration with redis-server)"
 cargo test --workspace --locked 2>&1 | tee "$logs/cargo-test.txt"
 
+echo "== cargo doc (the library crates, warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -p sse-notify-core -p sse-notify-axum -p leptos-sse-notify
+
 echo "== cargo leptos build"
 cargo leptos build
+
+echo "== adopter (a Leptos app outside the workspace, the libraries by path only)"
+./scripts/adopter-test.sh 2>&1 | tee "$logs/adopter.txt"
 
 echo "== playwright (end-to-end, Chromium)"
 (cd end2end && PLAYWRIGHT_JSON_OUTPUT_NAME="../$logs/playwright.json" npx playwright test --reporter=list,json)
 
-rust_passed=$(awk '/^test result:/ { s += $4 } END { print s + 0 }' "$logs/cargo-test.txt")
-rust_failed=$(awk '/^test result:/ { s += $6 } END { print s + 0 }' "$logs/cargo-test.txt")
+# Doc tests are compiled examples, most of which run an assertion; they are counted apart.
+count() { awk -v field="$1" '/^test result:/ { s += $field } END { print s + 0 }' "${@:2}"; }
+doc_passed=$(awk '/^   Doc-tests/ { doc = 1 } /^     Running/ { doc = 0 } doc && /^test result:/ { s += $4 } END { print s + 0 }' "$logs/cargo-test.txt")
+rust_passed=$(( $(count 4 "$logs/cargo-test.txt" "$logs/adopter.txt") - doc_passed ))
+rust_failed=$(count 6 "$logs/cargo-test.txt" "$logs/adopter.txt")
 read -r e2e_passed e2e_failed < <(node -e '
   const s = require(process.argv[1]).stats;
   console.log(s.expected, s.unexpected + s.flaky);' "$PWD/$logs/playwright.json")
-echo "== summary: cargo test $rust_passed passed ($rust_failed failed), playwright $e2e_passed passed ($e2e_failed failed)"
+echo "== summary: cargo test $rust_passed passed ($rust_failed failed) plus $doc_passed doc examples, playwright $e2e_passed passed ($e2e_failed failed)"
 echo "$((rust_passed + e2e_passed)) passed, $((rust_failed + e2e_failed)) failed"

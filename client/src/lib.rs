@@ -1,13 +1,12 @@
-//! The browser side of leptos-sse and the demo task board.
+//! The demo app's pages: the task board and the CRM comments example, built on
+//! `leptos-sse-notify` exactly as any Leptos app would use it.
 //!
-//! - [`sse`]: the reusable integration: [`sse::use_sse`] (one shared EventSource per tab) and,
-//!   under `ssr`, [`sse::publish`] for server functions.
-//! - [`app`]: the demo task board (components, server functions, its task store).
+//! - [`app`]: components, `#[server]` functions, the app's error type; under `ssr` also its
+//!   stores and sessions.
 
 pub mod app;
-pub mod sse;
 
-/// WASM entry point: hydrates the server-rendered board.
+/// WASM entry point: hydrates the server-rendered pages.
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {

@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use server::SseConfig;
+use sse_notify_axum::SseConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn rss_kib() -> u64 {
@@ -88,7 +88,7 @@ async fn main() {
     let app = if router == "demo" {
         TestServer::demo(cfg).await
     } else {
-        let sse = server::SseApp::new(cfg).await.unwrap();
+        let sse = sse_notify_axum::SseApp::new(cfg).await.unwrap();
         let endpoint = match router.as_str() {
             "sse" => sse.endpoint(),
             "authorize" => sse.endpoint().authorize(|_, _| async { true }),
@@ -134,7 +134,7 @@ async fn main() {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(format!("{m}\n").as_bytes()).unwrap();
     assert_eq!(lines.recv().await.as_deref(), Some("READY"));
-    let topic = shared::Topic::new("tasks").unwrap();
+    let topic = sse_notify_core::Topic::new("tasks").unwrap();
     let started = Instant::now();
     for i in 0..m {
         broker.publish(&topic, "tick", &serde_json::json!({ "n": i })).await.unwrap();

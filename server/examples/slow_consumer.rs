@@ -12,7 +12,7 @@
 mod common;
 
 use common::*;
-use shared::Topic;
+use sse_notify_core::Topic;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn rss_kib() -> u64 {

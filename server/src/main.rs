@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use leptos::config::get_configuration;
-use server::SseApp;
+use sse_notify_axum::SseApp;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let demo = match server::demo::DemoConfig::from_env() {
+    let demo = match server::app::DemoConfig::from_env() {
         Ok(demo) => demo,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -33,7 +33,7 @@ async fn main() -> ExitCode {
         }
     };
     let addr = options.site_addr;
-    let app = server::demo::router(&sse, options, demo);
+    let app = server::app::router(&sse, options, demo);
     match sse.serve(app, addr).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

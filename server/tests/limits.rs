@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use server::SseConfig;
-use shared::Topic;
+use sse_notify_axum::SseConfig;
+use sse_notify_core::Topic;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 on_both_backends! {
@@ -46,9 +46,9 @@ on_both_backends! {
 async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody(cfg) {
     let app = TestServer::demo(SseConfig { max_queue_size: 64, ..cfg.clone() }).await;
     let broker = app.sse.broker().clone();
-    let topic = Topic::new("flood").unwrap();
-    let mut stalled = stalled_stream(&app, "flood").await;
-    let mut fast = SseClient::subscribe(&app.base, "flood").await;
+    let topic = Topic::new("task:9001").unwrap();
+    let mut stalled = stalled_stream(&app, "task:9001").await;
+    let mut fast = SseClient::subscribe(&app.base, "task:9001").await;
 
     // 20,000 events of ~2 KB (40 MB): far more than the kernel's socket buffers can hide.
     let text = "x".repeat(2000);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use leptos::server_fn::ServerFn;
 use redis::Commands;
-use server::{SseApp, SseConfig};
+use sse_notify_axum::{SseApp, SseConfig};
 
 fn is_stream_id(id: &str) -> bool {
     id.split_once('-').is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok())
@@ -108,18 +108,18 @@ async fn redis_loss_and_return_under_open_streams() {
     let app = TestServer::demo(config(Some(&redis))).await;
     let broker = app.sse.broker().clone();
     let mut stream = SseClient::subscribe(&app.base, "tasks").await;
-    let topic = shared::Topic::new("tasks").unwrap();
+    let topic = sse_notify_core::Topic::new("tasks").unwrap();
 
     redis.stop();
     // Down: not ready, publishing is a clear error, the REST layer answers 503, the process is up.
     assert_eq!(error_code(http().get(app.url("/health/ready")).send().await.unwrap(), 503).await, "not_ready");
     let err = broker.publish(&topic, "x", &serde_json::json!({})).await.unwrap_err();
-    assert!(matches!(err, shared::PublishError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, sse_notify_core::PublishError::Unavailable), "{err:?}");
     let resp = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": "lost?"})).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(status_of(&app.url("/health")).await, 200);
     // A new stream cannot be served without Redis: 503 JSON, not a silent dead stream.
-    let refused = http().get(app.url("/events?topic=fresh")).send().await.unwrap();
+    let refused = http().get(app.url("/events?topic=task:9002")).send().await.unwrap();
     assert_eq!(error_code(refused, 503).await, "broker_unavailable");
 
     // Back: the broker reconnects by itself, resubscribes, and tells open streams to resync.
@@ -139,7 +139,7 @@ async fn redis_loss_and_return_under_open_streams() {
     assert_eq!(stream.expect_event().await.event, "task:created");
     assert_eq!(status_of(&app.url("/health/ready")).await, 200);
     // And new streams are served again.
-    let mut fresh = SseClient::subscribe(&app.base, "fresh").await;
-    broker.publish(&shared::Topic::new("fresh").unwrap(), "ping", &serde_json::json!({"n": 1})).await.unwrap();
+    let mut fresh = SseClient::subscribe(&app.base, "task:9002").await;
+    broker.publish(&sse_notify_core::Topic::new("task:9002").unwrap(), "ping", &serde_json::json!({"n": 1})).await.unwrap();
     assert_eq!(fresh.expect_event().await.data, r#"{"n":1}"#);
 }

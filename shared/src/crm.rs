@@ -4,8 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{DecodeError, SseEvent};
-use crate::topic::{Topic, TopicBuilder};
+use sse_notify_core::{sse_event, Topic, TopicBuilder};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -101,122 +100,70 @@ pub fn thread_topic(id: u64) -> Topic {
 }
 
 /// The SSE authorization rule for the demo: who may subscribe to `topic`.
-/// CRM topics need a signed-in user with access; other topics (the task board) are public.
+///
+/// Deny by default: the task board's topics (`tasks`, `task:{id}`) are public, the CRM's need a
+/// signed-in user with access, and any topic this app does not know is refused.
 pub fn may_subscribe(user: Option<&User>, topic: &Topic) -> bool {
-    let Some((kind, id)) = topic.as_str().split_once(':') else { return true };
-    let user = match kind {
-        "comment_thread" | "workspace" | "user" => match user {
-            Some(u) => u,
-            None => return false,
-        },
-        _ => return true,
+    let (kind, id) = match topic.as_str().split_once(':') {
+        Some((kind, id)) => (kind, id),
+        None => (topic.as_str(), ""),
     };
-    match kind {
-        "comment_thread" => id.parse().ok().and_then(find_thread).is_some_and(|t| can_view_thread(user, &t)),
-        "workspace" => user.role == Role::Admin || user.team == id,
-        _ => user.id.to_string() == id,
-    }
-}
-
-/// Changes to a thread's comments; published on `comment_thread:{thread}` and
-/// `workspace:{team}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CommentEvent {
-    Created { id: u64, thread: u64 },
-    Updated { id: u64, thread: u64 },
-    Deleted { id: u64, thread: u64 },
-}
-
-#[derive(Serialize, Deserialize)]
-struct CommentPayload {
-    id: u64,
-    thread: u64,
-}
-
-impl CommentEvent {
-    fn parts(&self) -> (u64, u64) {
-        match *self {
-            CommentEvent::Created { id, thread }
-            | CommentEvent::Updated { id, thread }
-            | CommentEvent::Deleted { id, thread } => (id, thread),
+    match (kind, user) {
+        ("tasks", _) => id.is_empty(),
+        ("task", _) => is_id(id),
+        ("comment_thread", Some(user)) => {
+            id.parse().ok().and_then(find_thread).is_some_and(|t| can_view_thread(user, &t))
         }
+        ("workspace", Some(user)) => user.role == Role::Admin || user.team == id,
+        ("user", Some(user)) => user.id.to_string() == id,
+        _ => false,
     }
 }
 
-impl SseEvent for CommentEvent {
-    const NAMES: &'static [&'static str] = &["comment:created", "comment:updated", "comment:deleted"];
+/// A decimal id as the app makes them (no sign, no leading zeros, fits `u64`).
+fn is_id(s: &str) -> bool {
+    s.parse::<u64>().is_ok_and(|n| n.to_string() == s)
+}
 
-    fn name(&self) -> &'static str {
-        match self {
-            CommentEvent::Created { .. } => "comment:created",
-            CommentEvent::Updated { .. } => "comment:updated",
-            CommentEvent::Deleted { .. } => "comment:deleted",
-        }
+sse_event! {
+    /// Changes to a thread's comments; published on `comment_thread:{thread}` and
+    /// `workspace:{team}`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum CommentEvent {
+        Created { id: u64, thread: u64 } = "comment:created",
+        Updated { id: u64, thread: u64 } = "comment:updated",
+        Deleted { id: u64, thread: u64 } = "comment:deleted",
     }
-
-    fn topics(&self) -> Vec<Topic> {
-        let (_, thread) = self.parts();
-        let mut topics = vec![thread_topic(thread)];
-        if let Some(t) = find_thread(thread) {
+    topics(&self) {
+        let (CommentEvent::Created { thread, .. }
+        | CommentEvent::Updated { thread, .. }
+        | CommentEvent::Deleted { thread, .. }) = self;
+        let mut topics = vec![thread_topic(*thread)];
+        if let Some(t) = find_thread(*thread) {
             topics.push(TopicBuilder::workspace(&t.team));
         }
         topics
     }
-
-    fn payload(&self) -> serde_json::Value {
-        let (id, thread) = self.parts();
-        serde_json::json!({ "id": id, "thread": thread })
-    }
-
-    fn decode(name: &str, data: &str) -> Result<Self, DecodeError> {
-        let make: fn(u64, u64) -> CommentEvent = match name {
-            "comment:created" => |id, thread| CommentEvent::Created { id, thread },
-            "comment:updated" => |id, thread| CommentEvent::Updated { id, thread },
-            "comment:deleted" => |id, thread| CommentEvent::Deleted { id, thread },
-            other => return Err(DecodeError::UnknownEvent(other.to_owned())),
-        };
-        let p: CommentPayload = serde_json::from_str(data).map_err(|e| DecodeError::payload(name, e))?;
-        Ok(make(p.id, p.thread))
-    }
 }
 
-/// A per-user notification, published on `user:{id}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplyNotification {
-    /// Who is notified.
-    pub user: u64,
-    pub thread: u64,
-    pub comment: u64,
-    /// The name of who replied.
-    pub by: String,
-}
-
-impl SseEvent for ReplyNotification {
-    const NAMES: &'static [&'static str] = &["notification:reply"];
-
-    fn name(&self) -> &'static str {
-        "notification:reply"
+sse_event! {
+    /// A per-user notification, published on `user:{id}`.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ReplyNotification = "notification:reply" {
+        /// Who is notified.
+        pub user: u64,
+        pub thread: u64,
+        pub comment: u64,
+        /// The name of who replied.
+        pub by: String,
     }
-
-    fn topics(&self) -> Vec<Topic> {
-        vec![TopicBuilder::user(self.user)]
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        serde_json::to_value(self).expect("plain struct serializes")
-    }
-
-    fn decode(name: &str, data: &str) -> Result<Self, DecodeError> {
-        match name {
-            "notification:reply" => serde_json::from_str(data).map_err(|e| DecodeError::payload(name, e)),
-            other => Err(DecodeError::UnknownEvent(other.to_owned())),
-        }
-    }
+    topics(&self) { vec![TopicBuilder::user(self.user)] }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sse_notify_core::SseEvent;
 
     fn t(s: &str) -> Topic {
         Topic::new(s).unwrap()
@@ -241,6 +188,9 @@ mod tests {
         assert!(!may_subscribe(None, &t("comment_thread:1")), "signed out");
         assert!(may_subscribe(None, &t("tasks")), "the board is public");
         assert!(may_subscribe(None, &t("task:5")));
+        for unknown in ["otherapp:comment_thread:1", "betatasks", "tasks:x", "task:x", "task:05", "admin", "user"] {
+            assert!(!may_subscribe(Some(&alice), &t(unknown)), "unknown topic {unknown} is refused");
+        }
     }
 
     #[test]

@@ -2,8 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{DecodeError, SseEvent};
-use crate::topic::{Topic, TopicBuilder};
+use sse_notify_core::{sse_event, Topic, TopicBuilder};
 
 /// The topic every task event is published on.
 pub const TASKS_TOPIC: &str = "tasks";
@@ -32,20 +31,19 @@ pub fn normalize_title(title: &str) -> Result<String, String> {
     }
 }
 
-/// What happened to a task. Each is published on `tasks` and on `task:{id}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskEvent {
-    Created { id: u64 },
-    Updated { id: u64 },
-    Deleted { id: u64 },
-}
-
-#[derive(Serialize, Deserialize)]
-struct IdPayload {
-    id: u64,
+sse_event! {
+    /// What happened to a task. Each is published on `tasks` and on `task:{id}`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum TaskEvent {
+        Created { id: u64 } = "task:created",
+        Updated { id: u64 } = "task:updated",
+        Deleted { id: u64 } = "task:deleted",
+    }
+    topics(&self) { vec![Self::board_topic(), TopicBuilder::task(self.id())] }
 }
 
 impl TaskEvent {
+    /// The task this event is about.
     pub fn id(&self) -> u64 {
         match *self {
             TaskEvent::Created { id } | TaskEvent::Updated { id } | TaskEvent::Deleted { id } => id,
@@ -58,40 +56,10 @@ impl TaskEvent {
     }
 }
 
-impl SseEvent for TaskEvent {
-    const NAMES: &'static [&'static str] = &["task:created", "task:updated", "task:deleted"];
-
-    fn name(&self) -> &'static str {
-        match self {
-            TaskEvent::Created { .. } => "task:created",
-            TaskEvent::Updated { .. } => "task:updated",
-            TaskEvent::Deleted { .. } => "task:deleted",
-        }
-    }
-
-    fn topics(&self) -> Vec<Topic> {
-        vec![Self::board_topic(), TopicBuilder::task(self.id())]
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        serde_json::json!({ "id": self.id() })
-    }
-
-    fn decode(name: &str, data: &str) -> Result<Self, DecodeError> {
-        let make: fn(u64) -> TaskEvent = match name {
-            "task:created" => |id| TaskEvent::Created { id },
-            "task:updated" => |id| TaskEvent::Updated { id },
-            "task:deleted" => |id| TaskEvent::Deleted { id },
-            other => return Err(DecodeError::UnknownEvent(other.to_owned())),
-        };
-        let p: IdPayload = serde_json::from_str(data).map_err(|e| DecodeError::payload(name, e))?;
-        Ok(make(p.id))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sse_notify_core::{DecodeError, SseEvent};
 
     #[test]
     fn wire_names_topics_payload() {

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod crm;
+pub mod error;
 #[cfg(feature = "ssr")]
 pub mod session;
 #[cfg(feature = "ssr")]
@@ -13,16 +14,18 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
+use leptos_sse_notify::{use_live_json, use_sse, FetchError};
 use shared::tasks::{Task, TaskEvent};
-use shared::{SseEvent, TopicBuilder};
+use sse_notify_core::{SseEvent, TopicBuilder};
 
-use crate::sse::use_sse;
 use api::{CreateTask, DeleteTask, RenameTask, SetTaskDone};
+use error::AppError;
 
-/// A value the server put in Leptos context for server functions, or a server error naming it.
+/// A value the server put in Leptos context for server functions (a missing one is a bug of
+/// the server's setup: logged, answered as an internal error).
 #[cfg(feature = "ssr")]
-pub(crate) fn from_context<T: Clone + Send + Sync + 'static>() -> Result<T, ServerFnError> {
-    use_context::<T>().ok_or_else(|| ServerFnError::new(format!("no {} in context", std::any::type_name::<T>())))
+pub(crate) fn from_context<T: Clone + Send + Sync + 'static>() -> Result<T, AppError> {
+    use_context::<T>().ok_or_else(|| AppError::internal(format!("no {} in context", std::any::type_name::<T>())))
 }
 
 /// The HTML document the server renders around [`App`].
@@ -156,13 +159,13 @@ fn TaskBoard() -> impl IntoView {
     }
 }
 
-/// Follows one task on its resource topic `task:{id}`: a second `use_sse` on the page, carried by
-/// the same EventSource as the board's.
+/// Follows one task on its resource topic `task:{id}` through the REST route: a second
+/// subscription on the page (carried by the same EventSource as the board's) that GETs
+/// `/api/tasks/{id}` again on each of its events.
 #[component]
 fn TaskDetail(id: u64, on_close: impl Fn() + Send + Sync + 'static) -> impl IntoView {
-    let live = use_sse::<TaskEvent>(TopicBuilder::task(id));
-    let task = Resource::new(move || live.version.get(), move |_| api::get_task(id));
-    let last_event = move || live.latest.get().map(|e| e.name()).unwrap_or("none yet");
+    let live = use_live_json::<TaskEvent, Task>(TopicBuilder::task(id), format!("/api/tasks/{id}"));
+    let last_event = move || live.sse.latest.get().map(|e| e.name()).unwrap_or("none yet");
     view! {
         <aside class="detail" data-testid="detail" data-id=id>
             <header>
@@ -171,12 +174,14 @@ fn TaskDetail(id: u64, on_close: impl Fn() + Send + Sync + 'static) -> impl Into
             </header>
             <Transition fallback=|| view! { <p>"Loading…"</p> }>
                 {move || {
-                    task.get().map(|result| match result {
-                        Ok(Some(t)) => view! {
+                    live.data.get().map(|result| match result {
+                        Ok(t) => view! {
                             <p data-testid="detail-title">{t.title}</p>
                             <p data-testid="detail-done">{if t.done { "done" } else { "open" }}</p>
                         }.into_any(),
-                        Ok(None) => view! { <p data-testid="detail-gone">"This task was deleted."</p> }.into_any(),
+                        Err(FetchError::Status { status: 404, .. }) => {
+                            view! { <p data-testid="detail-gone">"This task was deleted."</p> }.into_any()
+                        }
                         Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                     })
                 }}

@@ -1,5 +1,5 @@
 //! Test harness: a real `redis-server` on a free loopback port, the real app on an ephemeral
-//! port, and an SSE client built on `shared::wire::SseParser`.
+//! port, and an SSE client built on `sse_notify_core::wire::SseParser`.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use server::{SseApp, SseConfig};
-use shared::wire::{ParsedEvent, SseParser};
+use sse_notify_axum::{SseApp, SseConfig};
+use sse_notify_core::wire::{ParsedEvent, SseParser};
 use tokio::sync::oneshot;
 
 /// A `redis-server` child process; killed when dropped.
@@ -101,14 +101,14 @@ impl TestServer {
         let options =
             leptos::config::LeptosOptions::builder().output_name("taskboard").site_root("target/site").build();
         let demo =
-            server::demo::DemoConfig { session: client::app::session::SessionKey::from_secret(&[42; 32]).unwrap() };
-        let router = server::demo::router(&sse, options, demo);
+            server::app::DemoConfig { session: client::app::session::SessionKey::from_secret(&[42; 32]).unwrap() };
+        let router = server::app::router(&sse, options, demo);
         Self::serve(sse, router).await
     }
 
     /// Any router served with `sse`'s lifecycle.
     pub async fn serve(sse: SseApp, router: axum::Router) -> Self {
-        let listener = server::setup::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = sse_notify_axum::setup::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let app = sse.clone();
@@ -280,7 +280,7 @@ macro_rules! on_both_backends {
             #[allow(unused_imports)]
             use super::*;
 
-            async fn run($cfg: server::SseConfig) $body
+            async fn run($cfg: sse_notify_axum::SseConfig) $body
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn embedded() {

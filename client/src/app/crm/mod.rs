@@ -5,9 +5,9 @@ pub mod api;
 
 use leptos::prelude::*;
 use shared::crm::{find_user, thread_topic, users, CommentEvent, ReplyNotification, Thread, User};
-use shared::TopicBuilder;
+use leptos_sse_notify::use_sse;
+use sse_notify_core::TopicBuilder;
 
-use crate::sse::use_sse;
 use api::{AddComment, DeleteComment, EditComment, SignIn, SignOut};
 
 #[component]

@@ -10,6 +10,7 @@ use crate::broker::{Broker, BrokerError};
 use crate::config::{ConfigError, SseConfig};
 use crate::endpoint::SseEndpoint;
 use crate::health;
+use sse_notify_core::DEFAULT_EVENTS_PATH;
 
 /// How many pending connections the kernel may queue for us. The default of 128 drops bursts
 /// of connects (thousands of EventSources reconnecting after a deploy), each costing its client
@@ -19,22 +20,39 @@ pub const ACCEPT_BACKLOG: u32 = 8192;
 /// Why the app could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// A configuration value is invalid (names the variable).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The broker could not start (Redis unreachable).
     #[error(transparent)]
     Broker(#[from] BrokerError),
-    #[error("invalid CORS origin {0:?}")]
+    /// A `CORS_ORIGINS` entry is not a valid header value.
+    #[error("invalid CORS_ORIGINS entry {0:?}")]
     CorsOrigin(String),
 }
 
-/// The SSE integration, set up from configuration: the Axum form of fastapi-sse-events' `SSEApp`.
+/// The SSE integration, set up from configuration: the axum form of fastapi-sse-events' `SSEApp`.
+///
+/// Nothing is applied to the app behind its back: it picks the routes it wants ([`SseApp::routes`]
+/// for all of them at their usual paths, or [`SseApp::endpoint`], [`SseApp::health_routes`] and
+/// [`SseApp::metrics_routes`] one by one, under any path), adds [`SseApp::cors`] itself, and
+/// serves with [`SseApp::serve`] (which only adds the shutdown that ends open streams).
 ///
 /// ```no_run
 /// # #[tokio::main]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let sse = server::SseApp::from_env().await?;          // REDIS_URL unset: embedded broker
-/// let app = axum::Router::new().merge(sse.routes());      // GET /events, /health, /health/ready
-/// sse.serve(app, "127.0.0.1:3000".parse()?).await?;       // graceful shutdown on Ctrl-C/SIGTERM
+/// use axum::{http::Method, routing::get, Router};
+/// use sse_notify_axum::SseApp;
+///
+/// let sse = SseApp::from_env().await?; // REDIS_URL unset: embedded broker
+/// let mut app = Router::new()
+///     .route("/health", get(|| async { "the app's own health check" }))
+///     .route("/live", sse.endpoint().into_route()) // the stream, at a path of your choice
+///     .nest("/sse", sse.health_routes().merge(sse.metrics_routes())); // /sse/health, /sse/metrics
+/// if let Some(cors) = sse.cors() {
+///     app = app.layer(cors.allow_methods([Method::GET, Method::POST]));
+/// }
+/// sse.serve(app, "127.0.0.1:3000".parse()?).await?; // graceful shutdown on Ctrl-C / SIGTERM
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -69,37 +87,55 @@ impl SseApp {
         Ok(Self { config, broker })
     }
 
+    /// The broker: publish with it, or hand [`Broker::publisher`] to server functions.
     pub fn broker(&self) -> &Broker {
         &self.broker
     }
 
+    /// The configuration it was set up with.
     pub fn config(&self) -> &SseConfig {
         &self.config
     }
 
     /// The SSE endpoint with the configured heartbeat and connection limit; add `authorize` or
-    /// fixed topics and mount it where you like.
+    /// fixed topics and mount it where you like with [`SseEndpoint::into_route`].
     pub fn endpoint(&self) -> SseEndpoint {
         SseEndpoint::new(self.broker.clone())
             .heartbeat(self.config.heartbeat)
             .max_connections(self.config.max_connections)
     }
 
-    /// `GET /events` (topics from the query), `GET /health`, `GET /health/ready`, `GET /metrics`.
+    /// `GET /health` (200 while the process runs) and `GET /health/ready` (503 while the broker's
+    /// backend does not answer). Merge it, or `nest` it under a path of your choice.
+    pub fn health_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        health::routes(self.broker.clone())
+    }
+
+    /// `GET /metrics` (Prometheus / OpenMetrics text). Merge it, or `nest` it under a path.
+    pub fn metrics_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        crate::metrics::routes(self.broker.clone())
+    }
+
+    /// Everything at its usual path: `GET /events` (topics from the query), `GET /health`,
+    /// `GET /health/ready`, `GET /metrics`.
     pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         self.routes_with(self.endpoint())
     }
 
-    /// Like [`SseApp::routes`] with your own endpoint (e.g. one with `authorize`).
+    /// Like [`SseApp::routes`] with your own endpoint (e.g. one with `authorize`) at `/events`.
     pub fn routes_with<S: Clone + Send + Sync + 'static>(&self, endpoint: SseEndpoint) -> Router<S> {
         Router::new()
-            .route("/events", endpoint.into_route())
-            .merge(health::routes(self.broker.clone()))
-            .merge(crate::metrics::routes(self.broker.clone()))
+            .route(DEFAULT_EVENTS_PATH, endpoint.into_route())
+            .merge(self.health_routes())
+            .merge(self.metrics_routes())
     }
 
-    /// tower-http CORS for the configured origins (credentials allowed, never a wildcard);
-    /// `None` when `CORS_ORIGINS` is unset.
+    /// tower-http CORS for the configured origins, or `None` when `CORS_ORIGINS` is unset.
+    ///
+    /// Credentials are allowed (EventSource `withCredentials` sends cookies) and the origin is
+    /// never a wildcard. It allows `GET` and the `Last-Event-ID` and `Content-Type` headers,
+    /// which is what the stream needs; add the methods your own routes take with
+    /// `.allow_methods(..)`, and apply it with `Router::layer`.
     pub fn cors(&self) -> Option<CorsLayer> {
         if self.config.cors_origins.is_empty() {
             return None;
@@ -110,30 +146,27 @@ impl SseApp {
             CorsLayer::new()
                 .allow_origin(origins)
                 .allow_credentials(true)
-                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+                .allow_methods([Method::GET])
                 .allow_headers([header::CONTENT_TYPE, HeaderName::from_static("last-event-id")]),
         )
     }
 
-    /// Serves `app` (plus CORS when configured) on `addr` with a large accept backlog; on Ctrl-C
-    /// or SIGTERM, ends every SSE stream and shuts down gracefully.
+    /// Serves `app` on `addr` with a large accept backlog; on Ctrl-C or SIGTERM, ends every SSE
+    /// stream and shuts down gracefully.
     pub async fn serve(&self, app: Router, addr: SocketAddr) -> std::io::Result<()> {
         let listener = listen(addr)?;
         tracing::info!("listening on http://{}", listener.local_addr()?);
         self.serve_on(listener, app, shutdown_signal()).await
     }
 
-    /// Serves on an existing listener until `shutdown` completes (tests use this).
+    /// Serves `app` on an existing listener until `shutdown` completes, then ends every SSE
+    /// stream so the graceful shutdown does not wait on them.
     pub async fn serve_on(
         &self,
         listener: tokio::net::TcpListener,
         app: Router,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = match self.cors() {
-            Some(cors) => app.layer(cors),
-            None => app,
-        };
         let broker = self.broker.clone();
         // `into_make_service`: a plain `Router` as make-service rebuilds its whole route table for
         // every connection (16+ KiB each for the demo), the make-service shares it.

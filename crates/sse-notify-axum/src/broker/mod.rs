@@ -17,21 +17,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use shared::publish::PublishFuture;
-use shared::{Publish, PublishError, Publisher, SseEvent, Topic};
+use sse_notify_core::publish::PublishFuture;
+use sse_notify_core::{Publish, PublishError, Publisher, SseEvent, Topic};
 use tokio::sync::{broadcast, watch, OnceCell};
 
 use crate::config::SseConfig;
 use crate::metrics::{Metrics, SharedMetrics};
 
-/// The event that tells a client it may have missed events and should refetch.
-pub const RESYNC_EVENT: &str = "resync";
+use sse_notify_core::wire::RESYNC_EVENT;
 
 /// Why the broker could not start or subscribe.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
+    /// Redis did not answer at start-up.
     #[error("cannot connect to Redis at {url}: {reason}")]
-    Connect { url: String, reason: String },
+    Connect {
+        /// The `REDIS_URL` tried.
+        url: String,
+        /// What the connection attempt said.
+        reason: String,
+    },
+    /// The backend refused a subscription (Redis is away; the endpoint answers 503).
     #[error("broker unavailable: {0}")]
     Unavailable(String),
 }
@@ -39,8 +45,11 @@ pub enum BrokerError {
 /// The limits the broker enforces.
 #[derive(Clone, Debug)]
 pub struct BrokerLimits {
+    /// `TOPIC_PREFIX`: put in front of every topic's channel name.
     pub topic_prefix: String,
+    /// `SSE_MAX_QUEUE_SIZE`: how far a subscriber may fall behind on one topic.
     pub max_queue_size: usize,
+    /// `SSE_MAX_MESSAGE_SIZE`: the largest encoded event, in bytes.
     pub max_message_size: usize,
 }
 
@@ -65,8 +74,8 @@ impl Default for BrokerLimits {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// use server::{Broker, BrokerLimits};
-/// use shared::Topic;
+/// use sse_notify_axum::{Broker, BrokerLimits};
+/// use sse_notify_core::Topic;
 ///
 /// let broker = Broker::memory(BrokerLimits::default());
 /// let topic = Topic::new("tasks").unwrap();
@@ -128,7 +137,7 @@ impl Channels {
 
     /// Tells every local subscriber that events may have been missed (`event: resync`).
     pub(crate) fn resync_all(&self, reason: &str) {
-        let frame = shared::wire::encode_event(None, RESYNC_EVENT, &format!("{{\"reason\":\"{reason}\"}}"))
+        let frame = sse_notify_core::wire::encode_event(None, RESYNC_EVENT, &format!("{{\"reason\":\"{reason}\"}}"))
             .expect("valid frame");
         let frame = Bytes::from(frame);
         for c in self.map.lock().unwrap().values() {
@@ -173,6 +182,7 @@ impl Broker {
         &self.inner.metrics
     }
 
+    /// The limits it enforces.
     pub fn limits(&self) -> &BrokerLimits {
         &self.inner.limits
     }
@@ -245,9 +255,9 @@ impl Broker {
                 m.events_published.inc();
                 m.publish_seconds.observe(started.elapsed().as_secs_f64());
             }
-            Err(PublishError::Invalid(_)) => m.publish_failed("invalid"),
+            Err(PublishError::Invalid { .. } | PublishError::NotConfigured) => m.publish_failed("invalid"),
             Err(PublishError::TooLarge { .. }) => m.publish_failed("too_large"),
-            Err(PublishError::Unavailable(_)) => m.publish_failed("unavailable"),
+            Err(PublishError::Unavailable) => m.publish_failed("unavailable"),
         }
         result
     }
@@ -258,9 +268,9 @@ impl Broker {
         event: &str,
         data: &serde_json::Value,
     ) -> Result<(), PublishError> {
-        let data = serde_json::to_string(data).map_err(|e| PublishError::Invalid(e.to_string()))?;
+        let data = serde_json::to_string(data).map_err(|e| PublishError::Invalid { reason: e.to_string() })?;
         // Encoded once here; the id line is put in front per topic.
-        let body = shared::wire::encode_event(None, event, &data).map_err(|e| PublishError::Invalid(e.to_string()))?;
+        let body = sse_notify_core::wire::encode_event(None, event, &data).map_err(|e| PublishError::Invalid { reason: e.to_string() })?;
         let limit = self.inner.limits.max_message_size;
         if body.len() > limit {
             tracing::warn!(event, size = body.len(), limit, "event refused: larger than SSE_MAX_MESSAGE_SIZE");
@@ -275,7 +285,10 @@ impl Broker {
                 }
                 Ok(())
             }
-            Backend::Redis(r) => r.publish(&channels, &body).await.map_err(PublishError::Unavailable),
+            Backend::Redis(r) => r.publish(&channels, &body).await.map_err(|e| {
+                tracing::warn!(event, error = %e, "publish to Redis failed");
+                PublishError::Unavailable
+            }),
         }
     }
 

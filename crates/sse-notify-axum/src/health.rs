@@ -1,4 +1,4 @@
-//! Liveness and readiness.
+//! Liveness and readiness routes.
 
 use axum::http::StatusCode;
 use axum::routing::get;

@@ -1,10 +1,9 @@
-//! The demo app: the task board and the CRM comments example, wired to the integration.
-
-pub mod tasks;
+//! The demo app's router and settings.
 
 use std::time::Duration;
 
 use axum::handler::HandlerWithoutStateExt;
+use axum::http::Method;
 use axum::Router;
 use client::app::session::SessionKey;
 use client::app::store::TaskStore;
@@ -14,15 +13,16 @@ use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use shared::crm::{may_subscribe, Comment};
+use sse_notify_axum::{error, ConfigError, SseApp};
 use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
 
-use crate::error;
-use crate::setup::SseApp;
+use crate::tasks;
 
 /// How often open streams are re-authorized (a user removed from a team stops hearing it).
 const RECHECK_AUTHORIZATION: Duration = Duration::from_secs(30);
 
-/// The demo's own settings (the integration's are in [`crate::SseConfig`]).
+/// The demo's own settings (the integration's are in [`sse_notify_axum::SseConfig`]).
 #[derive(Clone)]
 pub struct DemoConfig {
     /// `SESSION_SECRET` (32+ bytes): signs the CRM's session cookies. Instances behind one load
@@ -31,9 +31,9 @@ pub struct DemoConfig {
 }
 
 impl DemoConfig {
-    pub fn from_env() -> Result<Self, crate::ConfigError> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         let session = match std::env::var("SESSION_SECRET").ok().filter(|s| !s.is_empty()) {
-            Some(secret) => SessionKey::from_secret(secret.as_bytes()).map_err(|reason| crate::ConfigError {
+            Some(secret) => SessionKey::from_secret(secret.as_bytes()).map_err(|reason| ConfigError {
                 var: "SESSION_SECRET",
                 value: "(hidden)".into(),
                 reason,
@@ -81,8 +81,14 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
             move || shell(options.clone())
         })
         .with_state(options);
-    pages
+    let app = pages
         .merge(tasks::routes(sse.broker().clone(), store))
         .merge(sse.routes_with(events))
         .fallback_service(ServeDir::new(site_root).fallback(error::not_found.into_service()))
+        .layer(TraceLayer::new_for_http());
+    match sse.cors() {
+        // The stream needs GET; the REST API takes the rest.
+        Some(cors) => app.layer(cors.allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])),
+        None => app,
+    }
 }

@@ -2,19 +2,24 @@
 
 use std::time::Duration;
 
+use sse_notify_core::DEFAULT_HEARTBEAT_SECONDS;
+
 /// Why the configuration could not be read; names the variable.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {var}={value:?}: {reason}")]
 pub struct ConfigError {
+    /// The environment variable.
     pub var: &'static str,
+    /// Its value as given (or `(hidden)` for secrets).
     pub value: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
 /// Everything the SSE integration reads from the environment.
 ///
 /// ```
-/// let cfg = server::SseConfig::default();
+/// let cfg = sse_notify_axum::SseConfig::default();
 /// assert_eq!(cfg.heartbeat, Some(std::time::Duration::from_secs(30)));
 /// assert!(cfg.redis_url.is_none());
 /// ```
@@ -40,7 +45,7 @@ impl Default for SseConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
-            heartbeat: Some(Duration::from_secs(30)),
+            heartbeat: Some(Duration::from_secs(DEFAULT_HEARTBEAT_SECONDS)),
             topic_prefix: String::new(),
             cors_origins: Vec::new(),
             max_connections: 19_000,
@@ -71,7 +76,7 @@ impl SseConfig {
                 None => None,
             },
         };
-        let heartbeat_secs: u64 = parse("SSE_HEARTBEAT_SECONDS", get("SSE_HEARTBEAT_SECONDS"), 30)?;
+        let heartbeat_secs: u64 = parse("SSE_HEARTBEAT_SECONDS", get("SSE_HEARTBEAT_SECONDS"), DEFAULT_HEARTBEAT_SECONDS)?;
         let topic_prefix = get("TOPIC_PREFIX").unwrap_or_default();
         if let Some(c) = topic_prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c))) {
             return Err(err("TOPIC_PREFIX", &topic_prefix, format!("{c:?} is not one of A-Z a-z 0-9 _ . : -")));

@@ -10,7 +10,7 @@ pub const MAX_TOPIC_LEN: usize = 128;
 /// A validated topic name: 1-128 bytes of `[A-Za-z0-9_.:-]`.
 ///
 /// ```
-/// use shared::Topic;
+/// use sse_notify_core::Topic;
 /// let t = Topic::new("task:7").unwrap();
 /// assert_eq!(t.as_str(), "task:7");
 /// assert!(Topic::new("no spaces").is_err());
@@ -22,10 +22,13 @@ pub struct Topic(String);
 /// Why a string is not a valid [`Topic`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
+    /// Zero bytes.
     #[error("topic is empty")]
     Empty,
+    /// Longer than [`MAX_TOPIC_LEN`] bytes.
     #[error("topic is {0} bytes long; at most {MAX_TOPIC_LEN} are allowed")]
     TooLong(usize),
+    /// A character outside `[A-Za-z0-9_.:-]`.
     #[error("topic contains {0:?}; only A-Z, a-z, 0-9 and _ . : - are allowed")]
     InvalidChar(char),
 }
@@ -52,6 +55,7 @@ impl Topic {
         }
     }
 
+    /// The topic as the client names it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -103,7 +107,7 @@ impl std::str::FromStr for Topic {
 /// The topic naming conventions of fastapi-sse-events: `<resource>:<id>`.
 ///
 /// ```
-/// use shared::TopicBuilder;
+/// use sse_notify_core::TopicBuilder;
 /// assert_eq!(TopicBuilder::task(7).as_str(), "task:7");
 /// assert_eq!(TopicBuilder::workspace("acme").as_str(), "workspace:acme");
 /// assert_eq!(TopicBuilder::custom("invoice", 12).unwrap().as_str(), "invoice:12");

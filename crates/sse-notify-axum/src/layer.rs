@@ -13,12 +13,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use percent_encoding::percent_decode_str;
 use serde_json::Value;
-use shared::{SseEvent, Topic};
+use sse_notify_core::{SseEvent, Topic};
 use tower::{Layer, Service};
 
 use crate::broker::Broker;
@@ -64,8 +63,8 @@ type ExtractFn = dyn Fn(&PublishContext) -> Value + Send + Sync;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use axum::{routing::post, Json, Router};
-/// use server::{Broker, BrokerLimits, PublishLayer};
-/// use shared::TopicBuilder;
+/// use sse_notify_axum::{Broker, BrokerLimits, PublishLayer};
+/// use sse_notify_core::TopicBuilder;
 ///
 /// let broker = Broker::memory(BrokerLimits::default());
 /// let app: Router = Router::new().route(
@@ -198,9 +197,15 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-        let path = req.uri().path().to_owned();
         Box::pin(async move {
-            let resp = inner.call(req).await?;
+            let (mut head, body) = req.into_parts();
+            // Percent-decoded by axum; a route without parameters (or with invalid UTF-8 in
+            // one, which the handler's own extractor refuses) gives none.
+            let params: HashMap<String, String> = match RawPathParams::from_request_parts(&mut head, &()).await {
+                Ok(raw) => raw.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+                Err(_) => HashMap::new(),
+            };
+            let resp = inner.call(Request::from_parts(head, body)).await?;
             if !resp.status().is_success() {
                 return Ok(resp);
             }
@@ -209,7 +214,6 @@ where
                 Ok(b) => b.to_bytes(),
                 Err(e) => return Ok(ApiError::internal(format!("reading the response failed: {e}")).into_response()),
             };
-            let params = route.as_deref().map(|r| path_params(r, &path)).unwrap_or_default();
             let ctx = PublishContext { route, params, body: serde_json::from_slice(&bytes).ok() };
             if let Some(out) = (layer.rule)(&ctx) {
                 if let Err(e) = layer.broker.publish_to(&out.topics, &out.event, &out.data).await {
@@ -236,7 +240,7 @@ fn param_name(segment: &str) -> Option<&str> {
 /// numeric segments, `api` and version segments (`v1`, `v2`, ...).
 ///
 /// ```
-/// use server::layer::infer_topic;
+/// use sse_notify_axum::layer::infer_topic;
 /// assert_eq!(infer_topic("/threads/{id}/comments").unwrap().as_str(), "threads.comments");
 /// assert_eq!(infer_topic("/api/v1/tasks/{id}").unwrap().as_str(), "tasks");
 /// ```
@@ -250,19 +254,6 @@ pub fn infer_topic(route: &str) -> Option<Topic> {
         .filter(|s| *s != "api" && !is_version(s))
         .collect();
     Topic::new(parts.join(".")).ok()
-}
-
-/// Matches a route template against a concrete path: `{id}` in `/tasks/{id}` and `/tasks/7`
-/// gives `id = 7` (percent-decoded).
-fn path_params(route: &str, path: &str) -> HashMap<String, String> {
-    route
-        .split('/')
-        .zip(path.split('/'))
-        .filter_map(|(r, p)| {
-            let name = param_name(r)?;
-            Some((name.to_owned(), percent_decode_str(p).decode_utf8_lossy().into_owned()))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -288,10 +279,8 @@ mod tests {
     }
 
     #[test]
-    fn extracts_path_params() {
-        let p = path_params("/api/tasks/{id}/notes/{note}", "/api/tasks/7/notes/a%20b");
-        assert_eq!(p["id"], "7");
-        assert_eq!(p["note"], "a b");
+    fn ids_from_params_or_body() {
+        let p = HashMap::from([("id".to_owned(), "7".to_owned())]);
         let ctx = PublishContext { route: None, params: p, body: Some(serde_json::json!({"n": 3})) };
         assert_eq!(ctx.id("id"), Some(7));
         assert_eq!(ctx.id("n"), Some(3));

@@ -20,7 +20,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 use bytes::Bytes;
 use futures::stream::{SelectAll, Stream, StreamExt};
-use shared::Topic;
+use sse_notify_core::Topic;
 use tokio::sync::watch;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
@@ -28,8 +28,8 @@ use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use crate::broker::{Broker, ConnectionSlot, SubscriptionGuard};
 use crate::error::ApiError;
 
-/// Most topics one connection may ask for.
-pub const MAX_TOPICS_PER_CONNECTION: usize = 64;
+pub use sse_notify_core::MAX_TOPICS_PER_CONNECTION;
+use sse_notify_core::wire::{HEARTBEAT_EVENT, RESYNC_EVENT};
 
 /// How long EventSource waits before reconnecting (sent as `retry:`).
 const RETRY_MS: u64 = 2000;
@@ -41,7 +41,7 @@ type AuthorizeFn = dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = bool
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// use server::{Broker, BrokerLimits, SseEndpoint};
+/// use sse_notify_axum::{Broker, BrokerLimits, SseEndpoint};
 /// let broker = Broker::memory(BrokerLimits::default());
 /// let app: axum::Router = axum::Router::new().route(
 ///     "/events",
@@ -66,13 +66,14 @@ pub struct SseEndpoint {
 }
 
 impl SseEndpoint {
-    /// An endpoint that takes its topics from `?topic=`, with a 30 s heartbeat.
+    /// An endpoint that takes its topics from `?topic=`, with the default heartbeat
+    /// ([`sse_notify_core::DEFAULT_HEARTBEAT_SECONDS`]) and no connection limit.
     pub fn new(broker: Broker) -> Self {
         Self {
             broker,
             fixed_topics: None,
             authorize: None,
-            heartbeat: Some(Duration::from_secs(30)),
+            heartbeat: Some(Duration::from_secs(sse_notify_core::DEFAULT_HEARTBEAT_SECONDS)),
             recheck: None,
             max_connections: usize::MAX,
         }
@@ -181,8 +182,8 @@ impl Prepared {
             .map_err(|e| ApiError::unavailable("broker_unavailable", e.to_string()))?;
         let (receivers, guard) = subscription.split();
 
-        let mut hello = shared::wire::encode_comment("ok");
-        hello.push_str(&shared::wire::encode_retry(RETRY_MS));
+        let mut hello = sse_notify_core::wire::encode_comment("ok");
+        hello.push_str(&sse_notify_core::wire::encode_retry(RETRY_MS));
         hello.push('\n');
         let body = EventBody {
             hello: Some(Bytes::from(hello)),
@@ -245,7 +246,7 @@ async fn first_refused<'a>(check: &AuthorizeFn, parts: &Arc<Parts>, topics: &'a 
 
 fn heartbeat_frame() -> Bytes {
     let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Bytes::from(shared::wire::encode_event(None, "heartbeat", &format!("{{\"ts\":{ts}}}")).expect("valid frame"))
+    Bytes::from(sse_notify_core::wire::encode_event(None, HEARTBEAT_EVENT, &format!("{{\"ts\":{ts}}}")).expect("valid frame"))
 }
 
 /// One ticker per endpoint and purpose, shared by all its connections (instead of a timer per
@@ -353,7 +354,7 @@ impl Stream for EventBody {
                 metrics.slow_consumer_disconnects.inc();
                 this.done = true;
                 let frame =
-                    shared::wire::encode_event(None, crate::broker::RESYNC_EVENT, &format!("{{\"missed\":{missed}}}"))
+                    sse_notify_core::wire::encode_event(None, RESYNC_EVENT, &format!("{{\"missed\":{missed}}}"))
                         .expect("valid frame");
                 Poll::Ready(Some(Ok(Bytes::from(frame))))
             }

@@ -7,13 +7,22 @@
 
 use std::fmt::Write as _;
 
+/// The event that tells a client it may have missed events and should refetch.
+pub const RESYNC_EVENT: &str = "resync";
+
+/// The keep-alive event (`data: {"ts":<unix seconds>}`, no `id:` line).
+pub const HEARTBEAT_EVENT: &str = "heartbeat";
+
 /// Why a frame could not be encoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
+    /// A line break in the event name would end the field early.
     #[error("event name must not contain CR or LF")]
     NewlineInEvent,
+    /// A line break (or NUL, which clients ignore) in the id.
     #[error("event id must not contain CR, LF or NUL")]
     NewlineInId,
+    /// An empty name would dispatch as the default `message` event.
     #[error("event name must not be empty")]
     EmptyEvent,
 }
@@ -41,7 +50,7 @@ pub fn validate_id(id: &str) -> Result<(), FrameError> {
 /// then the blank line that dispatches it.
 ///
 /// ```
-/// let frame = shared::wire::encode_event(Some("1-0"), "task:created", "{\"id\":7}").unwrap();
+/// let frame = sse_notify_core::wire::encode_event(Some("1-0"), "task:created", "{\"id\":7}").unwrap();
 /// assert_eq!(frame, "id: 1-0\nevent: task:created\ndata: {\"id\":7}\n\n");
 /// ```
 pub fn encode_event(id: Option<&str>, event: &str, data: &str) -> Result<String, FrameError> {
@@ -117,7 +126,7 @@ pub struct ParsedEvent {
 /// An incremental SSE parser: feed it bytes as they arrive, split anywhere.
 ///
 /// ```
-/// let mut p = shared::wire::SseParser::new();
+/// let mut p = sse_notify_core::wire::SseParser::new();
 /// assert!(p.feed(b"event: ping\nda").is_empty());
 /// let events = p.feed(b"ta: {}\n\n");
 /// assert_eq!(events[0].event, "ping");
@@ -138,6 +147,7 @@ pub struct SseParser {
 }
 
 impl SseParser {
+    /// A parser at the start of a stream.
     pub fn new() -> Self {
         Self::default()
     }

@@ -10,9 +10,7 @@ use client::app::store::{StoreError, TaskPatch, TaskStore};
 use serde::Deserialize;
 use shared::tasks::{normalize_title, Task, TaskEvent};
 
-use crate::broker::Broker;
-use crate::error::ApiError;
-use crate::layer::PublishLayer;
+use sse_notify_axum::{ApiError, Broker, PublishLayer};
 
 pub fn routes(broker: Broker, store: TaskStore) -> Router {
     let created = PublishLayer::typed(broker.clone(), |ctx| ctx.id("id").map(|id| TaskEvent::Created { id }));
@@ -26,12 +24,21 @@ pub fn routes(broker: Broker, store: TaskStore) -> Router {
 
 /// `axum::Json` whose rejections are our JSON errors (400 bad JSON, 422 wrong shape, 415 ...).
 #[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+#[from_request(via(axum::Json), rejection(BodyError))]
 struct ApiJson<T>(T);
 
-impl From<JsonRejection> for ApiError {
+/// axum's JSON rejections as our JSON error (its texts describe the request, not the server).
+struct BodyError(ApiError);
+
+impl From<JsonRejection> for BodyError {
     fn from(r: JsonRejection) -> Self {
-        ApiError::new(r.status(), "invalid_body", r.body_text())
+        Self(ApiError::new(r.status(), "invalid_body", r.body_text()))
+    }
+}
+
+impl axum::response::IntoResponse for BodyError {
+    fn into_response(self) -> axum::response::Response {
+        self.0.into_response()
     }
 }
 
@@ -50,12 +57,14 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(_) => ApiError::unavailable("store_unavailable", e.to_string()),
-            StoreError::Corrupt(_) => ApiError::internal(e.to_string()),
+/// The store's failures without their backend text (logged here, not sent).
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(cause) => {
+            tracing::warn!(error = %cause, "task store unavailable");
+            ApiError::unavailable("store_unavailable", "the data store is unavailable")
         }
+        StoreError::Corrupt(_) => ApiError::internal(e),
     }
 }
 
@@ -81,19 +90,19 @@ fn no_such_task(id: u64) -> ApiError {
 }
 
 async fn list(State(store): State<TaskStore>) -> Result<Json<Vec<Task>>, ApiError> {
-    Ok(Json(store.list().await?))
+    Ok(Json(store.list().await.map_err(store_error)?))
 }
 
 async fn create(
     State(store): State<TaskStore>,
     ApiJson(new): ApiJson<NewTask>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
-    let task = store.create(valid_title(&new.title)?).await?;
+    let task = store.create(valid_title(&new.title)?).await.map_err(store_error)?;
     Ok((StatusCode::CREATED, Json(task)))
 }
 
 async fn read(State(store): State<TaskStore>, TaskId(id): TaskId) -> Result<Json<Task>, ApiError> {
-    store.get(id).await?.map(Json).ok_or_else(|| no_such_task(id))
+    store.get(id).await.map_err(store_error)?.map(Json).ok_or_else(|| no_such_task(id))
 }
 
 async fn update(
@@ -105,11 +114,11 @@ async fn update(
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "empty_update", "give \"title\" and/or \"done\""));
     }
     let patch = TaskPatch { title: change.title.as_deref().map(valid_title).transpose()?, done: change.done };
-    store.update(id, patch).await?.map(Json).ok_or_else(|| no_such_task(id))
+    store.update(id, patch).await.map_err(store_error)?.map(Json).ok_or_else(|| no_such_task(id))
 }
 
 async fn delete(State(store): State<TaskStore>, TaskId(id): TaskId) -> Result<StatusCode, ApiError> {
-    if store.delete(id).await? {
+    if store.delete(id).await.map_err(store_error)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(no_such_task(id))

@@ -3,39 +3,58 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use sse_notify_core::PublishError;
 
 /// An error answer: a status, a stable machine-readable code and a human message.
 ///
+/// Messages are for the client: a 500 never carries internal error text (use
+/// [`ApiError::internal`], which logs the cause and answers a generic message).
+///
 /// ```
 /// use axum::response::IntoResponse;
-/// let resp = server::ApiError::bad_request("missing_topic", "give at least one ?topic=").into_response();
+/// use sse_notify_axum::ApiError;
+///
+/// let resp = ApiError::bad_request("missing_topic", "give at least one ?topic=").into_response();
 /// assert_eq!(resp.status(), 400);
+/// let hidden = ApiError::internal("redis: connection refused (os error 111)");
+/// assert_eq!((hidden.code, hidden.message.as_str()), ("internal", "internal server error"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// A stable code clients can match on (`missing_topic`, `forbidden`, ...).
     pub code: &'static str,
+    /// What went wrong, for a human.
     pub message: String,
 }
 
 impl ApiError {
+    /// Any status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
+    /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
+    /// 403 `forbidden`.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
+    /// 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+    /// 503 with `code`.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    /// 500 `internal`: logs `cause` and answers a generic message, so no internal detail
+    /// (backend errors, paths, queries) reaches the client.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
     }
 }
 
@@ -54,18 +73,19 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl From<shared::PublishError> for ApiError {
-    fn from(e: shared::PublishError) -> Self {
-        use shared::PublishError::*;
+/// A refused publish keeps its kind: 413 `event_too_large`, 503 `broker_unavailable`, and 500
+/// for what only a bug causes (an invalid event, no publisher).
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
         match e {
-            Invalid(_) => ApiError::internal(e.to_string()),
-            TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", e.to_string()),
-            Unavailable(_) => ApiError::unavailable("broker_unavailable", e.to_string()),
+            PublishError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.code(), e.to_string()),
+            PublishError::Unavailable => ApiError::unavailable(e.code(), e.to_string()),
+            PublishError::Invalid { .. } | PublishError::NotConfigured => ApiError::internal(e),
         }
     }
 }
 
-/// The fallback for unknown paths: a JSON 404 like every other error.
+/// A fallback for unknown paths: a JSON 404 like every other error.
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
 }

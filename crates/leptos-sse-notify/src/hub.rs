@@ -1,0 +1,297 @@
+//! The tab-wide hub behind `use_sse`: per events path, one EventSource for the union of all
+//! subscribed topics.
+//!
+//! Hand-written rather than leptos-use's `use_event_source`, which opens one EventSource per call
+//! with a fixed URL: sharing one stream across components, reopening it when the topic set
+//! changes and routing typed frames back to each subscriber is exactly what this crate adds.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use leptos::leptos_dom::helpers::set_timeout;
+use leptos::prelude::*;
+use sse_notify_core::wire::RESYNC_EVENT;
+use sse_notify_core::Topic;
+use wasm_bindgen::prelude::*;
+use web_sys::{EventSource, EventSourceInit, MessageEvent};
+
+use crate::{ConnectionStatus, SseError};
+
+/// Wait this long before reopening a stream the browser gave up on (e.g. the server said 503).
+const REOPEN_AFTER: Duration = Duration::from_secs(3);
+
+/// Called with a frame's event name and data.
+pub(crate) type EventCallback = Rc<dyn Fn(&str, &str)>;
+
+pub(crate) struct Subscriber {
+    pub topic: Topic,
+    pub names: &'static [&'static str],
+    pub on_event: EventCallback,
+    pub on_resync: Rc<dyn Fn()>,
+}
+
+/// Which stream: subscribers with the same key share one EventSource.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct HubKey {
+    pub path: String,
+    pub with_credentials: bool,
+}
+
+/// What the open stream was opened for: reopen when this changes.
+#[derive(Clone, PartialEq, Eq, Default)]
+struct StreamKey {
+    topics: BTreeSet<Topic>,
+    names: BTreeSet<&'static str>,
+}
+
+struct OpenStream {
+    source: EventSource,
+    key: StreamKey,
+    url: String,
+    // Kept alive as long as the EventSource may call them.
+    _listeners: Vec<Closure<dyn FnMut(MessageEvent)>>,
+    _on_open: Closure<dyn FnMut(web_sys::Event)>,
+    _on_error: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+struct Hub {
+    subscribers: BTreeMap<u64, Subscriber>,
+    stream: Option<OpenStream>,
+    sync_scheduled: bool,
+    last_event_id: Option<String>,
+    status: ArcRwSignal<ConnectionStatus>,
+    error: ArcRwSignal<Option<SseError>>,
+}
+
+impl Hub {
+    fn new() -> Self {
+        Self {
+            subscribers: BTreeMap::new(),
+            stream: None,
+            sync_scheduled: false,
+            last_event_id: None,
+            status: ArcRwSignal::new(ConnectionStatus::Connecting),
+            error: ArcRwSignal::new(None),
+        }
+    }
+}
+
+thread_local! {
+    static HUBS: RefCell<HashMap<HubKey, Hub>> = RefCell::new(HashMap::new());
+    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Runs `f` on the hub for `key` (made on first use). Never call signals' setters or
+/// subscriber callbacks inside: whatever reacts may come back into the hub.
+fn with_hub<R>(key: &HubKey, f: impl FnOnce(&mut Hub) -> R) -> R {
+    HUBS.with_borrow_mut(|hubs| f(hubs.entry(key.clone()).or_insert_with(Hub::new)))
+}
+
+/// The stream's status and its last HTTP error, shared by every subscriber of `key`.
+pub(crate) fn signals(key: &HubKey) -> (ArcRwSignal<ConnectionStatus>, ArcRwSignal<Option<SseError>>) {
+    with_hub(key, |hub| (hub.status.clone(), hub.error.clone()))
+}
+
+pub(crate) fn subscribe(key: &HubKey, sub: Subscriber) -> u64 {
+    let id = NEXT_ID.with(|n| {
+        n.set(n.get() + 1);
+        n.get()
+    });
+    with_hub(key, |hub| hub.subscribers.insert(id, sub));
+    schedule_sync(key);
+    id
+}
+
+pub(crate) fn unsubscribe(key: &HubKey, id: u64) {
+    with_hub(key, |hub| hub.subscribers.remove(&id));
+    schedule_sync(key);
+}
+
+/// Batches changes: components mounting in one render pass cause one (re)open, not one each.
+fn schedule_sync(key: &HubKey) {
+    let already = with_hub(key, |hub| std::mem::replace(&mut hub.sync_scheduled, true));
+    if !already {
+        let key = key.clone();
+        set_timeout(move || sync(&key), Duration::ZERO);
+    }
+}
+
+fn sync(key: &HubKey) {
+    let status = with_hub(key, |hub| {
+        hub.sync_scheduled = false;
+        let wanted = StreamKey {
+            topics: hub.subscribers.values().map(|s| s.topic.clone()).collect(),
+            names: hub.subscribers.values().flat_map(|s| s.names.iter().copied()).collect(),
+        };
+        if hub.stream.as_ref().is_some_and(|s| s.key == wanted) {
+            return None;
+        }
+        if let Some(old) = hub.stream.take() {
+            old.source.close();
+        }
+        if wanted.topics.is_empty() {
+            return None;
+        }
+        match open(key, wanted, hub.last_event_id.as_deref()) {
+            Ok(stream) => {
+                hub.stream = Some(stream);
+                Some(ConnectionStatus::Connecting)
+            }
+            Err(e) => {
+                leptos::logging::error!("use_sse: cannot open EventSource: {e:?}");
+                Some(ConnectionStatus::Offline)
+            }
+        }
+    });
+    if let Some(status) = status {
+        set_status(key, status);
+    }
+}
+
+/// Signals are set with the hub released: whatever reacts may subscribe or unsubscribe.
+fn set_status(key: &HubKey, status: ConnectionStatus) {
+    signals(key).0.set(status);
+}
+
+fn set_error(key: &HubKey, error: Option<SseError>) {
+    let signal = signals(key).1;
+    if signal.get_untracked() != error {
+        signal.set(error);
+    }
+}
+
+/// Bumps every subscriber's version (called with the hub released).
+fn resync_all(key: &HubKey) {
+    let callbacks: Vec<_> = with_hub(key, |hub| hub.subscribers.values().map(|s| s.on_resync.clone()).collect());
+    for cb in callbacks {
+        cb();
+    }
+}
+
+fn stream_url(path: &str, key: &StreamKey, last_event_id: Option<&str>) -> String {
+    let topics: Vec<&str> = key.topics.iter().map(Topic::as_str).collect();
+    // Topics are `[A-Za-z0-9_.:-]` only, so they need no percent-encoding.
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut url = format!("{path}{sep}topic={}", topics.join(","));
+    if let Some(id) = last_event_id {
+        url.push_str("&last_event_id=");
+        url.push_str(&String::from(js_sys::encode_uri_component(id)));
+    }
+    url
+}
+
+fn open(hub_key: &HubKey, key: StreamKey, last_event_id: Option<&str>) -> Result<OpenStream, JsValue> {
+    let url = stream_url(&hub_key.path, &key, last_event_id);
+    let init = EventSourceInit::new();
+    init.set_with_credentials(hub_key.with_credentials);
+    let source = EventSource::new_with_event_source_init_dict(&url, &init)?;
+
+    let mut listeners = Vec::new();
+    for &name in &key.names {
+        let hub_key = hub_key.clone();
+        let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            let Some(data) = ev.data().as_string() else {
+                return;
+            };
+            let callbacks: Vec<_> = with_hub(&hub_key, |hub| {
+                let id = ev.last_event_id();
+                if !id.is_empty() {
+                    hub.last_event_id = Some(id);
+                }
+                hub.subscribers.values().filter(|s| s.names.contains(&name)).map(|s| s.on_event.clone()).collect()
+            });
+            // Called with the hub released: a callback may mount or unmount components.
+            for cb in callbacks {
+                cb(name, &data);
+            }
+        });
+        source.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref())?;
+        listeners.push(listener);
+    }
+
+    // The server says events may have been missed (this stream fell behind, or the broker lost
+    // Redis for a while): every subscriber refetches, as after a reconnect.
+    let resync = {
+        let hub_key = hub_key.clone();
+        Closure::<dyn FnMut(MessageEvent)>::new(move |_: MessageEvent| resync_all(&hub_key))
+    };
+    source.add_event_listener_with_callback(RESYNC_EVENT, resync.as_ref().unchecked_ref())?;
+    listeners.push(resync);
+
+    // Events sent while the tab was not connected are not replayed: refetch on every open.
+    let on_open = {
+        let hub_key = hub_key.clone();
+        Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            set_status(&hub_key, ConnectionStatus::Live);
+            set_error(&hub_key, None);
+            resync_all(&hub_key);
+        })
+    };
+    source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+
+    let on_error = {
+        let hub_key = hub_key.clone();
+        Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            set_status(&hub_key, ConnectionStatus::Offline);
+            let gave_up = with_hub(&hub_key, |hub| {
+                hub.stream
+                    .as_ref()
+                    .filter(|s| s.source.ready_state() == EventSource::CLOSED)
+                    .map(|s| s.url.clone())
+            });
+            // The browser only retries network drops; after an HTTP error it stops. Find out
+            // why (EventSource does not say), then retry ourselves.
+            if let Some(url) = gave_up {
+                let hub_key = hub_key.clone();
+                leptos::task::spawn_local(async move {
+                    let error = diagnose(&url, hub_key.with_credentials).await;
+                    set_error(&hub_key, error);
+                });
+                let hub_key = hub_key.clone();
+                set_timeout(
+                    move || {
+                        with_hub(&hub_key, |hub| {
+                            if hub.stream.as_ref().is_some_and(|s| s.source.ready_state() == EventSource::CLOSED) {
+                                hub.stream = None;
+                            }
+                        });
+                        schedule_sync(&hub_key);
+                    },
+                    REOPEN_AFTER,
+                );
+            }
+        })
+    };
+    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+
+    Ok(OpenStream { source, key, url, _listeners: listeners, _on_open: on_open, _on_error: on_error })
+}
+
+/// Asks the stream URL again with `fetch` to learn the status and JSON error that EventSource
+/// hides; `None` when it now answers 200 (the request is aborted at once).
+async fn diagnose(url: &str, with_credentials: bool) -> Option<SseError> {
+    let abort = web_sys::AbortController::new().ok();
+    let mut request = gloo_net::http::Request::get(url)
+        .header("accept", "text/event-stream")
+        .abort_signal(abort.as_ref().map(|a| a.signal()).as_ref());
+    if with_credentials {
+        request = request.credentials(web_sys::RequestCredentials::Include);
+    }
+    match request.send().await {
+        Ok(resp) if resp.status() == 200 => {
+            if let Some(abort) = abort {
+                abort.abort();
+            }
+            None
+        }
+        Ok(resp) => {
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let text = |field: &str| body.get(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            Some(SseError::Refused { status, code: text("error"), message: text("message") })
+        }
+        Err(e) => Some(SseError::Unreachable(e.to_string())),
+    }
+}

@@ -1,0 +1,264 @@
+//! The Leptos side of sse-notify: live, typed Server-Sent Events notifications as signals.
+//!
+//! The idiom is "notify, then fetch": an event says *what* changed (`task:created {"id":7}`),
+//! your server functions or REST routes stay the source of truth, and a `Resource` keyed on
+//! [`SseSignal::version`] refetches when something of its topic changes.
+//!
+//! - [`use_sse`] / [`use_sse_with_options`]: subscribe a component to a topic (reactive), get
+//!   the latest typed event, a version to key Resources on, the stream status and errors.
+//! - [`use_live_json`]: the REST side of the idiom: GET JSON from a URL (with gloo-net) and get
+//!   it again on every matched notification.
+//! - [`publish`] (feature `ssr`): publish a typed event from a `#[server]` function.
+//!
+//! Every `use_sse` call in a tab that uses the same events path shares ONE `EventSource` whose
+//! URL carries the union of all their topics (`/events?topic=a,b`): it is reopened when that set
+//! changes and closed when no component needs it.
+//!
+//! Features: `ssr` (server rendering; the stream is opened by the browser after hydration),
+//! `hydrate` and `csr` (the browser side, for hydrated and client-side-rendered apps).
+//!
+//! ```no_run
+//! use leptos::prelude::*;
+//! use leptos_sse_notify::use_sse;
+//! use sse_notify_core::{sse_event, Topic};
+//!
+//! sse_event! {
+//!     #[derive(Clone, Debug)]
+//!     pub enum NoteEvent { Saved { id: u64 } = "note:saved" }
+//!     topics(&self) { vec![Topic::new("notes").unwrap()] }
+//! }
+//!
+//! #[server]
+//! async fn count_notes() -> Result<usize, ServerFnError> {
+//!     Ok(0) // read your database here
+//! }
+//!
+//! #[component]
+//! fn Notes() -> impl IntoView {
+//!     let live = use_sse::<NoteEvent>(Topic::new("notes").unwrap());
+//!     let count = Resource::new(move || live.version.get(), |_| count_notes());
+//!     view! {
+//!         <span>{move || live.status.get().label()}</span>
+//!         <Transition>{move || count.get().map(|n| n.unwrap_or(0))}</Transition>
+//!     }
+//! }
+//! ```
+#![warn(missing_docs)]
+
+#[cfg(feature = "browser")]
+mod hub;
+mod live_json;
+#[cfg(feature = "ssr")]
+mod publish;
+
+pub use live_json::{use_live_json, FetchError, LiveJson};
+#[cfg(feature = "ssr")]
+pub use publish::publish;
+pub use sse_notify_core::DEFAULT_EVENTS_PATH;
+
+use leptos::prelude::*;
+use sse_notify_core::{SseEvent, Topic};
+
+/// The state of the tab's shared stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    /// Opening, or the browser is retrying after a drop.
+    Connecting,
+    /// The stream is open: events arrive as they are published.
+    Live,
+    /// The stream failed; the browser (or `use_sse`) is retrying in the background.
+    Offline,
+}
+
+impl ConnectionStatus {
+    /// A short lower-case word for the UI and tests: `connecting`, `live`, `offline`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectionStatus::Connecting => "connecting",
+            ConnectionStatus::Live => "live",
+            ConnectionStatus::Offline => "offline",
+        }
+    }
+}
+
+/// What went wrong with a subscription, for the UI to show (never silently dropped).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SseError {
+    /// A frame of one of this type's event names did not decode (client and server disagree
+    /// on the payload).
+    #[error("event {event:?} did not decode: {message}")]
+    Decode {
+        /// The event name.
+        event: String,
+        /// What the decoder said.
+        message: String,
+    },
+    /// The server refused the stream with an HTTP error, e.g. 403 `forbidden` naming a topic or
+    /// 503 `too_many_connections`. `use_sse` retries every few seconds.
+    #[error("the stream was refused with {status} {code}: {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The JSON body's `error` code (empty when the body was not the JSON error body).
+        code: String,
+        /// The JSON body's `message`.
+        message: String,
+    },
+    /// The server could not be reached at all.
+    #[error("the server is unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// How [`use_sse_with_options`] connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UseSseOptions {
+    events_path: String,
+    with_credentials: bool,
+}
+
+impl Default for UseSseOptions {
+    fn default() -> Self {
+        Self { events_path: DEFAULT_EVENTS_PATH.to_owned(), with_credentials: false }
+    }
+}
+
+impl UseSseOptions {
+    /// The stream endpoint's path or URL (default `/events`). Calls with the same path and
+    /// credentials setting share one EventSource.
+    pub fn events_path(mut self, path: impl Into<String>) -> Self {
+        self.events_path = path.into();
+        self
+    }
+
+    /// Sends cookies with the stream request to another origin (EventSource `withCredentials`),
+    /// for an API on another host; the server must list this page's origin in `CORS_ORIGINS`.
+    pub fn with_credentials(mut self, yes: bool) -> Self {
+        self.with_credentials = yes;
+        self
+    }
+}
+
+/// What [`use_sse`] returns.
+pub struct SseSignal<E: Send + Sync + 'static> {
+    /// The latest event received on the topic (None until one arrives).
+    pub latest: ReadSignal<Option<E>>,
+    /// Moves on every event of the topic, every time the stream (re)opens, and when the server
+    /// sends `resync` (events may have been missed): key Resources on it.
+    pub version: ReadSignal<u64>,
+    /// The shared stream's status.
+    pub status: Signal<ConnectionStatus>,
+    /// The last problem: an HTTP refusal of the stream (cleared when it opens again) or a
+    /// frame that did not decode.
+    pub error: Signal<Option<SseError>>,
+}
+
+impl<E: Send + Sync + 'static> Clone for SseSignal<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<E: Send + Sync + 'static> Copy for SseSignal<E> {}
+
+/// Subscribes the current component to `topic` for events of type `E`, on the default stream
+/// path; see [`use_sse_with_options`].
+pub fn use_sse<E>(topic: impl Into<Signal<Topic>>) -> SseSignal<E>
+where
+    E: SseEvent + Clone + Send + Sync,
+{
+    use_sse_with_options(topic, UseSseOptions::default())
+}
+
+/// Subscribes the current component to `topic` for events of type `E`.
+///
+/// `topic` may be a plain [`Topic`] or any signal of one: when it changes, the subscription
+/// follows it. The subscription ends when the component's owner is cleaned up. During server
+/// rendering it reports `Connecting` and no event; the browser takes over after hydration.
+///
+/// ```no_run
+/// use leptos::prelude::*;
+/// use leptos_sse_notify::{use_sse_with_options, UseSseOptions};
+/// use sse_notify_core::{sse_event, Topic, TopicBuilder};
+///
+/// sse_event! {
+///     #[derive(Clone, Debug)]
+///     pub enum DocEvent { Changed { id: u64 } = "doc:changed" }
+///     topics(&self) { let DocEvent::Changed { id } = self; vec![TopicBuilder::custom("doc", id).unwrap()] }
+/// }
+///
+/// #[component]
+/// fn Doc(id: ReadSignal<u64>) -> impl IntoView {
+///     let topic = Signal::derive(move || TopicBuilder::custom("doc", id.get()).unwrap());
+///     let live = use_sse_with_options::<DocEvent>(
+///         topic,
+///         UseSseOptions::default().events_path("https://api.example.com/events").with_credentials(true),
+///     );
+///     view! { <p>{move || live.error.get().map(|e| e.to_string())}</p> }
+/// }
+/// ```
+pub fn use_sse_with_options<E>(topic: impl Into<Signal<Topic>>, options: UseSseOptions) -> SseSignal<E>
+where
+    E: SseEvent + Clone + Send + Sync,
+{
+    let topic: Signal<Topic> = topic.into();
+    let (latest, set_latest) = signal(None::<E>);
+    let (version, set_version) = signal(0u64);
+    let (decode_error, set_decode_error) = signal(None::<SseError>);
+
+    #[cfg(feature = "browser")]
+    let (status, error) = {
+        let key = hub::HubKey { path: options.events_path, with_credentials: options.with_credentials };
+        let (status, stream_error) = hub::signals(&key);
+        let current = std::sync::Arc::new(std::sync::Mutex::new(None::<u64>));
+        Effect::new({
+            let (key, current) = (key.clone(), current.clone());
+            move |_| {
+                let topic = topic.get();
+                if let Some(old) = current.lock().unwrap().take() {
+                    hub::unsubscribe(&key, old);
+                }
+                let id = hub::subscribe(
+                    &key,
+                    hub::Subscriber {
+                        topic: topic.clone(),
+                        names: E::NAMES,
+                        on_event: std::rc::Rc::new(move |name: &str, data: &str| match E::decode(name, data) {
+                            // One stream carries many topics and the frame does not say which
+                            // one it came on: a typed event knows its topics, keep ours.
+                            Ok(event) if event.topics().contains(&topic) => {
+                                set_latest.try_set(Some(event));
+                                set_version.try_update(|v| *v += 1);
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                let error = SseError::Decode { event: name.to_owned(), message: e.to_string() };
+                                leptos::logging::warn!("use_sse: {error}");
+                                set_decode_error.try_set(Some(error));
+                            }
+                        }),
+                        on_resync: std::rc::Rc::new(move || {
+                            set_version.try_update(|v| *v += 1);
+                        }),
+                    },
+                );
+                *current.lock().unwrap() = Some(id);
+            }
+        });
+        on_cleanup(move || {
+            if let Some(id) = current.lock().unwrap().take() {
+                hub::unsubscribe(&key, id);
+            }
+        });
+        (
+            Signal::derive(move || status.get()),
+            Signal::derive(move || decode_error.get().or_else(|| stream_error.get())),
+        )
+    };
+
+    #[cfg(not(feature = "browser"))]
+    let (status, error) = {
+        let _ = (topic, options, set_latest, set_version, set_decode_error);
+        (Signal::stored(ConnectionStatus::Connecting), Signal::derive(move || decode_error.get()))
+    };
+
+    SseSignal { latest, version, status, error }
+}

@@ -1,0 +1,47 @@
+//! The server side of sse-notify: real-time "notify, then fetch" for axum apps (and Leptos apps
+//! served by axum), over Server-Sent Events, fanned out across instances by Redis Pub/Sub.
+//!
+//! - [`Broker`]: publish/subscribe over an in-process or a Redis backend.
+//! - [`SseEndpoint`]: the `GET /events?topic=a,b` stream (wire format in [`sse_notify_core::wire`]).
+//! - [`PublishLayer`]: a tower layer that publishes a route's successful JSON response.
+//! - [`SseApp`]: one-call setup from the environment ([`SseConfig`]): the broker, the endpoint,
+//!   health, readiness and metrics routes, CORS, serving with graceful shutdown.
+//! - [`ApiError`]: the JSON error body (`{"error": code, "message": text}`) of every refusal.
+//!
+//! This crate depends on neither Leptos nor any app. From Leptos server functions, publish
+//! through `leptos_sse_notify::publish` once a [`Broker::publisher`] is in Leptos context.
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use sse_notify_axum::SseApp;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sse = SseApp::from_env().await?; // REDIS_URL unset: the embedded broker
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .merge(sse.routes()); // GET /events, /health, /health/ready, /metrics
+//! sse.serve(app, "127.0.0.1:3000".parse()?).await?; // graceful shutdown on Ctrl-C / SIGTERM
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod broker;
+pub mod config;
+pub mod endpoint;
+pub mod error;
+pub mod health;
+pub mod layer;
+pub mod metrics;
+pub mod setup;
+
+pub use broker::{Broker, BrokerError, BrokerLimits, Subscription};
+pub use config::{ConfigError, SseConfig};
+pub use endpoint::SseEndpoint;
+pub use error::ApiError;
+pub use layer::{PublishContext, PublishLayer};
+pub use setup::{SetupError, SseApp};
+/// The core crate (topics, typed events, wire format), re-exported so versions always match.
+pub use sse_notify_core as core;
+/// The `redis` crate this one is built on ([`Broker::redis_connection`] hands out its types).
+pub use redis;

@@ -1,0 +1,75 @@
+//! `SseApp`'s routes compose with an app that has its own: nothing panics on merge, nothing is
+//! applied to the app that it did not ask for.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use http_body_util::BodyExt;
+use sse_notify_axum::{SseApp, SseConfig};
+use tower::ServiceExt;
+
+async fn get_text(app: &Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut req = Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let (parts, mut body) = resp.into_parts();
+    // A stream never ends: read only its first chunk.
+    let text = match body.frame().await {
+        Some(Ok(frame)) => String::from_utf8_lossy(frame.data_ref().map(|b| b.as_ref()).unwrap_or_default()).into_owned(),
+        _ => String::new(),
+    };
+    (parts.status, parts.headers, text)
+}
+
+#[tokio::test]
+async fn health_metrics_and_stream_mount_beside_an_apps_own_routes() {
+    let sse = SseApp::new(SseConfig::default()).await.unwrap();
+    let app: Router = Router::new()
+        .route("/health", get(|| async { "the app's own" }))
+        .route("/live", sse.endpoint().into_route())
+        .nest("/sse", sse.health_routes().merge(sse.metrics_routes()));
+
+    assert_eq!(get_text(&app, "/health", &[]).await.2, "the app's own");
+    let (status, _, ready) = get_text(&app, "/sse/health/ready", &[]).await;
+    assert_eq!(status, 200);
+    assert!(ready.contains("\"ready\""), "{ready}");
+    let (status, _, metrics) = get_text(&app, "/sse/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(metrics.lines().any(|l| l == "sse_connections 0"), "{metrics}");
+    let (status, headers, first) = get_text(&app, "/live?topic=notes", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert!(first.starts_with(": ok\n"), "{first:?}");
+    // `routes()` at the usual paths would collide with the app's /health: the parts exist so
+    // that an app never has to merge that.
+    assert_eq!(get_text(&app, "/events?topic=notes", &[]).await.0, 404);
+}
+
+#[tokio::test]
+async fn cors_is_the_apps_choice() {
+    let origin = "http://app.test";
+    let config = SseConfig { cors_origins: vec![origin.into()], ..SseConfig::default() };
+    let sse = SseApp::new(config).await.unwrap();
+    // Without the layer, nothing is added.
+    let plain: Router = sse.routes();
+    let (_, headers, _) = get_text(&plain, "/health", &[("origin", origin)]).await;
+    assert!(!headers.contains_key("access-control-allow-origin"));
+    // With it: the listed origin, credentials, GET (and whatever the app adds).
+    let cors = sse.cors().expect("CORS_ORIGINS set");
+    let app: Router = sse.routes().layer(cors.allow_methods([axum::http::Method::GET, axum::http::Method::PATCH]));
+    let preflight = Request::options("/events?topic=a")
+        .header("origin", origin)
+        .header("access-control-request-method", "PATCH")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(preflight).await.unwrap();
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], origin);
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    let methods = h["access-control-allow-methods"].to_str().unwrap();
+    assert!(methods.contains("PATCH") && methods.contains("GET"), "{methods}");
+    assert!(SseApp::new(SseConfig::default()).await.unwrap().cors().is_none(), "off when CORS_ORIGINS is unset");
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Proof that the integration is separable: writes a minimal Leptos + axum app into a temporary
+# folder outside the workspace, depending on the library crates by path only; checks that no
+# demo crate or demo dependency is in its dependency tree (nor in the libraries'); builds it for
+# `ssr` and for `hydrate` (wasm32); starts it and checks a publish -> SSE -> typed decode round
+# trip (its own `cargo test`). Shares the workspace's build cache. Run by scripts/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+say() { printf '\033[1m[adopter]\033[0m %s\n' "$*"; }
+
+app=$(mktemp -d "${TMPDIR:-/tmp}/sse-notify-adopter.XXXXXX")
+trap 'rm -rf "$app"' EXIT
+mkdir -p "$app/src" "$app/tests"
+sed "s|@ROOT@|$root|g" scripts/adopter/Cargo.toml.in > "$app/Cargo.toml"
+cp scripts/adopter/src/*.rs "$app/src/"
+cp scripts/adopter/tests/*.rs "$app/tests/"
+# The workspace's lock pins the same versions, so the shared build cache is reused.
+cp Cargo.lock "$app/Cargo.lock"
+export CARGO_TARGET_DIR="$root/target"
+
+# The demo's crates and the demo-only dependencies must not reach an adopter.
+forbidden='^(shared|client|server|cookie) '
+check_tree() {
+  local what=$1; shift
+  local tree
+  tree=$(cargo tree "$@" -e normal,build --prefix none --format '{p}' | sort -u)
+  if grep -E "$forbidden" <<<"$tree"; then
+    echo "FAIL: $what pulls in the demo's crates or dependencies (above)" >&2
+    exit 1
+  fi
+  say "dependency tree of $what: $(wc -l <<<"$tree") crates, none of the demo's"
+}
+for lib in sse-notify-core sse-notify-axum leptos-sse-notify; do
+  check_tree "$lib" -p "$lib" --all-features
+done
+if cargo tree -p sse-notify-axum -e normal --prefix none --format '{p}' | grep -E '^leptos'; then
+  echo "FAIL: sse-notify-axum depends on leptos" >&2
+  exit 1
+fi
+if cargo tree -p sse-notify-core -e normal --prefix none --format '{p}' | grep -E '^(tokio|leptos|axum) '; then
+  echo "FAIL: sse-notify-core depends on an async runtime or framework" >&2
+  exit 1
+fi
+(cd "$app" && check_tree "the adopter app (ssr)" --features ssr --offline)
+(cd "$app" && check_tree "the adopter app (hydrate)" --features hydrate --target wasm32-unknown-unknown --offline)
+
+started=$(date +%s)
+say "cargo build (ssr)"
+(cd "$app" && cargo build --offline --features ssr --bin adopter)
+say "cargo build (hydrate, wasm32)"
+(cd "$app" && cargo build --offline --lib --features hydrate --target wasm32-unknown-unknown)
+say "built in $(( $(date +%s) - started )) s; round trip:"
+(cd "$app" && cargo test --offline --features ssr)
