@@ -244,10 +244,10 @@ fn open(hub_key: &HubKey, key: StreamKey, last_event_id: Option<&str>) -> Result
             // The browser only retries network drops; after an HTTP error it stops. Find out
             // why (EventSource does not say), then retry ourselves.
             if let Some(url) = gave_up {
-                let hub_key = hub_key.clone();
+                let diagnosed = hub_key.clone();
                 leptos::task::spawn_local(async move {
-                    let error = diagnose(&url, hub_key.with_credentials).await;
-                    set_error(&hub_key, error);
+                    let error = diagnose(&url, diagnosed.with_credentials).await;
+                    set_error(&diagnosed, error);
                 });
                 let hub_key = hub_key.clone();
                 set_timeout(

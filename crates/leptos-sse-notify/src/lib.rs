@@ -8,7 +8,7 @@
 //!   the latest typed event, a version to key Resources on, the stream status and errors.
 //! - [`use_live_json`]: the REST side of the idiom: GET JSON from a URL (with gloo-net) and get
 //!   it again on every matched notification.
-//! - [`publish`] (feature `ssr`): publish a typed event from a `#[server]` function.
+//! - `publish` (feature `ssr`): publish a typed event from a `#[server]` function.
 //!
 //! Every `use_sse` call in a tab that uses the same events path shares ONE `EventSource` whose
 //! URL carries the union of all their topics (`/events?topic=a,b`): it is reopened when that set
