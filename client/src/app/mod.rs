@@ -19,6 +19,7 @@ use shared::tasks::{Task, TaskEvent};
 use sse_notify_core::{SseEvent, TopicBuilder};
 
 use api::{CreateTask, DeleteTask, RenameTask, SetTaskDone};
+#[cfg(feature = "ssr")]
 use error::AppError;
 
 /// A value the server put in Leptos context for server functions (a missing one is a bug of
