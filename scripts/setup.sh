@@ -9,11 +9,10 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-# Debian packages: Redis for the tests and multi-instance runs, Chromium for Playwright, mold.
+# Debian packages: Redis for the tests and multi-instance runs, Chromium for Playwright.
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
-command -v mold >/dev/null || missing+=(mold)   # the fast linker of the dev loop (.cargo/config.toml)
 if [ ${#missing[@]} -gt 0 ]; then
   say "apt-get install ${missing[*]}"
   $SUDO apt-get update -qq
