@@ -264,8 +264,14 @@ async fn event_names_and_sizes_are_checked_at_publish() {
     let sse = SseApp::new(cfg).await.unwrap();
     let t = sse_notify_core::Topic::new("t").unwrap();
     let b = sse.broker();
-    assert!(matches!(b.publish(&t, "a\nb", &serde_json::json!({})).await, Err(sse_notify_core::PublishError::Invalid { .. })));
-    assert!(matches!(b.publish(&t, "a\rb", &serde_json::json!({})).await, Err(sse_notify_core::PublishError::Invalid { .. })));
+    assert!(matches!(
+        b.publish(&t, "a\nb", &serde_json::json!({})).await,
+        Err(sse_notify_core::PublishError::Invalid { .. })
+    ));
+    assert!(matches!(
+        b.publish(&t, "a\rb", &serde_json::json!({})).await,
+        Err(sse_notify_core::PublishError::Invalid { .. })
+    ));
     let big = serde_json::json!({ "text": "x".repeat(300) });
     assert!(matches!(b.publish(&t, "big", &big).await, Err(sse_notify_core::PublishError::TooLarge { .. })));
     assert!(b.publish(&t, "small", &serde_json::json!({"a": 1})).await.is_ok());

@@ -140,6 +140,9 @@ async fn redis_loss_and_return_under_open_streams() {
     assert_eq!(status_of(&app.url("/health/ready")).await, 200);
     // And new streams are served again.
     let mut fresh = SseClient::subscribe(&app.base, "task:9002").await;
-    broker.publish(&sse_notify_core::Topic::new("task:9002").unwrap(), "ping", &serde_json::json!({"n": 1})).await.unwrap();
+    broker
+        .publish(&sse_notify_core::Topic::new("task:9002").unwrap(), "ping", &serde_json::json!({"n": 1}))
+        .await
+        .unwrap();
     assert_eq!(fresh.expect_event().await.data, r#"{"n":1}"#);
 }

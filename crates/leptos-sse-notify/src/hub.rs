@@ -236,10 +236,7 @@ fn open(hub_key: &HubKey, key: StreamKey, last_event_id: Option<&str>) -> Result
         Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
             set_status(&hub_key, ConnectionStatus::Offline);
             let gave_up = with_hub(&hub_key, |hub| {
-                hub.stream
-                    .as_ref()
-                    .filter(|s| s.source.ready_state() == EventSource::CLOSED)
-                    .map(|s| s.url.clone())
+                hub.stream.as_ref().filter(|s| s.source.ready_state() == EventSource::CLOSED).map(|s| s.url.clone())
             });
             // The browser only retries network drops; after an HTTP error it stops. Find out
             // why (EventSource does not say), then retry ourselves.

@@ -76,7 +76,8 @@ impl SseConfig {
                 None => None,
             },
         };
-        let heartbeat_secs: u64 = parse("SSE_HEARTBEAT_SECONDS", get("SSE_HEARTBEAT_SECONDS"), DEFAULT_HEARTBEAT_SECONDS)?;
+        let heartbeat_secs: u64 =
+            parse("SSE_HEARTBEAT_SECONDS", get("SSE_HEARTBEAT_SECONDS"), DEFAULT_HEARTBEAT_SECONDS)?;
         let topic_prefix = get("TOPIC_PREFIX").unwrap_or_default();
         if let Some(c) = topic_prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c))) {
             return Err(err("TOPIC_PREFIX", &topic_prefix, format!("{c:?} is not one of A-Z a-z 0-9 _ . : -")));

@@ -28,8 +28,8 @@ use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use crate::broker::{Broker, ConnectionSlot, SubscriptionGuard};
 use crate::error::ApiError;
 
-pub use sse_notify_core::MAX_TOPICS_PER_CONNECTION;
 use sse_notify_core::wire::{HEARTBEAT_EVENT, RESYNC_EVENT};
+pub use sse_notify_core::MAX_TOPICS_PER_CONNECTION;
 
 /// How long EventSource waits before reconnecting (sent as `retry:`).
 const RETRY_MS: u64 = 2000;
@@ -246,7 +246,9 @@ async fn first_refused<'a>(check: &AuthorizeFn, parts: &Arc<Parts>, topics: &'a 
 
 fn heartbeat_frame() -> Bytes {
     let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Bytes::from(sse_notify_core::wire::encode_event(None, HEARTBEAT_EVENT, &format!("{{\"ts\":{ts}}}")).expect("valid frame"))
+    Bytes::from(
+        sse_notify_core::wire::encode_event(None, HEARTBEAT_EVENT, &format!("{{\"ts\":{ts}}}")).expect("valid frame"),
+    )
 }
 
 /// One ticker per endpoint and purpose, shared by all its connections (instead of a timer per

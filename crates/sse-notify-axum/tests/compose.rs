@@ -18,7 +18,9 @@ async fn get_text(app: &Router, uri: &str, headers: &[(&str, &str)]) -> (StatusC
     let (parts, mut body) = resp.into_parts();
     // A stream never ends: read only its first chunk.
     let text = match body.frame().await {
-        Some(Ok(frame)) => String::from_utf8_lossy(frame.data_ref().map(|b| b.as_ref()).unwrap_or_default()).into_owned(),
+        Some(Ok(frame)) => {
+            String::from_utf8_lossy(frame.data_ref().map(|b| b.as_ref()).unwrap_or_default()).into_owned()
+        }
         _ => String::new(),
     };
     (parts.status, parts.headers, text)

@@ -4,8 +4,8 @@
 pub mod api;
 
 use leptos::prelude::*;
-use shared::crm::{find_user, thread_topic, users, CommentEvent, ReplyNotification, Thread, User};
 use leptos_sse_notify::use_sse;
+use shared::crm::{find_user, thread_topic, users, CommentEvent, ReplyNotification, Thread, User};
 use sse_notify_core::TopicBuilder;
 
 use api::{AddComment, DeleteComment, EditComment, SignIn, SignOut};

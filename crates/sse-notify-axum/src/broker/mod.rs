@@ -270,7 +270,8 @@ impl Broker {
     ) -> Result<(), PublishError> {
         let data = serde_json::to_string(data).map_err(|e| PublishError::Invalid { reason: e.to_string() })?;
         // Encoded once here; the id line is put in front per topic.
-        let body = sse_notify_core::wire::encode_event(None, event, &data).map_err(|e| PublishError::Invalid { reason: e.to_string() })?;
+        let body = sse_notify_core::wire::encode_event(None, event, &data)
+            .map_err(|e| PublishError::Invalid { reason: e.to_string() })?;
         let limit = self.inner.limits.max_message_size;
         if body.len() > limit {
             tracing::warn!(event, size = body.len(), limit, "event refused: larger than SSE_MAX_MESSAGE_SIZE");
