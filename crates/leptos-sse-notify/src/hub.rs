@@ -284,10 +284,8 @@ async fn diagnose(url: &str, with_credentials: bool) -> Option<SseError> {
             None
         }
         Ok(resp) => {
-            let status = resp.status();
-            let body: serde_json::Value = resp.json().await.unwrap_or_default();
-            let text = |field: &str| body.get(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-            Some(SseError::Refused { status, code: text("error"), message: text("message") })
+            let (code, message) = crate::live_json::error_body(&resp).await;
+            Some(SseError::Refused { status: resp.status(), code, message: message.unwrap_or_default() })
         }
         Err(e) => Some(SseError::Unreachable(e.to_string())),
     }

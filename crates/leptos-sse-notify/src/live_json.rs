@@ -92,16 +92,19 @@ async fn get_json<T: DeserializeOwned>(url: &str) -> Result<T, FetchError> {
         .map_err(|e| FetchError::Network(e.to_string()))?;
     if !resp.ok() {
         let status = resp.status();
-        let status_text = resp.status_text();
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        let text = |field: &str| body.get(field).and_then(|v| v.as_str()).map(str::to_owned);
-        return Err(FetchError::Status {
-            status,
-            code: text("error").unwrap_or_default(),
-            message: text("message").unwrap_or(status_text),
-        });
+        let (code, message) = error_body(&resp).await;
+        return Err(FetchError::Status { status, code, message: message.unwrap_or_else(|| resp.status_text()) });
     }
     resp.json().await.map_err(|e| FetchError::Decode(e.to_string()))
+}
+
+/// The `error` code and `message` of a JSON error body (`{"error": .., "message": ..}`);
+/// an empty code and no message when the body is something else.
+#[cfg(feature = "browser")]
+pub(crate) async fn error_body(resp: &gloo_net::http::Response) -> (String, Option<String>) {
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let text = |field: &str| body.get(field).and_then(|v| v.as_str()).map(str::to_owned);
+    (text("error").unwrap_or_default(), text("message"))
 }
 
 /// Outside the browser a `LocalResource` never runs its fetcher; this only has to compile.
