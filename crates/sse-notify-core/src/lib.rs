@@ -4,6 +4,7 @@
 //! - [`topic`]: validated [`Topic`] names and the [`TopicBuilder`] conventions.
 //! - [`event`]: the [`SseEvent`] trait that gives an event type its wire name, topics and
 //!   payload, and the [`sse_event!`] macro that implements it with each wire name written once.
+//! - [`cursor`]: the frame ids from which a stream resumes exactly.
 //! - [`wire`]: the SSE frame encoder and an incremental parser (the wire contract).
 //! - [`publish`]: the object-safe [`Publish`] handle that app code publishes through without
 //!   depending on the server crate.
@@ -34,6 +35,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cursor;
 pub mod event;
 mod macros;
 pub mod publish;

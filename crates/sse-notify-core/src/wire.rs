@@ -10,6 +10,65 @@ use std::fmt::Write as _;
 /// The event that tells a client it may have missed events and should refetch.
 pub const RESYNC_EVENT: &str = "resync";
 
+/// What a `resync` frame carries: why, and exactly which of the connection's topics to refetch.
+///
+/// ```
+/// use sse_notify_core::wire::{Resync, ResyncReason};
+/// let r = Resync::new(ResyncReason::CursorTrimmed, ["tasks", "task:7"]);
+/// assert_eq!(r.to_json(), r#"{"reason":"cursor_trimmed","topics":["tasks","task:7"]}"#);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resync {
+    /// A [`ResyncReason`] code (clients should accept codes they do not know).
+    pub reason: String,
+    /// The topics whose events could not be delivered in full, as the client named them.
+    pub topics: Vec<String>,
+}
+
+impl Resync {
+    /// A resync for `topics`.
+    pub fn new<T: Into<String>>(reason: ResyncReason, topics: impl IntoIterator<Item = T>) -> Self {
+        Self { reason: reason.as_str().to_owned(), topics: topics.into_iter().map(Into::into).collect() }
+    }
+
+    /// The `data:` of the frame.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("strings always serialize")
+    }
+}
+
+/// Why the server could not prove a complete replay.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// The `Last-Event-ID` is not a cursor at all.
+    MalformedCursor,
+    /// The cursor belongs to another topic prefix (another app on the same Redis).
+    ForeignCursor,
+    /// The cursor's log is gone (Redis lost its data, or the embedded broker restarted) or its
+    /// position was never issued.
+    UnknownCursor,
+    /// Events after the cursor were already dropped from the retained history.
+    CursorTrimmed,
+    /// The server's link to Redis broke and what was published meanwhile is no longer retained.
+    BrokerReconnected,
+    /// The client read too slowly and its queue overflowed.
+    SlowConsumer,
+}
+
+impl ResyncReason {
+    /// The code sent in `reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedCursor => "malformed_cursor",
+            Self::ForeignCursor => "foreign_cursor",
+            Self::UnknownCursor => "unknown_cursor",
+            Self::CursorTrimmed => "cursor_trimmed",
+            Self::BrokerReconnected => "broker_reconnected",
+            Self::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
 /// The keep-alive event (`data: {"ts":<unix seconds>}`, no `id:` line).
 pub const HEARTBEAT_EVENT: &str = "heartbeat";
 
