@@ -81,7 +81,11 @@ async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody(cfg)
         received.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&received);
-    assert!(text.contains("event: resync\n"), "the slow client is told it missed events");
+    assert!(
+        text.contains("event: resync\ndata: {\"reason\":\"slow_consumer\",\"topics\":[\"task:9001\"]}\n"),
+        "the slow client is told which topics to refetch: {}",
+        &text[text.len().saturating_sub(300)..]
+    );
     let delivered = text.matches("event: tick\n").count();
     assert!(delivered < total, "the slow client cannot have got everything ({delivered})");
     let metrics = broker.metrics().render(&broker);
@@ -138,8 +142,13 @@ async fn topic_prefixes_isolate_two_apps_on_one_redis() {
     let redis = RedisServer::start();
     let one = TestServer::demo(SseConfig { topic_prefix: "app1:".into(), ..config(Some(&redis)) }).await;
     let two = TestServer::demo(SseConfig { topic_prefix: "app2:".into(), ..config(Some(&redis)) }).await;
+    let unprefixed = TestServer::demo(config(Some(&redis))).await;
     let mut on_one = SseClient::subscribe(&one.base, "tasks").await;
     let mut on_two = SseClient::subscribe(&two.base, "tasks").await;
+    // An app without a prefix whose client names the other app's prefix in a topic: with the
+    // prefix and topic simply concatenated, "" + "app1:tasks" was app1's channel for "tasks".
+    let mut spy = unprefixed.sse.broker().subscribe(&[Topic::new("app1:tasks").unwrap()], None).await.unwrap();
+    assert!(spy.next_frame().await.is_some_and(|f| f.starts_with(b"id: ")), "opening cursor");
     let tasks = Topic::new("tasks").unwrap();
     two.sse.broker().publish(&tasks, "note", &serde_json::json!({"from": "two"})).await.unwrap();
     one.sse.broker().publish(&tasks, "note", &serde_json::json!({"from": "one"})).await.unwrap();
@@ -149,7 +158,9 @@ async fn topic_prefixes_isolate_two_apps_on_one_redis() {
     let mut conn = redis.client().get_connection().unwrap();
     let mut channels: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").query(&mut conn).unwrap();
     channels.sort();
-    assert_eq!(channels, ["app1:tasks", "app2:tasks"]);
+    assert_eq!(channels, ["app1:/tasks", "app2:/tasks", "sse/app1:tasks"]);
+    let spied = tokio::time::timeout(Duration::from_millis(300), spy.next_frame()).await;
+    assert!(spied.is_err(), "no event of app1 reached a topic named after its prefix: {spied:?}");
     // The demo's data is namespaced too: each app has its own board.
     let resp =
         http().post(one.url("/api/tasks")).json(&serde_json::json!({"title": "only in one"})).send().await.unwrap();

@@ -39,6 +39,10 @@ pub struct SseConfig {
     pub max_queue_size: usize,
     /// `SSE_MAX_MESSAGE_SIZE`: the largest encoded event, in bytes.
     pub max_message_size: usize,
+    /// `SSE_HISTORY_SIZE`: events kept for replay (default 10,000 per prefix).
+    pub history_size: usize,
+    /// `SSE_HISTORY_SECONDS`: how long an event is kept for replay (default 24 h).
+    pub history_age: Duration,
 }
 
 impl Default for SseConfig {
@@ -51,6 +55,8 @@ impl Default for SseConfig {
             max_connections: 19_000,
             max_queue_size: 256,
             max_message_size: 64 * 1024,
+            history_size: 10_000,
+            history_age: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -93,6 +99,12 @@ impl SseConfig {
             max_connections: positive("SSE_MAX_CONNECTIONS", get("SSE_MAX_CONNECTIONS"), d.max_connections)?,
             max_queue_size: positive("SSE_MAX_QUEUE_SIZE", get("SSE_MAX_QUEUE_SIZE"), d.max_queue_size)?,
             max_message_size: positive("SSE_MAX_MESSAGE_SIZE", get("SSE_MAX_MESSAGE_SIZE"), d.max_message_size)?,
+            history_size: positive("SSE_HISTORY_SIZE", get("SSE_HISTORY_SIZE"), d.history_size)?,
+            history_age: Duration::from_secs(positive(
+                "SSE_HISTORY_SECONDS",
+                get("SSE_HISTORY_SECONDS"),
+                d.history_age.as_secs() as usize,
+            )? as u64),
         };
         Ok(cfg)
     }
@@ -152,6 +164,8 @@ mod tests {
             ("SSE_MAX_CONNECTIONS", "10"),
             ("SSE_MAX_QUEUE_SIZE", "5"),
             ("SSE_MAX_MESSAGE_SIZE", "100"),
+            ("SSE_HISTORY_SIZE", "50"),
+            ("SSE_HISTORY_SECONDS", "60"),
         ])
         .unwrap();
         assert_eq!(cfg.redis_url.as_deref(), Some("redis://127.0.0.1:6380/2"));
@@ -159,6 +173,7 @@ mod tests {
         assert_eq!(cfg.topic_prefix, "app1:");
         assert_eq!(cfg.cors_origins, ["http://a.test", "http://b.test"]);
         assert_eq!((cfg.max_connections, cfg.max_queue_size, cfg.max_message_size), (10, 5, 100));
+        assert_eq!((cfg.history_size, cfg.history_age), (50, Duration::from_secs(60)));
     }
 
     #[test]
@@ -169,6 +184,9 @@ mod tests {
             ("SSE_MAX_QUEUE_SIZE", "-1"),
             ("REDIS_URL", "http://nope"),
             ("TOPIC_PREFIX", "a b"),
+            ("TOPIC_PREFIX", "a/b"),
+            ("SSE_HISTORY_SIZE", "0"),
+            ("SSE_HISTORY_SECONDS", "a day"),
         ] {
             let e = from(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var);

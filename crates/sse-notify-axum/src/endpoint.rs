@@ -1,5 +1,9 @@
 //! The SSE endpoint: `GET /events?topic=a,b` streams every event of those topics.
 //!
+//! A client resumes with the last frame's id, as the `Last-Event-ID` header (EventSource sends it
+//! when it reconnects) or `?last_event_id=` (a page opening a new stream); the header wins. A
+//! bad cursor never fails the request: the stream starts with a `resync` naming its topics.
+//!
 //! The body is written by hand rather than with `axum::response::Sse`: axum's `Event` encodes
 //! each event per connection, while here a frame is encoded once by the broker and the same
 //! `Bytes` goes to every connection; the heartbeat frame is likewise built once per tick by a
@@ -19,16 +23,15 @@ use axum::http::{header, request::Parts, HeaderValue, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 use bytes::Bytes;
-use futures::stream::{SelectAll, Stream, StreamExt};
+use futures::stream::{Stream, StreamExt};
 use sse_notify_core::Topic;
 use tokio::sync::watch;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::{BroadcastStream, WatchStream};
+use tokio_stream::wrappers::WatchStream;
 
-use crate::broker::{Broker, ConnectionSlot, SubscriptionGuard};
+use crate::broker::{Broker, ConnectionSlot, Subscription};
 use crate::error::ApiError;
 
-use sse_notify_core::wire::{HEARTBEAT_EVENT, RESYNC_EVENT};
+use sse_notify_core::wire::HEARTBEAT_EVENT;
 pub use sse_notify_core::MAX_TOPICS_PER_CONNECTION;
 
 /// How long EventSource waits before reconnecting (sent as `retry:`).
@@ -149,10 +152,12 @@ impl Prepared {
     async fn open(&self, req: Request) -> Result<Response<Body>, ApiError> {
         let ep = &self.endpoint;
         let (parts, _body) = req.into_parts();
+        let query = parts.uri.query().unwrap_or("");
         let topics = match &ep.fixed_topics {
             Some(t) => t.clone(),
-            None => topics_from_query(parts.uri.query().unwrap_or(""))?,
+            None => topics_from_query(query)?,
         };
+        let last_event_id = last_event_id(&parts.headers, query);
         let parts = Arc::new(parts);
         if let Some(check) = &ep.authorize {
             if let Some(topic) = first_refused(check.as_ref(), &parts, &topics).await {
@@ -177,23 +182,20 @@ impl Prepared {
         })?;
         let subscription = ep
             .broker
-            .subscribe(&topics)
+            .subscribe(&topics, last_event_id.as_deref())
             .await
             .map_err(|e| ApiError::unavailable("broker_unavailable", e.to_string()))?;
-        let (receivers, guard) = subscription.split();
 
         let mut hello = sse_notify_core::wire::encode_comment("ok");
         hello.push_str(&sse_notify_core::wire::encode_retry(RETRY_MS));
         hello.push('\n');
         let body = EventBody {
             hello: Some(Bytes::from(hello)),
-            events: futures::stream::select_all(receivers.into_iter().map(BroadcastStream::new)),
+            events: subscription,
             heartbeat: self.heartbeat.clone().map(WatchStream::from_changes),
             closing: WatchStream::from_changes(ep.broker.closing()),
             recheck,
             done: false,
-            broker: ep.broker.clone(),
-            _guard: guard,
             _slot: slot,
         };
         let mut resp = Response::new(Body::from_stream(body));
@@ -232,6 +234,14 @@ pub fn topics_from_query(query: &str) -> Result<Vec<Topic>, ApiError> {
         ));
     }
     Ok(topics)
+}
+
+/// The client's resume point: the `Last-Event-ID` header, else `?last_event_id=`. An empty
+/// value is no cursor (EventSource sends none before it has seen an id).
+fn last_event_id(headers: &axum::http::HeaderMap, query: &str) -> Option<String> {
+    let header = headers.get("last-event-id").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let query = || form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "last_event_id").map(|(_, v)| v.into());
+    header.filter(|v| !v.is_empty()).or_else(query).filter(|v: &String| !v.is_empty())
 }
 
 /// The first topic `check` refuses, if any.
@@ -303,14 +313,11 @@ impl Recheck {
 /// The response body of one connection.
 struct EventBody {
     hello: Option<Bytes>,
-    events: SelectAll<BroadcastStream<Bytes>>,
+    events: Subscription,
     heartbeat: Option<WatchStream<Bytes>>,
     closing: WatchStream<bool>,
     recheck: Option<Recheck>,
     done: bool,
-    broker: Broker,
-    // Dropped after `events`, so the receivers are gone when the guard checks for the last one.
-    _guard: SubscriptionGuard,
     _slot: ConnectionSlot,
 }
 
@@ -342,24 +349,9 @@ impl Stream for EventBody {
                 return Poll::Ready(Some(Ok(frame)));
             }
         }
-        match this.events.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.broker.metrics().events_delivered.inc();
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
-                // Slow consumer: it fell a whole queue behind. Say so and hang up; EventSource
-                // reconnects and the client refetches (use_sse bumps `version` on reopen).
-                tracing::info!(missed, "slow SSE consumer disconnected");
-                let metrics = this.broker.metrics();
-                metrics.events_dropped.inc_by(missed);
-                metrics.slow_consumer_disconnects.inc();
-                this.done = true;
-                let frame =
-                    sse_notify_core::wire::encode_event(None, RESYNC_EVENT, &format!("{{\"missed\":{missed}}}"))
-                        .expect("valid frame");
-                Poll::Ready(Some(Ok(Bytes::from(frame))))
-            }
+        match this.events.poll_frame(cx) {
+            Poll::Ready(Some(frame)) => Poll::Ready(Some(Ok(frame))),
+            // Cut off for reading too slowly (after its `resync`): EventSource reconnects.
             Poll::Ready(None) => {
                 this.done = true;
                 Poll::Ready(None)
@@ -381,6 +373,17 @@ mod tests {
     fn comma_separated_and_repeated() {
         assert_eq!(names("topic=a,b&topic=c&x=1&topic=a").unwrap(), ["a", "b", "c"]);
         assert_eq!(names("topic=task%3A7").unwrap(), ["task:7"]);
+    }
+
+    #[test]
+    fn the_header_wins_over_the_query_and_empty_is_none() {
+        let mut h = axum::http::HeaderMap::new();
+        assert_eq!(last_event_id(&h, "topic=a&last_event_id=q1"), Some("q1".into()));
+        assert_eq!(last_event_id(&h, "last_event_id="), None);
+        h.insert("last-event-id", HeaderValue::from_static("h1"));
+        assert_eq!(last_event_id(&h, "last_event_id=q1"), Some("h1".into()));
+        h.insert("last-event-id", HeaderValue::from_static(""));
+        assert_eq!(last_event_id(&h, "last_event_id=q1"), Some("q1".into()));
     }
 
     #[test]

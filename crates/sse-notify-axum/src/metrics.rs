@@ -31,6 +31,8 @@ pub struct Metrics {
     pub(crate) slow_consumer_disconnects: Counter,
     pub(crate) publish_seconds: Histogram,
     pub(crate) redis_reconnects: Counter,
+    pub(crate) events_replayed: Counter,
+    pub(crate) resyncs: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -49,6 +51,8 @@ impl Default for Metrics {
             // 50 µs .. ~1.6 s
             publish_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             redis_reconnects: Counter::default(),
+            events_replayed: Counter::default(),
+            resyncs: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open SSE streams", m.connections.clone());
@@ -78,6 +82,12 @@ impl Default for Metrics {
             "Times the Redis Pub/Sub connection was re-established",
             m.redis_reconnects.clone(),
         );
+        registry.register(
+            "events_replayed",
+            "Event frames sent from history to streams that resumed from a cursor",
+            m.events_replayed.clone(),
+        );
+        registry.register("resyncs", "resync frames sent (streams told to refetch), by reason", m.resyncs.clone());
         Metrics { registry, ..m }
     }
 }
@@ -85,6 +95,10 @@ impl Default for Metrics {
 impl Metrics {
     pub(crate) fn rejected(&self, code: &'static str) {
         self.connections_rejected.get_or_create(&vec![("reason", code)]).inc();
+    }
+
+    pub(crate) fn resynced(&self, reason: sse_notify_core::wire::ResyncReason, streams: u64) {
+        self.resyncs.get_or_create(&vec![("reason", reason.as_str())]).inc_by(streams);
     }
 
     pub(crate) fn publish_failed(&self, reason: &'static str) {

@@ -82,6 +82,8 @@ impl SseApp {
             max_connections = config.max_connections,
             max_queue_size = config.max_queue_size,
             max_message_size = config.max_message_size,
+            history_size = config.history_size,
+            history_s = config.history_age.as_secs(),
             "SSE configuration"
         );
         Ok(Self { config, broker })

@@ -216,7 +216,13 @@ impl SseParser {
         self.retry
     }
 
-    /// Feeds a chunk; returns the events it completed.
+    /// The id to resume from: the last `id:` field seen, also from frames without data (the
+    /// server opens a stream with an `id:`-only frame holding its starting cursor).
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+
+    /// Parses `chunk` (any split of the stream) and returns the events it completed.
     pub fn feed(&mut self, mut chunk: &[u8]) -> Vec<ParsedEvent> {
         let mut out = Vec::new();
         if !self.seen_bom_check {

@@ -228,6 +228,21 @@ impl SseClient {
         }
     }
 
+    /// The id this stream would resume from (what EventSource sends as `Last-Event-ID`).
+    pub fn cursor(&self) -> String {
+        self.parser.last_event_id().to_owned()
+    }
+
+    /// Reads until the `id:`-only opening frame (or any frame with an id) has been parsed.
+    pub async fn started(mut self) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.parser.last_event_id().is_empty() {
+            let left = deadline.checked_duration_since(Instant::now()).expect("a starting cursor within 5 s");
+            self.next_chunk(left).await.expect("stream open");
+        }
+        self
+    }
+
     /// True when the server has closed the stream within `wait`.
     pub async fn ended_within(&mut self, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
@@ -242,6 +257,11 @@ impl SseClient {
             }
         }
     }
+}
+
+/// The matched-topic mask of a frame id (panics when it is not a cursor).
+pub fn matched(id: Option<&str>) -> u64 {
+    id.expect("frame id").parse::<sse_notify_core::cursor::Cursor>().expect("a cursor").matched
 }
 
 /// Asserts `resp` is an error with our JSON body and returns its `error` code.

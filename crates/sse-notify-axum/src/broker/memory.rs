@@ -1,38 +1,112 @@
-//! Ids for the in-process backend, shaped like Redis stream ids (`<unix ms>-<seq>`) so both
-//! backends give clients the same kind of resumable, ordered id.
+//! The in-process backend: the prefix's event log as a bounded ring in memory.
+//!
+//! Positions are shaped like Redis stream ids (`<unix ms>-<seq>`) so both backends issue the
+//! same kind of cursor; the epoch is chosen at random when the process starts, so a cursor from
+//! before a restart is recognised as unknown instead of replaying from a log that no longer has
+//! its events.
 
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
-#[derive(Default)]
-pub(super) struct IdGen {
-    last: Mutex<(u64, u64)>,
+use bytes::Bytes;
+use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
+
+use super::hub::{Hub, LogEvent};
+use super::{unix_ms, History, Retention};
+
+pub(super) struct MemoryLog {
+    log: LogId,
+    retention: Retention,
+    state: Mutex<State>,
 }
 
-impl IdGen {
-    pub(super) fn next(&self) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        let mut last = self.last.lock().unwrap();
+#[derive(Default)]
+struct State {
+    head: LogPosition,
+    /// The newest position dropped from the ring (everything after it is still held).
+    trimmed_to: LogPosition,
+    events: VecDeque<Arc<LogEvent>>,
+}
+
+impl MemoryLog {
+    pub(super) fn new(log: LogId, retention: Retention) -> Self {
+        Self { log, retention, state: Mutex::default() }
+    }
+
+    /// Appends an event and hands it to the local streams, in one critical section so that
+    /// streams see events in log order.
+    pub(super) fn append(&self, topics: Vec<String>, body: Bytes, hub: &Hub) {
+        let now = unix_ms();
+        let mut s = self.state.lock().unwrap();
         // Strictly increasing even if the clock steps back.
-        *last = if now > last.0 { (now, 0) } else { (last.0, last.1 + 1) };
-        format!("{}-{}", last.0, last.1)
+        let position = if now > s.head.ms {
+            LogPosition { ms: now, seq: 0 }
+        } else {
+            LogPosition { ms: s.head.ms, seq: s.head.seq + 1 }
+        };
+        s.head = position;
+        let event = Arc::new(LogEvent { position, topics, id_head: Cursor::encode_head(self.log, position), body });
+        s.events.push_back(event.clone());
+        let oldest_kept = now.saturating_sub(self.retention.max_age_ms);
+        while s.events.len() > self.retention.max_events
+            || s.events.front().is_some_and(|e| e.position.ms < oldest_kept)
+        {
+            let dropped = s.events.pop_front().expect("not empty");
+            s.trimmed_to = dropped.position;
+        }
+        hub.deliver(&event);
+    }
+
+    /// The head, and with `after` every retained event after it.
+    pub(super) fn history(&self, after: Option<LogPosition>) -> History {
+        let s = self.state.lock().unwrap();
+        let events = match after {
+            None => Vec::new(),
+            Some(after) => {
+                let from = s.events.partition_point(|e| e.position <= after);
+                s.events.range(from..).cloned().collect()
+            }
+        };
+        History { log: self.log, head: s.head, complete: after.is_none_or(|a| a >= s.trimmed_to), events }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn log(max_events: usize) -> MemoryLog {
+        MemoryLog::new(LogId::new("", 1), Retention { max_events, max_age_ms: 60_000 })
+    }
+
     #[test]
-    fn ids_increase() {
-        let ids = super::IdGen::default();
-        let parse = |s: String| {
-            let (a, b) = s.split_once('-').unwrap();
-            (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap())
-        };
-        let mut prev = parse(ids.next());
-        for _ in 0..1000 {
-            let next = parse(ids.next());
-            assert!(next > prev);
-            prev = next;
+    fn positions_increase_and_history_is_what_follows_a_position() {
+        let (log, hub) = (log(100), Hub::default());
+        for _ in 0..50 {
+            log.append(vec!["a".into()], Bytes::new(), &hub);
         }
+        let all = log.history(Some(LogPosition::START));
+        assert!(all.complete);
+        assert_eq!(all.events.len(), 50);
+        assert!(all.events.windows(2).all(|w| w[0].position < w[1].position));
+        let tenth = all.events[9].position;
+        let rest = log.history(Some(tenth));
+        assert_eq!(rest.events.len(), 40);
+        assert_eq!(rest.events[0].position, all.events[10].position);
+        assert_eq!(rest.head, all.events[49].position);
+    }
+
+    #[test]
+    fn a_position_older_than_what_is_retained_is_incomplete() {
+        let (log, hub) = (log(10), Hub::default());
+        for _ in 0..11 {
+            log.append(vec!["a".into()], Bytes::new(), &hub);
+        }
+        let h = log.history(None);
+        assert!(h.complete && h.events.is_empty());
+        assert!(!log.history(Some(LogPosition::START)).complete, "the first event was dropped");
+        let kept = log.history(Some(LogPosition::START));
+        assert_eq!(kept.events.len(), 10);
+        assert!(log.history(Some(kept.events[0].position)).complete);
     }
 }

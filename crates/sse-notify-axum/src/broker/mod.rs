@@ -3,28 +3,35 @@
 //! - [`Broker::memory`]: in-process, for one instance (the default without `REDIS_URL`).
 //! - [`Broker::redis`]: Redis Pub/Sub, so any number of instances share events.
 //!
-//! Either way an event is encoded to SSE bytes once and the same [`Bytes`] goes to every local
-//! subscriber through a per-topic `tokio::sync::broadcast` ring. The ring is the per-subscriber
-//! queue bound: a subscriber that falls more than `max_queue_size` events behind on a topic is
-//! told so (`Lagged`) and the SSE endpoint disconnects it, so EventSource reconnects. A slow
-//! client never blocks the publisher or other clients, and never grows memory past the ring.
+//! Either way every prefix has one ordered event log (a Redis stream, or a ring in memory): each
+//! event gets a position in it, is encoded to SSE bytes once, and the same [`Bytes`] go to every
+//! local stream that follows at least one of its topics, once per stream. A stream that brings a
+//! cursor first gets what it missed from the log, then live events after the last replayed one
+//! ([`Subscription`]); when the log cannot prove a complete replay it gets a `resync` naming its
+//! topics instead. Each stream's queue is bounded (`max_queue_size`): a stream that falls that
+//! far behind is cut off with a `resync`, so a slow client never blocks the publisher or other
+//! clients, and never grows memory past its queue.
 
+mod hub;
 mod memory;
 mod redis;
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use sse_notify_core::cursor::{prefix_tag, Cursor, LogId, LogPosition};
 use sse_notify_core::publish::PublishFuture;
+use sse_notify_core::wire::{Resync, ResyncReason, RESYNC_EVENT};
 use sse_notify_core::{Publish, PublishError, Publisher, SseEvent, Topic};
-use tokio::sync::{broadcast, watch, OnceCell};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::SseConfig;
 use crate::metrics::{Metrics, SharedMetrics};
-
-use sse_notify_core::wire::RESYNC_EVENT;
+use hub::{Delivery, Hub, Inbox};
 
 /// Why the broker could not start or subscribe.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,12 +52,16 @@ pub enum BrokerError {
 /// The limits the broker enforces.
 #[derive(Clone, Debug)]
 pub struct BrokerLimits {
-    /// `TOPIC_PREFIX`: put in front of every topic's channel name.
+    /// `TOPIC_PREFIX`: keeps this app's events apart from other apps on the same Redis.
     pub topic_prefix: String,
-    /// `SSE_MAX_QUEUE_SIZE`: how far a subscriber may fall behind on one topic.
+    /// `SSE_MAX_QUEUE_SIZE`: how far a stream may fall behind before it is cut off.
     pub max_queue_size: usize,
     /// `SSE_MAX_MESSAGE_SIZE`: the largest encoded event, in bytes.
     pub max_message_size: usize,
+    /// `SSE_HISTORY_SIZE`: events of the prefix kept for replay.
+    pub history_size: usize,
+    /// `SSE_HISTORY_SECONDS`: how long an event is kept for replay.
+    pub history_age: Duration,
 }
 
 impl From<&SseConfig> for BrokerLimits {
@@ -59,6 +70,8 @@ impl From<&SseConfig> for BrokerLimits {
             topic_prefix: c.topic_prefix.clone(),
             max_queue_size: c.max_queue_size,
             max_message_size: c.max_message_size,
+            history_size: c.history_size,
+            history_age: c.history_age,
         }
     }
 }
@@ -67,6 +80,50 @@ impl Default for BrokerLimits {
     fn default() -> Self {
         (&SseConfig::default()).into()
     }
+}
+
+impl BrokerLimits {
+    /// The namespace of the prefix's log and channels: the prefix, or `sse` when it is empty.
+    fn namespace(&self) -> &str {
+        if self.topic_prefix.is_empty() {
+            "sse"
+        } else {
+            &self.topic_prefix
+        }
+    }
+
+    fn retention(&self) -> Retention {
+        Retention { max_events: self.history_size.max(1), max_age_ms: self.history_age.as_millis() as u64 }
+    }
+}
+
+/// How much of the log is kept.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Retention {
+    pub(crate) max_events: usize,
+    pub(crate) max_age_ms: u64,
+}
+
+/// The log's head and, when asked, the retained events after a position.
+pub(crate) struct History {
+    pub(crate) log: LogId,
+    pub(crate) head: LogPosition,
+    /// Whether `events` are everything after the position (nothing after it was trimmed).
+    pub(crate) complete: bool,
+    pub(crate) events: Vec<Arc<hub::LogEvent>>,
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A fresh log epoch: random enough that a log recreated after a loss gets another one.
+pub(crate) fn random_epoch() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u32(std::process::id());
+    h.finish() as u32
 }
 
 /// Publishes events and hands out subscriptions; cheap to clone (one `Arc`).
@@ -79,11 +136,20 @@ impl Default for BrokerLimits {
 ///
 /// let broker = Broker::memory(BrokerLimits::default());
 /// let topic = Topic::new("tasks").unwrap();
-/// let sub = broker.subscribe(&[topic.clone()]).await.unwrap();
+/// let mut sub = broker.subscribe(&[topic.clone()], None).await.unwrap();
 /// broker.publish(&topic, "task:created", &serde_json::json!({"id": 7})).await.unwrap();
-/// let (mut receivers, _guard) = sub.split();
-/// let frame = receivers[0].recv().await.unwrap();
-/// assert!(std::str::from_utf8(&frame).unwrap().ends_with("event: task:created\ndata: {\"id\":7}\n\n"));
+/// let hello = sub.next_frame().await.unwrap(); // `id: <cursor>`: where this stream starts
+/// let frame = sub.next_frame().await.unwrap();
+/// let text = std::str::from_utf8(&frame).unwrap();
+/// assert!(text.starts_with("id: ") && text.ends_with("\nevent: task:created\ndata: {\"id\":7}\n\n"));
+///
+/// // A stream that comes back with the id of the last frame it saw gets what it missed.
+/// let cursor = text.lines().next().unwrap()["id: ".len()..].to_owned();
+/// broker.publish(&topic, "task:deleted", &serde_json::json!({"id": 7})).await.unwrap();
+/// let mut resumed = broker.subscribe(&[topic], Some(&cursor)).await.unwrap();
+/// let missed = resumed.next_frame().await.unwrap();
+/// assert!(std::str::from_utf8(&missed).unwrap().contains("event: task:deleted\n"));
+/// # let _ = hello;
 /// # }
 /// ```
 #[derive(Clone)]
@@ -93,7 +159,8 @@ pub struct Broker {
 
 struct Inner {
     limits: BrokerLimits,
-    channels: Arc<Channels>,
+    log_tag: u16,
+    hub: Arc<Hub>,
     backend: Backend,
     connections: AtomicUsize,
     closing: watch::Sender<bool>,
@@ -101,65 +168,34 @@ struct Inner {
 }
 
 enum Backend {
-    Memory(memory::IdGen),
+    Memory(memory::MemoryLog),
     Redis(redis::RedisBackend),
-}
-
-/// Local subscribers by full channel name (prefix + topic).
-#[derive(Default)]
-pub(crate) struct Channels {
-    map: Mutex<HashMap<String, Channel>>,
-}
-
-struct Channel {
-    tx: broadcast::Sender<Bytes>,
-    /// Set once the backend has confirmed the subscription (Redis SUBSCRIBE answered); left
-    /// unset by a failure, so the next subscriber tries again.
-    ready: Arc<OnceCell<()>>,
-}
-
-impl Channels {
-    /// Hands a frame to every local subscriber of `channel` (no-op when there is none).
-    pub(crate) fn deliver(&self, channel: &str, frame: Bytes) {
-        if let Some(c) = self.map.lock().unwrap().get(channel) {
-            let _ = c.tx.send(frame);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.map.lock().unwrap().len()
-    }
-
-    /// Every channel with local subscribers.
-    pub(crate) fn names(&self) -> Vec<String> {
-        self.map.lock().unwrap().keys().cloned().collect()
-    }
-
-    /// Tells every local subscriber that events may have been missed (`event: resync`).
-    pub(crate) fn resync_all(&self, reason: &str) {
-        let frame = sse_notify_core::wire::encode_event(None, RESYNC_EVENT, &format!("{{\"reason\":\"{reason}\"}}"))
-            .expect("valid frame");
-        let frame = Bytes::from(frame);
-        for c in self.map.lock().unwrap().values() {
-            let _ = c.tx.send(frame.clone());
-        }
-    }
 }
 
 impl Broker {
     /// An in-process broker: one instance, no Redis.
     pub fn memory(limits: BrokerLimits) -> Self {
-        Self::with_backend(limits, Arc::default(), Arc::default(), Backend::Memory(memory::IdGen::default()))
+        let log = LogId::new(limits.namespace(), random_epoch());
+        let backend = Backend::Memory(memory::MemoryLog::new(log, limits.retention()));
+        Self::with_backend(limits, Arc::default(), Arc::default(), backend)
     }
 
     /// A Redis-backed broker: one Pub/Sub connection for all topics plus one command connection.
     pub async fn redis(url: &str, limits: BrokerLimits) -> Result<Self, BrokerError> {
-        let channels = Arc::<Channels>::default();
+        let hub = Arc::<Hub>::default();
         let metrics = SharedMetrics::default();
-        let backend = redis::RedisBackend::connect(url, channels.clone(), metrics.clone())
-            .await
-            .map_err(|e| BrokerError::Connect { url: url.to_owned(), reason: e })?;
-        Ok(Self::with_backend(limits, channels, metrics, Backend::Redis(backend)))
+        let ns = limits.namespace();
+        let backend = redis::RedisBackend::connect(
+            url,
+            redis::Keys::new(ns),
+            prefix_tag(ns),
+            limits.retention(),
+            hub.clone(),
+            metrics.clone(),
+        )
+        .await
+        .map_err(|e| BrokerError::Connect { url: url.to_owned(), reason: e })?;
+        Ok(Self::with_backend(limits, hub, metrics, Backend::Redis(backend)))
     }
 
     /// The broker the configuration asks for: Redis when `redis_url` is set, else in-process.
@@ -170,10 +206,19 @@ impl Broker {
         }
     }
 
-    fn with_backend(limits: BrokerLimits, channels: Arc<Channels>, metrics: SharedMetrics, backend: Backend) -> Self {
+    fn with_backend(limits: BrokerLimits, hub: Arc<Hub>, metrics: SharedMetrics, backend: Backend) -> Self {
         let (closing, _) = watch::channel(false);
+        let log_tag = prefix_tag(limits.namespace());
         Self {
-            inner: Arc::new(Inner { limits, channels, backend, connections: AtomicUsize::new(0), closing, metrics }),
+            inner: Arc::new(Inner {
+                limits,
+                log_tag,
+                hub,
+                backend,
+                connections: AtomicUsize::new(0),
+                closing,
+                metrics,
+            }),
         }
     }
 
@@ -223,11 +268,22 @@ impl Broker {
 
     /// Topics with at least one local subscriber.
     pub fn subscribed_channels(&self) -> usize {
-        self.inner.channels.len()
+        self.inner.hub.len()
     }
 
-    fn channel_name(&self, topic: &Topic) -> String {
-        format!("{}{}", self.inner.limits.topic_prefix, topic)
+    /// The cursor of the newest event now: a page that reads its data after taking it and
+    /// resumes its stream from it misses nothing published in between (the server-rendering
+    /// handoff).
+    pub async fn head_cursor(&self) -> Result<String, BrokerError> {
+        let h = self.history(None).await?;
+        Ok(Cursor { log: h.log, position: h.head, matched: 0 }.to_string())
+    }
+
+    async fn history(&self, after: Option<LogPosition>) -> Result<History, BrokerError> {
+        match &self.inner.backend {
+            Backend::Memory(log) => Ok(log.history(after)),
+            Backend::Redis(r) => r.history(after).await.map_err(BrokerError::Unavailable),
+        }
     }
 
     /// Publishes `data` as event `event` on `topic`.
@@ -240,7 +296,8 @@ impl Broker {
         self.publish_to(&event.topics(), event.name(), &event.payload()).await
     }
 
-    /// Publishes one event on several topics (each topic gets its own frame and id).
+    /// Publishes one event on several topics: one log entry, delivered once to each stream that
+    /// follows any of them.
     pub async fn publish_to(
         &self,
         topics: &[Topic],
@@ -248,7 +305,7 @@ impl Broker {
         data: &serde_json::Value,
     ) -> Result<(), PublishError> {
         let started = std::time::Instant::now();
-        let result = self.publish_frames(topics, event, data).await;
+        let result = self.append(topics, event, data).await;
         let m = &self.inner.metrics;
         match &result {
             Ok(()) => {
@@ -262,14 +319,12 @@ impl Broker {
         result
     }
 
-    async fn publish_frames(
-        &self,
-        topics: &[Topic],
-        event: &str,
-        data: &serde_json::Value,
-    ) -> Result<(), PublishError> {
+    async fn append(&self, topics: &[Topic], event: &str, data: &serde_json::Value) -> Result<(), PublishError> {
+        if topics.is_empty() {
+            return Err(PublishError::Invalid { reason: "an event needs at least one topic".into() });
+        }
         let data = serde_json::to_string(data).map_err(|e| PublishError::Invalid { reason: e.to_string() })?;
-        // Encoded once here; the id line is put in front per topic.
+        // Encoded once here; each stream puts its `id:` line in front.
         let body = sse_notify_core::wire::encode_event(None, event, &data)
             .map_err(|e| PublishError::Invalid { reason: e.to_string() })?;
         let limit = self.inner.limits.max_message_size;
@@ -277,49 +332,99 @@ impl Broker {
             tracing::warn!(event, size = body.len(), limit, "event refused: larger than SSE_MAX_MESSAGE_SIZE");
             return Err(PublishError::TooLarge { size: body.len(), limit });
         }
-        let channels: Vec<String> = topics.iter().map(|t| self.channel_name(t)).collect();
+        let mut names: Vec<String> = Vec::with_capacity(topics.len());
+        for t in topics {
+            if !names.iter().any(|n| n == t.as_str()) {
+                names.push(t.to_string());
+            }
+        }
         match &self.inner.backend {
-            Backend::Memory(ids) => {
-                for channel in &channels {
-                    let frame = format!("id: {}\n{body}", ids.next());
-                    self.inner.channels.deliver(channel, Bytes::from(frame));
-                }
+            Backend::Memory(log) => {
+                log.append(names, Bytes::from(body), &self.inner.hub);
                 Ok(())
             }
-            Backend::Redis(r) => r.publish(&channels, &body).await.map_err(|e| {
+            Backend::Redis(r) => r.publish(&names, &body).await.map_err(|e| {
                 tracing::warn!(event, error = %e, "publish to Redis failed");
                 PublishError::Unavailable
             }),
         }
     }
 
-    /// Subscribes to `topics`; returns once every topic is live (Redis has confirmed SUBSCRIBE),
-    /// so an event published after this returns is delivered.
-    pub async fn subscribe(&self, topics: &[Topic]) -> Result<Subscription, BrokerError> {
-        let mut receivers = Vec::with_capacity(topics.len());
-        let mut pending = Vec::with_capacity(topics.len());
-        let mut names = Vec::with_capacity(topics.len());
-        {
-            let mut map = self.inner.channels.map.lock().unwrap();
-            for topic in topics {
-                let name = self.channel_name(topic);
-                let channel = map.entry(name.clone()).or_insert_with(|| Channel {
-                    tx: broadcast::channel(self.inner.limits.max_queue_size).0,
-                    ready: Arc::default(),
-                });
-                receivers.push(channel.tx.subscribe());
-                pending.push((name.clone(), channel.ready.clone()));
-                names.push(name);
-            }
-        }
+    /// Subscribes to `topics` (distinct, at most 64), resuming from `last_event_id` when given.
+    ///
+    /// Returns once every topic is live (Redis has confirmed SUBSCRIBE), so an event published
+    /// after this returns is delivered. With a cursor the subscription first yields every event
+    /// after it on these topics, in order, then live ones after the last replayed; with a bad,
+    /// foreign or trimmed cursor it first yields a `resync` naming all `topics`. Without one it
+    /// first yields an `id:`-only frame holding the current cursor, so a client that reconnects
+    /// before any event still resumes from where it started.
+    pub async fn subscribe(&self, topics: &[Topic], last_event_id: Option<&str>) -> Result<Subscription, BrokerError> {
+        let names: Vec<String> = topics.iter().map(Topic::to_string).collect();
+        let registration = self.inner.hub.register(&names, self.inner.limits.max_queue_size);
         // From here on the guard cleans up, even if this future is dropped or fails.
-        let guard = SubscriptionGuard { broker: self.clone(), channels: names };
+        let guard = SubscriptionGuard { broker: self.clone(), inbox: registration.inbox.clone(), topics: names };
         if let Backend::Redis(r) = &self.inner.backend {
-            for (name, ready) in pending {
-                ready.get_or_try_init(|| r.subscribe(name)).await.map_err(BrokerError::Unavailable)?;
+            for (topic, ready) in &registration.ready {
+                ready
+                    .get_or_try_init(|| r.subscribe(r.keys().channel(topic)))
+                    .await
+                    .map_err(BrokerError::Unavailable)?;
             }
         }
-        Ok(Subscription { receivers, guard })
+        let mut sub = Subscription {
+            topics: topics.to_vec(),
+            first: VecDeque::new(),
+            rx: registration.rx,
+            inbox: registration.inbox,
+            after: LogPosition::START,
+            done: false,
+            metrics: self.inner.metrics.clone(),
+            _guard: guard,
+        };
+        // Subscribed before the log is read: whatever the read misses is already queued live,
+        // and live events at or before what was replayed are skipped.
+        match last_event_id.map(str::parse::<Cursor>) {
+            None => {
+                let h = self.history(None).await?;
+                let head = Cursor { log: h.log, position: h.head, matched: 0 };
+                sub.first.push_back(Bytes::from(format!("id: {head}\n\n")));
+            }
+            Some(Err(_)) => self.start_with_resync(&mut sub, ResyncReason::MalformedCursor).await?,
+            Some(Ok(c)) if c.log.tag != self.inner.log_tag => {
+                self.start_with_resync(&mut sub, ResyncReason::ForeignCursor).await?
+            }
+            Some(Ok(c)) => {
+                let h = self.history(Some(c.position)).await?;
+                if h.log != c.log || c.position > h.head {
+                    self.start_with_resync(&mut sub, ResyncReason::UnknownCursor).await?
+                } else if !h.complete {
+                    self.start_with_resync(&mut sub, ResyncReason::CursorTrimmed).await?
+                } else {
+                    sub.after = c.position;
+                    let mut replayed = 0;
+                    for event in &h.events {
+                        let mask = sub.mask(&event.topics);
+                        if mask != 0 {
+                            sub.first.push_back(event_frame(event, mask));
+                            replayed += 1;
+                        }
+                        sub.after = event.position;
+                    }
+                    self.inner.metrics.events_replayed.inc_by(replayed);
+                    self.inner.metrics.events_delivered.inc_by(replayed);
+                }
+            }
+        }
+        Ok(sub)
+    }
+
+    async fn start_with_resync(&self, sub: &mut Subscription, reason: ResyncReason) -> Result<(), BrokerError> {
+        let h = self.history(None).await?;
+        let head = Cursor { log: h.log, position: h.head, matched: 0 }.to_string();
+        sub.first.push_back(resync_frame(reason, &head, &sub.topics));
+        sub.after = h.head;
+        self.inner.metrics.resynced(reason, 1);
+        Ok(())
     }
 
     /// Takes one of `max` connection slots, or `None` when all are in use.
@@ -346,21 +451,6 @@ impl Broker {
     pub fn closing(&self) -> watch::Receiver<bool> {
         self.inner.closing.subscribe()
     }
-
-    fn release(&self, channels: &[String]) {
-        let mut map = self.inner.channels.map.lock().unwrap();
-        for name in channels {
-            let unused = map.get(name).is_some_and(|c| c.tx.receiver_count() == 0);
-            if unused {
-                map.remove(name);
-                // Sent while holding the lock, so an UNSUBSCRIBE is always queued before the
-                // SUBSCRIBE of a subscriber that comes back for the same channel.
-                if let Backend::Redis(r) = &self.inner.backend {
-                    r.unsubscribe(name.clone());
-                }
-            }
-        }
-    }
 }
 
 impl Publish for Broker {
@@ -374,28 +464,119 @@ impl Publish for Broker {
     }
 }
 
-/// Live subscriptions to a set of topics: one broadcast receiver per topic, in the order asked.
+/// `id: <cursor>` then the event's pre-encoded lines.
+fn event_frame(event: &hub::LogEvent, matched: u64) -> Bytes {
+    let mut id = String::with_capacity(event.id_head.len() + 16);
+    id.push_str(&event.id_head);
+    sse_notify_core::cursor::push_matched(&mut id, matched);
+    let mut frame = BytesMut::with_capacity(id.len() + 5 + event.body.len());
+    frame.put_slice(b"id: ");
+    frame.put_slice(id.as_bytes());
+    frame.put_u8(b'\n');
+    frame.put_slice(&event.body);
+    frame.freeze()
+}
+
+/// `event: resync` naming `topics`, with the cursor to go on from.
+fn resync_frame(reason: ResyncReason, head: &str, topics: &[Topic]) -> Bytes {
+    let data = Resync::new(reason, topics.iter().map(Topic::as_str)).to_json();
+    Bytes::from(sse_notify_core::wire::encode_event(Some(head), RESYNC_EVENT, &data).expect("valid frame"))
+}
+
+/// One stream's events: first what it missed (or a `resync`), then live ones, each once.
 pub struct Subscription {
-    receivers: Vec<broadcast::Receiver<Bytes>>,
-    guard: SubscriptionGuard,
+    topics: Vec<Topic>,
+    first: VecDeque<Bytes>,
+    rx: mpsc::Receiver<Delivery>,
+    inbox: Arc<Inbox>,
+    /// Live events at or before this position were replayed or are covered by a resync.
+    after: LogPosition,
+    done: bool,
+    metrics: SharedMetrics,
+    _guard: SubscriptionGuard,
 }
 
 impl Subscription {
-    /// The receivers, and the guard that unsubscribes when dropped. Drop the receivers first.
-    pub fn split(self) -> (Vec<broadcast::Receiver<Bytes>>, SubscriptionGuard) {
-        (self.receivers, self.guard)
+    /// The topics, in the order their bits appear in each frame's cursor.
+    pub fn topics(&self) -> &[Topic] {
+        &self.topics
+    }
+
+    fn mask(&self, event_topics: &[String]) -> u64 {
+        let mut mask = 0;
+        for (bit, t) in self.topics.iter().enumerate() {
+            if event_topics.iter().any(|e| e == t.as_str()) {
+                mask |= 1 << bit;
+            }
+        }
+        mask
+    }
+
+    /// The next frame; `None` after the stream was cut off for reading too slowly.
+    pub async fn next_frame(&mut self) -> Option<Bytes> {
+        std::future::poll_fn(|cx| self.poll_frame(cx)).await
+    }
+
+    /// Polls for the next frame (see [`Subscription::next_frame`]).
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(head) = self.inbox.overflowed() {
+            // Too slow: what is queued is dropped. The resync covers everything up to the first
+            // event that did not fit (the client refetches after receiving it), and its id
+            // resumes right after that event.
+            self.done = true;
+            let dropped = self.inbox.dropped.load(Ordering::Relaxed) + self.rx.len() as u64;
+            tracing::info!(dropped, "slow SSE consumer cut off");
+            self.metrics.events_dropped.inc_by(dropped);
+            self.metrics.slow_consumer_disconnects.inc();
+            self.metrics.resynced(ResyncReason::SlowConsumer, 1);
+            let head = format!("{head}0");
+            return Poll::Ready(Some(resync_frame(ResyncReason::SlowConsumer, &head, &self.topics)));
+        }
+        if let Some(frame) = self.first.pop_front() {
+            return Poll::Ready(Some(frame));
+        }
+        loop {
+            return match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Delivery::Event(event, mask))) => {
+                    if event.position <= self.after {
+                        continue;
+                    }
+                    self.after = event.position;
+                    self.metrics.events_delivered.inc();
+                    Poll::Ready(Some(event_frame(&event, mask)))
+                }
+                Poll::Ready(Some(Delivery::Resync(reason, head))) => {
+                    if let Ok(c) = head.parse::<Cursor>() {
+                        self.after = c.position;
+                    }
+                    Poll::Ready(Some(resync_frame(reason, &head, &self.topics)))
+                }
+                // The inbox (held by `self`) keeps a sender alive.
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
     }
 }
 
-/// Unsubscribes unused channels when dropped.
-pub struct SubscriptionGuard {
+/// Removes the stream from the hub, and unsubscribes topics no stream follows any more.
+struct SubscriptionGuard {
     broker: Broker,
-    channels: Vec<String>,
+    inbox: Arc<Inbox>,
+    topics: Vec<String>,
 }
 
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
-        self.broker.release(&self.channels);
+        let inner = &self.broker.inner;
+        inner.hub.release(&self.inbox, &self.topics, |topic| {
+            if let Backend::Redis(r) = &inner.backend {
+                r.unsubscribe(r.keys().channel(topic));
+            }
+        });
     }
 }
 

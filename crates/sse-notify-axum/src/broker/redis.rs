@@ -1,8 +1,14 @@
-//! The Redis backend: Pub/Sub for fan-out, one stream per topic for ids (and later, resume).
+//! The Redis backend: one stream per prefix as the ordered event log, Pub/Sub for fan-out.
 //!
-//! Per instance there is exactly one Pub/Sub connection, shared by all local subscribers, and
-//! one multiplexed command connection for publishing. A channel is subscribed while at least one
-//! local client wants it.
+//! Per instance there is exactly one Pub/Sub connection, shared by all local streams, and one
+//! multiplexed command connection. A publish is one script: `XADD` to the prefix's log (which
+//! assigns the position), trim it, then `PUBLISH` the same message on each topic's channel. The
+//! message carries the log epoch, the position and all topics of the event, so an instance that
+//! receives it on two channels delivers it once, and every stream learns which topics it matched.
+//!
+//! One log per prefix rather than a stream per topic: a single position resumes any set of
+//! topics (a cursor stays 63 bytes for 64 topics), replay is one `XRANGE`, and live events merge
+//! with replayed ones by comparing positions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,28 +16,50 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
+use redis::Value;
+use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
+use sse_notify_core::wire::ResyncReason;
 use tokio::sync::{mpsc, oneshot};
 
-use super::Channels;
+use super::hub::{Hub, LogEvent};
+use super::{random_epoch, unix_ms, History, Retention};
 use crate::metrics::SharedMetrics;
 
-/// How many entries each topic's stream keeps, and for how long an idle one lives. The stream
-/// gives every event a Redis-ordered id per topic; its tail is what a later resume will replay.
-const STREAM_MAXLEN: usize = 1000;
-const STREAM_TTL_MS: u64 = 24 * 3600 * 1000;
-
-/// Atomically, per topic: append to the topic's stream (which assigns the id), then PUBLISH the
-/// finished frame (`id:` line + the pre-encoded `event:`/`data:` lines). One round trip per
-/// publish whatever the number of topics; ids and Pub/Sub order agree.
-/// KEYS: stream1, channel1, stream2, channel2, ...  ARGV: frame body, maxlen, ttl ms.
+/// KEYS: log, epoch, channel1, channel2, ...
+/// ARGV: frame body, topics (comma-separated), max events, oldest ms kept, epoch candidate.
+/// Returns the number of Pub/Sub receivers.
 const PUBLISH_SCRIPT: &str = r#"
+redis.call('SET', KEYS[2], ARGV[5], 'NX')
+local epoch = redis.call('GET', KEYS[2])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[2], 'f', ARGV[1])
+redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
+local msg = epoch .. ' ' .. id .. ' ' .. ARGV[2] .. '\n' .. ARGV[1]
 local n = 0
-for i = 1, #KEYS, 2 do
-  local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], '*', 'f', ARGV[1])
-  redis.call('PEXPIRE', KEYS[i], ARGV[3])
-  n = n + redis.call('PUBLISH', KEYS[i + 1], 'id: ' .. id .. '\n' .. ARGV[1])
+for i = 3, #KEYS do
+  n = n + redis.call('PUBLISH', KEYS[i], msg)
 end
 return n
+"#;
+
+/// KEYS: log, epoch.  ARGV: epoch candidate, position to read after ('' = none), max entries.
+/// Returns {epoch, head, newest deleted position, entries after the position}, atomically.
+const HISTORY_SCRIPT: &str = r#"
+redis.call('SET', KEYS[2], ARGV[1], 'NX')
+local epoch = redis.call('GET', KEYS[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {epoch, '0-0', '0-0', {}}
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local head, deleted = '0-0', '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then head = info[i + 1] end
+  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+end
+local entries = {}
+if ARGV[2] ~= '' then
+  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
+end
+return {epoch, head, deleted, entries}
 "#;
 
 enum Control {
@@ -43,14 +71,120 @@ enum Control {
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-pub(super) struct RedisBackend {
+/// Redis names of one prefix: its log, its epoch and its channels. The namespace and the topic
+/// are joined by `/`, which no topic or prefix may contain, so no topic a client can name is a
+/// channel of another prefix; an empty prefix is the namespace `sse`.
+#[derive(Clone)]
+pub(super) struct Keys {
+    namespace: String,
+}
+
+impl Keys {
+    pub(super) fn new(namespace: &str) -> Self {
+        Self { namespace: namespace.to_owned() }
+    }
+
+    fn log(&self) -> String {
+        format!("sse-log/{}", self.namespace)
+    }
+
+    fn epoch(&self) -> String {
+        format!("sse-epoch/{}", self.namespace)
+    }
+
+    pub(super) fn channel(&self, topic: &str) -> String {
+        format!("{}/{topic}", self.namespace)
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
     conn: ConnectionManager,
+    keys: Keys,
+    log_tag: u16,
+    retention: Retention,
+    history_script: redis::Script,
+}
+
+impl Shared {
+    /// The log's head and, with `after`, what follows it (at most what is retained).
+    async fn history(&self, after: Option<LogPosition>) -> Result<History, String> {
+        let limit = self.retention.max_events + 1000;
+        let mut inv = self.history_script.prepare_invoke();
+        inv.key(self.keys.log()).key(self.keys.epoch());
+        inv.arg(random_epoch()).arg(after.map(|p| p.to_string()).unwrap_or_default()).arg(limit);
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| e.to_string())?;
+        let [epoch, head, deleted, entries] = <[Value; 4]>::try_from(reply).map_err(|_| "bad history reply")?;
+        let epoch: u32 = text(&epoch).and_then(|s| s.parse().ok()).ok_or("bad epoch")?;
+        let pos = |v: &Value| text(v).and_then(|s| s.parse::<LogPosition>().ok()).ok_or("bad stream id");
+        let (head, deleted) = (pos(&head)?, pos(&deleted)?);
+        let log = LogId { tag: self.log_tag, epoch };
+        let Value::Array(entries) = entries else { return Err("bad entries".into()) };
+        let full = entries.len() >= limit;
+        let events = entries.iter().map(|e| entry_event(log, e)).collect::<Option<Vec<_>>>().ok_or("bad entry")?;
+        Ok(History { log, head, complete: after.is_none_or(|a| a >= deleted) && !full, events })
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// One `XRANGE` entry (`[id, ['t', topics, 'f', body]]`) as an event.
+fn entry_event(log: LogId, entry: &Value) -> Option<Arc<LogEvent>> {
+    let Value::Array(parts) = entry else { return None };
+    let [id, Value::Array(fields)] = parts.as_slice() else { return None };
+    let position: LogPosition = text(id)?.parse().ok()?;
+    let (mut topics, mut body) = (None, None);
+    for pair in fields.chunks(2) {
+        match (text(&pair[0])?.as_str(), pair.get(1)) {
+            ("t", Some(v)) => topics = text(v),
+            ("f", Some(Value::BulkString(b))) => body = Some(Bytes::copy_from_slice(b)),
+            _ => {}
+        }
+    }
+    Some(Arc::new(LogEvent {
+        position,
+        topics: topics?.split(',').map(str::to_owned).collect(),
+        id_head: Cursor::encode_head(log, position),
+        body: body?,
+    }))
+}
+
+/// A Pub/Sub message (`<epoch> <position> <topics>\n<body>`) as an event of its log.
+fn message_event(log_tag: u16, payload: &[u8]) -> Option<(LogId, Arc<LogEvent>)> {
+    let newline = payload.iter().position(|&b| b == b'\n')?;
+    let head = std::str::from_utf8(&payload[..newline]).ok()?;
+    let mut parts = head.splitn(3, ' ');
+    let epoch: u32 = parts.next()?.parse().ok()?;
+    let position: LogPosition = parts.next()?.parse().ok()?;
+    let topics = parts.next()?.split(',').map(str::to_owned).collect();
+    let log = LogId { tag: log_tag, epoch };
+    let body = Bytes::copy_from_slice(&payload[newline + 1..]);
+    Some((log, Arc::new(LogEvent { position, topics, id_head: Cursor::encode_head(log, position), body })))
+}
+
+pub(super) struct RedisBackend {
+    shared: Shared,
     control: mpsc::UnboundedSender<Control>,
-    script: redis::Script,
+    publish_script: redis::Script,
 }
 
 impl RedisBackend {
-    pub(super) async fn connect(url: &str, channels: Arc<Channels>, metrics: SharedMetrics) -> Result<Self, String> {
+    pub(super) async fn connect(
+        url: &str,
+        keys: Keys,
+        log_tag: u16,
+        retention: Retention,
+        hub: Arc<Hub>,
+        metrics: SharedMetrics,
+    ) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
         // Publishes fail fast while Redis is away (the caller gets 503) instead of queueing
         // behind long retries; the manager reconnects by itself on the next command.
@@ -67,21 +201,31 @@ impl RedisBackend {
             .await
             .map_err(|_| "timed out after 5 s".to_owned())?
             .map_err(|e| e.to_string())?;
-
+        let shared = Shared { conn, keys, log_tag, retention, history_script: redis::Script::new(HISTORY_SCRIPT) };
+        // Where this instance stands in the log: a reconnect catches up from here.
+        let start = shared.history(None).await?;
         let (control, commands) = mpsc::unbounded_channel::<Control>();
-        tokio::spawn(subscriber_loop(client, pubsub, channels, commands, metrics));
-        Ok(Self { conn, control, script: redis::Script::new(PUBLISH_SCRIPT) })
+        tokio::spawn(subscriber_loop(client, pubsub, shared.clone(), (start.log, start.head), hub, commands, metrics));
+        Ok(Self { shared, control, publish_script: redis::Script::new(PUBLISH_SCRIPT) })
     }
 
     pub(super) fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+        self.shared.conn.clone()
+    }
+
+    pub(super) fn keys(&self) -> &Keys {
+        &self.shared.keys
     }
 
     pub(super) async fn ping(&self) -> bool {
-        let mut conn = self.conn.clone();
+        let mut conn = self.shared.conn.clone();
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
         matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)))
+    }
+
+    pub(super) async fn history(&self, after: Option<LogPosition>) -> Result<History, String> {
+        self.shared.history(after).await
     }
 
     pub(super) async fn subscribe(&self, channel: String) -> Result<(), String> {
@@ -94,35 +238,65 @@ impl RedisBackend {
         let _ = self.control.send(Control::Unsubscribe(channel));
     }
 
-    pub(super) async fn publish(&self, channels: &[String], body: &str) -> Result<(), String> {
-        let mut invocation = self.script.prepare_invoke();
-        for channel in channels {
-            invocation.key(format!("sse:stream:{channel}")).key(channel);
+    pub(super) async fn publish(&self, topics: &[String], body: &str) -> Result<(), String> {
+        let keys = &self.shared.keys;
+        let mut inv = self.publish_script.prepare_invoke();
+        inv.key(keys.log()).key(keys.epoch());
+        for topic in topics {
+            inv.key(keys.channel(topic));
         }
-        invocation.arg(body).arg(STREAM_MAXLEN).arg(STREAM_TTL_MS);
-        let mut conn = self.conn.clone();
-        invocation.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string())
+        let retention = &self.shared.retention;
+        inv.arg(body)
+            .arg(topics.join(","))
+            .arg(retention.max_events)
+            .arg(unix_ms().saturating_sub(retention.max_age_ms))
+            .arg(random_epoch());
+        let mut conn = self.shared.conn.clone();
+        inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string())
+    }
+}
+
+/// What this instance has handed to its streams so far: a message at or before it is a
+/// duplicate (an event published on two channels this instance follows, or one already caught
+/// up from the log after a reconnect).
+struct Delivered {
+    log: LogId,
+    position: LogPosition,
+}
+
+impl Delivered {
+    fn deliver(&mut self, hub: &Hub, event: Arc<LogEvent>, log: LogId) {
+        if log == self.log && event.position <= self.position {
+            return;
+        }
+        self.log = log;
+        self.position = event.position;
+        hub.deliver(&event);
     }
 }
 
 /// Owns the instance's one Pub/Sub connection for its whole life: applies SUBSCRIBE and
 /// UNSUBSCRIBE in the order the broker queued them, and when the connection drops, reconnects
-/// with backoff, resubscribes every channel that still has local listeners and tells them to
-/// `resync` (events published meanwhile were not received).
+/// with backoff, resubscribes every topic that still has local streams, and catches up from the
+/// log: what was published meanwhile is delivered from history, or, when history no longer
+/// holds it (trimmed, or Redis lost its data), every local stream is told to `resync`.
 ///
 /// Hand-written rather than `ConnectionManager`'s automatic resubscription: the manager only
 /// notices a dead connection on the next command it sends, and a subscribe-only connection may
-/// send none for hours.
+/// send none for hours; and the catch-up needs to happen between resubscribing and reading.
 async fn subscriber_loop(
     client: redis::Client,
     first: redis::aio::PubSub,
-    channels: Arc<Channels>,
+    shared: Shared,
+    start: (LogId, LogPosition),
+    hub: Arc<Hub>,
     mut commands: mpsc::UnboundedReceiver<Control>,
     metrics: SharedMetrics,
 ) {
     let mut next = Some(first);
     let mut backoff = BACKOFF_FIRST;
     let mut first_connection = true;
+    let mut delivered = Delivered { log: start.0, position: start.1 };
     loop {
         let pubsub = match next.take() {
             Some(p) => p,
@@ -139,36 +313,35 @@ async fn subscriber_loop(
             },
         };
         let (mut sink, mut stream) = pubsub.split();
-        let wanted = channels.names();
+        let wanted: Vec<String> = hub.topics().iter().map(|t| shared.keys.channel(t)).collect();
         if !wanted.is_empty() {
             if let Err(e) = sink.subscribe(&wanted).await {
                 tracing::warn!(error = %e, "redis resubscribe failed");
                 continue;
             }
         }
-        if !std::mem::replace(&mut first_connection, false) {
+        if !first_connection {
+            if let Err(e) = catch_up(&shared, &hub, &mut delivered, &metrics).await {
+                tracing::warn!(error = %e, "redis catch-up failed; reconnecting");
+                continue;
+            }
             metrics.redis_reconnects.inc();
-            tracing::info!(channels = wanted.len(), "redis pub/sub reconnected and resubscribed");
-            channels.resync_all("broker_reconnected");
+            tracing::info!(topics = wanted.len(), "redis pub/sub reconnected, resubscribed and caught up");
         }
+        first_connection = false;
         backoff = BACKOFF_FIRST;
 
-        let (lost_tx, mut lost) = oneshot::channel::<()>();
-        let reader_channels = channels.clone();
-        let reader = tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
-                reader_channels.deliver(msg.get_channel_name(), Bytes::copy_from_slice(msg.get_payload_bytes()));
-            }
-            let _ = lost_tx.send(());
-        });
         loop {
             tokio::select! {
-                _ = &mut lost => break,
+                msg = stream.next() => match msg {
+                    None => break,
+                    Some(msg) => match message_event(shared.log_tag, msg.get_payload_bytes()) {
+                        Some((log, event)) => delivered.deliver(&hub, event, log),
+                        None => tracing::warn!(channel = msg.get_channel_name(), "malformed message ignored"),
+                    },
+                },
                 cmd = commands.recv() => match cmd {
-                    None => {
-                        reader.abort();
-                        return;
-                    }
+                    None => return,
                     Some(Control::Subscribe(channel, done)) => {
                         let result = sink.subscribe(&channel).await.map_err(|e| e.to_string());
                         if let Err(e) = &result {
@@ -188,8 +361,34 @@ async fn subscriber_loop(
     }
 }
 
+/// After a reconnect (already resubscribed, so nothing newer can be missed): delivers from the
+/// log what was published since the last delivered event, or tells every stream to resync when
+/// the log cannot prove it still holds all of it.
+async fn catch_up(
+    shared: &Shared,
+    hub: &Hub,
+    delivered: &mut Delivered,
+    metrics: &SharedMetrics,
+) -> Result<(), String> {
+    let history = shared.history(Some(delivered.position)).await?;
+    if history.log == delivered.log && history.complete {
+        let n = history.events.len();
+        for event in history.events {
+            delivered.deliver(hub, event, history.log);
+        }
+        metrics.events_replayed.inc_by(n as u64);
+        return Ok(());
+    }
+    tracing::warn!("events published while Redis was unreachable are no longer retained; streams resync");
+    let head = Cursor { log: history.log, position: history.head, matched: 0 }.to_string();
+    hub.resync_all(ResyncReason::BrokerReconnected, &head);
+    metrics.resynced(ResyncReason::BrokerReconnected, 1);
+    *delivered = Delivered { log: history.log, position: history.head };
+    Ok(())
+}
+
 /// While disconnected, for `wait`: answers SUBSCRIBE at once with an error (the SSE endpoint
-/// turns it into 503; the channel is resubscribed with the rest on reconnect anyway) and drops
+/// turns it into 503; the topic is resubscribed with the rest on reconnect anyway) and drops
 /// UNSUBSCRIBE (a fresh connection starts with nothing subscribed). False when the broker is gone.
 async fn refuse_commands_for(commands: &mut mpsc::UnboundedReceiver<Control>, wait: Duration) -> bool {
     let until = tokio::time::sleep(wait);
@@ -205,5 +404,31 @@ async fn refuse_commands_for(commands: &mut mpsc::UnboundedReceiver<Control>, wa
                 Some(Control::Unsubscribe(_)) => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_names_its_log_position_and_topics() {
+        let (log, e) = message_event(7, b"42 1700000000000-3 tasks,task:7\nevent: x\ndata: {}\n\n").unwrap();
+        assert_eq!(log, LogId { tag: 7, epoch: 42 });
+        assert_eq!(e.position, LogPosition { ms: 1_700_000_000_000, seq: 3 });
+        assert_eq!(e.topics, ["tasks", "task:7"]);
+        assert_eq!(&e.body[..], b"event: x\ndata: {}\n\n");
+        assert_eq!(e.id_head, Cursor::encode_head(LogId { tag: 7, epoch: 42 }, e.position));
+        assert!(message_event(7, b"no newline").is_none());
+        assert!(message_event(7, b"x 1-0 a\n").is_none());
+    }
+
+    #[test]
+    fn channels_of_two_prefixes_never_meet() {
+        let (none, beta) = (Keys::new("sse"), Keys::new("beta"));
+        assert_eq!(none.channel("tasks"), "sse/tasks");
+        assert_eq!(beta.channel("tasks"), "beta/tasks");
+        // The old scheme joined without a separator: "beta" + "tasks" == "" + "betatasks".
+        assert_ne!(none.channel("betatasks"), beta.channel("tasks"));
     }
 }

@@ -1,0 +1,233 @@
+//! Local fan-out: which open streams follow which topic, and one bounded queue per stream.
+//!
+//! An event reaches a stream once however many of its topics the stream follows: the hub
+//! collects, per stream, the bits of every matched topic and queues one [`Delivery`] carrying
+//! that mask (it becomes the end of the frame's cursor). The queue is the stream's memory
+//! bound: when it is full the stream is marked overflowed and cut off with a `resync`.
+//!
+//! Per-stream queues rather than one broadcast ring per topic: a ring cannot deliver an event
+//! once to a stream that follows two of its topics, and it allocates its whole capacity up front
+//! (`tokio::sync::mpsc` grows in blocks of 32 as it fills).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use sse_notify_core::cursor::LogPosition;
+use sse_notify_core::wire::ResyncReason;
+use tokio::sync::{mpsc, OnceCell};
+
+/// One published event, as every local stream receives it.
+pub(crate) struct LogEvent {
+    /// Its position in the prefix's log.
+    pub(crate) position: LogPosition,
+    /// The topics it was published on (without the prefix).
+    pub(crate) topics: Vec<String>,
+    /// The connection-independent start of its cursor (`Cursor::encode_head`).
+    pub(crate) id_head: String,
+    /// `event:` and `data:` lines and the blank line, encoded once.
+    pub(crate) body: Bytes,
+}
+
+/// What the hub puts in a stream's queue.
+pub(crate) enum Delivery {
+    /// An event and the stream's matched-topic mask.
+    Event(Arc<LogEvent>, u64),
+    /// Events of every topic of the stream may be lost; `head` is the cursor to go on from.
+    Resync(ResyncReason, Arc<str>),
+}
+
+/// The hub's handle on one stream.
+pub(crate) struct Inbox {
+    id: u64,
+    tx: mpsc::Sender<Delivery>,
+    /// Cursor head of the first event that did not fit in the queue, once one did not.
+    overflow: OnceLock<String>,
+    /// Events refused because the queue was full.
+    pub(crate) dropped: AtomicU64,
+}
+
+impl Inbox {
+    fn offer(&self, d: Delivery) {
+        if let Err(mpsc::error::TrySendError::Full(d)) = self.tx.try_send(d) {
+            if let Delivery::Event(e, _) = d {
+                let _ = self.overflow.set(e.id_head.clone());
+            }
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `Some(cursor head)` once the queue has overflowed.
+    pub(crate) fn overflowed(&self) -> Option<&str> {
+        self.overflow.get().map(String::as_str)
+    }
+}
+
+/// The streams of one topic.
+struct TopicEntry {
+    /// Stream id -> (inbox, index of this topic in the stream's topic list).
+    inboxes: HashMap<u64, (Arc<Inbox>, u8)>,
+    /// Set once the backend confirmed the subscription (Redis SUBSCRIBE answered); left unset by
+    /// a failure, so the next stream tries again.
+    ready: Arc<OnceCell<()>>,
+}
+
+/// Every local stream by topic.
+#[derive(Default)]
+pub(crate) struct Hub {
+    topics: Mutex<HashMap<String, TopicEntry>>,
+    next_id: AtomicU64,
+}
+
+/// A stream's registration: its inbox, its queue, and each topic's readiness.
+pub(crate) struct Registration {
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) rx: mpsc::Receiver<Delivery>,
+    pub(crate) ready: Vec<(String, Arc<OnceCell<()>>)>,
+}
+
+impl Hub {
+    /// Registers a stream on `topics` (at most 64, distinct) with a queue of `capacity`.
+    pub(crate) fn register(&self, topics: &[String], capacity: usize) -> Registration {
+        let (tx, rx) = mpsc::channel(capacity);
+        let inbox = Arc::new(Inbox {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            tx,
+            overflow: OnceLock::new(),
+            dropped: AtomicU64::new(0),
+        });
+        let mut map = self.topics.lock().unwrap();
+        let ready = topics
+            .iter()
+            .enumerate()
+            .map(|(bit, topic)| {
+                let entry = map
+                    .entry(topic.clone())
+                    .or_insert_with(|| TopicEntry { inboxes: HashMap::new(), ready: Arc::default() });
+                entry.inboxes.insert(inbox.id, (inbox.clone(), bit as u8));
+                (topic.clone(), entry.ready.clone())
+            })
+            .collect();
+        Registration { inbox, rx, ready }
+    }
+
+    /// Removes a stream; calls `unused(topic)` for each topic that has no stream left, while
+    /// holding the lock (so an unsubscribe is always queued before a later re-subscribe).
+    pub(crate) fn release(&self, inbox: &Inbox, topics: &[String], mut unused: impl FnMut(&str)) {
+        let mut map = self.topics.lock().unwrap();
+        for topic in topics {
+            if let Some(entry) = map.get_mut(topic) {
+                entry.inboxes.remove(&inbox.id);
+                if entry.inboxes.is_empty() {
+                    map.remove(topic);
+                    unused(topic);
+                }
+            }
+        }
+    }
+
+    /// Queues `event` once for every stream following at least one of its topics.
+    pub(crate) fn deliver(&self, event: &Arc<LogEvent>) {
+        let map = self.topics.lock().unwrap();
+        if let [topic] = event.topics.as_slice() {
+            if let Some(entry) = map.get(topic) {
+                for (inbox, bit) in entry.inboxes.values() {
+                    inbox.offer(Delivery::Event(event.clone(), 1 << bit));
+                }
+            }
+            return;
+        }
+        let mut targets: HashMap<u64, (&Arc<Inbox>, u64)> = HashMap::new();
+        for topic in &event.topics {
+            if let Some(entry) = map.get(topic) {
+                for (id, (inbox, bit)) in &entry.inboxes {
+                    targets.entry(*id).or_insert((inbox, 0)).1 |= 1 << bit;
+                }
+            }
+        }
+        for (inbox, mask) in targets.into_values() {
+            inbox.offer(Delivery::Event(event.clone(), mask));
+        }
+    }
+
+    /// Tells every local stream to refetch all its topics and go on from `head`.
+    pub(crate) fn resync_all(&self, reason: ResyncReason, head: &str) {
+        let head: Arc<str> = head.into();
+        let map = self.topics.lock().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for entry in map.values() {
+            for (id, (inbox, _)) in &entry.inboxes {
+                if seen.insert(*id) {
+                    inbox.offer(Delivery::Resync(reason, head.clone()));
+                }
+            }
+        }
+    }
+
+    /// Topics with at least one local stream.
+    pub(crate) fn topics(&self) -> Vec<String> {
+        self.topics.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// How many topics have at least one local stream.
+    pub(crate) fn len(&self) -> usize {
+        self.topics.lock().unwrap().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(position: u64, topics: &[&str]) -> Arc<LogEvent> {
+        Arc::new(LogEvent {
+            position: LogPosition { ms: position, seq: 0 },
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            id_head: format!("h{position}-"),
+            body: Bytes::from_static(b"event: x\ndata: {}\n\n"),
+        })
+    }
+
+    fn strings(t: &[&str]) -> Vec<String> {
+        t.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn an_event_on_several_followed_topics_arrives_once_with_every_matched_bit() {
+        let hub = Hub::default();
+        let mut both = hub.register(&strings(&["a", "b", "c"]), 8);
+        let mut only_c = hub.register(&strings(&["c"]), 8);
+        hub.deliver(&event(1, &["c", "a"]));
+        hub.deliver(&event(2, &["b"]));
+        let mut got = Vec::new();
+        while let Ok(Delivery::Event(e, mask)) = both.rx.try_recv() {
+            got.push((e.position.ms, mask));
+        }
+        assert_eq!(got, [(1, 0b101), (2, 0b010)]);
+        assert!(matches!(only_c.rx.try_recv(), Ok(Delivery::Event(e, 1)) if e.position.ms == 1));
+        assert!(only_c.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_full_queue_marks_the_stream_with_the_first_event_it_missed() {
+        let hub = Hub::default();
+        let r = hub.register(&strings(&["a"]), 2);
+        for p in 1..=4 {
+            hub.deliver(&event(p, &["a"]));
+        }
+        assert_eq!(r.inbox.overflowed(), Some("h3-"));
+        assert_eq!(r.inbox.dropped.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn release_reports_topics_left_without_streams_and_frees_them() {
+        let hub = Hub::default();
+        let a = hub.register(&strings(&["a", "b"]), 2);
+        let _b = hub.register(&strings(&["b"]), 2);
+        let mut unused = Vec::new();
+        hub.release(&a.inbox, &strings(&["a", "b"]), |t| unused.push(t.to_owned()));
+        assert_eq!(unused, ["a"]);
+        assert_eq!(hub.topics(), ["b"]);
+    }
+}
