@@ -25,41 +25,38 @@ use super::hub::{Hub, LogEvent};
 use super::{random_epoch, unix_ms, History, Retention};
 use crate::metrics::SharedMetrics;
 
-/// KEYS: log, epoch, channel1, channel2, ...
+/// KEYS: log, epoch, head, channel1, channel2, ...
 /// ARGV: frame body, topics (comma-separated), max events, oldest ms kept, epoch candidate.
+/// Each entry links back to the one before it (`p`): trimming only ever removes the oldest
+/// entries, so history after a position is complete exactly when the first entry after it still
+/// links back to it. (`XINFO`'s `max-deleted-entry-id` does not follow trimming.)
 /// Returns the number of Pub/Sub receivers.
 const PUBLISH_SCRIPT: &str = r#"
 redis.call('SET', KEYS[2], ARGV[5], 'NX')
 local epoch = redis.call('GET', KEYS[2])
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[2], 'f', ARGV[1])
+local prev = redis.call('GET', KEYS[3]) or '0-0'
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[2], 'p', prev, 'f', ARGV[1])
+redis.call('SET', KEYS[3], id)
 redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
 local msg = epoch .. ' ' .. id .. ' ' .. ARGV[2] .. '\n' .. ARGV[1]
 local n = 0
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   n = n + redis.call('PUBLISH', KEYS[i], msg)
 end
 return n
 "#;
 
-/// KEYS: log, epoch.  ARGV: epoch candidate, position to read after ('' = none), max entries.
-/// Returns {epoch, head, newest deleted position, entries after the position}, atomically.
+/// KEYS: log, epoch, head.  ARGV: epoch candidate, position to read after ('' = none), max entries.
+/// Returns {epoch, head, entries after the position}, atomically.
 const HISTORY_SCRIPT: &str = r#"
 redis.call('SET', KEYS[2], ARGV[1], 'NX')
 local epoch = redis.call('GET', KEYS[2])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {epoch, '0-0', '0-0', {}}
-end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local head, deleted = '0-0', '0-0'
-for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then head = info[i + 1] end
-  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
-end
+local head = redis.call('GET', KEYS[3]) or '0-0'
 local entries = {}
 if ARGV[2] ~= '' then
   entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
 end
-return {epoch, head, deleted, entries}
+return {epoch, head, entries}
 "#;
 
 enum Control {
@@ -92,6 +89,10 @@ impl Keys {
         format!("sse-epoch/{}", self.namespace)
     }
 
+    fn head(&self) -> String {
+        format!("sse-head/{}", self.namespace)
+    }
+
     pub(super) fn channel(&self, topic: &str) -> String {
         format!("{}/{topic}", self.namespace)
     }
@@ -111,19 +112,24 @@ impl Shared {
     async fn history(&self, after: Option<LogPosition>) -> Result<History, String> {
         let limit = self.retention.max_events + 1000;
         let mut inv = self.history_script.prepare_invoke();
-        inv.key(self.keys.log()).key(self.keys.epoch());
+        inv.key(self.keys.log()).key(self.keys.epoch()).key(self.keys.head());
         inv.arg(random_epoch()).arg(after.map(|p| p.to_string()).unwrap_or_default()).arg(limit);
         let mut conn = self.conn.clone();
         let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| e.to_string())?;
-        let [epoch, head, deleted, entries] = <[Value; 4]>::try_from(reply).map_err(|_| "bad history reply")?;
+        let [epoch, head, entries] = <[Value; 3]>::try_from(reply).map_err(|_| "bad history reply")?;
         let epoch: u32 = text(&epoch).and_then(|s| s.parse().ok()).ok_or("bad epoch")?;
-        let pos = |v: &Value| text(v).and_then(|s| s.parse::<LogPosition>().ok()).ok_or("bad stream id");
-        let (head, deleted) = (pos(&head)?, pos(&deleted)?);
+        let head: LogPosition = text(&head).and_then(|s| s.parse().ok()).ok_or("bad stream id")?;
         let log = LogId { tag: self.log_tag, epoch };
         let Value::Array(entries) = entries else { return Err("bad entries".into()) };
-        let full = entries.len() >= limit;
-        let events = entries.iter().map(|e| entry_event(log, e)).collect::<Option<Vec<_>>>().ok_or("bad entry")?;
-        Ok(History { log, head, complete: after.is_none_or(|a| a >= deleted) && !full, events })
+        let entries = entries.iter().map(|e| entry_event(log, e)).collect::<Option<Vec<_>>>().ok_or("bad entry")?;
+        let complete = match (after, entries.first()) {
+            (None, _) => true,
+            // Nothing between the position and the first retained entry after it was trimmed.
+            (Some(after), Some((_, prev))) => *prev == after && entries.len() < limit,
+            // Nothing after it retained: complete if nothing was published after it either.
+            (Some(after), None) => head <= after,
+        };
+        Ok(History { log, head, complete, events: entries.into_iter().map(|(e, _)| e).collect() })
     }
 }
 
@@ -136,25 +142,28 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-/// One `XRANGE` entry (`[id, ['t', topics, 'f', body]]`) as an event.
-fn entry_event(log: LogId, entry: &Value) -> Option<Arc<LogEvent>> {
+/// One `XRANGE` entry (`[id, ['t', topics, 'p', previous id, 'f', body]]`) as an event, and the
+/// position of the entry before it.
+fn entry_event(log: LogId, entry: &Value) -> Option<(Arc<LogEvent>, LogPosition)> {
     let Value::Array(parts) = entry else { return None };
     let [id, Value::Array(fields)] = parts.as_slice() else { return None };
     let position: LogPosition = text(id)?.parse().ok()?;
-    let (mut topics, mut body) = (None, None);
+    let (mut topics, mut prev, mut body) = (None, None, None);
     for pair in fields.chunks(2) {
         match (text(&pair[0])?.as_str(), pair.get(1)) {
             ("t", Some(v)) => topics = text(v),
+            ("p", Some(v)) => prev = text(v).and_then(|p| p.parse().ok()),
             ("f", Some(Value::BulkString(b))) => body = Some(Bytes::copy_from_slice(b)),
             _ => {}
         }
     }
-    Some(Arc::new(LogEvent {
+    let event = LogEvent {
         position,
         topics: topics?.split(',').map(str::to_owned).collect(),
         id_head: Cursor::encode_head(log, position),
         body: body?,
-    }))
+    };
+    Some((Arc::new(event), prev?))
 }
 
 /// A Pub/Sub message (`<epoch> <position> <topics>\n<body>`) as an event of its log.
@@ -241,7 +250,7 @@ impl RedisBackend {
     pub(super) async fn publish(&self, topics: &[String], body: &str) -> Result<(), String> {
         let keys = &self.shared.keys;
         let mut inv = self.publish_script.prepare_invoke();
-        inv.key(keys.log()).key(keys.epoch());
+        inv.key(keys.log()).key(keys.epoch()).key(keys.head());
         for topic in topics {
             inv.key(keys.channel(topic));
         }
