@@ -69,11 +69,11 @@ export interface AppServer {
   stop: () => Promise<void>;
 }
 
-/** Starts the demo binary (built by `cargo leptos build`) on a free port. */
-export async function startApp(opts: { redisUrl?: string } = {}): Promise<AppServer> {
+/** Starts the demo binary (built by `cargo leptos build`) on `port` (default: a free one). */
+export async function startApp(opts: { redisUrl?: string; port?: number } = {}): Promise<AppServer> {
   const bin = path.join(root, "target", "debug", "server");
   if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run \`cargo leptos build\` first`);
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,

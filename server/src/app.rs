@@ -81,7 +81,8 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
             move || shell(options.clone())
         })
         .with_state(options);
-    let app = pages
+    let app = sse
+        .with_start_cursor(pages)
         .merge(tasks::routes(sse.broker().clone(), store))
         .merge(sse.routes_with(events))
         .fallback_service(ServeDir::new(site_root).fallback(error::not_found.into_service()))

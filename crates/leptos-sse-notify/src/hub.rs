@@ -1,6 +1,12 @@
 //! The tab-wide hub behind `use_sse`: per events path, one EventSource for the union of all
 //! subscribed topics.
 //!
+//! The hub keeps the stream's cursor (the id of the last frame it saw, or the one the server
+//! rendered into the page) and reopens from it, so the server replays what was missed and a
+//! reconnect that missed nothing refetches nothing. Each frame's cursor says which of the
+//! stream's topics it matched: exactly the subscribers of those topics are notified, and a
+//! `resync` notifies exactly the subscribers of the topics it names.
+//!
 //! Hand-written rather than leptos-use's `use_event_source`, which opens one EventSource per call
 //! with a fixed URL: sharing one stream across components, reopening it when the topic set
 //! changes and routing typed frames back to each subscriber is exactly what this crate adds.
@@ -12,7 +18,8 @@ use std::time::Duration;
 
 use leptos::leptos_dom::helpers::set_timeout;
 use leptos::prelude::*;
-use sse_notify_core::wire::RESYNC_EVENT;
+use sse_notify_core::cursor::Cursor;
+use sse_notify_core::wire::{Resync, RESYNC_EVENT};
 use sse_notify_core::Topic;
 use wasm_bindgen::prelude::*;
 use web_sys::{EventSource, EventSourceInit, MessageEvent};
@@ -22,8 +29,9 @@ use crate::{ConnectionStatus, SseError};
 /// Wait this long before reopening a stream the browser gave up on (e.g. the server said 503).
 const REOPEN_AFTER: Duration = Duration::from_secs(3);
 
-/// Called with a frame's event name and data.
-pub(crate) type EventCallback = Rc<dyn Fn(&str, &str)>;
+/// Called with a frame's event name and data, and whether the frame's cursor said it matched the
+/// subscriber's topic (false: the server sent no cursor, the subscriber must check itself).
+pub(crate) type EventCallback = Rc<dyn Fn(&str, &str, bool)>;
 
 pub(crate) struct Subscriber {
     pub topic: Topic,
@@ -94,12 +102,19 @@ pub(crate) fn signals(key: &HubKey) -> (ArcRwSignal<ConnectionStatus>, ArcRwSign
     with_hub(key, |hub| (hub.status.clone(), hub.error.clone()))
 }
 
-pub(crate) fn subscribe(key: &HubKey, sub: Subscriber) -> u64 {
+/// Adds a subscriber. `start_cursor` is the cursor a server-rendered page was given: the stream
+/// opens from it unless the hub already has a newer one.
+pub(crate) fn subscribe(key: &HubKey, sub: Subscriber, start_cursor: Option<String>) -> u64 {
     let id = NEXT_ID.with(|n| {
         n.set(n.get() + 1);
         n.get()
     });
-    with_hub(key, |hub| hub.subscribers.insert(id, sub));
+    with_hub(key, |hub| {
+        if hub.last_event_id.is_none() {
+            hub.last_event_id = start_cursor;
+        }
+        hub.subscribers.insert(id, sub)
+    });
     schedule_sync(key);
     id
 }
@@ -162,11 +177,26 @@ fn set_error(key: &HubKey, error: Option<SseError>) {
     }
 }
 
-/// Bumps every subscriber's version (called with the hub released).
-fn resync_all(key: &HubKey) {
-    let callbacks: Vec<_> = with_hub(key, |hub| hub.subscribers.values().map(|s| s.on_resync.clone()).collect());
+/// Bumps the version of every subscriber of `topics` (all of them for `None`); called with the
+/// hub released.
+fn resync(key: &HubKey, topics: Option<&[String]>) {
+    let callbacks: Vec<_> = with_hub(key, |hub| {
+        hub.subscribers
+            .values()
+            .filter(|s| topics.is_none_or(|t| t.iter().any(|t| t == s.topic.as_str())))
+            .map(|s| s.on_resync.clone())
+            .collect()
+    });
     for cb in callbacks {
         cb();
+    }
+}
+
+/// Remembers a frame's id as the stream's cursor (frames without one leave it alone).
+fn remember_cursor(key: &HubKey, ev: &MessageEvent) {
+    let id = ev.last_event_id();
+    if !id.is_empty() {
+        with_hub(key, |hub| hub.last_event_id = Some(id));
     }
 }
 
@@ -188,45 +218,63 @@ fn open(hub_key: &HubKey, key: StreamKey, last_event_id: Option<&str>) -> Result
     init.set_with_credentials(hub_key.with_credentials);
     let source = EventSource::new_with_event_source_init_dict(&url, &init)?;
 
+    // The topics in the order the URL lists them: bit `i` of a cursor's mask is `topics[i]`.
+    let topics: Rc<Vec<Topic>> = Rc::new(key.topics.iter().cloned().collect());
+    // Opened without a cursor, the server cannot replay: the first open refetches everything.
+    // (The browser's own reconnects then resume from the `id:` the stream opened with.)
+    let refetch_on_open = Rc::new(Cell::new(last_event_id.is_none()));
     let mut listeners = Vec::new();
     for &name in &key.names {
-        let hub_key = hub_key.clone();
+        let (hub_key, topics) = (hub_key.clone(), topics.clone());
         let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
             let Some(data) = ev.data().as_string() else {
                 return;
             };
+            remember_cursor(&hub_key, &ev);
+            // The topics of this stream the event matched, from the cursor's mask.
+            let matched: Option<Vec<&Topic>> = ev
+                .last_event_id()
+                .parse::<Cursor>()
+                .ok()
+                .map(|c| c.matched_indices().filter_map(|i| topics.get(i)).collect());
             let callbacks: Vec<_> = with_hub(&hub_key, |hub| {
-                let id = ev.last_event_id();
-                if !id.is_empty() {
-                    hub.last_event_id = Some(id);
-                }
-                hub.subscribers.values().filter(|s| s.names.contains(&name)).map(|s| s.on_event.clone()).collect()
+                hub.subscribers
+                    .values()
+                    .filter(|s| s.names.contains(&name))
+                    .filter(|s| matched.as_ref().is_none_or(|m| m.contains(&&s.topic)))
+                    .map(|s| s.on_event.clone())
+                    .collect()
             });
             // Called with the hub released: a callback may mount or unmount components.
             for cb in callbacks {
-                cb(name, &data);
+                cb(name, &data, matched.is_some());
             }
         });
         source.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref())?;
         listeners.push(listener);
     }
 
-    // The server says events may have been missed (this stream fell behind, or the broker lost
-    // Redis for a while): every subscriber refetches, as after a reconnect.
-    let resync = {
+    // The server could not replay everything for some topics (a cursor too old, this stream fell
+    // behind, the broker lost Redis for a while): their subscribers refetch.
+    let resync_listener = {
         let hub_key = hub_key.clone();
-        Closure::<dyn FnMut(MessageEvent)>::new(move |_: MessageEvent| resync_all(&hub_key))
+        Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            remember_cursor(&hub_key, &ev);
+            let named = ev.data().as_string().and_then(|d| serde_json::from_str::<Resync>(&d).ok());
+            resync(&hub_key, named.as_ref().map(|r| r.topics.as_slice()));
+        })
     };
-    source.add_event_listener_with_callback(RESYNC_EVENT, resync.as_ref().unchecked_ref())?;
-    listeners.push(resync);
+    source.add_event_listener_with_callback(RESYNC_EVENT, resync_listener.as_ref().unchecked_ref())?;
+    listeners.push(resync_listener);
 
-    // Events sent while the tab was not connected are not replayed: refetch on every open.
     let on_open = {
-        let hub_key = hub_key.clone();
+        let (hub_key, refetch_on_open) = (hub_key.clone(), refetch_on_open.clone());
         Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
             set_status(&hub_key, ConnectionStatus::Live);
             set_error(&hub_key, None);
-            resync_all(&hub_key);
+            if refetch_on_open.replace(false) {
+                resync(&hub_key, None);
+            }
         })
     };
     source.set_onopen(Some(on_open.as_ref().unchecked_ref()));

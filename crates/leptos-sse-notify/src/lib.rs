@@ -142,8 +142,9 @@ impl UseSseOptions {
 pub struct SseSignal<E: Send + Sync + 'static> {
     /// The latest event received on the topic (None until one arrives).
     pub latest: ReadSignal<Option<E>>,
-    /// Moves on every event of the topic, every time the stream (re)opens, and when the server
-    /// sends `resync` (events may have been missed): key Resources on it.
+    /// Moves on every event of the topic, and when the server sends a `resync` naming it (events
+    /// of the topic may have been missed); also once when the stream had to open without a
+    /// cursor. A reconnect that missed nothing does not move it: key Resources on it.
     pub version: ReadSignal<u64>,
     /// The shared stream's status.
     pub status: Signal<ConnectionStatus>,
@@ -203,6 +204,7 @@ where
     let (latest, set_latest) = signal(None::<E>);
     let (version, set_version) = signal(0u64);
     let (decode_error, set_decode_error) = signal(None::<SseError>);
+    let start = start_cursor();
 
     #[cfg(feature = "browser")]
     let (status, error) = {
@@ -221,24 +223,27 @@ where
                     hub::Subscriber {
                         topic: topic.clone(),
                         names: E::NAMES,
-                        on_event: std::rc::Rc::new(move |name: &str, data: &str| match E::decode(name, data) {
-                            // One stream carries many topics and the frame does not say which
-                            // one it came on: a typed event knows its topics, keep ours.
-                            Ok(event) if event.topics().contains(&topic) => {
-                                set_latest.try_set(Some(event));
-                                set_version.try_update(|v| *v += 1);
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                let error = SseError::Decode { event: name.to_owned(), message: e.to_string() };
-                                leptos::logging::warn!("use_sse: {error}");
-                                set_decode_error.try_set(Some(error));
+                        on_event: std::rc::Rc::new(move |name: &str, data: &str, matched: bool| {
+                            match E::decode(name, data) {
+                                // The hub routed it by the frame's cursor (topics the publisher added
+                                // included); without a cursor the event's own topics must say it.
+                                Ok(event) if matched || event.topics().contains(&topic) => {
+                                    set_latest.try_set(Some(event));
+                                    set_version.try_update(|v| *v += 1);
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    let error = SseError::Decode { event: name.to_owned(), message: e.to_string() };
+                                    leptos::logging::warn!("use_sse: {error}");
+                                    set_decode_error.try_set(Some(error));
+                                }
                             }
                         }),
                         on_resync: std::rc::Rc::new(move || {
                             set_version.try_update(|v| *v += 1);
                         }),
                     },
+                    start.clone(),
                 );
                 *current.lock().unwrap() = Some(id);
             }
@@ -256,9 +261,23 @@ where
 
     #[cfg(not(feature = "browser"))]
     let (status, error) = {
-        let _ = (topic, options, set_latest, set_version, set_decode_error);
+        let _ = (topic, options, set_latest, set_version, set_decode_error, start);
         (Signal::stored(ConnectionStatus::Connecting), Signal::derive(move || decode_error.get()))
     };
 
     SseSignal { latest, version, status, error }
+}
+
+/// The cursor the server rendered this page from ([`sse_notify_core::cursor::StartCursor`], put in
+/// the request by `sse_notify_axum::handoff::start_cursor`), carried to the browser in the
+/// page's hydration data. `None` in a client-side-rendered app or without the middleware.
+fn start_cursor() -> Option<String> {
+    #[cfg(feature = "ssr")]
+    let read = || {
+        use_context::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<sse_notify_core::cursor::StartCursor>().map(|c| c.0.clone()))
+    };
+    #[cfg(not(feature = "ssr"))]
+    let read = || None;
+    SharedValue::new(read).into_inner()
 }

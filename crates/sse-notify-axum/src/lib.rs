@@ -6,6 +6,8 @@
 //! - [`PublishLayer`]: a tower layer that publishes a route's successful JSON response.
 //! - [`SseApp`]: one-call setup from the environment ([`SseConfig`]): the broker, the endpoint,
 //!   health, readiness and metrics routes, CORS, serving with graceful shutdown.
+//! - [`handoff::start_cursor`]: the middleware that lets a server-rendered page resume its stream
+//!   from before its data was read.
 //! - [`ApiError`]: the JSON error body (`{"error": code, "message": text}`) of every refusal.
 //!
 //! This crate depends on neither Leptos nor any app. From Leptos server functions, publish
@@ -30,6 +32,7 @@ pub mod broker;
 pub mod config;
 pub mod endpoint;
 pub mod error;
+pub mod handoff;
 pub mod health;
 pub mod layer;
 pub mod metrics;

@@ -132,6 +132,12 @@ impl SseApp {
             .merge(self.metrics_routes())
     }
 
+    /// Wraps the routes that render pages with [`crate::handoff::start_cursor`], so each page
+    /// carries the cursor its stream resumes from.
+    pub fn with_start_cursor<S: Clone + Send + Sync + 'static>(&self, pages: Router<S>) -> Router<S> {
+        pages.layer(axum::middleware::from_fn_with_state(self.broker.clone(), crate::handoff::start_cursor))
+    }
+
     /// tower-http CORS for the configured origins, or `None` when `CORS_ORIGINS` is unset.
     ///
     /// Credentials are allowed (EventSource `withCredentials` sends cookies) and the origin is

@@ -131,6 +131,13 @@ impl fmt::Display for Cursor {
     }
 }
 
+/// The stream cursor taken when a server-rendered page's request arrived, before its data was
+/// read: the server side puts it in the request's extensions, the Leptos hook hands it to the
+/// browser, and the browser opens its stream from it, so nothing published between the render
+/// and the subscription is missed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartCursor(pub String);
+
 /// Why a string is not a cursor.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CursorError {
