@@ -1,7 +1,7 @@
 //! Benchmark: server memory per open SSE connection, then fan-out throughput.
 //!
 //! Serves the app in this process (embedded broker), then a child process (this same binary,
-//! `client` mode) opens N streams on 127.0.0.1, all on topic `tasks` (half also on `board`), and
+//! `client` mode) opens N streams on 127.0.0.1, all on topic `tasks` (half also on `task:1`), and
 //! holds them. Prints the server's resident memory before and with all N open, and the
 //! difference per connection (the clients live in the other process, so their memory is not
 //! counted). Then publishes M events on `tasks` and times until every stream has read all M:
@@ -47,7 +47,7 @@ async fn client(addr: String, n: usize) {
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
         let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-        let topic = if i % 2 == 0 { "tasks" } else { "tasks,board" };
+        let topic = if i % 2 == 0 { "tasks" } else { "tasks,task:1" };
         let req = format!("GET /events?topic={topic} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
         let mut head = [0u8; 12];

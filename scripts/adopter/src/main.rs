@@ -12,7 +12,7 @@ async fn main() {
 
     let sse = SseApp::from_env().await.expect("sse-notify starts");
     let publisher = sse.broker().publisher();
-    let app = Router::new()
+    let pages = Router::new()
         .leptos_routes_with_context(
             &options,
             generate_route_list(adopter::App),
@@ -30,7 +30,8 @@ async fn main() {
                 }
             },
         )
-        .with_state(options)
-        .merge(sse.routes());
+        .with_state(options);
+    // Pages carry the stream cursor taken before their data is read; then the stream routes.
+    let app = sse.with_start_cursor(pages).merge(sse.routes());
     sse.serve(app, addr).await.expect("serves");
 }

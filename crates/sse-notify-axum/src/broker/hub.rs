@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use sse_notify_core::cursor::LogPosition;
 use sse_notify_core::wire::ResyncReason;
 use tokio::sync::{mpsc, OnceCell};
@@ -30,10 +30,45 @@ pub(crate) struct LogEvent {
     pub(crate) body: Bytes,
 }
 
+impl LogEvent {
+    /// The frame for a stream whose matched-topic mask is `matched`: `id: <cursor>` then the
+    /// pre-encoded lines.
+    pub(crate) fn frame(&self, matched: u64) -> Bytes {
+        let mut id = String::with_capacity(self.id_head.len() + 16);
+        id.push_str(&self.id_head);
+        sse_notify_core::cursor::push_matched(&mut id, matched);
+        let mut frame = BytesMut::with_capacity(id.len() + 5 + self.body.len());
+        frame.put_slice(b"id: ");
+        frame.put_slice(id.as_bytes());
+        frame.put_u8(b'\n');
+        frame.put_slice(&self.body);
+        frame.freeze()
+    }
+}
+
+/// Frames of one event by matched-topic mask, built once per mask: every stream whose mask is
+/// the same (e.g. all streams that follow the event's one topic as their first) shares one
+/// `Bytes`, so a delivery costs a reference count, not an allocation and a copy.
+struct Frames<'a> {
+    event: &'a LogEvent,
+    built: Vec<(u64, Bytes)>,
+}
+
+impl Frames<'_> {
+    fn get(&mut self, matched: u64) -> Bytes {
+        if let Some((_, f)) = self.built.iter().find(|(m, _)| *m == matched) {
+            return f.clone();
+        }
+        let f = self.event.frame(matched);
+        self.built.push((matched, f.clone()));
+        f
+    }
+}
+
 /// What the hub puts in a stream's queue.
 pub(crate) enum Delivery {
-    /// An event and the stream's matched-topic mask.
-    Event(Arc<LogEvent>, u64),
+    /// An event's position and its frame for this stream.
+    Event(LogPosition, Bytes),
     /// Events of every topic of the stream may be lost; `head` is the cursor to go on from.
     Resync(ResyncReason, Arc<str>),
 }
@@ -49,9 +84,9 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
-    fn offer(&self, d: Delivery) {
-        if let Err(mpsc::error::TrySendError::Full(d)) = self.tx.try_send(d) {
-            if let Delivery::Event(e, _) = d {
+    fn offer(&self, d: Delivery, event: Option<&LogEvent>) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(d) {
+            if let Some(e) = event {
                 let _ = self.overflow.set(e.id_head.clone());
             }
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -128,12 +163,13 @@ impl Hub {
     }
 
     /// Queues `event` once for every stream following at least one of its topics.
-    pub(crate) fn deliver(&self, event: &Arc<LogEvent>) {
+    pub(crate) fn deliver(&self, event: &LogEvent) {
+        let mut frames = Frames { event, built: Vec::new() };
         let map = self.topics.lock().unwrap();
         if let [topic] = event.topics.as_slice() {
             if let Some(entry) = map.get(topic) {
                 for (inbox, bit) in entry.inboxes.values() {
-                    inbox.offer(Delivery::Event(event.clone(), 1 << bit));
+                    inbox.offer(Delivery::Event(event.position, frames.get(1 << bit)), Some(event));
                 }
             }
             return;
@@ -147,7 +183,7 @@ impl Hub {
             }
         }
         for (inbox, mask) in targets.into_values() {
-            inbox.offer(Delivery::Event(event.clone(), mask));
+            inbox.offer(Delivery::Event(event.position, frames.get(mask)), Some(event));
         }
     }
 
@@ -159,7 +195,7 @@ impl Hub {
         for entry in map.values() {
             for (id, (inbox, _)) in &entry.inboxes {
                 if seen.insert(*id) {
-                    inbox.offer(Delivery::Resync(reason, head.clone()));
+                    inbox.offer(Delivery::Resync(reason, head.clone()), None);
                 }
             }
         }
@@ -201,11 +237,11 @@ mod tests {
         hub.deliver(&event(1, &["c", "a"]));
         hub.deliver(&event(2, &["b"]));
         let mut got = Vec::new();
-        while let Ok(Delivery::Event(e, mask)) = both.rx.try_recv() {
-            got.push((e.position.ms, mask));
+        while let Ok(Delivery::Event(position, frame)) = both.rx.try_recv() {
+            got.push((position.ms, frame));
         }
-        assert_eq!(got, [(1, 0b101), (2, 0b010)]);
-        assert!(matches!(only_c.rx.try_recv(), Ok(Delivery::Event(e, 1)) if e.position.ms == 1));
+        assert_eq!(got, [(1, Bytes::from("id: h1-5\nevent: x\ndata: {}\n\n")), (2, event(2, &[]).frame(0b010))]);
+        assert!(matches!(only_c.rx.try_recv(), Ok(Delivery::Event(p, f)) if p.ms == 1 && f == event(1, &[]).frame(1)));
         assert!(only_c.rx.try_recv().is_err());
     }
 

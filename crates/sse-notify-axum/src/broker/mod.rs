@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use sse_notify_core::cursor::{prefix_tag, Cursor, LogId, LogPosition};
 use sse_notify_core::publish::PublishFuture;
 use sse_notify_core::wire::{Resync, ResyncReason, RESYNC_EVENT};
@@ -405,7 +405,7 @@ impl Broker {
                     for event in &h.events {
                         let mask = sub.mask(&event.topics);
                         if mask != 0 {
-                            sub.first.push_back(event_frame(event, mask));
+                            sub.first.push_back(event.frame(mask));
                             replayed += 1;
                         }
                         sub.after = event.position;
@@ -462,19 +462,6 @@ impl Publish for Broker {
     ) -> PublishFuture<'a> {
         Box::pin(self.publish_to(topics, event, data))
     }
-}
-
-/// `id: <cursor>` then the event's pre-encoded lines.
-fn event_frame(event: &hub::LogEvent, matched: u64) -> Bytes {
-    let mut id = String::with_capacity(event.id_head.len() + 16);
-    id.push_str(&event.id_head);
-    sse_notify_core::cursor::push_matched(&mut id, matched);
-    let mut frame = BytesMut::with_capacity(id.len() + 5 + event.body.len());
-    frame.put_slice(b"id: ");
-    frame.put_slice(id.as_bytes());
-    frame.put_u8(b'\n');
-    frame.put_slice(&event.body);
-    frame.freeze()
 }
 
 /// `event: resync` naming `topics`, with the cursor to go on from.
@@ -540,13 +527,13 @@ impl Subscription {
         }
         loop {
             return match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(Delivery::Event(event, mask))) => {
-                    if event.position <= self.after {
+                Poll::Ready(Some(Delivery::Event(position, frame))) => {
+                    if position <= self.after {
                         continue;
                     }
-                    self.after = event.position;
+                    self.after = position;
                     self.metrics.events_delivered.inc();
-                    Poll::Ready(Some(event_frame(&event, mask)))
+                    Poll::Ready(Some(frame))
                 }
                 Poll::Ready(Some(Delivery::Resync(reason, head))) => {
                     if let Ok(c) = head.parse::<Cursor>() {
