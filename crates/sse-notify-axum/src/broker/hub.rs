@@ -6,17 +6,22 @@
 //! bound: when it is full the stream is marked overflowed and cut off with a `resync`.
 //!
 //! Per-stream queues rather than one broadcast ring per topic: a ring cannot deliver an event
-//! once to a stream that follows two of its topics, and it allocates its whole capacity up front
-//! (`tokio::sync::mpsc` grows in blocks of 32 as it fills).
+//! once to a stream that follows two of its topics, and it allocates its whole capacity up front.
+//! The queue is hand-written rather than `tokio::sync::mpsc`: fan-out touches every stream's
+//! queue once per event, and tokio's channel spreads its state over several cache-padded lines
+//! (semaphore, list tail, block, receiver waker); here a push is one uncontended lock, a
+//! `VecDeque` push and, for a stream that was waiting, a wake. Memory grows with what is queued.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use sse_notify_core::cursor::LogPosition;
 use sse_notify_core::wire::ResyncReason;
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::OnceCell;
 
 /// One published event, as every local stream receives it.
 pub(crate) struct LogEvent {
@@ -73,29 +78,61 @@ pub(crate) enum Delivery {
     Resync(ResyncReason, Arc<str>),
 }
 
-/// The hub's handle on one stream.
+/// The hub's handle on one stream: its bounded queue.
 pub(crate) struct Inbox {
     id: u64,
-    tx: mpsc::Sender<Delivery>,
-    /// Cursor head of the first event that did not fit in the queue, once one did not.
-    overflow: OnceLock<String>,
+    capacity: usize,
+    state: Mutex<InboxState>,
+}
+
+#[derive(Default)]
+struct InboxState {
+    queue: VecDeque<Delivery>,
+    /// The stream's task, when it found the queue empty.
+    waker: Option<Waker>,
+    /// Cursor head of the first event that did not fit, once one did not.
+    overflow: Option<String>,
     /// Events refused because the queue was full.
-    pub(crate) dropped: AtomicU64,
+    dropped: u64,
 }
 
 impl Inbox {
     fn offer(&self, d: Delivery, event: Option<&LogEvent>) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(d) {
-            if let Some(e) = event {
-                let _ = self.overflow.set(e.id_head.clone());
+        let waker = {
+            let mut s = self.state.lock().unwrap();
+            if s.queue.len() < self.capacity {
+                s.queue.push_back(d);
+            } else {
+                if s.overflow.is_none() {
+                    s.overflow = Some(event.map(|e| e.id_head.clone()).unwrap_or_default());
+                }
+                s.dropped += 1;
             }
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 
-    /// `Some(cursor head)` once the queue has overflowed.
-    pub(crate) fn overflowed(&self) -> Option<&str> {
-        self.overflow.get().map(String::as_str)
+    /// Moves everything queued into `into` (which must be empty), or registers the task to be
+    /// woken by the next delivery. One lock per batch, not per event.
+    pub(crate) fn poll_take(&self, into: &mut VecDeque<Delivery>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.state.lock().unwrap();
+        if s.queue.is_empty() {
+            if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                s.waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut s.queue, into);
+        Poll::Ready(())
+    }
+
+    /// `Some((cursor head, events refused + still queued))` once the queue has overflowed.
+    pub(crate) fn overflowed(&self) -> Option<(String, u64)> {
+        let s = self.state.lock().unwrap();
+        s.overflow.clone().map(|head| (head, s.dropped + s.queue.len() as u64))
     }
 }
 
@@ -115,23 +152,17 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
 }
 
-/// A stream's registration: its inbox, its queue, and each topic's readiness.
+/// A stream's registration: its inbox and each topic's readiness.
 pub(crate) struct Registration {
     pub(crate) inbox: Arc<Inbox>,
-    pub(crate) rx: mpsc::Receiver<Delivery>,
     pub(crate) ready: Vec<(String, Arc<OnceCell<()>>)>,
 }
 
 impl Hub {
     /// Registers a stream on `topics` (at most 64, distinct) with a queue of `capacity`.
     pub(crate) fn register(&self, topics: &[String], capacity: usize) -> Registration {
-        let (tx, rx) = mpsc::channel(capacity);
-        let inbox = Arc::new(Inbox {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            tx,
-            overflow: OnceLock::new(),
-            dropped: AtomicU64::new(0),
-        });
+        let inbox =
+            Arc::new(Inbox { id: self.next_id.fetch_add(1, Ordering::Relaxed), capacity, state: Mutex::default() });
         let mut map = self.topics.lock().unwrap();
         let ready = topics
             .iter()
@@ -144,7 +175,7 @@ impl Hub {
                 (topic.clone(), entry.ready.clone())
             })
             .collect();
-        Registration { inbox, rx, ready }
+        Registration { inbox, ready }
     }
 
     /// Removes a stream; calls `unused(topic)` for each topic that has no stream left, while
@@ -229,20 +260,32 @@ mod tests {
         t.iter().map(|t| t.to_string()).collect()
     }
 
+    fn take(r: &Registration) -> Vec<(LogPosition, Bytes)> {
+        let mut got = VecDeque::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = r.inbox.poll_take(&mut got, &mut cx);
+        got.into_iter()
+            .map(|d| match d {
+                Delivery::Event(p, f) => (p, f),
+                Delivery::Resync(..) => panic!("no resync expected"),
+            })
+            .collect()
+    }
+
     #[test]
     fn an_event_on_several_followed_topics_arrives_once_with_every_matched_bit() {
         let hub = Hub::default();
-        let mut both = hub.register(&strings(&["a", "b", "c"]), 8);
-        let mut only_c = hub.register(&strings(&["c"]), 8);
+        let both = hub.register(&strings(&["a", "b", "c"]), 8);
+        let only_c = hub.register(&strings(&["c"]), 8);
         hub.deliver(&event(1, &["c", "a"]));
         hub.deliver(&event(2, &["b"]));
-        let mut got = Vec::new();
-        while let Ok(Delivery::Event(position, frame)) = both.rx.try_recv() {
-            got.push((position.ms, frame));
-        }
-        assert_eq!(got, [(1, Bytes::from("id: h1-5\nevent: x\ndata: {}\n\n")), (2, event(2, &[]).frame(0b010))]);
-        assert!(matches!(only_c.rx.try_recv(), Ok(Delivery::Event(p, f)) if p.ms == 1 && f == event(1, &[]).frame(1)));
-        assert!(only_c.rx.try_recv().is_err());
+        let pos = |ms| LogPosition { ms, seq: 0 };
+        assert_eq!(
+            take(&both),
+            [(pos(1), Bytes::from("id: h1-5\nevent: x\ndata: {}\n\n")), (pos(2), event(2, &[]).frame(0b010))]
+        );
+        assert_eq!(take(&only_c), [(pos(1), event(1, &[]).frame(1))]);
+        assert!(take(&only_c).is_empty());
     }
 
     #[test]
@@ -252,8 +295,7 @@ mod tests {
         for p in 1..=4 {
             hub.deliver(&event(p, &["a"]));
         }
-        assert_eq!(r.inbox.overflowed(), Some("h3-"));
-        assert_eq!(r.inbox.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(r.inbox.overflowed(), Some(("h3-".to_owned(), 4)), "2 refused + 2 still queued");
     }
 
     #[test]

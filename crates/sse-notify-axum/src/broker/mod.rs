@@ -27,7 +27,7 @@ use sse_notify_core::cursor::{prefix_tag, Cursor, LogId, LogPosition};
 use sse_notify_core::publish::PublishFuture;
 use sse_notify_core::wire::{Resync, ResyncReason, RESYNC_EVENT};
 use sse_notify_core::{Publish, PublishError, Publisher, SseEvent, Topic};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::config::SseConfig;
 use crate::metrics::{Metrics, SharedMetrics};
@@ -374,7 +374,7 @@ impl Broker {
         let mut sub = Subscription {
             topics: topics.to_vec(),
             first: VecDeque::new(),
-            rx: registration.rx,
+            batch: VecDeque::new(),
             inbox: registration.inbox,
             after: LogPosition::START,
             done: false,
@@ -421,7 +421,7 @@ impl Broker {
     async fn start_with_resync(&self, sub: &mut Subscription, reason: ResyncReason) -> Result<(), BrokerError> {
         let h = self.history(None).await?;
         let head = Cursor { log: h.log, position: h.head, matched: 0 }.to_string();
-        sub.first.push_back(resync_frame(reason, &head, &sub.topics));
+        sub.first.push_back(resync_frame(reason, Some(&head), &sub.topics));
         sub.after = h.head;
         self.inner.metrics.resynced(reason, 1);
         Ok(())
@@ -465,16 +465,17 @@ impl Publish for Broker {
 }
 
 /// `event: resync` naming `topics`, with the cursor to go on from.
-fn resync_frame(reason: ResyncReason, head: &str, topics: &[Topic]) -> Bytes {
+fn resync_frame(reason: ResyncReason, head: Option<&str>, topics: &[Topic]) -> Bytes {
     let data = Resync::new(reason, topics.iter().map(Topic::as_str)).to_json();
-    Bytes::from(sse_notify_core::wire::encode_event(Some(head), RESYNC_EVENT, &data).expect("valid frame"))
+    Bytes::from(sse_notify_core::wire::encode_event(head, RESYNC_EVENT, &data).expect("valid frame"))
 }
 
 /// One stream's events: first what it missed (or a `resync`), then live ones, each once.
 pub struct Subscription {
     topics: Vec<Topic>,
     first: VecDeque<Bytes>,
-    rx: mpsc::Receiver<Delivery>,
+    /// Deliveries taken from the inbox in one go, sent one by one.
+    batch: VecDeque<Delivery>,
     inbox: Arc<Inbox>,
     /// Live events at or before this position were replayed or are covered by a resync.
     after: LogPosition,
@@ -509,25 +510,33 @@ impl Subscription {
         if self.done {
             return Poll::Ready(None);
         }
-        if let Some(head) = self.inbox.overflowed() {
+        if let Some((head, dropped)) = self.inbox.overflowed() {
             // Too slow: what is queued is dropped. The resync covers everything up to the first
             // event that did not fit (the client refetches after receiving it), and its id
             // resumes right after that event.
             self.done = true;
-            let dropped = self.inbox.dropped.load(Ordering::Relaxed) + self.rx.len() as u64;
+            let dropped = dropped + self.batch.len() as u64;
             tracing::info!(dropped, "slow SSE consumer cut off");
             self.metrics.events_dropped.inc_by(dropped);
             self.metrics.slow_consumer_disconnects.inc();
             self.metrics.resynced(ResyncReason::SlowConsumer, 1);
-            let head = format!("{head}0");
-            return Poll::Ready(Some(resync_frame(ResyncReason::SlowConsumer, &head, &self.topics)));
+            // (No event to name when what overflowed was a resync: then the client resumes from
+            // its last id, and a replay may repeat a few events; a duplicate refetch, not a miss.)
+            let head = (!head.is_empty()).then(|| format!("{head}0"));
+            return Poll::Ready(Some(resync_frame(ResyncReason::SlowConsumer, head.as_deref(), &self.topics)));
         }
         if let Some(frame) = self.first.pop_front() {
             return Poll::Ready(Some(frame));
         }
         loop {
-            return match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(Delivery::Event(position, frame))) => {
+            let Some(next) = self.batch.pop_front() else {
+                match self.inbox.poll_take(&mut self.batch, cx) {
+                    Poll::Ready(()) => continue,
+                    Poll::Pending => return Poll::Pending,
+                }
+            };
+            return match next {
+                Delivery::Event(position, frame) => {
                     if position <= self.after {
                         continue;
                     }
@@ -535,15 +544,12 @@ impl Subscription {
                     self.metrics.events_delivered.inc();
                     Poll::Ready(Some(frame))
                 }
-                Poll::Ready(Some(Delivery::Resync(reason, head))) => {
+                Delivery::Resync(reason, head) => {
                     if let Ok(c) = head.parse::<Cursor>() {
                         self.after = c.position;
                     }
-                    Poll::Ready(Some(resync_frame(reason, &head, &self.topics)))
+                    Poll::Ready(Some(resync_frame(reason, Some(&head), &self.topics)))
                 }
-                // The inbox (held by `self`) keeps a sender alive.
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
             };
         }
     }
