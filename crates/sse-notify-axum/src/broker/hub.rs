@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -82,6 +82,8 @@ pub(crate) enum Delivery {
 pub(crate) struct Inbox {
     id: u64,
     capacity: usize,
+    /// Set with `state.overflow`; read without the lock on every frame the stream sends.
+    overflowed: AtomicBool,
     state: Mutex<InboxState>,
 }
 
@@ -105,6 +107,7 @@ impl Inbox {
             } else {
                 if s.overflow.is_none() {
                     s.overflow = Some(event.map(|e| e.id_head.clone()).unwrap_or_default());
+                    self.overflowed.store(true, Ordering::Release);
                 }
                 s.dropped += 1;
             }
@@ -131,6 +134,9 @@ impl Inbox {
 
     /// `Some((cursor head, events refused + still queued))` once the queue has overflowed.
     pub(crate) fn overflowed(&self) -> Option<(String, u64)> {
+        if !self.overflowed.load(Ordering::Acquire) {
+            return None;
+        }
         let s = self.state.lock().unwrap();
         s.overflow.clone().map(|head| (head, s.dropped + s.queue.len() as u64))
     }
@@ -161,8 +167,12 @@ pub(crate) struct Registration {
 impl Hub {
     /// Registers a stream on `topics` (at most 64, distinct) with a queue of `capacity`.
     pub(crate) fn register(&self, topics: &[String], capacity: usize) -> Registration {
-        let inbox =
-            Arc::new(Inbox { id: self.next_id.fetch_add(1, Ordering::Relaxed), capacity, state: Mutex::default() });
+        let inbox = Arc::new(Inbox {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            capacity,
+            overflowed: AtomicBool::new(false),
+            state: Mutex::default(),
+        });
         let mut map = self.topics.lock().unwrap();
         let ready = topics
             .iter()

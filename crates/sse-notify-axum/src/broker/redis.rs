@@ -32,8 +32,11 @@ use crate::metrics::SharedMetrics;
 /// links back to it. (`XINFO`'s `max-deleted-entry-id` does not follow trimming.)
 /// Returns the number of Pub/Sub receivers.
 const PUBLISH_SCRIPT: &str = r#"
-redis.call('SET', KEYS[2], ARGV[5], 'NX')
 local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  redis.call('SET', KEYS[2], ARGV[5], 'NX')
+  epoch = ARGV[5]
+end
 local prev = redis.call('GET', KEYS[3]) or '0-0'
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[2], 'p', prev, 'f', ARGV[1])
 redis.call('SET', KEYS[3], id)
@@ -49,8 +52,11 @@ return n
 /// KEYS: log, epoch, head.  ARGV: epoch candidate, position to read after ('' = none), max entries.
 /// Returns {epoch, head, entries after the position}, atomically.
 const HISTORY_SCRIPT: &str = r#"
-redis.call('SET', KEYS[2], ARGV[1], 'NX')
 local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  redis.call('SET', KEYS[2], ARGV[1], 'NX')
+  epoch = ARGV[1]
+end
 local head = redis.call('GET', KEYS[3]) or '0-0'
 local entries = {}
 if ARGV[2] ~= '' then
