@@ -129,6 +129,28 @@ async fn heartbeat_arrives_on_an_idle_stream_without_id() {
 }
 
 #[tokio::test]
+async fn a_new_streams_first_heartbeat_is_fresh() {
+    let cfg = SseConfig { heartbeat: Some(Duration::from_secs(3)), ..config(None) };
+    let app = TestServer::demo(cfg).await;
+    let ts = |e: &sse_notify_core::wire::ParsedEvent| -> u64 {
+        serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["ts"].as_u64().unwrap()
+    };
+    let mut first = SseClient::subscribe(&app.base, "tasks").await;
+    let tick = ts(&first.next_event(Duration::from_secs(5)).await.expect("a heartbeat within 5 s"));
+    // Open the second stream in a later second than that tick, well before the next one.
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(eventually(Duration::from_millis(1500), || now() > tick).await);
+    let mut second = SseClient::subscribe(&app.base, "tasks").await;
+    let hb = second.next_event(Duration::from_secs(5)).await.expect("a heartbeat within 5 s");
+    assert_eq!(hb.event, "heartbeat");
+    assert!(
+        ts(&hb) > tick,
+        "the first heartbeat of a new stream is a new tick, not the last one ({} <= {tick})",
+        ts(&hb)
+    );
+}
+
+#[tokio::test]
 async fn no_heartbeat_when_disabled() {
     let cfg = SseConfig { heartbeat: None, ..config(None) };
     let app = TestServer::demo(cfg).await;

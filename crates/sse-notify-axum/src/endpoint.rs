@@ -166,7 +166,7 @@ impl Prepared {
         }
         let recheck = match (&ep.authorize, &self.recheck) {
             (Some(check), Some(ticks)) => Some(Recheck {
-                ticks: WatchStream::from_changes(ticks.clone()),
+                ticks: changes_from_now(ticks),
                 check: check.clone(),
                 parts,
                 topics: topics.clone(),
@@ -192,7 +192,7 @@ impl Prepared {
         let body = EventBody {
             hello: Some(Bytes::from(hello)),
             events: subscription,
-            heartbeat: self.heartbeat.clone().map(WatchStream::from_changes),
+            heartbeat: self.heartbeat.as_ref().map(changes_from_now),
             closing: WatchStream::from_changes(ep.broker.closing()),
             recheck,
             done: false,
@@ -259,6 +259,15 @@ fn heartbeat_frame() -> Bytes {
     Bytes::from(
         sse_notify_core::wire::encode_event(None, HEARTBEAT_EVENT, &format!("{{\"ts\":{ts}}}")).expect("valid frame"),
     )
+}
+
+/// The values a shared ticker sends from now on. A clone of the endpoint's receiver has seen
+/// nothing, so without marking it, a new stream would at once get the last tick's frame (a
+/// heartbeat with an old `ts`).
+fn changes_from_now<T: Clone + Send + Sync + 'static>(rx: &watch::Receiver<T>) -> WatchStream<T> {
+    let mut rx = rx.clone();
+    rx.mark_unchanged();
+    WatchStream::from_changes(rx)
 }
 
 /// One ticker per endpoint and purpose, shared by all its connections (instead of a timer per
