@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use axum::extract::Request;
 use axum::handler::HandlerWithoutStateExt;
-use axum::http::Method;
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use client::app::session::SessionKey;
 use client::app::store::TaskStore;
@@ -14,7 +16,9 @@ use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use shared::crm::{may_subscribe, Comment};
 use sse_notify_axum::{error, ConfigError, SseApp};
+use tower::ServiceExt;
 use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::tasks;
@@ -85,11 +89,44 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
         .with_start_cursor(pages)
         .merge(tasks::routes(sse.broker().clone(), store))
         .merge(sse.routes_with(events))
-        .fallback_service(ServeDir::new(site_root).fallback(error::not_found.into_service()))
-        .layer(TraceLayer::new_for_http());
+        .fallback(move |req: Request| static_file(site_root.clone(), req));
+    let app = with_security_headers(app).layer(TraceLayer::new_for_http());
     match sse.cors() {
         // The stream needs GET; the REST API takes the rest.
         Some(cors) => app.layer(cors.allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])),
         None => app,
     }
+}
+
+/// The longest file name the site root can hold (Linux `NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// Files under the site root (the WASM bundle, CSS, favicon); everything else is the JSON 404.
+/// Directories are not redirected to a trailing slash (`//pkg` -> `//pkg/` would send browsers
+/// to the host `pkg`), and a path segment too long to be a file name is a 404, not the 500 the
+/// file system's error would give.
+async fn static_file(site_root: String, req: Request) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("//") || path.split('/').any(|segment| segment.len() > NAME_MAX) {
+        return error::not_found(req.uri().clone()).await.into_response();
+    }
+    let files =
+        ServeDir::new(site_root).append_index_html_on_directories(false).fallback(error::not_found.into_service());
+    match files.oneshot(req).await {
+        Ok(resp) => resp.into_response(),
+        Err(never) => match never {},
+    }
+}
+
+/// Headers every answer carries: no MIME sniffing, no framing by other sites (also as CSP
+/// `frame-ancestors`), no plugins, no `<base>` from elsewhere, and no full URLs in `Referer`
+/// to other origins. Script sources are left to the app (Leptos hydration uses inline scripts).
+fn with_security_headers(app: Router) -> Router {
+    let set = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    app.layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(set(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(set(header::REFERRER_POLICY, "strict-origin-when-cross-origin"))
+        .layer(set(header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'; object-src 'none'; base-uri 'self'"))
 }

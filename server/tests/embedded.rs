@@ -151,6 +151,27 @@ async fn a_new_streams_first_heartbeat_is_fresh() {
 }
 
 #[tokio::test]
+async fn odd_paths_get_the_json_404_no_redirect_and_every_answer_security_headers() {
+    let app = TestServer::demo(config(None)).await;
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let long = "a".repeat(256);
+    for path in [format!("/{long}"), format!("/pkg/{long}"), "//pkg".into(), "/pkg".into(), "//evil.test/x".into()] {
+        let resp = no_redirects.get(app.url(&path)).send().await.unwrap();
+        assert!(resp.headers().get("location").is_none(), "{path} redirects to {:?}", resp.headers()["location"]);
+        assert_eq!(error_code(resp, 404).await, "not_found", "{path}");
+    }
+    let page = no_redirects.get(app.url("/")).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let api = no_redirects.get(app.url("/api/tasks")).send().await.unwrap();
+    for resp in [&page, &api] {
+        let h = resp.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert!(h["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    }
+}
+
+#[tokio::test]
 async fn no_heartbeat_when_disabled() {
     let cfg = SseConfig { heartbeat: None, ..config(None) };
     let app = TestServer::demo(cfg).await;
