@@ -221,3 +221,64 @@ async fn metrics_count_the_event_flow(cfg) {
     }
 }
 }
+
+/// Reads until the server closes `s` (EOF or reset); false if it is still open after `wait`.
+async fn closed_by_server(s: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 1024];
+    loop {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else { return false };
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // e.g. a 408 answer before the close
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slowloris_clients_are_closed_while_health_and_streams_go_on() {
+    let cfg = SseConfig { header_timeout: Duration::from_secs(1), heartbeat: None, ..config(None) };
+    let app = TestServer::demo(cfg).await;
+    let mut stream = SseClient::subscribe(&app.base, "tasks").await.started().await;
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    }
+    // Slowloris: a request head that never ends, one byte every 100 ms.
+    let slow: Vec<_> = (0..100)
+        .map(|_| {
+            let addr = app.addr;
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+                let started = Instant::now();
+                for _ in 0..100 {
+                    if s.write_all(b"a").await.is_err() {
+                        return started.elapsed();
+                    }
+                    let mut buf = [0u8; 256];
+                    match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+                        _ => {}
+                    }
+                }
+                started.elapsed()
+            })
+        })
+        .collect();
+    // Meanwhile the server answers at once.
+    let started = Instant::now();
+    assert_eq!(status_of(&app.url("/health")).await, 200);
+    println!("/health under 200 stuck connections answered in {:?}", started.elapsed());
+    for s in &mut silent {
+        assert!(closed_by_server(s, Duration::from_secs(5)).await, "a silent connection outlived the 1 s head timeout");
+    }
+    for task in slow {
+        let lasted = task.await.unwrap();
+        assert!(lasted < Duration::from_secs(5), "a slowloris connection lasted {lasted:?} with a 1 s head timeout");
+    }
+    // The stream opened before them is past its head: it lives on and still delivers.
+    app.sse.broker().publish(&Topic::new("tasks").unwrap(), "tick", &serde_json::json!({})).await.unwrap();
+    assert_eq!(stream.expect_event().await.event, "tick");
+}

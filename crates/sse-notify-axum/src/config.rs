@@ -43,6 +43,10 @@ pub struct SseConfig {
     pub history_size: usize,
     /// `SSE_HISTORY_SECONDS`: how long an event is kept for replay (default 24 h).
     pub history_age: Duration,
+    /// `HTTP_HEADER_TIMEOUT_SECONDS`: how long a client may take to send a request head, also
+    /// how long an idle keep-alive connection stays open (default 10 s). SSE streams are not
+    /// affected: their request was read long ago.
+    pub header_timeout: Duration,
 }
 
 impl Default for SseConfig {
@@ -57,6 +61,7 @@ impl Default for SseConfig {
             max_message_size: 64 * 1024,
             history_size: 10_000,
             history_age: Duration::from_secs(24 * 3600),
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -104,6 +109,11 @@ impl SseConfig {
                 "SSE_HISTORY_SECONDS",
                 get("SSE_HISTORY_SECONDS"),
                 d.history_age.as_secs() as usize,
+            )? as u64),
+            header_timeout: Duration::from_secs(positive(
+                "HTTP_HEADER_TIMEOUT_SECONDS",
+                get("HTTP_HEADER_TIMEOUT_SECONDS"),
+                d.header_timeout.as_secs() as usize,
             )? as u64),
         };
         Ok(cfg)
@@ -166,6 +176,7 @@ mod tests {
             ("SSE_MAX_MESSAGE_SIZE", "100"),
             ("SSE_HISTORY_SIZE", "50"),
             ("SSE_HISTORY_SECONDS", "60"),
+            ("HTTP_HEADER_TIMEOUT_SECONDS", "3"),
         ])
         .unwrap();
         assert_eq!(cfg.redis_url.as_deref(), Some("redis://127.0.0.1:6380/2"));
@@ -174,6 +185,7 @@ mod tests {
         assert_eq!(cfg.cors_origins, ["http://a.test", "http://b.test"]);
         assert_eq!((cfg.max_connections, cfg.max_queue_size, cfg.max_message_size), (10, 5, 100));
         assert_eq!((cfg.history_size, cfg.history_age), (50, Duration::from_secs(60)));
+        assert_eq!(cfg.header_timeout, Duration::from_secs(3));
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl SseApp {
             max_message_size = config.max_message_size,
             history_size = config.history_size,
             history_s = config.history_age.as_secs(),
+            header_timeout_s = config.header_timeout.as_secs(),
             "SSE configuration"
         );
         Ok(Self { config, broker })
@@ -169,22 +170,68 @@ impl SseApp {
 
     /// Serves `app` on an existing listener until `shutdown` completes, then ends every SSE
     /// stream so the graceful shutdown does not wait on them.
+    ///
+    /// The accept loop is written here rather than `axum::serve`, which gives hyper no timer:
+    /// without one, a client that sends its request head one byte at a time (slowloris), or
+    /// nothing at all, holds a connection and a file descriptor for as long as it likes. Here
+    /// every connection must complete each request head within `HTTP_HEADER_TIMEOUT_SECONDS`
+    /// (which also closes idle keep-alive connections). Requests carry the peer address as
+    /// `ConnectInfo<SocketAddr>`.
     pub async fn serve_on(
         &self,
         listener: tokio::net::TcpListener,
         app: Router,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let broker = self.broker.clone();
-        // `into_make_service`: a plain `Router` as make-service rebuilds its whole route table for
-        // every connection (16+ KiB each for the demo), the make-service shares it.
-        axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Open streams never end by themselves; without this, shutdown would wait forever.
-                broker.close();
-            })
-            .await
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        use tower::ServiceExt;
+
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.config.header_timeout);
+        builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(self.config.header_timeout * 3));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors, usually: wait instead of spinning on the error.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            // A `Router` clone shares its route table (an `Arc`), like `into_make_service`.
+            let service = app.clone().map_request(move |req: axum::http::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                req
+            });
+            let (builder, watcher, head_timeout) = (builder.clone(), graceful.watcher(), self.config.header_timeout);
+            tokio::spawn(async move {
+                // hyper's head timer starts once the protocol is detected, and detection waits for
+                // the first bytes without a limit: a silent client is cut off here.
+                let mut first = [0u8; 1];
+                if !matches!(tokio::time::timeout(head_timeout, stream.peek(&mut first)).await, Ok(Ok(1..))) {
+                    return;
+                }
+                let conn = builder.serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    hyper_util::service::TowerToHyperService::new(service),
+                );
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        // Open streams never end by themselves; without this, shutdown would wait forever.
+        self.broker.close();
+        graceful.shutdown().await;
+        Ok(())
     }
 }
 
