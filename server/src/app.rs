@@ -85,9 +85,11 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
             move || shell(options.clone())
         })
         .with_state(options);
+    // Pages, server functions and the REST API read bodies: those must arrive in time.
     let app = sse
         .with_start_cursor(pages)
         .merge(tasks::routes(sse.broker().clone(), store))
+        .layer(sse.body_timeout())
         .merge(sse.routes_with(events))
         .fallback(move |req: Request| static_file(site_root.clone(), req));
     let app = with_security_headers(app).layer(TraceLayer::new_for_http());

@@ -32,8 +32,27 @@ struct BodyError(ApiError);
 
 impl From<JsonRejection> for BodyError {
     fn from(r: JsonRejection) -> Self {
+        if body_timed_out(&r) {
+            return Self(ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive in time",
+            ));
+        }
         Self(ApiError::new(r.status(), "invalid_body", r.body_text()))
     }
+}
+
+/// Whether the body stopped arriving (`SseApp::body_timeout`) rather than being bad JSON.
+fn body_timed_out(r: &JsonRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(r);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 impl axum::response::IntoResponse for BodyError {

@@ -282,3 +282,23 @@ async fn silent_and_slowloris_clients_are_closed_while_health_and_streams_go_on(
     app.sse.broker().publish(&Topic::new("tasks").unwrap(), "tick", &serde_json::json!({})).await.unwrap();
     assert_eq!(stream.expect_event().await.event, "tick");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_never_finishes_gets_408_in_time() {
+    let cfg = SseConfig { body_timeout: Duration::from_secs(1), ..config(None) };
+    let app = TestServer::demo(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = "POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(b"{\"title\": \"slo").await.unwrap(); // and nothing more
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server still waits for the body after 5 s");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    println!("unfinished body answered 408 after {:?}", started.elapsed());
+    // Nothing was created.
+    let tasks: Vec<serde_json::Value> = http().get(app.url("/api/tasks")).send().await.unwrap().json().await.unwrap();
+    assert!(tasks.is_empty());
+}

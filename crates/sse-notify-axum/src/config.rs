@@ -47,6 +47,9 @@ pub struct SseConfig {
     /// how long an idle keep-alive connection stays open (default 10 s). SSE streams are not
     /// affected: their request was read long ago.
     pub header_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT_SECONDS`: how long a request body may take to arrive on the routes
+    /// that read one (default 30 s; applied with [`crate::SseApp::body_timeout`]).
+    pub body_timeout: Duration,
 }
 
 impl Default for SseConfig {
@@ -62,6 +65,7 @@ impl Default for SseConfig {
             history_size: 10_000,
             history_age: Duration::from_secs(24 * 3600),
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -114,6 +118,11 @@ impl SseConfig {
                 "HTTP_HEADER_TIMEOUT_SECONDS",
                 get("HTTP_HEADER_TIMEOUT_SECONDS"),
                 d.header_timeout.as_secs() as usize,
+            )? as u64),
+            body_timeout: Duration::from_secs(positive(
+                "HTTP_BODY_TIMEOUT_SECONDS",
+                get("HTTP_BODY_TIMEOUT_SECONDS"),
+                d.body_timeout.as_secs() as usize,
             )? as u64),
         };
         Ok(cfg)
@@ -177,6 +186,7 @@ mod tests {
             ("SSE_HISTORY_SIZE", "50"),
             ("SSE_HISTORY_SECONDS", "60"),
             ("HTTP_HEADER_TIMEOUT_SECONDS", "3"),
+            ("HTTP_BODY_TIMEOUT_SECONDS", "4"),
         ])
         .unwrap();
         assert_eq!(cfg.redis_url.as_deref(), Some("redis://127.0.0.1:6380/2"));
@@ -185,7 +195,7 @@ mod tests {
         assert_eq!(cfg.cors_origins, ["http://a.test", "http://b.test"]);
         assert_eq!((cfg.max_connections, cfg.max_queue_size, cfg.max_message_size), (10, 5, 100));
         assert_eq!((cfg.history_size, cfg.history_age), (50, Duration::from_secs(60)));
-        assert_eq!(cfg.header_timeout, Duration::from_secs(3));
+        assert_eq!((cfg.header_timeout, cfg.body_timeout), (Duration::from_secs(3), Duration::from_secs(4)));
     }
 
     #[test]

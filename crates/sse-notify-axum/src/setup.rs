@@ -85,6 +85,7 @@ impl SseApp {
             history_size = config.history_size,
             history_s = config.history_age.as_secs(),
             header_timeout_s = config.header_timeout.as_secs(),
+            body_timeout_s = config.body_timeout.as_secs(),
             "SSE configuration"
         );
         Ok(Self { config, broker })
@@ -131,6 +132,13 @@ impl SseApp {
             .route(DEFAULT_EVENTS_PATH, endpoint.into_route())
             .merge(self.health_routes())
             .merge(self.metrics_routes())
+    }
+
+    /// A layer that answers 408 when a request body takes longer than `HTTP_BODY_TIMEOUT_SECONDS`
+    /// to arrive; for the app's routes that read bodies (REST, server functions). The SSE routes
+    /// read none and need no such limit.
+    pub fn body_timeout(&self) -> tower_http::timeout::RequestBodyTimeoutLayer {
+        tower_http::timeout::RequestBodyTimeoutLayer::new(self.config.body_timeout)
     }
 
     /// Wraps the routes that render pages with [`crate::handoff::start_cursor`], so each page
