@@ -67,24 +67,51 @@ async fn rest_mutations_publish_on_board_and_resource_topics() {
 #[tokio::test]
 async fn a_failed_handler_publishes_nothing_and_topics_do_not_leak() {
     let app = TestServer::demo(config(None)).await;
+    let broker = app.sse.broker().clone();
     let first = create_task(&app.base, "one").await;
     let second = create_task(&app.base, "two").await;
-    let mut watcher = SseClient::subscribe(&app.base, &format!("task:{second}")).await;
+    let published_before = published_total(&broker);
+    // Listen where a leak would land: the board and the task's own topic.
+    let mut watcher = SseClient::subscribe(&app.base, &format!("tasks,task:{second}")).await.started().await;
     let c = http();
-    // Rejected update (empty title): 422 and no event.
+    // Refused requests: an empty title (422), an unknown task (404), a bad id (400).
     let bad =
         c.put(app.url(&format!("/api/tasks/{second}"))).json(&serde_json::json!({"title": "  "})).send().await.unwrap();
     assert_eq!(error_code(bad, 422).await, "invalid_title");
-    // An update to another task: not on this topic.
+    let missing = c.put(app.url("/api/tasks/999999")).json(&serde_json::json!({"done": true})).send().await.unwrap();
+    assert_eq!(error_code(missing, 404).await, "not_found");
+    assert_eq!(error_code(c.delete(app.url("/api/tasks/999999")).send().await.unwrap(), 404).await, "not_found");
+    assert_eq!(error_code(c.delete(app.url("/api/tasks/x")).send().await.unwrap(), 400).await, "invalid_id");
+    // A marker after them must be the first thing the stream sees: nothing leaked before it.
+    broker.publish(&sse_notify_core::Topic::new("tasks").unwrap(), "marker", &serde_json::json!({})).await.unwrap();
+    assert_eq!(watcher.expect_event().await.event, "marker");
+    assert_eq!(published_total(&broker), published_before + 1, "only the marker was published");
+    // An update to another task reaches the board but not this task's topic; one to this task
+    // reaches both topics as one frame.
     let other =
         c.put(app.url(&format!("/api/tasks/{first}"))).json(&serde_json::json!({"done": true})).send().await.unwrap();
     assert_eq!(other.status(), 200);
-    // Then one that is: it must be the first event this connection sees.
+    let e = watcher.expect_event().await;
+    assert_eq!(
+        (e.event.as_str(), e.data.clone(), matched(e.id.as_deref())),
+        ("task:updated", format!("{{\"id\":{first}}}"), 0b01)
+    );
     let ok =
         c.put(app.url(&format!("/api/tasks/{second}"))).json(&serde_json::json!({"title": "2"})).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     let e = watcher.expect_event().await;
-    assert_eq!((e.event.as_str(), e.data.as_str()), ("task:updated", format!("{{\"id\":{second}}}").as_str()));
+    assert_eq!(
+        (e.event.as_str(), e.data.clone(), matched(e.id.as_deref())),
+        ("task:updated", format!("{{\"id\":{second}}}"), 0b11)
+    );
+    assert_eq!(published_total(&broker), published_before + 3, "one per successful request, plus the marker");
+}
+
+/// `sse_events_published_total`, read from the metrics (whole line, so 3 never matches 30).
+fn published_total(broker: &sse_notify_axum::Broker) -> u64 {
+    let text = broker.metrics().render(broker);
+    let line = text.lines().find(|l| l.starts_with("sse_events_published_total ")).expect("the counter");
+    line["sse_events_published_total ".len()..].parse().unwrap()
 }
 
 #[tokio::test]
@@ -280,15 +307,22 @@ async fn publish_layer_infers_the_topic_and_extracts_data() {
     let failing = Router::new().route(
         "/api/v1/threads/{thread}/fail",
         post(|| async { (axum::http::StatusCode::CONFLICT, Json(serde_json::json!({"id": 1}))) })
-            .layer(PublishLayer::new(broker, "never")),
+            .layer(PublishLayer::new(broker.clone(), "never")),
     );
     let router = Router::new().merge(comments).merge(failing).merge(sse.routes());
     let app = TestServer::serve(sse, router).await;
 
     let mut inferred = SseClient::subscribe(&app.base, "threads.comments").await;
     let mut resource = SseClient::subscribe(&app.base, "comment:42").await;
+    // Where the failing route would publish: its own inferred topic.
+    let mut leak = SseClient::subscribe(&app.base, "threads.fail").await.started().await;
     let c = http();
+    let before = published_total(&broker);
     assert_eq!(c.post(app.url("/api/v1/threads/2/fail")).send().await.unwrap().status(), 409);
+    let fail_topic = sse_notify_core::Topic::new("threads.fail").unwrap();
+    broker.publish(&fail_topic, "marker", &serde_json::json!({})).await.unwrap();
+    assert_eq!(leak.expect_event().await.event, "marker", "the 409 published nothing before the marker");
+    assert_eq!(published_total(&broker), before + 1);
     assert_eq!(c.post(app.url("/api/v1/threads/2/comments")).send().await.unwrap().status(), 200);
     for sub in [&mut inferred, &mut resource] {
         let e = sub.expect_event().await;
