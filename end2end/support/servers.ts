@@ -27,12 +27,20 @@ async function waitFor(what: string, check: () => Promise<boolean>, child: Child
   throw new Error(`${what} did not become ready within ${ms} ms`);
 }
 
-function stopChild(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
+/** SIGTERM, then wait: a server that has not exited 5 s later is killed and the test fails. */
+function stopChild(child: ChildProcess, what = "process"): Promise<void> {
+  return new Promise((resolve, reject) => {
     if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once("exit", () => resolve());
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`${what} ignored SIGTERM for 5 s and was killed`));
+    }, 5_000);
+    timer.unref();
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
     child.kill("SIGTERM");
-    setTimeout(() => child.kill("SIGKILL"), 5_000).unref();
   });
 }
 
@@ -89,7 +97,7 @@ export async function startApp(opts: { redisUrl?: string; port?: number } = {}):
   const url = `http://127.0.0.1:${port}`;
   await waitFor(`server on ${url}`, async () => (await fetch(`${url}/health`)).ok, child);
   await checkHydrationAssets(url);
-  return { url, stop: () => stopChild(child) };
+  return { url, stop: () => stopChild(child, `server on ${url}`) };
 }
 
 /** Fails clearly when the page asks for WASM the server cannot serve (then nothing hydrates). */
