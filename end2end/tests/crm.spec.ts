@@ -1,8 +1,28 @@
 import { test, expect, Browser, Page } from "@playwright/test";
 import { startApp, AppServer } from "../support/servers";
 
+/** Records every SSE event the page's code receives (name, data, id), in `window.__sse`. */
+async function recordEvents(page: Page) {
+  await page.addInitScript(() => {
+    const log: { type: string; data: string; id: string }[] = [];
+    (window as any).__sse = log;
+    const add = EventSource.prototype.addEventListener;
+    EventSource.prototype.addEventListener = function (this: EventSource, type: string, listener: any, opts?: any) {
+      const wrapped = (e: MessageEvent) => {
+        log.push({ type, data: String(e.data), id: e.lastEventId });
+        return typeof listener === "function" ? listener.call(this, e) : listener.handleEvent(e);
+      };
+      return add.call(this, type, wrapped as any, opts);
+    } as any;
+  });
+}
+
+const received = (page: Page) =>
+  page.evaluate(() => (window as any).__sse as { type: string; data: string; id: string }[]);
+
 async function signedIn(browser: Browser, server: AppServer, name: string) {
   const page = await (await browser.newContext()).newPage();
+  await recordEvents(page);
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   await page.goto(`${server.url}/crm`);
@@ -29,9 +49,10 @@ test("two users of one team see each other's comments live; the other team is re
     await openThread(bob.page, 1);
     await openThread(carol.page, 1);
 
-    // Dave (Globex) is not offered Acme's thread, and the stream endpoint refuses its topic.
-    await expect(dave.page.getByTestId("thread-1")).toHaveCount(0);
+    // Dave (Globex) is not offered Acme's thread (asserted once his list has rendered), and the
+    // stream endpoint refuses its topic.
     await expect(dave.page.getByTestId("thread-3")).toBeVisible();
+    await expect(dave.page.getByTestId("thread-1")).toHaveCount(0);
     const status = await dave.page.evaluate(async () => (await fetch("/events?topic=comment_thread:1")).status);
     expect(status).toBe(403);
     await openThread(dave.page, 3);
@@ -56,8 +77,22 @@ test("two users of one team see each other's comments live; the other team is re
     await comment(bob.page, "renewal is on track").getByTestId("delete-comment").click();
     await expect(comment(carol.page, "renewal is on track")).toHaveCount(0, { timeout: 2_000 });
 
-    // Dave never saw any of it: his page shows only his own thread, with no Acme comments.
-    await expect(dave.page.getByTestId("comment")).toHaveCount(0);
+    // Dave writes in his own thread: his stream works and the recorder sees what reaches it.
+    await dave.page.getByTestId("new-comment").fill("globex check-in");
+    await dave.page.getByTestId("send").click();
+    await expect(comment(dave.page, "globex check-in")).toBeVisible({ timeout: 2_000 });
+    await expect.poll(async () => (await received(dave.page)).filter((e) => e.type === "comment:created").length).toBe(1);
+
+    // Dave never saw any of Acme's: no event of thread 1 reached his page's code at all (not
+    // merely not rendered), and his page shows only his own thread's comment.
+    const daves = await received(dave.page);
+    const acme = daves.filter((e) => e.type.startsWith("comment:") && JSON.parse(e.data).thread !== 3);
+    expect(acme, JSON.stringify(daves)).toEqual([]);
+    expect(daves.filter((e) => e.type.startsWith("notification:"))).toEqual([]);
+    // The recorder does see Acme's events on Bob's page, so the empty list above means something.
+    const bobs = await received(bob.page);
+    expect(bobs.filter((e) => e.type.startsWith("comment:") && JSON.parse(e.data).thread === 1).length).toBeGreaterThanOrEqual(4);
+    await expect(dave.page.getByTestId("comment")).toHaveCount(1);
     await expect(dave.page.getByTestId("notification")).toHaveCount(0);
     for (const p of [bob, carol, dave]) expect(p.errors).toEqual([]);
   } finally {

@@ -302,3 +302,14 @@ async fn a_request_body_that_never_finishes_gets_408_in_time() {
     let tasks: Vec<serde_json::Value> = http().get(app.url("/api/tasks")).send().await.unwrap().json().await.unwrap();
     assert!(tasks.is_empty());
 }
+
+#[tokio::test]
+async fn no_stream_starts_once_shutdown_has_begun() {
+    let app = TestServer::demo(config(None)).await;
+    let client = http();
+    // A kept-alive connection, as a browser holds one, used again after shutdown began.
+    assert_eq!(client.get(app.url("/health")).send().await.unwrap().status(), 200);
+    app.sse.broker().close();
+    let resp = client.get(app.url("/events?topic=tasks")).send().await.unwrap();
+    assert_eq!(error_code(resp, 503).await, "shutting_down");
+}

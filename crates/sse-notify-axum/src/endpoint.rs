@@ -174,6 +174,9 @@ impl Prepared {
             }),
             _ => None,
         };
+        if *ep.broker.closing().borrow() {
+            return Err(ApiError::unavailable("shutting_down", "the server is shutting down; reconnect"));
+        }
         let slot = ep.broker.try_acquire_connection(ep.max_connections).ok_or_else(|| {
             ApiError::unavailable(
                 "too_many_connections",
@@ -193,7 +196,9 @@ impl Prepared {
             hello: Some(Bytes::from(hello)),
             events: subscription,
             heartbeat: self.heartbeat.as_ref().map(changes_from_now),
-            closing: WatchStream::from_changes(ep.broker.closing()),
+            // Yields the current value first: a stream opened on a kept-alive connection after
+            // shutdown began must end at once, or the graceful shutdown waits on it forever.
+            closing: WatchStream::new(ep.broker.closing()),
             recheck,
             done: false,
             _slot: slot,
@@ -341,7 +346,10 @@ impl Stream for EventBody {
         if let Some(hello) = this.hello.take() {
             return Poll::Ready(Some(Ok(hello)));
         }
-        if this.closing.poll_next_unpin(cx).is_ready() {
+        while let Poll::Ready(closing) = this.closing.poll_next_unpin(cx) {
+            if closing == Some(false) {
+                continue;
+            }
             this.done = true;
             return Poll::Ready(None);
         }
