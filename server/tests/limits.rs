@@ -53,11 +53,16 @@ async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody(cfg)
     // 20,000 events of ~2 KB (40 MB): far more than the kernel's socket buffers can hide.
     let text = "x".repeat(2000);
     let total = 20_000;
+    let mut fullest = 0;
     for batch in 0..(total / 50) {
         for i in 0..50 {
             let n = batch * 50 + i;
             broker.publish(&topic, "tick", &serde_json::json!({ "n": n, "pad": text })).await.unwrap();
         }
+        // The server's own accounting: no stream ever holds more than its bound.
+        let (_, max) = broker.queued_events();
+        assert!(max <= 64, "a stream holds {max} queued events, over its bound of 64");
+        fullest = fullest.max(max);
         // The fast client keeps up: it reads each batch as it comes and misses nothing.
         for i in 0..50 {
             let e = fast.expect_event().await;
@@ -80,6 +85,8 @@ async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody(cfg)
         }
         received.extend_from_slice(&buf[..n]);
     }
+    assert!(fullest >= 32, "the stalled stream's queue did fill up ({fullest}), so the bound was exercised");
+    assert_eq!(broker.queued_events(), (0, 0), "nothing is left queued once the slow stream is gone");
     let text = String::from_utf8_lossy(&received);
     assert!(
         text.contains("event: resync\ndata: {\"reason\":\"slow_consumer\",\"topics\":[\"task:9001\"]}\n"),

@@ -22,6 +22,8 @@ pub struct Metrics {
     registry: Registry,
     connections: Gauge,
     channels: Gauge,
+    queued: Gauge,
+    queued_max: Gauge,
     pub(crate) connections_opened: Counter,
     pub(crate) connections_rejected: Family<Reason, Counter>,
     pub(crate) events_published: Counter,
@@ -41,6 +43,8 @@ impl Default for Metrics {
         let m = Metrics {
             connections: Gauge::default(),
             channels: Gauge::default(),
+            queued: Gauge::default(),
+            queued_max: Gauge::default(),
             connections_opened: Counter::default(),
             connections_rejected: Family::default(),
             events_published: Counter::default(),
@@ -57,6 +61,12 @@ impl Default for Metrics {
         };
         registry.register("connections", "Open SSE streams", m.connections.clone());
         registry.register("channels", "Topics with at least one local subscriber", m.channels.clone());
+        registry.register("queued_events", "Events waiting in streams' queues", m.queued.clone());
+        registry.register(
+            "queued_events_max",
+            "Events waiting in the fullest stream's queue (at most SSE_MAX_QUEUE_SIZE)",
+            m.queued_max.clone(),
+        );
         registry.register("connections_opened", "SSE streams opened", m.connections_opened.clone());
         registry.register(
             "connections_rejected",
@@ -109,6 +119,9 @@ impl Metrics {
     pub fn render(&self, broker: &Broker) -> String {
         self.connections.set(broker.connections() as i64);
         self.channels.set(broker.subscribed_channels() as i64);
+        let (queued, max) = broker.queued_events();
+        self.queued.set(queued as i64);
+        self.queued_max.set(max as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

@@ -242,6 +242,23 @@ impl Hub {
         }
     }
 
+    /// Events waiting in streams' queues: in all of them, and in the fullest one.
+    pub(crate) fn queued(&self) -> (usize, usize) {
+        let map = self.topics.lock().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let (mut total, mut max) = (0, 0);
+        for entry in map.values() {
+            for (id, (inbox, _)) in &entry.inboxes {
+                if seen.insert(*id) {
+                    let n = inbox.state.lock().unwrap().queue.len();
+                    total += n;
+                    max = max.max(n);
+                }
+            }
+        }
+        (total, max)
+    }
+
     /// Topics with at least one local stream.
     pub(crate) fn topics(&self) -> Vec<String> {
         self.topics.lock().unwrap().keys().cloned().collect()

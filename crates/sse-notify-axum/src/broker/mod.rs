@@ -266,6 +266,13 @@ impl Broker {
         self.inner.metrics.redis_reconnects.get()
     }
 
+    /// Events waiting in the streams' queues of this process: `(in all, in the fullest)`. Each
+    /// stream's queue holds at most `SSE_MAX_QUEUE_SIZE` (its frames are shared `Bytes`, so this
+    /// bounds what a slow client costs).
+    pub fn queued_events(&self) -> (usize, usize) {
+        self.inner.hub.queued()
+    }
+
     /// Topics with at least one local subscriber.
     pub fn subscribed_channels(&self) -> usize {
         self.inner.hub.len()
