@@ -8,7 +8,8 @@
 //! N x M deliveries, with the reading clients on the same two cores.
 //!
 //! Run: `cargo run --release -p server --example connections -- 10000 100`
-//! (`ROUTER=sse|authorize|recheck` serves only the SSE routes, to compare with the whole demo).
+//! (`ROUTER=sse|authorize|recheck` serves only the SSE routes, to compare with the whole demo;
+//! `UNIQUE_TOPICS=64` makes every stream follow 63 topics of its own besides `tasks`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -47,7 +48,18 @@ async fn client(addr: String, n: usize) {
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
         let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-        let topic = if i % 2 == 0 { "tasks" } else { "tasks,task:1" };
+        // UNIQUE_TOPICS=k: each stream also follows k-1 topics no other stream follows (the
+        // hostile-client case: every one of them is a channel of its own).
+        let unique: usize = std::env::var("UNIQUE_TOPICS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let topic = if unique > 0 {
+            let mut t = vec!["tasks".to_owned()];
+            t.extend((1..unique).map(|k| format!("u{i}.{k}")));
+            t.join(",")
+        } else if i % 2 == 0 {
+            "tasks".to_owned()
+        } else {
+            "tasks,task:1".to_owned()
+        };
         let req = format!("GET /events?topic={topic} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
         let mut head = [0u8; 12];
@@ -148,4 +160,12 @@ async fn main() {
         deliveries as f64 / took.as_secs_f64()
     );
     let _ = child.wait();
+    // The clients are gone: what the server gives back.
+    assert!(eventually(Duration::from_secs(30), || broker.connections() == 0).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "server RSS after all {n} closed {} KiB ({} topics still subscribed)",
+        rss_kib(),
+        broker.subscribed_channels()
+    );
 }
