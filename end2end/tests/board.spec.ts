@@ -36,25 +36,25 @@ test("two windows on two instances sharing Redis see each other's changes withou
     // Create in one window: the other sees it, no reload.
     await alice.page.getByTestId("new-title").fill(title);
     await alice.page.getByTestId("add").click();
-    await expect(row(bob.page, title)).toBeVisible({ timeout: 2_000 });
-    await expect(row(alice.page, title)).toBeVisible({ timeout: 2_000 });
+    await expect(row(bob.page, title)).toBeVisible({ timeout: 5_000 });
+    await expect(row(alice.page, title)).toBeVisible({ timeout: 5_000 });
 
     // Rename in the other window.
     const input = row(bob.page, title).getByTestId("title");
     await input.fill(renamed);
     await input.press("Enter");
-    await expect(row(alice.page, renamed)).toBeVisible({ timeout: 2_000 });
+    await expect(row(alice.page, renamed)).toBeVisible({ timeout: 5_000 });
     await expect(row(alice.page, title)).toHaveCount(0);
 
     // Toggle done.
     await row(alice.page, renamed).getByTestId("toggle").check();
-    await expect(row(bob.page, renamed).getByTestId("toggle")).toBeChecked({ timeout: 2_000 });
+    await expect(row(bob.page, renamed).getByTestId("toggle")).toBeChecked({ timeout: 5_000 });
     await expect(row(bob.page, renamed)).toHaveClass(/done/);
 
     // Delete.
     await row(bob.page, renamed).getByTestId("delete").click();
-    await expect(row(alice.page, renamed)).toHaveCount(0, { timeout: 2_000 });
-    await expect(row(bob.page, renamed)).toHaveCount(0, { timeout: 2_000 });
+    await expect(row(alice.page, renamed)).toHaveCount(0, { timeout: 5_000 });
+    await expect(row(bob.page, renamed)).toHaveCount(0, { timeout: 5_000 });
 
     // Neither tab reloaded: the same documents are still open and nothing logged an error.
     expect(alice.errors).toEqual([]);
@@ -76,7 +76,7 @@ test("a change made through the REST API appears on the board (embedded broker)"
       body: JSON.stringify({ title }),
     });
     expect(resp.status).toBe(201);
-    await expect(row(page, title)).toBeVisible({ timeout: 2_000 });
+    await expect(row(page, title)).toBeVisible({ timeout: 5_000 });
     expect(errors).toEqual([]);
   } finally {
     await server.stop();

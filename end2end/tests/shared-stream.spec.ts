@@ -62,7 +62,7 @@ test("all use_sse calls in a tab share one EventSource carrying the union of the
       body: JSON.stringify({ title: "followed and renamed" }),
     });
     expect(put.status).toBe(200);
-    await expect(detail.getByTestId("detail-title")).toHaveText("followed and renamed", { timeout: 2_000 });
+    await expect(detail.getByTestId("detail-title")).toHaveText("followed and renamed", { timeout: 5_000 });
     await expect(detail.getByTestId("detail-last")).toHaveText("task:updated");
 
     // Closing the panel drops its topic: the stream is reopened for the smaller set.

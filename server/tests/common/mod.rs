@@ -264,6 +264,31 @@ pub fn matched(id: Option<&str>) -> u64 {
     id.expect("frame id").parse::<sse_notify_core::cursor::Cursor>().expect("a cursor").matched
 }
 
+/// Whether `text` (e.g. the metrics page) has exactly this line: `sse_connections 2` must not
+/// be satisfied by `sse_connections 20`.
+pub fn has_line(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
+/// Makes sure this process may open `needed` files (sockets), raising the soft limit up to the
+/// hard one; fails with a clear message instead of a confusing connect error later.
+pub fn ensure_open_files(needed: u64) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0, "getrlimit");
+        if lim.rlim_cur < needed && lim.rlim_max >= needed {
+            lim.rlim_cur = lim.rlim_max;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0, "setrlimit");
+        }
+    }
+    assert!(
+        lim.rlim_cur >= needed,
+        "this test needs {needed} open files but the hard limit is {} (raise `ulimit -n`)",
+        lim.rlim_max
+    );
+}
+
 /// Asserts `resp` is an error with our JSON body and returns its `error` code.
 pub async fn error_code(resp: reqwest::Response, status: u16) -> String {
     assert_eq!(resp.status().as_u16(), status, "status");
