@@ -61,15 +61,15 @@ function redisPing(port: number): Promise<boolean> {
   });
 }
 
-export async function startRedis() {
-  const port = await freePort();
+export async function startRedis(port?: number) {
+  port = port ?? (await freePort());
   const child = spawn(
     "redis-server",
     ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
     { stdio: "ignore" },
   );
   await waitFor("redis-server", () => redisPing(port), child);
-  return { url: `redis://127.0.0.1:${port}`, stop: () => stopChild(child) };
+  return { url: `redis://127.0.0.1:${port}`, port, stop: () => stopChild(child, `redis-server on ${port}`) };
 }
 
 export interface AppServer {

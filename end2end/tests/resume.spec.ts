@@ -1,5 +1,5 @@
 import { test, expect, Page } from "@playwright/test";
-import { startApp, freePort, AppServer } from "../support/servers";
+import { startApp, startRedis, freePort, AppServer } from "../support/servers";
 
 // Gap-free delivery in a real browser: the server-rendered page hands its stream the cursor
 // taken before its data was read, and a reconnect resumes from the last cursor, so the page
@@ -133,5 +133,42 @@ test("a resync from the server makes the board refetch (embedded broker restarte
     expect(navigations()).toBe(1);
   } finally {
     await server.stop();
+  }
+});
+
+test("Redis restarted (empty) under an open board: the tab resyncs and refetches, then goes on live", async ({
+  browser,
+}) => {
+  let redis = await startRedis();
+  const server = await startApp({ redisUrl: redis.url });
+  try {
+    const page = await (await browser.newContext()).newPage();
+    const navigations = watchNavigations(page);
+    await page.goto(server.url);
+    await expect(status(page)).toHaveAttribute("data-status", "live");
+    const before = `stored in the old redis ${Date.now()}`;
+    await createTask(server, before);
+    await expect(row(page, before)).toBeVisible({ timeout: 5_000 });
+
+    // Redis goes away and comes back empty (no persistence): the tasks and the event log are gone.
+    await redis.stop();
+    const refused = await fetch(`${server.url}/api/tasks`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ title: "while redis is down" }),
+    });
+    expect(refused.status).toBe(503);
+    redis = await startRedis(redis.port);
+    // The server catches up, finds the log gone, and sends a resync: the board refetches and the
+    // task that only the old Redis held disappears, without a reload.
+    await expect(row(page, before)).toHaveCount(0, { timeout: 15_000 });
+    await expect(status(page)).toHaveAttribute("data-status", "live");
+    const after = `stored in the new redis ${Date.now()}`;
+    await createTask(server, after);
+    await expect(row(page, after)).toBeVisible({ timeout: 5_000 });
+    expect(navigations()).toBe(1);
+  } finally {
+    await server.stop();
+    await redis.stop();
   }
 });
