@@ -85,3 +85,28 @@ async fn only_the_right_users_hear_a_thread_and_owners_get_notified(cfg) {
     assert_eq!((e.event.as_str(), e.data.as_str()), ("comment:created", r#"{"id":2,"thread":3}"#));
 }
 }
+
+on_both_backends! {
+async fn the_admin_hears_every_team_and_a_rep_only_his_own(cfg) {
+    let app = TestServer::demo(cfg.clone()).await;
+    let (alice, dave) = (sign_in(&app, 1).await, sign_in(&app, 4).await);
+    // Alice (admin, Acme) may follow Globex's workspace and thread; Dave (rep, Globex) may not
+    // follow Acme's workspace.
+    let mut alice_globex = stream(&app, &alice, "workspace:globex,comment_thread:3").await.started().await;
+    assert_eq!(alice_globex.status, 200);
+    let refused = stream(&app, &dave, "workspace:acme").await;
+    assert_eq!(refused.status, 403);
+    let mut dave_team = stream(&app, &dave, "workspace:globex").await.started().await;
+
+    // Dave comments in his team's thread: both hear it, Alice on both her topics in one frame.
+    let resp = call(&app, AddComment::PATH, &dave, "thread=3&text=hi".into()).await;
+    assert_eq!(resp.status(), 200);
+    let e = alice_globex.expect_event().await;
+    assert_eq!(e.event, "comment:created");
+    assert_eq!(matched(e.id.as_deref()), 0b11, "workspace:globex and comment_thread:3, once");
+    assert_eq!(dave_team.expect_event().await.event, "comment:created");
+    // Alice may also read the thread; Dave may not read Acme's.
+    assert!(call(&app, ThreadComments::PATH, &alice, "thread=3".into()).await.status().is_success());
+    assert!(!call(&app, ThreadComments::PATH, &dave, "thread=1".into()).await.status().is_success());
+}
+}
