@@ -109,7 +109,7 @@ async fn a_failed_handler_publishes_nothing_and_topics_do_not_leak() {
 
 /// `sse_events_published_total`, read from the metrics (whole line, so 3 never matches 30).
 fn published_total(broker: &sse_notify_axum::Broker) -> u64 {
-    let text = broker.metrics().render(broker);
+    let text = broker.render_metrics();
     let line = text.lines().find(|l| l.starts_with("sse_events_published_total ")).expect("the counter");
     line["sse_events_published_total ".len()..].parse().unwrap()
 }

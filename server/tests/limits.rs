@@ -95,7 +95,7 @@ async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody(cfg)
     );
     let delivered = text.matches("event: tick\n").count();
     assert!(delivered < total, "the slow client cannot have got everything ({delivered})");
-    let metrics = broker.metrics().render(&broker);
+    let metrics = broker.render_metrics();
     assert!(has_line(&metrics, "sse_slow_consumer_disconnects_total 1"), "{metrics}");
     assert!(has_line(&metrics, &format!("sse_events_published_total {total}")), "{metrics}");
 }

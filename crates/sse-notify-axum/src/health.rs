@@ -1,6 +1,7 @@
-//! Liveness and readiness routes.
+//! Operations routes: liveness, readiness and metrics.
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -31,6 +32,20 @@ pub fn routes<S: Clone + Send + Sync + 'static>(broker: Broker) -> Router<S> {
                         format!("the {} broker does not answer", broker.backend_name()),
                     ))
                 }
+            }
+        }),
+    )
+}
+
+/// `GET /metrics` in the OpenMetrics text format (which Prometheus scrapes natively).
+pub fn metrics_routes<S: Clone + Send + Sync + 'static>(broker: Broker) -> Router<S> {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let body = broker.render_metrics();
+            async move {
+                ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+                    .into_response()
             }
         }),
     )

@@ -2,18 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-use crate::broker::Broker;
 
 type Reason = Vec<(&'static str, &'static str)>;
 
@@ -115,32 +109,30 @@ impl Metrics {
         self.publish_errors.get_or_create(&vec![("reason", reason)]).inc();
     }
 
-    /// The text exposition, with the gauges read from `broker` now.
-    pub fn render(&self, broker: &Broker) -> String {
-        self.connections.set(broker.connections() as i64);
-        self.channels.set(broker.subscribed_channels() as i64);
-        let (queued, max) = broker.queued_events();
-        self.queued.set(queued as i64);
-        self.queued_max.set(max as i64);
+    /// The text exposition, with the gauges as they are `now`.
+    pub fn render(&self, now: Gauges) -> String {
+        self.connections.set(now.connections as i64);
+        self.channels.set(now.channels as i64);
+        self.queued.set(now.queued as i64);
+        self.queued_max.set(now.queued_max as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }
 
-/// `GET /metrics` in the OpenMetrics text format (which Prometheus scrapes natively).
-pub fn routes<S: Clone + Send + Sync + 'static>(broker: Broker) -> Router<S> {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let broker = broker.clone();
-            async move {
-                let body = broker.metrics().render(&broker);
-                ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
-                    .into_response()
-            }
-        }),
-    )
+/// The values behind the gauges, read when the metrics are rendered
+/// ([`crate::Broker::render_metrics`] reads them from the broker).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    /// Open SSE streams.
+    pub connections: usize,
+    /// Topics with at least one local stream.
+    pub channels: usize,
+    /// Events waiting in all streams' queues.
+    pub queued: usize,
+    /// Events waiting in the fullest stream's queue.
+    pub queued_max: usize,
 }
 
 /// Keeps the type name short where it is stored.

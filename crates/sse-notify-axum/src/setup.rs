@@ -117,7 +117,7 @@ impl SseApp {
 
     /// `GET /metrics` (Prometheus / OpenMetrics text). Merge it, or `nest` it under a path.
     pub fn metrics_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
-        crate::metrics::routes(self.broker.clone())
+        crate::health::metrics_routes(self.broker.clone())
     }
 
     /// Everything at its usual path: `GET /events` (topics from the query), `GET /health`,

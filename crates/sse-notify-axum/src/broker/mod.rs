@@ -266,6 +266,17 @@ impl Broker {
         self.inner.metrics.redis_reconnects.get()
     }
 
+    /// The metrics page (`GET /metrics`), with the gauges read now.
+    pub fn render_metrics(&self) -> String {
+        let (queued, queued_max) = self.queued_events();
+        self.inner.metrics.render(crate::metrics::Gauges {
+            connections: self.connections(),
+            channels: self.subscribed_channels(),
+            queued,
+            queued_max,
+        })
+    }
+
     /// Events waiting in the streams' queues of this process: `(in all, in the fullest)`. Each
     /// stream's queue holds at most `SSE_MAX_QUEUE_SIZE` (its frames are shared `Bytes`, so this
     /// bounds what a slow client costs).
