@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use sse_notify_core::cursor::LogPosition;
+use sse_notify_core::cursor::{Cursor, LogPosition};
 use sse_notify_core::wire::ResyncReason;
 use tokio::sync::OnceCell;
 
@@ -75,7 +75,7 @@ pub(crate) enum Delivery {
     /// An event's position and its frame for this stream.
     Event(LogPosition, Bytes),
     /// Events of every topic of the stream may be lost; `head` is the cursor to go on from.
-    Resync(ResyncReason, Arc<str>),
+    Resync(ResyncReason, Cursor),
 }
 
 /// The hub's handle on one stream: its bounded queue.
@@ -229,14 +229,13 @@ impl Hub {
     }
 
     /// Tells every local stream to refetch all its topics and go on from `head`.
-    pub(crate) fn resync_all(&self, reason: ResyncReason, head: &str) {
-        let head: Arc<str> = head.into();
+    pub(crate) fn resync_all(&self, reason: ResyncReason, head: Cursor) {
         let map = self.topics.lock().unwrap();
         let mut seen = std::collections::HashSet::new();
         for entry in map.values() {
             for (id, (inbox, _)) in &entry.inboxes {
                 if seen.insert(*id) {
-                    inbox.offer(Delivery::Resync(reason, head.clone()), None);
+                    inbox.offer(Delivery::Resync(reason, head), None);
                 }
             }
         }

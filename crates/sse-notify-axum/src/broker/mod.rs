@@ -113,6 +113,14 @@ pub(crate) struct History {
     pub(crate) events: Vec<Arc<hub::LogEvent>>,
 }
 
+impl History {
+    /// The cursor of the head: where a stream that is told to resync, or that starts without a
+    /// cursor, goes on from.
+    pub(crate) fn head_cursor(&self) -> Cursor {
+        Cursor { log: self.log, position: self.head, matched: 0 }
+    }
+}
+
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -293,8 +301,7 @@ impl Broker {
     /// resumes its stream from it misses nothing published in between (the server-rendering
     /// handoff).
     pub async fn head_cursor(&self) -> Result<String, BrokerError> {
-        let h = self.history(None).await?;
-        Ok(Cursor { log: h.log, position: h.head, matched: 0 }.to_string())
+        Ok(self.history(None).await?.head_cursor().to_string())
     }
 
     async fn history(&self, after: Option<LogPosition>) -> Result<History, BrokerError> {
@@ -400,49 +407,45 @@ impl Broker {
             _guard: guard,
         };
         // Subscribed before the log is read: whatever the read misses is already queued live,
-        // and live events at or before what was replayed are skipped.
-        match last_event_id.map(str::parse::<Cursor>) {
+        // and live events at or before what was replayed are skipped. One read serves every
+        // case: the head for a fresh start or a resync, the events after a cursor of this log.
+        let cursor = last_event_id.map(str::parse::<Cursor>);
+        let after = match &cursor {
+            Some(Ok(c)) if c.log.tag == self.inner.log_tag => Some(c.position),
+            _ => None,
+        };
+        let h = self.history(after).await?;
+        let resync = match cursor {
             None => {
-                let h = self.history(None).await?;
-                let head = Cursor { log: h.log, position: h.head, matched: 0 };
-                sub.first.push_back(Bytes::from(format!("id: {head}\n\n")));
+                sub.first.push_back(Bytes::from(format!("id: {}\n\n", h.head_cursor())));
+                None
             }
-            Some(Err(_)) => self.start_with_resync(&mut sub, ResyncReason::MalformedCursor).await?,
-            Some(Ok(c)) if c.log.tag != self.inner.log_tag => {
-                self.start_with_resync(&mut sub, ResyncReason::ForeignCursor).await?
-            }
+            Some(Err(_)) => Some(ResyncReason::MalformedCursor),
+            Some(Ok(c)) if c.log.tag != self.inner.log_tag => Some(ResyncReason::ForeignCursor),
+            Some(Ok(c)) if h.log != c.log || c.position > h.head => Some(ResyncReason::UnknownCursor),
+            Some(Ok(_)) if !h.complete => Some(ResyncReason::CursorTrimmed),
             Some(Ok(c)) => {
-                let h = self.history(Some(c.position)).await?;
-                if h.log != c.log || c.position > h.head {
-                    self.start_with_resync(&mut sub, ResyncReason::UnknownCursor).await?
-                } else if !h.complete {
-                    self.start_with_resync(&mut sub, ResyncReason::CursorTrimmed).await?
-                } else {
-                    sub.after = c.position;
-                    let mut replayed = 0;
-                    for event in &h.events {
-                        let mask = sub.mask(&event.topics);
-                        if mask != 0 {
-                            sub.first.push_back(event.frame(mask));
-                            replayed += 1;
-                        }
-                        sub.after = event.position;
+                sub.after = c.position;
+                let mut replayed = 0;
+                for event in &h.events {
+                    let mask = sub.mask(&event.topics);
+                    if mask != 0 {
+                        sub.first.push_back(event.frame(mask));
+                        replayed += 1;
                     }
-                    self.inner.metrics.events_replayed.inc_by(replayed);
-                    self.inner.metrics.events_delivered.inc_by(replayed);
+                    sub.after = event.position;
                 }
+                self.inner.metrics.events_replayed.inc_by(replayed);
+                self.inner.metrics.events_delivered.inc_by(replayed);
+                None
             }
+        };
+        if let Some(reason) = resync {
+            sub.first.push_back(resync_frame(reason, Some(&h.head_cursor().to_string()), &sub.topics));
+            sub.after = h.head;
+            self.inner.metrics.resynced(reason, 1);
         }
         Ok(sub)
-    }
-
-    async fn start_with_resync(&self, sub: &mut Subscription, reason: ResyncReason) -> Result<(), BrokerError> {
-        let h = self.history(None).await?;
-        let head = Cursor { log: h.log, position: h.head, matched: 0 }.to_string();
-        sub.first.push_back(resync_frame(reason, Some(&head), &sub.topics));
-        sub.after = h.head;
-        self.inner.metrics.resynced(reason, 1);
-        Ok(())
     }
 
     /// Takes one of `max` connection slots, or `None` when all are in use.
@@ -563,10 +566,8 @@ impl Subscription {
                     Poll::Ready(Some(frame))
                 }
                 Delivery::Resync(reason, head) => {
-                    if let Ok(c) = head.parse::<Cursor>() {
-                        self.after = c.position;
-                    }
-                    Poll::Ready(Some(resync_frame(reason, Some(&head), &self.topics)))
+                    self.after = head.position;
+                    Poll::Ready(Some(resync_frame(reason, Some(&head.to_string()), &self.topics)))
                 }
             };
         }

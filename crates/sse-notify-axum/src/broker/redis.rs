@@ -395,8 +395,7 @@ async fn catch_up(
         return Ok(());
     }
     tracing::warn!("events published while Redis was unreachable are no longer retained; streams resync");
-    let head = Cursor { log: history.log, position: history.head, matched: 0 }.to_string();
-    hub.resync_all(ResyncReason::BrokerReconnected, &head);
+    hub.resync_all(ResyncReason::BrokerReconnected, history.head_cursor());
     metrics.resynced(ResyncReason::BrokerReconnected, 1);
     *delivered = Delivered { log: history.log, position: history.head };
     Ok(())
