@@ -78,7 +78,9 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
             async move { may_subscribe(user.as_ref(), &topic) }
         })
         .recheck_authorization(RECHECK_AUTHORIZATION);
-    let site_root = options.site_root.to_string();
+    let files = ServeDir::new(options.site_root.to_string())
+        .append_index_html_on_directories(false)
+        .fallback(error::not_found.into_service());
     let pages = Router::new()
         .leptos_routes_with_context(&options, generate_route_list(App), context, {
             let options = options.clone();
@@ -91,7 +93,7 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
         .merge(tasks::routes(sse.broker().clone(), store))
         .layer(sse.body_timeout())
         .merge(sse.routes_with(events))
-        .fallback(move |req: Request| static_file(site_root.clone(), req));
+        .fallback(move |req: Request| static_file(files.clone(), req));
     let app = with_security_headers(app).layer(TraceLayer::new_for_http());
     match sse.cors() {
         // The stream needs GET; the REST API takes the rest.
@@ -104,16 +106,18 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
 const NAME_MAX: usize = 255;
 
 /// Files under the site root (the WASM bundle, CSS, favicon); everything else is the JSON 404.
-/// Directories are not redirected to a trailing slash (`//pkg` -> `//pkg/` would send browsers
-/// to the host `pkg`), and a path segment too long to be a file name is a 404, not the 500 the
-/// file system's error would give.
-async fn static_file(site_root: String, req: Request) -> Response {
+/// `files` does not redirect directories to a trailing slash (`//pkg` -> `//pkg/` would send
+/// browsers to the host `pkg`), and a path segment too long to be a file name is a 404 here, not
+/// the 500 the file system's error would give.
+async fn static_file<S>(files: S, req: Request) -> Response
+where
+    S: tower::Service<Request, Error = std::convert::Infallible>,
+    S::Response: IntoResponse,
+{
     let path = req.uri().path();
     if path.starts_with("//") || path.split('/').any(|segment| segment.len() > NAME_MAX) {
         return error::not_found(req.uri().clone()).await.into_response();
     }
-    let files =
-        ServeDir::new(site_root).append_index_html_on_directories(false).fallback(error::not_found.into_service());
     match files.oneshot(req).await {
         Ok(resp) => resp.into_response(),
         Err(never) => match never {},

@@ -25,45 +25,54 @@ use super::hub::{Hub, LogEvent};
 use super::{random_epoch, unix_ms, History, Retention};
 use crate::metrics::SharedMetrics;
 
+/// Both scripts begin by reading the log's epoch, creating it from the caller's random
+/// candidate (ARGV[1]) when the log is new or Redis lost it. KEYS[2] is the epoch key.
+macro_rules! with_epoch {
+    ($body:literal) => {
+        concat!(
+            "local epoch = redis.call('GET', KEYS[2])\n",
+            "if not epoch then\n",
+            "  redis.call('SET', KEYS[2], ARGV[1], 'NX')\n",
+            "  epoch = ARGV[1]\n",
+            "end\n",
+            $body
+        )
+    };
+}
+
 /// KEYS: log, epoch, head, channel1, channel2, ...
-/// ARGV: frame body, topics (comma-separated), max events, oldest ms kept, epoch candidate.
+/// ARGV: epoch candidate, frame body, topics (comma-separated), max events, oldest ms kept.
 /// Each entry links back to the one before it (`p`): trimming only ever removes the oldest
 /// entries, so history after a position is complete exactly when the first entry after it still
 /// links back to it. (`XINFO`'s `max-deleted-entry-id` does not follow trimming.)
 /// Returns the number of Pub/Sub receivers.
-const PUBLISH_SCRIPT: &str = r#"
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  redis.call('SET', KEYS[2], ARGV[5], 'NX')
-  epoch = ARGV[5]
-end
+const PUBLISH_SCRIPT: &str = with_epoch!(
+    r#"
 local prev = redis.call('GET', KEYS[3]) or '0-0'
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[2], 'p', prev, 'f', ARGV[1])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[3], 'p', prev, 'f', ARGV[2])
 redis.call('SET', KEYS[3], id)
-redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
-local msg = epoch .. ' ' .. id .. ' ' .. ARGV[2] .. '\n' .. ARGV[1]
+redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[5])
+local msg = epoch .. ' ' .. id .. ' ' .. ARGV[3] .. '\n' .. ARGV[2]
 local n = 0
 for i = 4, #KEYS do
   n = n + redis.call('PUBLISH', KEYS[i], msg)
 end
 return n
-"#;
+"#
+);
 
 /// KEYS: log, epoch, head.  ARGV: epoch candidate, position to read after ('' = none), max entries.
 /// Returns {epoch, head, entries after the position}, atomically.
-const HISTORY_SCRIPT: &str = r#"
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  redis.call('SET', KEYS[2], ARGV[1], 'NX')
-  epoch = ARGV[1]
-end
+const HISTORY_SCRIPT: &str = with_epoch!(
+    r#"
 local head = redis.call('GET', KEYS[3]) or '0-0'
 local entries = {}
 if ARGV[2] ~= '' then
   entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
 end
 return {epoch, head, entries}
-"#;
+"#
+);
 
 enum Control {
     Subscribe(String, oneshot::Sender<Result<(), String>>),
@@ -261,11 +270,11 @@ impl RedisBackend {
             inv.key(keys.channel(topic));
         }
         let retention = &self.shared.retention;
-        inv.arg(body)
+        inv.arg(random_epoch())
+            .arg(body)
             .arg(topics.join(","))
             .arg(retention.max_events)
-            .arg(unix_ms().saturating_sub(retention.max_age_ms))
-            .arg(random_epoch());
+            .arg(unix_ms().saturating_sub(retention.max_age_ms));
         let mut conn = self.shared.conn.clone();
         inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string())
     }
