@@ -126,8 +126,9 @@ pub fn push_matched(head: &mut String, matched: u64) {
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = self.position;
-        write!(f, "{:04x}{:08x}-{:x}-{:x}-{:x}", self.log.tag, self.log.epoch, p.ms, p.seq, self.matched)
+        let mut id = Cursor::encode_head(self.log, self.position);
+        push_matched(&mut id, self.matched);
+        f.write_str(&id)
     }
 }
 

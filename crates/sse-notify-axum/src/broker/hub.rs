@@ -230,32 +230,31 @@ impl Hub {
 
     /// Tells every local stream to refetch all its topics and go on from `head`.
     pub(crate) fn resync_all(&self, reason: ResyncReason, head: Cursor) {
-        let map = self.topics.lock().unwrap();
-        let mut seen = std::collections::HashSet::new();
-        for entry in map.values() {
-            for (id, (inbox, _)) in &entry.inboxes {
-                if seen.insert(*id) {
-                    inbox.offer(Delivery::Resync(reason, head), None);
-                }
-            }
-        }
+        self.for_each_stream(|inbox| inbox.offer(Delivery::Resync(reason, head), None));
     }
 
     /// Events waiting in streams' queues: in all of them, and in the fullest one.
     pub(crate) fn queued(&self) -> (usize, usize) {
+        let (mut total, mut max) = (0, 0);
+        self.for_each_stream(|inbox| {
+            let n = inbox.state.lock().unwrap().queue.len();
+            total += n;
+            max = max.max(n);
+        });
+        (total, max)
+    }
+
+    /// Calls `f` once for every local stream (a stream is listed under each of its topics).
+    fn for_each_stream(&self, mut f: impl FnMut(&Inbox)) {
         let map = self.topics.lock().unwrap();
         let mut seen = std::collections::HashSet::new();
-        let (mut total, mut max) = (0, 0);
         for entry in map.values() {
             for (id, (inbox, _)) in &entry.inboxes {
                 if seen.insert(*id) {
-                    let n = inbox.state.lock().unwrap().queue.len();
-                    total += n;
-                    max = max.max(n);
+                    f(inbox);
                 }
             }
         }
-        (total, max)
     }
 
     /// Topics with at least one local stream.
