@@ -22,12 +22,6 @@ use common::*;
 use sse_notify_axum::SseConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// Counts `event: tick` frames on one stream until `want`, across chunk boundaries.
 async fn count_ticks(mut s: tokio::net::TcpStream, want: usize) {
     let needle = b"event: tick\n";
@@ -93,7 +87,13 @@ async fn main() {
     }
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let m: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100);
-    let cfg = SseConfig { max_connections: 19_000, heartbeat: None, ..config(None) };
+    // Every stream comes from this machine's address: no per-client limit.
+    let cfg = SseConfig {
+        max_connections: 19_000,
+        client_limits: sse_notify_axum::ClientLimits::UNLIMITED,
+        heartbeat: None,
+        ..config(None)
+    };
     // ROUTER=demo (default): the whole demo app; sse: only `SseApp::routes`; authorize / recheck:
     // those routes with an always-yes `authorize`, without / with `recheck_authorization`.
     let router = std::env::var("ROUTER").unwrap_or_else(|_| "demo".into());

@@ -98,7 +98,7 @@ async fn retention(redis: &RedisServer) {
     let broker = Broker::from_config(&cfg).await.unwrap();
     let n = 10_000u64;
     for id in 0..n {
-        let topics = [tasks(), Topic::new(&format!("task:{id}")).unwrap()];
+        let topics = [tasks(), Topic::new(format!("task:{id}")).unwrap()];
         broker.publish_to(&topics, "task:updated", &serde_json::json!({ "id": id })).await.unwrap();
     }
     let mut conn = redis.client().get_connection().unwrap();
@@ -126,7 +126,14 @@ fn spawn_instance(port: u16, redis: &str) -> Instance {
 }
 
 async fn serve(port: u16, redis: String) {
-    let cfg = SseConfig { redis_url: Some(redis), max_connections: 19_000, heartbeat: None, ..SseConfig::default() };
+    // Every stream comes from this machine's address: no per-client limit.
+    let cfg = SseConfig {
+        redis_url: Some(redis),
+        max_connections: 19_000,
+        client_limits: sse_notify_axum::ClientLimits::UNLIMITED,
+        heartbeat: None,
+        ..SseConfig::default()
+    };
     let sse = SseApp::new(cfg).await.expect("instance connects to Redis");
     let app = sse.routes();
     sse.serve(app, format!("127.0.0.1:{port}").parse().unwrap()).await.unwrap();

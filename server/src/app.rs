@@ -7,7 +7,7 @@ use axum::handler::HandlerWithoutStateExt;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use client::app::session::SessionKey;
+use client::app::session::{Session, SessionKey, Sessions};
 use client::app::store::TaskStore;
 use client::app::table::Table;
 use client::app::{shell, App};
@@ -23,18 +23,25 @@ use tower_http::trace::TraceLayer;
 
 use crate::tasks;
 
-/// How often open streams are re-authorized (a user removed from a team stops hearing it).
-const RECHECK_AUTHORIZATION: Duration = Duration::from_secs(30);
-
 /// The demo's own settings (the integration's are in [`sse_notify_axum::SseConfig`]).
 #[derive(Clone)]
 pub struct DemoConfig {
     /// `SESSION_SECRET` (32+ bytes): signs the CRM's session cookies. Instances behind one load
     /// balancer need the same one; unset, each process makes a random key.
     pub session: SessionKey,
+    /// `SESSION_TTL_SECONDS`: how long a CRM sign-in lasts (default 8 h).
+    pub session_ttl: Duration,
+    /// `AUTH_RECHECK_SECONDS`: how often open streams are re-authorized, so a user signed out,
+    /// expired or removed from a team stops hearing it (default 30 s).
+    pub recheck: Duration,
 }
 
 impl DemoConfig {
+    /// The defaults, signing with `session`.
+    pub fn new(session: SessionKey) -> Self {
+        Self { session, session_ttl: Duration::from_secs(8 * 3600), recheck: Duration::from_secs(30) }
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         let session = match std::env::var("SESSION_SECRET").ok().filter(|s| !s.is_empty()) {
             Some(secret) => SessionKey::from_secret(secret.as_bytes()).map_err(|reason| ConfigError {
@@ -47,7 +54,23 @@ impl DemoConfig {
                 SessionKey::random()
             }
         };
-        Ok(Self { session })
+        let d = Self::new(session);
+        Ok(Self {
+            session_ttl: seconds("SESSION_TTL_SECONDS", d.session_ttl)?,
+            recheck: seconds("AUTH_RECHECK_SECONDS", d.recheck)?,
+            ..d
+        })
+    }
+}
+
+/// A whole number of seconds, at least 1, from `var` (or `default` when unset).
+fn seconds(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    match std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+            _ => Err(ConfigError { var, value: v, reason: "must be a whole number of seconds, at least 1".into() }),
+        },
     }
 }
 
@@ -56,28 +79,32 @@ impl DemoConfig {
 /// cookie), health, metrics, static files, and a JSON 404 for everything else.
 pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router {
     let prefix = &sse.config().topic_prefix;
-    let (store, comments) = match sse.broker().redis_connection() {
-        Some(conn) => (TaskStore::redis(conn.clone(), prefix), Table::<Comment>::redis(conn, prefix, "crm:comments")),
-        None => (TaskStore::memory(), Table::memory()),
+    let (store, comments, sessions) = match sse.broker().redis_connection() {
+        Some(conn) => (
+            TaskStore::redis(conn.clone(), prefix),
+            Table::<Comment>::redis(conn.clone(), prefix, "crm:comments"),
+            Table::<Session>::redis(conn, prefix, "crm:sessions"),
+        ),
+        None => (TaskStore::memory(), Table::memory(), Table::memory()),
     };
+    let sessions = Sessions::new(demo.session, sessions, demo.session_ttl);
     let publisher = sse.broker().publisher();
     let context = {
-        let (store, key) = (store.clone(), demo.session.clone());
+        let (store, sessions) = (store.clone(), sessions.clone());
         move || {
             provide_context(store.clone());
             provide_context(comments.clone());
-            provide_context(key.clone());
+            provide_context(sessions.clone());
             provide_context(publisher.clone());
         }
     };
-    let key = demo.session;
     let events = sse
         .endpoint()
         .authorize(move |req, topic| {
-            let user = key.user(&req.headers);
-            async move { may_subscribe(user.as_ref(), &topic) }
+            let sessions = sessions.clone();
+            async move { may_subscribe(sessions.user(&req.headers).await.as_ref(), &topic) }
         })
-        .recheck_authorization(RECHECK_AUTHORIZATION);
+        .recheck_authorization(demo.recheck);
     let files = ServeDir::new(options.site_root.to_string())
         .append_index_html_on_directories(false)
         .fallback(error::not_found.into_service());

@@ -110,3 +110,39 @@ async fn the_admin_hears_every_team_and_a_rep_only_his_own(cfg) {
     assert!(!call(&app, ThreadComments::PATH, &dave, "thread=1".into()).await.status().is_success());
 }
 }
+
+/// The demo's settings with a fast re-check and the given session lifetime.
+fn quick(session_ttl: std::time::Duration) -> server::app::DemoConfig {
+    let recheck = std::time::Duration::from_secs(1);
+    server::app::DemoConfig { session_ttl, recheck, ..server::app::DemoConfig::new(test_session_key()) }
+}
+
+on_both_backends! {
+async fn signing_out_ends_the_session_everywhere_and_closes_its_streams(cfg) {
+    let app = TestServer::demo_with(cfg.clone(), quick(std::time::Duration::from_secs(3600))).await;
+    let bob = sign_in(&app, 2).await;
+    let mut inbox = stream(&app, &bob, "user:2,workspace:acme").await;
+    assert_eq!(inbox.status, 200);
+    let resp = call(&app, client::app::crm::api::SignOut::PATH, &bob, String::new()).await;
+    assert_eq!(resp.status(), 200);
+    let removal = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(removal.contains("Max-Age=0"), "the browser drops the cookie: {removal}");
+    // A copy of the old cookie (another tab, a stolen one) is nobody now: the session is gone
+    // on the server, not only in this browser.
+    assert!(inbox.ended_within(std::time::Duration::from_secs(10)).await, "the open stream is closed at the re-check");
+    assert_eq!(stream(&app, &bob, "user:2").await.status, 403, "its reconnect is refused");
+    let listed = call(&app, ThreadComments::PATH, &bob, "thread=1".into()).await;
+    assert!(!listed.status().is_success(), "server functions refuse the old cookie too");
+}
+}
+
+on_both_backends! {
+async fn an_expired_session_is_refused_and_its_streams_closed(cfg) {
+    let app = TestServer::demo_with(cfg.clone(), quick(std::time::Duration::from_secs(2))).await;
+    let bob = sign_in(&app, 2).await;
+    let mut inbox = stream(&app, &bob, "user:2").await;
+    assert_eq!(inbox.status, 200, "valid while the session lasts");
+    assert!(inbox.ended_within(std::time::Duration::from_secs(15)).await, "closed at the first re-check after expiry");
+    assert_eq!(stream(&app, &bob, "user:2").await.status, 403);
+}
+}

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sse_notify_axum::SseConfig;
+use sse_notify_axum::{ClientLimits, SseConfig};
 use sse_notify_core::Topic;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -29,6 +29,104 @@ async fn connection_limit_answers_503_before_streaming(cfg) {
 
 /// Opens a stream on a raw socket and returns it without reading the body: a client that
 /// never reads.
+/// A stream opened from source address `from` (one of 127.0.0.x).
+async fn open_from(app: &TestServer, from: &str, topics: &str) -> SseClient {
+    let client = reqwest::Client::builder().local_address(from.parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    SseClient::open_with(client.get(app.url(&format!("/events?topic={topics}")))).await
+}
+
+/// The metric line `name` exactly, e.g. `sse_clients 2` (not a prefix of `sse_clients 20`).
+async fn metric_line(app: &TestServer, line: &str) -> bool {
+    let page = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    has_line(&page, line)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_is_held_to_its_streams_and_topics_and_others_are_not() {
+    let limits = ClientLimits { max_streams: 3, max_topics: 5 };
+    let app = TestServer::demo(SseConfig { client_limits: limits, ..config(None) }).await;
+    let mut held = Vec::new();
+    for topics in ["tasks,task:1", "tasks,task:2", "task:3"] {
+        let s = open_from(&app, "127.0.0.1", topics).await;
+        assert_eq!(s.status, 200, "{topics}");
+        held.push(s);
+    }
+    // A fourth stream from the same address: 429, whatever it asks for.
+    let fourth = http().get(app.url("/events?topic=tasks")).send().await.unwrap();
+    assert_eq!(error_code(fourth, 429).await, "too_many_streams_per_client");
+    let mut streams_refused = 1;
+    // Another address is another client.
+    let other = open_from(&app, "127.0.0.2", "tasks").await;
+    assert_eq!(other.status, 200);
+    assert!(metric_line(&app, "sse_clients 2").await);
+
+    // Closing a stream gives its place back (the server notices the close asynchronously).
+    drop(held.pop());
+    let mut reopened = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reopened.is_none() && Instant::now() < deadline {
+        let s = open_from(&app, "127.0.0.1", "task:3,task:4").await;
+        if s.status == 200 {
+            reopened = Some(s);
+        } else {
+            assert_eq!(s.status, 429);
+            streams_refused += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(reopened.is_some(), "a closed stream's place was given back");
+    // Streams: tasks,task:1 + tasks,task:2 + task:3,task:4. Once the second closes, 4 distinct
+    // topics are followed: two more is one too many even with a place free, and topics already
+    // followed cost nothing.
+    drop(held.pop());
+    let mut topics_refused = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while topics_refused.is_none() && Instant::now() < deadline {
+        let resp = http().get(app.url("/events?topic=task:98,task:99")).send().await.unwrap();
+        match resp.status().as_u16() {
+            429 => {
+                let body: serde_json::Value = resp.json().await.unwrap();
+                match body["error"].as_str() {
+                    Some("too_many_topics_per_client") => topics_refused = Some(body),
+                    Some("too_many_streams_per_client") => streams_refused += 1,
+                    other => panic!("unexpected refusal {other:?}"),
+                }
+            }
+            status => panic!("a sixth distinct topic was answered {status}"),
+        }
+        if topics_refused.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let body = topics_refused.expect("the sixth distinct topic is refused once a place is free");
+    assert!(body["message"].as_str().unwrap().contains('5'), "names the limit: {body}");
+    let known = open_from(&app, "127.0.0.1", "tasks,task:1").await;
+    assert_eq!(known.status, 200, "topics the client already follows cost nothing new");
+    let line = format!("sse_connections_rejected_total{{reason=\"too_many_streams_per_client\"}} {streams_refused}");
+    assert!(metric_line(&app, &line).await, "{line}");
+    assert!(metric_line(&app, "sse_connections_rejected_total{reason=\"too_many_topics_per_client\"} 1").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_the_client_is_the_address_the_proxy_names() {
+    let cfg = SseConfig {
+        client_limits: ClientLimits { max_streams: 1, max_topics: 64 },
+        client_ip_header: Some(reqwest::header::HeaderName::from_static("x-forwarded-for")),
+        ..config(None)
+    };
+    let app = TestServer::demo(cfg).await;
+    let via_proxy = |forwarded: &'static str| {
+        SseClient::open_with(http().get(app.url("/events?topic=tasks")).header("x-forwarded-for", forwarded))
+    };
+    // The proxy appends the address it saw: a client cannot escape its limit by sending its own.
+    let first = via_proxy("203.0.113.9, 198.51.100.1").await;
+    assert_eq!(first.status, 200);
+    let same = via_proxy("10.9.9.9, 198.51.100.1").await;
+    assert_eq!(same.status, 429, "the last address is the client's");
+    let other = via_proxy("198.51.100.2").await;
+    assert_eq!(other.status, 200, "another address behind the same proxy is another client");
+}
+
 async fn stalled_stream(app: &TestServer, topic: &str) -> tokio::net::TcpStream {
     let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let req = format!(
@@ -180,7 +278,8 @@ async fn topic_prefixes_isolate_two_apps_on_one_redis() {
 on_both_backends! {
 async fn shutdown_ends_a_thousand_open_streams_promptly(cfg) {
     ensure_open_files(2_500); // 1,000 client and 1,000 server sockets in this process
-    let mut app = TestServer::demo(cfg.clone()).await;
+    // All from one address: past the per-client limit, which is not what this test is about.
+    let mut app = TestServer::demo(SseConfig { client_limits: ClientLimits::UNLIMITED, ..cfg.clone() }).await;
     let mut streams = Vec::new();
     for chunk in 0..10 {
         let batch = futures::future::join_all((0..100).map(|i| {

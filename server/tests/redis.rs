@@ -143,3 +143,41 @@ async fn redis_loss_and_return_under_open_streams() {
         .unwrap();
     assert_eq!(fresh.expect_event().await.data, r#"{"n":1}"#);
 }
+
+/// A write whose event cannot be published at once (Redis refuses the publish script, as it
+/// would for a moment while failing over) is still the success it was: 201, stored once, and
+/// the event reaches subscribers, in order, once Redis takes scripts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_publish_fails_is_answered_as_done_and_its_event_follows() {
+    let redis = RedisServer::start();
+    let app = TestServer::demo(config(Some(&redis))).await;
+    let mut sub = SseClient::subscribe(&app.base, "tasks").await.started().await;
+    let mut admin = redis.client().get_connection().unwrap();
+    let acl = |conn: &mut redis::Connection, rules: &[&str]| {
+        redis::cmd("ACL").arg("SETUSER").arg("default").arg(rules).query::<()>(conn).unwrap();
+    };
+    // The store's commands (INCR, HSET) still work; the broker's publish script does not.
+    acl(&mut admin, &["-eval", "-evalsha"]);
+    let mut ids = Vec::new();
+    for title in ["first during the outage", "second during the outage"] {
+        let resp =
+            http().post(app.url("/api/tasks")).json(&serde_json::json!({ "title": title })).send().await.unwrap();
+        assert_eq!(resp.status(), 201, "the write happened, so it is answered as done");
+        ids.push(resp.json::<shared::tasks::Task>().await.unwrap().id);
+    }
+    let listed: Vec<shared::tasks::Task> =
+        http().get(app.url("/api/tasks")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.iter().map(|t| t.id).collect::<Vec<_>>(), ids, "stored once each");
+    let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(has_line(&metrics, "sse_events_deferred_total 2"), "{metrics}");
+    assert!(has_line(&metrics, "sse_outbox_events 2"), "{metrics}");
+    let early = sub.next_event(Duration::from_millis(300)).await;
+    assert!(early.as_ref().is_none_or(|e| e.event == "heartbeat"), "nothing published while refused: {early:?}");
+
+    acl(&mut admin, &["+@all"]);
+    for id in &ids {
+        let e = sub.expect_event().await;
+        assert_eq!((e.event.as_str(), e.data.clone()), ("task:created", format!("{{\"id\":{id}}}")), "in order");
+    }
+    assert!(eventually(Duration::from_secs(5), || app.sse.broker().outbox_len() == 0).await);
+}

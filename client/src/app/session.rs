@@ -1,12 +1,19 @@
-//! The demo's sign-in: a signed cookie holding the user's id (server only).
+//! The demo's sign-in: server-side sessions named by a signed cookie (server only).
 //!
 //! EventSource cannot send headers but does send cookies, so the same cookie identifies the user
-//! to server functions and to the SSE endpoint's `authorize`. Signed with the `cookie` crate
-//! (HMAC-SHA256): a client cannot forge another user's id.
+//! to server functions and to the SSE endpoint's `authorize`. The cookie holds a session id,
+//! signed with the `cookie` crate (HMAC-SHA256) so a client cannot forge one; the session itself
+//! (user, expiry) lives in the app's store, shared by instances on one Redis, so signing out or
+//! expiring ends it everywhere at once, and open streams are closed at their next re-check.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cookie::{Cookie, CookieJar, Key, SameSite};
 use http::header::{HeaderMap, HeaderValue, COOKIE};
+use serde::{Deserialize, Serialize};
 use shared::crm::{find_user, User};
+
+use super::table::{StoreError, Table};
 
 /// The cookie's name.
 pub const SESSION_COOKIE: &str = "crm_session";
@@ -30,8 +37,8 @@ impl SessionKey {
         Self(Key::generate())
     }
 
-    /// The signed-in user of a request, if its session cookie is present and genuine.
-    pub fn user(&self, headers: &HeaderMap) -> Option<User> {
+    /// The value of a request's session cookie, if present and genuinely signed by this key.
+    fn verified(&self, headers: &HeaderMap) -> Option<u64> {
         let mut jar = CookieJar::new();
         for value in headers.get_all(COOKIE) {
             let Ok(value) = value.to_str() else { continue };
@@ -39,15 +46,20 @@ impl SessionKey {
                 jar.add_original(cookie.into_owned());
             }
         }
-        let id = jar.signed(&self.0).get(SESSION_COOKIE)?.value().parse().ok()?;
-        find_user(id)
+        jar.signed(&self.0).get(SESSION_COOKIE)?.value().parse().ok()
     }
 
-    /// The `Set-Cookie` value that signs `user` in.
-    pub fn sign_in(&self, user: u64) -> HeaderValue {
+    /// The `Set-Cookie` value naming session `id`, kept by the browser for `ttl`.
+    fn cookie(&self, id: u64, ttl: Duration) -> HeaderValue {
         let mut jar = CookieJar::new();
-        jar.signed_mut(&self.0)
-            .add(Cookie::build((SESSION_COOKIE, user.to_string())).path("/").http_only(true).same_site(SameSite::Lax));
+        let max_age = cookie::time::Duration::seconds(ttl.as_secs() as i64);
+        jar.signed_mut(&self.0).add(
+            Cookie::build((SESSION_COOKIE, id.to_string()))
+                .path("/")
+                .http_only(true)
+                .same_site(SameSite::Lax)
+                .max_age(max_age),
+        );
         let cookie = jar.delta().next().expect("the cookie just added").to_string();
         HeaderValue::from_str(&cookie).expect("a signed cookie is a valid header value")
     }
@@ -57,6 +69,65 @@ impl SessionKey {
         let mut cookie = Cookie::build((SESSION_COOKIE, "")).path("/").build();
         cookie.make_removal();
         HeaderValue::from_str(&cookie.to_string()).expect("valid header value")
+    }
+}
+
+/// One signed-in browser: who, and until when (Unix seconds).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Session {
+    pub user: u64,
+    pub expires: u64,
+}
+
+/// The CRM's sessions: the signing key, the store that holds them, and how long they last.
+#[derive(Clone)]
+pub struct Sessions {
+    key: SessionKey,
+    table: Table<Session>,
+    ttl: Duration,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Sessions {
+    pub fn new(key: SessionKey, table: Table<Session>, ttl: Duration) -> Self {
+        Self { key, table, ttl }
+    }
+
+    /// Starts a session for `user`; the `Set-Cookie` value that names it.
+    pub async fn sign_in(&self, user: u64) -> Result<HeaderValue, StoreError> {
+        let expires = now_secs() + self.ttl.as_secs();
+        let mut id = 0;
+        self.table
+            .insert(|new| {
+                id = new;
+                Session { user, expires }
+            })
+            .await?;
+        Ok(self.key.cookie(id, self.ttl))
+    }
+
+    /// The signed-in user of a request: a genuine cookie naming a session that exists and has
+    /// not expired. An expired session is deleted when it is found.
+    pub async fn user(&self, headers: &HeaderMap) -> Option<User> {
+        let id = self.key.verified(headers)?;
+        let session = self.table.get(id).await.ok()??;
+        if session.expires <= now_secs() {
+            let _ = self.table.delete(id).await;
+            return None;
+        }
+        find_user(session.user)
+    }
+
+    /// Ends the request's session (on every instance) and answers the `Set-Cookie` value that
+    /// removes the cookie.
+    pub async fn sign_out(&self, headers: &HeaderMap) -> Result<HeaderValue, StoreError> {
+        if let Some(id) = self.key.verified(headers) {
+            self.table.delete(id).await?;
+        }
+        Ok(SessionKey::sign_out())
     }
 }
 
@@ -71,16 +142,34 @@ mod tests {
         h
     }
 
-    #[test]
-    fn signed_cookie_round_trip_and_forgery() {
+    fn sessions(key: SessionKey, ttl: Duration) -> Sessions {
+        Sessions::new(key, Table::memory(), ttl)
+    }
+
+    #[tokio::test]
+    async fn signed_session_round_trip_forgery_and_sign_out() {
         let key = SessionKey::from_secret(&[7u8; 32]).unwrap();
-        let set = key.sign_in(2);
-        assert_eq!(key.user(&headers(&set)).unwrap().name, "bob");
+        let s = sessions(key.clone(), Duration::from_secs(3600));
+        let set = s.sign_in(2).await.unwrap();
+        assert!(set.to_str().unwrap().contains("Max-Age=3600"), "{set:?}");
+        assert_eq!(s.user(&headers(&set)).await.unwrap().name, "bob");
         // Another key, or a tampered value, is nobody.
-        assert!(SessionKey::random().user(&headers(&set)).is_none());
-        let forged = HeaderValue::from_str(&set.to_str().unwrap().replacen("2", "1", 1)).unwrap();
-        assert!(key.user(&headers(&forged)).is_none());
-        assert!(key.user(&HeaderMap::new()).is_none());
+        assert!(sessions(SessionKey::random(), Duration::from_secs(60)).user(&headers(&set)).await.is_none());
+        let value = set.to_str().unwrap();
+        let tampered = value.replacen("=", "=0", 1);
+        assert!(s.user(&headers(&HeaderValue::from_str(&tampered).unwrap())).await.is_none());
+        assert!(s.user(&HeaderMap::new()).await.is_none());
         assert!(SessionKey::from_secret(b"short").is_err());
+        // Signing out ends the session itself: the old cookie, replayed, is nobody.
+        let removal = s.sign_out(&headers(&set)).await.unwrap();
+        assert!(removal.to_str().unwrap().contains("Max-Age=0"), "{removal:?}");
+        assert!(s.user(&headers(&set)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_is_nobody() {
+        let s = sessions(SessionKey::random(), Duration::ZERO);
+        let set = s.sign_in(1).await.unwrap();
+        assert!(s.user(&headers(&set)).await.is_none());
     }
 }

@@ -7,8 +7,11 @@ use sse_notify_core::{PublishError, Publisher, SseEvent};
 ///
 /// The server puts a [`Publisher`] in Leptos context (`sse_notify_axum::Broker::publisher`,
 /// provided with `leptos_routes_with_context`); without one this is
-/// [`PublishError::NotConfigured`] rather than a silent no-op. The error keeps its kind, so a
-/// server function's own error type can tell "too large" from "broker unavailable".
+/// [`PublishError::NotConfigured`] rather than a silent no-op. Call it after the write it reports:
+/// if the broker's backend is away for a moment, the event waits in its outbox and is published
+/// once it is back (`sse_notify_axum::Broker::publish_or_defer`), so the server function can
+/// answer the success its write was. The error keeps its kind, so a server function's own error
+/// type can tell "too large" from "outbox full".
 ///
 /// ```no_run
 /// use leptos::prelude::*;

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use axum::http::HeaderName;
 use sse_notify_core::DEFAULT_HEARTBEAT_SECONDS;
+
+use crate::clients::ClientLimits;
 
 /// Why the configuration could not be read; names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,12 @@ pub struct SseConfig {
     pub cors_origins: Vec<String>,
     /// `SSE_MAX_CONNECTIONS`: open streams per process.
     pub max_connections: usize,
+    /// `SSE_MAX_STREAMS_PER_CLIENT` and `SSE_MAX_TOPICS_PER_CLIENT` (defaults 256 and 1024;
+    /// see [`ClientLimits`] for why).
+    pub client_limits: ClientLimits,
+    /// `SSE_CLIENT_IP_HEADER`: behind a reverse proxy, the header that carries the client's
+    /// address (`x-forwarded-for`, `x-real-ip`); unset = the peer address is the client.
+    pub client_ip_header: Option<HeaderName>,
     /// `SSE_MAX_QUEUE_SIZE`: events a subscriber may fall behind before it is disconnected.
     pub max_queue_size: usize,
     /// `SSE_MAX_MESSAGE_SIZE`: the largest encoded event, in bytes.
@@ -43,6 +52,9 @@ pub struct SseConfig {
     pub history_size: usize,
     /// `SSE_HISTORY_SECONDS`: how long an event is kept for replay (default 24 h).
     pub history_age: Duration,
+    /// `SSE_OUTBOX_SIZE`: events kept in process while the backend is away after a write
+    /// (default 10,000; see [`crate::Broker::publish_or_defer`]).
+    pub outbox_size: usize,
     /// `HTTP_HEADER_TIMEOUT_SECONDS`: how long a client may take to send a request head, also
     /// how long an idle keep-alive connection stays open (default 10 s). SSE streams are not
     /// affected: their request was read long ago.
@@ -60,10 +72,13 @@ impl Default for SseConfig {
             topic_prefix: String::new(),
             cors_origins: Vec::new(),
             max_connections: 19_000,
+            client_limits: ClientLimits::default(),
+            client_ip_header: None,
             max_queue_size: 256,
             max_message_size: 64 * 1024,
             history_size: 10_000,
             history_age: Duration::from_secs(24 * 3600),
+            outbox_size: 10_000,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
         }
@@ -100,12 +115,31 @@ impl SseConfig {
         let cors_origins = get("CORS_ORIGINS")
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default();
+        let client_ip_header = match get("SSE_CLIENT_IP_HEADER") {
+            Some(name) => Some(
+                HeaderName::try_from(name.as_str()).map_err(|e| err("SSE_CLIENT_IP_HEADER", &name, e.to_string()))?,
+            ),
+            None => None,
+        };
         let cfg = Self {
             redis_url,
             heartbeat: (heartbeat_secs > 0).then(|| Duration::from_secs(heartbeat_secs)),
             topic_prefix,
             cors_origins,
             max_connections: positive("SSE_MAX_CONNECTIONS", get("SSE_MAX_CONNECTIONS"), d.max_connections)?,
+            client_limits: ClientLimits {
+                max_streams: positive(
+                    "SSE_MAX_STREAMS_PER_CLIENT",
+                    get("SSE_MAX_STREAMS_PER_CLIENT"),
+                    d.client_limits.max_streams,
+                )?,
+                max_topics: positive(
+                    "SSE_MAX_TOPICS_PER_CLIENT",
+                    get("SSE_MAX_TOPICS_PER_CLIENT"),
+                    d.client_limits.max_topics,
+                )?,
+            },
+            client_ip_header,
             max_queue_size: positive("SSE_MAX_QUEUE_SIZE", get("SSE_MAX_QUEUE_SIZE"), d.max_queue_size)?,
             max_message_size: positive("SSE_MAX_MESSAGE_SIZE", get("SSE_MAX_MESSAGE_SIZE"), d.max_message_size)?,
             history_size: positive("SSE_HISTORY_SIZE", get("SSE_HISTORY_SIZE"), d.history_size)?,
@@ -114,6 +148,7 @@ impl SseConfig {
                 get("SSE_HISTORY_SECONDS"),
                 d.history_age.as_secs() as usize,
             )? as u64),
+            outbox_size: positive("SSE_OUTBOX_SIZE", get("SSE_OUTBOX_SIZE"), d.outbox_size)?,
             header_timeout: Duration::from_secs(positive(
                 "HTTP_HEADER_TIMEOUT_SECONDS",
                 get("HTTP_HEADER_TIMEOUT_SECONDS"),
@@ -187,6 +222,10 @@ mod tests {
             ("SSE_HISTORY_SECONDS", "60"),
             ("HTTP_HEADER_TIMEOUT_SECONDS", "3"),
             ("HTTP_BODY_TIMEOUT_SECONDS", "4"),
+            ("SSE_MAX_STREAMS_PER_CLIENT", "7"),
+            ("SSE_OUTBOX_SIZE", "9"),
+            ("SSE_MAX_TOPICS_PER_CLIENT", "8"),
+            ("SSE_CLIENT_IP_HEADER", "X-Real-IP"),
         ])
         .unwrap();
         assert_eq!(cfg.redis_url.as_deref(), Some("redis://127.0.0.1:6380/2"));
@@ -196,6 +235,9 @@ mod tests {
         assert_eq!((cfg.max_connections, cfg.max_queue_size, cfg.max_message_size), (10, 5, 100));
         assert_eq!((cfg.history_size, cfg.history_age), (50, Duration::from_secs(60)));
         assert_eq!((cfg.header_timeout, cfg.body_timeout), (Duration::from_secs(3), Duration::from_secs(4)));
+        assert_eq!(cfg.outbox_size, 9);
+        assert_eq!(cfg.client_limits, ClientLimits { max_streams: 7, max_topics: 8 });
+        assert_eq!(cfg.client_ip_header.as_ref().map(HeaderName::as_str), Some("x-real-ip"));
     }
 
     #[test]
@@ -209,6 +251,9 @@ mod tests {
             ("TOPIC_PREFIX", "a/b"),
             ("SSE_HISTORY_SIZE", "0"),
             ("SSE_HISTORY_SECONDS", "a day"),
+            ("SSE_MAX_STREAMS_PER_CLIENT", "0"),
+            ("SSE_MAX_TOPICS_PER_CLIENT", "many"),
+            ("SSE_CLIENT_IP_HEADER", "x forwarded"),
         ] {
             let e = from(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var);

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::broker::{Broker, ConnectionSlot, Subscription};
+use crate::clients::{address_key, ClientLimits, ClientSlot};
 use crate::error::ApiError;
 
 use sse_notify_core::wire::HEARTBEAT_EVENT;
@@ -38,6 +39,7 @@ pub use sse_notify_core::MAX_TOPICS_PER_CONNECTION;
 const RETRY_MS: u64 = 2000;
 
 type AuthorizeFn = dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
+type ClientKeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 
 /// Builds the SSE route.
 ///
@@ -66,11 +68,14 @@ pub struct SseEndpoint {
     heartbeat: Option<Duration>,
     recheck: Option<Duration>,
     max_connections: usize,
+    client_limits: ClientLimits,
+    client_key: Arc<ClientKeyFn>,
 }
 
 impl SseEndpoint {
     /// An endpoint that takes its topics from `?topic=`, with the default heartbeat
-    /// ([`sse_notify_core::DEFAULT_HEARTBEAT_SECONDS`]) and no connection limit.
+    /// ([`sse_notify_core::DEFAULT_HEARTBEAT_SECONDS`]), no process-wide connection limit, and
+    /// the default [`ClientLimits`] per client address.
     pub fn new(broker: Broker) -> Self {
         Self {
             broker,
@@ -79,6 +84,8 @@ impl SseEndpoint {
             heartbeat: Some(Duration::from_secs(sse_notify_core::DEFAULT_HEARTBEAT_SECONDS)),
             recheck: None,
             max_connections: usize::MAX,
+            client_limits: ClientLimits::default(),
+            client_key: Arc::new(peer_address_key),
         }
     }
 
@@ -116,6 +123,46 @@ impl SseEndpoint {
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
         self
+    }
+
+    /// Holds each client to `limits` (429 `too_many_streams_per_client` /
+    /// `too_many_topics_per_client` beyond them); [`ClientLimits::UNLIMITED`] turns it off.
+    pub fn client_limits(mut self, limits: ClientLimits) -> Self {
+        self.client_limits = limits;
+        self
+    }
+
+    /// Who a request's client is, for [`SseEndpoint::client_limits`]. By default its peer
+    /// address (the `ConnectInfo<SocketAddr>` that [`crate::SseApp::serve`] provides; a request
+    /// without one is not limited per client). Key by user instead, for example:
+    ///
+    /// ```
+    /// # use sse_notify_axum::{Broker, BrokerLimits, SseEndpoint};
+    /// # let broker = Broker::memory(BrokerLimits::default());
+    /// let endpoint = SseEndpoint::new(broker).client_key(|req| {
+    ///     let user = req.headers.get("x-user-id")?.to_str().ok()?;
+    ///     Some(format!("user:{user}"))
+    /// });
+    /// ```
+    pub fn client_key(mut self, key: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.client_key = Arc::new(key);
+        self
+    }
+
+    /// Behind a reverse proxy every request comes from the proxy's address: take the client's
+    /// address from this header instead (`X-Forwarded-For`: the last address in it, the one
+    /// the trusted proxy added; `X-Real-IP`: the address). Requests without a parseable value
+    /// fall back to the peer address. Only set this when a proxy you run sets the header:
+    /// otherwise clients choose their own key.
+    pub fn client_ip_header(self, name: axum::http::HeaderName) -> Self {
+        self.client_key(move |req| {
+            let value = req.headers.get_all(&name).iter().next_back()?.to_str().ok()?;
+            let last = value.rsplit(',').next()?.trim();
+            match last.parse::<std::net::IpAddr>() {
+                Ok(ip) => Some(address_key(ip)),
+                Err(_) => peer_address_key(req),
+            }
+        })
     }
 
     /// The `GET` route. Must be called inside a Tokio runtime (it starts the heartbeat ticker).
@@ -158,6 +205,7 @@ impl Prepared {
             None => topics_from_query(query)?,
         };
         let last_event_id = last_event_id(&parts.headers, query);
+        let client_key = (ep.client_key)(&parts);
         let parts = Arc::new(parts);
         if let Some(check) = &ep.authorize {
             if let Some(topic) = first_refused(check.as_ref(), &parts, &topics).await {
@@ -177,6 +225,10 @@ impl Prepared {
         if *ep.broker.closing().borrow() {
             return Err(ApiError::unavailable("shutting_down", "the server is shutting down; reconnect"));
         }
+        let client = match client_key {
+            Some(key) => Some(ep.broker.admit_client(key, &topics, ep.client_limits)?),
+            None => None,
+        };
         let slot = ep.broker.try_acquire_connection(ep.max_connections).ok_or_else(|| {
             ApiError::unavailable(
                 "too_many_connections",
@@ -201,7 +253,7 @@ impl Prepared {
             closing: WatchStream::new(ep.broker.closing()),
             recheck,
             done: false,
-            _slot: slot,
+            _slots: (slot, client),
         };
         let mut resp = Response::new(Body::from_stream(body));
         let h = resp.headers_mut();
@@ -247,6 +299,12 @@ fn last_event_id(headers: &axum::http::HeaderMap, query: &str) -> Option<String>
     let header = headers.get("last-event-id").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let query = || form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "last_event_id").map(|(_, v)| v.into());
     header.filter(|v| !v.is_empty()).or_else(query).filter(|v: &String| !v.is_empty())
+}
+
+/// The default client key: the peer address (IPv6 by its /64).
+fn peer_address_key(req: &Parts) -> Option<String> {
+    let peer = req.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
+    Some(address_key(peer.0.ip()))
 }
 
 /// The first topic `check` refuses, if any.
@@ -332,7 +390,7 @@ struct EventBody {
     closing: WatchStream<bool>,
     recheck: Option<Recheck>,
     done: bool,
-    _slot: ConnectionSlot,
+    _slots: (ConnectionSlot, Option<ClientSlot>),
 }
 
 impl Stream for EventBody {

@@ -2,8 +2,11 @@
 //! fastapi-sse-events' `@publish_event(topic, event, extract_data)`.
 //!
 //! The handler runs first; only a 2xx answer publishes. When no topic is given, it is inferred
-//! from the matched route (`/api/v1/threads/{id}/comments` -> `threads.comments`). If the
-//! publish fails, the client gets the error (e.g. 503) instead of a success that nobody saw.
+//! from the matched route (`/api/v1/threads/{id}/comments` -> `threads.comments`). The handler's
+//! write has happened by then, so the client gets its success even when the backend is away for
+//! a moment: the event waits in the broker's outbox and is published once it is back
+//! ([`Broker::publish_or_defer`]); only a full outbox answers 503. An event the broker can never
+//! take (larger than `SSE_MAX_MESSAGE_SIZE`) answers its error.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -216,7 +219,7 @@ where
             };
             let ctx = PublishContext { route, params, body: serde_json::from_slice(&bytes).ok() };
             if let Some(out) = (layer.rule)(&ctx) {
-                if let Err(e) = layer.broker.publish_to(&out.topics, &out.event, &out.data).await {
+                if let Err(e) = layer.broker.publish_or_defer(&out.topics, &out.event, &out.data).await {
                     tracing::error!(event = out.event, error = %e, "publish after a successful handler failed");
                     return Ok(ApiError::from(e).into_response());
                 }

@@ -29,16 +29,19 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod clients;
 pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod handoff;
 pub mod health;
 pub mod layer;
+pub mod memory;
 pub mod metrics;
 pub mod setup;
 
 pub use broker::{Broker, BrokerError, BrokerLimits, Subscription};
+pub use clients::ClientLimits;
 pub use config::{ConfigError, SseConfig};
 pub use endpoint::SseEndpoint;
 pub use error::ApiError;

@@ -15,9 +15,11 @@ type Reason = Vec<(&'static str, &'static str)>;
 pub struct Metrics {
     registry: Registry,
     connections: Gauge,
+    clients: Gauge,
     channels: Gauge,
     queued: Gauge,
     queued_max: Gauge,
+    outbox: Gauge,
     pub(crate) connections_opened: Counter,
     pub(crate) connections_rejected: Family<Reason, Counter>,
     pub(crate) events_published: Counter,
@@ -28,6 +30,7 @@ pub struct Metrics {
     pub(crate) publish_seconds: Histogram,
     pub(crate) redis_reconnects: Counter,
     pub(crate) events_replayed: Counter,
+    pub(crate) events_deferred: Counter,
     pub(crate) resyncs: Family<Reason, Counter>,
 }
 
@@ -36,9 +39,12 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("sse");
         let m = Metrics {
             connections: Gauge::default(),
+            clients: Gauge::default(),
             channels: Gauge::default(),
             queued: Gauge::default(),
             queued_max: Gauge::default(),
+            outbox: Gauge::default(),
+            events_deferred: Counter::default(),
             connections_opened: Counter::default(),
             connections_rejected: Family::default(),
             events_published: Counter::default(),
@@ -54,6 +60,7 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         registry.register("connections", "Open SSE streams", m.connections.clone());
+        registry.register("clients", "Clients (addresses, or client keys) with open SSE streams", m.clients.clone());
         registry.register("channels", "Topics with at least one local subscriber", m.channels.clone());
         registry.register("queued_events", "Events waiting in streams' queues", m.queued.clone());
         registry.register(
@@ -91,6 +98,12 @@ impl Default for Metrics {
             "Event frames sent from history to streams that resumed from a cursor",
             m.events_replayed.clone(),
         );
+        registry.register(
+            "events_deferred",
+            "Events kept in the outbox because the backend was away after a write",
+            m.events_deferred.clone(),
+        );
+        registry.register("outbox_events", "Events waiting in the outbox for the backend", m.outbox.clone());
         registry.register("resyncs", "resync frames sent (streams told to refetch), by reason", m.resyncs.clone());
         Metrics { registry, ..m }
     }
@@ -112,9 +125,11 @@ impl Metrics {
     /// The text exposition, with the gauges as they are `now`.
     pub fn render(&self, now: Gauges) -> String {
         self.connections.set(now.connections as i64);
+        self.clients.set(now.clients as i64);
         self.channels.set(now.channels as i64);
         self.queued.set(now.queued as i64);
         self.queued_max.set(now.queued_max as i64);
+        self.outbox.set(now.outbox as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -127,12 +142,16 @@ impl Metrics {
 pub struct Gauges {
     /// Open SSE streams.
     pub connections: usize,
+    /// Clients with at least one open stream.
+    pub clients: usize,
     /// Topics with at least one local stream.
     pub channels: usize,
     /// Events waiting in all streams' queues.
     pub queued: usize,
     /// Events waiting in the fullest stream's queue.
     pub queued_max: usize,
+    /// Events waiting in the outbox for the backend.
+    pub outbox: usize,
 }
 
 /// Keeps the type name short where it is stored.

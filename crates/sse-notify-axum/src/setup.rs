@@ -17,6 +17,9 @@ use sse_notify_core::DEFAULT_EVENTS_PATH;
 /// a 1 s SYN retry.
 pub const ACCEPT_BACKLOG: u32 = 8192;
 
+/// How long shutdown waits for the outbox to drain ([`Broker::publish_or_defer`]).
+const OUTBOX_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the app could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -80,12 +83,16 @@ impl SseApp {
             topic_prefix = config.topic_prefix,
             cors_origins = ?config.cors_origins,
             max_connections = config.max_connections,
+            max_streams_per_client = config.client_limits.max_streams,
+            max_topics_per_client = config.client_limits.max_topics,
+            client_ip_header = config.client_ip_header.as_ref().map(|h| h.as_str()).unwrap_or("(peer address)"),
             max_queue_size = config.max_queue_size,
             max_message_size = config.max_message_size,
             history_size = config.history_size,
             history_s = config.history_age.as_secs(),
             header_timeout_s = config.header_timeout.as_secs(),
             body_timeout_s = config.body_timeout.as_secs(),
+            outbox_size = config.outbox_size,
             "SSE configuration"
         );
         Ok(Self { config, broker })
@@ -101,12 +108,18 @@ impl SseApp {
         &self.config
     }
 
-    /// The SSE endpoint with the configured heartbeat and connection limit; add `authorize` or
-    /// fixed topics and mount it where you like with [`SseEndpoint::into_route`].
+    /// The SSE endpoint with the configured heartbeat, connection limit and per-client limits
+    /// (keyed by `SSE_CLIENT_IP_HEADER` when set); add `authorize` or fixed topics and mount it
+    /// where you like with [`SseEndpoint::into_route`].
     pub fn endpoint(&self) -> SseEndpoint {
-        SseEndpoint::new(self.broker.clone())
+        let endpoint = SseEndpoint::new(self.broker.clone())
             .heartbeat(self.config.heartbeat)
             .max_connections(self.config.max_connections)
+            .client_limits(self.config.client_limits);
+        match &self.config.client_ip_header {
+            Some(header) => endpoint.client_ip_header(header.clone()),
+            None => endpoint,
+        }
     }
 
     /// `GET /health` (200 while the process runs) and `GET /health/ready` (503 while the broker's
@@ -184,7 +197,8 @@ impl SseApp {
     /// nothing at all, holds a connection and a file descriptor for as long as it likes. Here
     /// every connection must complete each request head within `HTTP_HEADER_TIMEOUT_SECONDS`
     /// (which also closes idle keep-alive connections). Requests carry the peer address as
-    /// `ConnectInfo<SocketAddr>`.
+    /// `ConnectInfo<SocketAddr>`. After many streams close, freed memory is handed back to the
+    /// system ([`crate::memory`]).
     pub async fn serve_on(
         &self,
         listener: tokio::net::TcpListener,
@@ -198,6 +212,7 @@ impl SseApp {
         builder.http1().timer(TokioTimer::new()).header_read_timeout(self.config.header_timeout);
         builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(self.config.header_timeout * 3));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        crate::memory::spawn_trimmer(self.broker.clone());
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -239,6 +254,11 @@ impl SseApp {
         // Open streams never end by themselves; without this, shutdown would wait forever.
         self.broker.close();
         graceful.shutdown().await;
+        // Events of writes already answered as successes: give the backend a last chance.
+        let left = self.broker.flush_outbox(OUTBOX_FLUSH_TIMEOUT).await;
+        if left > 0 {
+            tracing::error!(events = left, "shutting down with events still in the outbox; they are lost");
+        }
         Ok(())
     }
 }

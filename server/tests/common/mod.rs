@@ -85,6 +85,11 @@ pub fn config(redis: Option<&RedisServer>) -> SseConfig {
     SseConfig { redis_url: redis.map(|r| r.url.clone()), ..SseConfig::default() }
 }
 
+/// The key the test servers sign CRM sessions with.
+pub fn test_session_key() -> client::app::session::SessionKey {
+    client::app::session::SessionKey::from_secret(&[42; 32]).unwrap()
+}
+
 /// A running app on 127.0.0.1:<ephemeral>; shut down gracefully when dropped.
 pub struct TestServer {
     pub base: String,
@@ -97,11 +102,14 @@ pub struct TestServer {
 impl TestServer {
     /// The demo app (pages, server functions, REST, /events, health).
     pub async fn demo(config: SseConfig) -> Self {
+        Self::demo_with(config, server::app::DemoConfig::new(test_session_key())).await
+    }
+
+    /// The demo app with its own settings (session lifetime, re-check interval).
+    pub async fn demo_with(config: SseConfig, demo: server::app::DemoConfig) -> Self {
         let sse = SseApp::new(config).await.expect("app starts");
         let options =
             leptos::config::LeptosOptions::builder().output_name("taskboard").site_root("target/site").build();
-        let demo =
-            server::app::DemoConfig { session: client::app::session::SessionKey::from_secret(&[42; 32]).unwrap() };
         let router = server::app::router(&sse, options, demo);
         Self::serve(sse, router).await
     }
@@ -309,6 +317,13 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check()
+}
+
+/// This process's resident memory (VmRSS), in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// `GET url` and its status code.

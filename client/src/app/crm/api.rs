@@ -13,25 +13,30 @@ pub(crate) mod backend {
 
     use crate::app::error::AppError;
     use crate::app::from_context;
-    use crate::app::session::SessionKey;
+    use crate::app::session::Sessions;
     use crate::app::table::Table;
 
     pub fn comments() -> Result<Table<Comment>, AppError> {
         from_context()
     }
 
-    pub fn key() -> Result<SessionKey, AppError> {
+    pub fn sessions() -> Result<Sessions, AppError> {
         from_context()
     }
 
-    /// The signed-in user, if any.
-    pub fn current_user() -> Result<Option<User>, AppError> {
+    /// The request's headers (the session cookie is in them).
+    pub fn request_headers() -> Result<http::HeaderMap, AppError> {
         let parts: http::request::Parts = from_context()?;
-        Ok(key()?.user(&parts.headers))
+        Ok(parts.headers)
     }
 
-    pub fn signed_in() -> Result<User, AppError> {
-        current_user()?.ok_or_else(AppError::not_signed_in)
+    /// The signed-in user, if any.
+    pub async fn current_user() -> Result<Option<User>, AppError> {
+        Ok(sessions()?.user(&request_headers()?).await)
+    }
+
+    pub async fn signed_in() -> Result<User, AppError> {
+        current_user().await?.ok_or_else(AppError::not_signed_in)
     }
 
     /// The thread, if `user` may see it; "no such thread" otherwise (not telling which).
@@ -57,7 +62,7 @@ pub(crate) mod backend {
 
     /// The comment the signed-in user may `verb` (its author or an admin, in a visible thread).
     pub async fn changeable_comment(id: u64, verb: &str) -> Result<(Table<Comment>, Comment), AppError> {
-        let user = signed_in()?;
+        let user = signed_in().await?;
         let table = comments()?;
         let comment = table.get(id).await?.ok_or_else(no_such_comment)?;
         visible_thread(&user, comment.thread)?;
@@ -71,34 +76,34 @@ pub(crate) mod backend {
 /// The signed-in user, or `None`.
 #[server]
 pub async fn me() -> Result<Option<User>, AppError> {
-    backend::current_user()
+    backend::current_user().await
 }
 
 /// Signs in as one of the seeded users (a demo: no password).
 #[server]
 pub async fn sign_in(user: u64) -> Result<User, AppError> {
     let found = shared::crm::find_user(user).ok_or_else(|| AppError::not_found(format!("no user {user}")))?;
-    backend::set_cookie(backend::key()?.sign_in(found.id));
+    backend::set_cookie(backend::sessions()?.sign_in(found.id).await?);
     Ok(found)
 }
 
 #[server]
 pub async fn sign_out() -> Result<(), AppError> {
-    backend::set_cookie(crate::app::session::SessionKey::sign_out());
+    backend::set_cookie(backend::sessions()?.sign_out(&backend::request_headers()?).await?);
     Ok(())
 }
 
 /// The threads the signed-in user may see.
 #[server]
 pub async fn my_threads() -> Result<Vec<Thread>, AppError> {
-    let user = backend::signed_in()?;
+    let user = backend::signed_in().await?;
     Ok(shared::crm::threads().into_iter().filter(|t| shared::crm::can_view_thread(&user, t)).collect())
 }
 
 /// A thread's comments, oldest first.
 #[server]
 pub async fn thread_comments(thread: u64) -> Result<Vec<Comment>, AppError> {
-    let user = backend::signed_in()?;
+    let user = backend::signed_in().await?;
     backend::visible_thread(&user, thread)?;
     let all = backend::comments()?.list().await?;
     Ok(all.into_iter().filter(|c| c.thread == thread).collect())
@@ -108,7 +113,7 @@ pub async fn thread_comments(thread: u64) -> Result<Vec<Comment>, AppError> {
 pub async fn add_comment(thread: u64, text: String) -> Result<Comment, AppError> {
     use leptos_sse_notify::publish;
     use shared::crm::{CommentEvent, ReplyNotification};
-    let user = backend::signed_in()?;
+    let user = backend::signed_in().await?;
     let t = backend::visible_thread(&user, thread)?;
     let text = backend::comment_text(&text)?;
     let comment = backend::comments()?.insert(|id| Comment { id, thread, author: user.id, text }).await?;

@@ -14,6 +14,7 @@
 
 mod hub;
 mod memory;
+mod outbox;
 mod redis;
 
 use std::collections::VecDeque;
@@ -29,7 +30,9 @@ use sse_notify_core::wire::{Resync, ResyncReason, RESYNC_EVENT};
 use sse_notify_core::{Publish, PublishError, Publisher, SseEvent, Topic};
 use tokio::sync::watch;
 
+use crate::clients::{ClientLimits, ClientSlot, ClientTable};
 use crate::config::SseConfig;
+use crate::error::ApiError;
 use crate::metrics::{Metrics, SharedMetrics};
 use hub::{Delivery, Hub, Inbox};
 
@@ -62,6 +65,8 @@ pub struct BrokerLimits {
     pub history_size: usize,
     /// `SSE_HISTORY_SECONDS`: how long an event is kept for replay.
     pub history_age: Duration,
+    /// `SSE_OUTBOX_SIZE`: events [`Broker::publish_or_defer`] keeps while the backend is away.
+    pub outbox_size: usize,
 }
 
 impl From<&SseConfig> for BrokerLimits {
@@ -72,6 +77,7 @@ impl From<&SseConfig> for BrokerLimits {
             max_message_size: c.max_message_size,
             history_size: c.history_size,
             history_age: c.history_age,
+            outbox_size: c.outbox_size,
         }
     }
 }
@@ -171,6 +177,10 @@ struct Inner {
     hub: Arc<Hub>,
     backend: Backend,
     connections: AtomicUsize,
+    /// The most streams open at once since the last heap trim ([`crate::memory`]).
+    peak_connections: AtomicUsize,
+    clients: Arc<ClientTable>,
+    outbox: outbox::Outbox,
     closing: watch::Sender<bool>,
     metrics: SharedMetrics,
 }
@@ -217,6 +227,7 @@ impl Broker {
     fn with_backend(limits: BrokerLimits, hub: Arc<Hub>, metrics: SharedMetrics, backend: Backend) -> Self {
         let (closing, _) = watch::channel(false);
         let log_tag = prefix_tag(limits.namespace());
+        let outbox = outbox::Outbox::new(limits.outbox_size.max(1));
         Self {
             inner: Arc::new(Inner {
                 limits,
@@ -224,6 +235,9 @@ impl Broker {
                 hub,
                 backend,
                 connections: AtomicUsize::new(0),
+                peak_connections: AtomicUsize::new(0),
+                clients: Arc::default(),
+                outbox,
                 closing,
                 metrics,
             }),
@@ -279,6 +293,8 @@ impl Broker {
         let (queued, queued_max) = self.queued_events();
         self.inner.metrics.render(crate::metrics::Gauges {
             connections: self.connections(),
+            clients: self.inner.clients.len(),
+            outbox: self.inner.outbox.len(),
             channels: self.subscribed_channels(),
             queued,
             queued_max,
@@ -342,6 +358,96 @@ impl Broker {
             Err(PublishError::Unavailable) => m.publish_failed("unavailable"),
         }
         result
+    }
+
+    /// Publishes an event that reports a write already made: if the backend cannot take it now,
+    /// it waits in the outbox (bounded by `SSE_OUTBOX_SIZE`, in order) and is published as soon
+    /// as the backend is back, so the write is answered as the success it was and subscribers
+    /// still hear of it. `Err(Unavailable)` only when the outbox is full; other errors (too
+    /// large, invalid) are the caller's and are returned as they are.
+    ///
+    /// [`crate::PublishLayer`] and the [`Publisher`] handed to server functions publish this way.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use sse_notify_axum::broker::Accepted;
+    /// use sse_notify_axum::{Broker, BrokerLimits};
+    /// let broker = Broker::memory(BrokerLimits::default());
+    /// let topics = [sse_notify_core::Topic::new("tasks").unwrap()];
+    /// let done = broker.publish_or_defer(&topics, "task:created", &serde_json::json!({"id": 1})).await;
+    /// assert_eq!(done.unwrap(), Accepted::Published); // the embedded broker is never away
+    /// # }
+    /// ```
+    pub async fn publish_or_defer(
+        &self,
+        topics: &[Topic],
+        event: &str,
+        data: &serde_json::Value,
+    ) -> Result<Accepted, PublishError> {
+        // Behind events already waiting, so that they keep their order.
+        if self.inner.outbox.len() == 0 {
+            match self.publish_to(topics, event, data).await {
+                Ok(()) => return Ok(Accepted::Published),
+                Err(PublishError::Unavailable) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let pending = outbox::Pending { topics: topics.to_vec(), event: event.to_owned(), data: data.clone() };
+        match self.inner.outbox.push(pending) {
+            outbox::Pushed::Full => {
+                tracing::error!(event, "outbox full (SSE_OUTBOX_SIZE): event refused");
+                Err(PublishError::Unavailable)
+            }
+            pushed => {
+                self.inner.metrics.events_deferred.inc();
+                tracing::warn!(event, "backend unavailable: event kept in the outbox until it is back");
+                if matches!(pushed, outbox::Pushed::StartRelay) {
+                    self.start_relay();
+                }
+                Ok(Accepted::Deferred)
+            }
+        }
+    }
+
+    /// Drains the outbox in order, retrying with backoff while the backend is away; ends when
+    /// the outbox is empty (the next deferred event starts another).
+    fn start_relay(&self) {
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let mut failures = 0;
+            while let Some(p) = broker.inner.outbox.front() {
+                match broker.publish_to(&p.topics, &p.event, &p.data).await {
+                    Ok(()) => {
+                        broker.inner.outbox.pop();
+                        failures = 0;
+                    }
+                    Err(PublishError::Unavailable) => {
+                        tokio::time::sleep(outbox::backoff(failures)).await;
+                        failures += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(event = p.event, error = %e, "outbox event can never be published; dropped");
+                        broker.inner.outbox.pop();
+                    }
+                }
+            }
+        });
+    }
+
+    /// Events waiting in the outbox for the backend.
+    pub fn outbox_len(&self) -> usize {
+        self.inner.outbox.len()
+    }
+
+    /// Waits up to `within` for the outbox to empty (at shutdown); returns how many events are
+    /// still waiting.
+    pub async fn flush_outbox(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.outbox_len() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.outbox_len()
     }
 
     async fn append(&self, topics: &[Topic], event: &str, data: &serde_json::Value) -> Result<(), PublishError> {
@@ -451,11 +557,33 @@ impl Broker {
     /// Takes one of `max` connection slots, or `None` when all are in use.
     pub fn try_acquire_connection(&self, max: usize) -> Option<ConnectionSlot> {
         let inner = &self.inner;
-        inner
-            .connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()
-            .map(|_| ConnectionSlot { broker: self.clone() })
+        inner.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok().map(
+            |n| {
+                inner.peak_connections.fetch_max(n + 1, Ordering::AcqRel);
+                ConnectionSlot { broker: self.clone() }
+            },
+        )
+    }
+
+    /// The most streams open at once since [`Broker::reset_connection_peak`].
+    pub(crate) fn connection_peak(&self) -> usize {
+        self.inner.peak_connections.load(Ordering::Acquire)
+    }
+
+    /// Starts the peak over from `open`.
+    pub(crate) fn reset_connection_peak(&self, open: usize) {
+        self.inner.peak_connections.store(open, Ordering::Release);
+    }
+
+    /// Counts a stream of `topics` against client `key`'s limits (shared by every endpoint of
+    /// this broker), or refuses it with 429 naming the limit.
+    pub(crate) fn admit_client(
+        &self,
+        key: String,
+        topics: &[Topic],
+        limits: ClientLimits,
+    ) -> Result<ClientSlot, ApiError> {
+        self.inner.clients.admit(key, topics, limits)
     }
 
     /// Open SSE connections right now.
@@ -481,8 +609,17 @@ impl Publish for Broker {
         event: &'a str,
         data: &'a serde_json::Value,
     ) -> PublishFuture<'a> {
-        Box::pin(self.publish_to(topics, event, data))
+        Box::pin(async move { self.publish_or_defer(topics, event, data).await.map(|_| ()) })
     }
+}
+
+/// How [`Broker::publish_or_defer`] took an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Published now.
+    Published,
+    /// Kept in the outbox; published once the backend is back.
+    Deferred,
 }
 
 /// `event: resync` naming `topics`, with the cursor to go on from.
