@@ -1,5 +1,6 @@
 import { test, expect, Page } from "@playwright/test";
 import { startApp, startRedis, freePort, AppServer } from "../support/servers";
+import { createTask, row } from "../support/board";
 
 // Gap-free delivery in a real browser: the server-rendered page hands its stream the cursor
 // taken before its data was read, and a reconnect resumes from the last cursor, so the page
@@ -24,17 +25,8 @@ function watchNavigations(page: Page): () => number {
   return () => n;
 }
 
-const row = (page: Page, title: string) => page.locator(`li[data-testid="task"][data-title="${title}"]`);
 const status = (page: Page) => page.getByTestId("status");
 
-async function createTask(server: AppServer, title: string) {
-  const resp = await fetch(`${server.url}/api/tasks`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ title }),
-  });
-  expect(resp.status).toBe(201);
-}
 
 test("a page whose stream opens late still shows a change made after it was rendered", async ({ browser }) => {
   const server = await startApp();

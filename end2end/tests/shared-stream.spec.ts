@@ -1,21 +1,6 @@
 import { test, expect, Page } from "@playwright/test";
 import { startApp } from "../support/servers";
-
-// Records every EventSource the page creates, so the test can see how many are open and for
-// which topics (the wasm-bindgen glue calls the global constructor at run time).
-async function trackEventSources(page: Page) {
-  await page.addInitScript(() => {
-    const Original = window.EventSource;
-    const all: EventSource[] = [];
-    (window as any).__eventSources = all;
-    (window as any).EventSource = class extends Original {
-      constructor(url: string | URL, init?: EventSourceInit) {
-        super(url, init);
-        all.push(this);
-      }
-    };
-  });
-}
+import { trackEventSources } from "../support/board";
 
 async function streams(page: Page) {
   return page.evaluate(() =>

@@ -1,5 +1,5 @@
-//! The tab-wide hub behind `use_sse`: per events path, one EventSource for the union of all
-//! subscribed topics.
+//! The hub behind `use_sse`: per events path, one EventSource for the union of all subscribed
+//! topics of every tab of the browser (one tab leads and holds it, see [`crate::tabs`]).
 //!
 //! The hub keeps the stream's cursor (the id of the last frame it saw, or the one the server
 //! rendered into the page) and reopens from it, so the server replays what was missed and a
@@ -24,6 +24,7 @@ use sse_notify_core::Topic;
 use wasm_bindgen::prelude::*;
 use web_sys::{EventSource, EventSourceInit, MessageEvent};
 
+use crate::tabs::{self, TabLink, TabMessage};
 use crate::{ConnectionStatus, SseError};
 
 /// Wait this long before reopening a stream the browser gave up on (e.g. the server said 503).
@@ -51,7 +52,26 @@ pub(crate) struct HubKey {
 #[derive(Clone, PartialEq, Eq, Default)]
 struct StreamKey {
     topics: BTreeSet<Topic>,
-    names: BTreeSet<&'static str>,
+    names: BTreeSet<String>,
+}
+
+/// This tab's part in the browser's one stream.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    /// No sharing (the browser lacks Web Locks or BroadcastChannel): this tab's own stream.
+    Solo,
+    /// Another tab holds the stream; this one announces its topics and gets its frames.
+    Follower,
+    /// This tab holds the stream for every tab.
+    Leader,
+}
+
+/// What another tab wants from the leader's stream.
+struct Peer {
+    topics: BTreeSet<Topic>,
+    names: BTreeSet<String>,
+    since: Option<String>,
+    seen_ms: f64,
 }
 
 struct OpenStream {
@@ -71,6 +91,14 @@ struct Hub {
     last_event_id: Option<String>,
     status: ArcRwSignal<ConnectionStatus>,
     error: ArcRwSignal<Option<SseError>>,
+    role: Role,
+    /// The channel to the other tabs (`None` when [`Role::Solo`]).
+    link: Option<TabLink>,
+    tab: String,
+    /// The other tabs' subscriptions (the leader's view).
+    peers: BTreeMap<String, Peer>,
+    /// What this tab last told the leader it wants (a follower's view).
+    announced: Option<(Vec<String>, Vec<String>)>,
 }
 
 impl Hub {
@@ -82,6 +110,25 @@ impl Hub {
             last_event_id: None,
             status: ArcRwSignal::new(ConnectionStatus::Connecting),
             error: ArcRwSignal::new(None),
+            role: Role::Solo,
+            link: None,
+            tab: tabs::tab_id(),
+            peers: BTreeMap::new(),
+            announced: None,
+        }
+    }
+
+    /// This tab's own topics and event names.
+    fn own_want(&self) -> (BTreeSet<Topic>, BTreeSet<String>) {
+        (
+            self.subscribers.values().map(|s| s.topic.clone()).collect(),
+            self.subscribers.values().flat_map(|s| s.names.iter().map(|n| n.to_string())).collect(),
+        )
+    }
+
+    fn send(&self, msg: &TabMessage) {
+        if let Some(link) = &self.link {
+            link.send(msg);
         }
     }
 }
@@ -94,7 +141,152 @@ thread_local! {
 /// Runs `f` on the hub for `key` (made on first use). Never call signals' setters or
 /// subscriber callbacks inside: whatever reacts may come back into the hub.
 fn with_hub<R>(key: &HubKey, f: impl FnOnce(&mut Hub) -> R) -> R {
-    HUBS.with_borrow_mut(|hubs| f(hubs.entry(key.clone()).or_insert_with(Hub::new)))
+    let made = HUBS.with_borrow_mut(|hubs| {
+        let made = !hubs.contains_key(key);
+        hubs.entry(key.clone()).or_insert_with(Hub::new);
+        made
+    });
+    if made {
+        join_other_tabs(key);
+    }
+    HUBS.with_borrow_mut(|hubs| f(hubs.get_mut(key).expect("made above")))
+}
+
+/// Links a new hub to the other tabs of this browser: follows the leading tab, and asks to lead
+/// in its turn. Stays [`Role::Solo`] where the browser cannot share.
+fn join_other_tabs(key: &HubKey) {
+    if !tabs::supported() {
+        return;
+    }
+    let name = format!("leptos-sse-notify:{}:{}", key.path, key.with_credentials);
+    let link = {
+        let key = key.clone();
+        TabLink::open(&name, move |msg| on_tab_message(&key, msg))
+    };
+    let link = match link {
+        Ok(link) => link,
+        Err(e) => {
+            leptos::logging::warn!("use_sse: cannot reach other tabs, keeping a stream of this tab: {e:?}");
+            return;
+        }
+    };
+    HUBS.with_borrow_mut(|hubs| {
+        let hub = hubs.get_mut(key).expect("just made");
+        hub.link = Some(link);
+        hub.role = Role::Follower;
+    });
+    let granted = {
+        let key = key.clone();
+        move || become_leader(&key)
+    };
+    if let Err(e) = tabs::request_leadership(&name, granted) {
+        leptos::logging::warn!("use_sse: cannot take part in the election, keeping a stream of this tab: {e:?}");
+        HUBS.with_borrow_mut(|hubs| {
+            let hub = hubs.get_mut(key).expect("just made");
+            hub.link = None;
+            hub.role = Role::Solo;
+        });
+        return;
+    }
+    {
+        let key = key.clone();
+        tabs::on_page_hide(move || {
+            with_hub(&key, |hub| {
+                if hub.role == Role::Follower {
+                    hub.send(&TabMessage::Bye { tab: hub.tab.clone() });
+                }
+            })
+        });
+    }
+    let key = key.clone();
+    let tick = leptos::leptos_dom::helpers::set_interval_with_handle(move || on_tick(&key), tabs::ANNOUNCE_EVERY);
+    if let Err(e) = tick {
+        leptos::logging::warn!("use_sse: no timer for the other tabs: {e:?}");
+    }
+}
+
+/// This tab now holds the lock: it opens the stream for every tab, from the newest cursor it has
+/// seen (the old leader's frames carried it), and asks the others what they want.
+fn become_leader(key: &HubKey) {
+    with_hub(key, |hub| {
+        hub.role = Role::Leader;
+        hub.peers.clear();
+        hub.send(&TabMessage::Leader);
+    });
+    let key = key.clone();
+    set_timeout(move || schedule_sync(&key), tabs::GATHER_WANTS);
+}
+
+/// Followers repeat what they want (a new leader, or one that missed a message, learns it);
+/// the leader forgets tabs it has not heard from.
+fn on_tick(key: &HubKey) {
+    let changed = with_hub(key, |hub| match hub.role {
+        Role::Follower => {
+            hub.announced = None;
+            true
+        }
+        Role::Leader => {
+            let now = tabs::now_ms();
+            let before = hub.peers.len();
+            hub.peers.retain(|_, p| now - p.seen_ms < tabs::FORGET_AFTER_MS);
+            hub.peers.len() != before
+        }
+        Role::Solo => false,
+    });
+    if changed {
+        schedule_sync(key);
+    }
+}
+
+fn on_tab_message(key: &HubKey, msg: TabMessage) {
+    let role = with_hub(key, |hub| hub.role);
+    match (role, msg) {
+        (Role::Leader, TabMessage::Want { tab, topics, names, since }) => {
+            let topics = topics.iter().filter_map(|t| Topic::new(t.as_str()).ok()).collect();
+            let peer = Peer { topics, names: names.into_iter().collect(), since, seen_ms: tabs::now_ms() };
+            with_hub(key, |hub| {
+                hub.peers.insert(tab, peer);
+                let status = hub.status.get_untracked().label().to_owned();
+                hub.send(&TabMessage::Status { status });
+            });
+            schedule_sync(key);
+        }
+        (Role::Leader, TabMessage::Bye { tab }) => {
+            with_hub(key, |hub| hub.peers.remove(&tab));
+            schedule_sync(key);
+        }
+        (Role::Follower, TabMessage::Leader) => {
+            with_hub(key, |hub| hub.announced = None);
+            schedule_sync(key);
+        }
+        (Role::Follower, TabMessage::Frame { name, data, id, topics }) => {
+            if !id.is_empty() {
+                with_hub(key, |hub| hub.last_event_id = Some(id.clone()));
+            }
+            let topics: Vec<Topic> = topics.iter().filter_map(|t| Topic::new(t.as_str()).ok()).collect();
+            dispatch(key, &name, &data, &id, &topics);
+        }
+        (Role::Follower, TabMessage::Status { status }) => {
+            let status = match status.as_str() {
+                "live" => ConnectionStatus::Live,
+                "offline" => ConnectionStatus::Offline,
+                _ => ConnectionStatus::Connecting,
+            };
+            signals(key).0.set(status);
+        }
+        (Role::Follower, TabMessage::Resync { topics }) => resync(key, topics.as_deref()),
+        _ => {}
+    }
+}
+
+/// The older of two cursors of the same log (replaying from it misses nothing either needs);
+/// `a` when they cannot be compared.
+fn older(a: Option<String>, b: Option<&String>) -> Option<String> {
+    let (Some(a_text), Some(b_text)) = (a.as_ref(), b) else { return a.or_else(|| b.cloned()) };
+    match (a_text.parse::<Cursor>(), b_text.parse::<Cursor>()) {
+        (Ok(x), Ok(y)) if x.log == y.log && y.position < x.position => Some(b_text.clone()),
+        _ => a,
+    }
 }
 
 /// The stream's status and its last HTTP error, shared by every subscriber of `key`.
@@ -136,10 +328,33 @@ fn schedule_sync(key: &HubKey) {
 fn sync(key: &HubKey) {
     let status = with_hub(key, |hub| {
         hub.sync_scheduled = false;
-        let wanted = StreamKey {
-            topics: hub.subscribers.values().map(|s| s.topic.clone()).collect(),
-            names: hub.subscribers.values().flat_map(|s| s.names.iter().copied()).collect(),
-        };
+        let (mut topics, mut names) = hub.own_want();
+        if hub.role == Role::Follower {
+            // The leader holds the stream: tell it what this tab wants, when that changes.
+            let want = (topics.iter().map(|t| t.to_string()).collect(), names.into_iter().collect());
+            if hub.announced.as_ref() != Some(&want) {
+                hub.send(&TabMessage::Want {
+                    tab: hub.tab.clone(),
+                    topics: want.0.clone(),
+                    names: want.1.clone(),
+                    since: hub.last_event_id.clone(),
+                });
+                hub.announced = Some(want);
+            }
+            return None;
+        }
+        // Topics another tab adds are replayed from that tab's cursor when it is older, so
+        // nothing published since it rendered is missed.
+        let mut since = hub.last_event_id.clone();
+        let streamed = hub.stream.as_ref().map(|s| &s.key.topics);
+        for peer in hub.peers.values() {
+            topics.extend(peer.topics.iter().cloned());
+            names.extend(peer.names.iter().cloned());
+            if !streamed.is_some_and(|s| peer.topics.is_subset(s)) {
+                since = older(since, peer.since.as_ref());
+            }
+        }
+        let wanted = StreamKey { topics, names };
         if hub.stream.as_ref().is_some_and(|s| s.key == wanted) {
             return None;
         }
@@ -149,7 +364,7 @@ fn sync(key: &HubKey) {
         if wanted.topics.is_empty() {
             return None;
         }
-        match open(key, wanted, hub.last_event_id.as_deref()) {
+        match open(key, wanted, since.as_deref()) {
             Ok(stream) => {
                 hub.stream = Some(stream);
                 Some(ConnectionStatus::Connecting)
@@ -165,8 +380,14 @@ fn sync(key: &HubKey) {
     }
 }
 
-/// Signals are set with the hub released: whatever reacts may subscribe or unsubscribe.
+/// Signals are set with the hub released: whatever reacts may subscribe or unsubscribe. The
+/// leader tells the other tabs too.
 fn set_status(key: &HubKey, status: ConnectionStatus) {
+    with_hub(key, |hub| {
+        if hub.role == Role::Leader {
+            hub.send(&TabMessage::Status { status: status.label().to_owned() });
+        }
+    });
     signals(key).0.set(status);
 }
 
@@ -181,6 +402,9 @@ fn set_error(key: &HubKey, error: Option<SseError>) {
 /// hub released.
 fn resync(key: &HubKey, topics: Option<&[String]>) {
     let callbacks: Vec<_> = with_hub(key, |hub| {
+        if hub.role == Role::Leader {
+            hub.send(&TabMessage::Resync { topics: topics.map(<[String]>::to_vec) });
+        }
         hub.subscribers
             .values()
             .filter(|s| topics.is_none_or(|t| t.iter().any(|t| t == s.topic.as_str())))
@@ -189,6 +413,25 @@ fn resync(key: &HubKey, topics: Option<&[String]>) {
     });
     for cb in callbacks {
         cb();
+    }
+}
+
+/// Hands a frame to this tab's subscribers of its event name and of the topics its cursor says
+/// it matched (`topics`: the stream's topic list, bit `i` of the mask is `topics[i]`).
+fn dispatch(key: &HubKey, name: &str, data: &str, id: &str, topics: &[Topic]) {
+    let matched: Option<Vec<&Topic>> =
+        id.parse::<Cursor>().ok().map(|c| c.matched_indices().filter_map(|i| topics.get(i)).collect());
+    let callbacks: Vec<_> = with_hub(key, |hub| {
+        hub.subscribers
+            .values()
+            .filter(|s| s.names.contains(&name))
+            .filter(|s| matched.as_ref().is_none_or(|m| m.contains(&&s.topic)))
+            .map(|s| s.on_event.clone())
+            .collect()
+    });
+    // Called with the hub released: a callback may mount or unmount components.
+    for cb in callbacks {
+        cb(name, data, matched.is_some());
     }
 }
 
@@ -224,33 +467,23 @@ fn open(hub_key: &HubKey, key: StreamKey, last_event_id: Option<&str>) -> Result
     // (The browser's own reconnects then resume from the `id:` the stream opened with.)
     let refetch_on_open = Rc::new(Cell::new(last_event_id.is_none()));
     let mut listeners = Vec::new();
-    for &name in &key.names {
-        let (hub_key, topics) = (hub_key.clone(), topics.clone());
+    for event_name in &key.names {
+        let (hub_key, topics, name) = (hub_key.clone(), topics.clone(), event_name.clone());
         let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
             let Some(data) = ev.data().as_string() else {
                 return;
             };
             remember_cursor(&hub_key, &ev);
-            // The topics of this stream the event matched, from the cursor's mask.
-            let matched: Option<Vec<&Topic>> = ev
-                .last_event_id()
-                .parse::<Cursor>()
-                .ok()
-                .map(|c| c.matched_indices().filter_map(|i| topics.get(i)).collect());
-            let callbacks: Vec<_> = with_hub(&hub_key, |hub| {
-                hub.subscribers
-                    .values()
-                    .filter(|s| s.names.contains(&name))
-                    .filter(|s| matched.as_ref().is_none_or(|m| m.contains(&&s.topic)))
-                    .map(|s| s.on_event.clone())
-                    .collect()
+            let id = ev.last_event_id();
+            with_hub(&hub_key, |hub| {
+                if hub.role == Role::Leader {
+                    let topics = topics.iter().map(Topic::to_string).collect();
+                    hub.send(&TabMessage::Frame { name: name.clone(), data: data.clone(), id: id.clone(), topics });
+                }
             });
-            // Called with the hub released: a callback may mount or unmount components.
-            for cb in callbacks {
-                cb(name, &data, matched.is_some());
-            }
+            dispatch(&hub_key, &name, &data, &id, &topics);
         });
-        source.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref())?;
+        source.add_event_listener_with_callback(event_name, listener.as_ref().unchecked_ref())?;
         listeners.push(listener);
     }
 

@@ -10,9 +10,13 @@
 //!   it again on every matched notification.
 //! - `publish` (feature `ssr`): publish a typed event from a `#[server]` function.
 //!
-//! Every `use_sse` call in a tab that uses the same events path shares ONE `EventSource` whose
-//! URL carries the union of all their topics (`/events?topic=a,b`): it is reopened when that set
-//! changes and closed when no component needs it.
+//! Every `use_sse` call of every tab of the browser that uses the same events path shares ONE
+//! `EventSource` whose URL carries the union of all their topics (`/events?topic=a,b`): it is
+//! reopened when that set changes and closed when no component needs it. One tab holds it (a
+//! leader elected with Web Locks) and sends its frames to the others over a `BroadcastChannel`,
+//! so six tabs do not take the six HTTP/1.1 connections a browser allows an origin; when that
+//! tab closes another takes over from the last cursor. Browsers without those APIs keep a stream
+//! per tab.
 //!
 //! Features: `ssr` (server rendering; the stream is opened by the browser after hydration),
 //! `hydrate` and `csr` (the browser side, for hydrated and client-side-rendered apps).
@@ -50,6 +54,8 @@ mod hub;
 mod live_json;
 #[cfg(feature = "ssr")]
 mod publish;
+#[cfg(feature = "browser")]
+mod tabs;
 
 pub use live_json::{use_live_json, FetchError, LiveJson};
 #[cfg(feature = "ssr")]

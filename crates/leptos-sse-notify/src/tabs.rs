@@ -1,0 +1,143 @@
+//! One stream per browser, not per tab: the tabs of one origin elect a leader that holds the
+//! EventSource, and the others follow it over a `BroadcastChannel`.
+//!
+//! HTTP/1.1 gives a browser six connections per origin. A stream per tab would hold all six at
+//! six tabs, and every fetch and server function of the app would then wait forever. So:
+//!
+//! - **Election**: a Web Lock (`navigator.locks`) named after the stream; the tab that holds it
+//!   leads. The browser releases it when that tab closes or crashes, and grants it to the next
+//!   waiting tab at once, which is the hand-over.
+//! - **Followers** announce what their components want (`want`: topics, event names and the
+//!   cursor they start from) when it changes and every few seconds; the leader's stream follows
+//!   the union of every tab's topics, and forgets a tab that said `bye` or went quiet.
+//! - **The leader** sends every frame it receives to the other tabs (`frame`: name, data, id, and
+//!   the stream's topic list, so each tab reads the cursor's mask itself), its status and its
+//!   resyncs. Every tab keeps the cursor, so a new leader resumes exactly where the old one was.
+//!
+//! Where the browser has no Web Locks or BroadcastChannel, each tab keeps its own stream.
+//!
+//! Written against the browser APIs directly (leptos-use has a BroadcastChannel hook but no
+//! Web Locks, and the election and the stream must be one piece); `navigator.locks` is called
+//! through `js_sys::Reflect` because web-sys exposes it only behind its unstable-APIs flag.
+
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+use web_sys::{BroadcastChannel, MessageEvent};
+
+/// A message between the tabs of one stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub(crate) enum TabMessage {
+    /// A follower's subscriptions (sent on change and every [`ANNOUNCE_EVERY`]).
+    Want { tab: String, topics: Vec<String>, names: Vec<String>, since: Option<String> },
+    /// A follower is leaving (its page is hidden for good).
+    Bye { tab: String },
+    /// A tab has just become the leader: followers announce themselves again.
+    Leader,
+    /// A frame the leader's stream received; `topics` is the stream's topic list, in the order of
+    /// the bits of the cursor's mask.
+    Frame { name: String, data: String, id: String, topics: Vec<String> },
+    /// The leader's stream status (`connecting`, `live`, `offline`).
+    Status { status: String },
+    /// The leader's stream was told to refetch these topics (`None`: all).
+    Resync { topics: Option<Vec<String>> },
+}
+
+/// How often followers repeat their `want` (and the leader forgets quiet tabs).
+pub(crate) const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+/// A follower not heard from for this long is gone (its tab crashed without a `bye`). Long,
+/// because browsers run a hidden tab's timers as rarely as once a minute; a tab that closes
+/// says `bye` and is forgotten at once.
+pub(crate) const FORGET_AFTER_MS: f64 = 180_000.0;
+/// How long a new leader waits for the other tabs' `want` before opening the stream, so that it
+/// opens once for all of them rather than once for itself and again for the rest.
+pub(crate) const GATHER_WANTS: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The channel to the other tabs of this stream.
+pub(crate) struct TabLink {
+    channel: BroadcastChannel,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+}
+
+impl TabLink {
+    /// Opens the channel `name` and calls `on_message` with each message of the other tabs.
+    pub(crate) fn open(name: &str, mut on_message: impl FnMut(TabMessage) + 'static) -> Result<Self, JsValue> {
+        let channel = BroadcastChannel::new(name)?;
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            let Some(text) = ev.data().as_string() else { return };
+            match serde_json::from_str::<TabMessage>(&text) {
+                Ok(msg) => on_message(msg),
+                Err(e) => leptos::logging::warn!("use_sse: ignoring a message from another tab: {e}"),
+            }
+        });
+        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        Ok(Self { channel, _on_message: on_message })
+    }
+
+    /// Sends `msg` to every other tab (a tab does not receive its own messages).
+    pub(crate) fn send(&self, msg: &TabMessage) {
+        let text = serde_json::to_string(msg).expect("tab messages serialize");
+        if let Err(e) = self.channel.post_message(&JsValue::from_str(&text)) {
+            leptos::logging::warn!("use_sse: cannot reach the other tabs: {e:?}");
+        }
+    }
+}
+
+impl Drop for TabLink {
+    fn drop(&mut self) {
+        self.channel.set_onmessage(None);
+        self.channel.close();
+    }
+}
+
+/// Whether this browser can share a stream between tabs.
+pub(crate) fn supported() -> bool {
+    let global = js_sys::global();
+    let has = |target: &JsValue, name: &str| {
+        js_sys::Reflect::get(target, &JsValue::from_str(name)).is_ok_and(|v| !v.is_undefined() && !v.is_null())
+    };
+    let Ok(navigator) = js_sys::Reflect::get(&global, &JsValue::from_str("navigator")) else { return false };
+    has(&navigator, "locks") && has(&global, "BroadcastChannel")
+}
+
+/// Asks for the Web Lock `name`; calls `on_granted` once this tab holds it, which it then keeps
+/// for the rest of its life (the browser releases it when the tab goes).
+pub(crate) fn request_leadership(name: &str, on_granted: impl FnOnce() + 'static) -> Result<(), JsValue> {
+    let global = js_sys::global();
+    let navigator = js_sys::Reflect::get(&global, &JsValue::from_str("navigator"))?;
+    let locks = js_sys::Reflect::get(&navigator, &JsValue::from_str("locks"))?;
+    let request: js_sys::Function = js_sys::Reflect::get(&locks, &JsValue::from_str("request"))?.dyn_into()?;
+    let mut on_granted = Some(on_granted);
+    let granted = Closure::<dyn FnMut(JsValue) -> js_sys::Promise>::new(move |_lock: JsValue| {
+        if let Some(f) = on_granted.take() {
+            f();
+        }
+        // Held until the tab goes: a promise that never settles.
+        js_sys::Promise::new(&mut |_, _| {})
+    });
+    request.call2(&locks, &JsValue::from_str(name), granted.as_ref().unchecked_ref())?;
+    // The lock manager keeps the callback until it runs; it runs at most once per tab.
+    granted.forget();
+    Ok(())
+}
+
+/// Calls `f` when the page is going away (`pagehide`), for the rest of the page's life.
+pub(crate) fn on_page_hide(f: impl FnMut() + 'static) {
+    let Some(window) = web_sys::window() else { return };
+    let mut f = f;
+    let listener = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| f());
+    if window.add_event_listener_with_callback("pagehide", listener.as_ref().unchecked_ref()).is_ok() {
+        // Lives as long as the page.
+        listener.forget();
+    }
+}
+
+/// A random id for this tab.
+pub(crate) fn tab_id() -> String {
+    format!("{:x}{:x}", (js_sys::Math::random() * 4e9) as u64, (js_sys::Math::random() * 4e9) as u64)
+}
+
+/// Milliseconds since the epoch, for forgetting quiet tabs.
+pub(crate) fn now_ms() -> f64 {
+    js_sys::Date::now()
+}

@@ -1,0 +1,92 @@
+import { test, expect, Page, BrowserContext } from "@playwright/test";
+import { startApp, AppServer } from "../support/servers";
+import { createTask, row, trackEventSources } from "../support/board";
+
+// One stream per browser: the tabs of one browser profile share one EventSource (a leader tab
+// elected with Web Locks holds it and fans frames out over a BroadcastChannel). With a stream per
+// tab, HTTP/1.1's six connections per origin are all held at six tabs and every fetch waits.
+
+/** The server's open streams, from its own metrics (the whole line, so 1 is not 10). */
+async function openStreams(server: AppServer): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith("sse_connections "));
+  return Number(line?.split(" ")[1]);
+}
+
+async function holdsStream(page: Page): Promise<boolean> {
+  return page.evaluate(() => ((window as any).__eventSources as EventSource[]).some((es) => es.readyState !== 2));
+}
+
+async function openTabs(context: BrowserContext, server: AppServer, n: number): Promise<Page[]> {
+  const pages: Page[] = [];
+  for (let i = 0; i < n; i++) {
+    const page = await context.newPage();
+    await page.goto(server.url);
+    pages.push(page);
+  }
+  for (const page of pages) {
+    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+  }
+  return pages;
+}
+
+test("eight tabs of one browser share one stream, all stay live, and writes do not hang", async ({ browser }) => {
+  const server = await startApp();
+  try {
+    const context = await browser.newContext();
+    const tabs = await openTabs(context, server, 8);
+    await expect.poll(() => openStreams(server), { timeout: 10_000 }).toBe(1);
+
+    const fromRest = `made through REST ${Date.now()}`;
+    await createTask(server, fromRest);
+    for (const tab of tabs) await expect(row(tab, fromRest)).toBeVisible({ timeout: 10_000 });
+
+    // A write from the eighth tab goes through (with a stream per tab it would wait forever).
+    const fromTab = `added in tab 8 ${Date.now()}`;
+    await tabs[7].getByTestId("new-title").fill(fromTab);
+    await tabs[7].getByTestId("add").click();
+    for (const tab of tabs) await expect(row(tab, fromTab)).toBeVisible({ timeout: 10_000 });
+    expect(await openStreams(server)).toBe(1);
+
+    // Another browser profile is another browser: its own stream.
+    const other = await (await browser.newContext()).newPage();
+    await other.goto(server.url);
+    await expect(other.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    await expect.poll(() => openStreams(server), { timeout: 10_000 }).toBe(2);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("when the leading tab closes another takes the stream over, and a change made meanwhile shows", async ({
+  browser,
+}) => {
+  const server = await startApp();
+  try {
+    const context = await browser.newContext();
+    await trackEventSources(context);
+    const tabs = await openTabs(context, server, 3);
+    await expect.poll(() => openStreams(server), { timeout: 10_000 }).toBe(1);
+    const holders: Page[] = [];
+    for (const tab of tabs) if (await holdsStream(tab)) holders.push(tab);
+    expect(holders.length, "exactly one tab holds the stream").toBe(1);
+    const rest = tabs.filter((t) => t !== holders[0]);
+
+    const closed = Date.now();
+    await holders[0].close();
+    const duringHandOver = `made during the hand-over ${Date.now()}`;
+    await createTask(server, duringHandOver);
+    await expect
+      .poll(async () => (await Promise.all(rest.map(holdsStream))).filter(Boolean).length, { timeout: 10_000 })
+      .toBe(1);
+    const handOverMs = Date.now() - closed;
+    for (const tab of rest) {
+      await expect(row(tab, duringHandOver)).toBeVisible({ timeout: 10_000 });
+      await expect(tab.getByTestId("status")).toHaveAttribute("data-status", "live");
+    }
+    await expect.poll(() => openStreams(server), { timeout: 10_000 }).toBe(1);
+    console.log(`hand-over: a remaining tab held the stream ${handOverMs} ms after the leader closed`);
+  } finally {
+    await server.stop();
+  }
+});
