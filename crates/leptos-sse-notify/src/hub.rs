@@ -275,6 +275,7 @@ fn on_tab_message(key: &HubKey, msg: TabMessage) {
             signals(key).0.set(status);
         }
         (Role::Follower, TabMessage::Resync { topics }) => resync(key, topics.as_deref()),
+        (Role::Follower, TabMessage::Error { error }) => show_error(key, error),
         _ => {}
     }
 }
@@ -392,6 +393,16 @@ fn set_status(key: &HubKey, status: ConnectionStatus) {
 }
 
 fn set_error(key: &HubKey, error: Option<SseError>) {
+    with_hub(key, |hub| {
+        if hub.role == Role::Leader {
+            hub.send(&TabMessage::Error { error: error.clone() });
+        }
+    });
+    show_error(key, error);
+}
+
+/// Sets this tab's error signal (when it changes).
+fn show_error(key: &HubKey, error: Option<SseError>) {
     let signal = signals(key).1;
     if signal.get_untracked() != error {
         signal.set(error);

@@ -88,7 +88,7 @@ impl ConnectionStatus {
 }
 
 /// What went wrong with a subscription, for the UI to show (never silently dropped).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum SseError {
     /// A frame of one of this type's event names did not decode (client and server disagree
     /// on the payload).

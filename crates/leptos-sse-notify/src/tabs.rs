@@ -39,6 +39,8 @@ pub(crate) enum TabMessage {
     Frame { name: String, data: String, id: String, topics: Vec<String> },
     /// The leader's stream status (`connecting`, `live`, `offline`).
     Status { status: String },
+    /// Why the leader's stream was refused (`None`: it is not).
+    Error { error: Option<crate::SseError> },
     /// The leader's stream was told to refetch these topics (`None`: all).
     Resync { topics: Option<Vec<String>> },
 }
