@@ -1,0 +1,364 @@
+//! The coordinator: splits the streams into worker processes, follows their progress, publishes,
+//! and puts the figures together.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+use crate::procfs::{sample_all, Sample};
+use crate::protocol::{self, Plan, Report};
+use crate::publish::{redis_cpu_ms, Publisher};
+use crate::Args;
+
+/// Percentiles of a latency histogram, in milliseconds.
+#[derive(Debug, Default, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub samples: u64,
+}
+
+impl From<&Histogram<u64>> for Latency {
+    fn from(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Latency {
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+            samples: h.len(),
+        }
+    }
+}
+
+/// A server process's cost over the run.
+#[derive(Debug, Serialize)]
+pub struct ServerCost {
+    pub pid: u32,
+    pub rss_before_kib: u64,
+    pub rss_with_streams_kib: u64,
+    pub fds_with_streams: u64,
+    pub cpu_ms: u64,
+}
+
+/// Everything measured (printed, and as one JSON line).
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub streams: usize,
+    pub connected: usize,
+    pub connect_failed: usize,
+    pub first_connect_error: Option<String>,
+    pub all_connected_s: f64,
+    pub connect: Latency,
+    pub servers: Vec<ServerCost>,
+    /// Server memory growth per open stream over all `--pid`s (KiB).
+    pub kib_per_stream: Option<f64>,
+    pub events: usize,
+    pub publish_failed: usize,
+    pub first_publish_error: Option<String>,
+    pub publish_per_s: f64,
+    pub deliveries: u64,
+    pub deliveries_expected: u64,
+    pub complete_streams: usize,
+    pub deliveries_per_s: f64,
+    pub delivery: Latency,
+    /// Server CPU per 1,000 deliveries over all `--pid`s (ms).
+    pub server_cpu_ms_per_1000: Option<f64>,
+    pub redis_cpu_ms: Option<u64>,
+}
+
+impl Summary {
+    /// Every stream connected and, when events were published, every one reached every stream.
+    pub fn passed(&self) -> bool {
+        self.connect_failed == 0
+            && self.publish_failed == 0
+            && (self.events == 0 || self.deliveries == self.deliveries_expected)
+    }
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+fn bar(quiet: bool, len: u64, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{msg:>12} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})")
+        .expect("a valid template");
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn target(url: &str) -> Result<String, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs"))?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .map_err(|e| format!("{url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: no address"))?;
+    Ok(addr.to_string())
+}
+
+/// Starts the worker processes, each reporting into `reports` as `(worker, report)`.
+fn spawn_workers(args: &Args, reports: mpsc::UnboundedSender<(usize, Report)>) -> Result<Vec<Worker>, String> {
+    let targets = args.urls.iter().map(|u| target(u)).collect::<Result<Vec<_>, _>>()?;
+    let sep = if args.path.contains('?') { '&' } else { '?' };
+    let path = format!("{}{sep}topic={}", args.path, args.topics);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let per = args.per_process.max(1);
+    let mut workers = Vec::new();
+    let mut first = 0;
+    while first < args.streams {
+        let streams = per.min(args.streams - first);
+        let plan = Plan {
+            targets: targets.clone(),
+            path: path.clone(),
+            streams,
+            first,
+            sources: args.sources.clone(),
+            concurrency: args.concurrency,
+            event: args.event.clone(),
+            events: args.events,
+        };
+        let mut child = Command::new(&exe)
+            .arg("worker")
+            .arg(serde_json::to_string(&plan).expect("plans serialize"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting a worker: {e}"))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let (index, tx) = (workers.len(), reports.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match serde_json::from_str::<Report>(&line) {
+                    Ok(r) => {
+                        if tx.send((index, r)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => eprintln!("worker {index}: {line}"),
+                }
+            }
+        });
+        workers.push(Worker { child, stdin });
+        first += streams;
+    }
+    Ok(workers)
+}
+
+/// Waits for the next report; an error when every worker has gone quiet for `within`.
+async fn next(
+    reports: &mut mpsc::UnboundedReceiver<(usize, Report)>,
+    within: Duration,
+) -> Result<(usize, Report), String> {
+    match tokio::time::timeout(within, reports.recv()).await {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err("every worker exited".into()),
+        Err(_) => Err(format!("no word from any worker for {} s", within.as_secs())),
+    }
+}
+
+pub async fn run(args: Args) -> Result<Summary, String> {
+    crate::procfs::raise_open_files();
+    let before = sample_all(&args.pids);
+    let redis_before = match &args.redis {
+        Some(url) => redis_cpu_ms(url).await,
+        None => None,
+    };
+    let publisher = if args.events > 0 { Some(Arc::new(Publisher::new(&args).await?)) } else { None };
+    let (tx, mut reports) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let mut workers = spawn_workers(&args, tx)?;
+    let mut summary = Summary { streams: args.streams, events: args.events, ..Summary::default() };
+
+    // Connecting: until every worker has finished its connect attempts.
+    let bar_connect = bar(args.quiet, args.streams as u64, "connecting");
+    let mut progress = vec![0usize; workers.len()];
+    let mut open = 0;
+    let mut connect = protocol::histogram();
+    while open < workers.len() {
+        match next(&mut reports, Duration::from_secs(120)).await? {
+            (w, Report::Connecting { ok, failed }) => progress[w] = ok + failed,
+            (w, Report::Open { ok, failed, first_error, connect_us }) => {
+                progress[w] = ok + failed;
+                open += 1;
+                summary.connected += ok;
+                summary.connect_failed += failed;
+                summary.first_connect_error = summary.first_connect_error.or(first_error);
+                connect.add(connect_us.decode()).map_err(|e| e.to_string())?;
+            }
+            _ => {}
+        }
+        bar_connect.set_position(progress.iter().sum::<usize>() as u64);
+    }
+    bar_connect.finish_and_clear();
+    summary.all_connected_s = started.elapsed().as_secs_f64();
+    summary.connect = (&connect).into();
+    // Let the servers settle (their side of the last connects) before reading their memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_streams = sample_all(&args.pids);
+
+    // Publishing, or just holding.
+    let mut sent = std::collections::HashMap::new();
+    let mut first_sent_us = 0;
+    summary.deliveries_expected = (summary.connected * args.events) as u64;
+    if let Some(publisher) = publisher {
+        let mut publishing = Some(tokio::spawn(publisher.run(args.events, args.rate, args.publishers)));
+        let bar_deliver = bar(args.quiet, summary.deliveries_expected, "delivering");
+        let mut received = vec![0u64; workers.len()];
+        let mut published = None;
+        // Publishing is bounded by its own request timeouts; then deliveries get --timeout.
+        let mut deadline = Instant::now() + Duration::from_secs(args.timeout + 3600);
+        loop {
+            if let Some(task) = publishing.take_if(|t| t.is_finished()) {
+                published = Some(task.await.map_err(|e| e.to_string())?);
+                deadline = Instant::now() + Duration::from_secs(args.timeout);
+            }
+            let total: u64 = received.iter().sum();
+            bar_deliver.set_position(total);
+            if (published.is_some() && total >= summary.deliveries_expected) || Instant::now() >= deadline {
+                break;
+            }
+            if let Ok(Some((w, Report::Received { frames }))) =
+                tokio::time::timeout(Duration::from_millis(200), reports.recv()).await
+            {
+                received[w] = frames;
+            }
+        }
+        bar_deliver.finish_and_clear();
+        let p = match (published, publishing) {
+            (Some(p), _) => p,
+            (None, Some(task)) => task.await.map_err(|e| e.to_string())?,
+            (None, None) => unreachable!("publishing is either running or done"),
+        };
+        summary.publish_failed = p.failed;
+        summary.first_publish_error = p.first_error;
+        summary.publish_per_s = (args.events - p.failed) as f64 / p.elapsed.as_secs_f64().max(1e-9);
+        first_sent_us = p.first_sent_us;
+        sent = p.sent_us;
+    } else {
+        tokio::time::sleep(Duration::from_secs(args.hold)).await;
+    }
+
+    // The send times go to every worker; each answers with its latencies.
+    let command = serde_json::to_string(&protocol::Command::Sent { at_us: sent }).expect("commands serialize") + "\n";
+    for w in &mut workers {
+        w.stdin.write_all(command.as_bytes()).await.map_err(|e| format!("a worker is gone: {e}"))?;
+    }
+    let mut done = 0;
+    let mut latency = protocol::histogram();
+    let mut last_recv_us = 0;
+    while done < workers.len() {
+        if let (_, Report::Done { frames, complete_streams, latency_us, last_recv_us: last }) =
+            next(&mut reports, Duration::from_secs(60)).await?
+        {
+            done += 1;
+            summary.deliveries += frames;
+            summary.complete_streams += complete_streams;
+            latency.add(latency_us.decode()).map_err(|e| e.to_string())?;
+            last_recv_us = last_recv_us.max(last);
+        }
+    }
+    for w in &mut workers {
+        let _ = w.child.kill().await;
+    }
+    summary.delivery = (&latency).into();
+    if summary.deliveries > 0 && last_recv_us > first_sent_us {
+        summary.deliveries_per_s = summary.deliveries as f64 / ((last_recv_us - first_sent_us) as f64 / 1e6);
+    }
+
+    let after = sample_all(&args.pids);
+    summary.servers = costs(&before, &with_streams, &after);
+    let grown: i64 = summary.servers.iter().map(|s| s.rss_with_streams_kib as i64 - s.rss_before_kib as i64).sum();
+    if summary.connected > 0 && !summary.servers.is_empty() {
+        summary.kib_per_stream = Some(grown as f64 / summary.connected as f64);
+    }
+    let cpu: u64 = summary.servers.iter().map(|s| s.cpu_ms).sum();
+    if summary.deliveries > 0 && !summary.servers.is_empty() {
+        summary.server_cpu_ms_per_1000 = Some(cpu as f64 * 1000.0 / summary.deliveries as f64);
+    }
+    if let (Some(url), Some(b)) = (&args.redis, redis_before) {
+        summary.redis_cpu_ms = redis_cpu_ms(url).await.map(|a| a.saturating_sub(b));
+    }
+    print_summary(&summary);
+    Ok(summary)
+}
+
+fn costs(before: &[Sample], with: &[Sample], after: &[Sample]) -> Vec<ServerCost> {
+    before
+        .iter()
+        .map(|b| {
+            let w = with.iter().find(|s| s.pid == b.pid).copied().unwrap_or(*b);
+            let a = after.iter().find(|s| s.pid == b.pid).copied().unwrap_or(w);
+            ServerCost {
+                pid: b.pid,
+                rss_before_kib: b.rss_kib,
+                rss_with_streams_kib: w.rss_kib,
+                fds_with_streams: w.fds,
+                cpu_ms: a.cpu_ms.saturating_sub(b.cpu_ms),
+            }
+        })
+        .collect()
+}
+
+fn print_summary(s: &Summary) {
+    println!(
+        "streams: {} of {} connected ({} failed{}), all in {:.2} s; connect p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        s.connected,
+        s.streams,
+        s.connect_failed,
+        s.first_connect_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+        s.all_connected_s,
+        s.connect.p50_ms,
+        s.connect.p99_ms,
+        s.connect.max_ms
+    );
+    for c in &s.servers {
+        println!(
+            "server pid {}: RSS {} -> {} KiB with the streams, {} descriptors, {} ms CPU",
+            c.pid, c.rss_before_kib, c.rss_with_streams_kib, c.fds_with_streams, c.cpu_ms
+        );
+    }
+    if let Some(k) = s.kib_per_stream {
+        println!("server memory per stream: {k:.2} KiB");
+    }
+    if s.events > 0 {
+        println!(
+            "events: {} published at {:.0}/s ({} failed{}); {} of {} deliveries ({} streams got all) at {:.0}/s",
+            s.events,
+            s.publish_per_s,
+            s.publish_failed,
+            s.first_publish_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+            s.deliveries,
+            s.deliveries_expected,
+            s.complete_streams,
+            s.deliveries_per_s
+        );
+        println!(
+            "delivery latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            s.delivery.p50_ms, s.delivery.p99_ms, s.delivery.max_ms
+        );
+        if let Some(c) = s.server_cpu_ms_per_1000 {
+            println!("server CPU per 1,000 deliveries: {c:.3} ms");
+        }
+    }
+    if let Some(r) = s.redis_cpu_ms {
+        println!("redis CPU: {r} ms");
+    }
+    println!("{}", serde_json::json!({ "summary": s }));
+}

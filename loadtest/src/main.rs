@@ -1,0 +1,106 @@
+//! `loadtest`: holds SSE streams against one or more server instances and measures what they
+//! cost and how fast events reach them.
+//!
+//! ```text
+//! loadtest --url http://127.0.0.1:3000 --streams 19000 --hold 10 --pid 1234
+//! loadtest --url http://127.0.0.1:3000 --streams 1000 --events 100 --rate 100 --pid 1234
+//! loadtest --url http://127.0.0.1:3001 --url http://127.0.0.1:3002 --streams 100000 \
+//!          --events 100 --publish redis --redis redis://127.0.0.1:6379 --sources 127.0.0.1,127.0.0.2
+//! ```
+//!
+//! Streams are spread over worker processes (at most `--per-process` each, under the 20,000
+//! open files a process may hold here) and over the `--sources` addresses (each source address
+//! has its own ~28,000 ephemeral ports towards one server). Events are published through the
+//! demo's REST API (`POST /api/tasks`, event `task:created`) or straight into Redis with the
+//! broker library (`--publish redis`, as another instance would), open-loop at `--rate` per
+//! second or as fast as `--publishers` concurrent requests go (`--rate 0`). Each event is
+//! timed from just before its publish to its arrival on every stream. Prints a summary and one
+//! JSON line (`{"summary": ...}`) for scripts; every loop is bounded by count and time.
+
+mod coordinator;
+mod procfs;
+mod protocol;
+mod publish;
+mod worker;
+
+use clap::Parser;
+
+/// Holds SSE streams and measures connect and delivery latency, throughput, and server cost.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about)]
+pub struct Args {
+    /// A server instance (repeat for several; streams are spread round-robin).
+    #[arg(long = "url", required = true)]
+    pub urls: Vec<String>,
+    /// Streams to open in all.
+    #[arg(long, default_value_t = 1000)]
+    pub streams: usize,
+    /// Topics of every stream (comma-separated).
+    #[arg(long, default_value = "tasks")]
+    pub topics: String,
+    /// The events path.
+    #[arg(long, default_value = "/events")]
+    pub path: String,
+    /// Events to publish (0: only hold the streams for `--hold` seconds).
+    #[arg(long, default_value_t = 0)]
+    pub events: usize,
+    /// Events per second, open-loop (0: as fast as `--publishers` requests in flight allow).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Publish requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub publishers: usize,
+    /// `rest` (POST /api/tasks on the first --url) or `redis` (the broker library, into --redis).
+    #[arg(long, default_value = "rest")]
+    pub publish: String,
+    /// Redis URL for `--publish redis`, and to read Redis's CPU time.
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// The servers' TOPIC_PREFIX (for `--publish redis`).
+    #[arg(long, default_value = "")]
+    pub topic_prefix: String,
+    /// The event name counted on the streams (its data must carry `"id"`).
+    #[arg(long, default_value = "task:created")]
+    pub event: String,
+    /// Seconds to hold the streams open when no events are published.
+    #[arg(long, default_value_t = 5)]
+    pub hold: u64,
+    /// Seconds to wait for every delivery after the last publish.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Server process ids whose memory, descriptors and CPU are reported (repeatable).
+    #[arg(long = "pid")]
+    pub pids: Vec<u32>,
+    /// Local addresses to connect from, comma-separated (e.g. 127.0.0.1,127.0.0.2).
+    #[arg(long, default_value = "127.0.0.1", value_delimiter = ',')]
+    pub sources: Vec<std::net::IpAddr>,
+    /// Streams per worker process.
+    #[arg(long, default_value_t = 15_000)]
+    pub per_process: usize,
+    /// Connects in flight per worker process.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// No progress bars (logs and CI).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a Tokio runtime");
+    // A worker process: started by the coordinator with its plan as the only argument.
+    if argv.get(1).map(String::as_str) == Some("worker") {
+        let plan = serde_json::from_str(argv.get(2).expect("worker plan")).expect("a valid worker plan");
+        runtime.block_on(worker::run(plan));
+        return std::process::ExitCode::SUCCESS;
+    }
+    let args = Args::parse();
+    match runtime.block_on(coordinator::run(args)) {
+        Ok(summary) if summary.passed() => std::process::ExitCode::SUCCESS,
+        Ok(_) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Publishing the events to measure: through the demo's REST API, or into Redis with the broker
+//! library as another server instance would.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sse_notify_axum::{Broker, BrokerLimits};
+use sse_notify_core::Topic;
+use tokio::sync::Semaphore;
+
+use crate::protocol::unix_us;
+
+/// Where events go.
+pub enum Publisher {
+    /// `POST {base}/api/tasks`: the event's id is the new task's id.
+    Rest { http: reqwest::Client, base: String },
+    /// The broker library on Redis: the event's id is its index.
+    Redis { broker: Broker, topics: Vec<Topic>, event: String },
+}
+
+/// What publishing did.
+pub struct Published {
+    /// Event id -> Unix µs just before its publish started.
+    pub sent_us: HashMap<u64, u64>,
+    pub failed: usize,
+    pub first_error: Option<String>,
+    pub first_sent_us: u64,
+    pub elapsed: Duration,
+}
+
+impl Publisher {
+    pub async fn new(args: &crate::Args) -> Result<Self, String> {
+        match args.publish.as_str() {
+            "rest" => Ok(Publisher::Rest {
+                http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?,
+                base: args.urls[0].trim_end_matches('/').to_owned(),
+            }),
+            "redis" => {
+                let url = args.redis.as_deref().ok_or("--publish redis needs --redis URL")?;
+                let limits = BrokerLimits { topic_prefix: args.topic_prefix.clone(), ..BrokerLimits::default() };
+                let broker = Broker::redis(url, limits).await.map_err(|e| e.to_string())?;
+                let topics = args
+                    .topics
+                    .split(',')
+                    .map(|t| Topic::new(t).map_err(|e| format!("topic {t:?}: {e}")))
+                    .collect::<Result<_, _>>()?;
+                Ok(Publisher::Redis { broker, topics, event: args.event.clone() })
+            }
+            other => Err(format!("--publish {other:?}: use rest or redis")),
+        }
+    }
+
+    /// Publishes event `index`; returns its id.
+    async fn one(&self, index: u64) -> Result<u64, String> {
+        match self {
+            Publisher::Rest { http, base } => {
+                let resp = http
+                    .post(format!("{base}/api/tasks"))
+                    .json(&serde_json::json!({ "title": format!("load {index}") }))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if resp.status() != 201 {
+                    return Err(format!("POST /api/tasks answered {}", resp.status()));
+                }
+                let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+                body.get("id").and_then(|v| v.as_u64()).ok_or_else(|| format!("no id in {body}"))
+            }
+            Publisher::Redis { broker, topics, event } => {
+                broker
+                    .publish_to(topics, event, &serde_json::json!({ "id": index }))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(index)
+            }
+        }
+    }
+
+    /// Publishes `count` events: open-loop at `rate` per second, or back to back with
+    /// `in_flight` at once when `rate` is 0.
+    pub async fn run(self: Arc<Self>, count: usize, rate: f64, in_flight: usize) -> Published {
+        let gate = Arc::new(Semaphore::new(in_flight.max(1)));
+        let started = Instant::now();
+        let first_sent_us = unix_us();
+        let mut tasks = Vec::with_capacity(count);
+        for i in 0..count as u64 {
+            if rate > 0.0 {
+                tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+            }
+            let permit = gate.clone().acquire_owned().await.expect("the gate stays open");
+            let publisher = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let at = unix_us();
+                let result = publisher.one(i).await;
+                drop(permit);
+                result.map(|id| (id, at))
+            }));
+        }
+        let mut out =
+            Published { sent_us: HashMap::new(), failed: 0, first_error: None, first_sent_us, elapsed: Duration::ZERO };
+        for t in tasks {
+            match t.await.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok((id, at)) => {
+                    out.sent_us.insert(id, at);
+                }
+                Err(e) => {
+                    out.failed += 1;
+                    out.first_error.get_or_insert(e);
+                }
+            }
+        }
+        out.elapsed = started.elapsed();
+        out
+    }
+}
+
+/// Redis's own CPU time so far (`INFO cpu`: user + system, in ms).
+pub async fn redis_cpu_ms(url: &str) -> Option<u64> {
+    let client = sse_notify_axum::redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = sse_notify_axum::redis::cmd("INFO").arg("cpu").query_async(&mut conn).await.ok()?;
+    let field = |name: &str| -> Option<f64> {
+        info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+    };
+    Some(((field("used_cpu_user")? + field("used_cpu_sys")?) * 1000.0) as u64)
+}

@@ -1,0 +1,184 @@
+//! A worker process: opens its share of the streams, counts the frames of the watched event on
+//! each, and reports to the coordinator on stdout.
+//!
+//! Streams are raw TCP with a hand-written request and the project's own SSE parser rather than
+//! an HTTP client: a load generator must hold tens of thousands of connections in little memory,
+//! bind each to a chosen source address, and read nothing it does not count.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sse_notify_core::wire::SseParser;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::protocol::{histogram, unix_us, Command, EncodedHistogram, Plan, Report};
+
+/// Every report goes out as one line.
+fn report(r: &Report) {
+    println!("{}", serde_json::to_string(r).expect("reports serialize"));
+}
+
+/// Opens a stream from `source` to `target` and reads its response head; `Err` says why not.
+async fn open(target: &str, path: &str, source: std::net::IpAddr) -> Result<TcpStream, String> {
+    let addr: std::net::SocketAddr = target.parse().map_err(|e| format!("target {target}: {e}"))?;
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| e.to_string())?;
+    socket.bind((source, 0).into()).map_err(|e| format!("bind {source}: {e}"))?;
+    let mut stream = socket.connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    // The head is small; read it byte-exactly so no body byte is lost.
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 || stream.read(&mut byte).await.map_err(|e| e.to_string())? == 0 {
+            return Err(format!("no complete response head from {addr}"));
+        }
+        head.push(byte[0]);
+    }
+    let status_line = String::from_utf8_lossy(&head[..head.iter().position(|&b| b == b'\r').unwrap_or(0)]).into_owned();
+    if !status_line.starts_with("HTTP/1.1 200") {
+        return Err(format!("{addr} answered {status_line:?}"));
+    }
+    Ok(stream)
+}
+
+/// Reads one stream until `want` frames of `event` (0: until stopped) or until stopped; returns
+/// each counted frame's `(id, received at µs)`.
+async fn follow(
+    mut stream: TcpStream,
+    event: Arc<str>,
+    want: usize,
+    counted: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<(u64, u64)> {
+    let mut parser = SseParser::new();
+    let mut seen = Vec::with_capacity(want);
+    let mut buf = vec![0u8; 4096];
+    while want == 0 || seen.len() < want {
+        let n = tokio::select! {
+            read = stream.read(&mut buf) => match read { Ok(0) | Err(_) => break, Ok(n) => n },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let at = unix_us();
+        for frame in parser.feed(&buf[..n]) {
+            if *frame.event != *event {
+                continue;
+            }
+            let id = serde_json::from_str::<serde_json::Value>(&frame.data).ok().and_then(|v| v.get("id")?.as_u64());
+            if let Some(id) = id {
+                seen.push((id, at));
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    seen
+}
+
+pub async fn run(plan: Plan) {
+    crate::procfs::raise_open_files();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let counted = Arc::new(AtomicU64::new(0));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let gate = Arc::new(Semaphore::new(plan.concurrency.max(1)));
+    let event: Arc<str> = plan.event.as_str().into();
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let connect_us = Arc::new(std::sync::Mutex::new(histogram()));
+
+    let progress = {
+        let (ok, failed, counted) = (ok.clone(), failed.clone(), counted.clone());
+        let streams = plan.streams;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let (o, f) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+                if o + f < streams {
+                    report(&Report::Connecting { ok: o, failed: f });
+                } else {
+                    report(&Report::Received { frames: counted.load(Ordering::Relaxed) });
+                }
+            }
+        })
+    };
+
+    let mut readers = Vec::with_capacity(plan.streams);
+    let mut connects = Vec::with_capacity(plan.streams);
+    for i in 0..plan.streams {
+        let global = plan.first + i;
+        let target = plan.targets[global % plan.targets.len()].clone();
+        let source = plan.sources[global % plan.sources.len()];
+        let (path, gate, ok, failed) = (plan.path.clone(), gate.clone(), ok.clone(), failed.clone());
+        let (first_error, connect_us) = (first_error.clone(), connect_us.clone());
+        let (event, counted, stop, want) = (event.clone(), counted.clone(), stop_rx.clone(), plan.events);
+        connects.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await.expect("the gate stays open");
+            let started = Instant::now();
+            let opened = tokio::time::timeout(Duration::from_secs(30), open(&target, &path, source)).await;
+            drop(permit);
+            match opened {
+                Ok(Ok(stream)) => {
+                    connect_us.lock().unwrap().saturating_record(started.elapsed().as_micros() as u64);
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    Some(tokio::spawn(follow(stream, event, want, counted, stop)))
+                }
+                failure => {
+                    let why = match failure {
+                        Ok(Err(e)) => e,
+                        _ => format!("no answer from {target} within 30 s"),
+                    };
+                    first_error.lock().unwrap().get_or_insert(why);
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            }
+        }));
+    }
+    for c in connects {
+        if let Ok(Some(reader)) = c.await {
+            readers.push(reader);
+        }
+    }
+    report(&Report::Open {
+        ok: ok.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        first_error: first_error.lock().unwrap().clone(),
+        connect_us: EncodedHistogram::encode(&connect_us.lock().unwrap()),
+    });
+
+    // The coordinator says when the events were sent once it is done waiting for them.
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let sent = loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => match serde_json::from_str::<Command>(&line) {
+                Ok(Command::Sent { at_us }) => break at_us,
+                Err(e) => eprintln!("worker: ignoring {line:?}: {e}"),
+            },
+            // The coordinator is gone: nothing more to report.
+            _ => std::process::exit(0),
+        }
+    };
+    let _ = stop_tx.send(true);
+    let mut latency = histogram();
+    let (mut frames, mut complete, mut last) = (0u64, 0usize, 0u64);
+    for r in readers {
+        let seen = r.await.unwrap_or_default();
+        complete += usize::from(plan.events > 0 && seen.len() >= plan.events);
+        for (id, at) in seen {
+            frames += 1;
+            last = last.max(at);
+            if let Some(sent) = sent.get(&id) {
+                latency.saturating_record(at.saturating_sub(*sent).max(1));
+            }
+        }
+    }
+    progress.abort();
+    report(&Report::Done {
+        frames,
+        complete_streams: complete,
+        latency_us: EncodedHistogram::encode(&latency),
+        last_recv_us: last,
+    });
+}
