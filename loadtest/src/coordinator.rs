@@ -67,6 +67,10 @@ pub struct Summary {
     pub deliveries: u64,
     pub deliveries_expected: u64,
     pub complete_streams: usize,
+    /// Events a stream got twice (after reconnecting; 0 when every resume was exact).
+    pub duplicates: u64,
+    /// Streams reopened after the server ended them (`--reconnect`).
+    pub reconnects: u64,
     pub deliveries_per_s: f64,
     pub delivery: Latency,
     /// Server CPU per 1,000 deliveries over all `--pid`s (ms).
@@ -130,6 +134,7 @@ fn spawn_workers(args: &Args, reports: mpsc::UnboundedSender<(usize, Report)>) -
             concurrency: args.concurrency,
             event: args.event.clone(),
             events: args.events,
+            reconnect: args.reconnect,
         };
         let mut child = Command::new(&exe)
             .arg("worker")
@@ -264,11 +269,13 @@ pub async fn run(args: Args) -> Result<Summary, String> {
     let mut latency = protocol::histogram();
     let mut last_recv_us = 0;
     while done < workers.len() {
-        if let (_, Report::Done { frames, complete_streams, latency_us, last_recv_us: last }) =
+        if let (_, Report::Done { frames, duplicates, reconnects, complete_streams, latency_us, last_recv_us: last }) =
             next(&mut reports, Duration::from_secs(60)).await?
         {
             done += 1;
             summary.deliveries += frames;
+            summary.duplicates += duplicates;
+            summary.reconnects += reconnects;
             summary.complete_streams += complete_streams;
             latency.add(latency_us.decode()).map_err(|e| e.to_string())?;
             last_recv_us = last_recv_us.max(last);
@@ -349,6 +356,9 @@ fn print_summary(s: &Summary) {
             s.complete_streams,
             s.deliveries_per_s
         );
+        if s.reconnects > 0 || s.duplicates > 0 {
+            println!("reconnects: {}, events received twice: {}", s.reconnects, s.duplicates);
+        }
         println!(
             "delivery latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             s.delivery.p50_ms, s.delivery.p99_ms, s.delivery.max_ms

@@ -17,6 +17,7 @@
 //! timed from just before its publish to its arrival on every stream. Prints a summary and one
 //! JSON line (`{"summary": ...}`) for scripts; every loop is bounded by count and time.
 
+mod chunked;
 mod coordinator;
 mod procfs;
 mod protocol;
@@ -80,6 +81,9 @@ pub struct Args {
     /// Connects in flight per worker process.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    /// Reopen streams the server ends, from their last event id (as EventSource does).
+    #[arg(long)]
+    pub reconnect: bool,
     /// No progress bars (logs and CI).
     #[arg(long)]
     pub quiet: bool,

@@ -27,6 +27,8 @@ pub struct Plan {
     pub event: String,
     /// Frames each stream waits for (0: just hold).
     pub events: usize,
+    /// Reopen a stream that the server ended, from its last event id, as EventSource does.
+    pub reconnect: bool,
 }
 
 /// A worker's reports.
@@ -40,7 +42,17 @@ pub enum Report {
     /// Counted frames so far, over all streams.
     Received { frames: u64 },
     /// Delivery latencies, computed once the send times are known.
-    Done { frames: u64, complete_streams: usize, latency_us: EncodedHistogram, last_recv_us: u64 },
+    Done {
+        /// Distinct events received, summed over streams.
+        frames: u64,
+        /// Events a stream received more than once (after a reconnect).
+        duplicates: u64,
+        /// Times a stream was reopened after the server ended it.
+        reconnects: u64,
+        complete_streams: usize,
+        latency_us: EncodedHistogram,
+        last_recv_us: u64,
+    },
 }
 
 /// The coordinator's messages to a worker.

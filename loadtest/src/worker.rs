@@ -14,20 +14,34 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+use crate::chunked::Chunked;
 use crate::protocol::{histogram, unix_us, Command, EncodedHistogram, Plan, Report};
+
+/// An open stream: the connection and, when the response is chunked, its decoder.
+struct Opened {
+    stream: TcpStream,
+    chunked: Option<Chunked>,
+}
 
 /// Every report goes out as one line.
 fn report(r: &Report) {
     println!("{}", serde_json::to_string(r).expect("reports serialize"));
 }
 
-/// Opens a stream from `source` to `target` and reads its response head; `Err` says why not.
-async fn open(target: &str, path: &str, source: std::net::IpAddr) -> Result<TcpStream, String> {
+/// Opens a stream from `source` to `target` (resuming after `last_event_id` when given) and reads
+/// its response head; `Err` says why not.
+async fn open(
+    target: &str,
+    path: &str,
+    source: std::net::IpAddr,
+    last_event_id: Option<&str>,
+) -> Result<Opened, String> {
     let addr: std::net::SocketAddr = target.parse().map_err(|e| format!("target {target}: {e}"))?;
     let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| e.to_string())?;
     socket.bind((source, 0).into()).map_err(|e| format!("bind {source}: {e}"))?;
     let mut stream = socket.connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\n\r\n");
+    let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\n{resume}\r\n");
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     // The head is small; read it byte-exactly so no body byte is lost.
     let mut head = Vec::with_capacity(256);
@@ -38,39 +52,85 @@ async fn open(target: &str, path: &str, source: std::net::IpAddr) -> Result<TcpS
         }
         head.push(byte[0]);
     }
-    let status_line = String::from_utf8_lossy(&head[..head.iter().position(|&b| b == b'\r').unwrap_or(0)]).into_owned();
-    if !status_line.starts_with("HTTP/1.1 200") {
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status_line = head.lines().next().unwrap_or_default();
+    if status_line.split(' ').nth(1) != Some("200") {
         return Err(format!("{addr} answered {status_line:?}"));
     }
-    Ok(stream)
+    let chunked = head.lines().any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
+    Ok(Opened { stream, chunked: chunked.then(Chunked::default) })
 }
 
-/// Reads one stream until `want` frames of `event` (0: until stopped) or until stopped; returns
-/// each counted frame's `(id, received at µs)`.
-async fn follow(
-    mut stream: TcpStream,
+/// Where a stream goes and how it is followed.
+struct Follow {
+    target: String,
+    path: String,
+    source: std::net::IpAddr,
     event: Arc<str>,
     want: usize,
+    reconnect: bool,
     counted: Arc<AtomicU64>,
-    mut stop: watch::Receiver<bool>,
-) -> Vec<(u64, u64)> {
+}
+
+/// What one stream saw: each distinct counted event's `(id, first received at µs)`.
+#[derive(Default)]
+struct Seen {
+    events: Vec<(u64, u64)>,
+    duplicates: u64,
+    reconnects: u64,
+}
+
+/// A stream may be reopened this many times (bounded, like everything here).
+const MAX_RECONNECTS: u64 = 20;
+
+/// Reads one stream until `want` distinct events of `event` (0: until stopped) or until stopped.
+/// With `reconnect`, a stream the server ends is reopened from its last event id after a short
+/// wait (as EventSource would), so a server that goes away costs it nothing it can replay.
+async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> Seen {
+    let Opened { mut stream, mut chunked } = opened;
     let mut parser = SseParser::new();
-    let mut seen = Vec::with_capacity(want);
+    let mut seen = Seen { events: Vec::with_capacity(f.want), ..Seen::default() };
+    let mut ids = std::collections::HashSet::with_capacity(f.want);
     let mut buf = vec![0u8; 4096];
-    while want == 0 || seen.len() < want {
+    let mut body = Vec::with_capacity(4096);
+    while f.want == 0 || seen.events.len() < f.want {
         let n = tokio::select! {
-            read = stream.read(&mut buf) => match read { Ok(0) | Err(_) => break, Ok(n) => n },
+            read = stream.read(&mut buf) => read.unwrap_or(0), // an error ends it like EOF
             _ = stop.wait_for(|s| *s) => break,
         };
+        body.clear();
+        let ended = match &mut chunked {
+            None => {
+                body.extend_from_slice(&buf[..n]);
+                n == 0
+            }
+            Some(c) => n == 0 || c.feed(&buf[..n], &mut body).is_err() || c.done,
+        };
         let at = unix_us();
-        for frame in parser.feed(&buf[..n]) {
-            if *frame.event != *event {
+        for frame in parser.feed(&body) {
+            if *frame.event != *f.event {
                 continue;
             }
             let id = serde_json::from_str::<serde_json::Value>(&frame.data).ok().and_then(|v| v.get("id")?.as_u64());
-            if let Some(id) = id {
-                seen.push((id, at));
-                counted.fetch_add(1, Ordering::Relaxed);
+            let Some(id) = id else { continue };
+            if ids.insert(id) {
+                seen.events.push((id, at));
+                f.counted.fetch_add(1, Ordering::Relaxed);
+            } else {
+                seen.duplicates += 1;
+            }
+        }
+        if ended {
+            if !f.reconnect || seen.reconnects >= MAX_RECONNECTS {
+                break;
+            }
+            seen.reconnects += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let resume = Some(parser.last_event_id().to_owned()).filter(|id| !id.is_empty());
+            // A failed reopen leaves the ended stream in place: the next read ends it again and
+            // the next attempt follows (each one counted, at most MAX_RECONNECTS).
+            if let Ok(o) = open(&f.target, &f.path, f.source, resume.as_deref()).await {
+                (stream, chunked) = (o.stream, o.chunked);
             }
         }
     }
@@ -112,17 +172,19 @@ pub async fn run(plan: Plan) {
         let source = plan.sources[global % plan.sources.len()];
         let (path, gate, ok, failed) = (plan.path.clone(), gate.clone(), ok.clone(), failed.clone());
         let (first_error, connect_us) = (first_error.clone(), connect_us.clone());
-        let (event, counted, stop, want) = (event.clone(), counted.clone(), stop_rx.clone(), plan.events);
+        let (event, counted, stop, want, reconnect) =
+            (event.clone(), counted.clone(), stop_rx.clone(), plan.events, plan.reconnect);
         connects.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.expect("the gate stays open");
             let started = Instant::now();
-            let opened = tokio::time::timeout(Duration::from_secs(30), open(&target, &path, source)).await;
+            let opened = tokio::time::timeout(Duration::from_secs(30), open(&target, &path, source, None)).await;
             drop(permit);
             match opened {
                 Ok(Ok(stream)) => {
                     connect_us.lock().unwrap().saturating_record(started.elapsed().as_micros() as u64);
                     ok.fetch_add(1, Ordering::Relaxed);
-                    Some(tokio::spawn(follow(stream, event, want, counted, stop)))
+                    let f = Follow { target, path, source, event, want, reconnect, counted };
+                    Some(tokio::spawn(follow(f, stream, stop)))
                 }
                 failure => {
                     let why = match failure {
@@ -162,11 +224,13 @@ pub async fn run(plan: Plan) {
     };
     let _ = stop_tx.send(true);
     let mut latency = histogram();
-    let (mut frames, mut complete, mut last) = (0u64, 0usize, 0u64);
+    let (mut frames, mut complete, mut last, mut duplicates, mut reconnects) = (0u64, 0usize, 0u64, 0u64, 0u64);
     for r in readers {
         let seen = r.await.unwrap_or_default();
-        complete += usize::from(plan.events > 0 && seen.len() >= plan.events);
-        for (id, at) in seen {
+        complete += usize::from(plan.events > 0 && seen.events.len() >= plan.events);
+        duplicates += seen.duplicates;
+        reconnects += seen.reconnects;
+        for (id, at) in seen.events {
             frames += 1;
             last = last.max(at);
             if let Some(sent) = sent.get(&id) {
@@ -177,6 +241,8 @@ pub async fn run(plan: Plan) {
     progress.abort();
     report(&Report::Done {
         frames,
+        duplicates,
+        reconnects,
         complete_streams: complete,
         latency_us: EncodedHistogram::encode(&latency),
         last_recv_us: last,

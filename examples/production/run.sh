@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# The production-scale example: Redis, three app instances, nginx in front (the SSE settings
+# the README documents), Prometheus scraping every instance with alerting rules, and the load
+# tool driving streams and events through nginx. Prints the load tool's figures and what
+# Prometheus saw.
+#
+#   examples/production/run.sh            release build; STREAMS (10000), EVENTS (100), RATE (100/s)
+#   examples/production/run.sh --smoke    debug build, 1,000 streams, 40 events, instance 2
+#                                         stopped mid-run: every stream must reconnect through
+#                                         nginx and get every event (part of scripts/test.sh)
+#
+# Everything runs on loopback ports chosen free at start, under a temporary directory, and is
+# stopped on exit. Needs redis-server, nginx and prometheus (scripts/setup.sh installs them).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+here=examples/production
+
+smoke=false
+[ "${1:-}" = "--smoke" ] && smoke=true
+if $smoke; then
+  profile=debug streams=${STREAMS:-1000} events=${EVENTS:-40} rate=${RATE:-4} interval=1s
+else
+  profile=release streams=${STREAMS:-10000} events=${EVENTS:-100} rate=${RATE:-100} interval=5s
+fi
+say() { printf '\033[1m[production]\033[0m %s\n' "$*"; }
+fail() { say "FAILED: $*"; exit 1; }
+
+for tool in redis-server nginx prometheus promtool curl python3; do
+  command -v "$tool" >/dev/null || fail "$tool is missing (run scripts/setup.sh)"
+done
+
+# The same compile-time settings as scripts/test.sh, so the debug build is the one already made.
+export RUSTFLAGS="--cfg erase_components" LEPTOS_OUTPUT_NAME=taskboard
+if [ "$profile" = release ]; then
+  say "cargo build --release (server, loadtest)"
+  cargo build --release --locked -p server -p loadtest
+else
+  [ -x target/debug/server ] || fail "target/debug/server is missing: run cargo leptos build first"
+  cargo build --locked -p loadtest
+fi
+bin=target/$profile
+
+dir=$(mktemp -d /tmp/sse-production.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Polls `check` every 100 ms for at most `seconds`; fails naming `what`.
+wait_for() {
+  local what=$1 seconds=$2
+  shift 2
+  for _ in $(seq $((seconds * 10))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  fail "$what did not happen within ${seconds} s"
+}
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$dir/redis.log" 2>&1 &
+pids+=($!)
+wait_for "redis answering" 10 redis-cli -p "$redis_port" ping
+
+ports=()
+instance_pids=()
+for i in 1 2 3; do
+  port=$(free_port)
+  ports+=("$port")
+  # The load comes from one address, through nginx (X-Forwarded-For): lift the per-client limit
+  # for it; a real deployment keeps the default.
+  REDIS_URL="redis://127.0.0.1:$redis_port" LEPTOS_SITE_ADDR="127.0.0.1:$port" LEPTOS_SITE_ROOT=target/site \
+    SESSION_SECRET=production-example-secret-of-at-least-32-bytes SSE_CLIENT_IP_HEADER=x-forwarded-for \
+    SSE_MAX_STREAMS_PER_CLIENT=1000000 SSE_MAX_TOPICS_PER_CLIENT=1000000 RUST_LOG=warn \
+    "$bin/server" >"$dir/instance$i.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  instance_pids+=("$pid")
+done
+for i in 0 1 2; do
+  wait_for "instance $((i + 1)) ready" 30 curl -sf "http://127.0.0.1:${ports[$i]}/health/ready"
+done
+
+nginx_port=$(free_port)
+mkdir -p "$dir"/{client_body,proxy,fastcgi,uwsgi,scgi}
+upstreams=""
+for port in "${ports[@]}"; do upstreams+="server 127.0.0.1:$port max_fails=0; "; done
+sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$nginx_port|g" -e "s|@UPSTREAMS@|$upstreams|" "$here/nginx.conf" >"$dir/nginx.conf"
+nginx -t -q -p "$dir" -c "$dir/nginx.conf" 2>"$dir/nginx-check.log" || { cat "$dir/nginx-check.log"; fail "nginx -t"; }
+nginx -p "$dir" -c "$dir/nginx.conf" 2>>"$dir/nginx-error.log" &
+pids+=($!)
+wait_for "nginx proxying /health" 10 curl -sf "http://127.0.0.1:$nginx_port/health"
+
+prom_port=$(free_port)
+targets=$(printf '"127.0.0.1:%s",' "${ports[@]}")
+sed -e "s|@INTERVAL@|$interval|g" -e "s|@TARGETS@|${targets%,}|" "$here/prometheus.yml" >"$dir/prometheus.yml"
+cp "$here/alerts.yml" "$dir/alerts.yml"
+promtool check config "$dir/prometheus.yml" >/dev/null || fail "promtool check config"
+prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
+  --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$dir/prometheus.log" 2>&1 &
+pids+=($!)
+
+# A PromQL query's single value (empty when it has none).
+promql() {
+  curl -sf --get "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode "query=$1" |
+    python3 -c 'import json, sys; r = json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")'
+}
+promql_is() { [ "$(promql "$1")" = "$2" ]; }
+wait_for "Prometheus scraping all three instances" 30 promql_is 'sum(up{job="sse"})' 3
+
+say "redis :$redis_port, instances :${ports[*]}, nginx :$nginx_port, prometheus :$prom_port"
+say "loadtest: $streams streams through nginx, $events events at $rate/s through nginx's REST route"
+loadtest_args=(--url "http://127.0.0.1:$nginx_port" --streams "$streams" --events "$events" --rate "$rate"
+  --redis "redis://127.0.0.1:$redis_port" --reconnect --timeout 60 --quiet)
+for pid in "${instance_pids[@]}"; do loadtest_args+=(--pid "$pid"); done
+"$bin/loadtest" "${loadtest_args[@]}" >"$dir/loadtest.out" 2>&1 &
+loadtest_pid=$!
+
+if $smoke; then
+  # Once instance 2 has delivered events to its streams, stop it: its streams end, reconnect
+  # through nginx to the others with their last event id, and must still get every event.
+  delivered_some() {
+    local m
+    m=$(curl -sf "http://127.0.0.1:${ports[1]}/metrics") || return 1
+    awk '/^sse_events_delivered_total / { d = $2 } /^sse_connections / { c = $2 } END { exit !(c > 0 && d >= 3 * c) }' <<<"$m"
+  }
+  wait_for "instance 2 delivering events" 60 delivered_some
+  say "stopping instance 2 (SIGTERM) mid-run"
+  kill -TERM "${instance_pids[1]}"
+  wait "${instance_pids[1]}" || fail "instance 2 did not exit cleanly"
+fi
+
+status=0
+wait "$loadtest_pid" || status=$?
+cat "$dir/loadtest.out"
+[ "$status" = 0 ] || fail "the load tool reports missing deliveries or failures (exit $status)"
+
+say "Prometheus:"
+if $smoke; then
+  wait_for "Prometheus seeing instance 2 down" 30 promql_is 'sum(up{job="sse"})' 2
+  wait_for "the SseInstanceDown alert pending or firing" 30 promql_is 'count(ALERTS{alertname="SseInstanceDown"})' 1
+fi
+echo "  instances up:                $(promql 'sum(up{job="sse"})')"
+echo "  streams opened (all):        $(promql 'sum(sse_connections_opened_total)')"
+echo "  events delivered (all):      $(promql 'sum(sse_events_delivered_total)')"
+echo "  events replayed on resume:   $(promql 'sum(sse_events_replayed_total)')"
+echo "  alerts pending or firing:    $(promql 'count(ALERTS)')"
+say "done"
