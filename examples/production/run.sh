@@ -4,7 +4,12 @@
 # tool driving streams and events through nginx. Prints the load tool's figures and what
 # Prometheus saw.
 #
-#   examples/production/run.sh            release build; STREAMS (10000), EVENTS (100), RATE (100/s)
+#   examples/production/run.sh            release build; STREAMS (10000), EVENTS (100), RATE (100/s),
+#                                         INSTANCES (3), PUBLISH (rest: POST /api/tasks through
+#                                         nginx; redis: straight into Redis), SOURCES (127.0.0.1)
+#   examples/production/run.sh --direct   the same, the load tool connecting to the instances
+#                                         themselves (past nginx's per-worker descriptor limit:
+#                                         the 100,000-stream run in docs/benchmarks.md)
 #   examples/production/run.sh --smoke    debug build, 1,000 streams, 40 events, instance 2
 #                                         stopped mid-run: every stream must reconnect through
 #                                         nginx and get every event (part of scripts/test.sh)
@@ -15,8 +20,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=examples/production
 
-smoke=false
-[ "${1:-}" = "--smoke" ] && smoke=true
+smoke=false direct=false
+for arg in "$@"; do
+  case $arg in
+    --smoke) smoke=true ;;
+    --direct) direct=true ;;
+    *) echo "usage: $0 [--smoke] [--direct]" >&2; exit 2 ;;
+  esac
+done
+instances=${INSTANCES:-3} publish=${PUBLISH:-rest} sources=${SOURCES:-127.0.0.1}
 if $smoke; then
   profile=debug streams=${STREAMS:-1000} events=${EVENTS:-40} rate=${RATE:-4} interval=1s
 else
@@ -69,7 +81,7 @@ wait_for "redis answering" 10 redis-cli -p "$redis_port" ping
 
 ports=()
 instance_pids=()
-for i in 1 2 3; do
+for i in $(seq 1 "$instances"); do
   port=$(free_port)
   ports+=("$port")
   # The load comes from one address, through nginx (X-Forwarded-For): lift the per-client limit
@@ -82,7 +94,7 @@ for i in 1 2 3; do
   pids+=("$pid")
   instance_pids+=("$pid")
 done
-for i in 0 1 2; do
+for i in "${!ports[@]}"; do
   wait_for "instance $((i + 1)) ready" 30 curl -sf "http://127.0.0.1:${ports[$i]}/health/ready"
 done
 
@@ -111,12 +123,19 @@ promql() {
     python3 -c 'import json, sys; r = json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")'
 }
 promql_is() { [ "$(promql "$1")" = "$2" ]; }
-wait_for "Prometheus scraping all three instances" 30 promql_is 'sum(up{job="sse"})' 3
+wait_for "Prometheus scraping all $instances instances" 30 promql_is 'sum(up{job="sse"})' "$instances"
 
 say "redis :$redis_port, instances :${ports[*]}, nginx :$nginx_port, prometheus :$prom_port"
-say "loadtest: $streams streams through nginx, $events events at $rate/s through nginx's REST route"
-loadtest_args=(--url "http://127.0.0.1:$nginx_port" --streams "$streams" --events "$events" --rate "$rate"
-  --redis "redis://127.0.0.1:$redis_port" --reconnect --timeout 60 --quiet)
+urls=(--url "http://127.0.0.1:$nginx_port")
+if $direct; then
+  urls=()
+  for port in "${ports[@]}"; do urls+=(--url "http://127.0.0.1:$port"); done
+  say "loadtest: $streams streams straight to the $instances instances, $events events at $rate/s ($publish)"
+else
+  say "loadtest: $streams streams through nginx, $events events at $rate/s ($publish, through nginx)"
+fi
+loadtest_args=("${urls[@]}" --streams "$streams" --events "$events" --rate "$rate" --publish "$publish"
+  --redis "redis://127.0.0.1:$redis_port" --sources "$sources" --reconnect --timeout 120 --quiet)
 for pid in "${instance_pids[@]}"; do loadtest_args+=(--pid "$pid"); done
 "$bin/loadtest" "${loadtest_args[@]}" >"$dir/loadtest.out" 2>&1 &
 loadtest_pid=$!

@@ -17,10 +17,12 @@ use tokio::sync::{watch, Semaphore};
 use crate::chunked::Chunked;
 use crate::protocol::{histogram, unix_us, Command, EncodedHistogram, Plan, Report};
 
-/// An open stream: the connection and, when the response is chunked, its decoder.
+/// An open stream: the connection, when the response is chunked its decoder, and the body
+/// bytes that arrived with the head.
 struct Opened {
     stream: TcpStream,
     chunked: Option<Chunked>,
+    early: Vec<u8>,
 }
 
 /// Every report goes out as one line.
@@ -38,27 +40,43 @@ async fn open(
 ) -> Result<Opened, String> {
     let addr: std::net::SocketAddr = target.parse().map_err(|e| format!("target {target}: {e}"))?;
     let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| e.to_string())?;
+    // Bound to the source address only; the port is picked at connect time, per destination.
+    // (A plain bind to port 0 searches the whole port range for a port free for every
+    // destination: all CPU, and it runs out after ~28,000 streams per source address.)
+    let yes: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket this function owns, with a valid pointer and length.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let ptr = (&yes as *const libc::c_int).cast();
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::setsockopt(socket.as_raw_fd(), libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, ptr, len);
+    }
     socket.bind((source, 0).into()).map_err(|e| format!("bind {source}: {e}"))?;
     let mut stream = socket.connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
     let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\n{resume}\r\n");
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-    // The head is small; read it byte-exactly so no body byte is lost.
-    let mut head = Vec::with_capacity(256);
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 16 * 1024 || stream.read(&mut byte).await.map_err(|e| e.to_string())? == 0 {
+    // Body bytes may come in the same read as the head: they are kept for the reader.
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 || buf.len() > 16 * 1024 {
             return Err(format!("no complete response head from {addr}"));
         }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let early = buf.split_off(end);
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
     let status_line = head.lines().next().unwrap_or_default();
     if status_line.split(' ').nth(1) != Some("200") {
         return Err(format!("{addr} answered {status_line:?}"));
     }
     let chunked = head.lines().any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
-    Ok(Opened { stream, chunked: chunked.then(Chunked::default) })
+    Ok(Opened { stream, chunked: chunked.then(Chunked::default), early })
 }
 
 /// Where a stream goes and how it is followed.
@@ -87,16 +105,25 @@ const MAX_RECONNECTS: u64 = 20;
 /// With `reconnect`, a stream the server ends is reopened from its last event id after a short
 /// wait (as EventSource would), so a server that goes away costs it nothing it can replay.
 async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> Seen {
-    let Opened { mut stream, mut chunked } = opened;
+    let Opened { mut stream, mut chunked, early } = opened;
     let mut parser = SseParser::new();
     let mut seen = Seen { events: Vec::with_capacity(f.want), ..Seen::default() };
     let mut ids = std::collections::HashSet::with_capacity(f.want);
     let mut buf = vec![0u8; 4096];
     let mut body = Vec::with_capacity(4096);
+    // What came with the response head is read first.
+    let mut pending = Some(early).filter(|e| !e.is_empty());
     while f.want == 0 || seen.events.len() < f.want {
-        let n = tokio::select! {
-            read = stream.read(&mut buf) => read.unwrap_or(0), // an error ends it like EOF
-            _ = stop.wait_for(|s| *s) => break,
+        let n = match pending.take() {
+            // Under 1 KiB: the rest of the one read that completed the head.
+            Some(early) => {
+                buf[..early.len()].copy_from_slice(&early);
+                early.len()
+            }
+            None => tokio::select! {
+                read = stream.read(&mut buf) => read.unwrap_or(0), // an error ends it like EOF
+                _ = stop.wait_for(|s| *s) => break,
+            },
         };
         body.clear();
         let ended = match &mut chunked {
@@ -131,6 +158,7 @@ async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> S
             // the next attempt follows (each one counted, at most MAX_RECONNECTS).
             if let Ok(o) = open(&f.target, &f.path, f.source, resume.as_deref()).await {
                 (stream, chunked) = (o.stream, o.chunked);
+                pending = Some(o.early).filter(|e| !e.is_empty());
             }
         }
     }
