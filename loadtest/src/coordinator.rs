@@ -55,6 +55,9 @@ pub struct Summary {
     pub connected: usize,
     pub connect_failed: usize,
     pub first_connect_error: Option<String>,
+    /// Opens retried after a failure (`--reconnect`), and why the first retried one failed.
+    pub connect_retries: u64,
+    pub first_retry_reason: Option<String>,
     pub all_connected_s: f64,
     pub connect: Latency,
     pub servers: Vec<ServerCost>,
@@ -199,12 +202,14 @@ pub async fn run(args: Args) -> Result<Summary, String> {
     while open < workers.len() {
         match next(&mut reports, Duration::from_secs(120)).await? {
             (w, Report::Connecting { ok, failed }) => progress[w] = ok + failed,
-            (w, Report::Open { ok, failed, first_error, connect_us }) => {
+            (w, Report::Open { ok, failed, first_error, retried, first_retry_reason, connect_us }) => {
                 progress[w] = ok + failed;
                 open += 1;
                 summary.connected += ok;
                 summary.connect_failed += failed;
                 summary.first_connect_error = summary.first_connect_error.or(first_error);
+                summary.connect_retries += retried;
+                summary.first_retry_reason = summary.first_retry_reason.or(first_retry_reason);
                 connect.add(connect_us.decode()).map_err(|e| e.to_string())?;
             }
             _ => {}
@@ -335,6 +340,13 @@ fn print_summary(s: &Summary) {
         s.connect.p99_ms,
         s.connect.max_ms
     );
+    if s.connect_retries > 0 {
+        println!(
+            "connect retries: {} (first because: {})",
+            s.connect_retries,
+            s.first_retry_reason.as_deref().unwrap_or("?")
+        );
+    }
     for c in &s.servers {
         println!(
             "server pid {}: RSS {} -> {} KiB with the streams, {} descriptors, {} ms CPU",

@@ -38,7 +38,15 @@ pub enum Report {
     /// Streams connected so far (for the progress bar).
     Connecting { ok: usize, failed: usize },
     /// Every connect attempt has finished.
-    Open { ok: usize, failed: usize, first_error: Option<String>, connect_us: EncodedHistogram },
+    Open {
+        ok: usize,
+        failed: usize,
+        first_error: Option<String>,
+        /// Opens tried again after a failure (`--reconnect`), and why the first one failed.
+        retried: u64,
+        first_retry_reason: Option<String>,
+        connect_us: EncodedHistogram,
+    },
     /// Counted frames so far, over all streams.
     Received { frames: u64 },
     /// Delivery latencies, computed once the send times are known.

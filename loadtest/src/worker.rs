@@ -173,6 +173,7 @@ pub async fn run(plan: Plan) {
     let gate = Arc::new(Semaphore::new(plan.concurrency.max(1)));
     let event: Arc<str> = plan.event.as_str().into();
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let (retried, first_retry_reason) = (Arc::new(AtomicU64::new(0)), Arc::new(std::sync::Mutex::new(None::<String>)));
     let connect_us = Arc::new(std::sync::Mutex::new(histogram()));
 
     let progress = {
@@ -202,23 +203,38 @@ pub async fn run(plan: Plan) {
         let (first_error, connect_us) = (first_error.clone(), connect_us.clone());
         let (event, counted, stop, want, reconnect) =
             (event.clone(), counted.clone(), stop_rx.clone(), plan.events, plan.reconnect);
+        let (retried, first_retry_reason) = (retried.clone(), first_retry_reason.clone());
         connects.push(tokio::spawn(async move {
-            let permit = gate.acquire_owned().await.expect("the gate stays open");
+            // With --reconnect a failed open is retried, as EventSource retries; the latency
+            // recorded is the client's: from the first attempt to the stream being open.
+            let attempts = if reconnect { 1 + MAX_RECONNECTS } else { 1 };
             let started = Instant::now();
-            let opened = tokio::time::timeout(Duration::from_secs(30), open(&target, &path, source, None)).await;
-            drop(permit);
+            let mut opened = Err(String::new());
+            for attempt in 0..attempts {
+                if attempt > 0 {
+                    retried.fetch_add(1, Ordering::Relaxed);
+                    if let Err(why) = &opened {
+                        first_retry_reason.lock().unwrap().get_or_insert(why.clone());
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
+                }
+                let permit = gate.clone().acquire_owned().await.expect("the gate stays open");
+                opened = tokio::time::timeout(Duration::from_secs(30), open(&target, &path, source, None))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer from {target} within 30 s")));
+                drop(permit);
+                if opened.is_ok() {
+                    break;
+                }
+            }
             match opened {
-                Ok(Ok(stream)) => {
+                Ok(stream) => {
                     connect_us.lock().unwrap().saturating_record(started.elapsed().as_micros() as u64);
                     ok.fetch_add(1, Ordering::Relaxed);
                     let f = Follow { target, path, source, event, want, reconnect, counted };
                     Some(tokio::spawn(follow(f, stream, stop)))
                 }
-                failure => {
-                    let why = match failure {
-                        Ok(Err(e)) => e,
-                        _ => format!("no answer from {target} within 30 s"),
-                    };
+                Err(why) => {
                     first_error.lock().unwrap().get_or_insert(why);
                     failed.fetch_add(1, Ordering::Relaxed);
                     None
@@ -235,6 +251,8 @@ pub async fn run(plan: Plan) {
         ok: ok.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
         first_error: first_error.lock().unwrap().clone(),
+        retried: retried.load(Ordering::Relaxed),
+        first_retry_reason: first_retry_reason.lock().unwrap().clone(),
         connect_us: EncodedHistogram::encode(&connect_us.lock().unwrap()),
     });
 
