@@ -206,9 +206,10 @@ pub async fn run(plan: Plan) {
         let (retried, first_retry_reason) = (retried.clone(), first_retry_reason.clone());
         connects.push(tokio::spawn(async move {
             // With --reconnect a failed open is retried, as EventSource retries; the latency
-            // recorded is the client's: from the first attempt to the stream being open.
+            // recorded is the client's: from the first attempt (not from waiting for a place in
+            // this tool's own queue) to the stream being open.
             let attempts = if reconnect { 1 + MAX_RECONNECTS } else { 1 };
-            let started = Instant::now();
+            let mut first_try: Option<Instant> = None;
             let mut opened = Err(String::new());
             for attempt in 0..attempts {
                 if attempt > 0 {
@@ -219,6 +220,7 @@ pub async fn run(plan: Plan) {
                     tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
                 }
                 let permit = gate.clone().acquire_owned().await.expect("the gate stays open");
+                first_try.get_or_insert_with(Instant::now);
                 opened = tokio::time::timeout(Duration::from_secs(30), open(&target, &path, source, None))
                     .await
                     .unwrap_or_else(|_| Err(format!("no answer from {target} within 30 s")));
@@ -229,7 +231,8 @@ pub async fn run(plan: Plan) {
             }
             match opened {
                 Ok(stream) => {
-                    connect_us.lock().unwrap().saturating_record(started.elapsed().as_micros() as u64);
+                    let took = first_try.map(|t| t.elapsed()).unwrap_or_default();
+                    connect_us.lock().unwrap().saturating_record(took.as_micros() as u64);
                     ok.fetch_add(1, Ordering::Relaxed);
                     let f = Follow { target, path, source, event, want, reconnect, counted };
                     Some(tokio::spawn(follow(f, stream, stop)))

@@ -31,6 +31,7 @@
 pub mod broker;
 pub mod clients;
 pub mod config;
+mod direct;
 pub mod endpoint;
 pub mod error;
 pub mod handoff;

@@ -1,6 +1,8 @@
 //! One-call setup: configuration, broker lifecycle, the SSE and health routes, CORS, serving.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::Router;
@@ -62,6 +64,7 @@ pub enum SetupError {
 pub struct SseApp {
     config: SseConfig,
     broker: Broker,
+    stream_paths: Arc<[String]>,
 }
 
 impl SseApp {
@@ -95,7 +98,16 @@ impl SseApp {
             outbox_size = config.outbox_size,
             "SSE configuration"
         );
-        Ok(Self { config, broker })
+        Ok(Self { config, broker, stream_paths: Arc::new([DEFAULT_EVENTS_PATH.to_owned()]) })
+    }
+
+    /// The paths of the SSE endpoints (default `/events`): [`SseApp::serve`] answers a new
+    /// connection's `GET` for one of them without hyper's per-connection buffers, which would
+    /// otherwise stay with the stream for its whole life (see `docs/benchmarks.md`). Set this
+    /// when the endpoint is mounted elsewhere; any other path is served as usual.
+    pub fn with_stream_paths(mut self, paths: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.stream_paths = paths.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The broker: publish with it, or hand [`Broker::publisher`] to server functions.
@@ -212,6 +224,7 @@ impl SseApp {
         builder.http1().timer(TokioTimer::new()).header_read_timeout(self.config.header_timeout);
         builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(self.config.header_timeout * 3));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let direct_streams = Arc::new(DirectStreams::default());
         crate::memory::spawn_trimmer(self.broker.clone());
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -234,15 +247,23 @@ impl SseApp {
                 req
             });
             let (builder, watcher, head_timeout) = (builder.clone(), graceful.watcher(), self.config.header_timeout);
+            let (paths, app, streams) = (self.stream_paths.clone(), app.clone(), direct_streams.clone());
             tokio::spawn(async move {
-                // hyper's head timer starts once the protocol is detected, and detection waits for
-                // the first bytes without a limit: a silent client is cut off here.
-                let mut first = [0u8; 1];
-                if !matches!(tokio::time::timeout(head_timeout, stream.peek(&mut first)).await, Ok(Ok(1..))) {
-                    return;
-                }
+                // The first request head must arrive in time (silent and slowloris clients are
+                // cut off here); a stream request is answered without hyper.
+                let mut stream = stream;
+                let prefix = match crate::direct::read_first(&mut stream, &paths, head_timeout).await {
+                    None => return,
+                    Some(crate::direct::FirstRequest::Stream(mut req)) => {
+                        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        let _counted = streams.enter();
+                        crate::direct::serve(stream, *req, app).await;
+                        return;
+                    }
+                    Some(crate::direct::FirstRequest::Other(prefix)) => prefix,
+                };
                 let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
+                    TokioIo::new(crate::direct::Rewind::new(prefix, stream)),
                     hyper_util::service::TowerToHyperService::new(service),
                 );
                 if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -254,12 +275,57 @@ impl SseApp {
         // Open streams never end by themselves; without this, shutdown would wait forever.
         self.broker.close();
         graceful.shutdown().await;
+        direct_streams.ended(SHUTDOWN_STREAMS_TIMEOUT).await;
         // Events of writes already answered as successes: give the backend a last chance.
         let left = self.broker.flush_outbox(OUTBOX_FLUSH_TIMEOUT).await;
         if left > 0 {
             tracing::error!(events = left, "shutting down with events still in the outbox; they are lost");
         }
         Ok(())
+    }
+}
+
+/// How long shutdown waits for the streams served without hyper to write their last chunk.
+const SHUTDOWN_STREAMS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Counts the streams answered without hyper, so that shutdown waits for them as hyper's
+/// graceful shutdown waits for its connections.
+#[derive(Default)]
+struct DirectStreams {
+    open: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+struct Counted<'a>(&'a DirectStreams);
+
+impl DirectStreams {
+    fn enter(&self) -> Counted<'_> {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Counted(self)
+    }
+
+    /// Waits (at most `within`) until no stream is open.
+    async fn ended(&self, within: std::time::Duration) {
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.open.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        if tokio::time::timeout(within, wait).await.is_err() {
+            tracing::warn!(open = self.open.load(Ordering::Acquire), "streams still open at shutdown");
+        }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 

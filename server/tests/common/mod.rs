@@ -169,6 +169,9 @@ pub struct SseClient {
     body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     parser: SseParser,
     pending: VecDeque<ParsedEvent>,
+    /// The last event id as of the last event the test took (events of one chunk are parsed
+    /// together, and the server may send several in one chunk).
+    consumed: String,
     /// Every byte received, for byte-level assertions.
     pub raw: Vec<u8>,
 }
@@ -190,6 +193,7 @@ impl SseClient {
             body: resp.bytes_stream().boxed(),
             parser: SseParser::new(),
             pending: VecDeque::new(),
+            consumed: String::new(),
             raw: Vec::new(),
         }
     }
@@ -219,6 +223,7 @@ impl SseClient {
         let deadline = Instant::now() + wait;
         loop {
             if let Some(e) = self.pending.pop_front() {
+                self.consumed = e.last_event_id.clone();
                 return Some(e);
             }
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -236,9 +241,14 @@ impl SseClient {
         }
     }
 
-    /// The id this stream would resume from (what EventSource sends as `Last-Event-ID`).
+    /// The id this stream would resume from (what EventSource sends as `Last-Event-ID`) if it
+    /// stopped after the last event the test took.
     pub fn cursor(&self) -> String {
-        self.parser.last_event_id().to_owned()
+        if self.pending.is_empty() {
+            self.parser.last_event_id().to_owned()
+        } else {
+            self.consumed.clone()
+        }
     }
 
     /// Reads until the `id:`-only opening frame (or any frame with an id) has been parsed.
