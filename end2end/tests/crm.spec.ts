@@ -99,3 +99,27 @@ test("two users of one team see each other's comments live; the other team is re
     await server.stop();
   }
 });
+
+test("a sign-in clicked before the page has hydrated still signs in", async ({ browser }) => {
+  const server = await startApp();
+  try {
+    const page = await (await browser.newContext()).newPage();
+    // Hold the WASM bundle back: the server-rendered page is there, its code is not.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    await page.route(/\.wasm$/, async (route) => {
+      await held;
+      await route.continue();
+    });
+    await page.goto(`${server.url}/crm`);
+    await page.getByTestId("sign-in-bob").click();
+    // The browser posted the form to the server function itself, which answered with the
+    // session cookie and a redirect back to the page, rendered signed in.
+    await expect(page.getByTestId("whoami")).toHaveText("bob");
+    expect(new URL(page.url()).pathname).toBe("/crm");
+    release();
+    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+  } finally {
+    await server.stop();
+  }
+});

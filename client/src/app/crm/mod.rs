@@ -41,10 +41,16 @@ fn SignInPicker(sign_in: ServerAction<SignIn>) -> impl IntoView {
                 .map(|u| {
                     let id = u.id;
                     view! {
+                        // A form, so that a click before the page has hydrated (a slow
+                        // connection, a busy machine) still signs in: the browser posts it to
+                        // the server function, which redirects back signed in.
                         <li>
-                            <button data-testid=format!("sign-in-{}", u.name) on:click=move |_| { sign_in.dispatch(SignIn { user: id }); }>
-                                {u.name.clone()}
-                            </button>
+                            <leptos::form::ActionForm action=sign_in attr:class="sign-in">
+                                <input type="hidden" name="user" value=id />
+                                <button type="submit" data-testid=format!("sign-in-{}", u.name)>
+                                    {u.name.clone()}
+                                </button>
+                            </leptos::form::ActionForm>
                             {format!(" {:?} · {}", u.role, u.team)}
                         </li>
                     }
