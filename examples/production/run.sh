@@ -102,7 +102,7 @@ nginx_port=$(free_port)
 mkdir -p "$dir"/{client_body,proxy,fastcgi,uwsgi,scgi}
 upstreams=""
 for port in "${ports[@]}"; do upstreams+="server 127.0.0.1:$port max_fails=0; "; done
-sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$nginx_port|g" -e "s|@UPSTREAMS@|$upstreams|" "$here/nginx.conf" >"$dir/nginx.conf"
+sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$nginx_port|g" -e "s|@UPSTREAMS@|$upstreams|g" "$here/nginx.conf" >"$dir/nginx.conf"
 nginx -t -q -p "$dir" -c "$dir/nginx.conf" 2>"$dir/nginx-check.log" || { cat "$dir/nginx-check.log"; fail "nginx -t"; }
 nginx -p "$dir" -c "$dir/nginx.conf" 2>>"$dir/nginx-error.log" &
 pids+=($!)
