@@ -90,3 +90,20 @@ test("when the leading tab closes another takes the stream over, and a change ma
     await server.stop();
   }
 });
+
+test("a browser without Web Locks keeps a stream per tab, and it works", async ({ browser }) => {
+  const server = await startApp();
+  try {
+    const context = await browser.newContext();
+    await context.addInitScript(() => {
+      delete (Navigator.prototype as any).locks;
+    });
+    const tabs = await openTabs(context, server, 2);
+    await expect.poll(() => openStreams(server), { timeout: 10_000 }).toBe(2);
+    const title = `seen without sharing ${Date.now()}`;
+    await createTask(server, title);
+    for (const tab of tabs) await expect(row(tab, title)).toBeVisible({ timeout: 10_000 });
+  } finally {
+    await server.stop();
+  }
+});
