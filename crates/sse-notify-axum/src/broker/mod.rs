@@ -15,6 +15,8 @@
 mod hub;
 mod memory;
 mod outbox;
+
+pub use outbox::Accepted;
 mod redis;
 
 use std::collections::VecDeque;
@@ -360,96 +362,6 @@ impl Broker {
         result
     }
 
-    /// Publishes an event that reports a write already made: if the backend cannot take it now,
-    /// it waits in the outbox (bounded by `SSE_OUTBOX_SIZE`, in order) and is published as soon
-    /// as the backend is back, so the write is answered as the success it was and subscribers
-    /// still hear of it. `Err(Unavailable)` only when the outbox is full; other errors (too
-    /// large, invalid) are the caller's and are returned as they are.
-    ///
-    /// [`crate::PublishLayer`] and the [`Publisher`] handed to server functions publish this way.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// use sse_notify_axum::broker::Accepted;
-    /// use sse_notify_axum::{Broker, BrokerLimits};
-    /// let broker = Broker::memory(BrokerLimits::default());
-    /// let topics = [sse_notify_core::Topic::new("tasks").unwrap()];
-    /// let done = broker.publish_or_defer(&topics, "task:created", &serde_json::json!({"id": 1})).await;
-    /// assert_eq!(done.unwrap(), Accepted::Published); // the embedded broker is never away
-    /// # }
-    /// ```
-    pub async fn publish_or_defer(
-        &self,
-        topics: &[Topic],
-        event: &str,
-        data: &serde_json::Value,
-    ) -> Result<Accepted, PublishError> {
-        // Behind events already waiting, so that they keep their order.
-        if self.inner.outbox.len() == 0 {
-            match self.publish_to(topics, event, data).await {
-                Ok(()) => return Ok(Accepted::Published),
-                Err(PublishError::Unavailable) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let pending = outbox::Pending { topics: topics.to_vec(), event: event.to_owned(), data: data.clone() };
-        match self.inner.outbox.push(pending) {
-            outbox::Pushed::Full => {
-                tracing::error!(event, "outbox full (SSE_OUTBOX_SIZE): event refused");
-                Err(PublishError::Unavailable)
-            }
-            pushed => {
-                self.inner.metrics.events_deferred.inc();
-                tracing::warn!(event, "backend unavailable: event kept in the outbox until it is back");
-                if matches!(pushed, outbox::Pushed::StartRelay) {
-                    self.start_relay();
-                }
-                Ok(Accepted::Deferred)
-            }
-        }
-    }
-
-    /// Drains the outbox in order, retrying with backoff while the backend is away; ends when
-    /// the outbox is empty (the next deferred event starts another).
-    fn start_relay(&self) {
-        let broker = self.clone();
-        tokio::spawn(async move {
-            let mut failures = 0;
-            while let Some(p) = broker.inner.outbox.front() {
-                match broker.publish_to(&p.topics, &p.event, &p.data).await {
-                    Ok(()) => {
-                        broker.inner.outbox.pop();
-                        failures = 0;
-                    }
-                    Err(PublishError::Unavailable) => {
-                        tokio::time::sleep(outbox::backoff(failures)).await;
-                        failures += 1;
-                    }
-                    Err(e) => {
-                        tracing::error!(event = p.event, error = %e, "outbox event can never be published; dropped");
-                        broker.inner.outbox.pop();
-                    }
-                }
-            }
-        });
-    }
-
-    /// Events waiting in the outbox for the backend.
-    pub fn outbox_len(&self) -> usize {
-        self.inner.outbox.len()
-    }
-
-    /// Waits up to `within` for the outbox to empty (at shutdown); returns how many events are
-    /// still waiting.
-    pub async fn flush_outbox(&self, within: Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.outbox_len() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.outbox_len()
-    }
-
     async fn append(&self, topics: &[Topic], event: &str, data: &serde_json::Value) -> Result<(), PublishError> {
         if topics.is_empty() {
             return Err(PublishError::Invalid { reason: "an event needs at least one topic".into() });
@@ -611,15 +523,6 @@ impl Publish for Broker {
     ) -> PublishFuture<'a> {
         Box::pin(async move { self.publish_or_defer(topics, event, data).await.map(|_| ()) })
     }
-}
-
-/// How [`Broker::publish_or_defer`] took an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Accepted {
-    /// Published now.
-    Published,
-    /// Kept in the outbox; published once the backend is back.
-    Deferred,
 }
 
 /// `event: resync` naming `topics`, with the cursor to go on from.
