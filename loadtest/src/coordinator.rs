@@ -123,7 +123,10 @@ fn spawn_workers(args: &Args, reports: mpsc::UnboundedSender<(usize, Report)>) -
     let sep = if args.path.contains('?') { '&' } else { '?' };
     let path = format!("{}{sep}topic={}", args.path, args.topics);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let per = args.per_process.max(1);
+    // As few workers as the per-process limit allows, with the streams spread evenly over
+    // them (19,000 at 15,000 per process is 9,500 + 9,500, not 15,000 + 4,000: both cores work).
+    let count = args.streams.div_ceil(args.per_process.max(1)).max(1);
+    let per = args.streams.div_ceil(count);
     let mut workers = Vec::new();
     let mut first = 0;
     while first < args.streams {
