@@ -1,7 +1,6 @@
 //! One-call setup: configuration, broker lifecycle, the SSE and health routes, CORS, serving.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::http::{header, HeaderName, HeaderValue, Method};
@@ -212,8 +211,9 @@ impl SseApp {
     /// `ConnectInfo<SocketAddr>`. A new connection whose first request is a `GET` for one of
     /// the stream paths ([`SseApp::with_stream_paths`]) is answered through the same router but
     /// written without hyper, whose per-connection buffers would stay with the stream for its
-    /// whole life; the response is the same, and the connection closes when the stream ends. After many streams close, freed memory is handed back to the
-    /// system ([`crate::memory`]).
+    /// whole life; the response is the same, and the connection closes when the stream ends.
+    /// After many streams close, freed memory is handed back to the system
+    /// ([`crate::memory`]).
     pub async fn serve_on(
         &self,
         listener: tokio::net::TcpListener,
@@ -227,7 +227,8 @@ impl SseApp {
         builder.http1().timer(TokioTimer::new()).header_read_timeout(self.config.header_timeout);
         builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(self.config.header_timeout * 3));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let direct_streams = Arc::new(DirectStreams::default());
+        // The streams answered without hyper, waited for at shutdown as hyper's are.
+        let direct_streams = tokio_util::task::TaskTracker::new();
         crate::memory::spawn_trimmer(self.broker.clone());
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -243,13 +244,8 @@ impl SseApp {
                 },
                 _ = &mut shutdown => break,
             };
-            // A `Router` clone shares its route table (an `Arc`), like `into_make_service`.
-            let service = app.clone().map_request(move |req: axum::http::Request<hyper::body::Incoming>| {
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                req
-            });
             let (builder, watcher, head_timeout) = (builder.clone(), graceful.watcher(), self.config.header_timeout);
+            // A `Router` clone shares its route table (an `Arc`), like `into_make_service`.
             let (paths, app, streams) = (self.stream_paths.clone(), app.clone(), direct_streams.clone());
             tokio::spawn(async move {
                 // The first request head must arrive in time (silent and slowloris clients are
@@ -259,12 +255,16 @@ impl SseApp {
                     None => return,
                     Some(crate::direct::FirstRequest::Stream(mut req)) => {
                         req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                        let _counted = streams.enter();
-                        crate::direct::serve(stream, *req, app).await;
+                        streams.track_future(crate::direct::serve(stream, *req, app)).await;
                         return;
                     }
                     Some(crate::direct::FirstRequest::Other(prefix)) => prefix,
                 };
+                let service = app.map_request(move |req: axum::http::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(axum::body::Body::new);
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    req
+                });
                 let conn = builder.serve_connection_with_upgrades(
                     TokioIo::new(crate::direct::Rewind::new(prefix, stream)),
                     hyper_util::service::TowerToHyperService::new(service),
@@ -278,7 +278,10 @@ impl SseApp {
         // Open streams never end by themselves; without this, shutdown would wait forever.
         self.broker.close();
         graceful.shutdown().await;
-        direct_streams.ended(SHUTDOWN_STREAMS_TIMEOUT).await;
+        direct_streams.close();
+        if tokio::time::timeout(SHUTDOWN_STREAMS_TIMEOUT, direct_streams.wait()).await.is_err() {
+            tracing::warn!(open = direct_streams.len(), "streams still open at shutdown");
+        }
         // Events of writes already answered as successes: give the backend a last chance.
         let left = self.broker.flush_outbox(OUTBOX_FLUSH_TIMEOUT).await;
         if left > 0 {
@@ -290,47 +293,6 @@ impl SseApp {
 
 /// How long shutdown waits for the streams served without hyper to write their last chunk.
 const SHUTDOWN_STREAMS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Counts the streams answered without hyper, so that shutdown waits for them as hyper's
-/// graceful shutdown waits for its connections.
-#[derive(Default)]
-struct DirectStreams {
-    open: AtomicUsize,
-    idle: tokio::sync::Notify,
-}
-
-struct Counted<'a>(&'a DirectStreams);
-
-impl DirectStreams {
-    fn enter(&self) -> Counted<'_> {
-        self.open.fetch_add(1, Ordering::AcqRel);
-        Counted(self)
-    }
-
-    /// Waits (at most `within`) until no stream is open.
-    async fn ended(&self, within: std::time::Duration) {
-        let wait = async {
-            loop {
-                let idle = self.idle.notified();
-                if self.open.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                idle.await;
-            }
-        };
-        if tokio::time::timeout(within, wait).await.is_err() {
-            tracing::warn!(open = self.open.load(Ordering::Acquire), "streams still open at shutdown");
-        }
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
 
 /// Binds `addr` with [`ACCEPT_BACKLOG`].
 pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
