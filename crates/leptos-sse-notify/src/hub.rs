@@ -98,7 +98,7 @@ struct Hub {
     /// The other tabs' subscriptions (the leader's view).
     peers: BTreeMap<String, Peer>,
     /// What this tab last told the leader it wants (a follower's view).
-    announced: Option<(Vec<String>, Vec<String>)>,
+    announced: Option<(Vec<Topic>, Vec<String>)>,
 }
 
 impl Hub {
@@ -129,6 +129,13 @@ impl Hub {
     fn send(&self, msg: &TabMessage) {
         if let Some(link) = &self.link {
             link.send(msg);
+        }
+    }
+
+    /// Sends `msg` to the other tabs when this tab leads (what its stream says, they hear).
+    fn tell_followers(&self, msg: impl FnOnce() -> TabMessage) {
+        if self.role == Role::Leader {
+            self.send(&msg());
         }
     }
 }
@@ -242,12 +249,15 @@ fn on_tab_message(key: &HubKey, msg: TabMessage) {
     let role = with_hub(key, |hub| hub.role);
     match (role, msg) {
         (Role::Leader, TabMessage::Want { tab, topics, names, since }) => {
-            let topics = topics.iter().filter_map(|t| Topic::new(t.as_str()).ok()).collect();
-            let peer = Peer { topics, names: names.into_iter().collect(), since, seen_ms: tabs::now_ms() };
+            let peer = Peer {
+                topics: topics.into_iter().collect(),
+                names: names.into_iter().collect(),
+                since,
+                seen_ms: tabs::now_ms(),
+            };
             with_hub(key, |hub| {
                 hub.peers.insert(tab, peer);
-                let status = hub.status.get_untracked().label().to_owned();
-                hub.send(&TabMessage::Status { status });
+                hub.send(&TabMessage::Status { status: hub.status.get_untracked() });
             });
             schedule_sync(key);
         }
@@ -263,17 +273,9 @@ fn on_tab_message(key: &HubKey, msg: TabMessage) {
             if !id.is_empty() {
                 with_hub(key, |hub| hub.last_event_id = Some(id.clone()));
             }
-            let topics: Vec<Topic> = topics.iter().filter_map(|t| Topic::new(t.as_str()).ok()).collect();
             dispatch(key, &name, &data, &id, &topics);
         }
-        (Role::Follower, TabMessage::Status { status }) => {
-            let status = match status.as_str() {
-                "live" => ConnectionStatus::Live,
-                "offline" => ConnectionStatus::Offline,
-                _ => ConnectionStatus::Connecting,
-            };
-            signals(key).0.set(status);
-        }
+        (Role::Follower, TabMessage::Status { status }) => signals(key).0.set(status),
         (Role::Follower, TabMessage::Resync { topics }) => resync(key, topics.as_deref()),
         (Role::Follower, TabMessage::Error { error }) => show_error(key, error),
         _ => {}
@@ -332,7 +334,7 @@ fn sync(key: &HubKey) {
         let (mut topics, mut names) = hub.own_want();
         if hub.role == Role::Follower {
             // The leader holds the stream: tell it what this tab wants, when that changes.
-            let want = (topics.iter().map(|t| t.to_string()).collect(), names.into_iter().collect());
+            let want = (topics.into_iter().collect(), names.into_iter().collect());
             if hub.announced.as_ref() != Some(&want) {
                 hub.send(&TabMessage::Want {
                     tab: hub.tab.clone(),
@@ -384,20 +386,12 @@ fn sync(key: &HubKey) {
 /// Signals are set with the hub released: whatever reacts may subscribe or unsubscribe. The
 /// leader tells the other tabs too.
 fn set_status(key: &HubKey, status: ConnectionStatus) {
-    with_hub(key, |hub| {
-        if hub.role == Role::Leader {
-            hub.send(&TabMessage::Status { status: status.label().to_owned() });
-        }
-    });
+    with_hub(key, |hub| hub.tell_followers(|| TabMessage::Status { status }));
     signals(key).0.set(status);
 }
 
 fn set_error(key: &HubKey, error: Option<SseError>) {
-    with_hub(key, |hub| {
-        if hub.role == Role::Leader {
-            hub.send(&TabMessage::Error { error: error.clone() });
-        }
-    });
+    with_hub(key, |hub| hub.tell_followers(|| TabMessage::Error { error: error.clone() }));
     show_error(key, error);
 }
 
@@ -413,9 +407,7 @@ fn show_error(key: &HubKey, error: Option<SseError>) {
 /// hub released.
 fn resync(key: &HubKey, topics: Option<&[String]>) {
     let callbacks: Vec<_> = with_hub(key, |hub| {
-        if hub.role == Role::Leader {
-            hub.send(&TabMessage::Resync { topics: topics.map(<[String]>::to_vec) });
-        }
+        hub.tell_followers(|| TabMessage::Resync { topics: topics.map(<[String]>::to_vec) });
         hub.subscribers
             .values()
             .filter(|s| topics.is_none_or(|t| t.iter().any(|t| t == s.topic.as_str())))
@@ -487,10 +479,12 @@ fn open(hub_key: &HubKey, key: StreamKey, last_event_id: Option<&str>) -> Result
             remember_cursor(&hub_key, &ev);
             let id = ev.last_event_id();
             with_hub(&hub_key, |hub| {
-                if hub.role == Role::Leader {
-                    let topics = topics.iter().map(Topic::to_string).collect();
-                    hub.send(&TabMessage::Frame { name: name.clone(), data: data.clone(), id: id.clone(), topics });
-                }
+                hub.tell_followers(|| TabMessage::Frame {
+                    name: name.clone(),
+                    data: data.clone(),
+                    id: id.clone(),
+                    topics: topics.to_vec(),
+                })
             });
             dispatch(&hub_key, &name, &data, &id, &topics);
         });

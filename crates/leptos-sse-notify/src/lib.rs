@@ -66,7 +66,8 @@ use leptos::prelude::*;
 use sse_notify_core::{SseEvent, Topic};
 
 /// The state of the tab's shared stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ConnectionStatus {
     /// Opening, or the browser is retrying after a drop.
     Connecting,

@@ -21,6 +21,7 @@
 //! through `js_sys::Reflect` because web-sys exposes it only behind its unstable-APIs flag.
 
 use serde::{Deserialize, Serialize};
+use sse_notify_core::Topic;
 use wasm_bindgen::prelude::*;
 use web_sys::{BroadcastChannel, MessageEvent};
 
@@ -29,16 +30,16 @@ use web_sys::{BroadcastChannel, MessageEvent};
 #[serde(tag = "k", rename_all = "snake_case")]
 pub(crate) enum TabMessage {
     /// A follower's subscriptions (sent on change and every [`ANNOUNCE_EVERY`]).
-    Want { tab: String, topics: Vec<String>, names: Vec<String>, since: Option<String> },
+    Want { tab: String, topics: Vec<Topic>, names: Vec<String>, since: Option<String> },
     /// A follower is leaving (its page is hidden for good).
     Bye { tab: String },
     /// A tab has just become the leader: followers announce themselves again.
     Leader,
     /// A frame the leader's stream received; `topics` is the stream's topic list, in the order of
     /// the bits of the cursor's mask.
-    Frame { name: String, data: String, id: String, topics: Vec<String> },
-    /// The leader's stream status (`connecting`, `live`, `offline`).
-    Status { status: String },
+    Frame { name: String, data: String, id: String, topics: Vec<Topic> },
+    /// The leader's stream status.
+    Status { status: crate::ConnectionStatus },
     /// Why the leader's stream was refused (`None`: it is not).
     Error { error: Option<crate::SseError> },
     /// The leader's stream was told to refetch these topics (`None`: all).
