@@ -21,7 +21,7 @@ async fn connection_limit_answers_503_before_streaming(cfg) {
     let broker = app.sse.broker().clone();
     assert!(eventually(Duration::from_secs(5), || broker.connections() == 1).await);
     let _third = SseClient::subscribe(&app.base, "tasks").await;
-    let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(has_line(&metrics, r#"sse_connections_rejected_total{reason="too_many_connections"} 1"#), "{metrics}");
     assert!(has_line(&metrics, "sse_connections 2"), "{metrics}");
 }
@@ -37,8 +37,7 @@ async fn open_from(app: &TestServer, from: &str, topics: &str) -> SseClient {
 
 /// The metric line `name` exactly, e.g. `sse_clients 2` (not a prefix of `sse_clients 20`).
 async fn metric_line(app: &TestServer, line: &str) -> bool {
-    let page = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    has_line(&page, line)
+    has_line(&app.metrics().await, line)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +205,7 @@ async fn oversized_events_are_a_clear_error_to_the_publisher(cfg) {
     let resp = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": "big"})).send().await.unwrap();
     assert_eq!(error_code(resp, 413).await, "event_too_large");
     assert_eq!(status_of(&app.url("/health")).await, 200);
-    let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(has_line(&metrics, r#"sse_publish_errors_total{reason="too_large"} 1"#), "{metrics}");
 }
 }

@@ -168,7 +168,7 @@ async fn a_write_whose_publish_fails_is_answered_as_done_and_its_event_follows()
     let listed: Vec<shared::tasks::Task> =
         http().get(app.url("/api/tasks")).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed.iter().map(|t| t.id).collect::<Vec<_>>(), ids, "stored once each");
-    let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(has_line(&metrics, "sse_events_deferred_total 2"), "{metrics}");
     assert!(has_line(&metrics, "sse_outbox_events 2"), "{metrics}");
     let early = sub.next_event(Duration::from_millis(300)).await;

@@ -133,6 +133,11 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// The `/metrics` page as it is now.
+    pub async fn metrics(&self) -> String {
+        http().get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
     /// Graceful shutdown; returns how long it took.
     pub async fn shutdown(&mut self) -> Duration {
         let started = Instant::now();

@@ -15,9 +15,9 @@
 mod hub;
 mod memory;
 mod outbox;
+mod redis;
 
 pub use outbox::Accepted;
-mod redis;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
