@@ -19,6 +19,7 @@
 
 mod chunked;
 mod coordinator;
+mod frames;
 mod procfs;
 mod protocol;
 mod publish;

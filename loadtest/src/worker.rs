@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sse_notify_core::wire::SseParser;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::chunked::Chunked;
+use crate::frames::FrameScanner;
 use crate::protocol::{histogram, unix_us, Command, EncodedHistogram, Plan, Report};
 
 /// An open stream: the connection, when the response is chunked its decoder, and the body
@@ -79,15 +79,6 @@ async fn open(
     Ok(Opened { stream, chunked: chunked.then(Chunked::default), early })
 }
 
-/// The number in a frame's `"id":` field. Read by hand rather than by parsing the JSON: at a
-/// million frames a second the load tool's own parsing would take the CPU the server needs.
-fn id_of(data: &str) -> Option<u64> {
-    let at = data.find("\"id\":")? + 5;
-    let digits = data[at..].trim_start();
-    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
-    digits[..end].parse().ok()
-}
-
 /// Where a stream goes and how it is followed.
 struct Follow {
     target: String,
@@ -115,7 +106,7 @@ const MAX_RECONNECTS: u64 = 20;
 /// wait (as EventSource would), so a server that goes away costs it nothing it can replay.
 async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> Seen {
     let Opened { mut stream, mut chunked, early } = opened;
-    let mut parser = SseParser::new();
+    let mut frames = FrameScanner::new(&f.event);
     let mut seen = Seen { events: Vec::with_capacity(f.want), ..Seen::default() };
     let mut ids = std::collections::HashSet::with_capacity(f.want);
     let mut buf = vec![0u8; 4096];
@@ -143,18 +134,16 @@ async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> S
             Some(c) => n == 0 || c.feed(&buf[..n], &mut body).is_err() || c.done,
         };
         let at = unix_us();
-        for frame in parser.feed(&body) {
-            if *frame.event != *f.event {
-                continue;
-            }
-            let id = id_of(&frame.data);
-            let Some(id) = id else { continue };
+        let before = seen.events.len();
+        frames.feed(&body, |id| {
             if ids.insert(id) {
                 seen.events.push((id, at));
-                f.counted.fetch_add(1, Ordering::Relaxed);
             } else {
                 seen.duplicates += 1;
             }
+        });
+        if seen.events.len() > before {
+            f.counted.fetch_add((seen.events.len() - before) as u64, Ordering::Relaxed);
         }
         if ended {
             if !f.reconnect || seen.reconnects >= MAX_RECONNECTS {
@@ -162,7 +151,7 @@ async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> S
             }
             seen.reconnects += 1;
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let resume = Some(parser.last_event_id().to_owned()).filter(|id| !id.is_empty());
+            let resume = frames.last_event_id().map(str::to_owned);
             // A failed reopen leaves the ended stream in place: the next read ends it again and
             // the next attempt follows (each one counted, at most MAX_RECONNECTS).
             if let Ok(o) = open(&f.target, &f.path, f.source, resume.as_deref()).await {
@@ -305,15 +294,4 @@ pub async fn run(plan: Plan) {
         latency_us: EncodedHistogram::encode(&latency),
         last_recv_us: last,
     });
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_are_read_from_the_data() {
-        assert_eq!(super::id_of(r#"{"id":7}"#), Some(7));
-        assert_eq!(super::id_of(r#"{"x":1,"id": 12345,"y":2}"#), Some(12345));
-        assert_eq!(super::id_of(r#"{"ts":1}"#), None);
-        assert_eq!(super::id_of(r#"{"id":"a"}"#), None);
-    }
 }
