@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,12 +23,10 @@ use axum::http::{header, request::Parts, HeaderValue, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 use bytes::Bytes;
-use futures::stream::{Stream, StreamExt};
+use futures::stream::Stream;
 use sse_notify_core::Topic;
-use tokio::sync::watch;
-use tokio_stream::wrappers::WatchStream;
 
-use crate::broker::{Broker, ConnectionSlot, Subscription};
+use crate::broker::{Broker, ConnectionSlot, Signals, Subscription};
 use crate::clients::{address_key, ClientLimits, ClientSlot};
 use crate::error::ApiError;
 
@@ -167,14 +165,25 @@ impl SseEndpoint {
 
     /// The `GET` route. Must be called inside a Tokio runtime (it starts the heartbeat ticker).
     pub fn into_route<S: Clone + Send + Sync + 'static>(self) -> MethodRouter<S> {
-        let heartbeat = self.heartbeat.map(|every| spawn_ticker(every, heartbeat_frame));
-        let recheck = self.recheck.filter(|_| self.authorize.is_some()).map(|every| spawn_ticker(every, || ()));
-        let endpoint = Arc::new(Prepared { endpoint: self, heartbeat, recheck });
+        let endpoint = Arc::new(Prepared {
+            group: self.broker.new_group(),
+            heartbeat_frame: Mutex::new(heartbeat_frame()),
+            endpoint: self,
+        });
+        if let Some(every) = endpoint.endpoint.heartbeat {
+            spawn_ticker(&endpoint, every, |p| {
+                *p.heartbeat_frame.lock().unwrap() = heartbeat_frame();
+                Signals::HEARTBEAT
+            });
+        }
+        if let (Some(every), Some(_)) = (endpoint.endpoint.recheck, &endpoint.endpoint.authorize) {
+            spawn_ticker(&endpoint, every, |_| Signals::RECHECK);
+        }
         get(move |req: Request| {
             let endpoint = endpoint.clone();
             async move {
                 let metrics = endpoint.endpoint.broker.metrics();
-                match endpoint.open(req).await {
+                match endpoint.clone().open(req).await {
                     Ok(resp) => {
                         metrics.connections_opened.inc();
                         resp
@@ -189,14 +198,15 @@ impl SseEndpoint {
     }
 }
 
+/// An endpoint in service: its streams' group and the heartbeat frame of the last tick.
 struct Prepared {
     endpoint: SseEndpoint,
-    heartbeat: Option<watch::Receiver<Bytes>>,
-    recheck: Option<watch::Receiver<()>>,
+    group: u32,
+    heartbeat_frame: Mutex<Bytes>,
 }
 
 impl Prepared {
-    async fn open(&self, req: Request) -> Result<Response<Body>, ApiError> {
+    async fn open(self: Arc<Self>, req: Request) -> Result<Response<Body>, ApiError> {
         let ep = &self.endpoint;
         let (parts, _body) = req.into_parts();
         let query = parts.uri.query().unwrap_or("");
@@ -212,14 +222,8 @@ impl Prepared {
                 return Err(ApiError::forbidden(format!("not allowed to subscribe to topic {:?}", topic.as_str())));
             }
         }
-        let recheck = match (&ep.authorize, &self.recheck) {
-            (Some(check), Some(ticks)) => Some(Recheck {
-                ticks: changes_from_now(ticks),
-                check: check.clone(),
-                parts,
-                topics: topics.clone(),
-                running: None,
-            }),
+        let recheck = match (&ep.authorize, ep.recheck) {
+            (Some(check), Some(_)) => Some(Recheck { check: check.clone(), parts, running: None }),
             _ => None,
         };
         if *ep.broker.closing().borrow() {
@@ -237,22 +241,22 @@ impl Prepared {
         })?;
         let subscription = ep
             .broker
-            .subscribe(&topics, last_event_id.as_deref())
+            .subscribe_in(self.group, &topics, last_event_id.as_deref())
             .await
             .map_err(|e| ApiError::unavailable("broker_unavailable", e.to_string()))?;
 
         let mut hello = sse_notify_core::wire::encode_comment("ok");
         hello.push_str(&sse_notify_core::wire::encode_retry(RETRY_MS));
         hello.push('\n');
+        // A stream opened after shutdown began starts closed (the broker's hub sees to it), or
+        // the graceful shutdown would wait on it forever.
         let body = EventBody {
             hello: Some(Bytes::from(hello)),
             events: subscription,
-            heartbeat: self.heartbeat.as_ref().map(changes_from_now),
-            // Yields the current value first: a stream opened on a kept-alive connection after
-            // shutdown began must end at once, or the graceful shutdown waits on it forever.
-            closing: WatchStream::new(ep.broker.closing()),
+            heartbeat_due: false,
             recheck,
             done: false,
+            endpoint: self.clone(),
             _slots: (slot, client),
         };
         let mut resp = Response::new(Body::from_stream(body));
@@ -324,72 +328,63 @@ fn heartbeat_frame() -> Bytes {
     )
 }
 
-/// The values a shared ticker sends from now on. A clone of the endpoint's receiver has seen
-/// nothing, so without marking it, a new stream would at once get the last tick's frame (a
-/// heartbeat with an old `ts`).
-fn changes_from_now<T: Clone + Send + Sync + 'static>(rx: &watch::Receiver<T>) -> WatchStream<T> {
-    let mut rx = rx.clone();
-    rx.mark_unchanged();
-    WatchStream::from_changes(rx)
-}
-
-/// One ticker per endpoint and purpose, shared by all its connections (instead of a timer per
-/// connection): every `every`, publishes `make()` to a watch channel they all follow.
-fn spawn_ticker<T: Send + Sync + 'static>(every: Duration, make: fn() -> T) -> watch::Receiver<T> {
-    let (tx, rx) = watch::channel(make());
+/// One ticker per endpoint and purpose, shared by all its streams (instead of a timer per
+/// stream): every `every`, `tick` runs once and the signal it returns is raised on every stream
+/// of the endpoint. It stops once the endpoint is gone.
+fn spawn_ticker(endpoint: &Arc<Prepared>, every: Duration, tick: fn(&Prepared) -> Signals) {
+    let endpoint = Arc::downgrade(endpoint);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            if tx.send(make()).is_err() {
-                break; // the endpoint and all its connections are gone
-            }
+            ticks.tick().await;
+            let Some(endpoint) = endpoint.upgrade() else { break };
+            let signal = tick(&endpoint);
+            endpoint.endpoint.broker.raise(endpoint.group, signal);
         }
     });
-    rx
 }
 
 /// A stream's periodic re-authorization.
 struct Recheck {
-    ticks: WatchStream<()>,
     check: Arc<AuthorizeFn>,
     parts: Arc<Parts>,
-    topics: Vec<Topic>,
     running: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
 }
 
 impl Recheck {
-    /// Ready(false) once a re-check has refused a topic.
+    /// Starts a check of `topics`, unless one is still running.
+    fn start(&mut self, topics: &[Topic]) {
+        if self.running.is_none() {
+            let (check, parts, topics) = (self.check.clone(), self.parts.clone(), topics.to_vec());
+            self.running =
+                Some(Box::pin(async move { first_refused(check.as_ref(), &parts, &topics).await.is_none() }));
+        }
+    }
+
+    /// Ready(false) once a check has refused a topic.
     fn poll_allowed(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        loop {
-            if let Some(running) = &mut self.running {
-                match running.as_mut().poll(cx) {
-                    Poll::Ready(true) => self.running = None,
-                    Poll::Ready(false) => return Poll::Ready(false),
-                    Poll::Pending => return Poll::Pending,
-                }
+        let Some(running) = &mut self.running else { return Poll::Pending };
+        match running.as_mut().poll(cx) {
+            Poll::Ready(true) => {
+                self.running = None;
+                Poll::Pending
             }
-            match self.ticks.poll_next_unpin(cx) {
-                Poll::Ready(Some(())) => {
-                    let (check, parts, topics) = (self.check.clone(), self.parts.clone(), self.topics.clone());
-                    self.running =
-                        Some(Box::pin(async move { first_refused(check.as_ref(), &parts, &topics).await.is_none() }));
-                }
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
-            }
+            Poll::Ready(false) => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
 
-/// The response body of one connection.
+/// The response body of one connection. Its task is woken only through its subscription:
+/// events, and the signals of the broker (closing) and of the endpoint's tickers.
 struct EventBody {
     hello: Option<Bytes>,
     events: Subscription,
-    heartbeat: Option<WatchStream<Bytes>>,
-    closing: WatchStream<bool>,
+    heartbeat_due: bool,
     recheck: Option<Recheck>,
     done: bool,
+    endpoint: Arc<Prepared>,
     _slots: (ConnectionSlot, Option<ClientSlot>),
 }
 
@@ -404,29 +399,26 @@ impl Stream for EventBody {
         if let Some(hello) = this.hello.take() {
             return Poll::Ready(Some(Ok(hello)));
         }
-        while let Poll::Ready(closing) = this.closing.poll_next_unpin(cx) {
-            if closing == Some(false) {
-                continue;
-            }
-            this.done = true;
-            return Poll::Ready(None);
-        }
+        let signals = this.events.take_signals();
+        this.heartbeat_due |= signals.contains(Signals::HEARTBEAT);
         if let Some(recheck) = &mut this.recheck {
+            if signals.contains(Signals::RECHECK) {
+                recheck.start(this.events.topics());
+            }
             if let Poll::Ready(false) = recheck.poll_allowed(cx) {
-                tracing::info!(topics = ?recheck.topics, "authorization revoked; closing the stream");
+                tracing::info!(topics = ?this.events.topics(), "authorization revoked; closing the stream");
                 this.done = true;
                 return Poll::Ready(None);
             }
         }
         // Heartbeat first: it is rare, and a busy topic must not starve it.
-        if let Some(hb) = &mut this.heartbeat {
-            if let Poll::Ready(Some(frame)) = hb.poll_next_unpin(cx) {
-                return Poll::Ready(Some(Ok(frame)));
-            }
+        if std::mem::take(&mut this.heartbeat_due) {
+            return Poll::Ready(Some(Ok(this.endpoint.heartbeat_frame.lock().unwrap().clone())));
         }
         match this.events.poll_frame(cx) {
             Poll::Ready(Some(frame)) => Poll::Ready(Some(Ok(frame))),
-            // Cut off for reading too slowly (after its `resync`): EventSource reconnects.
+            // Closed by the broker, or cut off for reading too slowly (after its `resync`):
+            // EventSource reconnects.
             Poll::Ready(None) => {
                 this.done = true;
                 Poll::Ready(None)

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -78,12 +78,41 @@ pub(crate) enum Delivery {
     Resync(ResyncReason, Cursor),
 }
 
+/// What wakes a stream besides its events: bits raised by the broker and its endpoint's
+/// tickers, taken by the stream when it next runs.
+///
+/// Carried by the inbox, whose waker the stream registers anyway, rather than by a watch
+/// channel per purpose: a stream follows one wake source, not four, and a shared `Notify` is
+/// not locked by every stream each time it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Signals(u8);
+
+impl Signals {
+    /// The broker is closing: the stream ends (sticky: never taken).
+    pub(crate) const CLOSE: Self = Self(1);
+    /// Time for a heartbeat frame.
+    pub(crate) const HEARTBEAT: Self = Self(2);
+    /// Time to run the authorization check again.
+    pub(crate) const RECHECK: Self = Self(4);
+
+    pub(crate) fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
 /// The hub's handle on one stream: its bounded queue.
 pub(crate) struct Inbox {
     id: u64,
+    /// The stream group whose tickers signal this stream (0: none; see `Hub::raise`).
+    group: u32,
     capacity: usize,
     /// Set with `state.overflow`; read without the lock on every frame the stream sends.
     overflowed: AtomicBool,
+    /// Raised [`Signals`] not yet taken.
+    signals: AtomicU8,
+    /// `Hub::deliver`'s scratch: the matched-topic bits of the event being delivered, gathered
+    /// over its topics. Only touched under the hub's lock (so `Relaxed`).
+    gathered: AtomicU64,
     state: Mutex<InboxState>,
 }
 
@@ -118,11 +147,36 @@ impl Inbox {
         }
     }
 
+    /// Raises `signals` and wakes the stream if it is waiting.
+    pub(crate) fn raise(&self, signals: Signals) {
+        // Set before the lock: `poll_take` reads it under the lock, so either it sees the bit or
+        // it has registered the waker that is taken here.
+        self.signals.fetch_or(signals.0, Ordering::AcqRel);
+        let waker = self.state.lock().unwrap().waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Takes the raised signals (`CLOSE` stays raised).
+    pub(crate) fn take_signals(&self) -> Signals {
+        Signals(self.signals.fetch_and(Signals::CLOSE.0, Ordering::AcqRel))
+    }
+
+    /// Whether the stream was told to end.
+    pub(crate) fn is_closed(&self) -> bool {
+        Signals(self.signals.load(Ordering::Acquire)).contains(Signals::CLOSE)
+    }
+
     /// Moves everything queued into `into` (which must be empty), or registers the task to be
-    /// woken by the next delivery. One lock per batch, not per event.
+    /// woken by the next delivery or signal. One lock per batch, not per event. `Ready` with
+    /// nothing moved means a signal is waiting.
     pub(crate) fn poll_take(&self, into: &mut VecDeque<Delivery>, cx: &mut Context<'_>) -> Poll<()> {
         let mut s = self.state.lock().unwrap();
         if s.queue.is_empty() {
+            if self.signals.load(Ordering::Acquire) != 0 {
+                return Poll::Ready(());
+            }
             if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 s.waker = Some(cx.waker().clone());
             }
@@ -151,11 +205,19 @@ struct TopicEntry {
     ready: Arc<OnceCell<()>>,
 }
 
-/// Every local stream by topic.
+/// Every local stream, by topic and by id.
 #[derive(Default)]
 pub(crate) struct Hub {
-    topics: Mutex<HashMap<String, TopicEntry>>,
+    state: Mutex<HubState>,
     next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct HubState {
+    topics: HashMap<String, TopicEntry>,
+    streams: HashMap<u64, Arc<Inbox>>,
+    /// Set by `close`: a stream registered afterwards starts closed.
+    closed: bool,
 }
 
 /// A stream's registration: its inbox and each topic's readiness.
@@ -165,20 +227,26 @@ pub(crate) struct Registration {
 }
 
 impl Hub {
-    /// Registers a stream on `topics` (at most 64, distinct) with a queue of `capacity`.
-    pub(crate) fn register(&self, topics: &[String], capacity: usize) -> Registration {
+    /// Registers a stream of `group` on `topics` (at most 64, distinct) with a queue of
+    /// `capacity`.
+    pub(crate) fn register(&self, group: u32, topics: &[String], capacity: usize) -> Registration {
+        let mut state = self.state.lock().unwrap();
         let inbox = Arc::new(Inbox {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            group,
             capacity,
             overflowed: AtomicBool::new(false),
+            signals: AtomicU8::new(if state.closed { Signals::CLOSE.0 } else { 0 }),
+            gathered: AtomicU64::new(0),
             state: Mutex::default(),
         });
-        let mut map = self.topics.lock().unwrap();
+        state.streams.insert(inbox.id, inbox.clone());
         let ready = topics
             .iter()
             .enumerate()
             .map(|(bit, topic)| {
-                let entry = map
+                let entry = state
+                    .topics
                     .entry(topic.clone())
                     .or_insert_with(|| TopicEntry { inboxes: HashMap::new(), ready: Arc::default() });
                 entry.inboxes.insert(inbox.id, (inbox.clone(), bit as u8));
@@ -191,12 +259,13 @@ impl Hub {
     /// Removes a stream; calls `unused(topic)` for each topic that has no stream left, while
     /// holding the lock (so an unsubscribe is always queued before a later re-subscribe).
     pub(crate) fn release(&self, inbox: &Inbox, topics: &[String], mut unused: impl FnMut(&str)) {
-        let mut map = self.topics.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
+        state.streams.remove(&inbox.id);
         for topic in topics {
-            if let Some(entry) = map.get_mut(topic) {
+            if let Some(entry) = state.topics.get_mut(topic) {
                 entry.inboxes.remove(&inbox.id);
                 if entry.inboxes.is_empty() {
-                    map.remove(topic);
+                    state.topics.remove(topic);
                     unused(topic);
                 }
             }
@@ -206,65 +275,79 @@ impl Hub {
     /// Queues `event` once for every stream following at least one of its topics.
     pub(crate) fn deliver(&self, event: &LogEvent) {
         let mut frames = Frames { event, built: Vec::new() };
-        let map = self.topics.lock().unwrap();
-        if let [topic] = event.topics.as_slice() {
-            if let Some(entry) = map.get(topic) {
-                for (inbox, bit) in entry.inboxes.values() {
-                    inbox.offer(Delivery::Event(event.position, frames.get(1 << bit)), Some(event));
-                }
+        let state = self.state.lock().unwrap();
+        let mut entries = event.topics.iter().filter_map(|t| state.topics.get(t));
+        let (Some(first), second) = (entries.next(), entries.next()) else { return };
+        let Some(second) = second else {
+            // One of its topics has streams here (the usual case): each stream once, as listed.
+            for (inbox, bit) in first.inboxes.values() {
+                inbox.offer(Delivery::Event(event.position, frames.get(1 << bit)), Some(event));
             }
             return;
-        }
-        let mut targets: HashMap<u64, (&Arc<Inbox>, u64)> = HashMap::new();
-        for topic in &event.topics {
-            if let Some(entry) = map.get(topic) {
-                for (id, (inbox, bit)) in &entry.inboxes {
-                    targets.entry(*id).or_insert((inbox, 0)).1 |= 1 << bit;
+        };
+        // Several: gather each stream's bits in its scratch word (no map of streams to build),
+        // listing a stream when its first bit arrives, then offer once per listed stream.
+        let mut listed: Vec<&Arc<Inbox>> = Vec::new();
+        for entry in [first, second].into_iter().chain(entries) {
+            for (inbox, bit) in entry.inboxes.values() {
+                if inbox.gathered.fetch_or(1 << bit, Ordering::Relaxed) == 0 {
+                    listed.push(inbox);
                 }
             }
         }
-        for (inbox, mask) in targets.into_values() {
+        for inbox in listed {
+            let mask = inbox.gathered.swap(0, Ordering::Relaxed);
             inbox.offer(Delivery::Event(event.position, frames.get(mask)), Some(event));
         }
     }
 
     /// Tells every local stream to refetch all its topics and go on from `head`.
     pub(crate) fn resync_all(&self, reason: ResyncReason, head: Cursor) {
-        self.for_each_stream(|inbox| inbox.offer(Delivery::Resync(reason, head), None));
+        for inbox in self.streams(|_| true) {
+            inbox.offer(Delivery::Resync(reason, head), None);
+        }
+    }
+
+    /// Raises `signals` on every stream of `group`.
+    pub(crate) fn raise(&self, group: u32, signals: Signals) {
+        // Collected first: waking thousands of streams must not hold up deliveries.
+        for inbox in self.streams(|inbox| inbox.group == group) {
+            inbox.raise(signals);
+        }
+    }
+
+    /// Ends every stream, and every stream registered from now on.
+    pub(crate) fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+        for inbox in self.streams(|_| true) {
+            inbox.raise(Signals::CLOSE);
+        }
     }
 
     /// Events waiting in streams' queues: in all of them, and in the fullest one.
     pub(crate) fn queued(&self) -> (usize, usize) {
         let (mut total, mut max) = (0, 0);
-        self.for_each_stream(|inbox| {
+        for inbox in self.streams(|_| true) {
             let n = inbox.state.lock().unwrap().queue.len();
             total += n;
             max = max.max(n);
-        });
+        }
         (total, max)
     }
 
-    /// Calls `f` once for every local stream (a stream is listed under each of its topics).
-    fn for_each_stream(&self, mut f: impl FnMut(&Inbox)) {
-        let map = self.topics.lock().unwrap();
-        let mut seen = std::collections::HashSet::new();
-        for entry in map.values() {
-            for (id, (inbox, _)) in &entry.inboxes {
-                if seen.insert(*id) {
-                    f(inbox);
-                }
-            }
-        }
+    /// The local streams that `pick` picks.
+    fn streams(&self, pick: impl Fn(&Inbox) -> bool) -> Vec<Arc<Inbox>> {
+        self.state.lock().unwrap().streams.values().filter(|i| pick(i)).cloned().collect()
     }
 
     /// Topics with at least one local stream.
     pub(crate) fn topics(&self) -> Vec<String> {
-        self.topics.lock().unwrap().keys().cloned().collect()
+        self.state.lock().unwrap().topics.keys().cloned().collect()
     }
 
     /// How many topics have at least one local stream.
     pub(crate) fn len(&self) -> usize {
-        self.topics.lock().unwrap().len()
+        self.state.lock().unwrap().topics.len()
     }
 }
 
@@ -300,8 +383,8 @@ mod tests {
     #[test]
     fn an_event_on_several_followed_topics_arrives_once_with_every_matched_bit() {
         let hub = Hub::default();
-        let both = hub.register(&strings(&["a", "b", "c"]), 8);
-        let only_c = hub.register(&strings(&["c"]), 8);
+        let both = hub.register(0, &strings(&["a", "b", "c"]), 8);
+        let only_c = hub.register(0, &strings(&["c"]), 8);
         hub.deliver(&event(1, &["c", "a"]));
         hub.deliver(&event(2, &["b"]));
         let pos = |ms| LogPosition { ms, seq: 0 };
@@ -316,7 +399,7 @@ mod tests {
     #[test]
     fn a_full_queue_marks_the_stream_with_the_first_event_it_missed() {
         let hub = Hub::default();
-        let r = hub.register(&strings(&["a"]), 2);
+        let r = hub.register(0, &strings(&["a"]), 2);
         for p in 1..=4 {
             hub.deliver(&event(p, &["a"]));
         }
@@ -326,8 +409,8 @@ mod tests {
     #[test]
     fn release_reports_topics_left_without_streams_and_frees_them() {
         let hub = Hub::default();
-        let a = hub.register(&strings(&["a", "b"]), 2);
-        let _b = hub.register(&strings(&["b"]), 2);
+        let a = hub.register(0, &strings(&["a", "b"]), 2);
+        let _b = hub.register(0, &strings(&["b"]), 2);
         let mut unused = Vec::new();
         hub.release(&a.inbox, &strings(&["a", "b"]), |t| unused.push(t.to_owned()));
         assert_eq!(unused, ["a"]);

@@ -20,7 +20,7 @@ mod redis;
 pub use outbox::Accepted;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,6 +36,7 @@ use crate::clients::{ClientLimits, ClientSlot, ClientTable};
 use crate::config::SseConfig;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, SharedMetrics};
+pub(crate) use hub::Signals;
 use hub::{Delivery, Hub, Inbox};
 
 /// Why the broker could not start or subscribe.
@@ -182,6 +183,8 @@ struct Inner {
     /// The most streams open at once since the last heap trim ([`crate::memory`]).
     peak_connections: AtomicUsize,
     clients: Arc<ClientTable>,
+    /// The last stream group handed out ([`Broker::new_group`]).
+    groups: AtomicU32,
     outbox: outbox::Outbox,
     closing: watch::Sender<bool>,
     metrics: SharedMetrics,
@@ -239,6 +242,7 @@ impl Broker {
                 connections: AtomicUsize::new(0),
                 peak_connections: AtomicUsize::new(0),
                 clients: Arc::default(),
+                groups: AtomicU32::new(0),
                 outbox,
                 closing,
                 metrics,
@@ -402,8 +406,19 @@ impl Broker {
     /// first yields an `id:`-only frame holding the current cursor, so a client that reconnects
     /// before any event still resumes from where it started.
     pub async fn subscribe(&self, topics: &[Topic], last_event_id: Option<&str>) -> Result<Subscription, BrokerError> {
+        self.subscribe_in(0, topics, last_event_id).await
+    }
+
+    /// [`Broker::subscribe`] for a stream of `group` (from [`Broker::new_group`]), whose
+    /// tickers [`Broker::raise`] signals on.
+    pub(crate) async fn subscribe_in(
+        &self,
+        group: u32,
+        topics: &[Topic],
+        last_event_id: Option<&str>,
+    ) -> Result<Subscription, BrokerError> {
         let names: Vec<String> = topics.iter().map(Topic::to_string).collect();
-        let registration = self.inner.hub.register(&names, self.inner.limits.max_queue_size);
+        let registration = self.inner.hub.register(group, &names, self.inner.limits.max_queue_size);
         // From here on the guard cleans up, even if this future is dropped or fails.
         let guard = SubscriptionGuard { broker: self.clone(), inbox: registration.inbox.clone(), topics: names };
         if let Backend::Redis(r) = &self.inner.backend {
@@ -503,9 +518,21 @@ impl Broker {
         self.inner.connections.load(Ordering::Acquire)
     }
 
-    /// Asks every open stream to end (used at shutdown).
+    /// Asks every open stream to end, and every stream opened from now on (used at shutdown).
     pub fn close(&self) {
         self.inner.closing.send_replace(true);
+        self.inner.hub.close();
+    }
+
+    /// A new stream group: the streams of one endpoint, which its heartbeat and re-check
+    /// tickers signal together.
+    pub(crate) fn new_group(&self) -> u32 {
+        self.inner.groups.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Raises `signals` on every local stream of `group`.
+    pub(crate) fn raise(&self, group: u32, signals: Signals) {
+        self.inner.hub.raise(group, signals);
     }
 
     /// A receiver that changes to `true` when [`Broker::close`] is called.
@@ -566,9 +593,16 @@ impl Subscription {
         std::future::poll_fn(|cx| self.poll_frame(cx)).await
     }
 
-    /// Polls for the next frame (see [`Subscription::next_frame`]).
+    /// Takes the heartbeat and re-check signals raised for this stream since the last call.
+    pub(crate) fn take_signals(&self) -> Signals {
+        self.inbox.take_signals()
+    }
+
+    /// Polls for the next frame (see [`Subscription::next_frame`]). Ends when the broker is
+    /// closed.
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if self.done {
+        if self.done || self.inbox.is_closed() {
+            self.done = true;
             return Poll::Ready(None);
         }
         if let Some((head, dropped)) = self.inbox.overflowed() {
@@ -592,6 +626,17 @@ impl Subscription {
         loop {
             let Some(next) = self.batch.pop_front() else {
                 match self.inbox.poll_take(&mut self.batch, cx) {
+                    Poll::Ready(()) if self.batch.is_empty() => {
+                        // A signal is waiting.
+                        if self.inbox.is_closed() {
+                            self.done = true;
+                            return Poll::Ready(None);
+                        }
+                        // A heartbeat or re-check, for the endpoint that takes them: poll again
+                        // at once (a plain subscription's group is never signalled).
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
                     Poll::Ready(()) => continue,
                     Poll::Pending => return Poll::Pending,
                 }
