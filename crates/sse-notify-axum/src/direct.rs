@@ -133,16 +133,22 @@ pub(crate) async fn serve(mut stream: TcpStream, req: Request<Body>, app: Router
         return;
     }
     head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-    if stream.write_all(&head).await.is_err() {
-        return;
-    }
-    drop(head);
+    // The head goes out with the first frames (a stream's hello is ready at once): one `send`
+    // per new stream, not two. A body with nothing ready gets its head sent alone.
+    let mut head = Some(head);
     let mut frames = Vec::new();
     let mut ended = false;
     loop {
-        match std::future::poll_fn(|cx| poll_next(&mut body, &mut ended, &stream, &mut frames, cx)).await {
+        let next = std::future::poll_fn(|cx| match poll_next(&mut body, &mut ended, &stream, &mut frames, cx) {
+            Poll::Pending if head.is_some() => Poll::Ready(Next::Frames),
+            next => next,
+        })
+        .await;
+        match next {
             Next::Frames => {
-                if write_chunk(&mut stream, &frames).await.is_err() {
+                let mut out = head.take().unwrap_or_default();
+                push_chunk(&mut out, &frames);
+                if stream.write_all(&out).await.is_err() {
                     return;
                 }
                 frames.clear();
@@ -151,7 +157,9 @@ pub(crate) async fn serve(mut stream: TcpStream, req: Request<Body>, app: Router
             Next::ClientGone => return,
         }
     }
-    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut last = head.take().unwrap_or_default();
+    last.extend_from_slice(b"0\r\n\r\n");
+    let _ = stream.write_all(&last).await;
     let _ = stream.shutdown().await;
 }
 
@@ -212,21 +220,21 @@ fn poll_next(
     }
 }
 
-/// Writes `frames` as one HTTP/1.1 chunk with one `send`. The frames are copied into one buffer
-/// (a few hundred bytes, usually) rather than written with `writev`: a copy that size costs
-/// less than the file layer `writev` goes through on every call.
-async fn write_chunk(stream: &mut TcpStream, frames: &[Bytes]) -> std::io::Result<()> {
+/// Appends `frames` to `out` as one HTTP/1.1 chunk (nothing when they are empty), to be written
+/// with one `send`. The frames are copied (a few hundred bytes, usually) rather than written
+/// with `writev`: a copy that size costs less than the file layer `writev` goes through on
+/// every call.
+fn push_chunk(out: &mut Vec<u8>, frames: &[Bytes]) {
     let len: usize = frames.iter().map(Bytes::len).sum();
     if len == 0 {
-        return Ok(());
+        return;
     }
-    let mut chunk = Vec::with_capacity(len + 20);
-    chunk.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+    out.reserve(len + 20);
+    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
     for f in frames {
-        chunk.extend_from_slice(f);
+        out.extend_from_slice(f);
     }
-    chunk.extend_from_slice(b"\r\n");
-    stream.write_all(&chunk).await
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A connection with bytes already read from it put back in front, for hyper.
