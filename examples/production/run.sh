@@ -6,7 +6,9 @@
 #
 #   examples/production/run.sh            release build; STREAMS (10000), EVENTS (100), RATE (100/s),
 #                                         INSTANCES (3), PUBLISH (rest: POST /api/tasks through
-#                                         nginx; redis: straight into Redis), SOURCES (127.0.0.1)
+#                                         nginx; redis: straight into Redis), SOURCES (127.0.0.1),
+#                                         LOADTEST_ARGS (more load tool options, e.g.
+#                                         "--concurrency 64")
 #   examples/production/run.sh --direct   the same, the load tool connecting to the instances
 #                                         themselves (past nginx's per-worker descriptor limit:
 #                                         the 100,000-stream run in docs/benchmarks.md)
@@ -136,6 +138,8 @@ else
 fi
 loadtest_args=("${urls[@]}" --streams "$streams" --events "$events" --rate "$rate" --publish "$publish"
   --redis "redis://127.0.0.1:$redis_port" --sources "$sources" --reconnect --timeout 120 --quiet)
+read -ra extra <<<"${LOADTEST_ARGS:-}"
+loadtest_args+=("${extra[@]}")
 for pid in "${instance_pids[@]}"; do loadtest_args+=(--pid "$pid"); done
 "$bin/loadtest" "${loadtest_args[@]}" >"$dir/loadtest.out" 2>&1 &
 loadtest_pid=$!
