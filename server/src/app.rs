@@ -16,6 +16,7 @@ use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use shared::crm::{may_subscribe, Comment};
 use sse_notify_axum::{error, ConfigError, SseApp};
+use sse_notify_core::DEFAULT_EVENTS_PATH;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -115,13 +116,19 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
         })
         .with_state(options);
     // Pages, server functions and the REST API read bodies: those must arrive in time.
+    // Every request is traced but the streams': tower-http's trace body reads the clock twice
+    // for each frame it passes on (a tenth of the server's CPU at full fan-out), and the
+    // endpoint logs its streams' opening and closing itself.
     let app = sse
         .with_start_cursor(pages)
         .merge(tasks::routes(sse.broker().clone(), store))
         .layer(sse.body_timeout())
-        .merge(sse.routes_with(events))
-        .fallback(move |req: Request| static_file(files.clone(), req));
-    let app = with_security_headers(app).layer(TraceLayer::new_for_http());
+        .merge(sse.health_routes())
+        .merge(sse.metrics_routes())
+        .fallback(move |req: Request| static_file(files.clone(), req))
+        .layer(TraceLayer::new_for_http())
+        .route(DEFAULT_EVENTS_PATH, events.into_route());
+    let app = with_security_headers(app);
     match sse.cors() {
         // The stream needs GET; the REST API takes the rest.
         Some(cors) => app.layer(cors.allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])),

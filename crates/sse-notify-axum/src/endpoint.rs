@@ -245,6 +245,7 @@ impl Prepared {
             .await
             .map_err(|e| ApiError::unavailable("broker_unavailable", e.to_string()))?;
 
+        tracing::debug!(topics = ?topics, resumed = last_event_id.is_some(), "stream opened");
         let mut hello = sse_notify_core::wire::encode_comment("ok");
         hello.push_str(&sse_notify_core::wire::encode_retry(RETRY_MS));
         hello.push('\n');
@@ -257,6 +258,8 @@ impl Prepared {
             recheck,
             done: false,
             endpoint: self.clone(),
+            opened: std::time::Instant::now(),
+            frames: 0,
             _slots: (slot, client),
         };
         let mut resp = Response::new(Body::from_stream(body));
@@ -385,7 +388,18 @@ struct EventBody {
     recheck: Option<Recheck>,
     done: bool,
     endpoint: Arc<Prepared>,
+    /// For the log line when the stream closes (the app's request tracing need not time every
+    /// frame of a stream).
+    opened: std::time::Instant,
+    frames: u64,
     _slots: (ConnectionSlot, Option<ClientSlot>),
+}
+
+impl Drop for EventBody {
+    fn drop(&mut self) {
+        let seconds = self.opened.elapsed().as_secs();
+        tracing::debug!(topics = ?self.events.topics(), frames = self.frames, seconds, "stream closed");
+    }
 }
 
 impl Stream for EventBody {
@@ -416,7 +430,10 @@ impl Stream for EventBody {
             return Poll::Ready(Some(Ok(this.endpoint.heartbeat_frame.lock().unwrap().clone())));
         }
         match this.events.poll_frame(cx) {
-            Poll::Ready(Some(frame)) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(frame)) => {
+                this.frames += 1;
+                Poll::Ready(Some(Ok(frame)))
+            }
             // Closed by the broker, or cut off for reading too slowly (after its `resync`):
             // EventSource reconnects.
             Poll::Ready(None) => {
