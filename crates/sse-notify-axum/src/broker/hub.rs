@@ -407,6 +407,28 @@ mod tests {
     }
 
     #[test]
+    fn signals_reach_their_group_and_close_reaches_every_stream_even_later_ones() {
+        let hub = Hub::default();
+        let (one, two) = (hub.register(1, &strings(&["a"]), 2), hub.register(2, &strings(&["a"]), 2));
+        hub.raise(1, Signals::HEARTBEAT);
+        assert_eq!(one.inbox.take_signals(), Signals::HEARTBEAT);
+        assert_eq!(one.inbox.take_signals(), Signals::default(), "taken once");
+        assert_eq!(two.inbox.take_signals(), Signals::default(), "another group's tick");
+        // A raised signal makes a waiting stream's poll ready, so its task runs and takes it.
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(two.inbox.poll_take(&mut VecDeque::new(), &mut cx).is_pending());
+        hub.raise(2, Signals::RECHECK);
+        assert!(two.inbox.poll_take(&mut VecDeque::new(), &mut cx).is_ready());
+        hub.close();
+        let later = hub.register(1, &strings(&["b"]), 2);
+        for inbox in [&one.inbox, &two.inbox, &later.inbox] {
+            assert!(inbox.is_closed());
+            inbox.take_signals();
+            assert!(inbox.is_closed(), "closing is never taken");
+        }
+    }
+
+    #[test]
     fn release_reports_topics_left_without_streams_and_frees_them() {
         let hub = Hub::default();
         let a = hub.register(0, &strings(&["a", "b"]), 2);
