@@ -101,12 +101,18 @@ fn stream_request(head: &[u8], stream_paths: &[String]) -> Option<Request<Body>>
     req.body(Body::empty()).ok()
 }
 
-/// Answers `req` through `app` and writes the response to `stream` itself; the connection ends
-/// with the response. A streaming body goes out as chunks, the frames that are ready in one
-/// write; the body ends early when the client closes its side.
-pub(crate) async fn serve(mut stream: TcpStream, req: Request<Body>, app: Router) {
+/// Answers `req` through `app`; the connection ends with the response. Any answer but a stream
+/// is written here, whole. A stream is returned as the future that writes it ([`write_stream`]),
+/// for the caller to run as a task of its own: the task that read and routed the request is
+/// sized for that work (a read buffer, the router's futures: about 2 KiB), and a stream that
+/// lives for hours should hold only what writing it needs.
+pub(crate) async fn respond(
+    mut stream: TcpStream,
+    req: Request<Body>,
+    app: Router,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
     let Ok(resp) = app.oneshot(req).await;
-    let (parts, mut body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
     let streaming = !parts.headers.contains_key(axum::http::header::CONTENT_LENGTH) && parts.status.as_u16() == 200;
     let mut head = format!("HTTP/1.1 {} {}\r\n", parts.status.as_str(), parts.status.canonical_reason().unwrap_or(""))
         .into_bytes();
@@ -130,9 +136,15 @@ pub(crate) async fn serve(mut stream: TcpStream, req: Request<Body>, app: Router
         let _ = stream.write_all(&head).await;
         let _ = stream.write_all(&bytes).await;
         let _ = stream.shutdown().await;
-        return;
+        return None;
     }
     head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    Some(write_stream(stream, head, body))
+}
+
+/// Writes a streaming response: `head`, then the body's frames as HTTP/1.1 chunks, the frames
+/// that are ready in one write, until the body ends or the client closes its side.
+async fn write_stream(mut stream: TcpStream, head: Vec<u8>, mut body: Body) {
     // The head goes out with the first frames (a stream's hello is ready at once): one `send`
     // per new stream, not two. A body with nothing ready gets its head sent alone.
     let mut head = Some(head);

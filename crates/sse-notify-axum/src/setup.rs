@@ -255,7 +255,16 @@ impl SseApp {
                     None => return,
                     Some(crate::direct::FirstRequest::Stream(mut req)) => {
                         req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                        streams.track_future(crate::direct::serve(stream, *req, app)).await;
+                        // Tracked from the request on, so shutdown never misses a stream that
+                        // is being opened; the stream itself runs as its own, smaller task.
+                        let tracker = streams.clone();
+                        streams
+                            .track_future(async move {
+                                if let Some(write) = crate::direct::respond(stream, *req, app).await {
+                                    tracker.spawn(write);
+                                }
+                            })
+                            .await;
                         return;
                     }
                     Some(crate::direct::FirstRequest::Other(prefix)) => prefix,
