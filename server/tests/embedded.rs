@@ -33,6 +33,52 @@ async fn stream_headers_and_first_bytes_arrive_at_once() {
     assert!(text.contains("retry: "), "{text:?}");
 }
 
+/// Reads from `socket` until `done(bytes so far)`; every read bounded in time.
+async fn read_until(socket: &mut tokio::net::TcpStream, mut done: impl FnMut(&str) -> bool) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !done(&String::from_utf8_lossy(&got)) {
+        let n =
+            tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf)).await.expect("bytes in time").unwrap();
+        assert!(n > 0, "connection ended early; got {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn a_stream_asked_on_a_kept_alive_connection_after_a_write_works_like_any_other() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestServer::demo(config(None)).await;
+    let addr = app.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A write with a body first (hyper serves it), read whole; the connection stays open.
+    let body = r#"{"title":"first"}"#;
+    let post = format!(
+        "POST /api/tasks HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(post.as_bytes()).await.unwrap();
+    let created = read_until(&mut socket, |t| t.contains("\"title\":\"first\"")).await;
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    // Then the stream, on the same connection: taken from hyper and served like a first request.
+    socket.write_all(b"GET /events?topic=tasks HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let head = read_until(&mut socket, |t| t.contains(": ok")).await;
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for line in ["content-type: text/event-stream", "cache-control: no-cache", "transfer-encoding: chunked"] {
+        assert!(lower.contains(line), "{line} in {head}");
+    }
+    let id = create_task(&app.base, "second").await;
+    let event = read_until(&mut socket, |t| t.contains("event: task:created")).await;
+    assert!(event.contains(&format!("\"id\":{id}")), "{event}");
+    assert_eq!(app.sse.broker().connections(), 1);
+    // The client hanging up ends the stream, as on any stream.
+    drop(socket);
+    assert!(eventually(Duration::from_secs(5), || app.sse.broker().connections() == 0).await);
+}
+
 #[tokio::test]
 async fn rest_mutations_publish_on_board_and_resource_topics() {
     let app = TestServer::demo(config(None)).await;

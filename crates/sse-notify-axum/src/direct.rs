@@ -1,4 +1,4 @@
-//! Serving a connection's first request without hyper, for the long-lived streams.
+//! Serving the long-lived streams without hyper.
 //!
 //! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer (plus its connection state) for
 //! the whole life of every connection. For a stream that lives for hours and writes a few small
@@ -7,7 +7,15 @@
 //! of the stream paths is answered here (through the same axum router, so every layer and
 //! `authorize` apply) and the response is written straight to the socket: the head, then the
 //! body's frames as HTTP/1.1 chunks, and the connection closes when the body ends. Everything
-//! else goes to hyper with the bytes already read put back in front ([`Rewind`]).
+//! else goes to hyper with the bytes already read put back in front ([`HyperIo`]).
+//!
+//! A browser often sends its stream request on a connection that already served the page's
+//! files (HTTP/1.1 keep-alive), so hyper holds it. Then the connection is taken back
+//! ([`Takeover`]): hyper's service hands the request over instead of answering it, the
+//! connection's task drops hyper's connection (and its buffers) and answers the request here,
+//! as if it had been the first. Only when it is safe: hyper has flushed everything it wrote
+//! (the previous response is on the wire), and the request is a plain HTTP/1.1 `GET` without a
+//! body.
 //!
 //! Written by hand because no crate offers "answer one request, then hand the socket over":
 //! hyper's own connection keeps its buffers until the connection ends. `httparse` (what hyper
@@ -15,11 +23,13 @@
 
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Request, Version};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Version};
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -91,14 +101,34 @@ fn stream_request(head: &[u8], stream_paths: &[String]) -> Option<Request<Body>>
     }
     let mut req = Request::builder().method("GET").uri(target).version(Version::HTTP_11);
     for h in parsed.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
-        // A body, or a protocol switch, is hyper's business.
-        if matches!(name.as_str(), "content-length" | "transfer-encoding" | "upgrade" | "expect") {
-            return None;
-        }
         req = req.header(h.name, HeaderValue::from_bytes(h.value).ok()?);
     }
-    req.body(Body::empty()).ok()
+    let req = req.body(Body::empty()).ok()?;
+    (!has_body_or_switch(req.headers())).then_some(req)
+}
+
+/// A body, or a protocol switch, is hyper's business.
+fn has_body_or_switch(headers: &HeaderMap) -> bool {
+    ["content-length", "transfer-encoding", "upgrade", "expect"].iter().any(|h| headers.contains_key(*h))
+}
+
+/// Answers a stream request on `socket` without hyper ([`respond`]), tracked by `streams` from
+/// the request on, so shutdown never misses a stream that is being opened; the stream itself
+/// then runs as a task of its own.
+pub(crate) async fn serve_stream(
+    socket: TcpStream,
+    req: Request<Body>,
+    app: Router,
+    streams: tokio_util::task::TaskTracker,
+) {
+    let tracker = streams.clone();
+    streams
+        .track_future(async move {
+            if let Some(write) = respond(socket, req, app).await {
+                tracker.spawn(write);
+            }
+        })
+        .await;
 }
 
 /// Answers `req` through `app`; the connection ends with the response. Any answer but a stream
@@ -249,19 +279,23 @@ fn push_chunk(out: &mut Vec<u8>, frames: &[Bytes]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A connection with bytes already read from it put back in front, for hyper.
-pub(crate) struct Rewind {
+/// The connection as hyper sees it: the bytes already read put back in front, then the socket,
+/// which the connection's task shares so that it can take it back ([`Takeover`]). It notes
+/// whether everything hyper wrote has been flushed: hyper flushes only once its own buffer is
+/// empty, so after a flush and before the next write nothing of a response waits in hyper.
+pub(crate) struct HyperIo {
     prefix: Bytes,
-    inner: TcpStream,
+    socket: Arc<TcpStream>,
+    flushed: Arc<AtomicBool>,
 }
 
-impl Rewind {
-    pub(crate) fn new(prefix: Bytes, inner: TcpStream) -> Self {
-        Self { prefix, inner }
+impl HyperIo {
+    pub(crate) fn new(prefix: Bytes, socket: Arc<TcpStream>, flushed: Arc<AtomicBool>) -> Self {
+        Self { prefix, socket, flushed }
     }
 }
 
-impl AsyncRead for Rewind {
+impl AsyncRead for HyperIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
@@ -269,29 +303,88 @@ impl AsyncRead for Rewind {
             buf.put_slice(&taken);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        loop {
+            ready!(self.socket.poll_read_ready(cx))?;
+            match self.socket.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // The readiness was stale; `try_read` cleared it, so the next poll waits.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 
-impl AsyncWrite for Rewind {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+impl AsyncWrite for HyperIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
     }
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        self.flushed.store(false, Ordering::Release);
+        loop {
+            ready!(self.socket.poll_write_ready(cx))?;
+            match self.socket.try_write_vectored(bufs) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
     }
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // A TCP socket keeps no buffer of its own to flush: what it took is on its way.
+        self.flushed.store(true, Ordering::Release);
+        Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Through socket2 because tokio shuts a socket down only through `&mut`, and this one
+        // is shared.
+        Poll::Ready(socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// Taking a stream request away from hyper: shared by a hyper connection's service (which
+/// offers each request) and the connection's task (which receives the one taken).
+pub(crate) struct Takeover {
+    stream_paths: Arc<[String]>,
+    flushed: Arc<AtomicBool>,
+    taken: Mutex<Option<tokio::sync::oneshot::Sender<Request<Body>>>>,
+}
+
+impl Takeover {
+    /// A takeover for one connection, and where the request it takes arrives.
+    pub(crate) fn new(
+        stream_paths: Arc<[String]>,
+        flushed: Arc<AtomicBool>,
+    ) -> (Arc<Self>, tokio::sync::oneshot::Receiver<Request<Body>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Arc::new(Self { stream_paths, flushed, taken: Mutex::new(Some(tx)) }), rx)
+    }
+
+    /// Takes `req` when it is a plain HTTP/1.1 `GET` for a stream path and nothing hyper wrote
+    /// is still waiting to be sent (`None`); otherwise gives it back for hyper to answer.
+    pub(crate) fn offer(&self, req: Request<Body>) -> Option<Request<Body>> {
+        let wanted = req.method() == Method::GET
+            && req.version() == Version::HTTP_11
+            && self.stream_paths.iter().any(|p| p == req.uri().path())
+            && !has_body_or_switch(req.headers())
+            && self.flushed.load(Ordering::Acquire);
+        let mut taken = self.taken.lock().unwrap();
+        match taken.take() {
+            Some(tx) if wanted => tx.send(req).err(),
+            other => {
+                *taken = other;
+                Some(req)
+            }
+        }
     }
 }
 

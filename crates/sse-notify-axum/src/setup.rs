@@ -1,6 +1,7 @@
 //! One-call setup: configuration, broker lifecycle, the SSE and health routes, CORS, serving.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::http::{header, HeaderName, HeaderValue, Method};
@@ -250,36 +251,54 @@ impl SseApp {
             tokio::spawn(async move {
                 // The first request head must arrive in time (silent and slowloris clients are
                 // cut off here); a stream request is answered without hyper.
-                let mut stream = stream;
-                let prefix = match crate::direct::read_first(&mut stream, &paths, head_timeout).await {
+                let mut socket = stream;
+                let prefix = match crate::direct::read_first(&mut socket, &paths, head_timeout).await {
                     None => return,
                     Some(crate::direct::FirstRequest::Stream(mut req)) => {
                         req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                        // Tracked from the request on, so shutdown never misses a stream that
-                        // is being opened; the stream itself runs as its own, smaller task.
-                        let tracker = streams.clone();
-                        streams
-                            .track_future(async move {
-                                if let Some(write) = crate::direct::respond(stream, *req, app).await {
-                                    tracker.spawn(write);
-                                }
-                            })
-                            .await;
+                        crate::direct::serve_stream(socket, *req, app, streams).await;
                         return;
                     }
                     Some(crate::direct::FirstRequest::Other(prefix)) => prefix,
                 };
-                let service = app.map_request(move |req: axum::http::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(axum::body::Body::new);
-                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                    req
-                });
+                // hyper serves the connection; a stream request that comes later on it is
+                // taken back and answered without hyper too (`direct::Takeover`).
+                let socket = Arc::new(socket);
+                let flushed = Arc::new(AtomicBool::new(true));
+                let (takeover, taken) = crate::direct::Takeover::new(paths, flushed.clone());
+                let service = {
+                    let app = app.clone();
+                    tower::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+                        let (app, takeover) = (app.clone(), takeover.clone());
+                        async move {
+                            let mut req = req.map(axum::body::Body::new);
+                            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                            match takeover.offer(req) {
+                                Some(req) => app.oneshot(req).await,
+                                // Taken: the connection's task drops hyper's connection, and
+                                // this future with it.
+                                None => std::future::pending().await,
+                            }
+                        }
+                    })
+                };
                 let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(crate::direct::Rewind::new(prefix, stream)),
+                    TokioIo::new(crate::direct::HyperIo::new(prefix, socket.clone(), flushed)),
                     hyper_util::service::TowerToHyperService::new(service),
                 );
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                let req = tokio::select! {
+                    done = watcher.watch(conn.into_owned()) => {
+                        if let Err(e) = done {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    Ok(req) = taken => req,
+                };
+                // hyper's connection is dropped: the socket is this task's alone again.
+                match Arc::try_unwrap(socket) {
+                    Ok(socket) => crate::direct::serve_stream(socket, req, app, streams).await,
+                    Err(_) => tracing::error!("a stream request was taken from hyper but its socket is still shared"),
                 }
             });
         }
