@@ -12,13 +12,20 @@ use sse_notify_axum::{ClientLimits, SseApp, SseConfig};
 /// Taken by each test for its whole run: the process's RSS is theirs alone.
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_of_closed_streams_is_given_back() {
-    let _alone = ALONE.lock().await;
-    ensure_open_files(2_500);
+/// The embedded broker's routes with no per-client limits and no heartbeats, in a process that
+/// may hold `files` open files.
+async fn server_for(files: u64) -> (SseApp, TestServer) {
+    ensure_open_files(files);
     let cfg = SseConfig { client_limits: ClientLimits::UNLIMITED, heartbeat: None, ..config(None) };
     let sse = SseApp::new(cfg).await.unwrap();
     let app = TestServer::serve(sse.clone(), sse.routes()).await;
+    (sse, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_of_closed_streams_is_given_back() {
+    let _alone = ALONE.lock().await;
+    let (sse, app) = server_for(2_500).await;
     drop(SseClient::subscribe(&app.base, "warm-up").await.started().await);
     let before = rss_kib() as i64;
 
@@ -103,10 +110,7 @@ async fn cost_of_streams(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_on_a_kept_alive_connection_costs_what_a_fresh_one_does() {
     let _alone = ALONE.lock().await;
-    ensure_open_files(3_000);
-    let cfg = SseConfig { client_limits: ClientLimits::UNLIMITED, heartbeat: None, ..config(None) };
-    let sse = SseApp::new(cfg).await.unwrap();
-    let app = TestServer::serve(sse.clone(), sse.routes()).await;
+    let (sse, app) = server_for(3_000).await;
     let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
     // Both ways once, so that what is measured is the streams, not the allocator's first growth.
     drop(cost_of_streams(addr, 200, true).await);
