@@ -209,10 +209,12 @@ impl SseApp {
     /// nothing at all, holds a connection and a file descriptor for as long as it likes. Here
     /// every connection must complete each request head within `HTTP_HEADER_TIMEOUT_SECONDS`
     /// (which also closes idle keep-alive connections). Requests carry the peer address as
-    /// `ConnectInfo<SocketAddr>`. A new connection whose first request is a `GET` for one of
-    /// the stream paths ([`SseApp::with_stream_paths`]) is answered through the same router but
-    /// written without hyper, whose per-connection buffers would stay with the stream for its
-    /// whole life; the response is the same, and the connection closes when the stream ends.
+    /// `ConnectInfo<SocketAddr>`. A `GET` for one of the stream paths
+    /// ([`SseApp::with_stream_paths`]) is answered through the same router but written without
+    /// hyper, whose per-connection buffers would stay with the stream for its whole life: when
+    /// it is a connection's first request, and when it comes on a connection hyper kept alive
+    /// (which is then taken back from hyper). The response is the same, and the connection
+    /// closes when the stream ends.
     /// After many streams close, freed memory is handed back to the system
     /// ([`crate::memory`]).
     pub async fn serve_on(
