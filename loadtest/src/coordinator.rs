@@ -45,7 +45,10 @@ pub struct ServerCost {
     pub rss_before_kib: u64,
     pub rss_with_streams_kib: u64,
     pub fds_with_streams: u64,
+    /// CPU for the whole run.
     pub cpu_ms: u64,
+    /// CPU while the streams were opened.
+    pub connect_cpu_ms: u64,
 }
 
 /// Everything measured (printed, and as one JSON line).
@@ -76,8 +79,13 @@ pub struct Summary {
     pub reconnects: u64,
     pub deliveries_per_s: f64,
     pub delivery: Latency,
-    /// Server CPU per 1,000 deliveries over all `--pid`s (ms).
+    /// Server CPU per 1,000 deliveries over all `--pid`s, from the first publish on (ms).
     pub server_cpu_ms_per_1000: Option<f64>,
+    /// Server CPU per stream opened over all `--pid`s (µs).
+    pub server_cpu_us_per_connect: Option<f64>,
+    /// This tool's readers' CPU per 1,000 deliveries, from the first publish on (ms): what the
+    /// clients cost on the same cores.
+    pub reader_cpu_ms_per_1000: Option<f64>,
     pub redis_cpu_ms: Option<u64>,
 }
 
@@ -239,6 +247,8 @@ pub async fn run(args: Args) -> Result<Summary, String> {
     // Let the servers settle (their side of the last connects) before reading their memory.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let with_streams = sample_all(&args.pids);
+    let worker_pids: Vec<u32> = workers.iter().filter_map(|w| w.child.id()).collect();
+    let readers_before = sample_all(&worker_pids);
 
     // Publishing, or just holding.
     let mut sent = std::collections::HashMap::new();
@@ -303,6 +313,7 @@ pub async fn run(args: Args) -> Result<Summary, String> {
             last_recv_us = last_recv_us.max(last);
         }
     }
+    let readers_after = sample_all(&worker_pids);
     for w in &mut workers {
         let _ = w.child.kill().await;
     }
@@ -317,9 +328,15 @@ pub async fn run(args: Args) -> Result<Summary, String> {
     if summary.connected > 0 && !summary.servers.is_empty() {
         summary.kib_per_stream = Some(grown as f64 / summary.connected as f64);
     }
-    let cpu: u64 = summary.servers.iter().map(|s| s.cpu_ms).sum();
+    let connect_cpu: u64 = summary.servers.iter().map(|s| s.connect_cpu_ms).sum();
+    let delivery_cpu: u64 = summary.servers.iter().map(|s| s.cpu_ms - s.connect_cpu_ms).sum();
+    if summary.connected > 0 && !summary.servers.is_empty() {
+        summary.server_cpu_us_per_connect = Some(connect_cpu as f64 * 1000.0 / summary.connected as f64);
+    }
     if summary.deliveries > 0 && !summary.servers.is_empty() {
-        summary.server_cpu_ms_per_1000 = Some(cpu as f64 * 1000.0 / summary.deliveries as f64);
+        summary.server_cpu_ms_per_1000 = Some(delivery_cpu as f64 * 1000.0 / summary.deliveries as f64);
+        let readers = cpu_between(&readers_before, &readers_after);
+        summary.reader_cpu_ms_per_1000 = Some(readers as f64 * 1000.0 / summary.deliveries as f64);
     }
     if let (Some(url), Some(b)) = (&args.redis, redis_before) {
         summary.redis_cpu_ms = redis_cpu_ms(url).await.map(|a| a.saturating_sub(b));
@@ -340,9 +357,16 @@ fn costs(before: &[Sample], with: &[Sample], after: &[Sample]) -> Vec<ServerCost
                 rss_with_streams_kib: w.rss_kib,
                 fds_with_streams: w.fds,
                 cpu_ms: a.cpu_ms.saturating_sub(b.cpu_ms),
+                connect_cpu_ms: w.cpu_ms.saturating_sub(b.cpu_ms),
             }
         })
         .collect()
+}
+
+/// CPU the processes sampled in both spent between the two samples (ms).
+fn cpu_between(before: &[Sample], after: &[Sample]) -> u64 {
+    let spent = |a: &Sample| before.iter().find(|b| b.pid == a.pid).map(|b| a.cpu_ms.saturating_sub(b.cpu_ms));
+    after.iter().filter_map(spent).sum()
 }
 
 fn print_summary(s: &Summary) {
@@ -373,6 +397,9 @@ fn print_summary(s: &Summary) {
     if let Some(k) = s.kib_per_stream {
         println!("server memory per stream: {k:.2} KiB");
     }
+    if let Some(c) = s.server_cpu_us_per_connect {
+        println!("server CPU per stream opened: {c:.0} µs");
+    }
     if s.events > 0 {
         println!(
             "events: {} published at {:.0}/s ({} failed{}); {} of {} deliveries ({} streams got all) at {:.0}/s",
@@ -394,6 +421,9 @@ fn print_summary(s: &Summary) {
         );
         if let Some(c) = s.server_cpu_ms_per_1000 {
             println!("server CPU per 1,000 deliveries: {c:.3} ms");
+        }
+        if let Some(c) = s.reader_cpu_ms_per_1000 {
+            println!("load tool readers' CPU per 1,000 deliveries: {c:.3} ms (on the same cores)");
         }
     }
     if let Some(r) = s.redis_cpu_ms {
