@@ -353,6 +353,10 @@ impl AsyncWrite for HyperIo {
 
 /// Taking a stream request away from hyper: shared by a hyper connection's service (which
 /// offers each request) and the connection's task (which receives the one taken).
+///
+/// Bytes a client pipelined after the stream request, which hyper may have read already, go
+/// with hyper's connection: they could never have been answered anyway, since a stream's
+/// response ends only with its connection.
 pub(crate) struct Takeover {
     stream_paths: Arc<[String]>,
     flushed: Arc<AtomicBool>,
