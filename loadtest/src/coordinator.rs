@@ -83,6 +83,8 @@ pub struct Summary {
     pub server_cpu_ms_per_1000: Option<f64>,
     /// Server CPU per stream opened over all `--pid`s (µs).
     pub server_cpu_us_per_connect: Option<f64>,
+    /// This tool's workers' CPU per stream opened (µs), on the same cores.
+    pub reader_cpu_us_per_connect: Option<f64>,
     /// This tool's readers' CPU per 1,000 deliveries, from the first publish on (ms): what the
     /// clients cost on the same cores.
     pub reader_cpu_ms_per_1000: Option<f64>,
@@ -333,6 +335,11 @@ pub async fn run(args: Args) -> Result<Summary, String> {
     if summary.connected > 0 && !summary.servers.is_empty() {
         summary.server_cpu_us_per_connect = Some(connect_cpu as f64 * 1000.0 / summary.connected as f64);
     }
+    if summary.connected > 0 {
+        // The workers started with the run: what they had spent when the streams were open.
+        let opening: u64 = readers_before.iter().map(|r| r.cpu_ms).sum();
+        summary.reader_cpu_us_per_connect = Some(opening as f64 * 1000.0 / summary.connected as f64);
+    }
     if summary.deliveries > 0 && !summary.servers.is_empty() {
         summary.server_cpu_ms_per_1000 = Some(delivery_cpu as f64 * 1000.0 / summary.deliveries as f64);
         let readers = cpu_between(&readers_before, &readers_after);
@@ -399,6 +406,9 @@ fn print_summary(s: &Summary) {
     }
     if let Some(c) = s.server_cpu_us_per_connect {
         println!("server CPU per stream opened: {c:.0} µs");
+    }
+    if let Some(c) = s.reader_cpu_us_per_connect {
+        println!("load tool CPU per stream opened: {c:.0} µs (on the same cores)");
     }
     if s.events > 0 {
         println!(

@@ -101,42 +101,38 @@ struct Seen {
 /// A stream may be reopened this many times (bounded, like everything here).
 const MAX_RECONNECTS: u64 = 20;
 
-/// Reads one stream until `want` distinct events of `event` (0: until stopped) or until stopped.
-/// With `reconnect`, a stream the server ends is reopened from its last event id after a short
-/// wait (as EventSource would), so a server that goes away costs it nothing it can replay.
-async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> Seen {
-    let Opened { stream, mut chunked, early } = opened;
-    let mut stream = Reader::new(stream);
-    let mut frames = FrameScanner::new(&f.event);
-    let mut seen = Seen { events: Vec::with_capacity(f.want), ..Seen::default() };
-    let mut ids = std::collections::HashSet::with_capacity(f.want);
-    let mut buf = vec![0u8; 4096];
-    let mut body = Vec::with_capacity(4096);
-    // What came with the response head is read first.
-    let mut pending = Some(early).filter(|e| !e.is_empty());
-    while f.want == 0 || seen.events.len() < f.want {
-        let n = match pending.take() {
-            // Under 1 KiB: the rest of the one read that completed the head.
-            Some(early) => {
-                buf[..early.len()].copy_from_slice(&early);
-                early.len()
-            }
-            None => tokio::select! {
-                read = stream.read(&mut buf) => read.unwrap_or(0), // an error ends it like EOF
-                _ = stop.wait_for(|s| *s) => break,
-            },
-        };
+thread_local! {
+    /// Each worker thread's buffers for one read and the body decoded from it: a stream keeps
+    /// none between reads (a 4 KiB buffer and a 4 KiB body per stream were most of this tool's
+    /// memory, and their first touch most of its CPU while 19,000 streams opened).
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        std::cell::RefCell::new((vec![0; 16 * 1024], Vec::with_capacity(16 * 1024)));
+}
+
+/// What one stream has read so far.
+struct Reading {
+    chunked: Option<Chunked>,
+    frames: FrameScanner,
+    ids: std::collections::HashSet<u64>,
+    seen: Seen,
+}
+
+impl Reading {
+    /// Takes bytes read from the stream (none: it ended), decoding the body into `body`;
+    /// `true` once the stream has ended.
+    fn take(&mut self, bytes: &[u8], body: &mut Vec<u8>, counted: &AtomicU64) -> bool {
         body.clear();
-        let ended = match &mut chunked {
+        let ended = match &mut self.chunked {
             None => {
-                body.extend_from_slice(&buf[..n]);
-                n == 0
+                body.extend_from_slice(bytes);
+                bytes.is_empty()
             }
-            Some(c) => n == 0 || c.feed(&buf[..n], &mut body).is_err() || c.done,
+            Some(c) => bytes.is_empty() || c.feed(bytes, body).is_err() || c.done,
         };
         let at = unix_us();
+        let (seen, ids) = (&mut self.seen, &mut self.ids);
         let before = seen.events.len();
-        frames.feed(&body, |id| {
+        self.frames.feed(body, |id| {
             if ids.insert(id) {
                 seen.events.push((id, at));
             } else {
@@ -144,24 +140,51 @@ async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> S
             }
         });
         if seen.events.len() > before {
-            f.counted.fetch_add((seen.events.len() - before) as u64, Ordering::Relaxed);
+            counted.fetch_add((seen.events.len() - before) as u64, Ordering::Relaxed);
         }
+        ended
+    }
+}
+
+/// Reads one stream until `want` distinct events of `event` (0: until stopped) or until stopped.
+/// With `reconnect`, a stream the server ends is reopened from its last event id after a short
+/// wait (as EventSource would), so a server that goes away costs it nothing it can replay.
+async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> Seen {
+    let Opened { stream, chunked, early } = opened;
+    let mut stream = Reader::new(stream);
+    let mut r = Reading {
+        chunked,
+        frames: FrameScanner::new(&f.event),
+        ids: std::collections::HashSet::with_capacity(f.want),
+        seen: Seen { events: Vec::with_capacity(f.want), ..Seen::default() },
+    };
+    // What came with the response head is taken first.
+    let mut early = Some(early).filter(|e| !e.is_empty());
+    while f.want == 0 || r.seen.events.len() < f.want {
+        let ended = match early.take() {
+            Some(bytes) => SCRATCH.with_borrow_mut(|(_, body)| r.take(&bytes, body, &f.counted)),
+            None => tokio::select! {
+                // An error ends the stream like its end.
+                ended = stream.read_with(|bytes, body| r.take(bytes, body, &f.counted)) => ended.unwrap_or(true),
+                _ = stop.wait_for(|s| *s) => break,
+            },
+        };
         if ended {
-            if !f.reconnect || seen.reconnects >= MAX_RECONNECTS {
+            if !f.reconnect || r.seen.reconnects >= MAX_RECONNECTS {
                 break;
             }
-            seen.reconnects += 1;
+            r.seen.reconnects += 1;
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let resume = frames.last_event_id().map(str::to_owned);
+            let resume = r.frames.last_event_id().map(str::to_owned);
             // A failed reopen leaves the ended stream in place: the next read ends it again and
             // the next attempt follows (each one counted, at most MAX_RECONNECTS).
             if let Ok(o) = open(&f.target, &f.path, f.source, resume.as_deref()).await {
-                (stream, chunked) = (Reader::new(o.stream), o.chunked);
-                pending = Some(o.early).filter(|e| !e.is_empty());
+                (stream, r.chunked) = (Reader::new(o.stream), o.chunked);
+                early = Some(o.early).filter(|e| !e.is_empty());
             }
         }
     }
-    seen
+    r.seen
 }
 
 /// A stream's socket, read without the second `read` that only says "nothing more now".
@@ -182,19 +205,24 @@ impl Reader {
         Self(unsafe { tokio::io::unix::AsyncFd::register_with_interest(std, readable) }.expect("registered"))
     }
 
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// Waits until the socket is readable, reads it into this thread's scratch buffer and
+    /// hands the bytes (none at its end) and the scratch body buffer to `take`.
+    async fn read_with<R>(&mut self, mut take: impl FnMut(&[u8], &mut Vec<u8>) -> R) -> std::io::Result<R> {
         use std::io::Read;
         loop {
             let mut ready = self.0.readable().await?;
-            match ready.try_io(|socket| socket.get_ref().read(buf)) {
-                Ok(Ok(n)) => {
-                    if n > 0 && n < buf.len() {
-                        ready.clear_ready();
-                    }
-                    return Ok(n);
+            let taken = SCRATCH.with_borrow_mut(|(buf, body)| {
+                let read = match ready.try_io(|socket| socket.get_ref().read(buf)) {
+                    Ok(read) => read?,
+                    Err(_would_block) => return Ok(None),
+                };
+                if read > 0 && read < buf.len() {
+                    ready.clear_ready();
                 }
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => continue,
+                Ok(Some(take(&buf[..read], body)))
+            });
+            if let Some(taken) = taken.transpose() {
+                return taken;
             }
         }
     }
