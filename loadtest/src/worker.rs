@@ -109,11 +109,44 @@ thread_local! {
         std::cell::RefCell::new((vec![0; 16 * 1024], Vec::with_capacity(16 * 1024)));
 }
 
+/// The event ids a stream has seen, to count the ones it gets twice (after a reconnect).
+///
+/// A bitmap from the first id on rather than a hash set: the ids of a run are dense and come
+/// mostly in order, so each new one sets a bit next to the last; a set of 6,000 ids per stream
+/// was a cache miss per event (a sixth of the machine's CPU at full rate, beside the server).
+/// Ids far from the first (or before it) go to a small set.
+#[derive(Default)]
+struct SeenIds {
+    first: Option<u64>,
+    bits: Vec<u64>,
+    others: std::collections::HashSet<u64>,
+}
+
+impl SeenIds {
+    /// The widest range of ids kept as bits (2 MiB of bitmap).
+    const SPAN: u64 = 1 << 24;
+
+    /// Records `id`; `false` when it was seen before.
+    fn insert(&mut self, id: u64) -> bool {
+        let first = *self.first.get_or_insert(id);
+        let Some(at) = id.checked_sub(first).filter(|at| *at < Self::SPAN) else {
+            return self.others.insert(id);
+        };
+        let (word, bit) = ((at / 64) as usize, 1u64 << (at % 64));
+        if word >= self.bits.len() {
+            self.bits.resize(word + 1, 0);
+        }
+        let new = self.bits[word] & bit == 0;
+        self.bits[word] |= bit;
+        new
+    }
+}
+
 /// What one stream has read so far.
 struct Reading {
     chunked: Option<Chunked>,
     frames: FrameScanner,
-    ids: std::collections::HashSet<u64>,
+    ids: SeenIds,
     seen: Seen,
 }
 
@@ -154,8 +187,8 @@ async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> S
     let mut stream = Reader::new(stream);
     let mut r = Reading {
         chunked,
-        frames: FrameScanner::new(&f.event),
-        ids: std::collections::HashSet::with_capacity(f.want),
+        frames: FrameScanner::new(f.event.clone()),
+        ids: SeenIds::default(),
         seen: Seen { events: Vec::with_capacity(f.want), ..Seen::default() },
     };
     // What came with the response head is taken first.
@@ -359,4 +392,21 @@ pub async fn run(plan: Plan) {
         latency_us: EncodedHistogram::encode(&latency),
         last_recv_us: last,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeenIds;
+
+    #[test]
+    fn ids_seen_twice_are_told_apart_wherever_they_fall() {
+        let mut seen = SeenIds::default();
+        for id in [100, 101, 103, 102, 99, 100 + SeenIds::SPAN, 5] {
+            assert!(seen.insert(id), "{id} is new");
+        }
+        for id in [100, 103, 99, 100 + SeenIds::SPAN, 5] {
+            assert!(!seen.insert(id), "{id} was seen");
+        }
+        assert!(seen.insert(104));
+    }
 }
