@@ -194,6 +194,8 @@ async fn write_stream(mut stream: TcpStream, head: Vec<u8>, mut body: Body) {
                     return;
                 }
                 frames.clear();
+                // A burst leaves no lasting room behind: the stream may idle for hours.
+                frames.shrink_to(8);
             }
             Next::End => break,
             Next::ClientGone => return,
