@@ -193,9 +193,12 @@ async fn write_stream(mut stream: TcpStream, head: Vec<u8>, mut body: Body) {
                 if stream.write_all(&out).await.is_err() {
                     return;
                 }
+                if frames.len() <= 2 && frames.capacity() > 16 {
+                    // The stream keeps up again: the room a burst of frames took is given back
+                    // (only then, so that busy streams do not reallocate for every write).
+                    frames.shrink_to(16);
+                }
                 frames.clear();
-                // A burst leaves no lasting room behind: the stream may idle for hours.
-                frames.shrink_to(8);
             }
             Next::End => break,
             Next::ClientGone => return,

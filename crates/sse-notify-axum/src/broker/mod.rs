@@ -625,9 +625,6 @@ impl Subscription {
         }
         loop {
             let Some(next) = self.batch.pop_front() else {
-                // The emptied batch becomes the inbox's queue: a backlog's room is not kept for
-                // the rest of the stream's life (up to `max_queue_size` deliveries, twice).
-                self.batch.shrink_to(16);
                 match self.inbox.poll_take(&mut self.batch, cx) {
                     Poll::Ready(()) if self.batch.is_empty() => {
                         // A signal is waiting.
