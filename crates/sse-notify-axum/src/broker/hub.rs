@@ -442,6 +442,25 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_that_keeps_up_again_gives_back_the_room_of_its_backlog() {
+        let hub = Hub::default();
+        let r = hub.register(0, &strings(&["a"]), 256);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut batch = VecDeque::new();
+        for p in 1..=200 {
+            hub.deliver(&event(p, &["a"]));
+        }
+        assert!(r.inbox.poll_take(&mut batch, &mut cx).is_ready());
+        assert_eq!(batch.len(), 200, "the backlog");
+        batch.clear();
+        hub.deliver(&event(201, &["a"]));
+        assert!(r.inbox.poll_take(&mut batch, &mut cx).is_ready());
+        assert_eq!(batch.len(), 1);
+        let queue = r.inbox.state.lock().unwrap().queue.capacity();
+        assert!(batch.capacity() <= ROOM_KEPT && queue <= ROOM_KEPT, "kept {} and {queue}", batch.capacity());
+    }
+
+    #[test]
     fn release_reports_topics_left_without_streams_and_frees_them() {
         let hub = Hub::default();
         let a = hub.register(0, &strings(&["a", "b"]), 2);
