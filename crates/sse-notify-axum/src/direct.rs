@@ -1,9 +1,9 @@
-//! Serving the long-lived streams without hyper.
+//! Serving a connection: its long-lived streams without hyper, everything else with hyper.
 //!
 //! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer (plus its connection state) for
 //! the whole life of every connection. For a stream that lives for hours and writes a few small
 //! frames a minute, that is most of what it costs: about 16 of its ~23 KiB. So
-//! [`crate::SseApp::serve_on`] reads each new connection's request head itself; a `GET` for one
+//! [`Connections::serve`] reads each new connection's request head itself; a `GET` for one
 //! of the stream paths is answered here (through the same axum router, so every layer and
 //! `authorize` apply) and the response is written straight to the socket: the head, then the
 //! body's frames as HTTP/1.1 chunks, and the connection closes when the body ends. Everything
@@ -22,6 +22,7 @@
 //! uses) parses the head; `httpdate` formats the `date` header.
 
 use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,12 +30,18 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Version};
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as HyperBuilder;
+use hyper_util::server::graceful::Watcher;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// The largest request head read here (hyper's default limit is larger; a stream request is a
@@ -48,7 +55,7 @@ const MAX_BATCH: usize = 64;
 const MAX_PLAIN_BODY: usize = 1024 * 1024;
 
 /// What the first request of a connection turned out to be.
-pub(crate) enum FirstRequest {
+enum FirstRequest {
     /// A stream request, answered here.
     Stream(Box<Request<Body>>),
     /// Anything else: hyper serves the connection, starting with these bytes.
@@ -57,11 +64,7 @@ pub(crate) enum FirstRequest {
 
 /// Reads the connection's first request head (at most [`MAX_HEAD`] bytes, within `timeout`);
 /// `None` when the client sent nothing usable in time (the connection is dropped).
-pub(crate) async fn read_first(
-    stream: &mut TcpStream,
-    stream_paths: &[String],
-    timeout: Duration,
-) -> Option<FirstRequest> {
+async fn read_first(stream: &mut TcpStream, stream_paths: &[String], timeout: Duration) -> Option<FirstRequest> {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::with_capacity(1024);
     let read = async {
@@ -112,23 +115,82 @@ fn has_body_or_switch(headers: &HeaderMap) -> bool {
     ["content-length", "transfer-encoding", "upgrade", "expect"].iter().any(|h| headers.contains_key(*h))
 }
 
-/// Answers a stream request on `socket` without hyper ([`respond`]), tracked by `streams` from
-/// the request on, so shutdown never misses a stream that is being opened; the stream itself
-/// then runs as a task of its own.
-pub(crate) async fn serve_stream(
-    socket: TcpStream,
-    req: Request<Body>,
-    app: Router,
-    streams: tokio_util::task::TaskTracker,
-) {
-    let tracker = streams.clone();
-    streams
-        .track_future(async move {
-            if let Some(write) = respond(socket, req, app).await {
-                tracker.spawn(write);
+/// What serving a connection needs; cloned for each connection (every part shares what it
+/// holds).
+#[derive(Clone)]
+pub(crate) struct Connections {
+    pub(crate) app: Router,
+    pub(crate) stream_paths: Arc<[String]>,
+    /// How long a connection may take to send its first request head.
+    pub(crate) head_timeout: Duration,
+    pub(crate) hyper: HyperBuilder<TokioExecutor>,
+    /// The streams answered without hyper, waited for at shutdown as hyper's connections are.
+    pub(crate) streams: TaskTracker,
+}
+
+impl Connections {
+    /// Serves one accepted connection. Its first request head must arrive in time (silent and
+    /// slowloris clients are cut off here); a stream request is answered without hyper; anything
+    /// else is hyper's, and a stream request that comes later on the connection is taken back
+    /// from hyper ([`Takeover`]).
+    pub(crate) async fn serve(self, mut socket: TcpStream, peer: SocketAddr, watcher: Watcher) {
+        match read_first(&mut socket, &self.stream_paths, self.head_timeout).await {
+            None => {}
+            Some(FirstRequest::Stream(mut req)) => {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                self.serve_stream(socket, *req).await;
             }
-        })
-        .await;
+            Some(FirstRequest::Other(prefix)) => self.serve_with_hyper(socket, prefix, peer, watcher).await,
+        }
+    }
+
+    async fn serve_with_hyper(self, socket: TcpStream, prefix: Bytes, peer: SocketAddr, watcher: Watcher) {
+        let socket = Arc::new(socket);
+        let (takeover, io, taken) = Takeover::new(self.stream_paths.clone(), prefix, socket.clone());
+        let app = self.app.clone();
+        let service = tower::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let (app, takeover) = (app.clone(), takeover.clone());
+            async move {
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                match takeover.offer(req) {
+                    Some(req) => app.oneshot(req).await,
+                    // Taken: the connection's task drops hyper's connection, and this future
+                    // with it.
+                    None => std::future::pending().await,
+                }
+            }
+        });
+        let conn = self.hyper.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+        let req = tokio::select! {
+            done = watcher.watch(conn.into_owned()) => {
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            Ok(req) = taken => req,
+        };
+        // hyper's connection is dropped: the socket is this task's alone again.
+        match Arc::try_unwrap(socket) {
+            Ok(socket) => self.serve_stream(socket, req).await,
+            Err(_) => tracing::error!("a stream request was taken from hyper but its socket is still shared"),
+        }
+    }
+
+    /// Answers a stream request on `socket` without hyper ([`respond`]), tracked from the request
+    /// on, so shutdown never misses a stream that is being opened; the stream itself then runs
+    /// as a task of its own.
+    async fn serve_stream(self, socket: TcpStream, req: Request<Body>) {
+        let tracker = self.streams.clone();
+        self.streams
+            .track_future(async move {
+                if let Some(write) = respond(socket, req, self.app).await {
+                    tracker.spawn(write);
+                }
+            })
+            .await;
+    }
 }
 
 /// Answers `req` through `app`; the connection ends with the response. Any answer but a stream
@@ -136,7 +198,7 @@ pub(crate) async fn serve_stream(
 /// for the caller to run as a task of its own: the task that read and routed the request is
 /// sized for that work (a read buffer, the router's futures: about 2 KiB), and a stream that
 /// lives for hours should hold only what writing it needs.
-pub(crate) async fn respond(
+async fn respond(
     mut stream: TcpStream,
     req: Request<Body>,
     app: Router,
@@ -288,16 +350,10 @@ fn push_chunk(out: &mut Vec<u8>, frames: &[Bytes]) {
 /// which the connection's task shares so that it can take it back ([`Takeover`]). It notes
 /// whether everything hyper wrote has been flushed: hyper flushes only once its own buffer is
 /// empty, so after a flush and before the next write nothing of a response waits in hyper.
-pub(crate) struct HyperIo {
+struct HyperIo {
     prefix: Bytes,
     socket: Arc<TcpStream>,
     flushed: Arc<AtomicBool>,
-}
-
-impl HyperIo {
-    pub(crate) fn new(prefix: Bytes, socket: Arc<TcpStream>, flushed: Arc<AtomicBool>) -> Self {
-        Self { prefix, socket, flushed }
-    }
 }
 
 impl AsyncRead for HyperIo {
@@ -362,25 +418,30 @@ impl AsyncWrite for HyperIo {
 /// Bytes a client pipelined after the stream request, which hyper may have read already, go
 /// with hyper's connection: they could never have been answered anyway, since a stream's
 /// response ends only with its connection.
-pub(crate) struct Takeover {
+struct Takeover {
     stream_paths: Arc<[String]>,
+    /// Shared with the connection's [`HyperIo`].
     flushed: Arc<AtomicBool>,
     taken: Mutex<Option<tokio::sync::oneshot::Sender<Request<Body>>>>,
 }
 
 impl Takeover {
-    /// A takeover for one connection, and where the request it takes arrives.
-    pub(crate) fn new(
+    /// A takeover for one connection: the takeover, the connection for hyper (`prefix` read
+    /// already, then `socket`), and where the request taken arrives.
+    fn new(
         stream_paths: Arc<[String]>,
-        flushed: Arc<AtomicBool>,
-    ) -> (Arc<Self>, tokio::sync::oneshot::Receiver<Request<Body>>) {
+        prefix: Bytes,
+        socket: Arc<TcpStream>,
+    ) -> (Arc<Self>, HyperIo, tokio::sync::oneshot::Receiver<Request<Body>>) {
+        let flushed = Arc::new(AtomicBool::new(true));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        (Arc::new(Self { stream_paths, flushed, taken: Mutex::new(Some(tx)) }), rx)
+        let io = HyperIo { prefix, socket, flushed: flushed.clone() };
+        (Arc::new(Self { stream_paths, flushed, taken: Mutex::new(Some(tx)) }), io, rx)
     }
 
     /// Takes `req` when it is a plain HTTP/1.1 `GET` for a stream path and nothing hyper wrote
     /// is still waiting to be sent (`None`); otherwise gives it back for hyper to answer.
-    pub(crate) fn offer(&self, req: Request<Body>) -> Option<Request<Body>> {
+    fn offer(&self, req: Request<Body>) -> Option<Request<Body>> {
         let wanted = req.method() == Method::GET
             && req.version() == Version::HTTP_11
             && self.stream_paths.iter().any(|p| p == req.uri().path())

@@ -1,7 +1,6 @@
 //! One-call setup: configuration, broker lifecycle, the SSE and health routes, CORS, serving.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::http::{header, HeaderName, HeaderValue, Method};
@@ -223,19 +222,24 @@ impl SseApp {
         app: Router,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-        use tower::ServiceExt;
+        use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.config.header_timeout);
-        builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(self.config.header_timeout * 3));
+        let mut hyper = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        hyper.http1().timer(TokioTimer::new()).header_read_timeout(self.config.header_timeout);
+        hyper.http2().timer(TokioTimer::new()).keep_alive_interval(Some(self.config.header_timeout * 3));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        // The streams answered without hyper, waited for at shutdown as hyper's are.
-        let direct_streams = tokio_util::task::TaskTracker::new();
+        // A `Router` clone shares its route table (an `Arc`), like `into_make_service`.
+        let connections = crate::direct::Connections {
+            app,
+            stream_paths: self.stream_paths.clone(),
+            head_timeout: self.config.header_timeout,
+            hyper,
+            streams: tokio_util::task::TaskTracker::new(),
+        };
         crate::memory::spawn_trimmer(self.broker.clone());
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let (stream, peer) = tokio::select! {
+            let (socket, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -247,70 +251,16 @@ impl SseApp {
                 },
                 _ = &mut shutdown => break,
             };
-            let (builder, watcher, head_timeout) = (builder.clone(), graceful.watcher(), self.config.header_timeout);
-            // A `Router` clone shares its route table (an `Arc`), like `into_make_service`.
-            let (paths, app, streams) = (self.stream_paths.clone(), app.clone(), direct_streams.clone());
-            tokio::spawn(async move {
-                // The first request head must arrive in time (silent and slowloris clients are
-                // cut off here); a stream request is answered without hyper.
-                let mut socket = stream;
-                let prefix = match crate::direct::read_first(&mut socket, &paths, head_timeout).await {
-                    None => return,
-                    Some(crate::direct::FirstRequest::Stream(mut req)) => {
-                        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                        crate::direct::serve_stream(socket, *req, app, streams).await;
-                        return;
-                    }
-                    Some(crate::direct::FirstRequest::Other(prefix)) => prefix,
-                };
-                // hyper serves the connection; a stream request that comes later on it is
-                // taken back and answered without hyper too (`direct::Takeover`).
-                let socket = Arc::new(socket);
-                let flushed = Arc::new(AtomicBool::new(true));
-                let (takeover, taken) = crate::direct::Takeover::new(paths, flushed.clone());
-                let service = {
-                    let app = app.clone();
-                    tower::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
-                        let (app, takeover) = (app.clone(), takeover.clone());
-                        async move {
-                            let mut req = req.map(axum::body::Body::new);
-                            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                            match takeover.offer(req) {
-                                Some(req) => app.oneshot(req).await,
-                                // Taken: the connection's task drops hyper's connection, and
-                                // this future with it.
-                                None => std::future::pending().await,
-                            }
-                        }
-                    })
-                };
-                let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(crate::direct::HyperIo::new(prefix, socket.clone(), flushed)),
-                    hyper_util::service::TowerToHyperService::new(service),
-                );
-                let req = tokio::select! {
-                    done = watcher.watch(conn.into_owned()) => {
-                        if let Err(e) = done {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                        return;
-                    }
-                    Ok(req) = taken => req,
-                };
-                // hyper's connection is dropped: the socket is this task's alone again.
-                match Arc::try_unwrap(socket) {
-                    Ok(socket) => crate::direct::serve_stream(socket, req, app, streams).await,
-                    Err(_) => tracing::error!("a stream request was taken from hyper but its socket is still shared"),
-                }
-            });
+            tokio::spawn(connections.clone().serve(socket, peer, graceful.watcher()));
         }
         drop(listener);
         // Open streams never end by themselves; without this, shutdown would wait forever.
         self.broker.close();
         graceful.shutdown().await;
-        direct_streams.close();
-        if tokio::time::timeout(SHUTDOWN_STREAMS_TIMEOUT, direct_streams.wait()).await.is_err() {
-            tracing::warn!(open = direct_streams.len(), "streams still open at shutdown");
+        let streams = &connections.streams;
+        streams.close();
+        if tokio::time::timeout(SHUTDOWN_STREAMS_TIMEOUT, streams.wait()).await.is_err() {
+            tracing::warn!(open = streams.len(), "streams still open at shutdown");
         }
         // Events of writes already answered as successes: give the backend a last chance.
         let left = self.broker.flush_outbox(OUTBOX_FLUSH_TIMEOUT).await;
