@@ -1,8 +1,8 @@
 //! Per-client bounds: how many streams one client may hold open, and how many distinct topics
 //! across them.
 //!
-//! A stream costs the server its connection (~20 KiB) and each distinct topic a channel (~0.5 KiB
-//! plus a Redis subscription); without a bound per client, one anonymous client could open
+//! A stream costs the server its connection (~3.5 KiB, plus the kernel's ~4-5 KiB per socket) and
+//! each distinct topic a channel (~0.5 KiB plus a Redis subscription); without a bound per client, one anonymous client could open
 //! thousands of streams of 64 unique topics each and take the process's memory and its
 //! `SSE_MAX_CONNECTIONS` slots. A client is its network address (IPv6 by its /64, which one host
 //! is usually given whole), or what [`crate::SseEndpoint::client_key`] says (a user id, or the
@@ -33,7 +33,7 @@ pub struct ClientLimits {
 impl Default for ClientLimits {
     /// 256 streams: a browser needs one (the Leptos hook shares it between tabs), so this leaves
     /// room for an office of browsers behind one NAT address while bounding one address at
-    /// ~5 MiB of streams. 1024 topics: 16 streams' worth of the 64-topic maximum, ~0.5 MiB of
+    /// ~2 MiB of streams (kernel included). 1024 topics: 16 streams' worth of the 64-topic maximum, ~0.5 MiB of
     /// channels.
     fn default() -> Self {
         Self { max_streams: 256, max_topics: 1024 }
