@@ -21,6 +21,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{BufMut, Bytes, BytesMut};
 use sse_notify_core::cursor::{Cursor, LogPosition};
 use sse_notify_core::wire::ResyncReason;
+use sse_notify_core::Topic;
 use tokio::sync::OnceCell;
 
 /// One published event, as every local stream receives it.
@@ -242,7 +243,7 @@ pub(crate) struct Registration {
 impl Hub {
     /// Registers a stream of `group` on `topics` (at most 64, distinct) with a queue of
     /// `capacity`.
-    pub(crate) fn register(&self, group: u32, topics: &[String], capacity: usize) -> Registration {
+    pub(crate) fn register(&self, group: u32, topics: &[Topic], capacity: usize) -> Registration {
         let mut state = self.state.lock().unwrap();
         let inbox = Arc::new(Inbox {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -260,10 +261,10 @@ impl Hub {
             .map(|(bit, topic)| {
                 let entry = state
                     .topics
-                    .entry(topic.clone())
+                    .entry(topic.to_string())
                     .or_insert_with(|| TopicEntry { inboxes: HashMap::new(), ready: Arc::default() });
                 entry.inboxes.insert(inbox.id, (inbox.clone(), bit as u8));
-                (topic.clone(), entry.ready.clone())
+                (topic.to_string(), entry.ready.clone())
             })
             .collect();
         Registration { inbox, ready }
@@ -271,10 +272,10 @@ impl Hub {
 
     /// Removes a stream; calls `unused(topic)` for each topic that has no stream left, while
     /// holding the lock (so an unsubscribe is always queued before a later re-subscribe).
-    pub(crate) fn release(&self, inbox: &Inbox, topics: &[String], mut unused: impl FnMut(&str)) {
+    pub(crate) fn release(&self, inbox: &Inbox, topics: &[Topic], mut unused: impl FnMut(&str)) {
         let mut state = self.state.lock().unwrap();
         state.streams.remove(&inbox.id);
-        for topic in topics {
+        for topic in topics.iter().map(Topic::as_str) {
             if let Some(entry) = state.topics.get_mut(topic) {
                 entry.inboxes.remove(&inbox.id);
                 if entry.inboxes.is_empty() {
@@ -377,8 +378,8 @@ mod tests {
         })
     }
 
-    fn strings(t: &[&str]) -> Vec<String> {
-        t.iter().map(|t| t.to_string()).collect()
+    fn named(t: &[&str]) -> Vec<Topic> {
+        t.iter().map(|t| Topic::new(*t).unwrap()).collect()
     }
 
     fn take(r: &Registration) -> Vec<(LogPosition, Bytes)> {
@@ -396,8 +397,8 @@ mod tests {
     #[test]
     fn an_event_on_several_followed_topics_arrives_once_with_every_matched_bit() {
         let hub = Hub::default();
-        let both = hub.register(0, &strings(&["a", "b", "c"]), 8);
-        let only_c = hub.register(0, &strings(&["c"]), 8);
+        let both = hub.register(0, &named(&["a", "b", "c"]), 8);
+        let only_c = hub.register(0, &named(&["c"]), 8);
         hub.deliver(&event(1, &["c", "a"]));
         hub.deliver(&event(2, &["b"]));
         let pos = |ms| LogPosition { ms, seq: 0 };
@@ -412,7 +413,7 @@ mod tests {
     #[test]
     fn a_full_queue_marks_the_stream_with_the_first_event_it_missed() {
         let hub = Hub::default();
-        let r = hub.register(0, &strings(&["a"]), 2);
+        let r = hub.register(0, &named(&["a"]), 2);
         for p in 1..=4 {
             hub.deliver(&event(p, &["a"]));
         }
@@ -422,7 +423,7 @@ mod tests {
     #[test]
     fn signals_reach_their_group_and_close_reaches_every_stream_even_later_ones() {
         let hub = Hub::default();
-        let (one, two) = (hub.register(1, &strings(&["a"]), 2), hub.register(2, &strings(&["a"]), 2));
+        let (one, two) = (hub.register(1, &named(&["a"]), 2), hub.register(2, &named(&["a"]), 2));
         hub.raise(1, Signals::HEARTBEAT);
         assert_eq!(one.inbox.take_signals(), Signals::HEARTBEAT);
         assert_eq!(one.inbox.take_signals(), Signals::default(), "taken once");
@@ -433,7 +434,7 @@ mod tests {
         hub.raise(2, Signals::RECHECK);
         assert!(two.inbox.poll_take(&mut VecDeque::new(), &mut cx).is_ready());
         hub.close();
-        let later = hub.register(1, &strings(&["b"]), 2);
+        let later = hub.register(1, &named(&["b"]), 2);
         for inbox in [&one.inbox, &two.inbox, &later.inbox] {
             assert!(inbox.is_closed());
             inbox.take_signals();
@@ -444,7 +445,7 @@ mod tests {
     #[test]
     fn a_stream_that_keeps_up_again_gives_back_the_room_of_its_backlog() {
         let hub = Hub::default();
-        let r = hub.register(0, &strings(&["a"]), 256);
+        let r = hub.register(0, &named(&["a"]), 256);
         let mut cx = Context::from_waker(Waker::noop());
         let mut batch = VecDeque::new();
         for p in 1..=200 {
@@ -463,10 +464,10 @@ mod tests {
     #[test]
     fn release_reports_topics_left_without_streams_and_frees_them() {
         let hub = Hub::default();
-        let a = hub.register(0, &strings(&["a", "b"]), 2);
-        let _b = hub.register(0, &strings(&["b"]), 2);
+        let a = hub.register(0, &named(&["a", "b"]), 2);
+        let _b = hub.register(0, &named(&["b"]), 2);
         let mut unused = Vec::new();
-        hub.release(&a.inbox, &strings(&["a", "b"]), |t| unused.push(t.to_owned()));
+        hub.release(&a.inbox, &named(&["a", "b"]), |t| unused.push(t.to_owned()));
         assert_eq!(unused, ["a"]);
         assert_eq!(hub.topics(), ["b"]);
     }

@@ -417,10 +417,9 @@ impl Broker {
         topics: &[Topic],
         last_event_id: Option<&str>,
     ) -> Result<Subscription, BrokerError> {
-        let names: Vec<String> = topics.iter().map(Topic::to_string).collect();
-        let registration = self.inner.hub.register(group, &names, self.inner.limits.max_queue_size);
+        let registration = self.inner.hub.register(group, topics, self.inner.limits.max_queue_size);
         // From here on the guard cleans up, even if this future is dropped or fails.
-        let guard = SubscriptionGuard { broker: self.clone(), inbox: registration.inbox.clone(), topics: names };
+        let guard = SubscriptionGuard { broker: self.clone(), inbox: registration.inbox, topics: topics.to_vec() };
         if let Backend::Redis(r) = &self.inner.backend {
             for (topic, ready) in &registration.ready {
                 ready
@@ -430,14 +429,12 @@ impl Broker {
             }
         }
         let mut sub = Subscription {
-            topics: topics.to_vec(),
             first: VecDeque::new(),
             batch: VecDeque::new(),
-            inbox: registration.inbox,
             after: LogPosition::START,
             done: false,
             metrics: self.inner.metrics.clone(),
-            _guard: guard,
+            guard,
         };
         // Subscribed before the log is read: whatever the read misses is already queued live,
         // and live events at or before what was replayed are skipped. One read serves every
@@ -474,7 +471,7 @@ impl Broker {
             }
         };
         if let Some(reason) = resync {
-            sub.first.push_back(resync_frame(reason, Some(&h.head_cursor().to_string()), &sub.topics));
+            sub.first.push_back(resync_frame(reason, Some(&h.head_cursor().to_string()), sub.topics()));
             sub.after = h.head;
             self.inner.metrics.resynced(reason, 1);
         }
@@ -560,27 +557,26 @@ fn resync_frame(reason: ResyncReason, head: Option<&str>, topics: &[Topic]) -> B
 
 /// One stream's events: first what it missed (or a `resync`), then live ones, each once.
 pub struct Subscription {
-    topics: Vec<Topic>,
     first: VecDeque<Bytes>,
     /// Deliveries taken from the inbox in one go, sent one by one.
     batch: VecDeque<Delivery>,
-    inbox: Arc<Inbox>,
     /// Live events at or before this position were replayed or are covered by a resync.
     after: LogPosition,
     done: bool,
     metrics: SharedMetrics,
-    _guard: SubscriptionGuard,
+    /// Also holds the stream's inbox and its topics (their one copy).
+    guard: SubscriptionGuard,
 }
 
 impl Subscription {
     /// The topics, in the order their bits appear in each frame's cursor.
     pub fn topics(&self) -> &[Topic] {
-        &self.topics
+        &self.guard.topics
     }
 
     fn mask(&self, event_topics: &[String]) -> u64 {
         let mut mask = 0;
-        for (bit, t) in self.topics.iter().enumerate() {
+        for (bit, t) in self.topics().iter().enumerate() {
             if event_topics.iter().any(|e| e == t.as_str()) {
                 mask |= 1 << bit;
             }
@@ -595,17 +591,17 @@ impl Subscription {
 
     /// Takes the heartbeat and re-check signals raised for this stream since the last call.
     pub(crate) fn take_signals(&self) -> Signals {
-        self.inbox.take_signals()
+        self.guard.inbox.take_signals()
     }
 
     /// Polls for the next frame (see [`Subscription::next_frame`]). Ends when the broker is
     /// closed.
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if self.done || self.inbox.is_closed() {
+        if self.done || self.guard.inbox.is_closed() {
             self.done = true;
             return Poll::Ready(None);
         }
-        if let Some((head, dropped)) = self.inbox.overflowed() {
+        if let Some((head, dropped)) = self.guard.inbox.overflowed() {
             // Too slow: what is queued is dropped. The resync covers everything up to the first
             // event that did not fit (the client refetches after receiving it), and its id
             // resumes right after that event.
@@ -618,17 +614,17 @@ impl Subscription {
             // (No event to name when what overflowed was a resync: then the client resumes from
             // its last id, and a replay may repeat a few events; a duplicate refetch, not a miss.)
             let head = (!head.is_empty()).then(|| format!("{head}0"));
-            return Poll::Ready(Some(resync_frame(ResyncReason::SlowConsumer, head.as_deref(), &self.topics)));
+            return Poll::Ready(Some(resync_frame(ResyncReason::SlowConsumer, head.as_deref(), self.topics())));
         }
         if let Some(frame) = self.first.pop_front() {
             return Poll::Ready(Some(frame));
         }
         loop {
             let Some(next) = self.batch.pop_front() else {
-                match self.inbox.poll_take(&mut self.batch, cx) {
+                match self.guard.inbox.poll_take(&mut self.batch, cx) {
                     Poll::Ready(()) if self.batch.is_empty() => {
                         // A signal is waiting.
-                        if self.inbox.is_closed() {
+                        if self.guard.inbox.is_closed() {
                             self.done = true;
                             return Poll::Ready(None);
                         }
@@ -652,7 +648,7 @@ impl Subscription {
                 }
                 Delivery::Resync(reason, head) => {
                     self.after = head.position;
-                    Poll::Ready(Some(resync_frame(reason, Some(&head.to_string()), &self.topics)))
+                    Poll::Ready(Some(resync_frame(reason, Some(&head.to_string()), self.topics())))
                 }
             };
         }
@@ -663,7 +659,7 @@ impl Subscription {
 struct SubscriptionGuard {
     broker: Broker,
     inbox: Arc<Inbox>,
-    topics: Vec<String>,
+    topics: Vec<Topic>,
 }
 
 impl Drop for SubscriptionGuard {
