@@ -26,6 +26,18 @@ pub struct Latency {
     pub samples: u64,
 }
 
+impl Latency {
+    /// `p50 … ms, p99 … ms, max … ms`, with `places` decimals.
+    fn show(&self, places: usize) -> String {
+        format!("p50 {:.places$} ms, p99 {:.places$} ms, max {:.places$} ms", self.p50_ms, self.p99_ms, self.max_ms)
+    }
+}
+
+/// `: <error>` after a failure count, when there was an error to name.
+fn naming(first_error: &Option<String>) -> String {
+    first_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+}
+
 impl From<&Histogram<u64>> for Latency {
     fn from(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
@@ -378,15 +390,13 @@ fn cpu_between(before: &[Sample], after: &[Sample]) -> u64 {
 
 fn print_summary(s: &Summary) {
     println!(
-        "streams: {} of {} connected ({} failed{}), all in {:.2} s; connect p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "streams: {} of {} connected ({} failed{}), all in {:.2} s; connect {}",
         s.connected,
         s.streams,
         s.connect_failed,
-        s.first_connect_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+        naming(&s.first_connect_error),
         s.all_connected_s,
-        s.connect.p50_ms,
-        s.connect.p99_ms,
-        s.connect.max_ms
+        s.connect.show(1)
     );
     if s.connect_retries > 0 {
         println!(
@@ -416,7 +426,7 @@ fn print_summary(s: &Summary) {
             s.events,
             s.publish_per_s,
             s.publish_failed,
-            s.first_publish_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+            naming(&s.first_publish_error),
             s.deliveries,
             s.deliveries_expected,
             s.complete_streams,
@@ -425,10 +435,7 @@ fn print_summary(s: &Summary) {
         if s.reconnects > 0 || s.duplicates > 0 {
             println!("reconnects: {}, events received twice: {}", s.reconnects, s.duplicates);
         }
-        println!(
-            "delivery latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            s.delivery.p50_ms, s.delivery.p99_ms, s.delivery.max_ms
-        );
+        println!("delivery latency: {}", s.delivery.show(2));
         if let Some(c) = s.server_cpu_ms_per_1000 {
             println!("server CPU per 1,000 deliveries: {c:.3} ms");
         }
