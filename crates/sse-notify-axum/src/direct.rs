@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, HeaderValue, Method, Request, Version};
+use axum::http::{HeaderValue, Method, Request, Version};
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -88,31 +88,34 @@ async fn read_first(stream: &mut TcpStream, stream_paths: &[String], timeout: Du
     }
 }
 
-/// The request, if `head` is exactly one complete `GET` head for a stream path (HTTP/1.1, no
-/// body, nothing after it); anything unusual is left to hyper.
+/// The request, if `head` is exactly one complete request head (nothing after it) and a plain
+/// stream request ([`is_plain_stream_get`]); anything else is left to hyper.
 fn stream_request(head: &[u8], stream_paths: &[String]) -> Option<Request<Body>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = parsed.parse(head).ok()? else { return None };
-    if len != head.len() || parsed.method? != "GET" || parsed.version? != 1 {
-        return None;
-    }
+    // Most first requests are for pages and files: only a stream request is built.
     let target = parsed.path?;
-    let path = target.split('?').next().unwrap_or(target);
-    if !stream_paths.iter().any(|p| p == path) {
+    if len != head.len() || parsed.method? != "GET" || !stream_paths.iter().any(|p| target.starts_with(p.as_str())) {
         return None;
     }
-    let mut req = Request::builder().method("GET").uri(target).version(Version::HTTP_11);
+    let version = if parsed.version? == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
+    let mut req = Request::builder().method("GET").uri(target).version(version);
     for h in parsed.headers.iter() {
         req = req.header(h.name, HeaderValue::from_bytes(h.value).ok()?);
     }
     let req = req.body(Body::empty()).ok()?;
-    (!has_body_or_switch(req.headers())).then_some(req)
+    is_plain_stream_get(&req, stream_paths).then_some(req)
 }
 
-/// A body, or a protocol switch, is hyper's business.
-fn has_body_or_switch(headers: &HeaderMap) -> bool {
-    ["content-length", "transfer-encoding", "upgrade", "expect"].iter().any(|h| headers.contains_key(*h))
+/// Whether `req` is answered without hyper: a plain HTTP/1.1 `GET` for a stream path. A body,
+/// or a protocol switch, is hyper's business.
+fn is_plain_stream_get(req: &Request<Body>, stream_paths: &[String]) -> bool {
+    let body_or_switch = ["content-length", "transfer-encoding", "upgrade", "expect"];
+    req.method() == Method::GET
+        && req.version() == Version::HTTP_11
+        && stream_paths.iter().any(|p| p == req.uri().path())
+        && !body_or_switch.iter().any(|h| req.headers().contains_key(*h))
 }
 
 /// What serving a connection needs; cloned for each connection (every part shares what it
@@ -442,11 +445,7 @@ impl Takeover {
     /// Takes `req` when it is a plain HTTP/1.1 `GET` for a stream path and nothing hyper wrote
     /// is still waiting to be sent (`None`); otherwise gives it back for hyper to answer.
     fn offer(&self, req: Request<Body>) -> Option<Request<Body>> {
-        let wanted = req.method() == Method::GET
-            && req.version() == Version::HTTP_11
-            && self.stream_paths.iter().any(|p| p == req.uri().path())
-            && !has_body_or_switch(req.headers())
-            && self.flushed.load(Ordering::Acquire);
+        let wanted = is_plain_stream_get(&req, &self.stream_paths) && self.flushed.load(Ordering::Acquire);
         let mut taken = self.taken.lock().unwrap();
         match taken.take() {
             Some(tx) if wanted => tx.send(req).err(),
