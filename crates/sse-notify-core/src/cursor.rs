@@ -163,11 +163,13 @@ impl FromStr for Cursor {
         else {
             return Err(CursorError::Malformed);
         };
-        if log.len() != 12 {
+        // `get` rather than indexing: the client chose these bytes, and a character that spans
+        // byte 4 must be a malformed cursor, not a panic.
+        let (12, Some(tag), Some(epoch)) = (log.len(), log.get(..4), log.get(4..)) else {
             return Err(CursorError::Malformed);
-        }
+        };
         Ok(Self {
-            log: LogId { tag: hex(&log[..4], 4)? as u16, epoch: hex(&log[4..], 8)? as u32 },
+            log: LogId { tag: hex(tag, 4)? as u16, epoch: hex(epoch, 8)? as u32 },
             position: LogPosition { ms: hex(ms, 16)?, seq: hex(seq, 16)? },
             matched: hex(mask, 16)?,
         })
@@ -210,6 +212,10 @@ mod tests {
             "000000000000-g-0-1",
             "000000000000-1-0-10000000000000000",
             "000000000000-+1-0-1",
+            // A two-byte character across byte 4 of the log part (was a panic).
+            "abc\u{e9}1234567-1-0-1",
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}-1-0-1",
+            "\u{fffd}-1-0-1",
         ] {
             assert_eq!(bad.parse::<Cursor>(), Err(CursorError::Malformed), "{bad:?}");
         }
