@@ -139,8 +139,10 @@ sse_event! {
         | CommentEvent::Updated { thread, .. }
         | CommentEvent::Deleted { thread, .. }) = self;
         let mut topics = vec![thread_topic(*thread)];
-        if let Some(t) = find_thread(*thread) {
-            topics.push(TopicBuilder::workspace(&t.team));
+        // The app's own team names are slugs; one that is not a topic is left out rather
+        // than publishing on a topic nobody can follow.
+        if let Some(t) = find_thread(*thread).and_then(|t| TopicBuilder::workspace_slug(&t.team).ok()) {
+            topics.push(t);
         }
         topics
     }

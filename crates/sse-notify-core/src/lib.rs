@@ -44,7 +44,7 @@ pub mod wire;
 
 pub use event::{DecodeError, SseEvent};
 pub use publish::{Publish, PublishError, Publisher};
-pub use topic::{Topic, TopicBuilder, TopicError};
+pub use topic::{NumericId, Topic, TopicBuilder, TopicError};
 
 /// Where the stream endpoint is mounted unless the app says otherwise (`GET /events`).
 pub const DEFAULT_EVENTS_PATH: &str = "/events";

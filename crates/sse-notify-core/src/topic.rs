@@ -106,43 +106,68 @@ impl std::str::FromStr for Topic {
 
 /// The topic naming conventions of fastapi-sse-events: `<resource>:<id>`.
 ///
+/// The fixed resources take numeric ids ([`NumericId`]: every integer type), which always make
+/// a valid topic, so they cannot fail. Text from users (a workspace slug, a UUID) goes through
+/// [`TopicBuilder::custom`], which validates it and says why it is not a topic.
+///
 /// ```
 /// use sse_notify_core::TopicBuilder;
 /// assert_eq!(TopicBuilder::task(7).as_str(), "task:7");
-/// assert_eq!(TopicBuilder::workspace("acme").as_str(), "workspace:acme");
+/// assert_eq!(TopicBuilder::user(-1i64).as_str(), "user:-1");
+/// assert_eq!(TopicBuilder::workspace_slug("acme").unwrap().as_str(), "workspace:acme");
+/// assert!(TopicBuilder::workspace_slug("acme corp").is_err()); // a user's slug: an error, not a panic
 /// assert_eq!(TopicBuilder::custom("invoice", 12).unwrap().as_str(), "invoice:12");
 /// ```
 pub struct TopicBuilder;
 
+/// An id that always makes a valid topic: the integer types (digits and a sign, at most 40
+/// bytes). Sealed: text ids go through [`TopicBuilder::custom`].
+pub trait NumericId: fmt::Display + sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! numeric_ids {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl NumericId for $t {}
+        impl sealed::Sealed for &$t {}
+        impl NumericId for &$t {}
+    )*};
+}
+numeric_ids!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
+
 impl TopicBuilder {
     /// `comment:{id}`
-    pub fn comment(id: impl fmt::Display) -> Topic {
-        Self::known("comment", id)
+    pub fn comment(id: impl NumericId) -> Topic {
+        Self::numeric("comment", id)
     }
     /// `task:{id}`
-    pub fn task(id: impl fmt::Display) -> Topic {
-        Self::known("task", id)
+    pub fn task(id: impl NumericId) -> Topic {
+        Self::numeric("task", id)
     }
     /// `workspace:{id}`
-    pub fn workspace(id: impl fmt::Display) -> Topic {
-        Self::known("workspace", id)
+    pub fn workspace(id: impl NumericId) -> Topic {
+        Self::numeric("workspace", id)
+    }
+    /// `workspace:{slug}`, validated (a slug usually comes from user input).
+    pub fn workspace_slug(slug: &str) -> Result<Topic, TopicError> {
+        Self::custom("workspace", slug)
     }
     /// `user:{id}`
-    pub fn user(id: impl fmt::Display) -> Topic {
-        Self::known("user", id)
+    pub fn user(id: impl NumericId) -> Topic {
+        Self::numeric("user", id)
     }
     /// `{resource}:{id}`, validated (either part may come from user input).
     pub fn custom(resource: &str, id: impl fmt::Display) -> Result<Topic, TopicError> {
         Topic::new(format!("{resource}:{id}"))
     }
 
-    /// The fixed-resource builders take ids from the app (numbers, slugs); an id that would make an
-    /// invalid topic is a programming error, reported loudly rather than turned into another topic.
-    fn known(resource: &str, id: impl fmt::Display) -> Topic {
-        match Self::custom(resource, &id) {
-            Ok(topic) => topic,
-            Err(e) => panic!("TopicBuilder::{resource}({id}): {e}"),
-        }
+    /// A fixed resource name (at most 9 bytes of the alphabet), `:` and an integer (at most 40
+    /// bytes of digits and `-`): always 1-128 bytes of the alphabet.
+    fn numeric(resource: &'static str, id: impl NumericId) -> Topic {
+        Topic(format!("{resource}:{id}"))
     }
 }
 
@@ -179,17 +204,31 @@ mod tests {
     #[test]
     fn builder_conventions() {
         assert_eq!(TopicBuilder::comment(1).as_str(), "comment:1");
-        assert_eq!(TopicBuilder::task(1).as_str(), "task:1");
-        assert_eq!(TopicBuilder::workspace("acme").as_str(), "workspace:acme");
-        assert_eq!(TopicBuilder::user(7).as_str(), "user:7");
+        assert_eq!(TopicBuilder::task(1u8).as_str(), "task:1");
+        assert_eq!(TopicBuilder::workspace(3).as_str(), "workspace:3");
+        assert_eq!(TopicBuilder::workspace_slug("acme").unwrap().as_str(), "workspace:acme");
+        assert_eq!(TopicBuilder::user(&7u64).as_str(), "user:7");
         assert_eq!(TopicBuilder::custom("thread", 3).unwrap().as_str(), "thread:3");
         assert!(TopicBuilder::custom("thread", "a b").is_err());
     }
 
     #[test]
-    #[should_panic(expected = "TopicBuilder::user")]
-    fn builder_refuses_to_invent_a_topic() {
-        TopicBuilder::user("x y");
+    fn numeric_ids_always_make_valid_topics() {
+        for t in [
+            TopicBuilder::workspace(i128::MIN),
+            TopicBuilder::comment(u128::MAX),
+            TopicBuilder::task(isize::MIN),
+            TopicBuilder::user(0u8),
+        ] {
+            assert_eq!(Topic::new(t.as_str()), Ok(t.clone()));
+        }
+    }
+
+    #[test]
+    fn a_users_slug_is_an_error_not_a_panic() {
+        assert!(matches!(TopicBuilder::workspace_slug("x y"), Err(TopicError::InvalidChar(' '))));
+        assert!(matches!(TopicBuilder::workspace_slug(""), Ok(_)), "`workspace:` is a valid topic");
+        assert!(matches!(TopicBuilder::workspace_slug(&"a".repeat(200)), Err(TopicError::TooLong(210))));
     }
 
     #[test]
