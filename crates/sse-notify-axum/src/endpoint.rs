@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::stream::Stream;
 use sse_notify_core::Topic;
 
-use crate::broker::{Broker, ConnectionSlot, Signals, Subscription};
+use crate::broker::{Broker, BrokerError, ConnectionSlot, Signals, Subscription};
 use crate::clients::{address_key, ClientLimits, ClientSlot};
 use crate::error::ApiError;
 
@@ -87,9 +87,23 @@ impl SseEndpoint {
         }
     }
 
-    /// Serves these topics whatever the query says.
+    /// Serves these topics whatever the query says (each once, in first-seen order). More than
+    /// [`MAX_TOPICS_PER_CONNECTION`] distinct topics cannot be one stream: every request is
+    /// then refused with 400 `too_many_topics`, and this logs an error now.
     pub fn topics(mut self, topics: impl IntoIterator<Item = Topic>) -> Self {
-        self.fixed_topics = Some(topics.into_iter().collect());
+        let mut distinct: Vec<Topic> = Vec::new();
+        for topic in topics {
+            if !distinct.contains(&topic) {
+                distinct.push(topic);
+            }
+        }
+        if distinct.len() > MAX_TOPICS_PER_CONNECTION {
+            tracing::error!(
+                topics = distinct.len(),
+                "SseEndpoint::topics: more than {MAX_TOPICS_PER_CONNECTION} topics; every stream will be refused"
+            );
+        }
+        self.fixed_topics = Some(distinct);
         self
     }
 
@@ -243,7 +257,10 @@ impl Prepared {
             .broker
             .subscribe_in(self.group, &topics, last_event_id.as_deref())
             .await
-            .map_err(|e| ApiError::unavailable("broker_unavailable", e.to_string()))?;
+            .map_err(|e| match e {
+                BrokerError::TooManyTopics { .. } => ApiError::bad_request("too_many_topics", e.to_string()),
+                _ => ApiError::unavailable("broker_unavailable", e.to_string()),
+            })?;
 
         tracing::debug!(topics = ?topics, resumed = last_event_id.is_some(), "stream opened");
         let mut hello = sse_notify_core::wire::encode_comment("ok");

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use sse_notify_core::cursor::{prefix_tag, Cursor, LogId, LogPosition};
 use sse_notify_core::publish::PublishFuture;
 use sse_notify_core::wire::{Resync, ResyncReason, RESYNC_EVENT};
-use sse_notify_core::{Publish, PublishError, Publisher, SseEvent, Topic};
+use sse_notify_core::{Publish, PublishError, Publisher, SseEvent, Topic, MAX_TOPICS_PER_CONNECTION};
 use tokio::sync::watch;
 
 use crate::clients::{ClientLimits, ClientSlot, ClientTable};
@@ -53,6 +53,12 @@ pub enum BrokerError {
     /// The backend refused a subscription (Redis is away; the endpoint answers 503).
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// More distinct topics than one stream may follow (a frame's cursor has a bit per topic).
+    #[error("{asked} topics asked; at most {MAX_TOPICS_PER_CONNECTION} per stream")]
+    TooManyTopics {
+        /// How many distinct topics were asked for.
+        asked: usize,
+    },
 }
 
 /// The limits the broker enforces.
@@ -397,7 +403,8 @@ impl Broker {
         }
     }
 
-    /// Subscribes to `topics` (distinct, at most 64), resuming from `last_event_id` when given.
+    /// Subscribes to `topics` (duplicates are followed once; at most 64 distinct, else
+    /// [`BrokerError::TooManyTopics`]), resuming from `last_event_id` when given.
     ///
     /// Returns once every topic is live (Redis has confirmed SUBSCRIBE), so an event published
     /// after this returns is delivered. With a cursor the subscription first yields every event
@@ -417,9 +424,22 @@ impl Broker {
         topics: &[Topic],
         last_event_id: Option<&str>,
     ) -> Result<Subscription, BrokerError> {
-        let registration = self.inner.hub.register(group, topics, self.inner.limits.max_queue_size);
+        // Each topic once, in first-seen order: bit `i` of every frame's mask, live or replayed,
+        // is the `i`-th of these.
+        let mut distinct: Vec<Topic> = Vec::with_capacity(topics.len().min(MAX_TOPICS_PER_CONNECTION));
+        for topic in topics {
+            if !distinct.contains(topic) {
+                if distinct.len() == MAX_TOPICS_PER_CONNECTION {
+                    let asked = topics.iter().collect::<std::collections::HashSet<_>>().len();
+                    return Err(BrokerError::TooManyTopics { asked });
+                }
+                distinct.push(topic.clone());
+            }
+        }
+        let topics = distinct;
+        let registration = self.inner.hub.register(group, &topics, self.inner.limits.max_queue_size);
         // From here on the guard cleans up, even if this future is dropped or fails.
-        let guard = SubscriptionGuard { broker: self.clone(), inbox: registration.inbox, topics: topics.to_vec() };
+        let guard = SubscriptionGuard { broker: self.clone(), inbox: registration.inbox, topics };
         if let Backend::Redis(r) = &self.inner.backend {
             for (topic, ready) in &registration.ready {
                 ready
@@ -681,5 +701,53 @@ pub struct ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.broker.inner.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(names: &[&str]) -> Vec<Topic> {
+        names.iter().map(|n| Topic::new(*n).unwrap()).collect()
+    }
+
+    fn mask(frame: &Bytes) -> u64 {
+        let text = std::str::from_utf8(frame).unwrap();
+        let id = text.lines().next().and_then(|l| l.strip_prefix("id: ")).expect("an id line");
+        id.parse::<Cursor>().unwrap().matched
+    }
+
+    #[tokio::test]
+    async fn a_topic_asked_twice_is_one_bit_in_replayed_and_live_frames_alike() {
+        let broker = Broker::memory(BrokerLimits::default());
+        let start = broker.head_cursor().await.unwrap();
+        let data = serde_json::json!({});
+        broker.publish(&topics(&["a"])[0], "x", &data).await.unwrap();
+        let mut sub = broker.subscribe(&topics(&["a", "b", "a"]), Some(&start)).await.unwrap();
+        assert_eq!(sub.topics(), topics(&["a", "b"]));
+        let replayed = sub.next_frame().await.unwrap();
+        broker.publish(&topics(&["a"])[0], "x", &data).await.unwrap();
+        let live = sub.next_frame().await.unwrap();
+        assert_eq!((mask(&replayed), mask(&live)), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn more_than_64_distinct_topics_are_refused_and_64_with_repeats_are_not() {
+        let broker = Broker::memory(BrokerLimits::default());
+        let names: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+        let many: Vec<Topic> = names.iter().map(|n| Topic::new(n.as_str()).unwrap()).collect();
+        match broker.subscribe(&many, None).await {
+            Err(BrokerError::TooManyTopics { asked: 65 }) => {}
+            other => panic!("expected TooManyTopics, got {:?}", other.map(|_| ())),
+        }
+        let mut repeated = many[..64].to_vec();
+        repeated.extend_from_slice(&many[..64]);
+        let mut sub = broker.subscribe(&repeated, None).await.unwrap();
+        assert_eq!(sub.topics().len(), 64);
+        sub.next_frame().await.unwrap(); // the opening cursor
+        broker.publish(&many[63], "x", &serde_json::json!({})).await.unwrap();
+        assert_eq!(mask(&sub.next_frame().await.unwrap()), 1 << 63);
+        assert_eq!(broker.subscribed_channels(), 64);
     }
 }
