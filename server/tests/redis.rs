@@ -181,3 +181,51 @@ async fn a_write_whose_publish_fails_is_answered_as_done_and_its_event_follows()
     }
     assert!(eventually(Duration::from_secs(5), || app.sse.broker().outbox_len() == 0).await);
 }
+
+/// Redis takes the Pub/Sub connection but refuses its channels (an ACL without them): the
+/// broker retries with backoff instead of reconnecting in a tight loop, and once the channels
+/// are allowed again it resubscribes and delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_resubscribe_is_retried_with_backoff_not_at_once() {
+    use sse_notify_axum::{Broker, BrokerLimits};
+    let redis = RedisServer::start();
+    let broker = Broker::redis(&redis.url, BrokerLimits::default()).await.unwrap();
+    let topic = sse_notify_core::Topic::new("tasks").unwrap();
+    let mut sub = broker.subscribe(std::slice::from_ref(&topic), None).await.unwrap();
+    sub.next_frame().await.unwrap(); // the opening cursor
+
+    let mut admin = redis.client().get_connection().unwrap();
+    let connections = |conn: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(conn).unwrap();
+        let line = info.lines().find(|l| l.starts_with("total_connections_received:")).unwrap();
+        line.split(':').nth(1).unwrap().trim().parse().unwrap()
+    };
+    let _: () = redis::cmd("ACL").arg("SETUSER").arg("default").arg("resetchannels").query(&mut admin).unwrap();
+    let before = connections(&mut admin);
+    let _: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query(&mut admin).unwrap();
+    // Bounded: 1.5 s of refusals. With backoff (100, 200, 400, 800 ms) that is about 4
+    // reconnects; without, thousands.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reconnects = connections(&mut admin) - before;
+    assert!(reconnects <= 8, "{reconnects} connections in 1.5 s: the resubscribe is retried without backoff");
+    assert!(reconnects >= 2, "{reconnects} connections: the resubscribe was not retried at all");
+
+    let _: () = redis::cmd("ACL").arg("SETUSER").arg("default").arg("allchannels").query(&mut admin).unwrap();
+    // Back within the backoff's cap (5 s); then a publish reaches the stream again.
+    assert!(
+        eventually(Duration::from_secs(8), || broker.redis_reconnects() >= 1).await,
+        "the broker resubscribed once the channels were allowed"
+    );
+    broker.publish(&topic, "task:created", &serde_json::json!({"id": 1})).await.unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let f = sub.next_frame().await.expect("stream open");
+            if std::str::from_utf8(&f).unwrap().contains("event: task:created") {
+                return f;
+            }
+        }
+    })
+    .await
+    .expect("the event after the resubscribe");
+    assert!(std::str::from_utf8(&frame).unwrap().contains("data: {\"id\":1}"));
+}

@@ -328,10 +328,9 @@ async fn subscriber_loop(
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub reconnect failed");
-                    if !refuse_commands_for(&mut commands, backoff).await {
+                    if !wait_to_retry(&mut commands, &mut backoff).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
             },
@@ -340,13 +339,21 @@ async fn subscriber_loop(
         let wanted: Vec<String> = hub.topics().iter().map(|t| shared.keys.channel(t)).collect();
         if !wanted.is_empty() {
             if let Err(e) = sink.subscribe(&wanted).await {
-                tracing::warn!(error = %e, "redis resubscribe failed");
+                // Redis took the connection but refused the channels (an ACL, a full server):
+                // reconnecting at once would hammer it, so this waits like a failed connect.
+                tracing::warn!(error = %e, retry_in = ?backoff, "redis resubscribe failed");
+                if !wait_to_retry(&mut commands, &mut backoff).await {
+                    return;
+                }
                 continue;
             }
         }
         if !first_connection {
             if let Err(e) = catch_up(&shared, &hub, &mut delivered, &metrics).await {
-                tracing::warn!(error = %e, "redis catch-up failed; reconnecting");
+                tracing::warn!(error = %e, retry_in = ?backoff, "redis catch-up failed; reconnecting");
+                if !wait_to_retry(&mut commands, &mut backoff).await {
+                    return;
+                }
                 continue;
             }
             metrics.redis_reconnects.inc();
@@ -408,6 +415,14 @@ async fn catch_up(
     metrics.resynced(ResyncReason::BrokerReconnected, 1);
     *delivered = Delivered { log: history.log, position: history.head };
     Ok(())
+}
+
+/// Waits `backoff` before the next attempt (refusing commands meanwhile) and doubles it, up to
+/// [`BACKOFF_MAX`]. False when the broker is gone.
+async fn wait_to_retry(commands: &mut mpsc::UnboundedReceiver<Control>, backoff: &mut Duration) -> bool {
+    let go_on = refuse_commands_for(commands, *backoff).await;
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    go_on
 }
 
 /// While disconnected, for `wait`: answers SUBSCRIBE at once with an error (the SSE endpoint
