@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::http::HeaderName;
-use sse_notify_core::DEFAULT_HEARTBEAT_SECONDS;
+use sse_notify_core::{Topic, DEFAULT_HEARTBEAT_SECONDS};
 
 use crate::clients::ClientLimits;
 
@@ -62,6 +62,15 @@ pub struct SseConfig {
     /// `HTTP_BODY_TIMEOUT_SECONDS`: how long a request body may take to arrive on the routes
     /// that read one (default 30 s; applied with [`crate::SseApp::body_timeout`]).
     pub body_timeout: Duration,
+    /// `HTTP_MAX_PENDING_PER_CLIENT`: connections one client address may have open that have
+    /// not sent a complete request head yet (default 128; more are refused with 429). Not
+    /// applied when `SSE_CLIENT_IP_HEADER` is set: behind a proxy every connection is the
+    /// proxy's, and the proxy forwards complete heads only.
+    pub max_pending_per_client: usize,
+    /// `SHUTDOWN_GRACE_SECONDS`: at shutdown, how long open connections get to finish (streams
+    /// are ended at once; a request being answered is let finish) before they are closed
+    /// (default 10 s). The outbox is flushed after that, for up to 4 s more.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for SseConfig {
@@ -81,6 +90,8 @@ impl Default for SseConfig {
             outbox_size: 10_000,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            max_pending_per_client: 128,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -109,8 +120,10 @@ impl SseConfig {
         let heartbeat_secs: u64 =
             parse("SSE_HEARTBEAT_SECONDS", get("SSE_HEARTBEAT_SECONDS"), DEFAULT_HEARTBEAT_SECONDS)?;
         let topic_prefix = get("TOPIC_PREFIX").unwrap_or_default();
-        if let Some(c) = topic_prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c))) {
-            return Err(err("TOPIC_PREFIX", &topic_prefix, format!("{c:?} is not one of A-Z a-z 0-9 _ . : -")));
+        // A prefix is held to the topic alphabet and length (the wire contract's rules, in one
+        // place): the separator joining it to a topic is outside that alphabet.
+        if !topic_prefix.is_empty() {
+            Topic::validate(&topic_prefix).map_err(|e| err("TOPIC_PREFIX", &topic_prefix, e.to_string()))?;
         }
         let cors_origins = get("CORS_ORIGINS")
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
@@ -158,6 +171,16 @@ impl SseConfig {
                 "HTTP_BODY_TIMEOUT_SECONDS",
                 get("HTTP_BODY_TIMEOUT_SECONDS"),
                 d.body_timeout.as_secs() as usize,
+            )? as u64),
+            max_pending_per_client: positive(
+                "HTTP_MAX_PENDING_PER_CLIENT",
+                get("HTTP_MAX_PENDING_PER_CLIENT"),
+                d.max_pending_per_client,
+            )?,
+            shutdown_grace: Duration::from_secs(positive(
+                "SHUTDOWN_GRACE_SECONDS",
+                get("SHUTDOWN_GRACE_SECONDS"),
+                d.shutdown_grace.as_secs() as usize,
             )? as u64),
         };
         Ok(cfg)
@@ -226,6 +249,8 @@ mod tests {
             ("SSE_OUTBOX_SIZE", "9"),
             ("SSE_MAX_TOPICS_PER_CLIENT", "8"),
             ("SSE_CLIENT_IP_HEADER", "X-Real-IP"),
+            ("HTTP_MAX_PENDING_PER_CLIENT", "6"),
+            ("SHUTDOWN_GRACE_SECONDS", "2"),
         ])
         .unwrap();
         assert_eq!(cfg.redis_url.as_deref(), Some("redis://127.0.0.1:6380/2"));
@@ -238,6 +263,7 @@ mod tests {
         assert_eq!(cfg.outbox_size, 9);
         assert_eq!(cfg.client_limits, ClientLimits { max_streams: 7, max_topics: 8 });
         assert_eq!(cfg.client_ip_header.as_ref().map(HeaderName::as_str), Some("x-real-ip"));
+        assert_eq!((cfg.max_pending_per_client, cfg.shutdown_grace), (6, Duration::from_secs(2)));
     }
 
     #[test]
@@ -249,11 +275,15 @@ mod tests {
             ("REDIS_URL", "http://nope"),
             ("TOPIC_PREFIX", "a b"),
             ("TOPIC_PREFIX", "a/b"),
+            ("TOPIC_PREFIX", "p".repeat(129).leak()),
             ("SSE_HISTORY_SIZE", "0"),
             ("SSE_HISTORY_SECONDS", "a day"),
             ("SSE_MAX_STREAMS_PER_CLIENT", "0"),
             ("SSE_MAX_TOPICS_PER_CLIENT", "many"),
             ("SSE_CLIENT_IP_HEADER", "x forwarded"),
+            ("HTTP_MAX_PENDING_PER_CLIENT", "0"),
+            ("SHUTDOWN_GRACE_SECONDS", "0"),
+            ("SHUTDOWN_GRACE_SECONDS", "soon"),
         ] {
             let e = from(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var);

@@ -18,8 +18,11 @@ use sse_notify_core::DEFAULT_EVENTS_PATH;
 /// a 1 s SYN retry.
 pub const ACCEPT_BACKLOG: u32 = 8192;
 
-/// How long shutdown waits for the outbox to drain ([`Broker::publish_or_defer`]).
-const OUTBOX_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long shutdown waits for the outbox to drain ([`Broker::publish_or_defer`]), after the
+/// grace period: a process exits at most `SHUTDOWN_GRACE_SECONDS` + 5 s after the signal.
+const OUTBOX_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+/// How long aborted connections get to be dropped once the grace period is over.
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Why the app could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +97,8 @@ impl SseApp {
             history_s = config.history_age.as_secs(),
             header_timeout_s = config.header_timeout.as_secs(),
             body_timeout_s = config.body_timeout.as_secs(),
+            max_pending_per_client = config.max_pending_per_client,
+            shutdown_grace_s = config.shutdown_grace.as_secs(),
             outbox_size = config.outbox_size,
             "SSE configuration"
         );
@@ -200,15 +205,19 @@ impl SseApp {
         self.serve_on(listener, app, shutdown_signal()).await
     }
 
-    /// Serves `app` on an existing listener until `shutdown` completes, then ends every SSE
-    /// stream so the graceful shutdown does not wait on them.
+    /// Serves `app` on an existing listener until `shutdown` completes, then shuts down within
+    /// a bound: streams end at once, other connections get `SHUTDOWN_GRACE_SECONDS` to finish
+    /// and are then closed, and the outbox is flushed last (up to 4 s), so events of writes
+    /// already answered still reach Redis.
     ///
     /// The accept loop is written here rather than `axum::serve`, which gives hyper no timer:
     /// without one, a client that sends its request head one byte at a time (slowloris), or
     /// nothing at all, holds a connection and a file descriptor for as long as it likes. Here
-    /// every connection must complete each request head within `HTTP_HEADER_TIMEOUT_SECONDS`
-    /// (which also closes idle keep-alive connections). Requests carry the peer address as
-    /// `ConnectInfo<SocketAddr>`. A `GET` for one of the stream paths
+    /// every connection must complete its first request head within
+    /// `HTTP_HEADER_TIMEOUT_SECONDS` of its accept, whoever reads it, and each later one as
+    /// hyper's header timeout says (which also closes idle keep-alive connections); each client
+    /// address may have `HTTP_MAX_PENDING_PER_CLIENT` connections waiting for a head. Requests
+    /// carry the peer address as `ConnectInfo<SocketAddr>`. A `GET` for one of the stream paths
     /// ([`SseApp::with_stream_paths`]) is answered through the same router but written without
     /// hyper, whose per-connection buffers would stay with the stream for its whole life: when
     /// it is a connection's first request, and when it comes on a connection hyper kept alive
@@ -224,17 +233,23 @@ impl SseApp {
     ) -> std::io::Result<()> {
         use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+        let config = &self.config;
         let mut hyper = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        hyper.http1().timer(TokioTimer::new()).header_read_timeout(self.config.header_timeout);
-        hyper.http2().timer(TokioTimer::new()).keep_alive_interval(Some(self.config.header_timeout * 3));
+        hyper.http1().timer(TokioTimer::new()).header_read_timeout(config.header_timeout);
+        hyper.http2().timer(TokioTimer::new()).keep_alive_interval(Some(config.header_timeout * 3));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // Behind a proxy (the client's address comes from a header) every connection is the
+        // proxy's, which forwards complete heads only: no bound per address then.
+        let pending_limit = config.client_ip_header.is_none().then_some(config.max_pending_per_client);
         // A `Router` clone shares its route table (an `Arc`), like `into_make_service`.
         let connections = crate::direct::Connections {
             app,
             stream_paths: self.stream_paths.clone(),
-            head_timeout: self.config.header_timeout,
+            head_timeout: config.header_timeout,
             hyper,
-            streams: tokio_util::task::TaskTracker::new(),
+            pending: crate::direct::PendingHeads::new(pending_limit),
+            tasks: Arc::default(),
+            broker: self.broker.clone(),
         };
         crate::memory::spawn_trimmer(self.broker.clone());
         let mut shutdown = std::pin::pin!(shutdown);
@@ -251,16 +266,22 @@ impl SseApp {
                 },
                 _ = &mut shutdown => break,
             };
-            tokio::spawn(connections.clone().serve(socket, peer, graceful.watcher()));
+            connections.tasks.spawn(connections.clone().serve(socket, peer, graceful.watcher()));
         }
         drop(listener);
-        // Open streams never end by themselves; without this, shutdown would wait forever.
+        let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+        // Open streams never end by themselves: they are ended now (each writes its last chunk).
         self.broker.close();
-        graceful.shutdown().await;
-        let streams = &connections.streams;
-        streams.close();
-        if tokio::time::timeout(SHUTDOWN_STREAMS_TIMEOUT, streams.wait()).await.is_err() {
-            tracing::warn!(open = streams.len(), "streams still open at shutdown");
+        let tasks = &connections.tasks;
+        let finished = tokio::time::timeout_at(deadline, async {
+            graceful.shutdown().await;
+            tasks.idle().await;
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(open = tasks.len(), "connections still open after SHUTDOWN_GRACE_SECONDS; closing them");
+            tasks.abort_all();
+            let _ = tokio::time::timeout(ABORT_WAIT, tasks.idle()).await;
         }
         // Events of writes already answered as successes: give the backend a last chance.
         let left = self.broker.flush_outbox(OUTBOX_FLUSH_TIMEOUT).await;
@@ -270,9 +291,6 @@ impl SseApp {
         Ok(())
     }
 }
-
-/// How long shutdown waits for the streams served without hyper to write their last chunk.
-const SHUTDOWN_STREAMS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Binds `addr` with [`ACCEPT_BACKLOG`].
 pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

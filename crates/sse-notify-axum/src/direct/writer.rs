@@ -1,0 +1,204 @@
+//! Writing an answer on a connection without hyper: a short answer whole, with its length; a
+//! stream as HTTP/1.1 chunks, the frames that are ready in one `send`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{header, response::Parts, Response, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Frames written in one chunk when several are ready.
+const MAX_BATCH: usize = 64;
+/// The largest body of a short answer (the endpoint's are JSON errors of a few hundred bytes).
+const MAX_WHOLE_BODY: usize = 1024 * 1024;
+/// Bytes a stream's client may send after its request before the connection is closed. A
+/// stream's response ends only with its connection, so nothing sent after the request is ever
+/// read as HTTP; without a bound a client could make the server read (and drop) gigabytes.
+pub(crate) const MAX_AFTER_REQUEST: usize = 4 * 1024;
+
+/// Whether `resp` is a stream, written as chunks until it ends, rather than a short answer.
+pub(crate) fn is_stream(resp: &Response<Body>) -> bool {
+    resp.status() == StatusCode::OK
+        && resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// The status line and headers of `parts`, with a `date` (as hyper adds), without the blank
+/// line that ends them.
+fn head_of(parts: &Parts) -> Vec<u8> {
+    let reason = parts.status.canonical_reason().unwrap_or("");
+    let mut head = format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_str()).into_bytes();
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(format!("date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now())).as_bytes());
+    head
+}
+
+/// Writes a short answer whole, with its length. Returns whether the connection can serve
+/// another request: not when `close` (the client asked for it), when the body could not be
+/// read whole, or when the write failed.
+pub(crate) async fn write_whole(socket: &mut TcpStream, resp: Response<Body>, close: bool) -> bool {
+    let (mut parts, body) = resp.into_parts();
+    let (bytes, whole) = match http_body_util::Limited::new(body, MAX_WHOLE_BODY).collect().await {
+        Ok(b) => (b.to_bytes(), true),
+        Err(_) => (Bytes::new(), false),
+    };
+    parts.headers.insert(header::CONTENT_LENGTH, bytes.len().into());
+    let keep_alive = whole && !close;
+    if !keep_alive {
+        parts.headers.insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
+    let mut out = head_of(&parts);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&bytes);
+    if socket.write_all(&out).await.is_err() {
+        return false;
+    }
+    if !keep_alive {
+        let _ = socket.shutdown().await;
+    }
+    keep_alive
+}
+
+/// Writes a stream: its head, then the body's frames as HTTP/1.1 chunks, the frames that are
+/// ready in one write, until the body ends (then the last chunk, and the connection closes) or
+/// the client closes its side.
+pub(crate) async fn write_stream(mut socket: TcpStream, resp: Response<Body>) {
+    let (parts, mut body) = resp.into_parts();
+    let mut head = head_of(&parts);
+    head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    // The head goes out with the first frames (a stream's hello is ready at once): one `send`
+    // per new stream, not two. A body with nothing ready gets its head sent alone.
+    let mut head = Some(head);
+    let mut frames = Vec::new();
+    let mut reader = Reader { ended: false, after_request: 0 };
+    loop {
+        let next = std::future::poll_fn(|cx| match reader.poll_next(&mut body, &socket, &mut frames, cx) {
+            Poll::Pending if head.is_some() => Poll::Ready(Next::Frames),
+            next => next,
+        })
+        .await;
+        match next {
+            Next::Frames => {
+                let mut out = head.take().unwrap_or_default();
+                push_chunk(&mut out, &frames);
+                if socket.write_all(&out).await.is_err() {
+                    return;
+                }
+                if frames.len() <= 2 && frames.capacity() > 16 {
+                    // The stream keeps up again: the room a burst of frames took is given back
+                    // (only then, so that busy streams do not reallocate for every write).
+                    frames.shrink_to(16);
+                }
+                frames.clear();
+            }
+            Next::End => break,
+            Next::ClientGone => return,
+            Next::ClientTalks => {
+                tracing::info!(bytes = reader.after_request, "a stream's client kept sending after its request; closed");
+                return;
+            }
+        }
+    }
+    let mut last = head.take().unwrap_or_default();
+    last.extend_from_slice(b"0\r\n\r\n");
+    let _ = socket.write_all(&last).await;
+    let _ = socket.shutdown().await;
+}
+
+/// What a stream's connection does next.
+enum Next {
+    /// Write the frames collected.
+    Frames,
+    /// The body ended: write the last chunk.
+    End,
+    /// The client closed its side.
+    ClientGone,
+    /// The client sent more than [`MAX_AFTER_REQUEST`] after its request.
+    ClientTalks,
+}
+
+/// The reading half of a stream's connection: the body's state, and what the client sent
+/// after its request.
+struct Reader {
+    ended: bool,
+    after_request: usize,
+}
+
+impl Reader {
+    /// Collects the frames that are ready (at most [`MAX_BATCH`]); when there are none, waits
+    /// for one, for the body's end, or for the client to close. One poll function for all three,
+    /// so a stream's task registers its waker once per wait and allocates nothing for it.
+    fn poll_next(
+        &mut self,
+        body: &mut Body,
+        socket: &TcpStream,
+        frames: &mut Vec<Bytes>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Next> {
+        use axum::body::HttpBody as _;
+        while !self.ended && frames.len() < MAX_BATCH {
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        frames.push(data);
+                    }
+                }
+                Poll::Ready(Some(Err(_)) | None) => self.ended = true,
+                Poll::Pending => break,
+            }
+        }
+        if !frames.is_empty() {
+            return Poll::Ready(Next::Frames);
+        }
+        if self.ended {
+            return Poll::Ready(Next::End);
+        }
+        // Nothing to send: a stream's client has nothing more to say, so anything readable is
+        // either its close or bytes to drop (a few; past the bound, the connection closes).
+        loop {
+            match socket.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(Next::ClientGone),
+                Poll::Ready(Ok(())) => {
+                    let mut sink = [0u8; 256];
+                    match socket.try_read(&mut sink) {
+                        Ok(0) => return Poll::Ready(Next::ClientGone),
+                        Ok(n) => {
+                            self.after_request += n;
+                            if self.after_request > MAX_AFTER_REQUEST {
+                                return Poll::Ready(Next::ClientTalks);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => return Poll::Ready(Next::ClientGone),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Appends `frames` to `out` as one HTTP/1.1 chunk (nothing when they are empty), to be written
+/// with one `send`. The frames are copied (a few hundred bytes, usually) rather than written
+/// with `writev`: a copy that size costs less than the file layer `writev` goes through on
+/// every call.
+fn push_chunk(out: &mut Vec<u8>, frames: &[Bytes]) {
+    let len: usize = frames.iter().map(Bytes::len).sum();
+    if len == 0 {
+        return;
+    }
+    out.reserve(len + 20);
+    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+    for f in frames {
+        out.extend_from_slice(f);
+    }
+    out.extend_from_slice(b"\r\n");
+}
