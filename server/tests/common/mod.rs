@@ -2,6 +2,8 @@
 //! port, and an SSE client built on `sse_notify_core::wire::SseParser`.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -105,9 +107,19 @@ impl TestServer {
         Self::demo_with(config, server::app::DemoConfig::new(test_session_key())).await
     }
 
+    /// The demo app with the direct stream path switched off: every request is hyper's (what
+    /// the differential test holds the direct path to).
+    pub async fn demo_hyper_only(config: SseConfig) -> Self {
+        let sse = SseApp::new(config).await.expect("app starts").with_stream_paths(Vec::<String>::new());
+        Self::demo_on(sse, server::app::DemoConfig::new(test_session_key())).await
+    }
+
     /// The demo app with its own settings (session lifetime, re-check interval).
     pub async fn demo_with(config: SseConfig, demo: server::app::DemoConfig) -> Self {
-        let sse = SseApp::new(config).await.expect("app starts");
+        Self::demo_on(SseApp::new(config).await.expect("app starts"), demo).await
+    }
+
+    async fn demo_on(sse: SseApp, demo: server::app::DemoConfig) -> Self {
         let options =
             leptos::config::LeptosOptions::builder().output_name("taskboard").site_root("target/site").build();
         let router = server::app::router(&sse, options, demo);
