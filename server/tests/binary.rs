@@ -99,3 +99,70 @@ fn a_bad_environment_value_stops_start_up_naming_the_variable() {
         assert!(text.contains(var), "{var}={value:?}: the message names the variable: {text}");
     }
 }
+
+/// A client that pipelines requests and never reads holds hyper's graceful shutdown forever;
+/// with `SHUTDOWN_GRACE_SECONDS` the process still exits 0 in time, and an event deferred while
+/// Redis refused it is published when Redis takes it again during the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_the_grace_period_whatever_clients_do_and_flushes_the_outbox() {
+    use redis::Commands;
+    let redis = RedisServer::start();
+    let port = free_port();
+    let grace = 3;
+    let mut child = command(port)
+        .env("REDIS_URL", &redis.url)
+        .env("SHUTDOWN_GRACE_SECONDS", grace.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()).await;
+    assert!(up, "the server listens within 30 s");
+
+    // The never-reading client: /metrics pages (a few KiB each) pipelined until the server
+    // stops taking requests, because its answers fill both sockets' buffers.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut hog = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(64);
+    let mut blocked = false;
+    for _ in 0..20_000 {
+        use tokio::io::AsyncWriteExt;
+        if tokio::time::timeout(Duration::from_millis(500), hog.write_all(&request)).await.is_err() {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(blocked, "the server stopped reading the never-reading client's requests");
+
+    // A write whose event Redis refuses (scripts denied, the store's commands allowed): 201,
+    // and the event waits in the outbox.
+    let mut admin = redis.client().get_connection().unwrap();
+    let acl = |conn: &mut redis::Connection, rule: &str| {
+        let _: () = redis::cmd("ACL").arg("SETUSER").arg("default").arg(rule).query(conn).unwrap();
+    };
+    acl(&mut admin, "-evalsha");
+    acl(&mut admin, "-eval");
+    let resp = http().post(format!("{base}/api/tasks")).json(&serde_json::json!({"title": "late"})).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(has_line(&metrics, "sse_outbox_events 1"), "{metrics}");
+    let log = "sse-log/sse";
+    let logged_before: usize = admin.xlen(log).unwrap();
+
+    let started = Instant::now();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    // Redis takes scripts again during the grace period.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    acl(&mut admin, "+eval");
+    acl(&mut admin, "+evalsha");
+    let Some(status) = exit_within(&mut child, Duration::from_secs(grace + 5)) else {
+        let _ = child.kill();
+        panic!("still running {grace} + 5 s after SIGTERM with a never-reading client");
+    };
+    println!("exited {status} {:?} after SIGTERM", started.elapsed());
+    assert!(status.success(), "exit status {status}");
+    let logged_after: usize = admin.xlen(log).unwrap();
+    assert_eq!(logged_after, logged_before + 1, "the deferred event was published before the process exited");
+    drop(hog);
+}
