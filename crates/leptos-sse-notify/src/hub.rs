@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use leptos::leptos_dom::helpers::set_timeout;
 use leptos::prelude::*;
-use sse_notify_core::cursor::Cursor;
-use sse_notify_core::wire::{Resync, RESYNC_EVENT};
+use sse_notify_core::wire::RESYNC_EVENT;
 use sse_notify_core::Topic;
 use wasm_bindgen::prelude::*;
 use web_sys::{EventSource, EventSourceInit, MessageEvent};
 
+use crate::decode;
 use crate::tabs::{self, TabLink, TabMessage};
 use crate::{ConnectionStatus, SseError};
 
@@ -282,16 +282,6 @@ fn on_tab_message(key: &HubKey, msg: TabMessage) {
     }
 }
 
-/// The older of two cursors of the same log (replaying from it misses nothing either needs);
-/// `a` when they cannot be compared.
-fn older(a: Option<String>, b: Option<&String>) -> Option<String> {
-    let (Some(a_text), Some(b_text)) = (a.as_ref(), b) else { return a.or_else(|| b.cloned()) };
-    match (a_text.parse::<Cursor>(), b_text.parse::<Cursor>()) {
-        (Ok(x), Ok(y)) if x.log == y.log && y.position < x.position => Some(b_text.clone()),
-        _ => a,
-    }
-}
-
 /// The stream's status and its last HTTP error, shared by every subscriber of `key`.
 pub(crate) fn signals(key: &HubKey) -> (ArcRwSignal<ConnectionStatus>, ArcRwSignal<Option<SseError>>) {
     with_hub(key, |hub| (hub.status.clone(), hub.error.clone()))
@@ -354,7 +344,7 @@ fn sync(key: &HubKey) {
             topics.extend(peer.topics.iter().cloned());
             names.extend(peer.names.iter().cloned());
             if !streamed.is_some_and(|s| peer.topics.is_subset(s)) {
-                since = older(since, peer.since.as_ref());
+                since = decode::older(since, peer.since.as_ref());
             }
         }
         let wanted = StreamKey { topics, names };
@@ -422,8 +412,7 @@ fn resync(key: &HubKey, topics: Option<&[String]>) {
 /// Hands a frame to this tab's subscribers of its event name and of the topics its cursor says
 /// it matched (`topics`: the stream's topic list, bit `i` of the mask is `topics[i]`).
 fn dispatch(key: &HubKey, name: &str, data: &str, id: &str, topics: &[Topic]) {
-    let matched: Option<Vec<&Topic>> =
-        id.parse::<Cursor>().ok().map(|c| c.matched_indices().filter_map(|i| topics.get(i)).collect());
+    let matched = decode::matched_topics(id, topics);
     let callbacks: Vec<_> = with_hub(key, |hub| {
         hub.subscribers
             .values()
@@ -498,8 +487,8 @@ fn open(hub_key: &HubKey, key: StreamKey, last_event_id: Option<&str>) -> Result
         let hub_key = hub_key.clone();
         Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
             remember_cursor(&hub_key, &ev);
-            let named = ev.data().as_string().and_then(|d| serde_json::from_str::<Resync>(&d).ok());
-            resync(&hub_key, named.as_ref().map(|r| r.topics.as_slice()));
+            let named = ev.data().as_string().and_then(|d| decode::resync_topics(&d));
+            resync(&hub_key, named.as_deref());
         })
     };
     source.add_event_listener_with_callback(RESYNC_EVENT, resync_listener.as_ref().unchecked_ref())?;

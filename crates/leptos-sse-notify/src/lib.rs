@@ -49,6 +49,9 @@
 //! ```
 #![warn(missing_docs)]
 
+// Used by the browser code; built everywhere so its property tests run natively.
+#[cfg_attr(not(feature = "browser"), allow(dead_code))]
+mod decode;
 #[cfg(feature = "browser")]
 mod hub;
 mod live_json;

@@ -20,31 +20,10 @@
 //! Web Locks, and the election and the stream must be one piece); `navigator.locks` is called
 //! through `js_sys::Reflect` because web-sys exposes it only behind its unstable-APIs flag.
 
-use serde::{Deserialize, Serialize};
-use sse_notify_core::Topic;
 use wasm_bindgen::prelude::*;
 use web_sys::{BroadcastChannel, MessageEvent};
 
-/// A message between the tabs of one stream.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "k", rename_all = "snake_case")]
-pub(crate) enum TabMessage {
-    /// A follower's subscriptions (sent on change and every [`ANNOUNCE_EVERY`]).
-    Want { tab: String, topics: Vec<Topic>, names: Vec<String>, since: Option<String> },
-    /// A follower is leaving (its page is hidden for good).
-    Bye { tab: String },
-    /// A tab has just become the leader: followers announce themselves again.
-    Leader,
-    /// A frame the leader's stream received; `topics` is the stream's topic list, in the order of
-    /// the bits of the cursor's mask.
-    Frame { name: String, data: String, id: String, topics: Vec<Topic> },
-    /// The leader's stream status.
-    Status { status: crate::ConnectionStatus },
-    /// Why the leader's stream was refused (`None`: it is not).
-    Error { error: Option<crate::SseError> },
-    /// The leader's stream was told to refetch these topics (`None`: all).
-    Resync { topics: Option<Vec<String>> },
-}
+pub(crate) use crate::decode::TabMessage;
 
 /// How often followers repeat their `want` (and the leader forgets quiet tabs).
 pub(crate) const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
@@ -68,7 +47,7 @@ impl TabLink {
         let channel = BroadcastChannel::new(name)?;
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
             let Some(text) = ev.data().as_string() else { return };
-            match serde_json::from_str::<TabMessage>(&text) {
+            match crate::decode::tab_message(&text) {
                 Ok(msg) => on_message(msg),
                 Err(e) => leptos::logging::warn!("use_sse: ignoring a message from another tab: {e}"),
             }
