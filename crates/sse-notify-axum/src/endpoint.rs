@@ -497,4 +497,51 @@ mod tests {
         assert_eq!(names(&format!("topic={}", many.join(","))).unwrap_err().code, "too_many_topics");
         assert!(names(&format!("topic={}", many[..64].join(","))).is_ok());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn queryish() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                proptest::string::string_regex("(topic=[A-Za-z0-9_.:%, -]{0,30}&?){0,80}").unwrap(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_query_gives_topics_or_a_400(query in queryish()) {
+                match topics_from_query(&query) {
+                    Ok(topics) => {
+                        prop_assert!((1..=MAX_TOPICS_PER_CONNECTION).contains(&topics.len()));
+                        let distinct: BTreeSet<_> = topics.iter().collect();
+                        prop_assert_eq!(distinct.len(), topics.len());
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+                        prop_assert!(["missing_topic", "invalid_topic", "too_many_topics"].contains(&e.code));
+                    }
+                }
+            }
+
+            #[test]
+            fn any_last_event_id_bytes_give_a_cursor_text_or_none(
+                header in proptest::collection::vec(any::<u8>(), 0..80),
+                query in any::<String>(),
+            ) {
+                let mut headers = axum::http::HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_bytes(&header) {
+                    headers.insert("last-event-id", v);
+                }
+                if let Some(id) = last_event_id(&headers, &query) {
+                    prop_assert!(!id.is_empty());
+                    // Whatever it is, the cursor parser answers (a resync when it is no cursor).
+                    let _ = id.parse::<sse_notify_core::cursor::Cursor>();
+                }
+            }
+        }
+    }
 }

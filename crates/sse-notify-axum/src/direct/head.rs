@@ -140,4 +140,50 @@ mod tests {
         big.truncate(MAX_HEAD - 1);
         assert!(is_partial(&big));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A stream request with arbitrary (valid) query and header values.
+        fn stream_head() -> impl Strategy<Value = Vec<u8>> {
+            let value = proptest::string::string_regex("[ -~]{0,40}").unwrap();
+            let query = proptest::string::string_regex("[A-Za-z0-9_.:,%=&-]{0,60}").unwrap();
+            (query, proptest::collection::vec(value, 0..6), any::<bool>()).prop_map(|(q, values, bare_lf)| {
+                let eol = if bare_lf { "\n" } else { "\r\n" };
+                let mut head = format!("GET /events?{q} HTTP/1.1{eol}Host: x{eol}");
+                for (i, v) in values.iter().enumerate() {
+                    head.push_str(&format!("X-H{i}: {}{eol}", v.trim()));
+                }
+                head.push_str(eol);
+                head.into_bytes()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_bytes_are_routed(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+                if let Head::Stream(req) = route(&bytes, &paths()) {
+                    // Only what parses whole as a plain GET of the stream path is taken.
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let mut parsed = httparse::Request::new(&mut headers);
+                    prop_assert_eq!(parsed.parse(&bytes), Ok(httparse::Status::Complete(bytes.len())));
+                    prop_assert_eq!(req.uri().path(), "/events");
+                }
+            }
+
+            #[test]
+            fn a_stream_request_is_taken_whole_and_never_from_a_prefix(head in stream_head()) {
+                prop_assert!(matches!(route(&head, &paths()), Head::Stream(_)));
+                for n in 0..head.len() {
+                    prop_assert!(matches!(route(&head[..n], &paths()), Head::Partial), "prefix of {} bytes", n);
+                }
+                let mut pipelined = head.clone();
+                pipelined.extend_from_slice(b"GET /health HTTP/1.1\r\n\r\n");
+                prop_assert!(matches!(route(&pipelined, &paths()), Head::Other), "bytes after the head: hyper's");
+            }
+        }
+    }
 }
