@@ -98,7 +98,7 @@ async fn connections_waiting_for_a_head_are_bounded_per_address() {
     }
     // The server counts a connection once it has looked for its head and found none: try a
     // fifth until the first four are counted (each try is closed before the next).
-    let refused = refused_within(&app, "127.0.0.1", 50).await.expect("a fifth waiting connection is refused");
+    let refused = refused_within(&app, "127.0.0.1", 10).await.expect("a fifth waiting connection is refused");
     assert_eq!(refused.status, 429);
     assert_eq!(refused.header("content-type"), Some("application/json"));
     let body: serde_json::Value = serde_json::from_slice(&refused.body).unwrap();
@@ -112,7 +112,7 @@ async fn connections_waiting_for_a_head_are_bounded_per_address() {
     // A waiting connection that finishes its head gives its place back.
     assert!(silent[0].usable().await, "a waiting connection completes its head");
     let mut again = Raw::connect(app.addr).await;
-    assert!(matches!(again.read(Duration::from_millis(300)).await, Read::Silent), "its place is free again");
+    assert!(matches!(again.read(Duration::from_millis(600)).await, Read::Silent), "its place is free again");
     // (Read in process: a new connection from this address would now be refused.)
     let metrics = app.sse.broker().render_metrics();
     assert!(
@@ -126,7 +126,8 @@ async fn connections_waiting_for_a_head_are_bounded_per_address() {
 async fn refused_within(app: &TestServer, source: &str, tries: usize) -> Option<common::raw::Response> {
     for _ in 0..tries {
         let mut raw = Raw::connect_from(source, app.addr).await;
-        if let Read::Response(r) = raw.read(Duration::from_millis(100)).await {
+        // A silent connection is counted (and refused) once it has been silent for 250 ms.
+        if let Read::Response(r) = raw.read(Duration::from_millis(600)).await {
             return Some(r);
         }
     }
