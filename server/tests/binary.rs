@@ -143,7 +143,8 @@ async fn sigterm_exits_within_the_grace_period_whatever_clients_do_and_flushes_t
     };
     acl(&mut admin, "-evalsha");
     acl(&mut admin, "-eval");
-    let resp = http().post(format!("{base}/api/tasks")).json(&serde_json::json!({"title": "late"})).send().await.unwrap();
+    let resp =
+        http().post(format!("{base}/api/tasks")).json(&serde_json::json!({"title": "late"})).send().await.unwrap();
     assert_eq!(resp.status(), 201);
     let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(has_line(&metrics, "sse_outbox_events 1"), "{metrics}");

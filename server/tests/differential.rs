@@ -146,7 +146,11 @@ async fn observe(addr: std::net::SocketAddr, case: &Case) -> Outcome {
                         }
                     }
                     let wait = if case.then_junk > 0 { 3 } else { 1 };
-                    break if raw.closed_within(Duration::from_secs(wait)).await { End::Closed } else { End::Streaming };
+                    break if raw.closed_within(Duration::from_secs(wait)).await {
+                        End::Closed
+                    } else {
+                        End::Streaming
+                    };
                 }
                 if r.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) {
                     break if raw.closed_within(Duration::from_secs(2)).await { End::Closed } else { End::Stuck };

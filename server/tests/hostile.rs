@@ -116,7 +116,9 @@ async fn connections_waiting_for_a_head_are_bounded_per_address() {
     // (Read in process: a new connection from this address would now be refused.)
     let metrics = app.sse.broker().render_metrics();
     assert!(
-        metrics.lines().any(|l| l.starts_with("sse_connections_rejected_total{reason=\"too_many_pending_connections\"} ")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sse_connections_rejected_total{reason=\"too_many_pending_connections\"} ")),
         "{metrics}"
     );
 }
@@ -160,9 +162,7 @@ async fn a_crafted_cursor_gets_a_resync_not_a_dropped_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streams_client_that_keeps_sending_is_closed() {
     let app = TestServer::demo(config(None)).await;
-    for (way, mut raw, resp) in
-        stream_both_ways(&app, b"GET /events?topic=tasks HTTP/1.1\r\nHost: x\r\n\r\n").await
-    {
+    for (way, mut raw, resp) in stream_both_ways(&app, b"GET /events?topic=tasks HTTP/1.1\r\nHost: x\r\n\r\n").await {
         assert_eq!(resp.framing, Framing::Stream, "{way}");
         // Up to 8 MiB, in 64 KiB writes: the server closes long before (4 KiB after the request).
         let junk = vec![b'x'; 64 * 1024];

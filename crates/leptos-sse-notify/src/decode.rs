@@ -83,7 +83,9 @@ mod tests {
         let msg = TabMessage::Frame { name: "x".into(), data: "{}".into(), id: "i".into(), topics: topics(2) };
         let text = serde_json::to_string(&msg).unwrap();
         assert!(matches!(tab_message(&text), Ok(TabMessage::Frame { .. })));
-        for bad in ["", "{}", r#"{"k":"want","tab":"a","topics":["no good"],"names":[],"since":null}"#, r#"{"k":"nope"}"#] {
+        for bad in
+            ["", "{}", r#"{"k":"want","tab":"a","topics":["no good"],"names":[],"since":null}"#, r#"{"k":"nope"}"#]
+        {
             assert!(tab_message(bad).is_err(), "{bad}");
         }
     }
@@ -98,10 +100,21 @@ mod tests {
     /// first character more often than with arbitrary text.
     fn jsonish() -> impl Strategy<Value = String> {
         let atoms = prop_oneof![
-            Just("{".to_owned()), Just("}".to_owned()), Just("[".to_owned()), Just("]".to_owned()),
-            Just(",".to_owned()), Just(":".to_owned()), Just("\"k\"".to_owned()), Just("\"frame\"".to_owned()),
-            Just("\"want\"".to_owned()), Just("\"resync\"".to_owned()), Just("\"topics\"".to_owned()),
-            Just("\"id\"".to_owned()), Just("null".to_owned()), Just("\"tasks\"".to_owned()), any::<String>(),
+            Just("{".to_owned()),
+            Just("}".to_owned()),
+            Just("[".to_owned()),
+            Just("]".to_owned()),
+            Just(",".to_owned()),
+            Just(":".to_owned()),
+            Just("\"k\"".to_owned()),
+            Just("\"frame\"".to_owned()),
+            Just("\"want\"".to_owned()),
+            Just("\"resync\"".to_owned()),
+            Just("\"topics\"".to_owned()),
+            Just("\"id\"".to_owned()),
+            Just("null".to_owned()),
+            Just("\"tasks\"".to_owned()),
+            any::<String>(),
         ];
         proptest::collection::vec(atoms, 0..24).prop_map(|parts| parts.concat())
     }

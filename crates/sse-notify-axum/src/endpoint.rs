@@ -253,11 +253,8 @@ impl Prepared {
                 format!("the server holds its limit of {} streams", ep.max_connections),
             )
         })?;
-        let subscription = ep
-            .broker
-            .subscribe_in(self.group, &topics, last_event_id.as_deref())
-            .await
-            .map_err(|e| match e {
+        let subscription =
+            ep.broker.subscribe_in(self.group, &topics, last_event_id.as_deref()).await.map_err(|e| match e {
                 BrokerError::TooManyTopics { .. } => ApiError::bad_request("too_many_topics", e.to_string()),
                 _ => ApiError::unavailable("broker_unavailable", e.to_string()),
             })?;

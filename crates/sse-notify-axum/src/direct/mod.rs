@@ -52,8 +52,8 @@ use tower::ServiceExt;
 
 use crate::broker::Broker;
 use head::Head;
-pub(crate) use pending::PendingHeads;
 use pending::PendingHead;
+pub(crate) use pending::PendingHeads;
 use takeover::{FirstHead, Takeover};
 pub(crate) use tasks::OpenTasks;
 

@@ -110,7 +110,10 @@ pub(crate) async fn write_stream(mut socket: TcpStream, head: Vec<u8>, mut body:
             Next::End => break,
             Next::ClientGone => return,
             Next::ClientTalks => {
-                tracing::info!(bytes = reader.after_request, "a stream's client kept sending after its request; closed");
+                tracing::info!(
+                    bytes = reader.after_request,
+                    "a stream's client kept sending after its request; closed"
+                );
                 return;
             }
         }
