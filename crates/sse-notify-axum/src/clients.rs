@@ -47,13 +47,25 @@ impl ClientLimits {
 
 /// The client key of a peer address: the address itself, or for IPv6 its /64 prefix.
 pub fn address_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+    match client_address(ip) {
+        IpAddr::V6(v6) => {
             let s = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().expect("checked").to_string(),
         IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// The address a peer counts as: an IPv4-mapped IPv6 address is the IPv4 one, and any other
+/// IPv6 address is its /64 (one host usually has a whole /64, so counting single addresses
+/// would bound nothing).
+pub(crate) fn client_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
     }
 }
 

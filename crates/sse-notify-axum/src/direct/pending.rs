@@ -3,11 +3,13 @@
 //! Each costs a file descriptor and a task until its head arrives or its deadline passes
 //! (`HTTP_HEADER_TIMEOUT_SECONDS`), so without a bound one address could open thousands of
 //! silent connections and use up the process's descriptors. A client is its address (IPv6 by
-//! its /64), as for the per-client stream limits.
+//! its /64: [`client_address`]), as for the per-client stream limits.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
+use crate::clients::client_address;
 
 /// The table of connections waiting for their first head, by client address.
 pub(crate) struct PendingHeads {
@@ -31,7 +33,7 @@ impl PendingHeads {
     /// Counts a connection from `peer` that is waiting for its head, or `None` when its client
     /// already has `limit` waiting (the connection is then refused).
     pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<PendingHead> {
-        let client = client_of(peer);
+        let client = client_address(peer);
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let n = waiting.entry(client).or_insert(0);
         if self.limit.is_some_and(|limit| *n >= limit) {
@@ -57,18 +59,6 @@ impl Drop for PendingHead {
                 waiting.remove(&self.client);
             }
         }
-    }
-}
-
-/// The client an address belongs to: itself, or for IPv6 its /64 (one host usually has a whole
-/// /64, so counting single IPv6 addresses would bound nothing).
-fn client_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        },
-        v4 => v4,
     }
 }
 
