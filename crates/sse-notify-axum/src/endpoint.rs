@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::stream::Stream;
 use sse_notify_core::Topic;
 
-use crate::broker::{Broker, BrokerError, ConnectionSlot, Signals, Subscription};
+use crate::broker::{distinct_topics, Broker, BrokerError, ConnectionSlot, Signals, Subscription};
 use crate::clients::{address_key, ClientLimits, ClientSlot};
 use crate::error::ApiError;
 
@@ -91,12 +91,7 @@ impl SseEndpoint {
     /// [`MAX_TOPICS_PER_CONNECTION`] distinct topics cannot be one stream: every request is
     /// then refused with 400 `too_many_topics`, and this logs an error now.
     pub fn topics(mut self, topics: impl IntoIterator<Item = Topic>) -> Self {
-        let mut distinct: Vec<Topic> = Vec::new();
-        for topic in topics {
-            if !distinct.contains(&topic) {
-                distinct.push(topic);
-            }
-        }
+        let distinct = distinct_topics(topics);
         if distinct.len() > MAX_TOPICS_PER_CONNECTION {
             tracing::error!(
                 topics = distinct.len(),

@@ -424,19 +424,11 @@ impl Broker {
         topics: &[Topic],
         last_event_id: Option<&str>,
     ) -> Result<Subscription, BrokerError> {
-        // Each topic once, in first-seen order: bit `i` of every frame's mask, live or replayed,
-        // is the `i`-th of these.
-        let mut distinct: Vec<Topic> = Vec::with_capacity(topics.len().min(MAX_TOPICS_PER_CONNECTION));
-        for topic in topics {
-            if !distinct.contains(topic) {
-                if distinct.len() == MAX_TOPICS_PER_CONNECTION {
-                    let asked = topics.iter().collect::<std::collections::HashSet<_>>().len();
-                    return Err(BrokerError::TooManyTopics { asked });
-                }
-                distinct.push(topic.clone());
-            }
+        // Bit `i` of every frame's mask, live or replayed, is the `i`-th of these.
+        let topics = distinct_topics(topics.iter().cloned());
+        if topics.len() > MAX_TOPICS_PER_CONNECTION {
+            return Err(BrokerError::TooManyTopics { asked: topics.len() });
         }
-        let topics = distinct;
         let registration = self.inner.hub.register(group, &topics, self.inner.limits.max_queue_size);
         // From here on the guard cleans up, even if this future is dropped or fails.
         let guard = SubscriptionGuard { broker: self.clone(), inbox: registration.inbox, topics };
@@ -567,6 +559,12 @@ impl Publish for Broker {
     ) -> PublishFuture<'a> {
         Box::pin(async move { self.publish_or_defer(topics, event, data).await.map(|_| ()) })
     }
+}
+
+/// Each topic once, in first-seen order.
+pub(crate) fn distinct_topics(topics: impl IntoIterator<Item = Topic>) -> Vec<Topic> {
+    let mut seen = std::collections::HashSet::new();
+    topics.into_iter().filter(|t| seen.insert(t.clone())).collect()
 }
 
 /// `event: resync` naming `topics`, with the cursor to go on from.
