@@ -126,26 +126,18 @@ impl Connections {
                     // burst it may lag the accept: only a connection still silent after a
                     // moment is counted as waiting (measured: counted at once, 13 of a 19,000
                     // connect burst from two addresses were refused).
-                    let counted_from = (Instant::now() + COUNT_AFTER).min(deadline);
-                    let first = if pending.is_none() {
-                        tokio::time::timeout_at(counted_from, socket.read(&mut chunk)).await.ok()
-                    } else {
-                        None
-                    };
-                    match first {
-                        Some(read) => read,
-                        None => {
-                            if pending.is_none() {
-                                match self.pending.admit(peer.ip()) {
-                                    Some(place) => pending = Some(place),
-                                    None => return FirstRequest::Refused,
-                                }
+                    let counting = pending.is_none();
+                    let until = if counting { deadline.min(Instant::now() + COUNT_AFTER) } else { deadline };
+                    match tokio::time::timeout_at(until, socket.read(&mut chunk)).await {
+                        Ok(read) => read,
+                        Err(_) if counting && until < deadline => match self.pending.admit(peer.ip()) {
+                            Some(place) => {
+                                pending = Some(place);
+                                continue;
                             }
-                            match tokio::time::timeout_at(deadline, socket.read(&mut chunk)).await {
-                                Ok(read) => read,
-                                Err(_) => return FirstRequest::Nothing,
-                            }
-                        }
+                            None => return FirstRequest::Refused,
+                        },
+                        Err(_) => return FirstRequest::Nothing,
                     }
                 }
                 read => read,
