@@ -92,13 +92,20 @@ async fn a_head_split_between_the_reader_and_hyper_gets_one_deadline_in_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_waiting_for_a_head_are_bounded_per_address() {
     let app = TestServer::demo(SseConfig { max_pending_per_client: 4, ..with_head_timeout(20) }).await;
+    // One silent connection at a time, each given time to be counted (after 250 ms of
+    // silence) before the next: the first four wait, the fifth is refused. (Opened at once, the
+    // fifth could be counted before one of the four, which would then be the one refused.)
     let mut silent = Vec::new();
-    for _ in 0..4 {
-        silent.push(Raw::connect(app.addr).await);
-    }
-    // The server counts a connection once it has looked for its head and found none: try a
-    // fifth until the first four are counted (each try is closed before the next).
-    let refused = refused_within(&app, "127.0.0.1", 10).await.expect("a fifth waiting connection is refused");
+    let refused = loop {
+        let mut raw = Raw::connect(app.addr).await;
+        match raw.read(Duration::from_millis(600)).await {
+            Read::Silent => silent.push(raw),
+            Read::Response(r) => break r,
+            other => panic!("a silent connection: {other:?}"),
+        }
+        assert!(silent.len() <= 4, "more than four waiting connections from one address were taken");
+    };
+    assert_eq!(silent.len(), 4, "a fifth waiting connection is refused");
     assert_eq!(refused.status, 429);
     assert_eq!(refused.header("content-type"), Some("application/json"));
     let body: serde_json::Value = serde_json::from_slice(&refused.body).unwrap();
@@ -121,19 +128,6 @@ async fn connections_waiting_for_a_head_are_bounded_per_address() {
             .any(|l| l.starts_with("sse_connections_rejected_total{reason=\"too_many_pending_connections\"} ")),
         "{metrics}"
     );
-}
-
-/// Opens silent connections from `source` one at a time (closing each) until one is refused;
-/// the refusal, or `None` after `tries`.
-async fn refused_within(app: &TestServer, source: &str, tries: usize) -> Option<common::raw::Response> {
-    for _ in 0..tries {
-        let mut raw = Raw::connect_from(source, app.addr).await;
-        // A silent connection is counted (and refused) once it has been silent for 250 ms.
-        if let Read::Response(r) = raw.read(Duration::from_millis(600)).await {
-            return Some(r);
-        }
-    }
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
