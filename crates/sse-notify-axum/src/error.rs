@@ -58,10 +58,16 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body every refusal carries.
+    pub(crate) fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.code, "message": self.message })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code, "message": self.message });
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }
 

@@ -154,11 +154,13 @@ impl Connections {
     /// A 429 for a connection over its client's bound of waiting connections, sent without
     /// waiting on the client (it has sent nothing, so nothing is left unread), then closed.
     fn refuse_waiting(&self, socket: TcpStream) {
-        const CODE: &str = "too_many_pending_connections";
-        self.broker.metrics().rejected(CODE);
-        let body = format!(
-            r#"{{"error":"{CODE}","message":"too many connections from this address have not sent a request yet"}}"#
+        let refusal = crate::ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_pending_connections",
+            "too many connections from this address have not sent a request yet",
         );
+        self.broker.metrics().rejected(refusal.code);
+        let body = refusal.body().to_string();
         let answer = format!(
             "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
