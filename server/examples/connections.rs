@@ -134,7 +134,7 @@ async fn main() {
     assert_eq!(lines.recv().await.as_deref(), Some("OPEN"), "client process failed");
     let opened_in = started.elapsed();
     let broker = app.sse.broker().clone();
-    assert!(eventually(Duration::from_secs(30), || broker.connections() == n).await);
+    assert!(eventually(Duration::from_secs(30), || app.sse.admission().connections() == n).await);
     let with = rss_kib();
     println!("{n} SSE connections opened in {opened_in:?}");
     println!(
@@ -161,7 +161,7 @@ async fn main() {
     );
     let _ = child.wait();
     // The clients are gone: what the server gives back.
-    assert!(eventually(Duration::from_secs(30), || broker.connections() == 0).await);
+    assert!(eventually(Duration::from_secs(30), || app.sse.admission().connections() == 0).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!(
         "server RSS after all {n} closed {} KiB ({} topics still subscribed)",

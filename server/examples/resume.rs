@@ -95,7 +95,7 @@ async fn frame_bytes() {
 /// 4. Redis memory per retained event.
 async fn retention(redis: &RedisServer) {
     let cfg = SseConfig { topic_prefix: "retention".into(), ..config(Some(redis)) };
-    let broker = Broker::from_config(&cfg).await.unwrap();
+    let broker = sse_notify_axum::setup::connect_broker(&cfg).await.unwrap();
     let n = 10_000u64;
     for id in 0..n {
         let topics = [tasks(), Topic::new(format!("task:{id}")).unwrap()];

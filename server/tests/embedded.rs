@@ -73,10 +73,10 @@ async fn a_stream_asked_on_a_kept_alive_connection_after_a_write_works_like_any_
     let id = create_task(&app.base, "second").await;
     let event = read_until(&mut socket, |t| t.contains("event: task:created")).await;
     assert!(event.contains(&format!("\"id\":{id}")), "{event}");
-    assert_eq!(app.sse.broker().connections(), 1);
+    assert_eq!(app.sse.admission().connections(), 1);
     // The client hanging up ends the stream, as on any stream.
     drop(socket);
-    assert!(eventually(Duration::from_secs(5), || app.sse.broker().connections() == 0).await);
+    assert!(eventually(Duration::from_secs(5), || app.sse.admission().connections() == 0).await);
 }
 
 #[tokio::test]
@@ -116,7 +116,7 @@ async fn a_failed_handler_publishes_nothing_and_topics_do_not_leak() {
     let broker = app.sse.broker().clone();
     let first = create_task(&app.base, "one").await;
     let second = create_task(&app.base, "two").await;
-    let published_before = published_total(&broker);
+    let published_before = published_total(&app.sse);
     // Listen where a leak would land: the board and the task's own topic.
     let mut watcher = SseClient::subscribe(&app.base, &format!("tasks,task:{second}")).await.started().await;
     let c = http();
@@ -131,7 +131,7 @@ async fn a_failed_handler_publishes_nothing_and_topics_do_not_leak() {
     // A marker after them must be the first thing the stream sees: nothing leaked before it.
     broker.publish(&sse_notify_core::Topic::new("tasks").unwrap(), "marker", &serde_json::json!({})).await.unwrap();
     assert_eq!(watcher.expect_event().await.event, "marker");
-    assert_eq!(published_total(&broker), published_before + 1, "only the marker was published");
+    assert_eq!(published_total(&app.sse), published_before + 1, "only the marker was published");
     // An update to another task reaches the board but not this task's topic; one to this task
     // reaches both topics as one frame.
     let other =
@@ -150,12 +150,12 @@ async fn a_failed_handler_publishes_nothing_and_topics_do_not_leak() {
         (e.event.as_str(), e.data.clone(), matched(e.id.as_deref())),
         ("task:updated", format!("{{\"id\":{second}}}"), 0b11)
     );
-    assert_eq!(published_total(&broker), published_before + 3, "one per successful request, plus the marker");
+    assert_eq!(published_total(&app.sse), published_before + 3, "one per successful request, plus the marker");
 }
 
 /// `sse_events_published_total`, read from the metrics (whole line, so 3 never matches 30).
-fn published_total(broker: &sse_notify_axum::Broker) -> u64 {
-    let text = broker.render_metrics();
+fn published_total(sse: &sse_notify_axum::SseApp) -> u64 {
+    let text = sse.render_metrics();
     let line = text.lines().find(|l| l.starts_with("sse_events_published_total ")).expect("the counter");
     line["sse_events_published_total ".len()..].parse().unwrap()
 }
@@ -363,12 +363,12 @@ async fn publish_layer_infers_the_topic_and_extracts_data() {
     // Where the failing route would publish: its own inferred topic.
     let mut leak = SseClient::subscribe(&app.base, "threads.fail").await.started().await;
     let c = http();
-    let before = published_total(&broker);
+    let before = published_total(&app.sse);
     assert_eq!(c.post(app.url("/api/v1/threads/2/fail")).send().await.unwrap().status(), 409);
     let fail_topic = sse_notify_core::Topic::new("threads.fail").unwrap();
     broker.publish(&fail_topic, "marker", &serde_json::json!({})).await.unwrap();
     assert_eq!(leak.expect_event().await.event, "marker", "the 409 published nothing before the marker");
-    assert_eq!(published_total(&broker), before + 1);
+    assert_eq!(published_total(&app.sse), before + 1);
     assert_eq!(c.post(app.url("/api/v1/threads/2/comments")).send().await.unwrap().status(), 200);
     for sub in [&mut inferred, &mut resource] {
         let e = sub.expect_event().await;
@@ -404,7 +404,7 @@ async fn last_listener_leaving_releases_the_channel_and_shutdown_ends_streams() 
     assert_eq!(broker.subscribed_channels(), 2);
     drop(sse);
     assert!(eventually(Duration::from_secs(5), || broker.subscribed_channels() == 0).await);
-    assert!(eventually(Duration::from_secs(5), || broker.connections() == 0).await);
+    assert!(eventually(Duration::from_secs(5), || app.sse.admission().connections() == 0).await);
 
     let mut open = SseClient::subscribe(&app.base, "tasks").await;
     let took = app.shutdown().await;

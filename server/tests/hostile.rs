@@ -121,7 +121,7 @@ async fn connections_waiting_for_a_head_are_bounded_per_address() {
     let mut again = Raw::connect(app.addr).await;
     assert!(matches!(again.read(Duration::from_millis(600)).await, Read::Silent), "its place is free again");
     // (Read in process: a new connection from this address would now be refused.)
-    let metrics = app.sse.broker().render_metrics();
+    let metrics = app.sse.render_metrics();
     assert!(
         metrics
             .lines()

@@ -18,8 +18,7 @@ async fn connection_limit_answers_503_before_streaming(cfg) {
     let full = http().get(app.url("/events?topic=tasks")).send().await.unwrap();
     assert_eq!(error_code(full, 503).await, "too_many_connections");
     drop(first);
-    let broker = app.sse.broker().clone();
-    assert!(eventually(Duration::from_secs(5), || broker.connections() == 1).await);
+    assert!(eventually(Duration::from_secs(5), || app.sse.admission().connections() == 1).await);
     let _third = SseClient::subscribe(&app.base, "tasks").await;
     let metrics = app.metrics().await;
     assert!(has_line(&metrics, r#"sse_connections_rejected_total{reason="too_many_connections"} 1"#), "{metrics}");
@@ -192,7 +191,7 @@ async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody(cfg)
     );
     let delivered = text.matches("event: tick\n").count();
     assert!(delivered < total, "the slow client cannot have got everything ({delivered})");
-    let metrics = broker.render_metrics();
+    let metrics = app.sse.render_metrics();
     assert!(has_line(&metrics, "sse_slow_consumer_disconnects_total 1"), "{metrics}");
     assert!(has_line(&metrics, &format!("sse_events_published_total {total}")), "{metrics}");
 }
@@ -289,7 +288,7 @@ async fn shutdown_ends_a_thousand_open_streams_promptly(cfg) {
         .await;
         streams.extend(batch);
     }
-    assert_eq!(app.sse.broker().connections(), 1000);
+    assert_eq!(app.sse.admission().connections(), 1000);
     let took = app.shutdown().await;
     println!("graceful shutdown with 1000 open streams took {took:?}");
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");

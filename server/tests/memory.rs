@@ -44,7 +44,7 @@ async fn memory_of_closed_streams_is_given_back() {
     assert!(sse.broker().subscribed_channels() >= 800 * 64);
     let during = rss_kib() as i64;
     drop(streams);
-    assert!(eventually(Duration::from_secs(10), || sse.broker().connections() == 0).await, "every stream closed");
+    assert!(eventually(Duration::from_secs(10), || sse.admission().connections() == 0).await, "every stream closed");
     // The broker's watcher trims once it sees the drop (it looks every 5 s).
     let grown = during - before;
     let given_back = eventually(Duration::from_secs(30), || rss_kib() as i64 - before < grown / 3).await;
@@ -115,10 +115,10 @@ async fn a_stream_on_a_kept_alive_connection_costs_what_a_fresh_one_does() {
     // Both ways once, so that what is measured is the streams, not the allocator's first growth.
     drop(cost_of_streams(addr, 200, true).await);
     drop(cost_of_streams(addr, 200, false).await);
-    assert!(eventually(Duration::from_secs(10), || sse.broker().connections() == 0).await);
+    assert!(eventually(Duration::from_secs(10), || sse.admission().connections() == 0).await);
     let (fresh, _fresh) = cost_of_streams(addr, 1000, false).await;
     let (kept, _kept) = cost_of_streams(addr, 1000, true).await;
-    assert_eq!(sse.broker().connections(), 2000);
+    assert_eq!(sse.admission().connections(), 2000);
     println!("KiB per stream: on a fresh connection {fresh:.1}, on a kept-alive one {kept:.1}");
     // Left with hyper, a kept-alive stream keeps hyper's buffers: 25 KiB more here.
     assert!(kept < fresh + 8.0, "a kept-alive stream costs {kept:.1} KiB, a fresh one {fresh:.1} KiB");

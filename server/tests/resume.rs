@@ -167,7 +167,7 @@ async fn bad_foreign_unknown_and_trimmed_cursors_resync_their_topics_then_go_liv
     // The resync's own cursor resumes exactly: only what came after it.
     let mut back = resume(&app.base, "tasks", &go_on, true).await;
     assert_eq!(n_of(&back.expect_event().await), 300);
-    let metrics = broker.render_metrics();
+    let metrics = app.sse.render_metrics();
     for line in [r#"sse_resyncs_total{reason="malformed_cursor"} 2"#, r#"sse_resyncs_total{reason="cursor_trimmed"} 1"#] {
         assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
     }
@@ -255,6 +255,6 @@ async fn a_broken_pubsub_link_is_caught_up_from_the_log_without_resync() {
         got.push(n_of(&e));
     }
     assert_eq!(got, (0..50).collect::<Vec<_>>());
-    let metrics = broker.render_metrics();
+    let metrics = a.sse.render_metrics();
     assert!(metrics.lines().any(|l| l == "sse_events_replayed_total 30"), "{metrics}");
 }

@@ -69,7 +69,7 @@ pub(crate) fn client_address(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// What each client holds open right now. One per broker, shared by its endpoints; locked
+/// What each client holds open right now. One per [`crate::Admission`], shared by its endpoints; locked
 /// only when a stream opens or closes, never per event.
 #[derive(Default)]
 pub(crate) struct ClientTable {

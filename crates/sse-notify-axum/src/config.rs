@@ -5,6 +5,7 @@ use std::time::Duration;
 use axum::http::HeaderName;
 use sse_notify_core::{Topic, DEFAULT_HEARTBEAT_SECONDS};
 
+use crate::broker::BrokerLimits;
 use crate::clients::ClientLimits;
 
 /// Why the configuration could not be read; names the variable.
@@ -75,6 +76,7 @@ pub struct SseConfig {
 
 impl Default for SseConfig {
     fn default() -> Self {
+        let broker = BrokerLimits::default();
         Self {
             redis_url: None,
             heartbeat: Some(Duration::from_secs(DEFAULT_HEARTBEAT_SECONDS)),
@@ -83,15 +85,28 @@ impl Default for SseConfig {
             max_connections: 19_000,
             client_limits: ClientLimits::default(),
             client_ip_header: None,
-            max_queue_size: 256,
-            max_message_size: 64 * 1024,
-            history_size: 10_000,
-            history_age: Duration::from_secs(24 * 3600),
-            outbox_size: 10_000,
+            max_queue_size: broker.max_queue_size,
+            max_message_size: broker.max_message_size,
+            history_size: broker.history_size,
+            history_age: broker.history_age,
+            outbox_size: broker.outbox_size,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_pending_per_client: 128,
             shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl From<&SseConfig> for BrokerLimits {
+    fn from(c: &SseConfig) -> Self {
+        Self {
+            topic_prefix: c.topic_prefix.clone(),
+            max_queue_size: c.max_queue_size,
+            max_message_size: c.max_message_size,
+            history_size: c.history_size,
+            history_age: c.history_age,
+            outbox_size: c.outbox_size,
         }
     }
 }

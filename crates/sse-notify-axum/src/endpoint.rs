@@ -26,7 +26,8 @@ use bytes::Bytes;
 use futures::stream::Stream;
 use sse_notify_core::Topic;
 
-use crate::broker::{distinct_topics, Broker, BrokerError, ConnectionSlot, Signals, Subscription};
+use crate::admission::{Admission, ConnectionSlot};
+use crate::broker::{distinct_topics, Broker, BrokerError, Signals, Subscription};
 use crate::clients::{address_key, ClientLimits, ClientSlot};
 use crate::error::ApiError;
 
@@ -61,6 +62,7 @@ type ClientKeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 #[derive(Clone)]
 pub struct SseEndpoint {
     broker: Broker,
+    admission: Admission,
     fixed_topics: Option<Vec<Topic>>,
     authorize: Option<Arc<AuthorizeFn>>,
     heartbeat: Option<Duration>,
@@ -77,6 +79,7 @@ impl SseEndpoint {
     pub fn new(broker: Broker) -> Self {
         Self {
             broker,
+            admission: Admission::default(),
             fixed_topics: None,
             authorize: None,
             heartbeat: Some(Duration::from_secs(sse_notify_core::DEFAULT_HEARTBEAT_SECONDS)),
@@ -126,7 +129,15 @@ impl SseEndpoint {
         self
     }
 
-    /// Refuses new streams with 503 once this many are open in the process.
+    /// Counts this endpoint's streams in `admission`, shared with other endpoints, so that
+    /// [`SseEndpoint::max_connections`] and [`SseEndpoint::client_limits`] hold across all of
+    /// them ([`crate::SseApp::endpoint`] does this for every endpoint it builds).
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// Refuses new streams with 503 once this many are open through its [`Admission`].
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
         self
@@ -239,10 +250,10 @@ impl Prepared {
             return Err(ApiError::unavailable("shutting_down", "the server is shutting down; reconnect"));
         }
         let client = match client_key {
-            Some(key) => Some(ep.broker.admit_client(key, &topics, ep.client_limits)?),
+            Some(key) => Some(ep.admission.admit_client(key, &topics, ep.client_limits)?),
             None => None,
         };
-        let slot = ep.broker.try_acquire_connection(ep.max_connections).ok_or_else(|| {
+        let slot = ep.admission.try_acquire_connection(ep.max_connections).ok_or_else(|| {
             ApiError::unavailable(
                 "too_many_connections",
                 format!("the server holds its limit of {} streams", ep.max_connections),

@@ -2,7 +2,8 @@
 //! served by axum), over Server-Sent Events, fanned out across instances by Redis Pub/Sub.
 //!
 //! - [`Broker`]: publish/subscribe over an in-process or a Redis backend.
-//! - [`SseEndpoint`]: the `GET /events?topic=a,b` stream (wire format in [`sse_notify_core::wire`]).
+//! - [`SseEndpoint`]: the `GET /events?topic=a,b` stream (wire format in [`sse_notify_core::wire`]),
+//!   with [`Admission`] deciding who may open one.
 //! - [`PublishLayer`]: a tower layer that publishes a route's successful JSON response.
 //! - [`SseApp`]: one-call setup from the environment ([`SseConfig`]): the broker, the endpoint,
 //!   health, readiness and metrics routes, CORS, serving with graceful shutdown.
@@ -28,6 +29,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod broker;
 pub mod clients;
 pub mod config;
@@ -41,6 +43,7 @@ pub mod memory;
 pub mod metrics;
 pub mod setup;
 
+pub use admission::Admission;
 pub use broker::{Broker, BrokerError, BrokerLimits, Subscription};
 pub use clients::ClientLimits;
 pub use config::{ConfigError, SseConfig};

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::admission::Admission;
 use crate::broker::Broker;
 
 /// How often the watcher looks at the stream count.
@@ -16,25 +17,26 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How far below its peak the count must fall before a trim is worth its cost.
 const TRIM_AFTER_CLOSED: usize = 500;
 
-/// Watches `broker`'s open streams until it closes, trimming the heap after large drops.
-pub(crate) fn spawn_trimmer(broker: Broker) {
+/// Watches the streams `admission` counts until `broker` closes, trimming the heap after large
+/// drops.
+pub(crate) fn spawn_trimmer(broker: &Broker, admission: Admission) {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
         return;
     }
+    let mut closing = broker.closing();
     tokio::spawn(async move {
-        let mut closing = broker.closing();
         let mut tick = tokio::time::interval(CHECK_EVERY);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = closing.wait_for(|c| *c) => return,
             }
-            let open = broker.connections();
-            let peak = broker.connection_peak();
+            let open = admission.connections();
+            let peak = admission.connection_peak();
             if peak >= open + TRIM_AFTER_CLOSED {
                 let released = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
                 tracing::debug!(peak, open, released, "heap trimmed after streams closed");
-                broker.reset_connection_peak(open);
+                admission.reset_connection_peak(open);
             }
         }
     });

@@ -11,7 +11,8 @@ use prometheus_client::registry::Registry;
 
 type Reason = Vec<(&'static str, &'static str)>;
 
-/// Every metric the integration keeps. One per broker; shared by its endpoint(s).
+/// Every metric the integration keeps. One per broker, which counts its events into it; the
+/// endpoints and the server that use the broker count their connections into the same one.
 pub struct Metrics {
     registry: Registry,
     connections: Gauge,
@@ -137,7 +138,7 @@ impl Metrics {
 }
 
 /// The values behind the gauges, read when the metrics are rendered
-/// ([`crate::Broker::render_metrics`] reads them from the broker).
+/// ([`crate::health::render_metrics`] reads them from the broker and the admission).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Gauges {
     /// Open SSE streams.

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::Router;
 use tower_http::cors::CorsLayer;
 
+use crate::admission::Admission;
 use crate::broker::{Broker, BrokerError};
 use crate::config::{ConfigError, SseConfig};
 use crate::endpoint::SseEndpoint;
@@ -66,6 +67,7 @@ pub enum SetupError {
 pub struct SseApp {
     config: SseConfig,
     broker: Broker,
+    admission: Admission,
     stream_paths: Arc<[String]>,
 }
 
@@ -80,7 +82,7 @@ impl SseApp {
         for origin in &config.cors_origins {
             HeaderValue::from_str(origin).map_err(|_| SetupError::CorsOrigin(origin.clone()))?;
         }
-        let broker = Broker::from_config(&config).await?;
+        let broker = connect_broker(&config).await?;
         tracing::info!(
             backend = broker.backend_name(),
             redis = config.redis_url.as_deref().map(redact).unwrap_or_default(),
@@ -102,7 +104,12 @@ impl SseApp {
             outbox_size = config.outbox_size,
             "SSE configuration"
         );
-        Ok(Self { config, broker, stream_paths: Arc::new([DEFAULT_EVENTS_PATH.to_owned()]) })
+        Ok(Self {
+            config,
+            broker,
+            admission: Admission::default(),
+            stream_paths: Arc::new([DEFAULT_EVENTS_PATH.to_owned()]),
+        })
     }
 
     /// The paths of the SSE endpoints (default `/events`): [`SseApp::serve`] answers a new
@@ -119,6 +126,17 @@ impl SseApp {
         &self.broker
     }
 
+    /// The streams open through its endpoints, counted against `SSE_MAX_CONNECTIONS` and the
+    /// per-client limits.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// The metrics page (`GET /metrics`), with its gauges read now.
+    pub fn render_metrics(&self) -> String {
+        crate::health::render_metrics(&self.broker, &self.admission)
+    }
+
     /// The configuration it was set up with.
     pub fn config(&self) -> &SseConfig {
         &self.config
@@ -129,6 +147,7 @@ impl SseApp {
     /// where you like with [`SseEndpoint::into_route`].
     pub fn endpoint(&self) -> SseEndpoint {
         let endpoint = SseEndpoint::new(self.broker.clone())
+            .admission(self.admission.clone())
             .heartbeat(self.config.heartbeat)
             .max_connections(self.config.max_connections)
             .client_limits(self.config.client_limits);
@@ -141,12 +160,12 @@ impl SseApp {
     /// `GET /health` (200 while the process runs) and `GET /health/ready` (503 while the broker's
     /// backend does not answer). Merge it, or `nest` it under a path of your choice.
     pub fn health_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
-        health::routes(self.broker.clone())
+        health::routes(self.broker.clone(), self.admission.clone())
     }
 
     /// `GET /metrics` (Prometheus / OpenMetrics text). Merge it, or `nest` it under a path.
     pub fn metrics_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
-        crate::health::metrics_routes(self.broker.clone())
+        crate::health::metrics_routes(self.broker.clone(), self.admission.clone())
     }
 
     /// Everything at its usual path: `GET /events` (topics from the query), `GET /health`,
@@ -251,7 +270,7 @@ impl SseApp {
             tasks: Arc::default(),
             broker: self.broker.clone(),
         };
-        crate::memory::spawn_trimmer(self.broker.clone());
+        crate::memory::spawn_trimmer(&self.broker, self.admission.clone());
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (socket, peer) = tokio::select! {
@@ -289,6 +308,14 @@ impl SseApp {
             tracing::error!(events = left, "shutting down with events still in the outbox; they are lost");
         }
         Ok(())
+    }
+}
+
+/// The broker `config` asks for: Redis when `REDIS_URL` is set, else in-process.
+pub async fn connect_broker(config: &SseConfig) -> Result<Broker, BrokerError> {
+    match &config.redis_url {
+        Some(url) => Broker::redis(url, config.into()).await,
+        None => Ok(Broker::memory(config.into())),
     }
 }
 

@@ -9,14 +9,17 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures::future::{self, BoxFuture, FutureExt};
 use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
 
+use super::backend::Backend;
 use super::hub::{Hub, LogEvent};
 use super::{unix_ms, History, Retention};
 
 pub(super) struct MemoryLog {
     log: LogId,
     retention: Retention,
+    hub: Arc<Hub>,
     state: Mutex<State>,
 }
 
@@ -29,13 +32,13 @@ struct State {
 }
 
 impl MemoryLog {
-    pub(super) fn new(log: LogId, retention: Retention) -> Self {
-        Self { log, retention, state: Mutex::default() }
+    pub(super) fn new(log: LogId, retention: Retention, hub: Arc<Hub>) -> Self {
+        Self { log, retention, hub, state: Mutex::default() }
     }
 
     /// Appends an event and hands it to the local streams, in one critical section so that
     /// streams see events in log order.
-    pub(super) fn append(&self, topics: Vec<String>, body: Bytes, hub: &Hub) {
+    fn push(&self, topics: Vec<String>, body: Bytes) {
         let now = unix_ms();
         let mut s = self.state.lock().unwrap();
         // Strictly increasing even if the clock steps back.
@@ -54,11 +57,11 @@ impl MemoryLog {
             let dropped = s.events.pop_front().expect("not empty");
             s.trimmed_to = dropped.position;
         }
-        hub.deliver(&event);
+        self.hub.deliver(&event);
     }
 
     /// The head, and with `after` every retained event after it.
-    pub(super) fn history(&self, after: Option<LogPosition>) -> History {
+    fn read(&self, after: Option<LogPosition>) -> History {
         let s = self.state.lock().unwrap();
         let events = match after {
             None => Vec::new(),
@@ -71,26 +74,52 @@ impl MemoryLog {
     }
 }
 
+/// Every local stream is in the hub already: following a topic needs nothing more.
+impl Backend for MemoryLog {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn append(&self, topics: Vec<String>, body: String) -> BoxFuture<'_, Result<(), String>> {
+        self.push(topics, Bytes::from(body));
+        future::ready(Ok(())).boxed()
+    }
+
+    fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, String>> {
+        future::ready(Ok(self.read(after))).boxed()
+    }
+
+    fn follow<'a>(&'a self, _topic: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        future::ready(Ok(())).boxed()
+    }
+
+    fn unfollow(&self, _topic: &str) {}
+
+    fn ping(&self) -> BoxFuture<'_, bool> {
+        future::ready(true).boxed()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn log(max_events: usize) -> MemoryLog {
-        MemoryLog::new(LogId::new("", 1), Retention { max_events, max_age_ms: 60_000 })
+        MemoryLog::new(LogId::new("", 1), Retention { max_events, max_age_ms: 60_000 }, Arc::default())
     }
 
     #[test]
     fn positions_increase_and_history_is_what_follows_a_position() {
-        let (log, hub) = (log(100), Hub::default());
+        let log = log(100);
         for _ in 0..50 {
-            log.append(vec!["a".into()], Bytes::new(), &hub);
+            log.push(vec!["a".into()], Bytes::new());
         }
-        let all = log.history(Some(LogPosition::START));
+        let all = log.read(Some(LogPosition::START));
         assert!(all.complete);
         assert_eq!(all.events.len(), 50);
         assert!(all.events.windows(2).all(|w| w[0].position < w[1].position));
         let tenth = all.events[9].position;
-        let rest = log.history(Some(tenth));
+        let rest = log.read(Some(tenth));
         assert_eq!(rest.events.len(), 40);
         assert_eq!(rest.events[0].position, all.events[10].position);
         assert_eq!(rest.head, all.events[49].position);
@@ -98,15 +127,15 @@ mod tests {
 
     #[test]
     fn a_position_older_than_what_is_retained_is_incomplete() {
-        let (log, hub) = (log(10), Hub::default());
+        let log = log(10);
         for _ in 0..11 {
-            log.append(vec!["a".into()], Bytes::new(), &hub);
+            log.push(vec!["a".into()], Bytes::new());
         }
-        let h = log.history(None);
+        let h = log.read(None);
         assert!(h.complete && h.events.is_empty());
-        assert!(!log.history(Some(LogPosition::START)).complete, "the first event was dropped");
-        let kept = log.history(Some(LogPosition::START));
+        assert!(!log.read(Some(LogPosition::START)).complete, "the first event was dropped");
+        let kept = log.read(Some(LogPosition::START));
         assert_eq!(kept.events.len(), 10);
-        assert!(log.history(Some(kept.events[0].position)).complete);
+        assert!(log.read(Some(kept.events[0].position)).complete);
     }
 }

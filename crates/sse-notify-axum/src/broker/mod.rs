@@ -1,7 +1,11 @@
-//! The broker: one publish/subscribe interface over two backends.
+//! The broker: one publish/subscribe interface over peer backends.
 //!
 //! - [`Broker::memory`]: in-process, for one instance (the default without `REDIS_URL`).
 //! - [`Broker::redis`]: Redis Pub/Sub, so any number of instances share events.
+//!
+//! The broker knows nothing of HTTP: who may open a stream is the endpoint layer's decision
+//! ([`crate::Admission`]), and the backends sit behind one internal interface
+//! (`backend::Backend`), so each is held to the same tests.
 //!
 //! Either way every prefix has one ordered event log (a Redis stream, or a ring in memory): each
 //! event gets a position in it, is encoded to SSE bytes once, and the same [`Bytes`] go to every
@@ -12,6 +16,7 @@
 //! far behind is cut off with a `resync`, so a slow client never blocks the publisher or other
 //! clients, and never grows memory past its queue.
 
+mod backend;
 mod hub;
 mod memory;
 mod outbox;
@@ -20,7 +25,7 @@ mod redis;
 pub use outbox::Accepted;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,10 +37,8 @@ use sse_notify_core::wire::{Resync, ResyncReason, RESYNC_EVENT};
 use sse_notify_core::{Publish, PublishError, Publisher, SseEvent, Topic, MAX_TOPICS_PER_CONNECTION};
 use tokio::sync::watch;
 
-use crate::clients::{ClientLimits, ClientSlot, ClientTable};
-use crate::config::SseConfig;
-use crate::error::ApiError;
 use crate::metrics::{Metrics, SharedMetrics};
+use backend::Backend;
 pub(crate) use hub::Signals;
 use hub::{Delivery, Hub, Inbox};
 
@@ -78,22 +81,18 @@ pub struct BrokerLimits {
     pub outbox_size: usize,
 }
 
-impl From<&SseConfig> for BrokerLimits {
-    fn from(c: &SseConfig) -> Self {
-        Self {
-            topic_prefix: c.topic_prefix.clone(),
-            max_queue_size: c.max_queue_size,
-            max_message_size: c.max_message_size,
-            history_size: c.history_size,
-            history_age: c.history_age,
-            outbox_size: c.outbox_size,
-        }
-    }
-}
-
 impl Default for BrokerLimits {
+    /// No prefix, 256 queued events per stream, 64 KiB events, the last 10,000 events and 24 h
+    /// kept for replay, 10,000 events in the outbox.
     fn default() -> Self {
-        (&SseConfig::default()).into()
+        Self {
+            topic_prefix: String::new(),
+            max_queue_size: 256,
+            max_message_size: 64 * 1024,
+            history_size: 10_000,
+            history_age: Duration::from_secs(24 * 3600),
+            outbox_size: 10_000,
+        }
     }
 }
 
@@ -184,11 +183,7 @@ struct Inner {
     limits: BrokerLimits,
     log_tag: u16,
     hub: Arc<Hub>,
-    backend: Backend,
-    connections: AtomicUsize,
-    /// The most streams open at once since the last heap trim ([`crate::memory`]).
-    peak_connections: AtomicUsize,
-    clients: Arc<ClientTable>,
+    backend: Box<dyn Backend>,
     /// The last stream group handed out ([`Broker::new_group`]).
     groups: AtomicU32,
     outbox: outbox::Outbox,
@@ -196,17 +191,13 @@ struct Inner {
     metrics: SharedMetrics,
 }
 
-enum Backend {
-    Memory(memory::MemoryLog),
-    Redis(redis::RedisBackend),
-}
-
 impl Broker {
     /// An in-process broker: one instance, no Redis.
     pub fn memory(limits: BrokerLimits) -> Self {
         let log = LogId::new(limits.namespace(), random_epoch());
-        let backend = Backend::Memory(memory::MemoryLog::new(log, limits.retention()));
-        Self::with_backend(limits, Arc::default(), Arc::default(), backend)
+        let hub = Arc::<Hub>::default();
+        let backend = memory::MemoryLog::new(log, limits.retention(), hub.clone());
+        Self::with_backend(limits, hub, Arc::default(), Box::new(backend))
     }
 
     /// A Redis-backed broker: one Pub/Sub connection for all topics plus one command connection.
@@ -224,18 +215,10 @@ impl Broker {
         )
         .await
         .map_err(|e| BrokerError::Connect { url: url.to_owned(), reason: e })?;
-        Ok(Self::with_backend(limits, hub, metrics, Backend::Redis(backend)))
+        Ok(Self::with_backend(limits, hub, metrics, Box::new(backend)))
     }
 
-    /// The broker the configuration asks for: Redis when `redis_url` is set, else in-process.
-    pub async fn from_config(config: &SseConfig) -> Result<Self, BrokerError> {
-        match &config.redis_url {
-            Some(url) => Self::redis(url, config.into()).await,
-            None => Ok(Self::memory(config.into())),
-        }
-    }
-
-    fn with_backend(limits: BrokerLimits, hub: Arc<Hub>, metrics: SharedMetrics, backend: Backend) -> Self {
+    fn with_backend(limits: BrokerLimits, hub: Arc<Hub>, metrics: SharedMetrics, backend: Box<dyn Backend>) -> Self {
         let (closing, _) = watch::channel(false);
         let log_tag = prefix_tag(limits.namespace());
         let outbox = outbox::Outbox::new(limits.outbox_size.max(1));
@@ -245,9 +228,6 @@ impl Broker {
                 log_tag,
                 hub,
                 backend,
-                connections: AtomicUsize::new(0),
-                peak_connections: AtomicUsize::new(0),
-                clients: Arc::default(),
                 groups: AtomicU32::new(0),
                 outbox,
                 closing,
@@ -256,7 +236,8 @@ impl Broker {
         }
     }
 
-    /// The broker's metrics (rendered by `GET /metrics`).
+    /// The process's metrics (rendered by `GET /metrics`), kept by the broker and counted into by
+    /// the endpoints that use it.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
@@ -268,18 +249,12 @@ impl Broker {
 
     /// `"redis"` or `"memory"`.
     pub fn backend_name(&self) -> &'static str {
-        match self.inner.backend {
-            Backend::Memory(_) => "memory",
-            Backend::Redis(_) => "redis",
-        }
+        self.inner.backend.name()
     }
 
     /// The Redis command connection, for app data that must be shared like the events are.
     pub fn redis_connection(&self) -> Option<::redis::aio::ConnectionManager> {
-        match &self.inner.backend {
-            Backend::Redis(r) => Some(r.connection()),
-            Backend::Memory(_) => None,
-        }
+        self.inner.backend.redis_connection()
     }
 
     /// A [`Publisher`] handle for app code (e.g. Leptos server functions via context).
@@ -289,10 +264,7 @@ impl Broker {
 
     /// Whether the backend answers (always true in-process).
     pub async fn is_ready(&self) -> bool {
-        match &self.inner.backend {
-            Backend::Memory(_) => true,
-            Backend::Redis(r) => r.ping().await,
-        }
+        self.inner.backend.ping().await
     }
 
     /// How many times the Redis Pub/Sub connection was re-established (0 in-process).
@@ -300,17 +272,16 @@ impl Broker {
         self.inner.metrics.redis_reconnects.get()
     }
 
-    /// The metrics page (`GET /metrics`), with the gauges read now.
-    pub fn render_metrics(&self) -> String {
+    /// The broker's gauges, read now (the endpoint layer adds its own: [`crate::SseApp::render_metrics`]).
+    pub fn gauges(&self) -> crate::metrics::Gauges {
         let (queued, queued_max) = self.queued_events();
-        self.inner.metrics.render(crate::metrics::Gauges {
-            connections: self.connections(),
-            clients: self.inner.clients.len(),
+        crate::metrics::Gauges {
             outbox: self.inner.outbox.len(),
             channels: self.subscribed_channels(),
             queued,
             queued_max,
-        })
+            ..Default::default()
+        }
     }
 
     /// Events waiting in the streams' queues of this process: `(in all, in the fullest)`. Each
@@ -333,10 +304,7 @@ impl Broker {
     }
 
     async fn history(&self, after: Option<LogPosition>) -> Result<History, BrokerError> {
-        match &self.inner.backend {
-            Backend::Memory(log) => Ok(log.history(after)),
-            Backend::Redis(r) => r.history(after).await.map_err(BrokerError::Unavailable),
-        }
+        self.inner.backend.history(after).await.map_err(BrokerError::Unavailable)
     }
 
     /// Publishes `data` as event `event` on `topic`.
@@ -391,16 +359,10 @@ impl Broker {
                 names.push(t.to_string());
             }
         }
-        match &self.inner.backend {
-            Backend::Memory(log) => {
-                log.append(names, Bytes::from(body), &self.inner.hub);
-                Ok(())
-            }
-            Backend::Redis(r) => r.publish(&names, &body).await.map_err(|e| {
-                tracing::warn!(event, error = %e, "publish to Redis failed");
-                PublishError::Unavailable
-            }),
-        }
+        self.inner.backend.append(names, body).await.map_err(|e| {
+            tracing::warn!(event, error = %e, "publish to the backend failed");
+            PublishError::Unavailable
+        })
     }
 
     /// Subscribes to `topics` (duplicates are followed once; at most 64 distinct, else
@@ -432,13 +394,8 @@ impl Broker {
         let registration = self.inner.hub.register(group, &topics, self.inner.limits.max_queue_size);
         // From here on the guard cleans up, even if this future is dropped or fails.
         let guard = SubscriptionGuard { broker: self.clone(), inbox: registration.inbox, topics };
-        if let Backend::Redis(r) = &self.inner.backend {
-            for (topic, ready) in &registration.ready {
-                ready
-                    .get_or_try_init(|| r.subscribe(r.keys().channel(topic)))
-                    .await
-                    .map_err(BrokerError::Unavailable)?;
-            }
+        for (topic, ready) in &registration.ready {
+            ready.get_or_try_init(|| self.inner.backend.follow(topic)).await.map_err(BrokerError::Unavailable)?;
         }
         let mut sub = Subscription {
             first: VecDeque::new(),
@@ -488,43 +445,6 @@ impl Broker {
             self.inner.metrics.resynced(reason, 1);
         }
         Ok(sub)
-    }
-
-    /// Takes one of `max` connection slots, or `None` when all are in use.
-    pub fn try_acquire_connection(&self, max: usize) -> Option<ConnectionSlot> {
-        let inner = &self.inner;
-        inner.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok().map(
-            |n| {
-                inner.peak_connections.fetch_max(n + 1, Ordering::AcqRel);
-                ConnectionSlot { broker: self.clone() }
-            },
-        )
-    }
-
-    /// The most streams open at once since [`Broker::reset_connection_peak`].
-    pub(crate) fn connection_peak(&self) -> usize {
-        self.inner.peak_connections.load(Ordering::Acquire)
-    }
-
-    /// Starts the peak over from `open`.
-    pub(crate) fn reset_connection_peak(&self, open: usize) {
-        self.inner.peak_connections.store(open, Ordering::Release);
-    }
-
-    /// Counts a stream of `topics` against client `key`'s limits (shared by every endpoint of
-    /// this broker), or refuses it with 429 naming the limit.
-    pub(crate) fn admit_client(
-        &self,
-        key: String,
-        topics: &[Topic],
-        limits: ClientLimits,
-    ) -> Result<ClientSlot, ApiError> {
-        self.inner.clients.admit(key, topics, limits)
-    }
-
-    /// Open SSE connections right now.
-    pub fn connections(&self) -> usize {
-        self.inner.connections.load(Ordering::Acquire)
     }
 
     /// Asks every open stream to end, and every stream opened from now on (used at shutdown).
@@ -683,22 +603,7 @@ struct SubscriptionGuard {
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
         let inner = &self.broker.inner;
-        inner.hub.release(&self.inbox, &self.topics, |topic| {
-            if let Backend::Redis(r) = &inner.backend {
-                r.unsubscribe(r.keys().channel(topic));
-            }
-        });
-    }
-}
-
-/// One of the process's `SSE_MAX_CONNECTIONS` slots; freed when dropped.
-pub struct ConnectionSlot {
-    broker: Broker,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.broker.inner.connections.fetch_sub(1, Ordering::AcqRel);
+        inner.hub.release(&self.inbox, &self.topics, |topic| inner.backend.unfollow(topic));
     }
 }
 

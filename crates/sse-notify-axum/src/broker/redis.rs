@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::Value;
@@ -21,6 +22,7 @@ use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
 use sse_notify_core::wire::ResyncReason;
 use tokio::sync::{mpsc, oneshot};
 
+use super::backend::Backend;
 use super::hub::{Hub, LogEvent};
 use super::{random_epoch, unix_ms, History, Retention};
 use crate::metrics::SharedMetrics;
@@ -233,40 +235,17 @@ impl RedisBackend {
         Ok(Self { shared, control, publish_script: redis::Script::new(PUBLISH_SCRIPT) })
     }
 
-    pub(super) fn connection(&self) -> ConnectionManager {
-        self.shared.conn.clone()
-    }
-
-    pub(super) fn keys(&self) -> &Keys {
-        &self.shared.keys
-    }
-
-    pub(super) async fn ping(&self) -> bool {
-        let mut conn = self.shared.conn.clone();
-        let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<String>(&mut conn);
-        matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)))
-    }
-
-    pub(super) async fn history(&self, after: Option<LogPosition>) -> Result<History, String> {
-        self.shared.history(after).await
-    }
-
-    pub(super) async fn subscribe(&self, channel: String) -> Result<(), String> {
+    async fn subscribe(&self, channel: String) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
         self.control.send(Control::Subscribe(channel, done)).map_err(|_| "redis subscriber task stopped".to_owned())?;
         wait.await.map_err(|_| "redis subscriber task stopped".to_owned())?
     }
 
-    pub(super) fn unsubscribe(&self, channel: String) {
-        let _ = self.control.send(Control::Unsubscribe(channel));
-    }
-
-    pub(super) async fn publish(&self, topics: &[String], body: &str) -> Result<(), String> {
+    async fn publish(&self, topics: Vec<String>, body: String) -> Result<(), String> {
         let keys = &self.shared.keys;
         let mut inv = self.publish_script.prepare_invoke();
         inv.key(keys.log()).key(keys.epoch()).key(keys.head());
-        for topic in topics {
+        for topic in &topics {
             inv.key(keys.channel(topic));
         }
         let retention = &self.shared.retention;
@@ -277,6 +256,43 @@ impl RedisBackend {
             .arg(unix_ms().saturating_sub(retention.max_age_ms));
         let mut conn = self.shared.conn.clone();
         inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string())
+    }
+
+    async fn ping_now(&self) -> bool {
+        let mut conn = self.shared.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)))
+    }
+}
+
+impl Backend for RedisBackend {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn append(&self, topics: Vec<String>, body: String) -> BoxFuture<'_, Result<(), String>> {
+        self.publish(topics, body).boxed()
+    }
+
+    fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, String>> {
+        self.shared.history(after).boxed()
+    }
+
+    fn follow<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        self.subscribe(self.shared.keys.channel(topic)).boxed()
+    }
+
+    fn unfollow(&self, topic: &str) {
+        let _ = self.control.send(Control::Unsubscribe(self.shared.keys.channel(topic)));
+    }
+
+    fn ping(&self) -> BoxFuture<'_, bool> {
+        self.ping_now().boxed()
+    }
+
+    fn redis_connection(&self) -> Option<ConnectionManager> {
+        Some(self.shared.conn.clone())
     }
 }
 

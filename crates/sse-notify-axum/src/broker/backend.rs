@@ -1,0 +1,41 @@
+//! The one interface every backend offers the broker.
+//!
+//! A backend keeps the prefix's ordered event log and brings its new entries into the
+//! [`Hub`](super::hub::Hub) for the topics that local streams follow. Everything above it (the
+//! cursor, replay and resync rules, the once-per-stream merge, queues and slow consumers) is the
+//! broker's and the same for every backend, so the in-process log and the Redis shapes are
+//! peers held to one test suite.
+
+use futures::future::BoxFuture;
+use sse_notify_core::cursor::LogPosition;
+
+use super::History;
+
+pub(super) trait Backend: Send + Sync + 'static {
+    /// `"memory"`, `"redis"`, ...: shown by `/health/ready` and logged at start-up.
+    fn name(&self) -> &'static str;
+
+    /// Appends one event (its distinct topics and its frame body, encoded once) to the log.
+    /// Once this returns `Ok`, every stream that follows one of `topics` gets the event, live or
+    /// by catch-up after a reconnect.
+    fn append(&self, topics: Vec<String>, body: String) -> BoxFuture<'_, Result<(), String>>;
+
+    /// The log's head and, with `after`, every retained event after that position.
+    fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, String>>;
+
+    /// Starts bringing `topic`'s new events into the hub; resolves once they flow, so that an
+    /// event appended after it resolves is delivered. Called once per topic while any local
+    /// stream follows it.
+    fn follow<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), String>>;
+
+    /// No local stream follows `topic` any more.
+    fn unfollow(&self, topic: &str);
+
+    /// Whether the backend answers now.
+    fn ping(&self) -> BoxFuture<'_, bool>;
+
+    /// A Redis command connection for the app's own shared data, on Redis backends.
+    fn redis_connection(&self) -> Option<redis::aio::ConnectionManager> {
+        None
+    }
+}
