@@ -1,11 +1,12 @@
 //! Configuration from the environment, with fastapi-sse-events' variable names.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::HeaderName;
 use sse_notify_core::{Topic, DEFAULT_HEARTBEAT_SECONDS};
 
-use crate::broker::BrokerLimits;
+use crate::broker::{BrokerLimits, RedisOptions};
 use crate::clients::ClientLimits;
 
 /// Why the configuration could not be read; names the variable.
@@ -31,6 +32,8 @@ pub struct ConfigError {
 pub struct SseConfig {
     /// `REDIS_URL`, or built from `REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`; `None` = embedded broker.
     pub redis_url: Option<String>,
+    /// TLS files and a password file for Redis (`REDIS_TLS_*`, `REDIS_PASSWORD_FILE`).
+    pub redis_access: RedisAccess,
     /// `SSE_HEARTBEAT_SECONDS` (default 30; 0 = off).
     pub heartbeat: Option<Duration>,
     /// `TOPIC_PREFIX`: added to every topic server-side, invisible to clients.
@@ -79,6 +82,7 @@ impl Default for SseConfig {
         let broker = BrokerLimits::default();
         Self {
             redis_url: None,
+            redis_access: RedisAccess::default(),
             heartbeat: Some(Duration::from_secs(DEFAULT_HEARTBEAT_SECONDS)),
             topic_prefix: String::new(),
             cors_origins: Vec::new(),
@@ -149,8 +153,24 @@ impl SseConfig {
             ),
             None => None,
         };
+        let redis_access = RedisAccess {
+            tls_ca_file: get("REDIS_TLS_CA_FILE").map(PathBuf::from),
+            tls_cert_file: get("REDIS_TLS_CERT_FILE").map(PathBuf::from),
+            tls_key_file: get("REDIS_TLS_KEY_FILE").map(PathBuf::from),
+            password_file: get("REDIS_PASSWORD_FILE").map(PathBuf::from),
+        };
+        match &redis_url {
+            // Read now, so that a missing file or a wrong pairing stops start-up naming it.
+            Some(url) => drop(redis_access.options(url)?),
+            None => {
+                if let Some((var, path)) = redis_access.first_set() {
+                    return Err(err(var, &path.display().to_string(), "set, but REDIS_URL is not"));
+                }
+            }
+        }
         let cfg = Self {
             redis_url,
+            redis_access,
             heartbeat: (heartbeat_secs > 0).then(|| Duration::from_secs(heartbeat_secs)),
             topic_prefix,
             cors_origins,
@@ -199,6 +219,83 @@ impl SseConfig {
             )? as u64),
         };
         Ok(cfg)
+    }
+}
+
+/// How to reach Redis beyond `REDIS_URL`: files, so that secrets can come from a mount.
+///
+/// ```
+/// # use sse_notify_axum::config::RedisAccess;
+/// # let dir = std::env::temp_dir().join(format!("redis-access-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// std::fs::write(dir.join("password"), "s3cret\n").unwrap();
+/// let access = RedisAccess { password_file: Some(dir.join("password")), ..Default::default() };
+/// let options = access.options("redis://broker@127.0.0.1:6379").unwrap(); // the newline is not part of it
+/// assert!(!format!("{options:?}").contains("s3cret"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedisAccess {
+    /// `REDIS_TLS_CA_FILE`: the CA (PEM) to trust for `rediss://` instead of the system's.
+    pub tls_ca_file: Option<PathBuf>,
+    /// `REDIS_TLS_CERT_FILE`: a client certificate (PEM), for a Redis that asks for one.
+    pub tls_cert_file: Option<PathBuf>,
+    /// `REDIS_TLS_KEY_FILE`: the client certificate's key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// `REDIS_PASSWORD_FILE`: the password (its trailing newline dropped), instead of the URL's;
+    /// the user stays the URL's (`rediss://user@host`).
+    pub password_file: Option<PathBuf>,
+}
+
+impl RedisAccess {
+    /// The broker's options for `url`, with the files read now.
+    pub fn options(&self, url: &str) -> Result<RedisOptions, ConfigError> {
+        let read = |var: &'static str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| err(var, &path.display().to_string(), format!("cannot read it: {e}")))
+        };
+        let tls_files = self.tls_ca_file.is_some() || self.tls_cert_file.is_some() || self.tls_key_file.is_some();
+        if tls_files && !url.starts_with("rediss://") {
+            let (var, path) = self.first_set().expect("a TLS file is set");
+            return Err(err(var, &path.display().to_string(), "TLS files need a rediss:// REDIS_URL"));
+        }
+        let mut options = RedisOptions::new(url);
+        if let Some(path) = &self.tls_ca_file {
+            options = options.ca_pem(read("REDIS_TLS_CA_FILE", path)?);
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                options = options.client_cert(read("REDIS_TLS_CERT_FILE", cert)?, read("REDIS_TLS_KEY_FILE", key)?);
+            }
+            (None, None) => {}
+            (Some(cert), None) => {
+                return Err(err("REDIS_TLS_CERT_FILE", &cert.display().to_string(), "needs REDIS_TLS_KEY_FILE too"))
+            }
+            (None, Some(key)) => {
+                return Err(err("REDIS_TLS_KEY_FILE", &key.display().to_string(), "needs REDIS_TLS_CERT_FILE too"))
+            }
+        }
+        if let Some(path) = &self.password_file {
+            let bytes = read("REDIS_PASSWORD_FILE", path)?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| err("REDIS_PASSWORD_FILE", &path.display().to_string(), "is not UTF-8"))?;
+            let password = text.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&text);
+            if password.is_empty() {
+                return Err(err("REDIS_PASSWORD_FILE", &path.display().to_string(), "is empty"));
+            }
+            options = options.password(password);
+        }
+        Ok(options)
+    }
+
+    /// The first variable set, with its path.
+    fn first_set(&self) -> Option<(&'static str, &PathBuf)> {
+        [
+            ("REDIS_TLS_CA_FILE", &self.tls_ca_file),
+            ("REDIS_TLS_CERT_FILE", &self.tls_cert_file),
+            ("REDIS_TLS_KEY_FILE", &self.tls_key_file),
+            ("REDIS_PASSWORD_FILE", &self.password_file),
+        ]
+        .into_iter()
+        .find_map(|(var, path)| path.as_ref().map(|p| (var, p)))
     }
 }
 
@@ -303,6 +400,47 @@ mod tests {
             let e = from(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var);
             assert!(e.to_string().contains(var), "{e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod redis_access_tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("redis-access-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn from(pairs: &[(&str, String)]) -> Result<SseConfig, ConfigError> {
+        SseConfig::from_lookup(|k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn files_are_read_and_checked_at_start_up() {
+        let d = dir();
+        std::fs::write(d.join("pw"), "s3cret\r\n").unwrap();
+        std::fs::write(d.join("empty"), "\n").unwrap();
+        std::fs::write(d.join("ca.pem"), "pem").unwrap();
+        let path = |name: &str| d.join(name).display().to_string();
+        let tls = || ("REDIS_URL", "rediss://u@127.0.0.1:6380".to_owned());
+        let plain = || ("REDIS_URL", "redis://u@127.0.0.1:6379".to_owned());
+        let cfg = from(&[tls(), ("REDIS_TLS_CA_FILE", path("ca.pem")), ("REDIS_PASSWORD_FILE", path("pw"))]).unwrap();
+        assert_eq!(cfg.redis_access.tls_ca_file, Some(d.join("ca.pem")));
+        for (pairs, var, says) in [
+            (vec![plain(), ("REDIS_TLS_CA_FILE", path("ca.pem"))], "REDIS_TLS_CA_FILE", "rediss://"),
+            (vec![tls(), ("REDIS_TLS_CA_FILE", path("missing"))], "REDIS_TLS_CA_FILE", "cannot read"),
+            (vec![tls(), ("REDIS_TLS_CERT_FILE", path("ca.pem"))], "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"),
+            (vec![tls(), ("REDIS_TLS_KEY_FILE", path("ca.pem"))], "REDIS_TLS_KEY_FILE", "REDIS_TLS_CERT_FILE"),
+            (vec![plain(), ("REDIS_PASSWORD_FILE", path("empty"))], "REDIS_PASSWORD_FILE", "empty"),
+            (vec![("REDIS_PASSWORD_FILE", path("pw"))], "REDIS_PASSWORD_FILE", "REDIS_URL"),
+        ] {
+            let e = from(&pairs).err().unwrap_or_else(|| panic!("{var} accepted"));
+            assert_eq!(e.var, var);
+            assert!(e.to_string().contains(says), "{e}");
         }
     }
 }

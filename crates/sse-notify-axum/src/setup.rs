@@ -85,7 +85,7 @@ impl SseApp {
         let broker = connect_broker(&config).await?;
         tracing::info!(
             backend = broker.backend_name(),
-            redis = config.redis_url.as_deref().map(redact).unwrap_or_default(),
+            redis = config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
             heartbeat_s = config.heartbeat.map(|d| d.as_secs()).unwrap_or(0),
             topic_prefix = config.topic_prefix,
             cors_origins = ?config.cors_origins,
@@ -314,7 +314,13 @@ impl SseApp {
 /// The broker `config` asks for: Redis when `REDIS_URL` is set, else in-process.
 pub async fn connect_broker(config: &SseConfig) -> Result<Broker, BrokerError> {
     match &config.redis_url {
-        Some(url) => Broker::redis(url, config.into()).await,
+        Some(url) => {
+            let options = config
+                .redis_access
+                .options(url)
+                .map_err(|e| BrokerError::Connect { url: crate::broker::redact_url(url), reason: e.to_string() })?;
+            Broker::redis_with(&options, config.into()).await
+        }
         None => Ok(Broker::memory(config.into())),
     }
 }
@@ -347,19 +353,5 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Hides a password in a Redis URL for logging.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(super::redact("redis://:secret@h:6379/0"), "redis://***@h:6379/0");
-        assert_eq!(super::redact("redis://h:6379"), "redis://h:6379");
-    }
-}
+mod tests {}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
@@ -28,26 +29,75 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts redis-server on a free port; panics (failing the test) if it cannot.
     pub fn start() -> Self {
-        Self::start_on(free_port())
+        Self::start_with(&[])
     }
 
+    /// [`RedisServer::start`] with more `redis-server` arguments (`--user ...`, ...).
+    pub fn start_with(extra: &[String]) -> Self {
+        // A port found free may be taken before redis-server binds it: then it exits at start,
+        // and another port is tried.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut args = vec!["--port".to_owned(), port.to_string()];
+            args.extend_from_slice(extra);
+            if let Some(server) = Self::spawn(port, &args, format!("redis://127.0.0.1:{port}"), || redis_ping(port)) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// The same server again on `port` (after [`RedisServer::stop`]), e.g. to test reconnects.
     pub fn start_on(port: u16) -> Self {
+        let args = ["--port".to_owned(), port.to_string()];
+        Self::spawn(port, &args, format!("redis://127.0.0.1:{port}"), || redis_ping(port))
+            .unwrap_or_else(|| panic!("redis-server did not start on port {port}"))
+    }
+
+    /// redis-server with TLS only (no plain port), its certificate from `files`.
+    pub fn start_tls(files: &tls::TlsFiles, extra: &[String]) -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            let path = |p: &std::path::Path| p.display().to_string();
+            let mut args: Vec<String> = ["--port", "0", "--tls-port", &port.to_string()].map(str::to_owned).to_vec();
+            for (flag, file) in [
+                ("--tls-cert-file", &files.server_cert),
+                ("--tls-key-file", &files.server_key),
+                ("--tls-ca-cert-file", &files.ca),
+            ] {
+                args.extend([flag.to_owned(), path(file)]);
+            }
+            args.extend_from_slice(extra);
+            let url = format!("rediss://127.0.0.1:{port}");
+            // Listening means ready: redis-server opens its ports once it has loaded.
+            if let Some(server) = Self::spawn(port, &args, url, || TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+                return server;
+            }
+        }
+        panic!("redis-server with TLS did not start on any of 5 free ports");
+    }
+
+    /// Runs redis-server with `args` until `ready`; `None` if it exited at start (its port taken).
+    fn spawn(port: u16, args: &[String], url: String, ready: impl Fn() -> bool) -> Option<Self> {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server must be installed (scripts/setup.sh installs it)");
-        let mut server = Self { child: Some(child), port, url: format!("redis://127.0.0.1:{port}") };
+        let mut server = Self { child: Some(child), port, url };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if redis_ping(port) {
-                return server;
+            if ready() {
+                return Some(server);
             }
             if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("redis-server on port {port} exited at start: {status}");
+                eprintln!("redis-server on port {port} exited at start: {status}");
+                server.child = None;
+                return None;
             }
-            assert!(Instant::now() < deadline, "redis-server on port {port} did not answer PING within 10 s");
+            assert!(Instant::now() < deadline, "redis-server on port {port} was not ready within 10 s");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

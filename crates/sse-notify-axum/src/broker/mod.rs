@@ -23,6 +23,8 @@ mod outbox;
 mod redis;
 
 pub use outbox::Accepted;
+pub(crate) use redis::redact_url;
+pub use redis::RedisOptions;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -45,10 +47,11 @@ use hub::{Delivery, Hub, Inbox};
 /// Why the broker could not start or subscribe.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
-    /// Redis did not answer at start-up.
+    /// Redis could not be reached at start-up, or refused the broker (a wrong password, an ACL
+    /// without what the broker needs, a certificate it does not trust).
     #[error("cannot connect to Redis at {url}: {reason}")]
     Connect {
-        /// The `REDIS_URL` tried.
+        /// The `REDIS_URL` tried, its password hidden.
         url: String,
         /// What the connection attempt said.
         reason: String,
@@ -202,11 +205,17 @@ impl Broker {
 
     /// A Redis-backed broker: one Pub/Sub connection for all topics plus one command connection.
     pub async fn redis(url: &str, limits: BrokerLimits) -> Result<Self, BrokerError> {
+        Self::redis_with(&RedisOptions::new(url), limits).await
+    }
+
+    /// [`Broker::redis`] over TLS, or as an ACL user whose password comes from elsewhere.
+    /// Fails, naming what was refused, when the user may not run what the broker needs.
+    pub async fn redis_with(options: &RedisOptions, limits: BrokerLimits) -> Result<Self, BrokerError> {
         let hub = Arc::<Hub>::default();
         let metrics = SharedMetrics::default();
         let ns = limits.namespace();
         let backend = redis::RedisBackend::connect(
-            url,
+            options,
             redis::Keys::new(ns),
             prefix_tag(ns),
             limits.retention(),
@@ -214,7 +223,7 @@ impl Broker {
             metrics.clone(),
         )
         .await
-        .map_err(|e| BrokerError::Connect { url: url.to_owned(), reason: e })?;
+        .map_err(|e| BrokerError::Connect { url: redact_url(options.url()), reason: e })?;
         Ok(Self::with_backend(limits, hub, metrics, Box::new(backend)))
     }
 

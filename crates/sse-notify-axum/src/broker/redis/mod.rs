@@ -10,6 +10,11 @@
 //! topics (a cursor stays 63 bytes for 64 topics), replay is one `XRANGE`, and live events merge
 //! with replayed ones by comparing positions.
 
+mod access;
+
+pub(crate) use access::redact_url;
+pub use access::RedisOptions;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +47,10 @@ macro_rules! with_epoch {
     };
 }
 
-/// KEYS: log, epoch, head, channel1, channel2, ...
-/// ARGV: epoch candidate, frame body, topics (comma-separated), max events, oldest ms kept.
+/// KEYS: log, epoch, head.
+/// ARGV: epoch candidate, frame body, topics (comma-separated), max events, oldest ms kept,
+/// channel1, channel2, ... (channels are not keys: an ACL user needs key patterns for the log's
+/// three keys only, and channel patterns for the channels).
 /// Each entry links back to the one before it (`p`): trimming only ever removes the oldest
 /// entries, so history after a position is complete exactly when the first entry after it still
 /// links back to it. (`XINFO`'s `max-deleted-entry-id` does not follow trimming.)
@@ -56,8 +63,8 @@ redis.call('SET', KEYS[3], id)
 redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[5])
 local msg = epoch .. ' ' .. id .. ' ' .. ARGV[3] .. '\n' .. ARGV[2]
 local n = 0
-for i = 4, #KEYS do
-  n = n + redis.call('PUBLISH', KEYS[i], msg)
+for i = 6, #ARGV do
+  n = n + redis.call('PUBLISH', ARGV[i], msg)
 end
 return n
 "#
@@ -204,14 +211,14 @@ pub(super) struct RedisBackend {
 
 impl RedisBackend {
     pub(super) async fn connect(
-        url: &str,
+        options: &RedisOptions,
         keys: Keys,
         log_tag: u16,
         retention: Retention,
         hub: Arc<Hub>,
         metrics: SharedMetrics,
     ) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let client = options.client()?;
         // Publishes fail fast while Redis is away (the caller gets 503) instead of queueing
         // behind long retries; the manager reconnects by itself on the next command.
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -223,10 +230,11 @@ impl RedisBackend {
             let pubsub = client.get_async_pubsub().await?;
             Ok::<_, redis::RedisError>((conn, pubsub))
         };
-        let (conn, pubsub) = tokio::time::timeout(Duration::from_secs(5), connect)
+        let (conn, mut pubsub) = tokio::time::timeout(Duration::from_secs(5), connect)
             .await
             .map_err(|_| "timed out after 5 s".to_owned())?
             .map_err(|e| e.to_string())?;
+        check_acl(&conn, &mut pubsub, &keys).await?;
         let shared = Shared { conn, keys, log_tag, retention, history_script: redis::Script::new(HISTORY_SCRIPT) };
         // Where this instance stands in the log: a reconnect catches up from here.
         let start = shared.history(None).await?;
@@ -245,15 +253,15 @@ impl RedisBackend {
         let keys = &self.shared.keys;
         let mut inv = self.publish_script.prepare_invoke();
         inv.key(keys.log()).key(keys.epoch()).key(keys.head());
-        for topic in &topics {
-            inv.key(keys.channel(topic));
-        }
         let retention = &self.shared.retention;
         inv.arg(random_epoch())
             .arg(body)
             .arg(topics.join(","))
             .arg(retention.max_events)
             .arg(unix_ms().saturating_sub(retention.max_age_ms));
+        for topic in &topics {
+            inv.arg(keys.channel(topic));
+        }
         let mut conn = self.shared.conn.clone();
         inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string())
     }
@@ -294,6 +302,28 @@ impl Backend for RedisBackend {
     fn redis_connection(&self) -> Option<ConnectionManager> {
         Some(self.shared.conn.clone())
     }
+}
+
+/// Fails start-up, naming what was refused, when the Redis user may not run every command the
+/// broker needs or use its keys and channels: better than a publish that fails at the first
+/// write, or a stream that never gets an event.
+async fn check_acl(conn: &ConnectionManager, pubsub: &mut redis::aio::PubSub, keys: &Keys) -> Result<(), String> {
+    let refused = |what: String| {
+        format!("the Redis user is not allowed {what} (ACL); the broker needs {}", access::needed_acl(keys))
+    };
+    let mut conn = conn.clone();
+    redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| refused(format!("PING: {e}")))?;
+    let script = redis::Script::new(access::PROBE_SCRIPT);
+    let mut probe = script.prepare_invoke();
+    probe.key(keys.log()).key(keys.epoch()).key(keys.head()).arg(access::probe_channel(keys));
+    let calls: Vec<String> = probe.invoke_async(&mut conn).await.map_err(|e| refused(format!("its scripts: {e}")))?;
+    if !calls.is_empty() {
+        return Err(refused(format!("to run {} from a script", calls.join(", "))));
+    }
+    let channel = access::probe_channel(keys);
+    pubsub.subscribe(&channel).await.map_err(|e| refused(format!("SUBSCRIBE: {e}")))?;
+    pubsub.unsubscribe(&channel).await.map_err(|e| refused(format!("UNSUBSCRIBE: {e}")))?;
+    Ok(())
 }
 
 /// What this instance has handed to its streams so far: a message at or before it is a

@@ -1,0 +1,165 @@
+//! How the broker reaches Redis: the URL, TLS (`rediss://`, a private CA, a client
+//! certificate), an ACL user's password, and the start-up check that the user may run what the
+//! broker needs.
+
+use redis::{IntoConnectionInfo, TlsCertificates};
+
+use super::Keys;
+
+/// Where Redis is and how to log in: the URL (`redis://` or `rediss://`, with `user:password@`
+/// for an ACL user) and what a URL cannot carry.
+///
+/// ```
+/// use sse_notify_axum::RedisOptions;
+/// let options = RedisOptions::new("rediss://broker@redis.internal:6380/0")
+///     .password("from-a-secrets-mount")
+///     .ca_pem(b"-----BEGIN CERTIFICATE-----\n...".to_vec());
+/// assert_eq!(options.url(), "rediss://broker@redis.internal:6380/0");
+/// ```
+#[derive(Clone)]
+pub struct RedisOptions {
+    url: String,
+    password: Option<String>,
+    ca_pem: Option<Vec<u8>>,
+    client_cert: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the password nor the key is ever printed.
+        f.debug_struct("RedisOptions")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "(hidden)"))
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("client_cert", &self.client_cert.is_some())
+            .finish()
+    }
+}
+
+impl RedisOptions {
+    /// Redis at `url`, trusting the system's CAs for `rediss://`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), password: None, ca_pem: None, client_cert: None }
+    }
+
+    /// The URL as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The password, instead of the URL's (`REDIS_PASSWORD_FILE`).
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Trusts this CA (PEM) for `rediss://` instead of the system's (`REDIS_TLS_CA_FILE`).
+    pub fn ca_pem(mut self, pem: Vec<u8>) -> Self {
+        self.ca_pem = Some(pem);
+        self
+    }
+
+    /// Presents this certificate and key (PEM) to a Redis that asks for one
+    /// (`REDIS_TLS_CERT_FILE`, `REDIS_TLS_KEY_FILE`; redis-server's `tls-auth-clients yes`).
+    pub fn client_cert(mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
+        self.client_cert = Some((cert_pem, key_pem));
+        self
+    }
+
+    /// The `redis` client these options describe.
+    pub(crate) fn client(&self) -> Result<redis::Client, String> {
+        let mut info = self.url.as_str().into_connection_info().map_err(|e| e.to_string())?;
+        if let Some(password) = &self.password {
+            info = info.clone().set_redis_settings(info.redis_settings().clone().set_password(password));
+        }
+        let tls_url = self.url.starts_with("rediss://");
+        if !tls_url {
+            return match (&self.ca_pem, &self.client_cert) {
+                (None, None) => redis::Client::open(info).map_err(|e| e.to_string()),
+                _ => Err("a TLS CA or client certificate was given for a redis:// URL; use rediss://".into()),
+            };
+        }
+        // rustls needs a process-wide crypto provider: the app's if it installed one, else
+        // `ring`. (rustls now prefers aws-lc-rs for its post-quantum key exchange, but that
+        // builds a large C library with cmake; a link to Redis inside one's own network does
+        // not need it, and an app that wants it installs it before this runs.)
+        #[allow(deprecated)]
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certificates = TlsCertificates {
+            client_tls: self
+                .client_cert
+                .clone()
+                .map(|(client_cert, client_key)| redis::ClientTlsConfig { client_cert, client_key }),
+            root_cert: self.ca_pem.clone(),
+        };
+        redis::Client::build_with_tls(info, certificates).map_err(|e| e.to_string())
+    }
+}
+
+/// What an ACL user must be allowed for the broker, for a namespace's keys and channels.
+pub(super) fn needed_acl(keys: &Keys) -> String {
+    format!(
+        "+ping +evalsha +script|load +get +set +xadd +xtrim +xrange +publish +subscribe +unsubscribe \
+         ~{} ~{} ~{} &{}",
+        keys.log(),
+        keys.epoch(),
+        keys.head(),
+        keys.channel("*"),
+    )
+}
+
+/// Calls every command the broker's scripts use, each with a valid arity but an argument the
+/// command itself rejects, so nothing is written: Redis checks the ACL (commands, keys,
+/// channels) before the arguments, so a refused call answers with the ACL error and an allowed
+/// one with its own. (The PUBLISH is real, of an empty message to a channel no stream follows.)
+/// Returns the refused calls with Redis's reason. KEYS: log, epoch, head. ARGV: a channel of the namespace no topic can name.
+pub(super) const PROBE_SCRIPT: &str = r#"
+local refused = {}
+local function try(name, ...)
+  local r = redis.pcall(name, ...)
+  if type(r) == 'table' and r.err and string.find(r.err, 'The user executing the script', 1, true) then
+    table.insert(refused, name .. ' (' .. r.err .. ')')
+  end
+end
+try('GET', KEYS[3])
+try('SET', KEYS[2], 'x', 'XX', 'NX')
+try('XADD', KEYS[1], 'MAXLEN', 'not-a-number', '*', 'f', 'v')
+try('XTRIM', KEYS[1], 'MINID', 'not-an-id')
+try('XRANGE', KEYS[1], 'not-an-id', 'not-an-id')
+try('PUBLISH', ARGV[1], '')
+return refused
+"#;
+
+/// The channel the start-up check publishes to and subscribes: in the namespace, so an ACL
+/// channel pattern for it matches, but with a space, which no topic may contain.
+pub(super) fn probe_channel(keys: &Keys) -> String {
+    keys.channel(" acl-check")
+}
+
+/// The URL with its `user:password@` hidden, for logs and errors.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(redact_url("redis://:secret@h:6379/0"), "redis://***@h:6379/0");
+        assert_eq!(redact_url("rediss://user:secret@h:6380"), "rediss://***@h:6380");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        let debug = format!("{:?}", RedisOptions::new("redis://u:p4ss@h").password("s3cret"));
+        assert!(!debug.contains("p4ss") && !debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn tls_files_need_a_tls_url() {
+        let e = RedisOptions::new("redis://h:6379").ca_pem(b"pem".to_vec()).client().err().unwrap();
+        assert!(e.contains("rediss://"), "{e}");
+    }
+}
