@@ -77,7 +77,7 @@ wait_for() {
 }
 
 redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$dir/redis.log" 2>&1 &
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &
 pids+=($!)
 wait_for "redis answering" 10 redis-cli -p "$redis_port" ping
 

@@ -16,10 +16,14 @@ use sse_notify_core::Topic;
 /// What the README tells an operator to grant the broker's user, for the default prefix.
 const BROKER_ACL: &[&str] = &[
     "+ping",
+    "+info",
     "+evalsha",
     "+script|load",
     "+get",
     "+set",
+    "+hgetall",
+    "+hset",
+    "+hdel",
     "+xadd",
     "+xtrim",
     "+xrange",
@@ -29,6 +33,8 @@ const BROKER_ACL: &[&str] = &[
     "~sse-log/sse",
     "~sse-epoch/sse",
     "~sse-head/sse",
+    "~sse-forks/sse",
+    "~sse-writer/sse",
     "&sse/*",
 ];
 
@@ -159,6 +165,9 @@ async fn an_acl_without_what_the_broker_needs_stops_start_up_naming_it() {
         ("+evalsha", "evalsha"),
         ("~sse-head/sse", "keys"),
         ("+ping", "PING"),
+        ("+info", "INFO"),
+        ("+hset", "HSET"),
+        ("~sse-writer/sse", "keys"),
     ] {
         let redis = RedisServer::start_with(&broker_user("pw", Some(without)));
         let url = redis.url.replacen("redis://", "redis://broker:pw@", 1);

@@ -20,6 +20,7 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     pub url: String,
+    dir: std::path::PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -79,14 +80,22 @@ impl RedisServer {
 
     /// Runs redis-server with `args` until `ready`; `None` if it exited at start (its port taken).
     fn spawn(port: u16, args: &[String], url: String, ready: impl Fn() -> bool) -> Option<Self> {
+        // A folder of its own: a replica writes the snapshot it receives there, and a server
+        // loads any snapshot it finds there at start (a shared folder once leaked one test's
+        // data into the next test's servers).
+        let dir = std::env::temp_dir().join(format!("sse-redis-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server must be installed (scripts/setup.sh installs it)");
-        let mut server = Self { child: Some(child), port, url };
+        let mut server = Self { child: Some(child), port, url, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if ready() {
@@ -119,6 +128,7 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -70,7 +70,8 @@ impl MemoryLog {
                 s.events.range(from..).cloned().collect()
             }
         };
-        History { log: self.log, head: s.head, complete: after.is_none_or(|a| a >= s.trimmed_to), events }
+        let complete = after.is_none_or(|a| a >= s.trimmed_to);
+        History { log: self.log, head: s.head, complete, events, forks: Vec::new() }
     }
 }
 

@@ -128,9 +128,25 @@ pub(crate) struct History {
     /// Whether `events` are everything after the position (nothing after it was trimmed).
     pub(crate) complete: bool,
     pub(crate) events: Vec<Arc<hub::LogEvent>>,
+    /// Earlier epochs of this log, each with the last position this log still holds of it
+    /// (a Redis failover forks the log: see the Redis backend).
+    pub(crate) forks: Vec<(u32, LogPosition)>,
 }
 
 impl History {
+    /// Whether `position` of `log` is one this log holds (or held before trimming): the head
+    /// or before it in this epoch, or up to where an earlier epoch was forked. A position past
+    /// those was lost with a failed server's last writes, or never issued.
+    pub(crate) fn covers(&self, log: LogId, position: LogPosition) -> bool {
+        if log.tag != self.log.tag {
+            return false;
+        }
+        if log.epoch == self.log.epoch {
+            return position <= self.head;
+        }
+        self.forks.iter().any(|&(epoch, last)| epoch == log.epoch && position <= last)
+    }
+
     /// The cursor of the head: where a stream that is told to resync, or that starts without a
     /// cursor, goes on from.
     pub(crate) fn head_cursor(&self) -> Cursor {
@@ -430,7 +446,7 @@ impl Broker {
             }
             Some(Err(_)) => Some(ResyncReason::MalformedCursor),
             Some(Ok(c)) if c.log.tag != self.inner.log_tag => Some(ResyncReason::ForeignCursor),
-            Some(Ok(c)) if h.log != c.log || c.position > h.head => Some(ResyncReason::UnknownCursor),
+            Some(Ok(c)) if !h.covers(c.log, c.position) => Some(ResyncReason::UnknownCursor),
             Some(Ok(_)) if !h.complete => Some(ResyncReason::CursorTrimmed),
             Some(Ok(c)) => {
                 sub.after = c.position;
@@ -628,6 +644,17 @@ mod tests {
         let text = std::str::from_utf8(frame).unwrap();
         let id = text.lines().next().and_then(|l| l.strip_prefix("id: ")).expect("an id line");
         id.parse::<Cursor>().unwrap().matched
+    }
+
+    #[test]
+    fn a_forked_log_covers_an_old_epoch_up_to_its_fork_and_nothing_past_the_head() {
+        let at = |ms| LogPosition { ms, seq: 0 };
+        let (now, before, other) = (LogId { tag: 1, epoch: 9 }, LogId { tag: 1, epoch: 7 }, LogId { tag: 2, epoch: 9 });
+        let h = History { log: now, head: at(50), complete: true, events: Vec::new(), forks: vec![(7, at(30))] };
+        assert!(h.covers(now, at(50)) && !h.covers(now, at(51)), "this epoch: up to the head");
+        assert!(h.covers(before, at(30)) && !h.covers(before, at(31)), "the forked epoch: up to its fork");
+        assert!(!h.covers(LogId { tag: 1, epoch: 8 }, at(1)), "an epoch this log never had");
+        assert!(!h.covers(other, at(1)), "another prefix's log");
     }
 
     #[tokio::test]

@@ -99,11 +99,13 @@ impl RedisOptions {
 /// What an ACL user must be allowed for the broker, for a namespace's keys and channels.
 pub(super) fn needed_acl(keys: &Keys) -> String {
     format!(
-        "+ping +evalsha +script|load +get +set +xadd +xtrim +xrange +publish +subscribe +unsubscribe \
-         ~{} ~{} ~{} &{}",
+        "+ping +info +evalsha +script|load +get +set +hgetall +hset +hdel +xadd +xtrim +xrange +publish \
+         +subscribe +unsubscribe ~{} ~{} ~{} ~{} ~{} &{}",
         keys.log(),
         keys.epoch(),
         keys.head(),
+        keys.forks(),
+        keys.writer(),
         keys.channel("*"),
     )
 }
@@ -112,7 +114,8 @@ pub(super) fn needed_acl(keys: &Keys) -> String {
 /// command itself rejects, so nothing is written: Redis checks the ACL (commands, keys,
 /// channels) before the arguments, so a refused call answers with the ACL error and an allowed
 /// one with its own. (The PUBLISH is real, of an empty message to a channel no stream follows.)
-/// Returns the refused calls with Redis's reason. KEYS: log, epoch, head. ARGV: a channel of the namespace no topic can name.
+/// Returns the refused calls with Redis's reason. KEYS: log, epoch, head, forks, writer. ARGV: a
+/// channel of the namespace no topic can name.
 pub(super) const PROBE_SCRIPT: &str = r#"
 local refused = {}
 local function try(name, ...)
@@ -121,8 +124,13 @@ local function try(name, ...)
     table.insert(refused, name .. ' (' .. r.err .. ')')
   end
 end
+try('INFO', 'no-such-section')
 try('GET', KEYS[3])
 try('SET', KEYS[2], 'x', 'XX', 'NX')
+try('SET', KEYS[5], 'x', 'XX', 'NX')
+try('HGETALL', KEYS[4])
+try('HSET', KEYS[4], 'field', 'value', 'field-without-value')
+try('HDEL', KEYS[4], 'no-such-field')
 try('XADD', KEYS[1], 'MAXLEN', 'not-a-number', '*', 'f', 'v')
 try('XTRIM', KEYS[1], 'MINID', 'not-an-id')
 try('XRANGE', KEYS[1], 'not-an-id', 'not-an-id')

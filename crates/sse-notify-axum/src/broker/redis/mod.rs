@@ -32,25 +32,71 @@ use super::hub::{Hub, LogEvent};
 use super::{random_epoch, unix_ms, History, Retention};
 use crate::metrics::SharedMetrics;
 
-/// Both scripts begin by reading the log's epoch, creating it from the caller's random
-/// candidate (ARGV[1]) when the log is new or Redis lost it. KEYS[2] is the epoch key.
+/// Both scripts begin by reading the log's epoch (KEYS[2]), creating it from the caller's random
+/// candidate (ARGV[1]) when the log is new or Redis lost it, and by making sure the server they
+/// run on is the one that wrote the log.
+///
+/// A replica promoted by a failover (or a server restarted from an older snapshot) holds the log
+/// up to some position and may have lost entries after it that streams already saw. Its
+/// replication id (`master_replid`) differs from the one recorded with the log (KEYS[5]), so the
+/// first script to run on it forks the log: the old epoch is recorded (KEYS[4], a hash from old
+/// epoch to the last position the new server holds of it) and a new epoch starts. A cursor of
+/// the old epoch up to that position still resumes exactly (those entries are here); one past it
+/// points into what was lost and gets a resync; and positions issued from now on carry the new
+/// epoch, so they never pass for lost ones, whatever the new server's clock says. A fork caps
+/// older forks at its position too (the lost entries may go back further than theirs), and
+/// only the newest 32 are kept.
 macro_rules! with_epoch {
     ($body:literal) => {
         concat!(
-            "local epoch = redis.call('GET', KEYS[2])\n",
-            "if not epoch then\n",
-            "  redis.call('SET', KEYS[2], ARGV[1], 'NX')\n",
-            "  epoch = ARGV[1]\n",
-            "end\n",
+            r#"
+local function older(a, b)
+  local ams, aseq = string.match(a, '(%d+)-(%d+)')
+  local bms, bseq = string.match(b, '(%d+)-(%d+)')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+local epoch = redis.call('GET', KEYS[2])
+local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('SET', KEYS[5], replid)
+elseif redis.call('GET', KEYS[5]) ~= replid then
+  local head = redis.call('GET', KEYS[3]) or '0-0'
+  local forks = redis.call('HGETALL', KEYS[4])
+  local oldest, oldest_at = nil, nil
+  for i = 1, #forks, 2 do
+    if older(head, forks[i + 1]) then
+      redis.call('HSET', KEYS[4], forks[i], head)
+      forks[i + 1] = head
+    end
+    if not oldest or older(forks[i + 1], oldest_at) then
+      oldest, oldest_at = forks[i], forks[i + 1]
+    end
+  end
+  if #forks >= 64 then
+    redis.call('HDEL', KEYS[4], oldest)
+  end
+  redis.call('HSET', KEYS[4], epoch, head)
+  local next = ARGV[1]
+  if next == epoch then
+    next = tostring((tonumber(epoch) + 1) % 4294967296)
+  end
+  epoch = next
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('SET', KEYS[5], replid)
+end
+"#,
             $body
         )
     };
 }
 
-/// KEYS: log, epoch, head.
+/// KEYS: log, epoch, head, forks, writer.
 /// ARGV: epoch candidate, frame body, topics (comma-separated), max events, oldest ms kept,
 /// channel1, channel2, ... (channels are not keys: an ACL user needs key patterns for the log's
-/// three keys only, and channel patterns for the channels).
+/// keys only, and channel patterns for the channels).
 /// Each entry links back to the one before it (`p`): trimming only ever removes the oldest
 /// entries, so history after a position is complete exactly when the first entry after it still
 /// links back to it. (`XINFO`'s `max-deleted-entry-id` does not follow trimming.)
@@ -70,8 +116,9 @@ return n
 "#
 );
 
-/// KEYS: log, epoch, head.  ARGV: epoch candidate, position to read after ('' = none), max entries.
-/// Returns {epoch, head, entries after the position}, atomically.
+/// KEYS: log, epoch, head, forks, writer.  ARGV: epoch candidate, position to read after
+/// ('' = none), max entries.
+/// Returns {epoch, head, entries after the position, forks (old epoch, position, ...)}, atomically.
 const HISTORY_SCRIPT: &str = with_epoch!(
     r#"
 local head = redis.call('GET', KEYS[3]) or '0-0'
@@ -79,7 +126,7 @@ local entries = {}
 if ARGV[2] ~= '' then
   entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
 end
-return {epoch, head, entries}
+return {epoch, head, entries, redis.call('HGETALL', KEYS[4])}
 "#
 );
 
@@ -92,7 +139,7 @@ enum Control {
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Redis names of one prefix: its log, its epoch and its channels. The namespace and the topic
+/// Redis names of one prefix: its log, the log's epoch, head, forks and writer, and its channels. The namespace and the topic
 /// are joined by `/`, which no topic or prefix may contain, so no topic a client can name is a
 /// channel of another prefix; an empty prefix is the namespace `sse`.
 #[derive(Clone)]
@@ -105,16 +152,29 @@ impl Keys {
         Self { namespace: namespace.to_owned() }
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         format!("sse-log/{}", self.namespace)
     }
 
-    fn epoch(&self) -> String {
+    pub(super) fn epoch(&self) -> String {
         format!("sse-epoch/{}", self.namespace)
     }
 
-    fn head(&self) -> String {
+    pub(super) fn head(&self) -> String {
         format!("sse-head/{}", self.namespace)
+    }
+
+    pub(super) fn forks(&self) -> String {
+        format!("sse-forks/{}", self.namespace)
+    }
+
+    pub(super) fn writer(&self) -> String {
+        format!("sse-writer/{}", self.namespace)
+    }
+
+    /// The keys every script takes, in order: log, epoch, head, forks, writer.
+    pub(super) fn script_keys(&self, inv: &mut redis::ScriptInvocation<'_>) {
+        inv.key(self.log()).key(self.epoch()).key(self.head()).key(self.forks()).key(self.writer());
     }
 
     pub(super) fn channel(&self, topic: &str) -> String {
@@ -136,11 +196,11 @@ impl Shared {
     async fn history(&self, after: Option<LogPosition>) -> Result<History, String> {
         let limit = self.retention.max_events + 1000;
         let mut inv = self.history_script.prepare_invoke();
-        inv.key(self.keys.log()).key(self.keys.epoch()).key(self.keys.head());
+        self.keys.script_keys(&mut inv);
         inv.arg(random_epoch()).arg(after.map(|p| p.to_string()).unwrap_or_default()).arg(limit);
         let mut conn = self.conn.clone();
         let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| e.to_string())?;
-        let [epoch, head, entries] = <[Value; 3]>::try_from(reply).map_err(|_| "bad history reply")?;
+        let [epoch, head, entries, forks] = <[Value; 4]>::try_from(reply).map_err(|_| "bad history reply")?;
         let epoch: u32 = text(&epoch).and_then(|s| s.parse().ok()).ok_or("bad epoch")?;
         let head: LogPosition = text(&head).and_then(|s| s.parse().ok()).ok_or("bad stream id")?;
         let log = LogId { tag: self.log_tag, epoch };
@@ -150,10 +210,17 @@ impl Shared {
             (None, _) => true,
             // Nothing between the position and the first retained entry after it was trimmed.
             (Some(after), Some((_, prev))) => *prev == after && entries.len() < limit,
-            // Nothing after it retained: complete if nothing was published after it either.
-            (Some(after), None) => head <= after,
+            // Nothing after it retained: complete if it is the head. (A position past the head
+            // was lost with a server's last writes.)
+            (Some(after), None) => head == after,
         };
-        Ok(History { log, head, complete, events: entries.into_iter().map(|(e, _)| e).collect() })
+        let Value::Array(forks) = forks else { return Err("bad forks".into()) };
+        let forks = forks
+            .chunks(2)
+            .map(|pair| Some((text(&pair[0])?.parse().ok()?, text(pair.get(1)?)?.parse().ok()?)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("bad fork")?;
+        Ok(History { log, head, complete, events: entries.into_iter().map(|(e, _)| e).collect(), forks })
     }
 }
 
@@ -252,7 +319,7 @@ impl RedisBackend {
     async fn publish(&self, topics: Vec<String>, body: String) -> Result<(), String> {
         let keys = &self.shared.keys;
         let mut inv = self.publish_script.prepare_invoke();
-        inv.key(keys.log()).key(keys.epoch()).key(keys.head());
+        keys.script_keys(&mut inv);
         let retention = &self.shared.retention;
         inv.arg(random_epoch())
             .arg(body)
@@ -315,7 +382,8 @@ async fn check_acl(conn: &ConnectionManager, pubsub: &mut redis::aio::PubSub, ke
     redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| refused(format!("PING: {e}")))?;
     let script = redis::Script::new(access::PROBE_SCRIPT);
     let mut probe = script.prepare_invoke();
-    probe.key(keys.log()).key(keys.epoch()).key(keys.head()).arg(access::probe_channel(keys));
+    keys.script_keys(&mut probe);
+    probe.arg(access::probe_channel(keys));
     let calls: Vec<String> = probe.invoke_async(&mut conn).await.map_err(|e| refused(format!("its scripts: {e}")))?;
     if !calls.is_empty() {
         return Err(refused(format!("to run {} from a script", calls.join(", "))));
@@ -413,7 +481,19 @@ async fn subscriber_loop(
                 msg = stream.next() => match msg {
                     None => break,
                     Some(msg) => match message_event(shared.log_tag, msg.get_payload_bytes()) {
-                        Some((log, event)) => delivered.deliver(&hub, event, log),
+                        Some((log, event)) if log == delivered.log => delivered.deliver(&hub, event, log),
+                        Some((log, event)) => {
+                            // Another epoch: the log was forked (a failover) or recreated. What
+                            // this instance delivered is checked against the log as it is now,
+                            // as after a reconnect; then the message, unless the read had it.
+                            if let Err(e) = catch_up(&shared, &hub, &mut delivered, &metrics).await {
+                                tracing::warn!(error = %e, "redis catch-up after a new log epoch failed; reconnecting");
+                                break;
+                            }
+                            if log == delivered.log {
+                                delivered.deliver(&hub, event, log);
+                            }
+                        }
                         None => tracing::warn!(channel = msg.get_channel_name(), "malformed message ignored"),
                     },
                 },
@@ -448,7 +528,9 @@ async fn catch_up(
     metrics: &SharedMetrics,
 ) -> Result<(), String> {
     let history = shared.history(Some(delivered.position)).await?;
-    if history.log == delivered.log && history.complete {
+    if history.covers(delivered.log, delivered.position) && history.complete {
+        // Across a fork too: what was delivered is still in the log, and what follows it is.
+        delivered.log = history.log;
         let n = history.events.len();
         for event in history.events {
             delivered.deliver(hub, event, history.log);
@@ -456,7 +538,14 @@ async fn catch_up(
         metrics.events_replayed.inc_by(n as u64);
         return Ok(());
     }
-    tracing::warn!("events published while Redis was unreachable are no longer retained; streams resync");
+    if history.covers(delivered.log, delivered.position) {
+        tracing::warn!("events published while Redis was unreachable are no longer retained; streams resync");
+    } else {
+        tracing::warn!(
+            "the log no longer holds the last events delivered (a failover lost them, or Redis restarted without \
+             them); streams resync"
+        );
+    }
     hub.resync_all(ResyncReason::BrokerReconnected, history.head_cursor());
     metrics.resynced(ResyncReason::BrokerReconnected, 1);
     *delivered = Delivered { log: history.log, position: history.head };

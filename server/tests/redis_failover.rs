@@ -1,0 +1,126 @@
+//! When Redis loses its newest writes: a replica promoted by a failover, or a server that comes
+//! back with older data. Streams that saw the lost events are told to resync before anything
+//! else; cursors into what was lost get a resync, cursors before it resume exactly; and the
+//! positions issued afterwards carry a new log epoch, so none of them passes for a lost one.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use sse_notify_axum::Broker;
+use sse_notify_core::cursor::Cursor;
+use sse_notify_core::Topic;
+
+fn tasks() -> Topic {
+    Topic::new("tasks").unwrap()
+}
+
+async fn publish_n(broker: &Broker, range: std::ops::Range<u64>) {
+    for n in range {
+        broker.publish(&tasks(), "tick", &serde_json::json!({ "n": n })).await.unwrap();
+    }
+}
+
+fn n_of(e: &sse_notify_core::wire::ParsedEvent) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+    v["n"].as_u64().unwrap_or_else(|| panic!("not a tick: {e:?}"))
+}
+
+fn query<T: redis::FromRedisValue>(redis: &RedisServer, cmd: &mut redis::Cmd) -> T {
+    let mut conn = redis.client().get_connection().unwrap();
+    cmd.query(&mut conn).unwrap()
+}
+
+/// Waits until `redis` says `field:value` in its `INFO replication`.
+fn wait_for_replication(redis: &RedisServer, field: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = format!("{field}:{value}");
+    loop {
+        let info: String = query(redis, redis::cmd("INFO").arg("replication"));
+        if info.lines().any(|l| l.trim() == line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {line} within 10 s:\n{info}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads events until one that is not a heartbeat.
+async fn next(sse: &mut SseClient) -> sse_notify_core::wire::ParsedEvent {
+    sse.expect_event().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_comes_back_without_its_last_writes_forks_the_log() {
+    // `primary` serves the app throughout; `replica` holds a copy that stops at event 4.
+    let primary = RedisServer::start_with(&["--repl-diskless-sync-delay".into(), "0".into()]);
+    let replica = RedisServer::start_with(&[
+        "--replicaof".into(),
+        "127.0.0.1".into(),
+        primary.port.to_string(),
+        "--repl-diskless-sync-delay".into(),
+        "0".into(),
+    ]);
+    wait_for_replication(&replica, "master_link_status", "up");
+    let app = TestServer::demo(config(Some(&primary))).await;
+    let broker = app.sse.broker().clone();
+
+    let mut live = SseClient::subscribe(&app.base, "tasks").await.started().await;
+    publish_n(&broker, 0..5).await;
+    let mut cursors = Vec::new();
+    for n in 0..5 {
+        let e = next(&mut live).await;
+        assert_eq!(n_of(&e), n);
+        cursors.push(e.id.unwrap());
+    }
+    let acked: i64 = query(&primary, redis::cmd("WAIT").arg(1).arg(5000));
+    assert_eq!(acked, 1, "the replica holds events 0..5");
+    // The replica goes its own way; events 5..8 exist only on the primary.
+    let _: () = query(&replica, redis::cmd("REPLICAOF").arg("NO").arg("ONE"));
+    publish_n(&broker, 5..8).await;
+    for n in 5..8 {
+        let e = next(&mut live).await;
+        assert_eq!(n_of(&e), n);
+        cursors.push(e.id.unwrap());
+    }
+    // The primary comes back with the replica's data (what a failover to it would serve):
+    // events 5..8 are lost, and the primary has a new replication id.
+    let _: () = query(&primary, redis::cmd("REPLICAOF").arg("127.0.0.1").arg(replica.port));
+    wait_for_replication(&primary, "master_link_status", "up");
+    let _: () = query(&primary, redis::cmd("REPLICAOF").arg("NO").arg("ONE"));
+    let len: i64 = query(&primary, redis::cmd("XLEN").arg("sse-log/sse"));
+    assert_eq!(len, 5, "the log lost events 5..8");
+
+    // The next publish forks the log; the live stream saw lost events, so it resyncs first.
+    publish_n(&broker, 8..9).await;
+    let resync = next(&mut live).await;
+    assert_eq!(resync.event, "resync", "{resync:?}");
+    assert_eq!(resync.data, r#"{"reason":"broker_reconnected","topics":["tasks"]}"#);
+    publish_n(&broker, 9..10).await;
+    let after = next(&mut live).await;
+    assert_eq!(n_of(&after), 9, "live again after the resync (8 is covered by it)");
+    let (old, new) = (cursors[4].parse::<Cursor>().unwrap(), after.id.as_deref().unwrap().parse::<Cursor>().unwrap());
+    assert_ne!(old.log.epoch, new.log.epoch, "positions issued after the fork carry a new epoch");
+    assert!(new.position > old.position);
+
+    // A cursor the log still holds resumes exactly, across the fork; one into what was lost
+    // gets a resync naming its topics, never the events 8 and 9 as if nothing had happened.
+    let resume = |cursor: &str| {
+        let req = http().get(app.url("/events?topic=tasks")).header("last-event-id", cursor);
+        SseClient::open_with(req)
+    };
+    let mut kept = resume(&cursors[3]).await;
+    assert_eq!([next(&mut kept).await, next(&mut kept).await, next(&mut kept).await].map(|e| n_of(&e)), [4, 8, 9]);
+    for lost in &cursors[5..8] {
+        let mut sse = resume(lost).await;
+        let e = next(&mut sse).await;
+        assert_eq!(
+            (e.event.as_str(), e.data.as_str()),
+            ("resync", r#"{"reason":"unknown_cursor","topics":["tasks"]}"#)
+        );
+        publish_n(&broker, 10..11).await;
+        // (Each loop publishes one more; only the newest is live for this stream.)
+        assert_eq!(next(&mut sse).await.event, "tick");
+    }
+}
