@@ -4,8 +4,8 @@
 //! the same board. Without Redis the app runs as one instance on the embedded broker, and an
 //! in-process table is that instance's whole store.
 
-use redis::aio::ConnectionManager;
 use shared::tasks::Task;
+use sse_notify_axum::RedisConnection;
 
 pub use super::table::StoreError;
 use super::table::Table;
@@ -27,7 +27,7 @@ impl TaskStore {
     }
 
     /// A store in Redis under `key_prefix` (the app's `TOPIC_PREFIX` namespace).
-    pub fn redis(conn: ConnectionManager, key_prefix: &str) -> Self {
+    pub fn redis(conn: RedisConnection, key_prefix: &str) -> Self {
         Self(Table::redis(conn, key_prefix, "taskboard:tasks"))
     }
 

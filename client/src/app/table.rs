@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use sse_notify_axum::RedisConnection;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,7 @@ return out
 
 pub enum Table<T> {
     Memory(Arc<Mutex<(u64, BTreeMap<u64, T>)>>),
-    Redis { conn: ConnectionManager, hash: String, counter: String, _rows: PhantomData<fn() -> T> },
+    Redis { conn: RedisConnection, hash: String, counter: String, _rows: PhantomData<fn() -> T> },
 }
 
 impl<T> Clone for Table<T> {
@@ -59,7 +59,7 @@ impl<T: Clone + Serialize + DeserializeOwned> Table<T> {
     }
 
     /// A table in Redis under `{key_prefix}{name}`.
-    pub fn redis(conn: ConnectionManager, key_prefix: &str, name: &str) -> Self {
+    pub fn redis(conn: RedisConnection, key_prefix: &str, name: &str) -> Self {
         Table::Redis {
             conn,
             hash: format!("{key_prefix}{name}:rows"),

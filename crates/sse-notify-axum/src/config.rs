@@ -30,9 +30,11 @@ pub struct ConfigError {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SseConfig {
-    /// `REDIS_URL`, or built from `REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`; `None` = embedded broker.
+    /// `REDIS_URL`, or built from `REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`; `None` (and no
+    /// sentinels) = embedded broker.
     pub redis_url: Option<String>,
-    /// TLS files and a password file for Redis (`REDIS_TLS_*`, `REDIS_PASSWORD_FILE`).
+    /// TLS files, a password file and Sentinel for Redis (`REDIS_TLS_*`, `REDIS_PASSWORD_FILE`,
+    /// `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`).
     pub redis_access: RedisAccess,
     /// `SSE_HEARTBEAT_SECONDS` (default 30; 0 = off).
     pub heartbeat: Option<Duration>,
@@ -158,10 +160,23 @@ impl SseConfig {
             tls_cert_file: get("REDIS_TLS_CERT_FILE").map(PathBuf::from),
             tls_key_file: get("REDIS_TLS_KEY_FILE").map(PathBuf::from),
             password_file: get("REDIS_PASSWORD_FILE").map(PathBuf::from),
+            sentinels: match get("REDIS_SENTINELS") {
+                Some(list) => parse_addresses("REDIS_SENTINELS", &list)?,
+                None => Vec::new(),
+            },
+            sentinel_master: get("REDIS_SENTINEL_MASTER"),
         };
+        match (&redis_access.sentinel_master, redis_access.sentinels.is_empty()) {
+            (None, false) => {
+                return Err(err("REDIS_SENTINELS", "", "needs REDIS_SENTINEL_MASTER, the name they watch"))
+            }
+            (Some(name), true) => return Err(err("REDIS_SENTINEL_MASTER", name, "needs REDIS_SENTINELS")),
+            _ => {}
+        }
         match &redis_url {
             // Read now, so that a missing file or a wrong pairing stops start-up naming it.
             Some(url) => drop(redis_access.options(url)?),
+            None if !redis_access.sentinels.is_empty() => drop(redis_access.options(SENTINEL_URL)?),
             None => {
                 if let Some((var, path)) = redis_access.first_set() {
                     return Err(err(var, &path.display().to_string(), "set, but REDIS_URL is not"));
@@ -244,6 +259,43 @@ pub struct RedisAccess {
     /// `REDIS_PASSWORD_FILE`: the password (its trailing newline dropped), instead of the URL's;
     /// the user stays the URL's (`rediss://user@host`).
     pub password_file: Option<PathBuf>,
+    /// `REDIS_SENTINELS` (`host:port,host:port,...`): ask these sentinels where the primary is,
+    /// and follow it through failovers. `REDIS_URL` is then optional and gives only the scheme
+    /// (`rediss://` = TLS to sentinels and primary), user, password and database.
+    pub sentinels: Vec<(String, u16)>,
+    /// `REDIS_SENTINEL_MASTER`: the name the sentinels know the primary by.
+    pub sentinel_master: Option<String>,
+}
+
+/// The URL whose scheme, user and database apply behind Sentinel when `REDIS_URL` is unset.
+const SENTINEL_URL: &str = "redis://sentinel-managed";
+
+/// `host:port,host:port` (IPv6 as `[::1]:26379`).
+fn parse_addresses(var: &'static str, list: &str) -> Result<Vec<(String, u16)>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            let (host, port) = a.rsplit_once(':').ok_or_else(|| err(var, list, format!("{a:?} is not host:port")))?;
+            let port = port.parse::<u16>().map_err(|_| err(var, list, format!("{a:?} has no valid port")))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() {
+                return Err(err(var, list, format!("{a:?} has no host")));
+            }
+            Ok((host.to_owned(), port))
+        })
+        .collect()
+}
+
+impl SseConfig {
+    /// How to reach Redis, with its files read now; `None` for the embedded broker.
+    pub fn redis_options(&self) -> Result<Option<RedisOptions>, ConfigError> {
+        match (&self.redis_url, self.redis_access.sentinels.is_empty()) {
+            (Some(url), _) => self.redis_access.options(url).map(Some),
+            (None, false) => self.redis_access.options(SENTINEL_URL).map(Some),
+            (None, true) => Ok(None),
+        }
+    }
 }
 
 impl RedisAccess {
@@ -272,6 +324,9 @@ impl RedisAccess {
             (None, Some(key)) => {
                 return Err(err("REDIS_TLS_KEY_FILE", &key.display().to_string(), "needs REDIS_TLS_CERT_FILE too"))
             }
+        }
+        if let Some(master) = &self.sentinel_master {
+            options = options.sentinels(self.sentinels.clone(), master.clone());
         }
         if let Some(path) = &self.password_file {
             let bytes = read("REDIS_PASSWORD_FILE", path)?;
@@ -430,6 +485,11 @@ mod redis_access_tests {
         let plain = || ("REDIS_URL", "redis://u@127.0.0.1:6379".to_owned());
         let cfg = from(&[tls(), ("REDIS_TLS_CA_FILE", path("ca.pem")), ("REDIS_PASSWORD_FILE", path("pw"))]).unwrap();
         assert_eq!(cfg.redis_access.tls_ca_file, Some(d.join("ca.pem")));
+        let sentinels =
+            |list: &str| vec![("REDIS_SENTINELS", list.to_owned()), ("REDIS_SENTINEL_MASTER", "main".to_owned())];
+        let cfg = from(&sentinels("10.0.0.1:26379, [::1]:26380")).unwrap();
+        assert_eq!(cfg.redis_access.sentinels, [("10.0.0.1".to_owned(), 26379), ("::1".to_owned(), 26380)]);
+        assert!(cfg.redis_url.is_none() && cfg.redis_options().unwrap().is_some(), "sentinels alone mean Redis");
         for (pairs, var, says) in [
             (vec![plain(), ("REDIS_TLS_CA_FILE", path("ca.pem"))], "REDIS_TLS_CA_FILE", "rediss://"),
             (vec![tls(), ("REDIS_TLS_CA_FILE", path("missing"))], "REDIS_TLS_CA_FILE", "cannot read"),
@@ -437,6 +497,11 @@ mod redis_access_tests {
             (vec![tls(), ("REDIS_TLS_KEY_FILE", path("ca.pem"))], "REDIS_TLS_KEY_FILE", "REDIS_TLS_CERT_FILE"),
             (vec![plain(), ("REDIS_PASSWORD_FILE", path("empty"))], "REDIS_PASSWORD_FILE", "empty"),
             (vec![("REDIS_PASSWORD_FILE", path("pw"))], "REDIS_PASSWORD_FILE", "REDIS_URL"),
+            (vec![("REDIS_SENTINELS", "127.0.0.1:26379".to_owned())], "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"),
+            (vec![("REDIS_SENTINEL_MASTER", "main".to_owned())], "REDIS_SENTINEL_MASTER", "REDIS_SENTINELS"),
+            (sentinels("127.0.0.1"), "REDIS_SENTINELS", "host:port"),
+            (sentinels("127.0.0.1:port"), "REDIS_SENTINELS", "port"),
+            (sentinels(":26379"), "REDIS_SENTINELS", "host"),
         ] {
             let e = from(&pairs).err().unwrap_or_else(|| panic!("{var} accepted"));
             assert_eq!(e.var, var);

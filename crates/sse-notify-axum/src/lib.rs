@@ -44,7 +44,7 @@ pub mod metrics;
 pub mod setup;
 
 pub use admission::Admission;
-pub use broker::{Broker, BrokerError, BrokerLimits, RedisOptions, Subscription};
+pub use broker::{Broker, BrokerError, BrokerLimits, RedisConnection, RedisOptions, Subscription};
 pub use clients::ClientLimits;
 pub use config::{ConfigError, SseConfig};
 pub use endpoint::SseEndpoint;

@@ -86,6 +86,8 @@ impl SseApp {
         tracing::info!(
             backend = broker.backend_name(),
             redis = config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
+            redis_sentinels = ?config.redis_access.sentinels,
+            redis_sentinel_master = config.redis_access.sentinel_master.as_deref().unwrap_or_default(),
             heartbeat_s = config.heartbeat.map(|d| d.as_secs()).unwrap_or(0),
             topic_prefix = config.topic_prefix,
             cors_origins = ?config.cors_origins,
@@ -311,16 +313,15 @@ impl SseApp {
     }
 }
 
-/// The broker `config` asks for: Redis when `REDIS_URL` is set, else in-process.
+/// The broker `config` asks for: Redis when `REDIS_URL` or `REDIS_SENTINELS` is set, else
+/// in-process.
 pub async fn connect_broker(config: &SseConfig) -> Result<Broker, BrokerError> {
-    match &config.redis_url {
-        Some(url) => {
-            let options = config
-                .redis_access
-                .options(url)
-                .map_err(|e| BrokerError::Connect { url: crate::broker::redact_url(url), reason: e.to_string() })?;
-            Broker::redis_with(&options, config.into()).await
-        }
+    let options = config.redis_options().map_err(|e| BrokerError::Connect {
+        url: config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
+        reason: e.to_string(),
+    })?;
+    match options {
+        Some(options) => Broker::redis_with(&options, config.into()).await,
         None => Ok(Broker::memory(config.into())),
     }
 }

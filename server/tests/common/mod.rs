@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod sentinel;
 pub mod tls;
 
 use std::collections::VecDeque;

@@ -24,7 +24,7 @@ mod redis;
 
 pub use outbox::Accepted;
 pub(crate) use redis::redact_url;
-pub use redis::RedisOptions;
+pub use redis::{RedisConnection, RedisOptions};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -278,7 +278,7 @@ impl Broker {
     }
 
     /// The Redis command connection, for app data that must be shared like the events are.
-    pub fn redis_connection(&self) -> Option<::redis::aio::ConnectionManager> {
+    pub fn redis_connection(&self) -> Option<RedisConnection> {
         self.inner.backend.redis_connection()
     }
 

@@ -2,12 +2,14 @@
 //! certificate), an ACL user's password, and the start-up check that the user may run what the
 //! broker needs.
 
-use redis::{IntoConnectionInfo, TlsCertificates};
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates, TlsMode};
 
+use super::primary::Locator;
 use super::Keys;
 
 /// Where Redis is and how to log in: the URL (`redis://` or `rediss://`, with `user:password@`
-/// for an ACL user) and what a URL cannot carry.
+/// for an ACL user), what a URL cannot carry, and the sentinels when Sentinel manages it.
 ///
 /// ```
 /// use sse_notify_axum::RedisOptions;
@@ -22,6 +24,7 @@ pub struct RedisOptions {
     password: Option<String>,
     ca_pem: Option<Vec<u8>>,
     client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    sentinel: Option<(Vec<(String, u16)>, String)>,
 }
 
 impl std::fmt::Debug for RedisOptions {
@@ -32,6 +35,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("password", &self.password.as_ref().map(|_| "(hidden)"))
             .field("ca_pem", &self.ca_pem.is_some())
             .field("client_cert", &self.client_cert.is_some())
+            .field("sentinel", &self.sentinel)
             .finish()
     }
 }
@@ -39,7 +43,7 @@ impl std::fmt::Debug for RedisOptions {
 impl RedisOptions {
     /// Redis at `url`, trusting the system's CAs for `rediss://`.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), password: None, ca_pem: None, client_cert: None }
+        Self { url: url.into(), password: None, ca_pem: None, client_cert: None, sentinel: None }
     }
 
     /// The URL as given.
@@ -66,7 +70,57 @@ impl RedisOptions {
         self
     }
 
-    /// The `redis` client these options describe.
+    /// Asks these sentinels (`host`, `port`) for the primary of `master`, and follows it when
+    /// they fail it over (`REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`). The URL then gives only
+    /// the scheme (`rediss://` for TLS to the sentinels and the primary), the user, password and
+    /// database; its host is not used.
+    pub fn sentinels(mut self, sentinels: Vec<(String, u16)>, master: impl Into<String>) -> Self {
+        self.sentinel = Some((sentinels, master.into()));
+        self
+    }
+
+    /// How to find the primary.
+    pub(super) fn locator(&self) -> Result<Locator, String> {
+        let Some((sentinels, master)) = &self.sentinel else { return Ok(Locator::Fixed(self.client()?)) };
+        let info = self.url.as_str().into_connection_info().map_err(|e| e.to_string())?;
+        let redis = info.redis_settings();
+        let tls = self.url.starts_with("rediss://");
+        let addresses = sentinels.iter().map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+        let mut builder = SentinelClientBuilder::new(addresses, master, SentinelServerType::Master)
+            .map_err(|e| e.to_string())?
+            .set_client_to_redis_db(redis.db());
+        if let Some(user) = redis.username() {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = self.password.as_deref().or(redis.password()) {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if tls {
+            install_crypto_provider();
+            let certificates = self.certificates();
+            builder = builder
+                .set_client_to_redis_tls_mode(TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                .set_client_to_redis_certificates(certificates.clone())
+                .set_client_to_sentinel_certificates(certificates);
+        } else if self.ca_pem.is_some() || self.client_cert.is_some() {
+            return Err("a TLS CA or client certificate was given for a redis:// URL; use rediss://".into());
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
+        Ok(Locator::Sentinel { sentinels: tokio::sync::Mutex::new(client), master: master.clone() })
+    }
+
+    fn certificates(&self) -> TlsCertificates {
+        TlsCertificates {
+            client_tls: self
+                .client_cert
+                .clone()
+                .map(|(client_cert, client_key)| redis::ClientTlsConfig { client_cert, client_key }),
+            root_cert: self.ca_pem.clone(),
+        }
+    }
+
+    /// The `redis` client for the URL's server.
     pub(crate) fn client(&self) -> Result<redis::Client, String> {
         let mut info = self.url.as_str().into_connection_info().map_err(|e| e.to_string())?;
         if let Some(password) = &self.password {
@@ -79,21 +133,18 @@ impl RedisOptions {
                 _ => Err("a TLS CA or client certificate was given for a redis:// URL; use rediss://".into()),
             };
         }
-        // rustls needs a process-wide crypto provider: the app's if it installed one, else
-        // `ring`. (rustls now prefers aws-lc-rs for its post-quantum key exchange, but that
-        // builds a large C library with cmake; a link to Redis inside one's own network does
-        // not need it, and an app that wants it installs it before this runs.)
-        #[allow(deprecated)]
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let certificates = TlsCertificates {
-            client_tls: self
-                .client_cert
-                .clone()
-                .map(|(client_cert, client_key)| redis::ClientTlsConfig { client_cert, client_key }),
-            root_cert: self.ca_pem.clone(),
-        };
-        redis::Client::build_with_tls(info, certificates).map_err(|e| e.to_string())
+        install_crypto_provider();
+        redis::Client::build_with_tls(info, self.certificates()).map_err(|e| e.to_string())
     }
+}
+
+/// rustls needs a process-wide crypto provider: the app's if it installed one, else `ring`.
+/// (rustls now prefers aws-lc-rs for its post-quantum key exchange, but that builds a large C
+/// library with cmake; a link to Redis inside one's own network does not need it, and an app
+/// that wants it installs it before this runs.)
+fn install_crypto_provider() {
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// What an ACL user must be allowed for the broker, for a namespace's keys and channels.

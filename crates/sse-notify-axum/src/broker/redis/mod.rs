@@ -11,9 +11,11 @@
 //! with replayed ones by comparing positions.
 
 mod access;
+mod primary;
 
 pub(crate) use access::redact_url;
 pub use access::RedisOptions;
+pub use primary::RedisConnection;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use redis::Value;
 use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
 use sse_notify_core::wire::ResyncReason;
@@ -184,7 +185,7 @@ impl Keys {
 
 #[derive(Clone)]
 struct Shared {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     keys: Keys,
     log_tag: u16,
     retention: Retention,
@@ -285,28 +286,23 @@ impl RedisBackend {
         hub: Arc<Hub>,
         metrics: SharedMetrics,
     ) -> Result<Self, String> {
-        let client = options.client()?;
-        // Publishes fail fast while Redis is away (the caller gets 503) instead of queueing
-        // behind long retries; the manager reconnects by itself on the next command.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
+        let locator = Arc::new(options.locator()?);
         let connect = async {
-            let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
-            let pubsub = client.get_async_pubsub().await?;
-            Ok::<_, redis::RedisError>((conn, pubsub))
+            let conn = RedisConnection::connect(locator.clone()).await?;
+            let pubsub = locator.primary().await?.get_async_pubsub().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((conn, pubsub))
         };
-        let (conn, mut pubsub) = tokio::time::timeout(Duration::from_secs(5), connect)
+        let (conn, mut pubsub) = tokio::time::timeout(Duration::from_secs(10), connect)
             .await
-            .map_err(|_| "timed out after 5 s".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| "timed out after 10 s".to_owned())??;
         check_acl(&conn, &mut pubsub, &keys).await?;
+        primary::watch_sentinels(&conn);
         let shared = Shared { conn, keys, log_tag, retention, history_script: redis::Script::new(HISTORY_SCRIPT) };
         // Where this instance stands in the log: a reconnect catches up from here.
         let start = shared.history(None).await?;
         let (control, commands) = mpsc::unbounded_channel::<Control>();
-        tokio::spawn(subscriber_loop(client, pubsub, shared.clone(), (start.log, start.head), hub, commands, metrics));
+        let follow = Follow { locator, shared: shared.clone(), hub, metrics };
+        tokio::spawn(subscriber_loop(follow, pubsub, (start.log, start.head), commands));
         Ok(Self { shared, control, publish_script: redis::Script::new(PUBLISH_SCRIPT) })
     }
 
@@ -366,7 +362,7 @@ impl Backend for RedisBackend {
         self.ping_now().boxed()
     }
 
-    fn redis_connection(&self) -> Option<ConnectionManager> {
+    fn redis_connection(&self) -> Option<RedisConnection> {
         Some(self.shared.conn.clone())
     }
 }
@@ -374,7 +370,7 @@ impl Backend for RedisBackend {
 /// Fails start-up, naming what was refused, when the Redis user may not run every command the
 /// broker needs or use its keys and channels: better than a publish that fails at the first
 /// write, or a stream that never gets an event.
-async fn check_acl(conn: &ConnectionManager, pubsub: &mut redis::aio::PubSub, keys: &Keys) -> Result<(), String> {
+async fn check_acl(conn: &RedisConnection, pubsub: &mut redis::aio::PubSub, keys: &Keys) -> Result<(), String> {
     let refused = |what: String| {
         format!("the Redis user is not allowed {what} (ACL); the broker needs {}", access::needed_acl(keys))
     };
@@ -419,18 +415,19 @@ impl Delivered {
 /// log: what was published meanwhile is delivered from history, or, when history no longer
 /// holds it (trimmed, or Redis lost its data), every local stream is told to `resync`.
 ///
+/// When the primary moves (Sentinel), the connection is dropped and made again to the new one.
+///
 /// Hand-written rather than `ConnectionManager`'s automatic resubscription: the manager only
 /// notices a dead connection on the next command it sends, and a subscribe-only connection may
 /// send none for hours; and the catch-up needs to happen between resubscribing and reading.
 async fn subscriber_loop(
-    client: redis::Client,
+    follow: Follow,
     first: redis::aio::PubSub,
-    shared: Shared,
     start: (LogId, LogPosition),
-    hub: Arc<Hub>,
     mut commands: mpsc::UnboundedReceiver<Control>,
-    metrics: SharedMetrics,
 ) {
+    let Follow { locator, shared, hub, metrics } = follow;
+    let mut moves = shared.conn.moves();
     let mut next = Some(first);
     let mut backoff = BACKOFF_FIRST;
     let mut first_connection = true;
@@ -438,11 +435,11 @@ async fn subscriber_loop(
     loop {
         let pubsub = match next.take() {
             Some(p) => p,
-            None => match client.get_async_pubsub().await {
+            None => match connect_pubsub(&locator).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub reconnect failed");
-                    if !wait_to_retry(&mut commands, &mut backoff).await {
+                    if !wait_to_retry(&mut commands, &mut moves, &mut backoff).await {
                         return;
                     }
                     continue;
@@ -456,7 +453,7 @@ async fn subscriber_loop(
                 // Redis took the connection but refused the channels (an ACL, a full server):
                 // reconnecting at once would hammer it, so this waits like a failed connect.
                 tracing::warn!(error = %e, retry_in = ?backoff, "redis resubscribe failed");
-                if !wait_to_retry(&mut commands, &mut backoff).await {
+                if !wait_to_retry(&mut commands, &mut moves, &mut backoff).await {
                     return;
                 }
                 continue;
@@ -465,7 +462,7 @@ async fn subscriber_loop(
         if !first_connection {
             if let Err(e) = catch_up(&shared, &hub, &mut delivered, &metrics).await {
                 tracing::warn!(error = %e, retry_in = ?backoff, "redis catch-up failed; reconnecting");
-                if !wait_to_retry(&mut commands, &mut backoff).await {
+                if !wait_to_retry(&mut commands, &mut moves, &mut backoff).await {
                     return;
                 }
                 continue;
@@ -476,8 +473,13 @@ async fn subscriber_loop(
         first_connection = false;
         backoff = BACKOFF_FIRST;
 
+        moves.mark_unchanged();
         loop {
             tokio::select! {
+                _ = moves.changed() => {
+                    tracing::warn!(to = %*moves.borrow(), "the Redis primary moved; reconnecting pub/sub to it");
+                    break;
+                }
                 msg = stream.next() => match msg {
                     None => break,
                     Some(msg) => match message_event(shared.log_tag, msg.get_payload_bytes()) {
@@ -552,12 +554,37 @@ async fn catch_up(
     Ok(())
 }
 
-/// Waits `backoff` before the next attempt (refusing commands meanwhile) and doubles it, up to
-/// [`BACKOFF_MAX`]. False when the broker is gone.
-async fn wait_to_retry(commands: &mut mpsc::UnboundedReceiver<Control>, backoff: &mut Duration) -> bool {
-    let go_on = refuse_commands_for(commands, *backoff).await;
+/// Waits `backoff` before the next attempt (refusing commands meanwhile), or until the primary
+/// moves, and doubles it, up to [`BACKOFF_MAX`]. False when the broker is gone.
+async fn wait_to_retry(
+    commands: &mut mpsc::UnboundedReceiver<Control>,
+    moves: &mut tokio::sync::watch::Receiver<String>,
+    backoff: &mut Duration,
+) -> bool {
+    let go_on = tokio::select! {
+        go_on = refuse_commands_for(commands, *backoff) => go_on,
+        _ = moves.changed() => true,
+    };
     *backoff = (*backoff * 2).min(BACKOFF_MAX);
     go_on
+}
+
+/// A Pub/Sub connection to the primary as it is now.
+async fn connect_pubsub(locator: &primary::Locator) -> Result<redis::aio::PubSub, String> {
+    let client = locator.primary().await?;
+    let connect = client.get_async_pubsub();
+    tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| "timed out after 5 s".to_owned())?
+        .map_err(|e| e.to_string())
+}
+
+/// What the Pub/Sub loop works with.
+struct Follow {
+    locator: Arc<primary::Locator>,
+    shared: Shared,
+    hub: Arc<Hub>,
+    metrics: SharedMetrics,
 }
 
 /// While disconnected, for `wait`: answers SUBSCRIBE at once with an error (the SSE endpoint

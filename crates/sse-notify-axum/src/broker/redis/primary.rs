@@ -1,0 +1,248 @@
+//! Where the primary is, and a command connection that follows it through failovers.
+//!
+//! A single Redis is at one address for good. Behind Sentinel the primary moves: after a
+//! failover the old address is dead, or a replica that refuses writes. The command connection
+//! asks the sentinels again when a command fails the way a moved primary makes it fail, and when
+//! a sentinel announces `+switch-master`; whoever follows the log's live events (the Pub/Sub
+//! loop) is told through [`RedisConnection::moves`] and reconnects to the new primary.
+//!
+//! The sentinels are asked through the `redis` crate's `SentinelClient` (it checks that the
+//! address it returns is a primary no sentinel thinks is down); what is hand-written here is
+//! only the following: a `ConnectionManager` reconnects to the address it was made for, forever.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::SentinelClient;
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
+use tokio::sync::watch;
+
+/// How the primary is found.
+pub(super) enum Locator {
+    /// One address (a single Redis, or a proxy in front of one).
+    Fixed(redis::Client),
+    /// Asked from the sentinels that watch `master`.
+    Sentinel { sentinels: tokio::sync::Mutex<SentinelClient>, master: String },
+}
+
+impl Locator {
+    /// A client for the primary now.
+    pub(super) async fn primary(&self) -> Result<redis::Client, String> {
+        match self {
+            Locator::Fixed(client) => Ok(client.clone()),
+            Locator::Sentinel { sentinels, master } => {
+                let mut sentinels = sentinels.lock().await;
+                let ask = sentinels.async_get_client();
+                match tokio::time::timeout(Duration::from_secs(5), ask).await {
+                    Ok(Ok(client)) => Ok(client),
+                    Ok(Err(e)) => Err(format!("no sentinel names a primary for {master:?}: {e}")),
+                    Err(_) => Err(format!("no sentinel answered for {master:?} within 5 s")),
+                }
+            }
+        }
+    }
+
+    fn follows_failovers(&self) -> bool {
+        matches!(self, Locator::Sentinel { .. })
+    }
+}
+
+/// `host:port` of a client's server, to tell whether the primary moved.
+fn address(client: &redis::Client) -> String {
+    client.get_connection_info().addr().to_string()
+}
+
+/// Publishes fail fast while Redis is away (the caller gets 503, or the outbox keeps the event)
+/// instead of queueing behind long retries; the manager reconnects by itself on the next command.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+}
+
+/// The broker's command connection, also handed to the app for its own data
+/// ([`crate::Broker::redis_connection`]): one multiplexed connection to the primary, which
+/// follows it when Sentinel fails it over. Cheap to clone; use it with the `redis` crate's
+/// `AsyncCommands` like any async connection.
+///
+/// ```no_run
+/// # async fn demo(broker: sse_notify_axum::Broker) -> redis::RedisResult<()> {
+/// use sse_notify_axum::redis::AsyncCommands;
+/// let mut conn = broker.redis_connection().expect("a Redis broker");
+/// let _: () = conn.set("greeting", "hello").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisConnection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    locator: Arc<Locator>,
+    current: RwLock<Current>,
+    /// One re-resolution at a time; the others wait for its outcome.
+    refreshing: tokio::sync::Mutex<()>,
+    /// The primary's address, changed when it moves.
+    moved: watch::Sender<String>,
+}
+
+#[derive(Clone)]
+struct Current {
+    address: String,
+    conn: ConnectionManager,
+}
+
+impl RedisConnection {
+    /// Connects to the primary `locator` names now.
+    pub(super) async fn connect(locator: Arc<Locator>) -> Result<Self, String> {
+        let client = locator.primary().await?;
+        let address = address(&client);
+        let conn = ConnectionManager::new_with_config(client, manager_config()).await.map_err(|e| e.to_string())?;
+        let (moved, _) = watch::channel(address.clone());
+        let inner =
+            Inner { locator, current: RwLock::new(Current { address, conn }), refreshing: Default::default(), moved };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    fn current(&self) -> Current {
+        self.inner.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes whenever the primary moved (to its new address).
+    pub(super) fn moves(&self) -> watch::Receiver<String> {
+        self.inner.moved.subscribe()
+    }
+
+    /// Asks where the primary is, and moves there if it moved away from `seen` (the address
+    /// a failed command went to). Does nothing for a fixed address.
+    pub(super) async fn follow_primary(&self, seen: &str) {
+        if !self.inner.locator.follows_failovers() {
+            return;
+        }
+        let _one = self.inner.refreshing.lock().await;
+        if self.current().address != seen {
+            return; // someone else moved it meanwhile
+        }
+        let client = match self.inner.locator.primary().await {
+            Ok(client) => client,
+            Err(e) => return tracing::warn!(error = %e, "cannot find the Redis primary; commands keep the old one"),
+        };
+        let address = address(&client);
+        if address == seen {
+            return;
+        }
+        match ConnectionManager::new_with_config(client, manager_config()).await {
+            Ok(conn) => {
+                tracing::warn!(from = seen, to = %address, "the Redis primary moved; following it");
+                *self.inner.current.write().unwrap_or_else(|e| e.into_inner()) =
+                    Current { address: address.clone(), conn };
+                self.inner.moved.send_replace(address);
+            }
+            Err(e) => tracing::warn!(to = %address, error = %e, "cannot connect to the new Redis primary yet"),
+        }
+    }
+
+    /// After a failed command: follows the primary if the failure says it may have moved.
+    async fn after_error(&self, seen: &str, error: &RedisError) {
+        let moved = error.is_io_error()
+            || error.is_connection_refusal()
+            || error.is_connection_dropped()
+            || error.is_timeout()
+            || matches!(error.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown))
+            || error.to_string().contains("READONLY");
+        if moved {
+            self.follow_primary(seen).await;
+        }
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let Current { address, mut conn } = self.current();
+            let reply = conn.req_packed_command(cmd).await;
+            if let Err(e) = &reply {
+                self.after_error(&address, e).await;
+            }
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let Current { address, mut conn } = self.current();
+            let reply = conn.req_packed_commands(pipeline, offset, count).await;
+            if let Err(e) = &reply {
+                self.after_error(&address, e).await;
+            }
+            reply
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.current().conn.get_db()
+    }
+}
+
+/// Behind Sentinel: listens for `+switch-master` of `master` on one sentinel after another,
+/// and moves `conn` at once when it comes (a command would find out only when it fails). Ends
+/// when `conn` is dropped by everyone else.
+pub(super) fn watch_sentinels(conn: &RedisConnection) {
+    let Locator::Sentinel { master, .. } = conn.inner.locator.as_ref() else { return };
+    let master = master.clone();
+    let weak = Arc::downgrade(&conn.inner);
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let sentinel = match inner.locator.as_ref() {
+                Locator::Sentinel { sentinels, .. } => sentinels.lock().await.async_get_sentinel_client().await,
+                Locator::Fixed(_) => return,
+            };
+            drop(inner);
+            let pubsub = match sentinel {
+                Ok(client) => client.get_async_pubsub().await,
+                Err(e) => Err(e),
+            };
+            let mut pubsub = match pubsub {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach a sentinel to watch for failovers; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if pubsub.subscribe("+switch-master").await.is_err() {
+                continue;
+            }
+            backoff = Duration::from_millis(100);
+            let mut messages = pubsub.on_message();
+            loop {
+                let next = tokio::time::timeout(Duration::from_secs(1), messages.next()).await;
+                let Some(inner) = weak.upgrade() else { return };
+                match next {
+                    Err(_) => continue, // a second without news: see whether anyone still listens
+                    Ok(None) => break,  // that sentinel went away: another one
+                    Ok(Some(msg)) => {
+                        // `<master> <old ip> <old port> <new ip> <new port>`
+                        let text: String = msg.get_payload().unwrap_or_default();
+                        if text.split(' ').next() == Some(master.as_str()) {
+                            let conn = RedisConnection { inner };
+                            let seen = conn.current().address;
+                            conn.follow_primary(&seen).await;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
