@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::tls::TlsFiles;
 use common::*;
-use sse_notify_axum::config::RedisAccess;
+use sse_notify_axum::config::RedisSettings;
 use sse_notify_axum::{SseApp, SseConfig};
 use sse_notify_core::Topic;
 
@@ -46,9 +46,9 @@ fn broker_user(password: &str, without: Option<&str>) -> Vec<String> {
     args
 }
 
-fn tls_config(redis: &RedisServer, access: RedisAccess) -> SseConfig {
+fn tls_config(redis: &RedisServer, access: RedisSettings) -> SseConfig {
     let url = redis.url.replacen("rediss://", "rediss://broker@", 1);
-    SseConfig { redis_url: Some(url), redis_access: access, ..config(None) }
+    SseConfig { redis_url: Some(url), redis: access, ..config(None) }
 }
 
 /// A TLS-only redis-server with the broker's user (password `password`, also written to a
@@ -80,7 +80,7 @@ async fn serve(cfg: SseConfig) -> TestServer {
 async fn tls_and_an_acl_user_carry_events_between_instances() {
     let (files, redis, password) = tls_redis("e2e", "pw-from-file", "no");
     let access =
-        RedisAccess { tls_ca_file: Some(files.ca.clone()), password_file: Some(password), ..Default::default() };
+        RedisSettings { tls_ca_file: Some(files.ca.clone()), password_file: Some(password), ..Default::default() };
     let a = serve(tls_config(&redis, access.clone())).await;
     let b = serve(tls_config(&redis, access)).await;
 
@@ -106,7 +106,7 @@ async fn tls_and_an_acl_user_carry_events_between_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_tls_settings_redis_is_not_reached() {
     let (files, redis, password) = tls_redis("refusals", "pw", "optional");
-    let with = |ca: &std::path::Path| RedisAccess {
+    let with = |ca: &std::path::Path| RedisSettings {
         tls_ca_file: Some(ca.to_owned()),
         password_file: Some(password.clone()),
         ..Default::default()
@@ -118,14 +118,14 @@ async fn without_the_tls_settings_redis_is_not_reached() {
     assert!(e.contains("cannot connect to Redis"), "{e}");
     // The system's CAs, or another CA, do not vouch for the test's server.
     let e =
-        start_error(tls_config(&redis, RedisAccess { password_file: Some(password.clone()), ..Default::default() }))
+        start_error(tls_config(&redis, RedisSettings { password_file: Some(password.clone()), ..Default::default() }))
             .await;
     assert!(e.to_lowercase().contains("certificate") || e.contains("UnknownIssuer"), "{e}");
     let e = start_error(tls_config(&redis, with(&files.other_ca))).await;
     assert!(e.to_lowercase().contains("certificate") || e.contains("UnknownIssuer"), "{e}");
     // The right CA and the wrong password.
     let wrong = files.write("wrong", "not-it");
-    let e = start_error(tls_config(&redis, RedisAccess { password_file: Some(wrong), ..with(&files.ca) })).await;
+    let e = start_error(tls_config(&redis, RedisSettings { password_file: Some(wrong), ..with(&files.ca) })).await;
     assert!(e.contains("authentication failed"), "{e}");
     assert!(!e.contains("not-it"), "a password never reaches an error message: {e}");
     // The positive control: everything right.
@@ -136,10 +136,10 @@ async fn without_the_tls_settings_redis_is_not_reached() {
 async fn a_redis_that_asks_for_a_client_certificate_gets_the_configured_one() {
     let (files, redis, password) = tls_redis("mtls", "pw", "yes");
     let access =
-        RedisAccess { tls_ca_file: Some(files.ca.clone()), password_file: Some(password), ..Default::default() };
+        RedisSettings { tls_ca_file: Some(files.ca.clone()), password_file: Some(password), ..Default::default() };
     let e = start_error(tls_config(&redis, access.clone())).await;
     assert!(e.contains("cannot connect to Redis"), "{e}");
-    let with_cert = RedisAccess {
+    let with_cert = RedisSettings {
         tls_cert_file: Some(files.client_cert.clone()),
         tls_key_file: Some(files.client_key.clone()),
         ..access

@@ -32,13 +32,14 @@ fn query<T: redis::FromRedisValue>(redis: &RedisServer, cmd: &mut redis::Cmd) ->
     cmd.query(&mut conn).unwrap()
 }
 
-/// Waits until `redis` says `field:value` in its `INFO replication`.
+/// Waits until `redis` says `field:value` in its `INFO replication` (with a `value` ending in
+/// `=`, a line starting so).
 fn wait_for_replication(redis: &RedisServer, field: &str, value: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let line = format!("{field}:{value}");
     loop {
         let info: String = query(redis, redis::cmd("INFO").arg("replication"));
-        if info.lines().any(|l| l.trim() == line) {
+        if info.lines().any(|l| l.trim() == line || (value.ends_with('=') && l.trim().starts_with(&line))) {
             return;
         }
         assert!(Instant::now() < deadline, "no {line} within 10 s:\n{info}");
@@ -74,8 +75,13 @@ async fn a_server_that_comes_back_without_its_last_writes_forks_the_log() {
         assert_eq!(n_of(&e), n);
         cursors.push(e.id.unwrap());
     }
-    let acked: i64 = query(&primary, redis::cmd("WAIT").arg(1).arg(5000));
-    assert_eq!(acked, 1, "the replica holds events 0..5");
+    // The replica holds events 0..5 (WAIT would not do: it counts a connection's own writes).
+    let offset = |redis: &RedisServer| -> String {
+        let info: String = query(redis, redis::cmd("INFO").arg("replication"));
+        info.lines().find_map(|l| l.trim().strip_prefix("master_repl_offset:").map(str::to_owned)).unwrap()
+    };
+    let target = offset(&primary);
+    wait_for_replication(&replica, "master_repl_offset", &target);
     // The replica goes its own way; events 5..8 exist only on the primary.
     let _: () = query(&replica, redis::cmd("REPLICAOF").arg("NO").arg("ONE"));
     publish_n(&broker, 5..8).await;
@@ -123,4 +129,39 @@ async fn a_server_that_comes_back_without_its_last_writes_forks_the_log() {
         // (Each loop publishes one more; only the newest is live for this stream.)
         assert_eq!(next(&mut sse).await.event, "tick");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_min_replicas_a_publish_no_replica_confirms_is_not_acknowledged() {
+    let primary = RedisServer::start_with(&["--repl-diskless-sync-delay".into(), "0".into()]);
+    let mut replica = RedisServer::start_with(&["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()]);
+    wait_for_replication(&replica, "master_link_status", "up");
+    let mut redis = config(Some(&primary)).redis;
+    redis.min_replicas = 1;
+    redis.min_replicas_wait = Duration::from_millis(300);
+    let waiting =
+        sse_notify_axum::setup::connect_broker(&sse_notify_axum::SseConfig { redis, ..config(Some(&primary)) })
+            .await
+            .unwrap();
+    let not_waiting = sse_notify_axum::setup::connect_broker(&config(Some(&primary))).await.unwrap();
+    let tick = serde_json::json!({ "n": 0 });
+    // A freshly synced replica acknowledges once its first ACK is in (Redis sends them once a
+    // second), so the first publishes may not be confirmed yet.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while waiting.publish(&tasks(), "tick", &tick).await.is_err() {
+        assert!(Instant::now() < deadline, "the replica never confirmed a publish");
+    }
+
+    replica.stop();
+    let started = Instant::now();
+    let refused = waiting.publish(&tasks(), "tick", &tick).await;
+    assert_eq!(refused, Err(sse_notify_core::PublishError::Unavailable), "no replica holds it: not acknowledged");
+    assert!(started.elapsed() >= Duration::from_millis(300), "it waited for a replica first");
+    not_waiting
+        .publish(&tasks(), "tick", &tick)
+        .await
+        .expect("without SSE_REDIS_MIN_REPLICAS, the primary's word is enough");
+    // An app's write is still answered: the outbox keeps the event until a replica is back.
+    let accepted = waiting.publish_or_defer(&[tasks()], "tick", &tick).await.unwrap();
+    assert_eq!(accepted, sse_notify_axum::broker::Accepted::Deferred);
 }

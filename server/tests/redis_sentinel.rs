@@ -9,14 +9,19 @@ use std::time::{Duration, Instant};
 
 use common::sentinel::{SentinelSet, MASTER};
 use common::*;
-use sse_notify_axum::config::RedisAccess;
+use sse_notify_axum::broker::Accepted;
+use sse_notify_axum::config::RedisSettings;
 use sse_notify_axum::SseConfig;
-use sse_notify_core::{Publish, Topic};
+use sse_notify_core::Topic;
 
-fn sentinel_config(set: &SentinelSet) -> SseConfig {
-    let access =
-        RedisAccess { sentinels: set.addresses(), sentinel_master: Some(MASTER.to_owned()), ..Default::default() };
-    SseConfig { redis_access: access, ..config(None) }
+fn sentinel_config(set: &SentinelSet, min_replicas: usize) -> SseConfig {
+    let redis = RedisSettings {
+        sentinels: set.addresses(),
+        sentinel_master: Some(MASTER.to_owned()),
+        min_replicas,
+        ..Default::default()
+    };
+    SseConfig { redis, ..config(None) }
 }
 
 /// A stream with no overall timeout: it must outlive the failover.
@@ -58,8 +63,19 @@ async fn drain(sse: &mut SseClient, until_quiet: Duration) -> Received {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_follow_a_failover_without_losing_an_acknowledged_event() {
-    let mut set = SentinelSet::start();
-    let cfg = sentinel_config(&set);
+    failover_under_load(1, 0).await;
+}
+
+/// With `SSE_REDIS_MIN_REPLICAS=1` every publish waits for a replica; two replicas, so that one
+/// is left to confirm after the other is promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_min_replicas_every_acknowledged_event_survives_the_failover() {
+    failover_under_load(2, 1).await;
+}
+
+async fn failover_under_load(replicas: usize, min_replicas: usize) {
+    let mut set = SentinelSet::start(replicas);
+    let cfg = sentinel_config(&set, min_replicas);
     let instances =
         [TestServer::demo(cfg.clone()).await, TestServer::demo(cfg.clone()).await, TestServer::demo(cfg).await];
     assert_eq!(instances[0].sse.broker().backend_name(), "redis");
@@ -77,27 +93,33 @@ async fn three_instances_follow_a_failover_without_losing_an_acknowledged_event(
         let started = Instant::now();
         let mut n = 0;
         while started.elapsed() < Duration::from_secs(8) {
-            if broker.publish_json(&topic, "tick", &serde_json::json!({ "n": n })).await.is_ok() {
-                acknowledged.push(n);
+            match broker.publish_or_defer(&topic, "tick", &serde_json::json!({ "n": n })).await {
+                Ok(accepted) => acknowledged.push((n, accepted, Instant::now())),
+                Err(e) => panic!("publish {n} refused: {e}"),
             }
             n += 1;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        (acknowledged, n)
+        acknowledged
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
     let failover = tokio::task::spawn_blocking(move || {
         let took = set.kill_primary_and_wait_for_failover();
         (set, took)
     });
-    let (acknowledged, attempted) = publisher.await.unwrap();
+    let published = publisher.await.unwrap();
     let (_set, failover_took) = failover.await.unwrap();
+    // Writes go straight through again: the first publish after the kill that was not deferred.
+    let deferred = published.iter().filter(|(_, a, _)| *a == Accepted::Deferred).count();
+    let last_deferred = published.iter().rposition(|(_, a, _)| *a == Accepted::Deferred);
+    let writes_back = last_deferred.and_then(|i| published.get(i + 1)).map(|(_, _, at)| at.duration_since(killed));
+    let acknowledged: Vec<u64> = published.iter().map(|(n, _, _)| *n).collect();
     assert!(
         eventually(Duration::from_secs(15), || instances[0].sse.broker().outbox_len() == 0).await,
         "the outbox drains once the new primary takes writes"
     );
 
-    assert_eq!(acknowledged.len() as u64, attempted, "every write was acknowledged (the outbox took the gap)");
     for (i, sse) in streams.iter_mut().enumerate() {
         let got = drain(sse, Duration::from_secs(3)).await;
         assert!(got.repeated_ids.is_empty(), "stream {i} got frames twice: {:?}", got.repeated_ids);
@@ -113,9 +135,12 @@ async fn three_instances_follow_a_failover_without_losing_an_acknowledged_event(
             &missing[..missing.len().min(10)]
         );
         eprintln!(
-            "stream {i}: {} ticks ({} distinct), {} resyncs, {} acknowledged missing; failover took {failover_took:?}",
+            "min_replicas={min_replicas} stream {i}: {} ticks ({} distinct) of {} acknowledged, {} resyncs, {} missing; \
+             sentinels promoted after {failover_took:?}, {deferred} publishes deferred, direct again {writes_back:?} \
+             after the kill",
             got.ticks.len(),
             seen.len(),
+            acknowledged.len(),
             got.resyncs.len(),
             missing.len()
         );

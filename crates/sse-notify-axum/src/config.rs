@@ -35,7 +35,7 @@ pub struct SseConfig {
     pub redis_url: Option<String>,
     /// TLS files, a password file and Sentinel for Redis (`REDIS_TLS_*`, `REDIS_PASSWORD_FILE`,
     /// `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`).
-    pub redis_access: RedisAccess,
+    pub redis: RedisSettings,
     /// `SSE_HEARTBEAT_SECONDS` (default 30; 0 = off).
     pub heartbeat: Option<Duration>,
     /// `TOPIC_PREFIX`: added to every topic server-side, invisible to clients.
@@ -84,7 +84,7 @@ impl Default for SseConfig {
         let broker = BrokerLimits::default();
         Self {
             redis_url: None,
-            redis_access: RedisAccess::default(),
+            redis: RedisSettings::default(),
             heartbeat: Some(Duration::from_secs(DEFAULT_HEARTBEAT_SECONDS)),
             topic_prefix: String::new(),
             cors_origins: Vec::new(),
@@ -155,7 +155,7 @@ impl SseConfig {
             ),
             None => None,
         };
-        let redis_access = RedisAccess {
+        let redis = RedisSettings {
             tls_ca_file: get("REDIS_TLS_CA_FILE").map(PathBuf::from),
             tls_cert_file: get("REDIS_TLS_CERT_FILE").map(PathBuf::from),
             tls_key_file: get("REDIS_TLS_KEY_FILE").map(PathBuf::from),
@@ -165,8 +165,14 @@ impl SseConfig {
                 None => Vec::new(),
             },
             sentinel_master: get("REDIS_SENTINEL_MASTER"),
+            min_replicas: parse("SSE_REDIS_MIN_REPLICAS", get("SSE_REDIS_MIN_REPLICAS"), 0)?,
+            min_replicas_wait: Duration::from_millis(positive(
+                "SSE_REDIS_MIN_REPLICAS_WAIT_MS",
+                get("SSE_REDIS_MIN_REPLICAS_WAIT_MS"),
+                DEFAULT_MIN_REPLICAS_WAIT_MS as usize,
+            )? as u64),
         };
-        match (&redis_access.sentinel_master, redis_access.sentinels.is_empty()) {
+        match (&redis.sentinel_master, redis.sentinels.is_empty()) {
             (None, false) => {
                 return Err(err("REDIS_SENTINELS", "", "needs REDIS_SENTINEL_MASTER, the name they watch"))
             }
@@ -175,17 +181,17 @@ impl SseConfig {
         }
         match &redis_url {
             // Read now, so that a missing file or a wrong pairing stops start-up naming it.
-            Some(url) => drop(redis_access.options(url)?),
-            None if !redis_access.sentinels.is_empty() => drop(redis_access.options(SENTINEL_URL)?),
+            Some(url) => drop(redis.options(url)?),
+            None if !redis.sentinels.is_empty() => drop(redis.options(SENTINEL_URL)?),
             None => {
-                if let Some((var, path)) = redis_access.first_set() {
+                if let Some((var, path)) = redis.first_set() {
                     return Err(err(var, &path.display().to_string(), "set, but REDIS_URL is not"));
                 }
             }
         }
         let cfg = Self {
             redis_url,
-            redis_access,
+            redis,
             heartbeat: (heartbeat_secs > 0).then(|| Duration::from_secs(heartbeat_secs)),
             topic_prefix,
             cors_origins,
@@ -240,16 +246,16 @@ impl SseConfig {
 /// How to reach Redis beyond `REDIS_URL`: files, so that secrets can come from a mount.
 ///
 /// ```
-/// # use sse_notify_axum::config::RedisAccess;
-/// # let dir = std::env::temp_dir().join(format!("redis-access-doc-{}", std::process::id()));
+/// # use sse_notify_axum::config::RedisSettings;
+/// # let dir = std::env::temp_dir().join(format!("redis-settings-doc-{}", std::process::id()));
 /// # std::fs::create_dir_all(&dir).unwrap();
 /// std::fs::write(dir.join("password"), "s3cret\n").unwrap();
-/// let access = RedisAccess { password_file: Some(dir.join("password")), ..Default::default() };
+/// let access = RedisSettings { password_file: Some(dir.join("password")), ..Default::default() };
 /// let options = access.options("redis://broker@127.0.0.1:6379").unwrap(); // the newline is not part of it
 /// assert!(!format!("{options:?}").contains("s3cret"));
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RedisAccess {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisSettings {
     /// `REDIS_TLS_CA_FILE`: the CA (PEM) to trust for `rediss://` instead of the system's.
     pub tls_ca_file: Option<PathBuf>,
     /// `REDIS_TLS_CERT_FILE`: a client certificate (PEM), for a Redis that asks for one.
@@ -265,7 +271,29 @@ pub struct RedisAccess {
     pub sentinels: Vec<(String, u16)>,
     /// `REDIS_SENTINEL_MASTER`: the name the sentinels know the primary by.
     pub sentinel_master: Option<String>,
+    /// `SSE_REDIS_MIN_REPLICAS`: a publish is answered only once this many replicas hold it
+    /// (default 0 = off; see [`RedisOptions::min_replicas`]).
+    pub min_replicas: usize,
+    /// `SSE_REDIS_MIN_REPLICAS_WAIT_MS`: how long a publish waits for them (default 500 ms).
+    pub min_replicas_wait: Duration,
 }
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            password_file: None,
+            sentinels: Vec::new(),
+            sentinel_master: None,
+            min_replicas: 0,
+            min_replicas_wait: Duration::from_millis(DEFAULT_MIN_REPLICAS_WAIT_MS),
+        }
+    }
+}
+
+const DEFAULT_MIN_REPLICAS_WAIT_MS: u64 = 500;
 
 /// The URL whose scheme, user and database apply behind Sentinel when `REDIS_URL` is unset.
 const SENTINEL_URL: &str = "redis://sentinel-managed";
@@ -290,15 +318,15 @@ fn parse_addresses(var: &'static str, list: &str) -> Result<Vec<(String, u16)>, 
 impl SseConfig {
     /// How to reach Redis, with its files read now; `None` for the embedded broker.
     pub fn redis_options(&self) -> Result<Option<RedisOptions>, ConfigError> {
-        match (&self.redis_url, self.redis_access.sentinels.is_empty()) {
-            (Some(url), _) => self.redis_access.options(url).map(Some),
-            (None, false) => self.redis_access.options(SENTINEL_URL).map(Some),
+        match (&self.redis_url, self.redis.sentinels.is_empty()) {
+            (Some(url), _) => self.redis.options(url).map(Some),
+            (None, false) => self.redis.options(SENTINEL_URL).map(Some),
             (None, true) => Ok(None),
         }
     }
 }
 
-impl RedisAccess {
+impl RedisSettings {
     /// The broker's options for `url`, with the files read now.
     pub fn options(&self, url: &str) -> Result<RedisOptions, ConfigError> {
         let read = |var: &'static str, path: &PathBuf| {
@@ -328,6 +356,7 @@ impl RedisAccess {
         if let Some(master) = &self.sentinel_master {
             options = options.sentinels(self.sentinels.clone(), master.clone());
         }
+        options = options.min_replicas(self.min_replicas, self.min_replicas_wait);
         if let Some(path) = &self.password_file {
             let bytes = read("REDIS_PASSWORD_FILE", path)?;
             let text = String::from_utf8(bytes)
@@ -460,12 +489,15 @@ mod tests {
 }
 
 #[cfg(test)]
-mod redis_access_tests {
+mod redis_settings_tests {
     use super::*;
 
     fn dir() -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("redis-access-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir = std::env::temp_dir().join(format!(
+            "redis-settings-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -484,11 +516,11 @@ mod redis_access_tests {
         let tls = || ("REDIS_URL", "rediss://u@127.0.0.1:6380".to_owned());
         let plain = || ("REDIS_URL", "redis://u@127.0.0.1:6379".to_owned());
         let cfg = from(&[tls(), ("REDIS_TLS_CA_FILE", path("ca.pem")), ("REDIS_PASSWORD_FILE", path("pw"))]).unwrap();
-        assert_eq!(cfg.redis_access.tls_ca_file, Some(d.join("ca.pem")));
+        assert_eq!(cfg.redis.tls_ca_file, Some(d.join("ca.pem")));
         let sentinels =
             |list: &str| vec![("REDIS_SENTINELS", list.to_owned()), ("REDIS_SENTINEL_MASTER", "main".to_owned())];
         let cfg = from(&sentinels("10.0.0.1:26379, [::1]:26380")).unwrap();
-        assert_eq!(cfg.redis_access.sentinels, [("10.0.0.1".to_owned(), 26379), ("::1".to_owned(), 26380)]);
+        assert_eq!(cfg.redis.sentinels, [("10.0.0.1".to_owned(), 26379), ("::1".to_owned(), 26380)]);
         assert!(cfg.redis_url.is_none() && cfg.redis_options().unwrap().is_some(), "sentinels alone mean Redis");
         for (pairs, var, says) in [
             (vec![plain(), ("REDIS_TLS_CA_FILE", path("ca.pem"))], "REDIS_TLS_CA_FILE", "rediss://"),

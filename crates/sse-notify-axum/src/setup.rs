@@ -86,8 +86,8 @@ impl SseApp {
         tracing::info!(
             backend = broker.backend_name(),
             redis = config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
-            redis_sentinels = ?config.redis_access.sentinels,
-            redis_sentinel_master = config.redis_access.sentinel_master.as_deref().unwrap_or_default(),
+            redis_sentinels = ?config.redis.sentinels,
+            redis_sentinel_master = config.redis.sentinel_master.as_deref().unwrap_or_default(),
             heartbeat_s = config.heartbeat.map(|d| d.as_secs()).unwrap_or(0),
             topic_prefix = config.topic_prefix,
             cors_origins = ?config.cors_origins,

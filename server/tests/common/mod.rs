@@ -92,7 +92,7 @@ impl RedisServer {
             .arg("--dir")
             .arg(&dir)
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(if std::env::var("REDIS_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server must be installed (scripts/setup.sh installs it)");

@@ -1,4 +1,4 @@
-//! A Sentinel-managed Redis on loopback: a primary, a replica and three sentinels (quorum 2),
+//! A Sentinel-managed Redis on loopback: a primary, its replicas and three sentinels (quorum 2),
 //! as the README's production section describes, with failure detection in one second.
 
 use std::process::{Child, Command, Stdio};
@@ -10,23 +10,23 @@ pub const MASTER: &str = "main";
 
 pub struct SentinelSet {
     pub primary: RedisServer,
-    pub replica: RedisServer,
+    pub replicas: Vec<RedisServer>,
     sentinels: Vec<(u16, Child)>,
     dir: std::path::PathBuf,
 }
 
 impl SentinelSet {
-    /// Starts everything and waits until the sentinels know the replica and each other (a
+    /// Starts everything and waits until the sentinels know the replicas and each other (a
     /// failover needs both).
-    pub fn start() -> Self {
+    pub fn start(replicas: usize) -> Self {
         let sync = ["--repl-diskless-sync-delay".to_owned(), "0".to_owned()];
         let primary = RedisServer::start_with(&sync);
         let mut replica_args = vec!["--replicaof".to_owned(), "127.0.0.1".to_owned(), primary.port.to_string()];
         replica_args.extend_from_slice(&sync);
-        let replica = RedisServer::start_with(&replica_args);
+        let replicas = (0..replicas).map(|_| RedisServer::start_with(&replica_args)).collect();
         let dir = std::env::temp_dir().join(format!("sse-sentinels-{}-{}", std::process::id(), primary.port));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut set = Self { primary, replica, sentinels: Vec::new(), dir };
+        let mut set = Self { primary, replicas, sentinels: Vec::new(), dir };
         for i in 0..3 {
             let port = free_port();
             let conf = set.dir.join(format!("sentinel-{i}.conf"));
@@ -50,11 +50,11 @@ impl SentinelSet {
                 .expect("redis-server must be installed (scripts/setup.sh installs it)");
             set.sentinels.push((port, child));
         }
-        set.wait_until("the sentinels know the replica and each other", |set| {
+        set.wait_until("the sentinels know the replicas and each other", |set| {
             set.sentinels.iter().all(|(port, _)| {
                 let replicas = sentinel_query(*port, &["SENTINEL", "REPLICAS", MASTER]).unwrap_or_default();
                 let others = sentinel_query(*port, &["SENTINEL", "SENTINELS", MASTER]).unwrap_or_default();
-                replicas.len() == 1 && others.len() == 2
+                replicas.len() == set.replicas.len() && others.len() == 2
             })
         });
         set
@@ -74,12 +74,14 @@ impl SentinelSet {
         addr.get(1)?.parse().ok()
     }
 
-    /// Kills the primary (SIGKILL) and returns when the sentinels have promoted the replica.
+    /// Kills the primary (SIGKILL) and returns when the sentinels have promoted a replica.
     pub fn kill_primary_and_wait_for_failover(&mut self) -> Duration {
         let killed = Instant::now();
         self.primary.stop();
-        let replica = self.replica.port;
-        self.wait_until("the sentinels promote the replica", |set| set.primary_port() == Some(replica));
+        let replicas: Vec<u16> = self.replicas.iter().map(|r| r.port).collect();
+        self.wait_until("the sentinels promote a replica", |set| {
+            set.primary_port().is_some_and(|p| replicas.contains(&p))
+        });
         killed.elapsed()
     }
 

@@ -91,9 +91,10 @@ impl Outbox {
     }
 }
 
-/// The relay's wait after its `attempt`-th failure in a row: 50 ms doubling to 2 s.
+/// The relay's wait after its `attempt`-th failure in a row: 50 ms doubling to 500 ms. (A
+/// Sentinel failover takes a few seconds; a longer wait would keep events back long after it.)
 pub(crate) fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(50u64.saturating_mul(1 << attempt.min(6)).min(2_000))
+    Duration::from_millis(50u64.saturating_mul(1 << attempt.min(4)).min(500))
 }
 
 /// How [`Broker::publish_or_defer`] took an event.

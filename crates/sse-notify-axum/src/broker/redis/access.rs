@@ -25,6 +25,7 @@ pub struct RedisOptions {
     ca_pem: Option<Vec<u8>>,
     client_cert: Option<(Vec<u8>, Vec<u8>)>,
     sentinel: Option<(Vec<(String, u16)>, String)>,
+    min_replicas: Option<(usize, std::time::Duration)>,
 }
 
 impl std::fmt::Debug for RedisOptions {
@@ -36,6 +37,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("ca_pem", &self.ca_pem.is_some())
             .field("client_cert", &self.client_cert.is_some())
             .field("sentinel", &self.sentinel)
+            .field("min_replicas", &self.min_replicas)
             .finish()
     }
 }
@@ -43,7 +45,7 @@ impl std::fmt::Debug for RedisOptions {
 impl RedisOptions {
     /// Redis at `url`, trusting the system's CAs for `rediss://`.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), password: None, ca_pem: None, client_cert: None, sentinel: None }
+        Self { url: url.into(), password: None, ca_pem: None, client_cert: None, sentinel: None, min_replicas: None }
     }
 
     /// The URL as given.
@@ -77,6 +79,18 @@ impl RedisOptions {
     pub fn sentinels(mut self, sentinels: Vec<(String, u16)>, master: impl Into<String>) -> Self {
         self.sentinel = Some((sentinels, master.into()));
         self
+    }
+
+    /// Answers a publish only once `replicas` replicas hold it (Redis `WAIT`, at most `wait`),
+    /// so that a failover to one of them cannot lose it (`SSE_REDIS_MIN_REPLICAS`). A publish
+    /// they do not confirm in time fails, and the outbox publishes it again. 0 = off.
+    pub fn min_replicas(mut self, replicas: usize, wait: std::time::Duration) -> Self {
+        self.min_replicas = (replicas > 0).then_some((replicas, wait));
+        self
+    }
+
+    pub(super) fn replicas_to_wait_for(&self) -> Option<(usize, std::time::Duration)> {
+        self.min_replicas
     }
 
     /// How to find the primary.

@@ -174,8 +174,15 @@ impl Keys {
     }
 
     /// The keys every script takes, in order: log, epoch, head, forks, writer.
+    pub(super) fn all(&self) -> [String; 5] {
+        [self.log(), self.epoch(), self.head(), self.forks(), self.writer()]
+    }
+
+    /// Adds [`Keys::all`] to a script call.
     pub(super) fn script_keys(&self, inv: &mut redis::ScriptInvocation<'_>) {
-        inv.key(self.log()).key(self.epoch()).key(self.head()).key(self.forks()).key(self.writer());
+        for key in self.all() {
+            inv.key(key);
+        }
     }
 
     pub(super) fn channel(&self, topic: &str) -> String {
@@ -275,6 +282,8 @@ pub(super) struct RedisBackend {
     shared: Shared,
     control: mpsc::UnboundedSender<Control>,
     publish_script: redis::Script,
+    /// `SSE_REDIS_MIN_REPLICAS` and how long to wait for them.
+    min_replicas: Option<(usize, Duration)>,
 }
 
 impl RedisBackend {
@@ -303,7 +312,8 @@ impl RedisBackend {
         let (control, commands) = mpsc::unbounded_channel::<Control>();
         let follow = Follow { locator, shared: shared.clone(), hub, metrics };
         tokio::spawn(subscriber_loop(follow, pubsub, (start.log, start.head), commands));
-        Ok(Self { shared, control, publish_script: redis::Script::new(PUBLISH_SCRIPT) })
+        let min_replicas = options.replicas_to_wait_for();
+        Ok(Self { shared, control, publish_script: redis::Script::new(PUBLISH_SCRIPT), min_replicas })
     }
 
     async fn subscribe(&self, channel: String) -> Result<(), String> {
@@ -314,19 +324,45 @@ impl RedisBackend {
 
     async fn publish(&self, topics: Vec<String>, body: String) -> Result<(), String> {
         let keys = &self.shared.keys;
-        let mut inv = self.publish_script.prepare_invoke();
-        keys.script_keys(&mut inv);
         let retention = &self.shared.retention;
-        inv.arg(random_epoch())
-            .arg(body)
-            .arg(topics.join(","))
-            .arg(retention.max_events)
-            .arg(unix_ms().saturating_sub(retention.max_age_ms));
-        for topic in &topics {
-            inv.arg(keys.channel(topic));
-        }
+        let mut args = vec![
+            random_epoch().to_string(),
+            body,
+            topics.join(","),
+            retention.max_events.to_string(),
+            unix_ms().saturating_sub(retention.max_age_ms).to_string(),
+        ];
+        args.extend(topics.iter().map(|t| keys.channel(t)));
         let mut conn = self.shared.conn.clone();
-        inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string())
+        let Some((replicas, wait)) = self.min_replicas else {
+            let mut inv = self.publish_script.prepare_invoke();
+            keys.script_keys(&mut inv);
+            for arg in &args {
+                inv.arg(arg);
+            }
+            return inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string());
+        };
+        // The script and WAIT in one pipeline: WAIT counts the replicas that hold every write
+        // of its connection, so it must follow the script on the same one.
+        let mut pipe = redis::pipe();
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(self.publish_script.get_hash()).arg(5).arg(&keys.all()[..]);
+        evalsha.arg(&args);
+        pipe.add_command(evalsha).add_command(redis::cmd("WAIT").arg(replicas).arg(wait.as_millis() as u64).clone());
+        let mut reply = pipe.query_async::<(i64, i64)>(&mut conn).await;
+        if matches!(&reply, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)) {
+            self.publish_script.load_async(&mut conn).await.map_err(|e| e.to_string())?;
+            reply = pipe.query_async::<(i64, i64)>(&mut conn).await;
+        }
+        let (_, acknowledged) = reply.map_err(|e| e.to_string())?;
+        if acknowledged < replicas as i64 {
+            // Kept, and answered as a failure: the publisher's outbox publishes it again, so
+            // a failover cannot lose it (a stream may then get it twice, at two positions).
+            return Err(format!(
+                "only {acknowledged} of the {replicas} replicas SSE_REDIS_MIN_REPLICAS asks for hold the event after {wait:?}"
+            ));
+        }
+        Ok(())
     }
 
     async fn ping_now(&self) -> bool {
