@@ -148,7 +148,7 @@ async fn sigterm_exits_within_the_grace_period_whatever_clients_do_and_flushes_t
     assert_eq!(resp.status(), 201);
     let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(has_line(&metrics, "sse_outbox_events 1"), "{metrics}");
-    let log = "sse-log/sse";
+    let log = "sse-log/{sse}";
     let logged_before: usize = admin.xlen(log).unwrap();
 
     let started = Instant::now();

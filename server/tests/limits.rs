@@ -261,7 +261,7 @@ async fn topic_prefixes_isolate_two_apps_on_one_redis() {
     let mut conn = redis.client().get_connection().unwrap();
     let mut channels: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").query(&mut conn).unwrap();
     channels.sort();
-    assert_eq!(channels, ["app1:/tasks", "app2:/tasks", "sse/app1:tasks"]);
+    assert_eq!(channels, ["{app1:}/tasks", "{app2:}/tasks", "{sse}/app1:tasks"]);
     let spied = tokio::time::timeout(Duration::from_millis(300), spy.next_frame()).await;
     assert!(spied.is_err(), "no event of app1 reached a topic named after its prefix: {spied:?}");
     // The demo's data is namespaced too: each app has its own board.

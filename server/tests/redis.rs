@@ -60,14 +60,14 @@ async fn one_redis_subscription_per_channel_per_instance() {
         v[0].1
     };
     let clients: Vec<_> = futures::future::join_all((0..20).map(|_| SseClient::subscribe(&app.base, "tasks"))).await;
-    assert_eq!(numsub(&mut conn, "sse/tasks"), 1, "20 local clients share one Redis subscription");
+    assert_eq!(numsub(&mut conn, "{sse}/tasks"), 1, "20 local clients share one Redis subscription");
     let pubsub_clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
     let subscribers = pubsub_clients.lines().filter(|l| l.contains("sub=1")).count();
     assert_eq!(subscribers, 1, "one Pub/Sub connection for the instance:\n{pubsub_clients}");
     drop(clients);
     let mut released = false;
     for _ in 0..250 {
-        if numsub(&mut conn, "sse/tasks") == 0 {
+        if numsub(&mut conn, "{sse}/tasks") == 0 {
             released = true;
             break;
         }

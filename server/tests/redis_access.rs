@@ -30,12 +30,12 @@ const BROKER_ACL: &[&str] = &[
     "+publish",
     "+subscribe",
     "+unsubscribe",
-    "~sse-log/sse",
-    "~sse-epoch/sse",
-    "~sse-head/sse",
-    "~sse-forks/sse",
-    "~sse-writer/sse",
-    "&sse/*",
+    "~sse-log/{sse}",
+    "~sse-epoch/{sse}",
+    "~sse-head/{sse}",
+    "~sse-forks/{sse}",
+    "~sse-writer/{sse}",
+    "&{sse}/*",
 ];
 
 /// `--user broker on >password <rules>` for redis-server, the rules minus `without`.
@@ -160,20 +160,20 @@ async fn an_acl_without_what_the_broker_needs_stops_start_up_naming_it() {
         ("+xadd", "XADD"),
         ("+xrange", "XRANGE"),
         ("+publish", "PUBLISH"),
-        ("&sse/*", "PUBLISH"),
+        ("&{sse}/*", "PUBLISH"),
         ("+subscribe", "SUBSCRIBE"),
         ("+evalsha", "evalsha"),
-        ("~sse-head/sse", "keys"),
+        ("~sse-head/{sse}", "keys"),
         ("+ping", "PING"),
         ("+info", "INFO"),
         ("+hset", "HSET"),
-        ("~sse-writer/sse", "keys"),
+        ("~sse-writer/{sse}", "keys"),
     ] {
         let redis = RedisServer::start_with(&broker_user("pw", Some(without)));
         let url = redis.url.replacen("redis://", "redis://broker:pw@", 1);
         let e = start_error(SseConfig { redis_url: Some(url), ..config(None) }).await;
         assert!(e.contains(named) && e.contains("ACL"), "without {without}: {e}");
-        assert!(e.contains("+xadd") && e.contains("&sse/*"), "the error lists what the broker needs: {e}");
+        assert!(e.contains("+xadd") && e.contains("&{sse}/*"), "the error lists what the broker needs: {e}");
     }
     // The positive control: the whole list is enough, on plain TCP too.
     let redis = RedisServer::start_with(&broker_user("pw", None));

@@ -95,7 +95,7 @@ async fn a_server_that_comes_back_without_its_last_writes_forks_the_log() {
     let _: () = query(&primary, redis::cmd("REPLICAOF").arg("127.0.0.1").arg(replica.port));
     wait_for_replication(&primary, "master_link_status", "up");
     let _: () = query(&primary, redis::cmd("REPLICAOF").arg("NO").arg("ONE"));
-    let len: i64 = query(&primary, redis::cmd("XLEN").arg("sse-log/sse"));
+    let len: i64 = query(&primary, redis::cmd("XLEN").arg("sse-log/{sse}"));
     assert_eq!(len, 5, "the log lost events 5..8");
 
     // The next publish forks the log; the live stream saw lost events, so it resyncs first.

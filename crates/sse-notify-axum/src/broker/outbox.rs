@@ -222,9 +222,11 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_to_two_seconds() {
+    fn backoff_grows_to_half_a_second() {
         assert_eq!(backoff(0), Duration::from_millis(50));
         assert_eq!(backoff(1), Duration::from_millis(100));
-        assert_eq!(backoff(30), Duration::from_secs(2));
+        assert_eq!(backoff(3), Duration::from_millis(400));
+        assert_eq!(backoff(4), Duration::from_millis(500));
+        assert_eq!(backoff(30), Duration::from_millis(500));
     }
 }
