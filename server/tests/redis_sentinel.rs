@@ -4,15 +4,10 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
-use std::time::{Duration, Instant};
-
 use common::sentinel::{SentinelSet, MASTER};
 use common::*;
-use sse_notify_axum::broker::Accepted;
 use sse_notify_axum::config::RedisSettings;
 use sse_notify_axum::SseConfig;
-use sse_notify_core::Topic;
 
 fn sentinel_config(set: &SentinelSet, min_replicas: usize) -> SseConfig {
     let redis = RedisSettings {
@@ -22,43 +17,6 @@ fn sentinel_config(set: &SentinelSet, min_replicas: usize) -> SseConfig {
         ..Default::default()
     };
     SseConfig { redis, ..config(None) }
-}
-
-/// A stream with no overall timeout: it must outlive the failover.
-async fn long_stream(app: &TestServer) -> SseClient {
-    let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap();
-    SseClient::open_with(client.get(app.url("/events?topic=tasks"))).await.started().await
-}
-
-/// What one stream received: the `n` of each tick in order, the resyncs, and whether any frame
-/// (by its id) came twice.
-#[derive(Default, Debug)]
-struct Received {
-    ticks: Vec<u64>,
-    resyncs: Vec<String>,
-    repeated_ids: Vec<String>,
-}
-
-async fn drain(sse: &mut SseClient, until_quiet: Duration) -> Received {
-    let mut got = Received::default();
-    let mut ids = HashSet::new();
-    while let Some(e) = sse.next_event(until_quiet).await {
-        match e.event.as_str() {
-            "heartbeat" => continue,
-            "resync" => got.resyncs.push(e.data.clone()),
-            "tick" => {
-                let v: serde_json::Value = serde_json::from_str(&e.data).unwrap();
-                got.ticks.push(v["n"].as_u64().unwrap());
-            }
-            other => panic!("unexpected event {other}"),
-        }
-        if let Some(id) = e.id {
-            if !ids.insert(id.clone()) {
-                got.repeated_ids.push(id);
-            }
-        }
-    }
-    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,75 +32,13 @@ async fn with_min_replicas_every_acknowledged_event_survives_the_failover() {
 }
 
 async fn failover_under_load(replicas: usize, min_replicas: usize) {
-    let mut set = SentinelSet::start(replicas);
+    let set = SentinelSet::start(replicas);
     let cfg = sentinel_config(&set, min_replicas);
-    let instances =
-        [TestServer::demo(cfg.clone()).await, TestServer::demo(cfg.clone()).await, TestServer::demo(cfg).await];
-    assert_eq!(instances[0].sse.broker().backend_name(), "redis");
-    let mut streams = Vec::new();
-    for app in &instances {
-        streams.push(long_stream(app).await);
-    }
-
-    // Publish a tick every 10 ms from the first instance, the way an app does after a write
-    // (the outbox keeps what Redis cannot take), and note which were acknowledged.
-    let broker = instances[0].sse.broker().clone();
-    let publisher = tokio::spawn(async move {
-        let topic = [Topic::new("tasks").unwrap()];
-        let mut acknowledged = Vec::new();
-        let started = Instant::now();
-        let mut n = 0;
-        while started.elapsed() < Duration::from_secs(8) {
-            match broker.publish_or_defer(&topic, "tick", &serde_json::json!({ "n": n })).await {
-                Ok(accepted) => acknowledged.push((n, accepted, Instant::now())),
-                Err(e) => panic!("publish {n} refused: {e}"),
-            }
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        acknowledged
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let killed = Instant::now();
-    let failover = tokio::task::spawn_blocking(move || {
+    let label = format!("sentinel min_replicas={min_replicas}");
+    common::failover::failover_under_load(cfg, "redis-sentinel", &label, move || {
+        let mut set = set;
         let took = set.kill_primary_and_wait_for_failover();
         (set, took)
-    });
-    let published = publisher.await.unwrap();
-    let (_set, failover_took) = failover.await.unwrap();
-    // Writes go straight through again: the first publish after the kill that was not deferred.
-    let deferred = published.iter().filter(|(_, a, _)| *a == Accepted::Deferred).count();
-    let last_deferred = published.iter().rposition(|(_, a, _)| *a == Accepted::Deferred);
-    let writes_back = last_deferred.and_then(|i| published.get(i + 1)).map(|(_, _, at)| at.duration_since(killed));
-    let acknowledged: Vec<u64> = published.iter().map(|(n, _, _)| *n).collect();
-    assert!(
-        eventually(Duration::from_secs(15), || instances[0].sse.broker().outbox_len() == 0).await,
-        "the outbox drains once the new primary takes writes"
-    );
-
-    for (i, sse) in streams.iter_mut().enumerate() {
-        let got = drain(sse, Duration::from_secs(3)).await;
-        assert!(got.repeated_ids.is_empty(), "stream {i} got frames twice: {:?}", got.repeated_ids);
-        let seen: BTreeSet<u64> = got.ticks.iter().copied().collect();
-        let missing: Vec<u64> = acknowledged.iter().copied().filter(|n| !seen.contains(n)).collect();
-        for resync in &got.resyncs {
-            assert!(resync.ends_with(r#""topics":["tasks"]}"#), "a resync names the stream's topics: {resync}");
-        }
-        assert!(
-            missing.is_empty() || !got.resyncs.is_empty(),
-            "stream {i} missed {} acknowledged events ({:?}...) without a resync",
-            missing.len(),
-            &missing[..missing.len().min(10)]
-        );
-        eprintln!(
-            "min_replicas={min_replicas} stream {i}: {} ticks ({} distinct) of {} acknowledged, {} resyncs, {} missing; \
-             sentinels promoted after {failover_took:?}, {deferred} publishes deferred, direct again {writes_back:?} \
-             after the kill",
-            got.ticks.len(),
-            seen.len(),
-            acknowledged.len(),
-            got.resyncs.len(),
-            missing.len()
-        );
-    }
+    })
+    .await;
 }

@@ -165,6 +165,10 @@ impl SseConfig {
                 None => Vec::new(),
             },
             sentinel_master: get("REDIS_SENTINEL_MASTER"),
+            cluster_nodes: match get("REDIS_CLUSTER_NODES") {
+                Some(list) => parse_addresses("REDIS_CLUSTER_NODES", &list)?,
+                None => Vec::new(),
+            },
             min_replicas: parse("SSE_REDIS_MIN_REPLICAS", get("SSE_REDIS_MIN_REPLICAS"), 0)?,
             min_replicas_wait: Duration::from_millis(positive(
                 "SSE_REDIS_MIN_REPLICAS_WAIT_MS",
@@ -179,10 +183,17 @@ impl SseConfig {
             (Some(name), true) => return Err(err("REDIS_SENTINEL_MASTER", name, "needs REDIS_SENTINELS")),
             _ => {}
         }
+        if !redis.sentinels.is_empty() && !redis.cluster_nodes.is_empty() {
+            return Err(err(
+                "REDIS_CLUSTER_NODES",
+                "",
+                "a Redis Cluster has no sentinels: set REDIS_SENTINELS or this",
+            ));
+        }
         match &redis_url {
             // Read now, so that a missing file or a wrong pairing stops start-up naming it.
             Some(url) => drop(redis.options(url)?),
-            None if !redis.sentinels.is_empty() => drop(redis.options(SENTINEL_URL)?),
+            None if redis.is_managed() => drop(redis.options(MANAGED_URL)?),
             None => {
                 if let Some((var, path)) = redis.first_set() {
                     return Err(err(var, &path.display().to_string(), "set, but REDIS_URL is not"));
@@ -271,6 +282,9 @@ pub struct RedisSettings {
     pub sentinels: Vec<(String, u16)>,
     /// `REDIS_SENTINEL_MASTER`: the name the sentinels know the primary by.
     pub sentinel_master: Option<String>,
+    /// `REDIS_CLUSTER_NODES` (`host:port,...`, some of the nodes are enough): use this Redis
+    /// Cluster, with sharded Pub/Sub. `REDIS_URL` is then optional, as with sentinels.
+    pub cluster_nodes: Vec<(String, u16)>,
     /// `SSE_REDIS_MIN_REPLICAS`: a publish is answered only once this many replicas hold it
     /// (default 0 = off; see [`RedisOptions::min_replicas`]).
     pub min_replicas: usize,
@@ -287,6 +301,7 @@ impl Default for RedisSettings {
             password_file: None,
             sentinels: Vec::new(),
             sentinel_master: None,
+            cluster_nodes: Vec::new(),
             min_replicas: 0,
             min_replicas_wait: Duration::from_millis(DEFAULT_MIN_REPLICAS_WAIT_MS),
         }
@@ -295,8 +310,9 @@ impl Default for RedisSettings {
 
 const DEFAULT_MIN_REPLICAS_WAIT_MS: u64 = 500;
 
-/// The URL whose scheme, user and database apply behind Sentinel when `REDIS_URL` is unset.
-const SENTINEL_URL: &str = "redis://sentinel-managed";
+/// The URL whose scheme, user and database apply behind Sentinel or to a Cluster when
+/// `REDIS_URL` is unset.
+const MANAGED_URL: &str = "redis://sentinel-or-cluster";
 
 /// `host:port,host:port` (IPv6 as `[::1]:26379`).
 fn parse_addresses(var: &'static str, list: &str) -> Result<Vec<(String, u16)>, ConfigError> {
@@ -318,10 +334,10 @@ fn parse_addresses(var: &'static str, list: &str) -> Result<Vec<(String, u16)>, 
 impl SseConfig {
     /// How to reach Redis, with its files read now; `None` for the embedded broker.
     pub fn redis_options(&self) -> Result<Option<RedisOptions>, ConfigError> {
-        match (&self.redis_url, self.redis.sentinels.is_empty()) {
-            (Some(url), _) => self.redis.options(url).map(Some),
-            (None, false) => self.redis.options(SENTINEL_URL).map(Some),
-            (None, true) => Ok(None),
+        match &self.redis_url {
+            Some(url) => self.redis.options(url).map(Some),
+            None if self.redis.is_managed() => self.redis.options(MANAGED_URL).map(Some),
+            None => Ok(None),
         }
     }
 }
@@ -356,6 +372,9 @@ impl RedisSettings {
         if let Some(master) = &self.sentinel_master {
             options = options.sentinels(self.sentinels.clone(), master.clone());
         }
+        if !self.cluster_nodes.is_empty() {
+            options = options.cluster(self.cluster_nodes.clone());
+        }
         options = options.min_replicas(self.min_replicas, self.min_replicas_wait);
         if let Some(path) = &self.password_file {
             let bytes = read("REDIS_PASSWORD_FILE", path)?;
@@ -368,6 +387,11 @@ impl RedisSettings {
             options = options.password(password);
         }
         Ok(options)
+    }
+
+    /// Whether Redis is found through sentinels or cluster nodes rather than `REDIS_URL`.
+    fn is_managed(&self) -> bool {
+        !self.sentinels.is_empty() || !self.cluster_nodes.is_empty()
     }
 
     /// The first variable set, with its path.
@@ -522,6 +546,12 @@ mod redis_settings_tests {
         let cfg = from(&sentinels("10.0.0.1:26379, [::1]:26380")).unwrap();
         assert_eq!(cfg.redis.sentinels, [("10.0.0.1".to_owned(), 26379), ("::1".to_owned(), 26380)]);
         assert!(cfg.redis_url.is_none() && cfg.redis_options().unwrap().is_some(), "sentinels alone mean Redis");
+        let cfg = from(&[("REDIS_CLUSTER_NODES", "10.0.0.1:7000,10.0.0.2:7000".to_owned())]).unwrap();
+        assert_eq!(cfg.redis.cluster_nodes.len(), 2);
+        assert!(cfg.redis_options().unwrap().is_some(), "cluster nodes alone mean Redis");
+        let mut both = sentinels("10.0.0.1:26379");
+        both.push(("REDIS_CLUSTER_NODES", "10.0.0.1:7000".to_owned()));
+        assert_eq!(from(&both).err().unwrap().var, "REDIS_CLUSTER_NODES");
         for (pairs, var, says) in [
             (vec![plain(), ("REDIS_TLS_CA_FILE", path("ca.pem"))], "REDIS_TLS_CA_FILE", "rediss://"),
             (vec![tls(), ("REDIS_TLS_CA_FILE", path("missing"))], "REDIS_TLS_CA_FILE", "cannot read"),

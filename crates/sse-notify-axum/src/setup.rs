@@ -88,6 +88,8 @@ impl SseApp {
             redis = config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
             redis_sentinels = ?config.redis.sentinels,
             redis_sentinel_master = config.redis.sentinel_master.as_deref().unwrap_or_default(),
+            redis_cluster_nodes = ?config.redis.cluster_nodes,
+            redis_min_replicas = config.redis.min_replicas,
             heartbeat_s = config.heartbeat.map(|d| d.as_secs()).unwrap_or(0),
             topic_prefix = config.topic_prefix,
             cors_origins = ?config.cors_origins,

@@ -2,6 +2,8 @@
 //! port, and an SSE client built on `sse_notify_core::wire::SseParser`.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod failover;
 pub mod raw;
 pub mod sentinel;
 pub mod tls;
@@ -118,6 +120,11 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Whether it was started and not stopped.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// A synchronous command connection for assertions.

@@ -6,7 +6,7 @@ use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates, TlsMode};
 
 use super::primary::Locator;
-use super::Keys;
+use super::{Fanout, Keys};
 
 /// Where Redis is and how to log in: the URL (`redis://` or `rediss://`, with `user:password@`
 /// for an ACL user), what a URL cannot carry, and the sentinels when Sentinel manages it.
@@ -25,6 +25,7 @@ pub struct RedisOptions {
     ca_pem: Option<Vec<u8>>,
     client_cert: Option<(Vec<u8>, Vec<u8>)>,
     sentinel: Option<(Vec<(String, u16)>, String)>,
+    cluster: Option<Vec<(String, u16)>>,
     min_replicas: Option<(usize, std::time::Duration)>,
 }
 
@@ -37,6 +38,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("ca_pem", &self.ca_pem.is_some())
             .field("client_cert", &self.client_cert.is_some())
             .field("sentinel", &self.sentinel)
+            .field("cluster", &self.cluster)
             .field("min_replicas", &self.min_replicas)
             .finish()
     }
@@ -45,7 +47,15 @@ impl std::fmt::Debug for RedisOptions {
 impl RedisOptions {
     /// Redis at `url`, trusting the system's CAs for `rediss://`.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), password: None, ca_pem: None, client_cert: None, sentinel: None, min_replicas: None }
+        Self {
+            url: url.into(),
+            password: None,
+            ca_pem: None,
+            client_cert: None,
+            sentinel: None,
+            cluster: None,
+            min_replicas: None,
+        }
     }
 
     /// The URL as given.
@@ -91,6 +101,52 @@ impl RedisOptions {
 
     pub(super) fn replicas_to_wait_for(&self) -> Option<(usize, std::time::Duration)> {
         self.min_replicas
+    }
+
+    /// Uses the Redis Cluster that these nodes (`host`, `port`; some of them are enough)
+    /// belong to (`REDIS_CLUSTER_NODES`): the log and channels of the prefix live on the shard
+    /// that owns its slot, and events fan out with sharded Pub/Sub. The URL then gives only the
+    /// scheme, user and password; its host is not used.
+    pub fn cluster(mut self, nodes: Vec<(String, u16)>) -> Self {
+        self.cluster = Some(nodes);
+        self
+    }
+
+    pub(super) fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A cluster client; with `pushes`, one that delivers sharded Pub/Sub messages there (RESP3).
+    pub(super) fn cluster_client(
+        &self,
+        pushes: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+    ) -> Result<redis::cluster::ClusterClient, String> {
+        let nodes = self.cluster.as_deref().unwrap_or_default();
+        let info = self.url.as_str().into_connection_info().map_err(|e| e.to_string())?;
+        let redis = info.redis_settings();
+        let tls = self.url.starts_with("rediss://");
+        let scheme = if tls { "rediss" } else { "redis" };
+        let urls: Vec<String> = nodes.iter().map(|(host, port)| format!("{scheme}://{host}:{port}")).collect();
+        let mut builder = redis::cluster::ClusterClientBuilder::new(urls)
+            .connection_timeout(std::time::Duration::from_secs(2))
+            .response_timeout(std::time::Duration::from_secs(2))
+            .retries(2);
+        if let Some(user) = redis.username() {
+            builder = builder.username(user);
+        }
+        if let Some(password) = self.password.as_deref().or(redis.password()) {
+            builder = builder.password(password);
+        }
+        if tls {
+            install_crypto_provider();
+            builder = builder.tls(TlsMode::Secure).certs(self.certificates());
+        } else if self.ca_pem.is_some() || self.client_cert.is_some() {
+            return Err("a TLS CA or client certificate was given for a redis:// URL; use rediss://".into());
+        }
+        if let Some(pushes) = pushes {
+            builder = builder.use_protocol(redis::ProtocolVersion::RESP3).push_sender(pushes);
+        }
+        builder.build().map_err(|e| e.to_string())
     }
 
     /// How to find the primary.
@@ -161,11 +217,21 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The start-up error for an ACL that refuses `what`, listing all the broker needs.
+pub(super) fn refused(keys: &Keys, fanout: Fanout, what: String) -> String {
+    format!("the Redis user is not allowed {what} (ACL); the broker needs {}", needed_acl(keys, fanout))
+}
+
 /// What an ACL user must be allowed for the broker, for a namespace's keys and channels.
-pub(super) fn needed_acl(keys: &Keys) -> String {
+pub(super) fn needed_acl(keys: &Keys, fanout: Fanout) -> String {
+    let pubsub = match fanout {
+        Fanout::Plain => "+publish +subscribe +unsubscribe",
+        // The cluster client also reads the topology.
+        Fanout::Sharded => "+spublish +ssubscribe +sunsubscribe +cluster|slots",
+    };
     format!(
-        "+ping +info +evalsha +script|load +get +set +hgetall +hset +hdel +xadd +xtrim +xrange +publish \
-         +subscribe +unsubscribe ~{} ~{} ~{} ~{} ~{} &{}",
+        "+ping +info +evalsha +script|load +get +set +hgetall +hset +hdel +xadd +xtrim +xrange {pubsub} ~{} ~{} \
+         ~{} ~{} ~{} &{}",
         keys.log(),
         keys.epoch(),
         keys.head(),
@@ -180,7 +246,7 @@ pub(super) fn needed_acl(keys: &Keys) -> String {
 /// channels) before the arguments, so a refused call answers with the ACL error and an allowed
 /// one with its own. (The PUBLISH is real, of an empty message to a channel no stream follows.)
 /// Returns the refused calls with Redis's reason. KEYS: log, epoch, head, forks, writer. ARGV: a
-/// channel of the namespace no topic can name.
+/// channel of the namespace no topic can name, and `PUBLISH` or `SPUBLISH`.
 pub(super) const PROBE_SCRIPT: &str = r#"
 local refused = {}
 local function try(name, ...)
@@ -199,7 +265,7 @@ try('HDEL', KEYS[4], 'no-such-field')
 try('XADD', KEYS[1], 'MAXLEN', 'not-a-number', '*', 'f', 'v')
 try('XTRIM', KEYS[1], 'MINID', 'not-an-id')
 try('XRANGE', KEYS[1], 'not-an-id', 'not-an-id')
-try('PUBLISH', ARGV[1], '')
+try(ARGV[2], ARGV[1], '')
 return refused
 "#;
 

@@ -11,6 +11,7 @@
 //! with replayed ones by comparing positions.
 
 mod access;
+mod cluster;
 mod primary;
 
 pub(crate) use access::redact_url;
@@ -96,8 +97,9 @@ end
 
 /// KEYS: log, epoch, head, forks, writer.
 /// ARGV: epoch candidate, frame body, topics (comma-separated), max events, oldest ms kept,
-/// channel1, channel2, ... (channels are not keys: an ACL user needs key patterns for the log's
-/// keys only, and channel patterns for the channels).
+/// `PUBLISH` or `SPUBLISH` (a cluster's sharded Pub/Sub), channel1, channel2, ... (channels are
+/// not keys: an ACL user needs key patterns for the log's keys only, and channel patterns for
+/// the channels).
 /// Each entry links back to the one before it (`p`): trimming only ever removes the oldest
 /// entries, so history after a position is complete exactly when the first entry after it still
 /// links back to it. (`XINFO`'s `max-deleted-entry-id` does not follow trimming.)
@@ -110,8 +112,8 @@ redis.call('SET', KEYS[3], id)
 redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[5])
 local msg = epoch .. ' ' .. id .. ' ' .. ARGV[3] .. '\n' .. ARGV[2]
 local n = 0
-for i = 6, #ARGV do
-  n = n + redis.call('PUBLISH', ARGV[i], msg)
+for i = 7, #ARGV do
+  n = n + redis.call(ARGV[6], ARGV[i], msg)
 end
 return n
 "#
@@ -130,6 +132,24 @@ end
 return {epoch, head, entries, redis.call('HGETALL', KEYS[4])}
 "#
 );
+
+/// How events fan out to instances: plain Pub/Sub, or a cluster's sharded Pub/Sub, where a
+/// channel lives on the shard that owns its slot (plain `PUBLISH` in a cluster reaches every
+/// node).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Fanout {
+    Plain,
+    Sharded,
+}
+
+impl Fanout {
+    fn publish_command(self) -> &'static str {
+        match self {
+            Fanout::Plain => "PUBLISH",
+            Fanout::Sharded => "SPUBLISH",
+        }
+    }
+}
 
 enum Control {
     Subscribe(String, oneshot::Sender<Result<(), String>>),
@@ -287,6 +307,9 @@ pub(super) struct RedisBackend {
     publish_script: redis::Script,
     /// `SSE_REDIS_MIN_REPLICAS` and how long to wait for them.
     min_replicas: Option<(usize, Duration)>,
+    fanout: Fanout,
+    /// `"redis"`, `"redis-sentinel"` or `"redis-cluster"`.
+    name: &'static str,
 }
 
 impl RedisBackend {
@@ -298,25 +321,43 @@ impl RedisBackend {
         hub: Arc<Hub>,
         metrics: SharedMetrics,
     ) -> Result<Self, String> {
-        let locator = Arc::new(options.locator()?);
-        let connect = async {
-            let conn = RedisConnection::connect(locator.clone()).await?;
-            let pubsub = locator.primary().await?.get_async_pubsub().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((conn, pubsub))
-        };
-        let (conn, mut pubsub) = tokio::time::timeout(Duration::from_secs(10), connect)
-            .await
-            .map_err(|_| "timed out after 10 s".to_owned())??;
-        check_acl(&conn, &mut pubsub, &keys).await?;
-        primary::watch_sentinels(&conn);
-        let shared = Shared { conn, keys, log_tag, retention, history_script: redis::Script::new(HISTORY_SCRIPT) };
-        // Where this instance stands in the log: a reconnect catches up from here.
-        let start = shared.history(None).await?;
         let (control, commands) = mpsc::unbounded_channel::<Control>();
-        let follow = Follow { locator, shared: shared.clone(), hub, metrics };
-        tokio::spawn(subscriber_loop(follow, pubsub, (start.log, start.head), commands));
+        let history_script = redis::Script::new(HISTORY_SCRIPT);
+        let (shared, fanout, name) = if options.is_cluster() {
+            let (conn, mut subscriptions, pushes) = within_connect_timeout(cluster::connect(options)).await?;
+            check_acl(&conn, &keys, Fanout::Sharded).await?;
+            let channel = access::probe_channel(&keys);
+            let refused = |e: redis::RedisError| access::refused(&keys, Fanout::Sharded, format!("SSUBSCRIBE: {e}"));
+            subscriptions.ssubscribe(&channel).await.map_err(refused)?;
+            subscriptions.sunsubscribe(&channel).await.map_err(refused)?;
+            let shared = Shared { conn, keys, log_tag, retention, history_script };
+            // Where this instance stands in the log: a reconnect catches up from here.
+            let start = shared.history(None).await?;
+            let follow = Follow { shared: shared.clone(), hub, metrics };
+            tokio::spawn(cluster::subscriber_loop(follow, subscriptions, pushes, (start.log, start.head), commands));
+            (shared, Fanout::Sharded, "redis-cluster")
+        } else {
+            let locator = Arc::new(options.locator()?);
+            let (conn, mut pubsub) = within_connect_timeout(async {
+                Ok((RedisConnection::connect(locator.clone()).await?, connect_pubsub(&locator).await?))
+            })
+            .await?;
+            check_acl(&conn, &keys, Fanout::Plain).await?;
+            let channel = access::probe_channel(&keys);
+            let refused = |e: redis::RedisError| access::refused(&keys, Fanout::Plain, format!("SUBSCRIBE: {e}"));
+            pubsub.subscribe(&channel).await.map_err(refused)?;
+            pubsub.unsubscribe(&channel).await.map_err(refused)?;
+            primary::watch_sentinels(&conn);
+            let shared = Shared { conn, keys, log_tag, retention, history_script };
+            let start = shared.history(None).await?;
+            let name = if locator.follows_failovers() { "redis-sentinel" } else { "redis" };
+            let follow = Follow { shared: shared.clone(), hub, metrics };
+            tokio::spawn(subscriber_loop(follow, locator, pubsub, (start.log, start.head), commands));
+            (shared, Fanout::Plain, name)
+        };
         let min_replicas = options.replicas_to_wait_for();
-        Ok(Self { shared, control, publish_script: redis::Script::new(PUBLISH_SCRIPT), min_replicas })
+        let publish_script = redis::Script::new(PUBLISH_SCRIPT);
+        Ok(Self { shared, control, publish_script, min_replicas, fanout, name })
     }
 
     async fn subscribe(&self, channel: String) -> Result<(), String> {
@@ -334,6 +375,7 @@ impl RedisBackend {
             topics.join(","),
             retention.max_events.to_string(),
             unix_ms().saturating_sub(retention.max_age_ms).to_string(),
+            self.fanout.publish_command().to_owned(),
         ];
         args.extend(topics.iter().map(|t| keys.channel(t)));
         let mut conn = self.shared.conn.clone();
@@ -378,7 +420,7 @@ impl RedisBackend {
 
 impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
-        "redis"
+        self.name
     }
 
     fn append(&self, topics: Vec<String>, body: String) -> BoxFuture<'_, Result<(), String>> {
@@ -409,23 +451,24 @@ impl Backend for RedisBackend {
 /// Fails start-up, naming what was refused, when the Redis user may not run every command the
 /// broker needs or use its keys and channels: better than a publish that fails at the first
 /// write, or a stream that never gets an event.
-async fn check_acl(conn: &RedisConnection, pubsub: &mut redis::aio::PubSub, keys: &Keys) -> Result<(), String> {
-    let refused = |what: String| {
-        format!("the Redis user is not allowed {what} (ACL); the broker needs {}", access::needed_acl(keys))
-    };
+/// `connect`, or an error if it takes longer than start-up may wait for Redis.
+async fn within_connect_timeout<T>(connect: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(Duration::from_secs(10), connect).await.map_err(|_| "timed out after 10 s".to_owned())?
+}
+
+/// The channel commands are checked by the caller, on its Pub/Sub connection.
+async fn check_acl(conn: &RedisConnection, keys: &Keys, fanout: Fanout) -> Result<(), String> {
+    let refused = |what: String| access::refused(keys, fanout, what);
     let mut conn = conn.clone();
     redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| refused(format!("PING: {e}")))?;
     let script = redis::Script::new(access::PROBE_SCRIPT);
     let mut probe = script.prepare_invoke();
     keys.script_keys(&mut probe);
-    probe.arg(access::probe_channel(keys));
+    probe.arg(access::probe_channel(keys)).arg(fanout.publish_command());
     let calls: Vec<String> = probe.invoke_async(&mut conn).await.map_err(|e| refused(format!("its scripts: {e}")))?;
     if !calls.is_empty() {
         return Err(refused(format!("to run {} from a script", calls.join(", "))));
     }
-    let channel = access::probe_channel(keys);
-    pubsub.subscribe(&channel).await.map_err(|e| refused(format!("SUBSCRIBE: {e}")))?;
-    pubsub.unsubscribe(&channel).await.map_err(|e| refused(format!("UNSUBSCRIBE: {e}")))?;
     Ok(())
 }
 
@@ -461,12 +504,13 @@ impl Delivered {
 /// send none for hours; and the catch-up needs to happen between resubscribing and reading.
 async fn subscriber_loop(
     follow: Follow,
+    locator: Arc<primary::Locator>,
     first: redis::aio::PubSub,
     start: (LogId, LogPosition),
     mut commands: mpsc::UnboundedReceiver<Control>,
 ) {
-    let Follow { locator, shared, hub, metrics } = follow;
-    let mut moves = shared.conn.moves();
+    let Follow { shared, hub, metrics } = follow;
+    let mut moves = shared.conn.moves().expect("the Pub/Sub loop serves a primary, not a cluster");
     let mut next = Some(first);
     let mut backoff = BACKOFF_FIRST;
     let mut first_connection = true;
@@ -521,22 +565,13 @@ async fn subscriber_loop(
                 }
                 msg = stream.next() => match msg {
                     None => break,
-                    Some(msg) => match message_event(shared.log_tag, msg.get_payload_bytes()) {
-                        Some((log, event)) if log == delivered.log => delivered.deliver(&hub, event, log),
-                        Some((log, event)) => {
-                            // Another epoch: the log was forked (a failover) or recreated. What
-                            // this instance delivered is checked against the log as it is now,
-                            // as after a reconnect; then the message, unless the read had it.
-                            if let Err(e) = catch_up(&shared, &hub, &mut delivered, &metrics).await {
-                                tracing::warn!(error = %e, "redis catch-up after a new log epoch failed; reconnecting");
-                                break;
-                            }
-                            if log == delivered.log {
-                                delivered.deliver(&hub, event, log);
-                            }
+                    Some(msg) => {
+                        let event = message_event(shared.log_tag, msg.get_payload_bytes());
+                        if let Err(e) = on_message(&shared, &hub, &mut delivered, &metrics, event).await {
+                            tracing::warn!(error = %e, "redis catch-up after a new log epoch failed; reconnecting");
+                            break;
                         }
-                        None => tracing::warn!(channel = msg.get_channel_name(), "malformed message ignored"),
-                    },
+                    }
                 },
                 cmd = commands.recv() => match cmd {
                     None => return,
@@ -618,12 +653,35 @@ async fn connect_pubsub(locator: &primary::Locator) -> Result<redis::aio::PubSub
         .map_err(|e| e.to_string())
 }
 
-/// What the Pub/Sub loop works with.
+/// What the Pub/Sub loops work with.
 struct Follow {
-    locator: Arc<primary::Locator>,
     shared: Shared,
     hub: Arc<Hub>,
     metrics: SharedMetrics,
+}
+
+/// Delivers a message's event (`None`: malformed, ignored). One of another log epoch means the
+/// log was forked (a failover) or recreated: what this instance delivered is checked against
+/// the log as it is now, as after a reconnect, then the message is delivered unless that read
+/// had it. `Err` when the log could not be read: the caller reconnects and catches up.
+async fn on_message(
+    shared: &Shared,
+    hub: &Hub,
+    delivered: &mut Delivered,
+    metrics: &SharedMetrics,
+    event: Option<(LogId, Arc<LogEvent>)>,
+) -> Result<(), String> {
+    match event {
+        Some((log, event)) if log == delivered.log => delivered.deliver(hub, event, log),
+        Some((log, event)) => {
+            catch_up(shared, hub, delivered, metrics).await?;
+            if log == delivered.log {
+                delivered.deliver(hub, event, log);
+            }
+        }
+        None => tracing::warn!("malformed Redis message ignored"),
+    }
+    Ok(())
 }
 
 /// While disconnected, for `wait`: answers SUBSCRIBE at once with an error (the SSE endpoint

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelClient;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 use tokio::sync::watch;
@@ -44,7 +45,7 @@ impl Locator {
         }
     }
 
-    fn follows_failovers(&self) -> bool {
+    pub(super) fn follows_failovers(&self) -> bool {
         matches!(self, Locator::Sentinel { .. })
     }
 }
@@ -65,8 +66,9 @@ fn manager_config() -> ConnectionManagerConfig {
 
 /// The broker's command connection, also handed to the app for its own data
 /// ([`crate::Broker::redis_connection`]): one multiplexed connection to the primary, which
-/// follows it when Sentinel fails it over. Cheap to clone; use it with the `redis` crate's
-/// `AsyncCommands` like any async connection.
+/// follows it when Sentinel fails it over, or a Redis Cluster connection (which routes each
+/// command to the shard of its keys and follows slot moves and failovers itself). Cheap to
+/// clone; use it with the `redis` crate's `AsyncCommands` like any async connection.
 ///
 /// ```no_run
 /// # async fn demo(broker: sse_notify_axum::Broker) -> redis::RedisResult<()> {
@@ -77,7 +79,13 @@ fn manager_config() -> ConnectionManagerConfig {
 /// ```
 #[derive(Clone)]
 pub struct RedisConnection {
-    inner: Arc<Inner>,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Primary(Arc<Inner>),
+    Cluster(ClusterConnection),
 }
 
 struct Inner {
@@ -104,47 +112,24 @@ impl RedisConnection {
         let (moved, _) = watch::channel(address.clone());
         let inner =
             Inner { locator, current: RwLock::new(Current { address, conn }), refreshing: Default::default(), moved };
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self { kind: Kind::Primary(Arc::new(inner)) })
     }
 
-    fn current(&self) -> Current {
-        self.inner.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// A Redis Cluster connection.
+    pub(super) fn cluster(conn: ClusterConnection) -> Self {
+        Self { kind: Kind::Cluster(conn) }
     }
 
-    /// Changes whenever the primary moved (to its new address).
-    pub(super) fn moves(&self) -> watch::Receiver<String> {
-        self.inner.moved.subscribe()
-    }
-
-    /// Asks where the primary is, and moves there if it moved away from `seen` (the address
-    /// a failed command went to). Does nothing for a fixed address.
-    pub(super) async fn follow_primary(&self, seen: &str) {
-        if !self.inner.locator.follows_failovers() {
-            return;
-        }
-        let _one = self.inner.refreshing.lock().await;
-        if self.current().address != seen {
-            return; // someone else moved it meanwhile
-        }
-        let client = match self.inner.locator.primary().await {
-            Ok(client) => client,
-            Err(e) => return tracing::warn!(error = %e, "cannot find the Redis primary; commands keep the old one"),
-        };
-        let address = address(&client);
-        if address == seen {
-            return;
-        }
-        match ConnectionManager::new_with_config(client, manager_config()).await {
-            Ok(conn) => {
-                tracing::warn!(from = seen, to = %address, "the Redis primary moved; following it");
-                *self.inner.current.write().unwrap_or_else(|e| e.into_inner()) =
-                    Current { address: address.clone(), conn };
-                self.inner.moved.send_replace(address);
-            }
-            Err(e) => tracing::warn!(to = %address, error = %e, "cannot connect to the new Redis primary yet"),
+    /// Changes whenever the primary moved (to its new address); `None` for a cluster.
+    pub(super) fn moves(&self) -> Option<watch::Receiver<String>> {
+        match &self.kind {
+            Kind::Primary(inner) => Some(inner.moved.subscribe()),
+            Kind::Cluster(_) => None,
         }
     }
+}
 
+impl Inner {
     /// After a failed command: follows the primary if the failure says it may have moved.
     async fn after_error(&self, seen: &str, error: &RedisError) {
         let moved = error.is_io_error()
@@ -157,18 +142,53 @@ impl RedisConnection {
             self.follow_primary(seen).await;
         }
     }
+
+    fn current(&self) -> Current {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Asks where the primary is, and moves there if it moved away from `seen` (the address
+    /// a failed command went to). Does nothing for a fixed address.
+    async fn follow_primary(&self, seen: &str) {
+        if !self.locator.follows_failovers() {
+            return;
+        }
+        let _one = self.refreshing.lock().await;
+        if self.current().address != seen {
+            return; // someone else moved it meanwhile
+        }
+        let client = match self.locator.primary().await {
+            Ok(client) => client,
+            Err(e) => return tracing::warn!(error = %e, "cannot find the Redis primary; commands keep the old one"),
+        };
+        let address = address(&client);
+        if address == seen {
+            return;
+        }
+        match ConnectionManager::new_with_config(client, manager_config()).await {
+            Ok(conn) => {
+                tracing::warn!(from = seen, to = %address, "the Redis primary moved; following it");
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Current { address: address.clone(), conn };
+                self.moved.send_replace(address);
+            }
+            Err(e) => tracing::warn!(to = %address, error = %e, "cannot connect to the new Redis primary yet"),
+        }
+    }
 }
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let Current { address, mut conn } = self.current();
-            let reply = conn.req_packed_command(cmd).await;
-            if let Err(e) = &reply {
-                self.after_error(&address, e).await;
-            }
-            reply
-        })
+        match &mut self.kind {
+            Kind::Cluster(conn) => conn.req_packed_command(cmd),
+            Kind::Primary(inner) => Box::pin(async move {
+                let Current { address, mut conn } = inner.current();
+                let reply = conn.req_packed_command(cmd).await;
+                if let Err(e) = &reply {
+                    inner.after_error(&address, e).await;
+                }
+                reply
+            }),
+        }
     }
 
     fn req_packed_commands<'a>(
@@ -177,18 +197,24 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let Current { address, mut conn } = self.current();
-            let reply = conn.req_packed_commands(pipeline, offset, count).await;
-            if let Err(e) = &reply {
-                self.after_error(&address, e).await;
-            }
-            reply
-        })
+        match &mut self.kind {
+            Kind::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Kind::Primary(inner) => Box::pin(async move {
+                let Current { address, mut conn } = inner.current();
+                let reply = conn.req_packed_commands(pipeline, offset, count).await;
+                if let Err(e) = &reply {
+                    inner.after_error(&address, e).await;
+                }
+                reply
+            }),
+        }
     }
 
     fn get_db(&self) -> i64 {
-        self.current().conn.get_db()
+        match &self.kind {
+            Kind::Cluster(conn) => conn.get_db(),
+            Kind::Primary(inner) => inner.current().conn.get_db(),
+        }
     }
 }
 
@@ -196,9 +222,10 @@ impl ConnectionLike for RedisConnection {
 /// and moves `conn` at once when it comes (a command would find out only when it fails). Ends
 /// when `conn` is dropped by everyone else.
 pub(super) fn watch_sentinels(conn: &RedisConnection) {
-    let Locator::Sentinel { master, .. } = conn.inner.locator.as_ref() else { return };
+    let Kind::Primary(inner) = &conn.kind else { return };
+    let Locator::Sentinel { master, .. } = inner.locator.as_ref() else { return };
     let master = master.clone();
-    let weak = Arc::downgrade(&conn.inner);
+    let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -236,9 +263,8 @@ pub(super) fn watch_sentinels(conn: &RedisConnection) {
                         // `<master> <old ip> <old port> <new ip> <new port>`
                         let text: String = msg.get_payload().unwrap_or_default();
                         if text.split(' ').next() == Some(master.as_str()) {
-                            let conn = RedisConnection { inner };
-                            let seen = conn.current().address;
-                            conn.follow_primary(&seen).await;
+                            let seen = inner.current().address;
+                            inner.follow_primary(&seen).await;
                         }
                     }
                 }

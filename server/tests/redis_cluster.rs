@@ -1,0 +1,58 @@
+//! A Redis Cluster of three primaries with a replica each: a prefix's log and channels live on
+//! the shard that owns its slot, events fan out with sharded Pub/Sub, and three instances go on
+//! through the failover of that shard's primary.
+
+mod common;
+
+use common::cluster::ClusterSet;
+use common::*;
+use sse_notify_axum::config::RedisSettings;
+use sse_notify_axum::SseConfig;
+
+fn cluster_config(set: &ClusterSet) -> SseConfig {
+    let redis = RedisSettings { cluster_nodes: set.addresses(), ..Default::default() };
+    SseConfig { redis, ..config(None) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_on_a_cluster_and_a_prefix_stays_on_its_shard() {
+    let set = ClusterSet::start();
+    let a = TestServer::demo(cluster_config(&set)).await;
+    let b = TestServer::demo(cluster_config(&set)).await;
+    assert_eq!(a.sse.broker().backend_name(), "redis-cluster");
+    let mut on_a = SseClient::subscribe(&a.base, "tasks").await.started().await;
+    let created = http().post(b.url("/api/tasks")).json(&serde_json::json!({"title": "sharded"})).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    let task: shared::tasks::Task = created.json().await.unwrap();
+    let e = on_a.expect_event().await;
+    assert_eq!((e.event.as_str(), e.data.clone()), ("task:created", format!("{{\"id\":{}}}", task.id)));
+    let listed: Vec<shared::tasks::Task> = http().get(a.url("/api/tasks")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed, vec![task]);
+
+    // The prefix's log and its subscribers are on one shard: the other primaries hold no key
+    // of it and no subscriber of its channel.
+    let owner = set.owner_of("sse-log/{sse}").expect("a shard owns the log");
+    for node in &set.nodes {
+        let mut conn = node.client().get_connection().unwrap();
+        let subscribers: Vec<(String, i64)> =
+            redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg("{sse}/tasks").query(&mut conn).unwrap();
+        let log: i64 = redis::cmd("EXISTS").arg("sse-log/{sse}").query(&mut conn).unwrap_or(0);
+        if node.port == owner {
+            assert_eq!((subscribers[0].1, log), (1, 1), "the owner holds the log and the subscription");
+        } else {
+            assert_eq!(subscribers[0].1, 0, "node {} holds no subscriber of the prefix", node.port);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_follow_the_failover_of_the_shard_that_holds_the_log() {
+    let set = ClusterSet::start();
+    let cfg = cluster_config(&set);
+    common::failover::failover_under_load(cfg, "redis-cluster", "cluster", move || {
+        let mut set = set;
+        let (_, took) = set.kill_owner_and_wait_for_failover("sse-log/{sse}");
+        (set, took)
+    })
+    .await;
+}
