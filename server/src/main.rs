@@ -1,7 +1,4 @@
 //! The demo task board server. `cargo leptos watch` runs it; see the README.
-// rustc 1.95.0 overflows its query depth on this crate's test harness (the `bin server test`
-// target) while simplifying a niche type of the deep `main` future; the default limit is 128.
-#![recursion_limit = "256"]
 
 use std::process::ExitCode;
 

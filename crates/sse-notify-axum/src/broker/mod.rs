@@ -230,16 +230,18 @@ impl Broker {
         let hub = Arc::<Hub>::default();
         let metrics = SharedMetrics::default();
         let ns = limits.namespace();
-        let backend = redis::RedisBackend::connect(
+        // Boxed: the connect future (TLS, Sentinel, Cluster, the ACL check) is deep enough that
+        // an app's `main` awaiting it inline overflowed rustc 1.95's query depth.
+        let connect = redis::RedisBackend::connect(
             options,
             redis::Keys::new(ns),
             prefix_tag(ns),
             limits.retention(),
             hub.clone(),
             metrics.clone(),
-        )
-        .await
-        .map_err(|e| BrokerError::Connect { url: redact_url(options.url()), reason: e })?;
+        );
+        let backend =
+            Box::pin(connect).await.map_err(|e| BrokerError::Connect { url: redact_url(options.url()), reason: e })?;
         Ok(Self::with_backend(limits, hub, metrics, Box::new(backend)))
     }
 
