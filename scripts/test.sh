@@ -32,6 +32,9 @@ echo "== playwright (end-to-end, Chromium)"
 echo "== production example, smoke run (Redis, 3 instances, nginx, Prometheus, the load tool)"
 ./examples/production/run.sh --smoke 2>&1 | tee "$logs/production.txt"
 
+echo "== production example on Sentinel, smoke run (the Redis primary killed mid-run)"
+REDIS_SHAPE=sentinel ./examples/production/run.sh --smoke 2>&1 | tee "$logs/production-sentinel.txt"
+
 # Doc tests are compiled examples, most of which run an assertion; they are counted apart.
 count() { awk -v field="$1" '/^test result:/ { s += $field } END { print s + 0 }' "${@:2}"; }
 doc_passed=$(awk '/^   Doc-tests/ { doc = 1 } /^     Running/ { doc = 0 } doc && /^test result:/ { s += $4 } END { print s + 0 }' "$logs/cargo-test.txt")
@@ -40,6 +43,6 @@ rust_failed=$(count 6 "$logs/cargo-test.txt" "$logs/adopter.txt")
 read -r e2e_passed e2e_failed < <(node -e '
   const s = require(process.argv[1]).stats;
   console.log(s.expected, s.unexpected + s.flaky);' "$PWD/$logs/playwright.json")
-# The production smoke run is one more test (the script fails the run if it does not pass).
-echo "== summary: cargo test $rust_passed passed ($rust_failed failed) plus $doc_passed doc examples, playwright $e2e_passed passed ($e2e_failed failed), production smoke passed"
-echo "$((rust_passed + e2e_passed + 1)) passed, $((rust_failed + e2e_failed)) failed"
+# The production smoke runs are two more tests (the script fails the run if one does not pass).
+echo "== summary: cargo test $rust_passed passed ($rust_failed failed) plus $doc_passed doc examples, playwright $e2e_passed passed ($e2e_failed failed), production smokes (single, sentinel) passed"
+echo "$((rust_passed + e2e_passed + 2)) passed, $((rust_failed + e2e_failed)) failed"

@@ -16,6 +16,11 @@
 #                                         stopped mid-run: every stream must reconnect through
 #                                         nginx and get every event (part of scripts/test.sh)
 #
+#   REDIS_SHAPE=sentinel (with any of the above): Redis is a primary, two replicas and three
+#   sentinels; the instances follow it with SSE_REDIS_MIN_REPLICAS=1 and the load tool publishes
+#   into Redis the same way (PUBLISH=redis). With --smoke the primary is killed mid-run instead
+#   of instance 2: every event acknowledged must still reach every stream.
+#
 # Everything runs on loopback ports chosen free at start, under a temporary directory, and is
 # stopped on exit. Needs redis-server, nginx and prometheus (scripts/setup.sh installs them).
 set -euo pipefail
@@ -30,7 +35,14 @@ for arg in "$@"; do
     *) echo "usage: $0 [--smoke] [--direct]" >&2; exit 2 ;;
   esac
 done
-instances=${INSTANCES:-3} publish=${PUBLISH:-rest} sources=${SOURCES:-127.0.0.1}
+shape=${REDIS_SHAPE:-single}
+case $shape in
+  single) publish=${PUBLISH:-rest} ;;
+  # The demo's own store is in Redis too: while the primary fails over, POST /api/tasks fails.
+  sentinel) publish=${PUBLISH:-redis} ;;
+  *) echo "REDIS_SHAPE=$shape: use single or sentinel" >&2; exit 2 ;;
+esac
+instances=${INSTANCES:-3} sources=${SOURCES:-127.0.0.1}
 if $smoke; then
   profile=debug streams=${STREAMS:-1000} events=${EVENTS:-40} rate=${RATE:-4} interval=1s
 else
@@ -76,10 +88,43 @@ wait_for() {
   fail "$what did not happen within ${seconds} s"
 }
 
+# A redis-server on port $1 (more arguments after it), with its own folder and log.
+start_redis() {
+  local port=$1
+  shift
+  mkdir -p "$dir/redis-$port"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir/redis-$port" \
+    --repl-diskless-sync-delay 0 "$@" >"$dir/redis-$port.log" 2>&1 &
+  pids+=($!)
+  redis_pids[$port]=$!
+  wait_for "redis :$port answering" 10 redis-cli -p "$port" ping
+}
+declare -A redis_pids
 redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &
-pids+=($!)
-wait_for "redis answering" 10 redis-cli -p "$redis_port" ping
+start_redis "$redis_port"
+redis_env=(REDIS_URL="redis://127.0.0.1:$redis_port")
+if [ "$shape" = sentinel ]; then
+  for _ in 1 2; do start_redis "$(free_port)" --replicaof 127.0.0.1 "$redis_port"; done
+  sentinels=()
+  for i in 1 2 3; do
+    port=$(free_port)
+    sentinels+=("127.0.0.1:$port")
+    printf 'port %s\nbind 127.0.0.1\ndir %s\nsentinel monitor main 127.0.0.1 %s 2\nsentinel down-after-milliseconds main 1000\nsentinel failover-timeout main 10000\n' \
+      "$port" "$dir" "$redis_port" >"$dir/sentinel-$i.conf"
+    redis-server "$dir/sentinel-$i.conf" --sentinel >"$dir/sentinel-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  sentinels_ready() {
+    local s
+    for s in "${sentinels[@]}"; do
+      [ "$(redis-cli -p "${s#*:}" sentinel replicas main | grep -c '^name$')" = 2 ] || return 1
+      [ "$(redis-cli -p "${s#*:}" sentinel sentinels main | grep -c '^name$')" = 2 ] || return 1
+    done
+  }
+  wait_for "the sentinels knowing both replicas and each other" 30 sentinels_ready
+  sentinel_list=$(IFS=,; echo "${sentinels[*]}")
+  redis_env=(REDIS_SENTINELS="$sentinel_list" REDIS_SENTINEL_MASTER=main SSE_REDIS_MIN_REPLICAS=1)
+fi
 
 ports=()
 instance_pids=()
@@ -88,7 +133,7 @@ for i in $(seq 1 "$instances"); do
   ports+=("$port")
   # The load comes from one address, through nginx (X-Forwarded-For): lift the per-client limit
   # for it; a real deployment keeps the default.
-  REDIS_URL="redis://127.0.0.1:$redis_port" LEPTOS_SITE_ADDR="127.0.0.1:$port" LEPTOS_SITE_ROOT=target/site \
+  env "${redis_env[@]}" LEPTOS_SITE_ADDR="127.0.0.1:$port" LEPTOS_SITE_ROOT=target/site \
     SESSION_SECRET=production-example-secret-of-at-least-32-bytes SSE_CLIENT_IP_HEADER=x-forwarded-for \
     SSE_MAX_STREAMS_PER_CLIENT=1000000 SSE_MAX_TOPICS_PER_CLIENT=1000000 RUST_LOG=warn \
     "$bin/server" >"$dir/instance$i.log" 2>&1 &
@@ -127,7 +172,7 @@ promql() {
 promql_is() { [ "$(promql "$1")" = "$2" ]; }
 wait_for "Prometheus scraping all $instances instances" 30 promql_is 'sum(up{job="sse"})' "$instances"
 
-say "redis :$redis_port, instances :${ports[*]}, nginx :$nginx_port, prometheus :$prom_port"
+say "redis ($shape) :$redis_port, instances :${ports[*]}, nginx :$nginx_port, prometheus :$prom_port"
 urls=(--url "http://127.0.0.1:$nginx_port")
 if $direct; then
   urls=()
@@ -141,17 +186,27 @@ loadtest_args=("${urls[@]}" --streams "$streams" --events "$events" --rate "$rat
 read -ra extra <<<"${LOADTEST_ARGS:-}"
 loadtest_args+=("${extra[@]}")
 for pid in "${instance_pids[@]}"; do loadtest_args+=(--pid "$pid"); done
-"$bin/loadtest" "${loadtest_args[@]}" >"$dir/loadtest.out" 2>&1 &
+env "${redis_env[@]}" "$bin/loadtest" "${loadtest_args[@]}" >"$dir/loadtest.out" 2>&1 &
 loadtest_pid=$!
 
-if $smoke; then
+# Whether instance 2 has delivered a few events to each of its streams.
+delivered_some() {
+  local m
+  m=$(curl -sf "http://127.0.0.1:${ports[1]}/metrics") || return 1
+  awk '/^sse_events_delivered_total / { d = $2 } /^sse_connections / { c = $2 } END { exit !(c > 0 && d >= 3 * c) }' <<<"$m"
+}
+if $smoke && [ "$shape" = sentinel ]; then
+  # Once events flow, kill the Redis primary: the sentinels promote a replica, every instance
+  # and the load tool follow it, and every event must still reach every stream.
+  wait_for "instance 2 delivering events" 60 delivered_some
+  say "killing the Redis primary (SIGKILL) mid-run"
+  kill -KILL "${redis_pids[$redis_port]}"
+  promoted() { [ "$(redis-cli -p "${sentinels[0]#*:}" sentinel get-master-addr-by-name main | tail -1)" != "$redis_port" ]; }
+  wait_for "the sentinels promoting a replica" 30 promoted
+  say "a replica was promoted: :$(redis-cli -p "${sentinels[0]#*:}" sentinel get-master-addr-by-name main | tail -1)"
+elif $smoke; then
   # Once instance 2 has delivered events to its streams, stop it: its streams end, reconnect
   # through nginx to the others with their last event id, and must still get every event.
-  delivered_some() {
-    local m
-    m=$(curl -sf "http://127.0.0.1:${ports[1]}/metrics") || return 1
-    awk '/^sse_events_delivered_total / { d = $2 } /^sse_connections / { c = $2 } END { exit !(c > 0 && d >= 3 * c) }' <<<"$m"
-  }
   wait_for "instance 2 delivering events" 60 delivered_some
   say "stopping instance 2 (SIGTERM) mid-run"
   kill -TERM "${instance_pids[1]}"
@@ -164,7 +219,7 @@ cat "$dir/loadtest.out"
 [ "$status" = 0 ] || fail "the load tool reports missing deliveries or failures (exit $status)"
 
 say "Prometheus:"
-if $smoke; then
+if $smoke && [ "$shape" = single ]; then
   wait_for "Prometheus seeing instance 2 down" 30 promql_is 'sum(up{job="sse"})' 2
   wait_for "the SseInstanceDown alert pending or firing" 30 promql_is 'count(ALERTS{alertname="SseInstanceDown"})' 1
 fi

@@ -55,7 +55,9 @@ pub struct Args {
     /// `rest` (POST /api/tasks on the first --url) or `redis` (the broker library, into --redis).
     #[arg(long, default_value = "rest")]
     pub publish: String,
-    /// Redis URL for `--publish redis`, and to read Redis's CPU time.
+    /// Redis URL for `--publish redis`, and to read Redis's CPU time. Behind Sentinel or on a
+    /// Cluster, `--publish redis` reads `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER` or
+    /// `REDIS_CLUSTER_NODES` (and the other Redis variables) like the servers do.
     #[arg(long)]
     pub redis: Option<String>,
     /// The servers' TOPIC_PREFIX (for `--publish redis`).

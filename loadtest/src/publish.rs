@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sse_notify_axum::{Broker, BrokerLimits};
+use sse_notify_axum::{Broker, SseConfig};
 use sse_notify_core::Topic;
 use tokio::sync::Semaphore;
 
@@ -37,9 +37,18 @@ impl Publisher {
                 base: args.urls[0].trim_end_matches('/').to_owned(),
             }),
             "redis" => {
-                let url = args.redis.as_deref().ok_or("--publish redis needs --redis URL")?;
-                let limits = BrokerLimits { topic_prefix: args.topic_prefix.clone(), ..BrokerLimits::default() };
-                let broker = Broker::redis(url, limits).await.map_err(|e| e.to_string())?;
+                // The servers' own Redis settings, so that a Sentinel or Cluster shape is
+                // followed through a failover as they follow it.
+                let env = SseConfig::from_env().map_err(|e| e.to_string())?;
+                let cfg = SseConfig {
+                    redis_url: args.redis.clone().or(env.redis_url.clone()),
+                    topic_prefix: args.topic_prefix.clone(),
+                    ..env
+                };
+                if cfg.redis_options().map_err(|e| e.to_string())?.is_none() {
+                    return Err("--publish redis needs --redis URL (or REDIS_SENTINELS, REDIS_CLUSTER_NODES)".into());
+                }
+                let broker = sse_notify_axum::setup::connect_broker(&cfg).await.map_err(|e| e.to_string())?;
                 let topics = args
                     .topics
                     .split(',')
@@ -68,8 +77,9 @@ impl Publisher {
                 body.get("id").and_then(|v| v.as_u64()).ok_or_else(|| format!("no id in {body}"))
             }
             Publisher::Redis { broker, topics, event } => {
+                // As an app after its write: kept in the outbox while Redis fails over.
                 broker
-                    .publish_to(topics, event, &serde_json::json!({ "id": index }))
+                    .publish_or_defer(topics, event, &serde_json::json!({ "id": index }))
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(index)
