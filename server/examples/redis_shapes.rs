@@ -106,11 +106,37 @@ async fn run(cfg: &SseConfig, prefixes: usize, seconds: f64) -> Figures {
     }
 }
 
-async fn report(shape: &str, cfg: &SseConfig, seconds: f64) {
+/// Redis's own time per publish script on the nodes at `ports` (`INFO commandstats`), after
+/// `CONFIG RESETSTAT` at the start of the run: what one shard spends on one publish, which
+/// bounds one prefix's publish rate at about 1 / that per second of one Redis core.
+fn script_us_per_publish(ports: &[u16], reset: bool) -> Option<f64> {
+    let mut worst: Option<f64> = None;
+    for port in ports {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?.get_connection().ok()?;
+        if reset {
+            let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut conn).ok()?;
+            continue;
+        }
+        let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).ok()?;
+        let us = stats.lines().find(|l| l.starts_with("cmdstat_evalsha:")).and_then(|l| {
+            l.split(',').find_map(|f| f.strip_prefix("usec_per_call=")).and_then(|v| v.parse::<f64>().ok())
+        });
+        worst = match (worst, us) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    worst
+}
+
+async fn report(shape: &str, cfg: &SseConfig, seconds: f64, redis_ports: &[u16]) {
     for prefixes in [1, 4] {
+        script_us_per_publish(redis_ports, true);
         let f = run(cfg, prefixes, seconds).await;
+        let script = script_us_per_publish(redis_ports, false).map(|us| format!("{us:.1} us")).unwrap_or_default();
         println!(
-            "{shape:<34} prefixes={prefixes}  publishes/s={:>8.0}  deliveries/s={:>9.0}  publish p99={:>6.0} us",
+            "{shape:<34} prefixes={prefixes}  publishes/s={:>8.0}  deliveries/s={:>9.0}  publish p99={:>6.0} us  \
+             redis per publish={script}",
             f.publishes, f.deliveries, f.publish_p99_us
         );
     }
@@ -122,13 +148,13 @@ async fn main() {
     println!("{PUBLISHERS} publishers and {SUBSCRIBERS} subscriptions per prefix, {seconds} s each, this machine");
 
     let single = RedisServer::start();
-    report("single redis (tcp)", &config(Some(&single)), seconds).await;
+    report("single redis (tcp)", &config(Some(&single)), seconds, &[single.port]).await;
     drop(single);
 
     let files = TlsFiles::generate("bench");
     let tls = RedisServer::start_tls(&files, &["--tls-auth-clients".into(), "no".into()]);
     let redis = RedisSettings { tls_ca_file: Some(files.ca.clone()), ..Default::default() };
-    report("single redis (tls)", &SseConfig { redis, ..config(Some(&tls)) }, seconds).await;
+    report("single redis (tls)", &SseConfig { redis, ..config(Some(&tls)) }, seconds, &[]).await;
     drop(tls);
 
     let primary = RedisServer::start_with(&["--repl-diskless-sync-delay".into(), "0".into()]);
@@ -136,9 +162,9 @@ async fn main() {
     // A fresh replica acknowledges from its first ACK on (once a second).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let redis = RedisSettings { min_replicas: 1, ..Default::default() };
-    report("primary+replica, min_replicas=1", &SseConfig { redis, ..config(Some(&primary)) }, seconds).await;
-    let plain = config(Some(&primary));
-    report("primary+replica, min_replicas=0", &plain, seconds).await;
+    let ports = [primary.port];
+    report("primary+replica, min_replicas=1", &SseConfig { redis, ..config(Some(&primary)) }, seconds, &ports).await;
+    report("primary+replica, min_replicas=0", &config(Some(&primary)), seconds, &ports).await;
     drop(primary);
 
     let cluster = ClusterSet::start();
@@ -146,5 +172,6 @@ async fn main() {
         (0..4).map(|p| cluster.owner_of(&format!("sse-log/{{bench{p}}}")).expect("an owner")).collect();
     println!("cluster: the four prefixes' shards (primary ports): {owners:?}");
     let redis = RedisSettings { cluster_nodes: cluster.addresses(), ..Default::default() };
-    report("cluster (3 primaries + 3 replicas)", &SseConfig { redis, ..config(None) }, seconds).await;
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    report("cluster (3 primaries + 3 replicas)", &SseConfig { redis, ..config(None) }, seconds, &ports).await;
 }
