@@ -6,19 +6,12 @@ mod common;
 
 use common::cluster::ClusterSet;
 use common::*;
-use sse_notify_axum::config::RedisSettings;
-use sse_notify_axum::SseConfig;
-
-fn cluster_config(set: &ClusterSet) -> SseConfig {
-    let redis = RedisSettings { cluster_nodes: set.addresses(), ..Default::default() };
-    SseConfig { redis, ..config(None) }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_on_a_cluster_and_a_prefix_stays_on_its_shard() {
     let set = ClusterSet::start();
-    let a = TestServer::demo(cluster_config(&set)).await;
-    let b = TestServer::demo(cluster_config(&set)).await;
+    let a = TestServer::demo(set.config()).await;
+    let b = TestServer::demo(set.config()).await;
     assert_eq!(a.sse.broker().backend_name(), "redis-cluster");
     let mut on_a = SseClient::subscribe(&a.base, "tasks").await.started().await;
     let created = http().post(b.url("/api/tasks")).json(&serde_json::json!({"title": "sharded"})).send().await.unwrap();
@@ -48,7 +41,7 @@ async fn the_demo_runs_on_a_cluster_and_a_prefix_stays_on_its_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_follow_the_failover_of_the_shard_that_holds_the_log() {
     let set = ClusterSet::start();
-    let cfg = cluster_config(&set);
+    let cfg = set.config();
     common::failover::failover_under_load(cfg, "redis-cluster", "cluster", move || {
         let mut set = set;
         let (_, took) = set.kill_owner_and_wait_for_failover("sse-log/{sse}");

@@ -4,20 +4,7 @@
 
 mod common;
 
-use common::sentinel::{SentinelSet, MASTER};
-use common::*;
-use sse_notify_axum::config::RedisSettings;
-use sse_notify_axum::SseConfig;
-
-fn sentinel_config(set: &SentinelSet, min_replicas: usize) -> SseConfig {
-    let redis = RedisSettings {
-        sentinels: set.addresses(),
-        sentinel_master: Some(MASTER.to_owned()),
-        min_replicas,
-        ..Default::default()
-    };
-    SseConfig { redis, ..config(None) }
-}
+use common::sentinel::SentinelSet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_follow_a_failover_without_losing_an_acknowledged_event() {
@@ -33,7 +20,7 @@ async fn with_min_replicas_every_acknowledged_event_survives_the_failover() {
 
 async fn failover_under_load(replicas: usize, min_replicas: usize) {
     let set = SentinelSet::start(replicas);
-    let cfg = sentinel_config(&set, min_replicas);
+    let cfg = set.config(min_replicas);
     let label = format!("sentinel min_replicas={min_replicas}");
     common::failover::failover_under_load(cfg, "redis-sentinel", &label, move || {
         let mut set = set;

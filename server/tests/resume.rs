@@ -59,7 +59,7 @@ async fn quiet_for(sse: &mut SseClient, wait: Duration) {
     }
 }
 
-on_both_backends! {
+on_every_backend! {
 async fn resume_by_header_and_by_query_replays_exactly_what_was_missed(cfg) {
     let app = TestServer::demo(cfg.clone()).await;
     let broker = app.sse.broker().clone();
@@ -94,7 +94,7 @@ async fn resume_by_header_and_by_query_replays_exactly_what_was_missed(cfg) {
 }
 }
 
-on_both_backends! {
+on_every_backend! {
 async fn an_event_on_several_followed_topics_arrives_once_naming_each(cfg) {
     let app = TestServer::demo(cfg.clone()).await;
     let broker = app.sse.broker().clone();
@@ -137,7 +137,7 @@ async fn expect_resync(sse: &mut SseClient, reason: &str, topics: &[&str]) -> St
     id
 }
 
-on_both_backends! {
+on_every_backend! {
 async fn bad_foreign_unknown_and_trimmed_cursors_resync_their_topics_then_go_live(cfg) {
     let app = TestServer::demo(SseConfig { history_size: 5, ..cfg.clone() }).await;
     let broker = app.sse.broker().clone();
@@ -174,7 +174,7 @@ async fn bad_foreign_unknown_and_trimmed_cursors_resync_their_topics_then_go_liv
 }
 }
 
-on_both_backends! {
+on_every_backend! {
 async fn reconnecting_in_the_middle_of_a_steady_publisher_loses_and_repeats_nothing(cfg) {
     let app = TestServer::demo(cfg.clone()).await;
     let broker = app.sse.broker().clone();

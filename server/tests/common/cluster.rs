@@ -43,6 +43,12 @@ impl ClusterSet {
         self.nodes.iter().map(|n| ("127.0.0.1".to_owned(), n.port)).collect()
     }
 
+    /// The tests' config, on this cluster.
+    pub fn config(&self) -> sse_notify_axum::SseConfig {
+        let redis = sse_notify_axum::config::RedisSettings { cluster_nodes: self.addresses(), ..Default::default() };
+        sse_notify_axum::SseConfig { redis, ..super::config(None) }
+    }
+
     /// The port of the primary that owns `key`'s slot, asked of any live node.
     pub fn owner_of(&self, key: &str) -> Option<u16> {
         self.nodes.iter().filter(|n| n.is_running()).find_map(|n| {

@@ -450,3 +450,40 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Like `on_both_backends!`, and also on Redis behind Sentinel and on a Redis Cluster: the
+/// contract's core tests run on every backend shape.
+#[macro_export]
+macro_rules! on_every_backend {
+    (async fn $name:ident($cfg:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($cfg: sse_notify_axum::SseConfig) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                run(config(None)).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                let redis = RedisServer::start();
+                run(config(Some(&redis))).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_sentinel() {
+                let set = tokio::task::spawn_blocking(|| common::sentinel::SentinelSet::start(1)).await.unwrap();
+                run(set.config(0)).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_cluster() {
+                let set = tokio::task::spawn_blocking(common::cluster::ClusterSet::start).await.unwrap();
+                run(set.config()).await
+            }
+        }
+    };
+}

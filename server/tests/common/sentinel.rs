@@ -65,6 +65,17 @@ impl SentinelSet {
         self.sentinels.iter().map(|(port, _)| ("127.0.0.1".to_owned(), *port)).collect()
     }
 
+    /// The tests' config, on these sentinels.
+    pub fn config(&self, min_replicas: usize) -> sse_notify_axum::SseConfig {
+        let redis = sse_notify_axum::config::RedisSettings {
+            sentinels: self.addresses(),
+            sentinel_master: Some(MASTER.to_owned()),
+            min_replicas,
+            ..Default::default()
+        };
+        sse_notify_axum::SseConfig { redis, ..super::config(None) }
+    }
+
     /// The port the sentinels name as the primary now.
     pub fn primary_port(&self) -> Option<u16> {
         let (port, _) = self.sentinels.first()?;
