@@ -426,64 +426,60 @@ pub async fn status_of(url: &str) -> u16 {
     http().get(url).send().await.expect("request sent").status().as_u16()
 }
 
-/// Defines a test module whose `embedded` and `redis` tests run the same body once on the
-/// in-process broker and once on a real redis-server started for it.
+/// Defines a test module with one test per named backend, each running the same body on its
+/// config: `embedded` (the in-process broker), `redis` (a real redis-server started for it),
+/// `redis_sentinel` (a primary, a replica and three sentinels) or `redis_cluster` (six nodes).
 #[macro_export]
-macro_rules! on_both_backends {
-    (async fn $name:ident($cfg:ident) $body:block) => {
+macro_rules! on_backends {
+    ([$($backend:ident),+] async fn $name:ident($cfg:ident) $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
             async fn run($cfg: sse_notify_axum::SseConfig) $body
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn embedded() {
-                run(config(None)).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                let redis = RedisServer::start();
-                run(config(Some(&redis))).await
-            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $backend() {
+                    $crate::on_backend!($backend, run)
+                }
+            )+
         }
     };
 }
 
-/// Like `on_both_backends!`, and also on Redis behind Sentinel and on a Redis Cluster: the
-/// contract's core tests run on every backend shape.
+/// Runs `run` on the config of one backend, with its servers alive meanwhile.
+#[macro_export]
+macro_rules! on_backend {
+    (embedded, $run:ident) => {
+        $run(config(None)).await
+    };
+    (redis, $run:ident) => {{
+        let redis = RedisServer::start();
+        $run(config(Some(&redis))).await
+    }};
+    (redis_sentinel, $run:ident) => {{
+        let set = tokio::task::spawn_blocking(|| common::sentinel::SentinelSet::start(1)).await.unwrap();
+        $run(set.config(0)).await
+    }};
+    (redis_cluster, $run:ident) => {{
+        let set = tokio::task::spawn_blocking(common::cluster::ClusterSet::start).await.unwrap();
+        $run(set.config()).await
+    }};
+}
+
+/// The same body on the in-process broker and on a real redis-server.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:tt)*) => {
+        $crate::on_backends!([embedded, redis] $($test)*);
+    };
+}
+
+/// The same body on every backend shape: the contract's core tests.
 #[macro_export]
 macro_rules! on_every_backend {
-    (async fn $name:ident($cfg:ident) $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            async fn run($cfg: sse_notify_axum::SseConfig) $body
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn embedded() {
-                run(config(None)).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                let redis = RedisServer::start();
-                run(config(Some(&redis))).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_sentinel() {
-                let set = tokio::task::spawn_blocking(|| common::sentinel::SentinelSet::start(1)).await.unwrap();
-                run(set.config(0)).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_cluster() {
-                let set = tokio::task::spawn_blocking(common::cluster::ClusterSet::start).await.unwrap();
-                run(set.config()).await
-            }
-        }
+    ($($test:tt)*) => {
+        $crate::on_backends!([embedded, redis, redis_sentinel, redis_cluster] $($test)*);
     };
 }
