@@ -49,3 +49,16 @@ async fn three_instances_follow_the_failover_of_the_shard_that_holds_the_log() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_follow_the_prefix_when_its_slot_migrates_to_another_shard() {
+    let set = ClusterSet::start();
+    let cfg = set.config();
+    common::failover::failover_under_load(cfg, "redis-cluster", "slot migration", move || {
+        let started = std::time::Instant::now();
+        let (from, to) = set.migrate_slot_of("sse-log/{sse}");
+        assert_eq!(set.owner_of("sse-log/{sse}"), Some(to), "the slot moved from :{from} to :{to}");
+        (set, started.elapsed())
+    })
+    .await;
+}

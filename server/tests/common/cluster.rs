@@ -80,6 +80,58 @@ impl ClusterSet {
         (owner, killed.elapsed())
     }
 
+    /// Moves `key`'s slot, with its keys, from its primary to another one (`CLUSTER SETSLOT`
+    /// IMPORTING/MIGRATING, `MIGRATE`, then the new owner announced to every node), as an
+    /// operator rebalancing the cluster does. Returns the old and the new owner's ports.
+    pub fn migrate_slot_of(&self, key: &str) -> (u16, u16) {
+        let from = self.owner_of(key).expect("an owner");
+        let to = self.nodes.iter().map(|n| n.port).find(|&p| p != from && self.is_primary(p)).expect("another primary");
+        let query = |port: u16, args: &[&str]| -> redis::Value {
+            let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap().get_connection().unwrap();
+            let mut cmd = redis::cmd(args[0]);
+            for a in &args[1..] {
+                cmd.arg(*a);
+            }
+            cmd.query(&mut conn).unwrap_or_else(|e| panic!("{args:?} on :{port}: {e}"))
+        };
+        let id = |port: u16| -> String { redis::from_redis_value(query(port, &["CLUSTER", "MYID"])).unwrap() };
+        let slot: i64 = redis::from_redis_value(query(from, &["CLUSTER", "KEYSLOT", key])).unwrap();
+        let slot = slot.to_string();
+        let (from_id, to_id) = (id(from), id(to));
+        query(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        query(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        loop {
+            let keys: Vec<String> =
+                redis::from_redis_value(query(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"])).unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            let to_port = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            query(from, &args);
+        }
+        // The new owner first, then the old one; the others learn it through the cluster bus.
+        for port in [to, from] {
+            query(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+        for node in self.nodes.iter().filter(|n| n.is_running() && ![to, from].contains(&n.port)) {
+            if self.is_primary(node.port) {
+                query(node.port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+            }
+        }
+        (from, to)
+    }
+
+    fn is_primary(&self, port: u16) -> bool {
+        let Ok(mut conn) = redis::Client::open(format!("redis://127.0.0.1:{port}")).and_then(|c| c.get_connection())
+        else {
+            return false;
+        };
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).unwrap_or_default();
+        matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+    }
+
     fn wait_until(&self, what: &str, done: impl Fn(&Self) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !done(self) {

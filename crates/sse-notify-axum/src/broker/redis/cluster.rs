@@ -40,9 +40,10 @@ const RETRY: Duration = Duration::from_millis(250);
 /// was subscribed again.
 ///
 /// When a node's connection is lost, the cluster connection reconnects to that same address;
-/// if its primary died, the slot moved to a replica that only a new slot map names. A keyed
-/// command through this connection makes it fetch one (and move the subscriptions it tracks),
-/// and every wanted channel is subscribed again, which lands on the slot's owner of now.
+/// if its primary died, the slot moved to a replica that only a new slot map names. When a slot
+/// migrates, its old owner unsubscribes the slot's channels (`sunsubscribe` pushes). Either
+/// way a keyed command through this connection makes it fetch the slot map, and every wanted
+/// channel is subscribed again, which lands on the slot's owner of now.
 pub(super) async fn subscriber_loop(
     follow: Follow,
     mut subscriptions: ClusterConnection,
