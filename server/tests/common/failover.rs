@@ -5,7 +5,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use sse_notify_axum::broker::Accepted;
-use sse_notify_axum::SseConfig;
+use sse_notify_axum::{SseConfig, Subscription};
+use sse_notify_core::wire::{ParsedEvent, SseParser};
 use sse_notify_core::Topic;
 
 use super::{eventually, SseClient, TestServer};
@@ -22,6 +23,8 @@ pub async fn long_stream(app: &TestServer) -> SseClient {
 pub struct Received {
     pub ticks: Vec<u64>,
     pub resyncs: Vec<String>,
+    /// The ticks since the last resync (all of them without one).
+    pub since_resync: Vec<u64>,
     pub repeated_ids: Vec<String>,
 }
 
@@ -29,12 +32,35 @@ pub async fn drain(sse: &mut SseClient, until_quiet: Duration) -> Received {
     let mut got = Received::default();
     let mut ids = HashSet::new();
     while let Some(e) = sse.next_event(until_quiet).await {
+        got.take(e, &mut ids);
+    }
+    got
+}
+
+/// The same, from a broker subscription (the backend, without HTTP).
+pub async fn drain_subscription(sub: &mut Subscription, until_quiet: Duration) -> Received {
+    let (mut got, mut ids, mut parser) = (Received::default(), HashSet::new(), SseParser::new());
+    while let Ok(Some(frame)) = tokio::time::timeout(until_quiet, sub.next_frame()).await {
+        for e in parser.feed(&frame) {
+            got.take(e, &mut ids);
+        }
+    }
+    got
+}
+
+impl Received {
+    fn take(&mut self, e: ParsedEvent, ids: &mut HashSet<String>) {
+        let got = self;
         match e.event.as_str() {
-            "heartbeat" => continue,
-            "resync" => got.resyncs.push(e.data.clone()),
+            "heartbeat" | "" => return,
+            "resync" => {
+                got.resyncs.push(e.data.clone());
+                got.since_resync.clear();
+            }
             "tick" => {
                 let v: serde_json::Value = serde_json::from_str(&e.data).unwrap();
                 got.ticks.push(v["n"].as_u64().unwrap());
+                got.since_resync.push(v["n"].as_u64().unwrap());
             }
             other => panic!("unexpected event {other}"),
         }
@@ -44,14 +70,14 @@ pub async fn drain(sse: &mut SseClient, until_quiet: Duration) -> Received {
             }
         }
     }
-    got
 }
 
-/// Three instances on `cfg`, a stream on each and a steady publisher on the first; after half a
-/// second `fail` (on a blocking thread) breaks Redis and returns once it is whole again, with
-/// what must stay alive and how long that took. Then every stream must hold every acknowledged
-/// event or a resync naming its topics, and never a frame twice. `label` names the case in the
-/// figures printed.
+/// Three instances on `cfg`, an HTTP stream on each (and a broker subscription on the second,
+/// the backend without HTTP) and a steady publisher on the first; after half a second `fail`
+/// (on a blocking thread) breaks Redis and returns once it is whole again, with what must stay
+/// alive and how long that took. Then every stream must hold every acknowledged event or a
+/// resync naming its topics, and never a frame twice. `label` names the case in the figures
+/// printed.
 pub async fn failover_under_load<S: Send + 'static>(
     cfg: SseConfig,
     backend: &str,
@@ -61,10 +87,18 @@ pub async fn failover_under_load<S: Send + 'static>(
     let instances =
         [TestServer::demo(cfg.clone()).await, TestServer::demo(cfg.clone()).await, TestServer::demo(cfg).await];
     assert_eq!(instances[0].sse.broker().backend_name(), backend);
+    // Each stream is read as it comes, as a browser reads it (one nobody reads is cut off once
+    // its queue is full), until five quiet seconds, longer than any failover here.
+    let quiet = Duration::from_secs(5);
     let mut streams = Vec::new();
-    for app in &instances {
-        streams.push(long_stream(app).await);
+    for (i, app) in instances.iter().enumerate() {
+        let mut sse = long_stream(app).await;
+        streams.push((format!("stream {i}"), tokio::spawn(async move { drain(&mut sse, quiet).await })));
     }
+    let tasks = Topic::new("tasks").unwrap();
+    let mut backend = instances[1].sse.broker().subscribe(std::slice::from_ref(&tasks), None).await.unwrap();
+    let backend = tokio::spawn(async move { drain_subscription(&mut backend, quiet).await });
+    streams.push(("the backend subscription".to_owned(), backend));
 
     // Publish a tick every 10 ms from the first instance, the way an app does after a write
     // (the outbox keeps what Redis cannot take), and note which were acknowledged.
@@ -99,22 +133,35 @@ pub async fn failover_under_load<S: Send + 'static>(
         "the outbox drains once the new primary takes writes"
     );
 
-    for (i, sse) in streams.iter_mut().enumerate() {
-        let got = drain(sse, Duration::from_secs(3)).await;
-        assert!(got.repeated_ids.is_empty(), "stream {i} got frames twice: {:?}", got.repeated_ids);
+    let mut received = Vec::new();
+    for (name, stream) in streams {
+        received.push((name, stream.await.unwrap()));
+    }
+    let last = *acknowledged.last().expect("events were published");
+    for (i, got) in &received {
+        assert!(got.repeated_ids.is_empty(), "{i} got frames twice: {:?}", got.repeated_ids);
         let seen: BTreeSet<u64> = got.ticks.iter().copied().collect();
         let missing: Vec<u64> = acknowledged.iter().copied().filter(|n| !seen.contains(n)).collect();
         for resync in &got.resyncs {
             assert!(resync.ends_with(r#""topics":["tasks"]}"#), "a resync names the stream's topics: {resync}");
         }
-        assert!(
-            missing.is_empty() || !got.resyncs.is_empty(),
-            "stream {i} missed {} acknowledged events ({:?}...) without a resync",
-            missing.len(),
-            &missing[..missing.len().min(10)]
-        );
+        // What a stream missed must be covered by a resync, and after its last resync it must
+        // go on live: every event from its first one then to the last published.
+        match got.since_resync.first() {
+            _ if got.resyncs.is_empty() => assert!(
+                missing.is_empty(),
+                "{i} missed {} acknowledged events ({:?}...) without a resync",
+                missing.len(),
+                &missing[..missing.len().min(10)]
+            ),
+            None => panic!("{i} got a resync and then nothing: {:?}", got.resyncs),
+            Some(&first) => {
+                let gap: Vec<&u64> = missing.iter().filter(|&&n| n >= first).collect();
+                assert!(gap.is_empty() && seen.contains(&last), "{i} missed {gap:?} after its resync (last {last})");
+            }
+        }
         eprintln!(
-            "{label} stream {i}: {} ticks ({} distinct) of {} acknowledged, {} resyncs, {} missing; \
+            "{label} {i}: {} ticks ({} distinct) of {} acknowledged, {} resyncs, {} missing; \
              Redis whole again after {failover_took:?}, {deferred} publishes deferred, direct again {writes_back:?} \
              after the kill",
             got.ticks.len(),
