@@ -34,7 +34,7 @@ async fn call(app: &TestServer, path: &str, cookie: &str, body: String) -> reqwe
 }
 
 async fn stream(app: &TestServer, cookie: &str, topics: &str) -> SseClient {
-    SseClient::open_with(http().get(app.url(&format!("/events?topic={topics}"))).header("cookie", cookie)).await
+    SseClient::open_with(streaming().get(app.url(&format!("/events?topic={topics}"))).header("cookie", cookie)).await
 }
 
 on_both_backends! {

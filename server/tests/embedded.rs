@@ -328,7 +328,7 @@ async fn authorize_refuses_a_topic_with_403_before_streaming(cfg) {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "forbidden");
     assert!(body["message"].as_str().unwrap().contains("\"private\""), "{body}");
-    let admin = SseClient::open_with(http().get(app.url("/events?topic=private")).header("x-user", "admin")).await;
+    let admin = SseClient::open_with(streaming().get(app.url("/events?topic=private")).header("x-user", "admin")).await;
     assert_eq!(admin.status, 200);
 }
 }
@@ -441,7 +441,7 @@ async fn revoked_authorization_ends_the_stream_within_the_recheck_interval(cfg) 
     let app = TestServer::serve(sse, router).await;
     let open = |user: &str| {
         SseClient::open_with(
-            http().get(app.url("/events?topic=workspace:acme")).header("cookie", format!("user={user}")),
+            streaming().get(app.url("/events?topic=workspace:acme")).header("cookie", format!("user={user}")),
         )
     };
 

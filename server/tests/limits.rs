@@ -114,7 +114,7 @@ async fn behind_a_proxy_the_client_is_the_address_the_proxy_names() {
     };
     let app = TestServer::demo(cfg).await;
     let via_proxy = |forwarded: &'static str| {
-        SseClient::open_with(http().get(app.url("/events?topic=tasks")).header("x-forwarded-for", forwarded))
+        SseClient::open_with(streaming().get(app.url("/events?topic=tasks")).header("x-forwarded-for", forwarded))
     };
     // The proxy appends the address it saw: a client cannot escape its limit by sending its own.
     let first = via_proxy("203.0.113.9, 198.51.100.1").await;
@@ -227,7 +227,7 @@ async fn cors_allows_only_the_listed_origins_with_credentials(cfg) {
     let other = preflight("http://evil.test").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
     let stream =
-        SseClient::open_with(http().get(app.url("/events?topic=tasks")).header("origin", "http://allowed.test")).await;
+        SseClient::open_with(streaming().get(app.url("/events?topic=tasks")).header("origin", "http://allowed.test")).await;
     assert_eq!(stream.status, 200);
     assert_eq!(stream.headers["access-control-allow-origin"], "http://allowed.test");
 }

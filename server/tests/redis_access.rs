@@ -95,7 +95,7 @@ async fn tls_and_an_acl_user_carry_events_between_instances() {
     let missed = stream.expect_event().await;
     let from = e.id.expect("a cursor");
     let mut resumed =
-        SseClient::open_with(http().get(b.url("/events?topic=tasks")).header("Last-Event-ID", &from)).await;
+        SseClient::open_with(streaming().get(b.url("/events?topic=tasks")).header("Last-Event-ID", &from)).await;
     assert_eq!(resumed.expect_event().await.event, "task:deleted");
     assert_eq!(missed.event, "task:deleted");
 

@@ -113,7 +113,7 @@ async fn a_server_that_comes_back_without_its_last_writes_forks_the_log() {
     // A cursor the log still holds resumes exactly, across the fork; one into what was lost
     // gets a resync naming its topics, never the events 8 and 9 as if nothing had happened.
     let resume = |cursor: &str| {
-        let req = http().get(app.url("/events?topic=tasks")).header("last-event-id", cursor);
+        let req = streaming().get(app.url("/events?topic=tasks")).header("last-event-id", cursor);
         SseClient::open_with(req)
     };
     let mut kept = resume(&cursors[3]).await;

@@ -39,7 +39,8 @@ async fn events(sse: &mut SseClient, count: usize) -> Vec<ParsedEvent> {
 /// Opens `/events?topic=<topics>` resuming from `cursor`, by header or by query.
 async fn resume(base: &str, topics: &str, cursor: &str, by_header: bool) -> SseClient {
     let c = if by_header {
-        SseClient::open_with(http().get(format!("{base}/events?topic={topics}")).header("last-event-id", cursor)).await
+        SseClient::open_with(streaming().get(format!("{base}/events?topic={topics}")).header("last-event-id", cursor))
+            .await
     } else {
         SseClient::open(&format!("{base}/events?topic={topics}&last_event_id={cursor}")).await
     };

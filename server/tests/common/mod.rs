@@ -247,6 +247,13 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
 }
 
+/// A client for streams: connecting is bounded, the body is not (`http()`'s overall timeout
+/// would end a stream by itself after 10 s, and a test waiting for the server to end it would
+/// take that for the server's doing).
+pub fn streaming() -> reqwest::Client {
+    reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap()
+}
+
 /// An SSE connection read with the project's own incremental parser.
 pub struct SseClient {
     pub status: u16,
@@ -264,7 +271,7 @@ pub struct SseClient {
 impl SseClient {
     /// Opens `url` and waits for the response head; asserts nothing about the status.
     pub async fn open(url: &str) -> Self {
-        Self::open_with(reqwest::Client::new().get(url)).await
+        Self::open_with(streaming().get(url)).await
     }
 
     pub async fn open_with(req: reqwest::RequestBuilder) -> Self {
@@ -346,7 +353,9 @@ impl SseClient {
         self
     }
 
-    /// True when the server has closed the stream within `wait`.
+    /// True when the server has ended the stream within `wait`, cleanly (the body's last chunk
+    /// came); false when it is still open then. A stream that broke instead (reset, cut, a
+    /// client timeout) fails the test: that is not the server ending it.
     pub async fn ended_within(&mut self, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
         loop {
@@ -354,7 +363,8 @@ impl SseClient {
                 return false;
             };
             match tokio::time::timeout(left, self.body.next()).await {
-                Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(None) => return true,
+                Ok(Some(Err(e))) => panic!("the stream broke instead of ending: {e:?}"),
                 Ok(Some(Ok(chunk))) => self.raw.extend_from_slice(&chunk),
                 Err(_) => return false,
             }
