@@ -4,44 +4,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{command, exit_within};
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_server");
-
-fn command(port: u16) -> Command {
-    let mut cmd = Command::new(BIN);
-    // The workspace root, as `cargo leptos` runs it.
-    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
-        .env("LEPTOS_OUTPUT_NAME", "taskboard")
-        .env("LEPTOS_SITE_ROOT", "target/site")
-        .env("RUST_LOG", "info")
-        .env("SESSION_SECRET", "binary-tests-session-secret-0123456789abcdef")
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_HOST");
-    cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Waits (bounded) for the process to exit; `None` if it is still running after `within`.
-fn exit_within(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_every_open_stream_and_exits_zero() {

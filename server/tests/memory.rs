@@ -1,54 +1,68 @@
-//! What streams cost in memory, and that it goes back to the system after they close (their own
-//! test binary: they read the RSS of the process, which other tests running beside them would
-//! disturb; and they run one at a time, see [`ALONE`]).
+//! What streams cost the server in memory, and that it goes back to the system after they
+//! close. The server is the real binary in its own process, so what is measured is its memory
+//! alone, not the test's clients beside it.
 
 mod common;
 
 use std::time::Duration;
 
+use common::process::ServerProcess;
 use common::*;
-use sse_notify_axum::{ClientLimits, SseApp, SseConfig};
 
-/// Taken by each test for its whole run: the process's RSS is theirs alone.
-static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The embedded broker's routes with no per-client limits and no heartbeats, in a process that
+/// The server binary on the embedded broker with no per-client limits and no heartbeats, which
 /// may hold `files` open files.
-async fn server_for(files: u64) -> (SseApp, TestServer) {
+async fn server_for(files: u64) -> ServerProcess {
     ensure_open_files(files);
-    let cfg = SseConfig { client_limits: ClientLimits::UNLIMITED, heartbeat: None, ..config(None) };
-    let sse = SseApp::new(cfg).await.unwrap();
-    let app = TestServer::serve(sse.clone(), sse.routes()).await;
-    (sse, app)
+    let unlimited = "1000000000";
+    ServerProcess::start(&[
+        ("SSE_HEARTBEAT_SECONDS", "0"),
+        ("SSE_MAX_STREAMS_PER_CLIENT", unlimited),
+        ("SSE_MAX_TOPICS_PER_CLIENT", unlimited),
+        ("SSE_MAX_CONNECTIONS", unlimited),
+        ("RUST_LOG", "warn"),
+    ])
+    .await
+}
+
+/// Waits (bounded) until the server's `sse_connections` gauge is `open`.
+async fn connections_become(server: &ServerProcess, open: f64) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if server.metric("sse_connections").await == open {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_of_closed_streams_is_given_back() {
-    let _alone = ALONE.lock().await;
-    let (sse, app) = server_for(2_500).await;
-    drop(SseClient::subscribe(&app.base, "warm-up").await.started().await);
-    let before = rss_kib() as i64;
+    let server = server_for(2_500).await;
+    drop(SseClient::subscribe(&server.base, "tasks").await.started().await);
+    let before = server.rss_kib() as i64;
 
     // 800 streams of 64 topics each, every topic its own: ~51,000 channels.
     let mut streams = Vec::new();
     for chunk in 0..8 {
         let batch = futures::future::join_all((0..100).map(|i| {
             let n = chunk * 100 + i;
-            let topics: Vec<String> = (0..64).map(|t| format!("s{n}.t{t}")).collect();
-            let base = app.base.clone();
+            // Topics the demo lets anyone follow, each its own.
+            let topics: Vec<String> = (0..64).map(|t| format!("task:{}", n * 64 + t + 1)).collect();
+            let base = server.base.clone();
             async move { SseClient::subscribe(&base, &topics.join(",")).await.started().await }
         }))
         .await;
         streams.extend(batch);
     }
-    assert!(sse.broker().subscribed_channels() >= 800 * 64);
-    let during = rss_kib() as i64;
+    assert!(server.metric("sse_channels").await >= 800.0 * 64.0);
+    let during = server.rss_kib() as i64;
     drop(streams);
-    assert!(eventually(Duration::from_secs(10), || sse.admission().connections() == 0).await, "every stream closed");
+    assert!(connections_become(&server, 0.0).await, "every stream closed");
     // The broker's watcher trims once it sees the drop (it looks every 5 s).
     let grown = during - before;
-    let given_back = eventually(Duration::from_secs(30), || rss_kib() as i64 - before < grown / 3).await;
-    let after = rss_kib() as i64;
+    let given_back = eventually(Duration::from_secs(30), || server.rss_kib() as i64 - before < grown / 3).await;
+    let after = server.rss_kib() as i64;
     println!("RSS before {before} KiB, with 800 x 64-topic streams {during} KiB, after they closed {after} KiB");
     assert!(grown > 10_000, "the streams cost memory to begin with ({grown} KiB)");
     assert!(given_back, "at least two thirds of {grown} KiB given back; still {} KiB above the start", after - before);
@@ -93,32 +107,40 @@ async fn raw_stream(addr: std::net::SocketAddr, topic: String, kept_alive: bool)
 
 /// RSS growth per stream, in KiB, for `count` raw streams opened 100 at a time; the streams are
 /// returned so they stay open.
-async fn cost_of_streams(
-    addr: std::net::SocketAddr,
-    count: usize,
-    kept_alive: bool,
-) -> (f64, Vec<tokio::net::TcpStream>) {
-    let before = rss_kib() as f64;
+/// Streams opened on `server` so far, to give every new one a topic of its own.
+async fn stream_count(server: &ServerProcess) -> usize {
+    server.metric("sse_connections_opened_total").await as usize
+}
+
+async fn cost_of_streams(server: &ServerProcess, count: usize, kept_alive: bool) -> (f64, Vec<tokio::net::TcpStream>) {
+    let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let before = server.rss_kib() as f64;
     let mut streams = Vec::new();
     for chunk in 0..count.div_ceil(100) {
-        let topics = (0..100.min(count - chunk * 100)).map(|i| format!("{kept_alive}{chunk}x{i}"));
+        // Topics the demo lets anyone follow, each its own.
+        let first = if kept_alive { 1_000_000 } else { 1 } + stream_count(server).await * 10;
+        let topics = (0..100.min(count - chunk * 100)).map(|i| format!("task:{}", first + chunk * 100 + i));
         streams.extend(futures::future::join_all(topics.map(|t| raw_stream(addr, t, kept_alive))).await);
     }
-    ((rss_kib() as f64 - before) / count as f64, streams)
+    ((server.rss_kib() as f64 - before) / count as f64, streams)
+}
+
+/// RSS growth per stream of 1,000 streams, on a server process of their own that first opened
+/// and closed 200 the same way (so that both kinds meet the allocator in the same state).
+async fn cost_per_stream(kept_alive: bool) -> f64 {
+    let server = server_for(3_000).await;
+    drop(cost_of_streams(&server, 200, kept_alive).await);
+    assert!(connections_become(&server, 0.0).await);
+    let (cost, streams) = cost_of_streams(&server, 1000, kept_alive).await;
+    assert_eq!(server.metric("sse_connections").await, 1000.0);
+    drop(streams);
+    cost
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_on_a_kept_alive_connection_costs_what_a_fresh_one_does() {
-    let _alone = ALONE.lock().await;
-    let (sse, app) = server_for(3_000).await;
-    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
-    // Both ways once, so that what is measured is the streams, not the allocator's first growth.
-    drop(cost_of_streams(addr, 200, true).await);
-    drop(cost_of_streams(addr, 200, false).await);
-    assert!(eventually(Duration::from_secs(10), || sse.admission().connections() == 0).await);
-    let (fresh, _fresh) = cost_of_streams(addr, 1000, false).await;
-    let (kept, _kept) = cost_of_streams(addr, 1000, true).await;
-    assert_eq!(sse.admission().connections(), 2000);
+    let fresh = cost_per_stream(false).await;
+    let kept = cost_per_stream(true).await;
     println!("KiB per stream: on a fresh connection {fresh:.1}, on a kept-alive one {kept:.1}");
     // Left with hyper, a kept-alive stream keeps hyper's buffers: 25 KiB more here.
     assert!(kept < fresh + 8.0, "a kept-alive stream costs {kept:.1} KiB, a fresh one {fresh:.1} KiB");

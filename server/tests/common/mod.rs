@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod failover;
+pub mod process;
 pub mod raw;
 pub mod sentinel;
 pub mod tls;
@@ -26,7 +27,7 @@ pub struct RedisServer {
     dir: std::path::PathBuf,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
