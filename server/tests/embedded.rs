@@ -244,16 +244,32 @@ async fn odd_paths_get_the_json_404_no_redirect_and_every_answer_security_header
     }
 }
 
+/// Whether a heartbeat frame comes within 2.5 s.
+async fn heartbeat_within(sse: &mut SseClient) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_millis(2500);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match sse.next_event(left).await {
+            Some(e) if e.event == "heartbeat" => return true,
+            Some(_) => continue,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Turning the heartbeat off (`None`) turns it off, even over an interval set before (the
+/// positive control, the same endpoint with 1 s, shows one within the same window).
 #[tokio::test]
 async fn no_heartbeat_when_disabled() {
-    let cfg = SseConfig { heartbeat: None, ..config(None) };
-    let app = TestServer::demo(cfg).await;
-    let mut sse = SseClient::subscribe(&app.base, "tasks").await;
-    // Publish after a pause longer than the shortest heartbeat: the event is the first frame.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    create_task(&app.base, "x").await;
-    let e = sse.next_event(Duration::from_secs(5)).await.unwrap();
-    assert_eq!(e.event, "task:created");
+    let sse = SseApp::new(config(None)).await.unwrap();
+    let beating = sse.endpoint().heartbeat(Some(Duration::from_secs(1)));
+    let silent = sse.endpoint().heartbeat(Some(Duration::from_secs(1))).heartbeat(None);
+    let router = Router::new().route("/beating", beating.into_route()).route("/silent", silent.into_route());
+    let app = TestServer::serve(sse, router).await;
+    let mut with = SseClient::open(&app.url("/beating?topic=tasks")).await;
+    let mut without = SseClient::open(&app.url("/silent?topic=tasks")).await;
+    assert!(heartbeat_within(&mut with).await, "the positive control: a 1 s heartbeat shows within 2.5 s");
+    assert!(!heartbeat_within(&mut without).await, "no heartbeat once it was turned off");
 }
 
 #[tokio::test]
