@@ -48,16 +48,18 @@ async fn resume(base: &str, topics: &str, cursor: &str, by_header: bool) -> SseC
     c
 }
 
-/// Asserts nothing but heartbeats arrives within `wait`.
+/// Asserts nothing but heartbeats arrives within `wait`, on a stream still open then (a stream
+/// the server closed is not quiet, it is gone).
 async fn quiet_for(sse: &mut SseClient, wait: Duration) {
     let until = tokio::time::Instant::now() + wait;
     while let Some(left) = until.checked_duration_since(tokio::time::Instant::now()) {
         match sse.next_event(left).await {
             Some(e) if e.event == "heartbeat" => continue,
             Some(e) => panic!("expected nothing more, got {e:?}"),
-            None => return,
+            None => break,
         }
     }
+    assert!(!sse.closed, "the stream was closed, not quiet");
 }
 
 on_every_backend! {
@@ -203,12 +205,29 @@ async fn reconnecting_in_the_middle_of_a_steady_publisher_loses_and_repeats_noth
             let cursor = sse.cursor();
             drop(sse);
             reconnects += 1;
+            // Back once something was published meanwhile (or the publisher is done), so that
+            // every resume has something to replay.
+            let away = cursor.parse::<Cursor>().unwrap().position;
+            for _ in 0..200 {
+                let head = broker.head_cursor().await.unwrap().parse::<Cursor>().unwrap().position;
+                if head > away || publisher.is_finished() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             sse = resume(&app.base, "tasks,task:4", &cursor, reconnects % 2 == 0).await;
         }
     }
     publisher.await.unwrap();
     assert_eq!(got, (0..total).collect::<Vec<_>>(), "every event once, in order, across {reconnects} reconnects");
     quiet_for(&mut sse, Duration::from_millis(300)).await;
+    // Events were published while the stream was away, and came back from the log: the
+    // resumes really replayed (a test whose resumes had nothing to replay would pass above too).
+    let replayed = app.sse.render_metrics();
+    let line = replayed.lines().find(|l| l.starts_with("sse_events_replayed_total ")).expect("the counter");
+    let replayed: u64 = line["sse_events_replayed_total ".len()..].parse().unwrap();
+    assert!(replayed > 0, "some events were replayed on resume");
+    println!("{replayed} events replayed across {reconnects} reconnects");
 }
 }
 

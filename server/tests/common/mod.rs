@@ -267,6 +267,8 @@ pub struct SseClient {
     consumed: String,
     /// Every byte received, for byte-level assertions.
     pub raw: Vec<u8>,
+    /// Whether the body ended or broke (a read returned nothing more).
+    pub closed: bool,
 }
 
 impl SseClient {
@@ -288,6 +290,7 @@ impl SseClient {
             pending: VecDeque::new(),
             consumed: String::new(),
             raw: Vec::new(),
+            closed: false,
         }
     }
 
@@ -307,7 +310,11 @@ impl SseClient {
                 self.pending.extend(events);
                 Some(chunk)
             }
-            _ => None,
+            Ok(None) | Ok(Some(Err(_))) => {
+                self.closed = true;
+                None
+            }
+            Err(_) => None,
         }
     }
 
