@@ -87,6 +87,9 @@ pub struct Summary {
     pub complete_streams: usize,
     /// Events a stream got twice (after reconnecting; 0 when every resume was exact).
     pub duplicates: u64,
+    pub out_of_order: u64,
+    /// Whether `out_of_order` fails the run (`--ordered`).
+    pub ordered: bool,
     /// Streams reopened after the server ended them (`--reconnect`).
     pub reconnects: u64,
     pub deliveries_per_s: f64,
@@ -109,6 +112,8 @@ impl Summary {
         self.connect_failed == 0
             && self.publish_failed == 0
             && (self.events == 0 || self.deliveries == self.deliveries_expected)
+            && self.duplicates == 0
+            && (!self.ordered || self.out_of_order == 0)
     }
 }
 
@@ -231,7 +236,8 @@ pub async fn run(args: Args) -> Result<Summary, String> {
     let (tx, mut reports) = mpsc::unbounded_channel();
     let started = Instant::now();
     let mut workers = spawn_workers(&args, tx)?;
-    let mut summary = Summary { streams: args.streams, events: args.events, ..Summary::default() };
+    let mut summary =
+        Summary { streams: args.streams, events: args.events, ordered: args.ordered, ..Summary::default() };
 
     // Connecting: until every worker has finished its connect attempts.
     let bar_connect = bar(args.quiet, args.streams as u64, "connecting");
@@ -315,12 +321,23 @@ pub async fn run(args: Args) -> Result<Summary, String> {
     let mut latency = protocol::histogram();
     let mut last_recv_us = 0;
     while done < workers.len() {
-        if let (_, Report::Done { frames, duplicates, reconnects, complete_streams, latency_us, last_recv_us: last }) =
-            next(&mut reports, Duration::from_secs(60)).await?
+        if let (
+            _,
+            Report::Done {
+                frames,
+                duplicates,
+                out_of_order,
+                reconnects,
+                complete_streams,
+                latency_us,
+                last_recv_us: last,
+            },
+        ) = next(&mut reports, Duration::from_secs(60)).await?
         {
             done += 1;
             summary.deliveries += frames;
             summary.duplicates += duplicates;
+            summary.out_of_order += out_of_order;
             summary.reconnects += reconnects;
             summary.complete_streams += complete_streams;
             latency.add(latency_us.decode()).map_err(|e| e.to_string())?;
@@ -432,8 +449,11 @@ fn print_summary(s: &Summary) {
             s.complete_streams,
             s.deliveries_per_s
         );
-        if s.reconnects > 0 || s.duplicates > 0 {
-            println!("reconnects: {}, events received twice: {}", s.reconnects, s.duplicates);
+        if s.reconnects > 0 || s.duplicates > 0 || s.out_of_order > 0 {
+            println!(
+                "reconnects: {}, events received twice: {}, out of order: {}",
+                s.reconnects, s.duplicates, s.out_of_order
+            );
         }
         println!("delivery latency: {}", s.delivery.show(2));
         if let Some(c) = s.server_cpu_ms_per_1000 {

@@ -87,6 +87,11 @@ pub struct Args {
     /// Reopen streams the server ends, from their last event id (as EventSource does).
     #[arg(long)]
     pub reconnect: bool,
+    /// Fail the run if a stream receives an event after one with a higher id: the publish order
+    /// when events are published one at a time (a low `--rate`). Events received twice always
+    /// fail it.
+    #[arg(long)]
+    pub ordered: bool,
     /// No progress bars (logs and CI).
     #[arg(long)]
     pub quiet: bool,

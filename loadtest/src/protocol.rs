@@ -55,6 +55,8 @@ pub enum Report {
         frames: u64,
         /// Events a stream received more than once (after a reconnect).
         duplicates: u64,
+        /// Events a stream received after one with a higher id.
+        out_of_order: u64,
         /// Times a stream was reopened after the server ended it.
         reconnects: u64,
         complete_streams: usize,

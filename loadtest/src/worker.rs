@@ -95,6 +95,10 @@ struct Follow {
 struct Seen {
     events: Vec<(u64, u64)>,
     duplicates: u64,
+    /// New events with an id below one already received (ids follow the publish order when
+    /// events are published one at a time).
+    out_of_order: u64,
+    highest: Option<u64>,
     reconnects: u64,
 }
 
@@ -168,6 +172,10 @@ impl Reading {
         self.frames.feed(body, |id| {
             if ids.insert(id) {
                 seen.events.push((id, at));
+                if seen.highest.is_some_and(|h| id < h) {
+                    seen.out_of_order += 1;
+                }
+                seen.highest = seen.highest.max(Some(id));
             } else {
                 seen.duplicates += 1;
             }
@@ -370,10 +378,12 @@ pub async fn run(plan: Plan) {
     let _ = stop_tx.send(true);
     let mut latency = histogram();
     let (mut frames, mut complete, mut last, mut duplicates, mut reconnects) = (0u64, 0usize, 0u64, 0u64, 0u64);
+    let mut out_of_order = 0u64;
     for r in readers {
         let seen = r.await.unwrap_or_default();
         complete += usize::from(plan.events > 0 && seen.events.len() >= plan.events);
         duplicates += seen.duplicates;
+        out_of_order += seen.out_of_order;
         reconnects += seen.reconnects;
         for (id, at) in seen.events {
             frames += 1;
@@ -387,6 +397,7 @@ pub async fn run(plan: Plan) {
     report(&Report::Done {
         frames,
         duplicates,
+        out_of_order,
         reconnects,
         complete_streams: complete,
         latency_us: EncodedHistogram::encode(&latency),
