@@ -7,6 +7,37 @@ import { AppServer } from "./servers";
 /** The board's row of the task titled `title`. */
 export const row = (page: Page, title: string) => page.locator(`li[data-testid="task"][data-title="${title}"]`);
 
+/** Data requests the page makes (server functions and the REST API, not the stream), and how
+ * many of them have finished. */
+export function watchDataRequests(page: Page): { started: string[]; finished: () => number } {
+  const started: string[] = [];
+  let finished = 0;
+  const isData = (url: string) => new URL(url).pathname.startsWith("/api/");
+  page.on("request", (r) => {
+    if (isData(r.url())) started.push(`${r.method()} ${new URL(r.url()).pathname}`);
+  });
+  const done = (r: { url(): string }) => {
+    if (isData(r.url())) finished++;
+  };
+  page.on("requestfinished", done);
+  page.on("requestfailed", done);
+  return { started, finished: () => finished };
+}
+
+/** Waits until every data request the page started has finished. */
+export async function settled(data: { started: string[]; finished: () => number }) {
+  await expect.poll(() => data.finished(), { timeout: 10_000 }).toBe(data.started.length);
+}
+
+/** Counts main-frame navigations: a reload would count as a second one. */
+export function watchNavigations(page: Page): () => number {
+  let n = 0;
+  page.on("framenavigated", (f) => {
+    if (f === page.mainFrame()) n++;
+  });
+  return () => n;
+}
+
 /** Creates a task through the REST API, as another client would. */
 export async function createTask(server: AppServer, title: string) {
   const resp = await fetch(`${server.url}/api/tasks`, {

@@ -2,19 +2,27 @@ import { spawn, ChildProcess } from "node:child_process";
 import * as net from "node:net";
 import * as path from "node:path";
 import * as fs from "node:fs";
+import * as os from "node:os";
 
 const root = path.resolve(__dirname, "..", "..");
 
-/** A free loopback TCP port (bound then released). */
+/** A port free now, below the kernel's ephemeral range: no outgoing connection is ever given
+ * it as its source port, so a client reconnecting to it while its server restarts cannot end
+ * up connected to itself, and no client socket takes it between this check and the bind. */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
+  const [ephemeralStart] = fs.readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
+  const low = 20_000;
+  const high = Math.max(low + 1_000, ephemeralStart) - 1;
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    const free = await new Promise<boolean>((resolve) => {
+      const srv = net.createServer();
+      srv.once("error", () => resolve(false));
+      srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
+  throw new Error(`no free port in ${low}-${high}`);
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, child: ChildProcess, ms = 30_000) {
@@ -63,9 +71,11 @@ function redisPing(port: number): Promise<boolean> {
 
 export async function startRedis(port?: number) {
   port = port ?? (await freePort());
+  // A folder of its own: redis-server loads any snapshot it finds in its folder at start.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "e2e-redis-"));
   const child = spawn(
     "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
     { stdio: "ignore" },
   );
   await waitFor("redis-server", () => redisPing(port), child);

@@ -1,5 +1,6 @@
 import { test, expect, Page, BrowserContext } from "@playwright/test";
 import { startApp, AppServer } from "../support/servers";
+import { watchNavigations } from "../support/board";
 
 /** Collects console errors and page crashes so a test can assert there were none. */
 function watchErrors(page: Page): string[] {
@@ -14,10 +15,11 @@ function watchErrors(page: Page): string[] {
 async function openBoard(context: BrowserContext, server: AppServer) {
   const page = await context.newPage();
   const errors = watchErrors(page);
+  const navigations = watchNavigations(page);
   await page.goto(server.url);
   // "live" means hydrated and the shared EventSource is open.
   await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
-  return { page, errors };
+  return { page, errors, navigations };
 }
 
 const row = (page: Page, title: string) => page.locator(`li[data-testid="task"][data-title="${title}"]`);
@@ -56,7 +58,9 @@ test("two windows on two instances sharing Redis see each other's changes withou
     await expect(row(alice.page, renamed)).toHaveCount(0, { timeout: 5_000 });
     await expect(row(bob.page, renamed)).toHaveCount(0, { timeout: 5_000 });
 
-    // Neither tab reloaded: the same documents are still open and nothing logged an error.
+    // Neither tab reloaded (one navigation each, the first) and nothing logged an error.
+    expect(alice.navigations(), "alice's tab never reloaded").toBe(1);
+    expect(bob.navigations(), "bob's tab never reloaded").toBe(1);
     expect(alice.errors).toEqual([]);
     expect(bob.errors).toEqual([]);
   } finally {

@@ -1,29 +1,10 @@
 import { test, expect, Page } from "@playwright/test";
 import { startApp, startRedis, freePort, AppServer } from "../support/servers";
-import { createTask, row } from "../support/board";
+import { createTask, row, settled, watchDataRequests, watchNavigations } from "../support/board";
 
 // Gap-free delivery in a real browser: the server-rendered page hands its stream the cursor
 // taken before its data was read, and a reconnect resumes from the last cursor, so the page
 // catches up on what it missed and refetches nothing when it missed nothing.
-
-/** Data requests the page makes: server functions and the REST API (not the stream). */
-function watchDataRequests(page: Page): string[] {
-  const seen: string[] = [];
-  page.on("request", (r) => {
-    const url = new URL(r.url());
-    if (url.pathname.startsWith("/api/")) seen.push(`${r.method()} ${url.pathname}`);
-  });
-  return seen;
-}
-
-/** Counts main-frame navigations: a reload would count as a second one. */
-function watchNavigations(page: Page): () => number {
-  let n = 0;
-  page.on("framenavigated", (f) => {
-    if (f === page.mainFrame()) n++;
-  });
-  return () => n;
-}
 
 const status = (page: Page) => page.getByTestId("status");
 
@@ -72,20 +53,30 @@ test("after restarts on Redis the board catches up, and a reconnect that missed 
     const navigations = watchNavigations(page);
     await page.goto(a.url);
     await expect(status(page)).toHaveAttribute("data-status", "live");
+    await settled(data);
+    const beforeKnown = data.started.length;
     const known = `before the restarts ${Date.now()}`;
     await createTask(b, known);
     await expect(row(page, known)).toBeVisible({ timeout: 5_000 });
-    await page.waitForTimeout(500); // let the refetch of that event finish
-    const settled = data.length;
+    await settled(data);
+    // What one event makes the page fetch.
+    const perEvent = data.started.slice(beforeKnown);
+    expect(perEvent.length, "the event made the board refetch").toBeGreaterThan(0);
 
     // Restart A with nothing changed meanwhile: the tab goes offline, comes back live, and
-    // makes no request (the server replays nothing, the hook refetches nothing).
+    // makes no request (the server replays nothing, the hook refetches nothing). Then one more
+    // event: the page must fetch exactly what one event makes it fetch, and nothing for the
+    // reconnect (a refetch it started then would be counted here, however late).
+    const atRestart = data.started.length;
     await a.stop();
     await expect(status(page)).toHaveAttribute("data-status", "offline", { timeout: 5_000 });
     a = await startApp({ redisUrl, port });
     await expect(status(page)).toHaveAttribute("data-status", "live", { timeout: 10_000 });
-    await page.waitForTimeout(1_000); // a refetch, if any, would start within this
-    expect(data.slice(settled), "no server-fn or REST request after a reconnect that missed nothing").toEqual([]);
+    const probe = `after the reconnect ${Date.now()}`;
+    await createTask(b, probe);
+    await expect(row(page, probe)).toBeVisible({ timeout: 5_000 });
+    await settled(data);
+    expect(data.started.slice(atRestart), "nothing fetched for a reconnect that missed nothing").toEqual(perEvent);
 
     // Restart A again, and change a task on B while A is down: the tab shows it on return.
     await a.stop();

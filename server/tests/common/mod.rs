@@ -27,8 +27,23 @@ pub struct RedisServer {
     dir: std::path::PathBuf,
 }
 
+/// A port free now, below the kernel's ephemeral range: no outgoing connection is ever given it
+/// as its source port, so a client reconnecting to it while its server restarts cannot end up
+/// connected to itself, and no client socket takes it between this check and the bind.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::hash::{BuildHasher, Hasher};
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral_start: u16 = range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
+    let (low, high) = (20_000u16, ephemeral_start.max(21_000));
+    for attempt in 0..200u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(attempt);
+        let port = low + (h.finish() % u64::from(high - low)) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}-{high}");
 }
 
 impl RedisServer {
