@@ -14,6 +14,10 @@ trap 'rm -rf "$app"' EXIT
 mkdir -p "$app/src" "$app/tests"
 sed "s|@ROOT@|$root|g" scripts/adopter/Cargo.toml.in > "$app/Cargo.toml"
 cp scripts/adopter/src/*.rs "$app/src/"
+# Its main.rs is the README's, as the README shows it (only the crate's name put in).
+awk '/<!-- adopter: main.rs/ { on = 1; next } on && /^```rust$/ { body = 1; next } body && /^```$/ { exit } body { print }' \
+  README.md | sed 's/my_app::/adopter::/' > "$app/src/main.rs"
+grep -q 'SseApp::from_env' "$app/src/main.rs" || { echo "FAIL: no main.rs block found in the README" >&2; exit 1; }
 cp scripts/adopter/tests/*.rs "$app/tests/"
 # The workspace's lock pins the same versions, so the shared build cache is reused.
 cp Cargo.lock "$app/Cargo.lock"

@@ -23,8 +23,7 @@
 //!
 //! ```no_run
 //! use leptos::prelude::*;
-//! use leptos_sse_notify::use_sse;
-//! use sse_notify_core::{sse_event, Topic};
+//! use leptos_sse_notify::{sse_event, use_sse, Topic};
 //!
 //! sse_event! {
 //!     #[derive(Clone, Debug)]
@@ -63,10 +62,14 @@ mod tabs;
 pub use live_json::{use_live_json, FetchError, LiveJson};
 #[cfg(feature = "ssr")]
 pub use publish::publish;
-pub use sse_notify_core::DEFAULT_EVENTS_PATH;
+/// The core crate (wire format, cursors), re-exported so that versions always match.
+pub use sse_notify_core as core;
+/// What a component needs from the core crate, so that the app's shared code depends on this
+/// crate alone: declare events with [`sse_event!`], name topics with [`Topic`] or
+/// [`TopicBuilder`].
+pub use sse_notify_core::{sse_event, DecodeError, SseEvent, Topic, TopicBuilder, DEFAULT_EVENTS_PATH};
 
 use leptos::prelude::*;
-use sse_notify_core::{SseEvent, Topic};
 
 /// The state of the tab's shared stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -52,6 +52,6 @@ pub use error::ApiError;
 pub use layer::{PublishContext, PublishLayer};
 /// The `redis` crate this one is built on ([`Broker::redis_connection`] hands out its types).
 pub use redis;
-pub use setup::{SetupError, SseApp};
+pub use setup::{init_logging, SetupError, SseApp};
 /// The core crate (topics, typed events, wire format), re-exported so versions always match.
 pub use sse_notify_core as core;

@@ -315,6 +315,21 @@ impl SseApp {
     }
 }
 
+/// Logs to standard error with `RUST_LOG`'s levels (default `info`), unless the app installed
+/// a `tracing` subscriber already (then this does nothing). Without one, nothing this crate
+/// logs is seen, the configuration it logs once at start-up included; leptos's start-axum
+/// template installs none.
+///
+/// ```
+/// sse_notify_axum::init_logging();
+/// sse_notify_axum::init_logging(); // a second call changes nothing
+/// ```
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
 /// The broker `config` asks for: Redis when `REDIS_URL` or `REDIS_SENTINELS` is set, else
 /// in-process.
 pub async fn connect_broker(config: &SseConfig) -> Result<Broker, BrokerError> {

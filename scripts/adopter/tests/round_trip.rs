@@ -4,10 +4,10 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use adopter::NoteEvent;
+use adopter::app::NoteEvent;
 use futures::StreamExt;
-use sse_notify_core::wire::SseParser;
-use sse_notify_core::SseEvent;
+use leptos_sse_notify::core::wire::SseParser;
+use leptos_sse_notify::SseEvent;
 
 struct Server(Child);
 
@@ -27,7 +27,7 @@ fn free_addr() -> String {
 async fn publish_from_a_server_function_reaches_a_typed_subscriber() {
     let addr = free_addr();
     let _server = Server(
-        Command::new(env!("CARGO_BIN_EXE_adopter")).env("ADDR", &addr).env_remove("REDIS_URL").spawn().unwrap(),
+        Command::new(env!("CARGO_BIN_EXE_adopter")).env("LEPTOS_SITE_ADDR", &addr).env("LEPTOS_OUTPUT_NAME", "adopter").env_remove("REDIS_URL").spawn().unwrap(),
     );
     let base = format!("http://{addr}");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
