@@ -88,7 +88,9 @@ export interface AppServer {
 }
 
 /** Starts the demo binary (built by `cargo leptos build`) on `port` (default: a free one). */
-export async function startApp(opts: { redisUrl?: string; port?: number } = {}): Promise<AppServer> {
+export async function startApp(
+  opts: { redisUrl?: string; port?: number; env?: Record<string, string> } = {},
+): Promise<AppServer> {
   const bin = path.join(root, "target", "debug", "server");
   if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run \`cargo leptos build\` first`);
   const port = opts.port ?? (await freePort());
@@ -103,6 +105,7 @@ export async function startApp(opts: { redisUrl?: string; port?: number } = {}):
   };
   delete env.REDIS_URL;
   if (opts.redisUrl) env.REDIS_URL = opts.redisUrl;
+  Object.assign(env, opts.env ?? {});
   const child = spawn(bin, [], { cwd: root, env, stdio: ["ignore", "inherit", "inherit"] });
   const url = `http://127.0.0.1:${port}`;
   await waitFor(`server on ${url}`, async () => (await fetch(`${url}/health`)).ok, child);

@@ -14,7 +14,7 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
-use leptos_sse_notify::{use_live_json, use_sse, FetchError};
+use leptos_sse_notify::{use_live_json, use_sse, FetchError, SseError};
 use shared::tasks::{Task, TaskEvent};
 use sse_notify_core::{SseEvent, TopicBuilder};
 
@@ -136,6 +136,7 @@ fn TaskBoard() -> impl IntoView {
             <span class="status" data-testid="status" data-status=move || live.status.get().label()>
                 {move || live.status.get().label()}
             </span>
+            <StreamError error=live.error />
         </header>
         <form class="new-task" on:submit=on_submit>
             <input
@@ -189,5 +190,25 @@ fn TaskDetail(id: u64, on_close: impl Fn() + Send + Sync + 'static) -> impl Into
             </Transition>
             <p class="muted">"Last event on task:" {id} ": " <span data-testid="detail-last">{last_event}</span></p>
         </aside>
+    }
+}
+
+/// Why the stream is refused, when it is (`live.error`): the status and code the server
+/// answered and its message, which names the topic for a 403. Empty while all is well.
+#[component]
+pub(crate) fn StreamError(error: Signal<Option<SseError>>) -> impl IntoView {
+    move || {
+        error.get().map(|e| {
+            let (status, code) = match &e {
+                SseError::Refused { status, code, .. } => (status.to_string(), code.clone()),
+                SseError::Decode { .. } => (String::new(), "decode".to_owned()),
+                SseError::Unreachable(_) => (String::new(), "unreachable".to_owned()),
+            };
+            view! {
+                <span class="stream-error" data-testid="stream-error" data-http-status=status data-code=code>
+                    {e.to_string()}
+                </span>
+            }
+        })
     }
 }

@@ -79,6 +79,7 @@ fn SignedIn(user: User, sign_out: ServerAction<SignOut>) -> impl IntoView {
             <span class="status" data-testid="status" data-status=move || inbox.status.get().label()>
                 {move || inbox.status.get().label()}
             </span> " "
+            <super::StreamError error=inbox.error /> " "
             <button data-testid="sign-out" on:click=move |_| { sign_out.dispatch(SignOut {}); }>"sign out"</button>
         </p>
         <ul class="notifications" data-testid="notifications">
