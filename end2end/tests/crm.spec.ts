@@ -1,5 +1,6 @@
 import { test, expect, Browser, Page } from "@playwright/test";
 import { startApp, AppServer } from "../support/servers";
+import { settled, trackEventSources, watchDataRequests } from "../support/board";
 
 /** Records every SSE event the page's code receives (name, data, id), in `window.__sse`. */
 async function recordEvents(page: Page) {
@@ -119,6 +120,72 @@ test("a sign-in clicked before the page has hydrated still signs in", async ({ b
     expect(new URL(page.url()).pathname).toBe("/crm");
     release();
     await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+  } finally {
+    await server.stop();
+  }
+});
+
+test("a topic signal switched at run time: the page's stream follows the picked thread, nothing more is fetched", async ({
+  browser,
+}) => {
+  const server = await startApp();
+  try {
+    const carol = await signedIn(browser, server, "carol");
+    // Bob's page: its EventSources are tracked from the start, and its data requests counted.
+    const context = await browser.newContext();
+    await trackEventSources(context);
+    const page = await context.newPage();
+    const data = watchDataRequests(page);
+    await page.goto(`${server.url}/crm`);
+    await page.getByTestId("sign-in-bob").click();
+    await expect(page.getByTestId("whoami")).toHaveText("bob");
+    await openThread(page, 1);
+    await openThread(carol.page, 1);
+    await openThread(carol.page, 2);
+    const openStreams = () =>
+      page.evaluate(() =>
+        ((window as any).__eventSources as EventSource[]).filter((s) => s.readyState !== 2).map((s) => s.url),
+      );
+
+    // What one comment on the followed thread makes the page fetch.
+    await settled(data);
+    const before = data.started.length;
+    await carol.page.getByTestId("new-comment").fill("on thread 2 while bob reads 1");
+    await carol.page.getByTestId("send").click();
+    await expect(comment(carol.page, "on thread 2 while bob reads 1")).toBeVisible();
+    await openThread(carol.page, 1);
+    await carol.page.getByTestId("new-comment").fill("first on thread 1");
+    await carol.page.getByTestId("send").click();
+    await expect(comment(page, "first on thread 1")).toBeVisible({ timeout: 5_000 });
+    await settled(data);
+    const perEvent = data.started.slice(before);
+    expect(perEvent.length, "the followed thread's event made the page refetch").toBeGreaterThan(0);
+
+    // Bob picks thread 2: one stream is open, now for thread 2's topic and not thread 1's.
+    await openThread(page, 2);
+    await expect(comment(page, "on thread 2 while bob reads 1")).toBeVisible();
+    await expect.poll(openStreams).toHaveLength(1);
+    const [url] = await openStreams();
+    expect(decodeURIComponent(url)).toContain("comment_thread:2");
+    expect(decodeURIComponent(url)).not.toContain("comment_thread:1");
+
+    // A comment on thread 1 now makes Bob's page fetch nothing; one on thread 2 makes it fetch
+    // what one event does, and shows.
+    await settled(data);
+    const afterSwitch = data.started.length;
+    await carol.page.getByTestId("new-comment").fill("second on thread 1");
+    await carol.page.getByTestId("send").click();
+    await expect(comment(carol.page, "second on thread 1")).toBeVisible();
+    await openThread(carol.page, 2);
+    await carol.page.getByTestId("new-comment").fill("on thread 2 while bob reads it");
+    await carol.page.getByTestId("send").click();
+    await expect(comment(page, "on thread 2 while bob reads it")).toBeVisible({ timeout: 5_000 });
+    await settled(data);
+    expect(data.started.slice(afterSwitch), "thread 1's event fetched nothing, thread 2's one refetch").toEqual(
+      perEvent,
+    );
+    await expect(comment(page, "second on thread 1")).toHaveCount(0);
+    expect(await openStreams()).toHaveLength(1);
   } finally {
     await server.stop();
   }

@@ -113,36 +113,41 @@ fn SignedIn(user: User, sign_out: ServerAction<SignOut>) -> impl IntoView {
                 }}
             </Transition>
         </nav>
-        {move || selected.get().map(|thread| view! { <ThreadView thread me=user.clone() /> })}
+        // One thread view for every thread picked: its stream topic is a signal that follows the
+        // pick (the hook moves the tab's stream to the new topic), not a view made per thread.
+        <Show when=move || selected.with(Option::is_some)>
+            <ThreadView thread=Signal::derive(move || selected.get().expect("shown with a thread")) me=user.clone() />
+        </Show>
     }
 }
 
-/// One thread's comments, refetched whenever `comment_thread:{id}` says something changed.
+/// The picked thread's comments, refetched whenever its `comment_thread:{id}` says something
+/// changed. `thread` changes when another thread is picked: the topic follows it.
 #[component]
-fn ThreadView(thread: Thread, me: User) -> impl IntoView {
-    let id = thread.id;
-    let live = use_sse::<CommentEvent>(thread_topic(id));
+fn ThreadView(thread: Signal<Thread>, me: User) -> impl IntoView {
+    let id = Memo::new(move |_| thread.with(|t| t.id));
+    let live = use_sse::<CommentEvent>(Signal::derive(move || thread_topic(id.get())));
     let add = ServerAction::<AddComment>::new();
     let edit = ServerAction::<EditComment>::new();
     let delete = ServerAction::<DeleteComment>::new();
     let comments = Resource::new(
-        move || (live.version.get(), add.version().get(), edit.version().get(), delete.version().get()),
-        move |_| api::thread_comments(id),
+        move || (id.get(), live.version.get(), add.version().get(), edit.version().get(), delete.version().get()),
+        move |(id, ..)| api::thread_comments(id),
     );
     let draft = RwSignal::new(String::new());
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let text = draft.get_untracked();
         if !text.trim().is_empty() {
-            add.dispatch(AddComment { thread: id, text });
+            add.dispatch(AddComment { thread: id.get_untracked(), text });
             draft.set(String::new());
         }
     };
     let me_id = me.id;
     let admin = me.role == shared::crm::Role::Admin;
     view! {
-        <section class="thread" data-testid="thread" data-id=id>
-            <h2>{thread.title.clone()}</h2>
+        <section class="thread" data-testid="thread" data-id=move || id.get()>
+            <h2>{move || thread.with(|t| t.title.clone())}</h2>
             <Transition fallback=|| view! { <p>"Loading…"</p> }>
                 {move || {
                     comments.get().map(|r| match r {
