@@ -1,6 +1,7 @@
 import { test, expect, Browser, Page } from "@playwright/test";
 import { startApp, AppServer } from "../support/servers";
 import { settled, trackEventSources, watchDataRequests } from "../support/board";
+import { comment, openThread, writeComment } from "../support/crm";
 
 /** Records every SSE event the page's code receives (name, data, id), in `window.__sse`. */
 async function recordEvents(page: Page) {
@@ -33,13 +34,6 @@ async function signedIn(browser: Browser, server: AppServer, name: string) {
   return { page, errors };
 }
 
-async function openThread(page: Page, id: number) {
-  await page.getByTestId(`thread-${id}`).click();
-  await expect(page.getByTestId("thread")).toHaveAttribute("data-id", String(id));
-  await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
-}
-
-const comment = (page: Page, text: string) => page.locator(`li[data-testid="comment"][data-text="${text}"]`);
 
 test("two users of one team see each other's comments live; the other team is refused", async ({ browser }) => {
   const server = await startApp();
@@ -150,12 +144,9 @@ test("a topic signal switched at run time: the page's stream follows the picked 
     // What one comment on the followed thread makes the page fetch.
     await settled(data);
     const before = data.started.length;
-    await carol.page.getByTestId("new-comment").fill("on thread 2 while bob reads 1");
-    await carol.page.getByTestId("send").click();
-    await expect(comment(carol.page, "on thread 2 while bob reads 1")).toBeVisible();
+    await writeComment(carol.page, "on thread 2 while bob reads 1");
     await openThread(carol.page, 1);
-    await carol.page.getByTestId("new-comment").fill("first on thread 1");
-    await carol.page.getByTestId("send").click();
+    await writeComment(carol.page, "first on thread 1");
     await expect(comment(page, "first on thread 1")).toBeVisible({ timeout: 5_000 });
     await settled(data);
     const perEvent = data.started.slice(before);
@@ -173,12 +164,9 @@ test("a topic signal switched at run time: the page's stream follows the picked 
     // what one event does, and shows.
     await settled(data);
     const afterSwitch = data.started.length;
-    await carol.page.getByTestId("new-comment").fill("second on thread 1");
-    await carol.page.getByTestId("send").click();
-    await expect(comment(carol.page, "second on thread 1")).toBeVisible();
+    await writeComment(carol.page, "second on thread 1");
     await openThread(carol.page, 2);
-    await carol.page.getByTestId("new-comment").fill("on thread 2 while bob reads it");
-    await carol.page.getByTestId("send").click();
+    await writeComment(carol.page, "on thread 2 while bob reads it");
     await expect(comment(page, "on thread 2 while bob reads it")).toBeVisible({ timeout: 5_000 });
     await settled(data);
     expect(data.started.slice(afterSwitch), "thread 1's event fetched nothing, thread 2's one refetch").toEqual(

@@ -1,6 +1,7 @@
 import { test, expect, Page, BrowserContext } from "@playwright/test";
 import { startApp, AppServer } from "../support/servers";
-import { createTask, row, trackEventSources } from "../support/board";
+import { createTask, row, settled, trackEventSources, watchDataRequests } from "../support/board";
+import { comment, openThread, writeComment } from "../support/crm";
 
 // One stream per browser: the tabs of one browser profile share one EventSource (a leader tab
 // elected with Web Locks holds it and fans frames out over a BroadcastChannel). With a stream per
@@ -103,6 +104,68 @@ test("a browser without Web Locks keeps a stream per tab, and it works", async (
     const title = `seen without sharing ${Date.now()}`;
     await createTask(server, title);
     for (const tab of tabs) await expect(row(tab, title)).toBeVisible({ timeout: 10_000 });
+  } finally {
+    await server.stop();
+  }
+});
+
+test("two tabs on different topics: each refetches only for its own, and the one left takes the stream over with its own topic", async ({
+  browser,
+}) => {
+  const server = await startApp();
+  try {
+    // Carol writes from her own browser.
+    const carol = await (await browser.newContext()).newPage();
+    await carol.goto(`${server.url}/crm`);
+    await carol.getByTestId("sign-in-carol").click();
+    await openThread(carol, 1);
+
+    // Bob's browser: two tabs, one on thread 1 and one on thread 2, sharing one stream.
+    const context = await browser.newContext();
+    await trackEventSources(context);
+    const one = await context.newPage();
+    const oneData = watchDataRequests(one);
+    await one.goto(`${server.url}/crm`);
+    await one.getByTestId("sign-in-bob").click();
+    await openThread(one, 1);
+    const two = await context.newPage();
+    const twoData = watchDataRequests(two);
+    await two.goto(`${server.url}/crm`);
+    await openThread(two, 2);
+    await expect.poll(() => openStreams(server), { timeout: 10_000 }).toBe(2); // bob's and carol's
+
+    // A comment on thread 1: tab one refetches, tab two fetches nothing; then one on thread 2:
+    // tab two fetches what one event makes a tab fetch, and nothing more.
+    for (const tab of [one, two]) await settled(tab === one ? oneData : twoData);
+    const [oneBefore, twoBefore] = [oneData.started.length, twoData.started.length];
+    await writeComment(carol, "for thread 1");
+    await expect(comment(one, "for thread 1")).toBeVisible({ timeout: 5_000 });
+    await settled(oneData);
+    const perEvent = oneData.started.slice(oneBefore);
+    expect(perEvent.length, "tab one refetched for its thread").toBeGreaterThan(0);
+    await openThread(carol, 2);
+    await writeComment(carol, "for thread 2");
+    await expect(comment(two, "for thread 2")).toBeVisible({ timeout: 5_000 });
+    await settled(twoData);
+    await settled(oneData);
+    expect(twoData.started.slice(twoBefore), "tab two: one refetch, for thread 2's event only").toEqual(perEvent);
+    expect(oneData.started.slice(oneBefore), "tab one: one refetch, for thread 1's event only").toEqual(perEvent);
+
+    // The tab holding the stream closes; a comment meanwhile on the other tab's thread shows there.
+    const holder = (await holdsStream(one)) ? one : two;
+    const left = holder === one ? two : one;
+    const leftThread = left === one ? 1 : 2;
+    await holder.close();
+    await openThread(carol, leftThread);
+    await writeComment(carol, `during the hand-over, thread ${leftThread}`);
+    await expect(comment(left, `during the hand-over, thread ${leftThread}`)).toBeVisible({ timeout: 10_000 });
+    await expect.poll(() => holdsStream(left), { timeout: 10_000 }).toBe(true);
+    const urls = await left.evaluate(() =>
+      ((window as any).__eventSources as EventSource[]).filter((s) => s.readyState !== 2).map((s) => s.url),
+    );
+    expect(urls.length).toBe(1);
+    expect(decodeURIComponent(urls[0])).toContain(`comment_thread:${leftThread}`);
+    expect(decodeURIComponent(urls[0])).not.toContain(`comment_thread:${3 - leftThread}`);
   } finally {
     await server.stop();
   }
