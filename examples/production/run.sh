@@ -220,6 +220,16 @@ wait "$loadtest_pid" || status=$?
 cat "$dir/loadtest.out"
 [ "$status" = 0 ] || fail "the load tool reports missing, repeated or reordered deliveries, or failures (exit $status)"
 
+if $smoke; then
+  # Events near SSE_MAX_MESSAGE_SIZE (60 KiB of data) through Redis and nginx: a frame counts
+  # only when its data arrived whole.
+  say "loadtest: 20 streams through nginx, 5 events of 60 KiB"
+  env "${redis_env[@]}" "$bin/loadtest" --url "http://127.0.0.1:$nginx_port" --streams 20 --events 5 --rate 5 \
+    --publish redis --redis "redis://127.0.0.1:$redis_port" --payload-kib 60 --ordered --timeout 30 --quiet \
+    >"$dir/loadtest-large.out" 2>&1 || { cat "$dir/loadtest-large.out"; fail "60 KiB events did not all arrive whole"; }
+  grep -E '^events:' "$dir/loadtest-large.out"
+fi
+
 say "Prometheus:"
 if $smoke && [ "$shape" = single ]; then
   wait_for "Prometheus seeing instance 2 down" 30 promql_is 'sum(up{job="sse"})' 2

@@ -168,6 +168,7 @@ fn spawn_workers(args: &Args, reports: mpsc::UnboundedSender<(usize, Report)>) -
             event: args.event.clone(),
             events: args.events,
             reconnect: args.reconnect,
+            min_data: args.payload_kib * 1024,
         };
         let mut child = Command::new(&exe)
             .arg("worker")

@@ -12,6 +12,8 @@
 pub struct FrameScanner {
     /// The watched event's name (shared by every stream: one copy, warm in the cache).
     event: std::sync::Arc<str>,
+    /// A counted frame's data is at least this long: shorter, it was cut on the way.
+    min_data: usize,
     /// The end of the previous read, when it stopped inside a line.
     partial: Vec<u8>,
     /// The frame being read is of the watched event.
@@ -27,9 +29,12 @@ pub struct FrameScanner {
 }
 
 impl FrameScanner {
-    pub fn new(event: std::sync::Arc<str>) -> Self {
+    /// A scanner that counts a frame of `event` only when its data is at least `min_data`
+    /// bytes long.
+    pub fn new(event: std::sync::Arc<str>, min_data: usize) -> Self {
         Self {
             event,
+            min_data,
             partial: Vec::new(),
             watched: false,
             number: None,
@@ -87,7 +92,9 @@ impl FrameScanner {
         match field {
             b"event" => self.watched = value == self.event.as_bytes(),
             // Our server writes `event:` before `data:`: other frames' data is not read.
-            b"data" if self.watched && self.number.is_none() => self.number = id_of(value),
+            b"data" if self.watched && self.number.is_none() && value.len() >= self.min_data => {
+                self.number = id_of(value)
+            }
             b"id" => {
                 self.frame_id.clear();
                 self.frame_id.extend_from_slice(value);
@@ -118,7 +125,7 @@ mod tests {
     use super::*;
 
     fn scan(pieces: &[&[u8]]) -> (Vec<u64>, Option<String>) {
-        let mut s = FrameScanner::new("task:created".into());
+        let mut s = FrameScanner::new("task:created".into(), 0);
         let mut got = Vec::new();
         for p in pieces {
             s.feed(p, |n| got.push(n));
@@ -144,5 +151,14 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = wire.chunks(1).collect();
         assert_eq!(scan(&bytes).0, [7, 8]);
+    }
+
+    #[test]
+    fn a_frame_cut_short_is_not_counted() {
+        let mut s = FrameScanner::new("big".into(), 20);
+        let mut got = Vec::new();
+        let long = format!("data: {{\"id\":1,\"f\":\"{}\"}}\n\n", "x".repeat(20));
+        s.feed(format!("event: big\n{long}event: big\ndata: {{\"id\":2}}\n\n").as_bytes(), |n| got.push(n));
+        assert_eq!(got, [1], "the short frame's id is not counted");
     }
 }

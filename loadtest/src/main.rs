@@ -92,6 +92,10 @@ pub struct Args {
     /// fail it.
     #[arg(long)]
     pub ordered: bool,
+    /// With `--publish redis`: each event's data carries this many KiB of filler, and a frame
+    /// counts only when its data arrived at least that long (large events through proxies).
+    #[arg(long, default_value_t = 0)]
+    pub payload_kib: usize,
     /// No progress bars (logs and CI).
     #[arg(long)]
     pub quiet: bool,

@@ -29,6 +29,9 @@ pub struct Plan {
     pub events: usize,
     /// Reopen a stream that the server ended, from its last event id, as EventSource does.
     pub reconnect: bool,
+    /// A counted frame's data must be at least this long (bytes).
+    #[serde(default)]
+    pub min_data: usize,
 }
 
 /// A worker's reports.

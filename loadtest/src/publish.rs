@@ -15,8 +15,8 @@ use crate::protocol::unix_us;
 pub enum Publisher {
     /// `POST {base}/api/tasks`: the event's id is the new task's id.
     Rest { http: reqwest::Client, base: String },
-    /// The broker library on Redis: the event's id is its index.
-    Redis { broker: Broker, topics: Vec<Topic>, event: String },
+    /// The broker library on Redis: the event's id is its index, and its data carries `filler`.
+    Redis { broker: Broker, topics: Vec<Topic>, event: String, filler: String },
 }
 
 /// What publishing did.
@@ -32,6 +32,7 @@ pub struct Published {
 impl Publisher {
     pub async fn new(args: &crate::Args) -> Result<Self, String> {
         match args.publish.as_str() {
+            "rest" if args.payload_kib > 0 => Err("--payload-kib needs --publish redis".into()),
             "rest" => Ok(Publisher::Rest {
                 http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?,
                 base: args.urls[0].trim_end_matches('/').to_owned(),
@@ -54,7 +55,9 @@ impl Publisher {
                     .split(',')
                     .map(|t| Topic::new(t).map_err(|e| format!("topic {t:?}: {e}")))
                     .collect::<Result<_, _>>()?;
-                Ok(Publisher::Redis { broker, topics, event: args.event.clone() })
+                // Letters only: nothing in it looks like the `"id":` the readers look for.
+                let filler = (0..args.payload_kib * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+                Ok(Publisher::Redis { broker, topics, event: args.event.clone(), filler })
             }
             other => Err(format!("--publish {other:?}: use rest or redis")),
         }
@@ -76,12 +79,14 @@ impl Publisher {
                 let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
                 body.get("id").and_then(|v| v.as_u64()).ok_or_else(|| format!("no id in {body}"))
             }
-            Publisher::Redis { broker, topics, event } => {
+            Publisher::Redis { broker, topics, event, filler } => {
+                let data = if filler.is_empty() {
+                    serde_json::json!({ "id": index })
+                } else {
+                    serde_json::json!({ "id": index, "filler": filler })
+                };
                 // As an app after its write: kept in the outbox while Redis fails over.
-                broker
-                    .publish_or_defer(topics, event, &serde_json::json!({ "id": index }))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                broker.publish_or_defer(topics, event, &data).await.map_err(|e| e.to_string())?;
                 Ok(index)
             }
         }

@@ -87,6 +87,7 @@ struct Follow {
     event: Arc<str>,
     want: usize,
     reconnect: bool,
+    min_data: usize,
     counted: Arc<AtomicU64>,
 }
 
@@ -195,7 +196,7 @@ async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> S
     let mut stream = Reader::new(stream);
     let mut r = Reading {
         chunked,
-        frames: FrameScanner::new(f.event.clone()),
+        frames: FrameScanner::new(f.event.clone(), f.min_data),
         ids: SeenIds::default(),
         seen: Seen { events: Vec::with_capacity(f.want), ..Seen::default() },
     };
@@ -305,8 +306,8 @@ pub async fn run(plan: Plan) {
         let source = plan.sources[global % plan.sources.len()];
         let (path, gate, ok, failed) = (plan.path.clone(), gate.clone(), ok.clone(), failed.clone());
         let (first_error, connect_us) = (first_error.clone(), connect_us.clone());
-        let (event, counted, stop, want, reconnect) =
-            (event.clone(), counted.clone(), stop_rx.clone(), plan.events, plan.reconnect);
+        let (event, counted, stop, want, reconnect, min_data) =
+            (event.clone(), counted.clone(), stop_rx.clone(), plan.events, plan.reconnect, plan.min_data);
         let (retried, first_retry_reason) = (retried.clone(), first_retry_reason.clone());
         connects.push(tokio::spawn(async move {
             // With --reconnect a failed open is retried, as EventSource retries; the latency
@@ -338,7 +339,7 @@ pub async fn run(plan: Plan) {
                     let took = first_try.map(|t| t.elapsed()).unwrap_or_default();
                     connect_us.lock().unwrap().saturating_record(took.as_micros() as u64);
                     ok.fetch_add(1, Ordering::Relaxed);
-                    let f = Follow { target, path, source, event, want, reconnect, counted };
+                    let f = Follow { target, path, source, event, want, reconnect, min_data, counted };
                     Some(tokio::spawn(follow(f, stream, stop)))
                 }
                 Err(why) => {

@@ -229,3 +229,35 @@ async fn a_refused_resubscribe_is_retried_with_backoff_not_at_once() {
     .expect("the event after the resubscribe");
     assert!(std::str::from_utf8(&frame).unwrap().contains("data: {\"id\":1}"));
 }
+
+/// An event near `SSE_MAX_MESSAGE_SIZE` (60 KiB of data, the default limit is 64 KiB) crosses
+/// Redis from one instance to a stream on another whole, and a resume replays it whole from the
+/// log; one over the limit is refused at publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_60_kib_event_crosses_redis_and_the_log_whole() {
+    let redis = RedisServer::start();
+    let a = TestServer::demo(config(Some(&redis))).await;
+    let b = TestServer::demo(config(Some(&redis))).await;
+    let mut stream = SseClient::subscribe(&a.base, "tasks").await.started().await;
+    let start = stream.cursor();
+    let topic = sse_notify_core::Topic::new("tasks").unwrap();
+    // Not one repeated byte: a cut or a doubled chunk anywhere would show.
+    let filler: String = (0..60 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let data = serde_json::json!({ "id": 1, "filler": filler });
+    b.sse.broker().publish(&topic, "task:updated", &data).await.expect("60 KiB is under the limit");
+    let e = stream.expect_event().await;
+    assert_eq!(e.event, "task:updated");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&e.data).unwrap(), data, "the data arrived whole");
+
+    let mut resumed =
+        SseClient::open_with(streaming().get(b.url("/events?topic=tasks")).header("last-event-id", start.as_str()))
+            .await;
+    let replayed = resumed.expect_event().await;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&replayed.data).unwrap(), data, "replayed whole");
+
+    let over = serde_json::json!({ "id": 2, "filler": "x".repeat(65 * 1024) });
+    assert!(matches!(
+        b.sse.broker().publish(&topic, "task:updated", &over).await,
+        Err(sse_notify_core::PublishError::TooLarge { .. })
+    ));
+}
