@@ -9,11 +9,13 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-# Debian packages: Redis for the tests and multi-instance runs, Chromium for Playwright, nginx
-# and Prometheus for the production-scale example (whose smoke run is part of the tests).
+# Debian packages: Redis for the tests and multi-instance runs, Chromium for Playwright (and,
+# with its driver, for the Leptos hook's own tests in the browser), nginx and Prometheus for the
+# production-scale example (whose smoke run is part of the tests).
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 command -v nginx >/dev/null || missing+=(nginx)
 command -v prometheus >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -60,7 +60,7 @@ pub(crate) fn older(a: Option<String>, b: Option<&String>) -> Option<String> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -565,3 +565,99 @@ async fn diagnose(url: &str, with_credentials: bool) -> Option<SseError> {
         Err(e) => Some(SseError::Unreachable(e.to_string())),
     }
 }
+
+/// The hub in a real browser (headless Chromium through wasm-bindgen-test): routing by a
+/// frame's mask, resync fan-out, and another tab's want joining the leading tab's stream.
+#[cfg(all(test, target_arch = "wasm32"))]
+mod browser_tests {
+    use super::*;
+    use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
+    use wasm_bindgen_test::*;
+
+    wasm_bindgen_test_configure!(run_in_browser);
+
+    /// A hub of its own for each test (hubs are per events path).
+    fn key(test: &str) -> HubKey {
+        HubKey { path: format!("/hub-test/{test}"), with_credentials: false }
+    }
+
+    fn topic(name: &str) -> Topic {
+        Topic::new(name).unwrap()
+    }
+
+    /// Subscribes to `name` and records what its callbacks get.
+    fn recorder(key: &HubKey, name: &str) -> (Rc<RefCell<Vec<String>>>, Rc<Cell<u32>>) {
+        let (events, resyncs) = (Rc::new(RefCell::new(Vec::new())), Rc::new(Cell::new(0)));
+        let (e, r) = (events.clone(), resyncs.clone());
+        let sub = Subscriber {
+            topic: topic(name),
+            names: &["note:saved"],
+            on_event: Rc::new(move |_, data, _| e.borrow_mut().push(data.to_owned())),
+            on_resync: Rc::new(move || r.set(r.get() + 1)),
+        };
+        subscribe(key, sub, None);
+        (events, resyncs)
+    }
+
+    /// A frame id whose mask says it matched the topics at `bits`.
+    fn cursor(bits: &[usize]) -> String {
+        let matched = bits.iter().fold(0u64, |m, b| m | 1 << b);
+        Cursor { log: LogId { tag: 1, epoch: 1 }, position: LogPosition { ms: 1, seq: 0 }, matched }.to_string()
+    }
+
+    async fn a_moment() {
+        let wait = js_sys::Promise::new(&mut |resolve, _| {
+            web_sys::window().unwrap().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 50).unwrap();
+        });
+        wasm_bindgen_futures::JsFuture::from(wait).await.unwrap();
+    }
+
+    #[wasm_bindgen_test]
+    fn a_frame_reaches_the_subscribers_of_the_topics_its_mask_names_only() {
+        let key = key("mask");
+        let (a, _) = recorder(&key, "a");
+        let (b, _) = recorder(&key, "b");
+        let (c, _) = recorder(&key, "c");
+        let stream_topics = [topic("a"), topic("b"), topic("c")];
+        dispatch(&key, "note:saved", "{\"id\":1}", &cursor(&[1]), &stream_topics);
+        dispatch(&key, "note:saved", "{\"id\":2}", &cursor(&[0, 2]), &stream_topics);
+        dispatch(&key, "other:event", "{\"id\":3}", &cursor(&[0]), &stream_topics);
+        assert_eq!(*a.borrow(), ["{\"id\":2}"]);
+        assert_eq!(*b.borrow(), ["{\"id\":1}"]);
+        assert_eq!(*c.borrow(), ["{\"id\":2}"], "an event name no subscriber decodes reaches none");
+    }
+
+    #[wasm_bindgen_test]
+    fn a_resync_reaches_the_subscribers_of_the_topics_it_names_only() {
+        let key = key("resync");
+        let (_, a) = recorder(&key, "a");
+        let (_, b) = recorder(&key, "b");
+        resync(&key, Some(&["b".to_owned()]));
+        assert_eq!((a.get(), b.get()), (0, 1));
+        resync(&key, None);
+        assert_eq!((a.get(), b.get()), (1, 2), "a resync naming no topic reaches every subscriber");
+    }
+
+    #[wasm_bindgen_test]
+    async fn another_tabs_want_joins_the_leaders_stream_and_a_bye_leaves_it() {
+        let key = key("want");
+        let _own = recorder(&key, "mine");
+        with_hub(&key, |hub| hub.role = Role::Leader);
+        on_tab_message(
+            &key,
+            TabMessage::Want {
+                tab: "other".into(),
+                topics: vec![topic("theirs")],
+                names: vec!["note:saved".into()],
+                since: None,
+            },
+        );
+        a_moment().await;
+        let url = with_hub(&key, |hub| hub.stream.as_ref().map(|s| s.url.clone())).expect("a stream");
+        assert!(url.contains("mine") && url.contains("theirs"), "one stream for both tabs' topics: {url}");
+        on_tab_message(&key, TabMessage::Bye { tab: "other".into() });
+        a_moment().await;
+        let url = with_hub(&key, |hub| hub.stream.as_ref().map(|s| s.url.clone())).expect("a stream");
+        assert!(url.contains("mine") && !url.contains("theirs"), "the tab that left is out of it: {url}");
+    }
+}
