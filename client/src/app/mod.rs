@@ -14,7 +14,7 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
-use leptos_sse_notify::{use_live_json, use_sse, FetchError, SseError};
+use leptos_sse_notify::{use_live_json, use_sse_with_options, FetchError, SseError, UseSseOptions};
 use shared::tasks::{Task, TaskEvent};
 use sse_notify_core::{SseEvent, TopicBuilder};
 
@@ -40,6 +40,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
                 <MetaTags />
+                // `EVENTS_URL`: the pages' streams come from this endpoint (another origin,
+                // with the page's cookies) instead of this server's `/events`.
+                {std::env::var("EVENTS_URL").ok().filter(|u| !u.is_empty()).map(|url| view! { <meta name="sse-events-url" content=url /> })}
             </head>
             <body>
                 <App />
@@ -72,7 +75,7 @@ pub fn App() -> impl IntoView {
 /// The board: a Resource keyed on the `tasks` topic's version refetches on every notification.
 #[component]
 fn TaskBoard() -> impl IntoView {
-    let live = use_sse::<TaskEvent>(TaskEvent::board_topic());
+    let live = use_sse_with_options::<TaskEvent>(TaskEvent::board_topic(), stream_options());
     let create = ServerAction::<CreateTask>::new();
     let rename = ServerAction::<RenameTask>::new();
     let set_done = ServerAction::<SetTaskDone>::new();
@@ -211,4 +214,19 @@ pub(crate) fn StreamError(error: Signal<Option<SseError>>) -> impl IntoView {
             }
         })
     }
+}
+
+/// Where this page's streams come from: this server's `/events`, or the endpoint the server
+/// named in `<meta name="sse-events-url">` (`EVENTS_URL`), on another origin, with the page's
+/// cookies (that server lists this one in its `CORS_ORIGINS`). Read in the browser only: on the
+/// server no stream is opened.
+pub(crate) fn stream_options() -> UseSseOptions {
+    #[cfg(not(feature = "ssr"))]
+    {
+        let meta = document().query_selector("meta[name=sse-events-url]").ok().flatten();
+        if let Some(url) = meta.and_then(|m| m.get_attribute("content")) {
+            return UseSseOptions::default().events_path(url).with_credentials(true);
+        }
+    }
+    UseSseOptions::default()
 }
