@@ -28,6 +28,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -p sse-notify-core -p ss
 echo "== cargo leptos build"
 cargo leptos build
 
+echo "== the client-side-rendered example (examples/csr, served under /csr/)"
+./scripts/build-csr.sh
+
 echo "== adopter (a Leptos app outside the workspace, the libraries by path only)"
 ./scripts/adopter-test.sh 2>&1 | tee "$logs/adopter.txt"
 
