@@ -31,19 +31,26 @@ pub struct RedisServer {
 /// as its source port, so a client reconnecting to it while its server restarts cannot end up
 /// connected to itself, and no client socket takes it between this check and the bind.
 pub fn free_port() -> u16 {
+    free_ports_apart(0)
+}
+
+/// A port free now such that `port + apart` is free too, both below the ephemeral range (a
+/// Cluster node listens on its port and on its port + 10,000 for the cluster bus).
+pub fn free_ports_apart(apart: u16) -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
     let ephemeral_start: u16 = range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
-    let (low, high) = (20_000u16, ephemeral_start.max(21_000));
-    for attempt in 0..200u64 {
+    let (low, high) = (20_000u16, ephemeral_start.saturating_sub(apart).max(21_000));
+    let free = |port: u16| StdListener::bind(("127.0.0.1", port)).is_ok();
+    for attempt in 0..500u64 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(attempt);
         let port = low + (h.finish() % u64::from(high - low)) as u16;
-        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+        if free(port) && (apart == 0 || free(port + apart)) {
             return port;
         }
     }
-    panic!("no free port in {low}-{high}");
+    panic!("no free port in {low}-{high} (and {apart} above it)");
 }
 
 impl RedisServer {
@@ -56,8 +63,10 @@ impl RedisServer {
     pub fn start_with(extra: &[String]) -> Self {
         // A port found free may be taken before redis-server binds it: then it exits at start,
         // and another port is tried.
+        // A Cluster node also listens on its port + 10,000 (the cluster bus).
+        let apart = if extra.iter().any(|a| a == "--cluster-enabled") { 10_000 } else { 0 };
         for _ in 0..5 {
-            let port = free_port();
+            let port = free_ports_apart(apart);
             let mut args = vec!["--port".to_owned(), port.to_string()];
             args.extend_from_slice(extra);
             if let Some(server) = Self::spawn(port, &args, format!("redis://127.0.0.1:{port}"), || redis_ping(port)) {
@@ -110,7 +119,12 @@ impl RedisServer {
             .arg("--dir")
             .arg(&dir)
             .args(args)
-            .stdout(if std::env::var("REDIS_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
+            .stdout(if std::env::var("REDIS_LOG").is_ok() {
+                Stdio::inherit()
+            } else {
+                // Its log, in its folder: shown if it exits at start.
+                Stdio::from(std::fs::File::create(dir.join("redis.log")).unwrap())
+            })
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server must be installed (scripts/setup.sh installs it)");
@@ -121,7 +135,9 @@ impl RedisServer {
                 return Some(server);
             }
             if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
-                eprintln!("redis-server on port {port} exited at start: {status}");
+                let log = std::fs::read_to_string(server.dir.join("redis.log")).unwrap_or_default();
+                let last: Vec<&str> = log.lines().rev().take(3).collect();
+                eprintln!("redis-server on port {port} exited at start: {status}; its log ends: {last:?}");
                 server.child = None;
                 return None;
             }
