@@ -2,6 +2,15 @@ import { expect, Page } from "@playwright/test";
 
 // What the tests do on the CRM page: open a thread, find and write comments.
 
+/** Signs `name` in on a CRM page and waits until it is live. A click before the page has
+ * hydrated signs in through the form's post, and the page that comes back is the server's
+ * rendering: a thread clicked before it has hydrated too does nothing. Live means hydrated. */
+export async function signIn(page: Page, name: string) {
+  await page.getByTestId(`sign-in-${name}`).click();
+  await expect(page.getByTestId("whoami")).toHaveText(name);
+  await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+}
+
 /** Opens thread `id` on a signed-in CRM page and waits until it is shown and live. */
 export async function openThread(page: Page, id: number) {
   await page.getByTestId(`thread-${id}`).click();

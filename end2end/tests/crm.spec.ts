@@ -1,7 +1,7 @@
 import { test, expect, Browser, Page } from "@playwright/test";
 import { startApp, AppServer } from "../support/servers";
 import { settled, trackEventSources, watchDataRequests } from "../support/board";
-import { comment, openThread, writeComment } from "../support/crm";
+import { comment, openThread, signIn, writeComment } from "../support/crm";
 
 /** Records every SSE event the page's code receives (name, data, id), in `window.__sse`. */
 async function recordEvents(page: Page) {
@@ -28,8 +28,7 @@ async function signedIn(browser: Browser, server: AppServer, name: string) {
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   await page.goto(`${server.url}/crm`);
-  await page.getByTestId(`sign-in-${name}`).click();
-  await expect(page.getByTestId("whoami")).toHaveText(name);
+  await signIn(page, name);
   await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
   return { page, errors };
 }
@@ -131,8 +130,7 @@ test("a topic signal switched at run time: the page's stream follows the picked 
     const page = await context.newPage();
     const data = watchDataRequests(page);
     await page.goto(`${server.url}/crm`);
-    await page.getByTestId("sign-in-bob").click();
-    await expect(page.getByTestId("whoami")).toHaveText("bob");
+    await signIn(page, "bob");
     await openThread(page, 1);
     await openThread(carol.page, 1);
     await openThread(carol.page, 2);

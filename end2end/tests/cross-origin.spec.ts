@@ -1,7 +1,7 @@
 import { test, expect } from "@playwright/test";
 import { startApp, startRedis, freePort } from "../support/servers";
 import { trackEventSources } from "../support/board";
-import { openThread, writeComment } from "../support/crm";
+import { openThread, signIn, writeComment } from "../support/crm";
 
 // A page served by one origin following an events endpoint on another (`EVENTS_URL`), with the
 // page's cookies (`with_credentials`): the CRM's per-user topic needs the session cookie, so the
@@ -37,7 +37,7 @@ test("a page on one origin follows an events path on another, with credentials a
     await openThread(bob, 1);
     const carol = await (await browser.newContext()).newPage();
     await carol.goto(`${site.url}/crm`);
-    await carol.getByTestId("sign-in-carol").click();
+    await signIn(carol, "carol");
     await openThread(carol, 1);
     await writeComment(carol, "across origins");
     await expect(bob.locator(`li[data-testid="comment"][data-text="across origins"]`)).toBeVisible({ timeout: 5_000 });

@@ -1,7 +1,7 @@
 import { test, expect, Page, BrowserContext } from "@playwright/test";
 import { startApp, AppServer } from "../support/servers";
 import { createTask, row, settled, trackEventSources, watchDataRequests } from "../support/board";
-import { comment, openThread, writeComment } from "../support/crm";
+import { comment, openThread, signIn, writeComment } from "../support/crm";
 
 // One stream per browser: the tabs of one browser profile share one EventSource (a leader tab
 // elected with Web Locks holds it and fans frames out over a BroadcastChannel). With a stream per
@@ -117,7 +117,7 @@ test("two tabs on different topics: each refetches only for its own, and the one
     // Carol writes from her own browser.
     const carol = await (await browser.newContext()).newPage();
     await carol.goto(`${server.url}/crm`);
-    await carol.getByTestId("sign-in-carol").click();
+    await signIn(carol, "carol");
     await openThread(carol, 1);
 
     // Bob's browser: two tabs, one on thread 1 and one on thread 2, sharing one stream.
@@ -126,7 +126,7 @@ test("two tabs on different topics: each refetches only for its own, and the one
     const one = await context.newPage();
     const oneData = watchDataRequests(one);
     await one.goto(`${server.url}/crm`);
-    await one.getByTestId("sign-in-bob").click();
+    await signIn(one, "bob");
     await openThread(one, 1);
     const two = await context.newPage();
     const twoData = watchDataRequests(two);
