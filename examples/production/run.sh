@@ -123,7 +123,8 @@ if [ "$shape" = sentinel ]; then
   }
   wait_for "the sentinels knowing both replicas and each other" 30 sentinels_ready
   sentinel_list=$(IFS=,; echo "${sentinels[*]}")
-  redis_env=(REDIS_SENTINELS="$sentinel_list" REDIS_SENTINEL_MASTER=main SSE_REDIS_MIN_REPLICAS=1)
+  redis_env=(REDIS_SENTINELS="$sentinel_list" REDIS_SENTINEL_MASTER=main SSE_REDIS_MIN_REPLICAS=1
+    SSE_REDIS_MIN_REPLICAS_WAIT_MS=2000)
 fi
 
 ports=()
@@ -183,8 +184,13 @@ else
 fi
 loadtest_args=("${urls[@]}" --streams "$streams" --events "$events" --rate "$rate" --publish "$publish"
   --redis "redis://127.0.0.1:$redis_port" --sources "$sources" --reconnect --timeout 120 --quiet)
-# The smoke publishes 4 events a second, one at a time: each stream must get them in order.
-if $smoke; then loadtest_args+=(--ordered); fi
+# The smoke publishes 4 events a second, one at a time: each stream must get them in order,
+# once. On Sentinel with SSE_REDIS_MIN_REPLICAS, a publish no replica confirmed in time is
+# published again from the outbox (at-least-once: measured under load, 11 of 40 came twice,
+# one out of order), so there every event must arrive, and repeats are reported, not failed.
+delivery_rule=(--ordered)
+[ "$shape" = sentinel ] && delivery_rule=(--at-least-once)
+if $smoke; then loadtest_args+=("${delivery_rule[@]}"); fi
 read -ra extra <<<"${LOADTEST_ARGS:-}"
 loadtest_args+=("${extra[@]}")
 for pid in "${instance_pids[@]}"; do loadtest_args+=(--pid "$pid"); done
@@ -225,7 +231,7 @@ if $smoke; then
   # only when its data arrived whole.
   say "loadtest: 20 streams through nginx, 5 events of 60 KiB"
   env "${redis_env[@]}" "$bin/loadtest" --url "http://127.0.0.1:$nginx_port" --streams 20 --events 5 --rate 5 \
-    --publish redis --redis "redis://127.0.0.1:$redis_port" --payload-kib 60 --ordered --timeout 30 --quiet \
+    --publish redis --redis "redis://127.0.0.1:$redis_port" --payload-kib 60 "${delivery_rule[@]}" --timeout 30 --quiet \
     >"$dir/loadtest-large.out" 2>&1 || { cat "$dir/loadtest-large.out"; fail "60 KiB events did not all arrive whole"; }
   grep -E '^events:' "$dir/loadtest-large.out"
 fi

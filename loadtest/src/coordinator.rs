@@ -90,6 +90,8 @@ pub struct Summary {
     pub out_of_order: u64,
     /// Whether `out_of_order` fails the run (`--ordered`).
     pub ordered: bool,
+    /// Whether events received twice are allowed (`--at-least-once`).
+    pub at_least_once: bool,
     /// Streams reopened after the server ended them (`--reconnect`).
     pub reconnects: u64,
     pub deliveries_per_s: f64,
@@ -112,7 +114,7 @@ impl Summary {
         self.connect_failed == 0
             && self.publish_failed == 0
             && (self.events == 0 || self.deliveries == self.deliveries_expected)
-            && self.duplicates == 0
+            && (self.at_least_once || self.duplicates == 0)
             && (!self.ordered || self.out_of_order == 0)
     }
 }
@@ -237,8 +239,13 @@ pub async fn run(args: Args) -> Result<Summary, String> {
     let (tx, mut reports) = mpsc::unbounded_channel();
     let started = Instant::now();
     let mut workers = spawn_workers(&args, tx)?;
-    let mut summary =
-        Summary { streams: args.streams, events: args.events, ordered: args.ordered, ..Summary::default() };
+    let mut summary = Summary {
+        streams: args.streams,
+        events: args.events,
+        ordered: args.ordered,
+        at_least_once: args.at_least_once,
+        ..Summary::default()
+    };
 
     // Connecting: until every worker has finished its connect attempts.
     let bar_connect = bar(args.quiet, args.streams as u64, "connecting");

@@ -92,6 +92,10 @@ pub struct Args {
     /// fail it.
     #[arg(long)]
     pub ordered: bool,
+    /// Events may arrive twice (reported, not failed): with `SSE_REDIS_MIN_REPLICAS`, a publish
+    /// no replica confirmed in time is published again from the outbox (at-least-once).
+    #[arg(long)]
+    pub at_least_once: bool,
     /// With `--publish redis`: each event's data carries this many KiB of filler, and a frame
     /// counts only when its data arrived at least that long (large events through proxies).
     #[arg(long, default_value_t = 0)]
