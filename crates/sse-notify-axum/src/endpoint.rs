@@ -236,7 +236,8 @@ impl Prepared {
         };
         let last_event_id = last_event_id(&parts.headers, query);
         let client_key = (ep.client_key)(&parts);
-        let parts = Arc::new(detached(parts));
+        // Only a stream that is re-checked keeps its request head (for its whole life).
+        let parts = Arc::new(if ep.recheck.is_some() { detached(parts) } else { parts });
         if let Some(check) = &ep.authorize {
             if let Some(topic) = first_refused(check.as_ref(), &parts, &topics).await {
                 return Err(ApiError::forbidden(format!("not allowed to subscribe to topic {:?}", topic.as_str())));

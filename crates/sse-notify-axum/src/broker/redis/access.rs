@@ -122,26 +122,21 @@ impl RedisOptions {
         pushes: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
     ) -> Result<redis::cluster::ClusterClient, String> {
         let nodes = self.cluster.as_deref().unwrap_or_default();
-        let info = self.url.as_str().into_connection_info().map_err(|e| e.to_string())?;
-        let redis = info.redis_settings();
-        let tls = self.url.starts_with("rediss://");
-        let scheme = if tls { "rediss" } else { "redis" };
+        let login = self.login()?;
+        let scheme = if login.tls { "rediss" } else { "redis" };
         let urls: Vec<String> = nodes.iter().map(|(host, port)| format!("{scheme}://{host}:{port}")).collect();
         let mut builder = redis::cluster::ClusterClientBuilder::new(urls)
             .connection_timeout(std::time::Duration::from_secs(2))
             .response_timeout(std::time::Duration::from_secs(2))
             .retries(2);
-        if let Some(user) = redis.username() {
+        if let Some(user) = login.user {
             builder = builder.username(user);
         }
-        if let Some(password) = self.password.as_deref().or(redis.password()) {
+        if let Some(password) = login.password {
             builder = builder.password(password);
         }
-        if tls {
-            install_crypto_provider();
+        if login.tls {
             builder = builder.tls(TlsMode::Secure).certs(self.certificates());
-        } else if self.ca_pem.is_some() || self.client_cert.is_some() {
-            return Err("a TLS CA or client certificate was given for a redis:// URL; use rediss://".into());
         }
         if let Some(pushes) = pushes {
             builder = builder.use_protocol(redis::ProtocolVersion::RESP3).push_sender(pushes);
@@ -152,32 +147,46 @@ impl RedisOptions {
     /// How to find the primary.
     pub(super) fn locator(&self) -> Result<Locator, String> {
         let Some((sentinels, master)) = &self.sentinel else { return Ok(Locator::Fixed(self.client()?)) };
-        let info = self.url.as_str().into_connection_info().map_err(|e| e.to_string())?;
-        let redis = info.redis_settings();
-        let tls = self.url.starts_with("rediss://");
+        let login = self.login()?;
         let addresses = sentinels.iter().map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
         let mut builder = SentinelClientBuilder::new(addresses, master, SentinelServerType::Master)
             .map_err(|e| e.to_string())?
-            .set_client_to_redis_db(redis.db());
-        if let Some(user) = redis.username() {
+            .set_client_to_redis_db(login.db);
+        if let Some(user) = login.user {
             builder = builder.set_client_to_redis_username(user);
         }
-        if let Some(password) = self.password.as_deref().or(redis.password()) {
+        if let Some(password) = login.password {
             builder = builder.set_client_to_redis_password(password);
         }
-        if tls {
-            install_crypto_provider();
+        if login.tls {
             let certificates = self.certificates();
             builder = builder
                 .set_client_to_redis_tls_mode(TlsMode::Secure)
                 .set_client_to_sentinel_tls_mode(TlsMode::Secure)
                 .set_client_to_redis_certificates(certificates.clone())
                 .set_client_to_sentinel_certificates(certificates);
-        } else if self.ca_pem.is_some() || self.client_cert.is_some() {
-            return Err("a TLS CA or client certificate was given for a redis:// URL; use rediss://".into());
         }
         let client = builder.build().map_err(|e| e.to_string())?;
         Ok(Locator::Sentinel { sentinels: tokio::sync::Mutex::new(client), master: master.clone() })
+    }
+
+    /// What the URL and the options say of logging in, for the clients built from parts
+    /// (Sentinel, Cluster); TLS files with a `redis://` URL are refused here for all of them.
+    fn login(&self) -> Result<Login, String> {
+        let info = self.url.as_str().into_connection_info().map_err(|e| e.to_string())?;
+        let redis = info.redis_settings();
+        let tls = self.url.starts_with("rediss://");
+        if tls {
+            install_crypto_provider();
+        } else if self.ca_pem.is_some() || self.client_cert.is_some() {
+            return Err("a TLS CA or client certificate was given for a redis:// URL; use rediss://".into());
+        }
+        Ok(Login {
+            user: redis.username().map(str::to_owned),
+            password: self.password.clone().or_else(|| redis.password().map(str::to_owned)),
+            db: redis.db(),
+            tls,
+        })
     }
 
     fn certificates(&self) -> TlsCertificates {
@@ -192,20 +201,25 @@ impl RedisOptions {
 
     /// The `redis` client for the URL's server.
     pub(crate) fn client(&self) -> Result<redis::Client, String> {
+        let login = self.login()?;
         let mut info = self.url.as_str().into_connection_info().map_err(|e| e.to_string())?;
         if let Some(password) = &self.password {
             info = info.clone().set_redis_settings(info.redis_settings().clone().set_password(password));
         }
-        let tls_url = self.url.starts_with("rediss://");
-        if !tls_url {
-            return match (&self.ca_pem, &self.client_cert) {
-                (None, None) => redis::Client::open(info).map_err(|e| e.to_string()),
-                _ => Err("a TLS CA or client certificate was given for a redis:// URL; use rediss://".into()),
-            };
+        if login.tls {
+            redis::Client::build_with_tls(info, self.certificates()).map_err(|e| e.to_string())
+        } else {
+            redis::Client::open(info).map_err(|e| e.to_string())
         }
-        install_crypto_provider();
-        redis::Client::build_with_tls(info, self.certificates()).map_err(|e| e.to_string())
     }
+}
+
+/// The login the URL and the options give (see [`RedisOptions::login`]).
+struct Login {
+    user: Option<String>,
+    password: Option<String>,
+    db: i64,
+    tls: bool,
 }
 
 /// rustls needs a process-wide crypto provider: the app's if it installed one, else `ring`.
