@@ -15,7 +15,7 @@ use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use shared::crm::{may_subscribe, Comment};
-use sse_notify_axum::{error, ConfigError, SseApp};
+use sse_notify_axum::{error, ConfigError, ResponseCache, SseApp};
 use sse_notify_core::DEFAULT_EVENTS_PATH;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
@@ -35,12 +35,15 @@ pub struct DemoConfig {
     /// `AUTH_RECHECK_SECONDS`: how often open streams are re-authorized, so a user signed out,
     /// expired or removed from a team stops hearing it (default 30 s).
     pub recheck: Duration,
+    /// `READ_CACHE` (`on`, the default, or `off`): whether the REST reads are answered from a
+    /// response cache until their topics change (`off` measures what it saves).
+    pub read_cache: bool,
 }
 
 impl DemoConfig {
     /// The defaults, signing with `session`.
     pub fn new(session: SessionKey) -> Self {
-        Self { session, session_ttl: Duration::from_secs(8 * 3600), recheck: Duration::from_secs(30) }
+        Self { session, session_ttl: Duration::from_secs(8 * 3600), recheck: Duration::from_secs(30), read_cache: true }
     }
 
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -59,8 +62,19 @@ impl DemoConfig {
         Ok(Self {
             session_ttl: seconds("SESSION_TTL_SECONDS", d.session_ttl)?,
             recheck: seconds("AUTH_RECHECK_SECONDS", d.recheck)?,
+            read_cache: switch("READ_CACHE", d.read_cache)?,
             ..d
         })
+    }
+}
+
+/// `on` or `off` from `var` (or `default` when unset).
+fn switch(var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match std::env::var(var).ok().map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty()).as_deref() {
+        None => Ok(default),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(ConfigError { var, value: other.to_owned(), reason: "must be on or off".into() }),
     }
 }
 
@@ -89,6 +103,8 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
         None => (TaskStore::memory(), Table::memory(), Table::memory()),
     };
     let sessions = Sessions::new(demo.session, sessions, demo.session_ttl);
+    let cache = demo.read_cache.then(|| ResponseCache::new(sse.broker().clone()));
+    let crm_api = crate::crm::routes(sessions.clone(), comments.clone(), cache.clone());
     let publisher = sse.broker().publisher();
     let context = {
         let (store, sessions) = (store.clone(), sessions.clone());
@@ -121,7 +137,8 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
     // endpoint logs its streams' opening and closing itself.
     let app = sse
         .with_start_cursor(pages)
-        .merge(tasks::routes(sse.broker().clone(), store))
+        .merge(tasks::routes(sse.broker().clone(), store, cache))
+        .merge(crm_api)
         .layer(sse.body_timeout())
         .merge(sse.health_routes())
         .merge(sse.metrics_routes())

@@ -10,15 +10,30 @@ use client::app::store::{StoreError, TaskPatch, TaskStore};
 use serde::Deserialize;
 use shared::tasks::{normalize_title, Task, TaskEvent};
 
-use sse_notify_axum::{ApiError, Broker, PublishLayer};
+use sse_notify_axum::core::TopicBuilder;
+use sse_notify_axum::{ApiError, Broker, CacheScope, PublishLayer, ResponseCache};
 
-pub fn routes(broker: Broker, store: TaskStore) -> Router {
+/// The routes; with `cache`, the two reads are answered from it until their topics change
+/// (the board is the same for everyone).
+pub fn routes(broker: Broker, store: TaskStore, cache: Option<ResponseCache>) -> Router {
     let created = PublishLayer::typed(broker.clone(), |ctx| ctx.id("id").map(|id| TaskEvent::Created { id }));
     let updated = PublishLayer::typed(broker.clone(), |ctx| ctx.id("id").map(|id| TaskEvent::Updated { id }));
     let deleted = PublishLayer::typed(broker, |ctx| ctx.id("id").map(|id| TaskEvent::Deleted { id }));
+    let (list, read) = match cache {
+        Some(cache) => (
+            get(list).layer(cache.layer(|_| async { Some(CacheScope::public([TaskEvent::board_topic()])) })),
+            get(read).layer(cache.layer(|parts| {
+                // `/api/tasks/{id}` changes with `task:{id}`; an id that is not one is the
+                // handler's 400.
+                let id = parts.uri.path().rsplit('/').next().and_then(|id| id.parse::<u64>().ok());
+                async move { id.map(|id| CacheScope::public([TopicBuilder::task(id)])) }
+            })),
+        ),
+        None => (get(list), get(read)),
+    };
     Router::new()
-        .route("/api/tasks", get(list).post(create.layer(created)))
-        .route("/api/tasks/{id}", get(read).put(update.layer(updated)).delete(delete.layer(deleted)))
+        .route("/api/tasks", list.post(create.layer(created)))
+        .route("/api/tasks/{id}", read.put(update.layer(updated)).delete(delete.layer(deleted)))
         .with_state(store)
 }
 

@@ -5,6 +5,8 @@
 //! - [`SseEndpoint`]: the `GET /events?topic=a,b` stream (wire format in [`sse_notify_core::wire`]),
 //!   with [`Admission`] deciding who may open one.
 //! - [`PublishLayer`]: a tower layer that publishes a route's successful JSON response.
+//! - [`ResponseCache`]: a tower layer that keeps a read route's answers until its topics change,
+//!   so the refetch wave a notification starts computes each answer once.
 //! - [`SseApp`]: one-call setup from the environment ([`SseConfig`]): the broker, the endpoint,
 //!   health, readiness and metrics routes, CORS, serving with graceful shutdown.
 //! - [`handoff::start_cursor`]: the middleware that lets a server-rendered page resume its stream
@@ -31,6 +33,7 @@
 
 pub mod admission;
 pub mod broker;
+pub mod cache;
 pub mod clients;
 pub mod config;
 mod direct;
@@ -45,6 +48,7 @@ pub mod setup;
 
 pub use admission::Admission;
 pub use broker::{Broker, BrokerError, BrokerLimits, RedisConnection, RedisOptions, Subscription};
+pub use cache::{CacheLimits, CacheScope, ResponseCache};
 pub use clients::ClientLimits;
 pub use config::{ConfigError, SseConfig};
 pub use endpoint::SseEndpoint;

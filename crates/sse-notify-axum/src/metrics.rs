@@ -33,6 +33,7 @@ pub struct Metrics {
     pub(crate) events_replayed: Counter,
     pub(crate) events_deferred: Counter,
     pub(crate) resyncs: Family<Reason, Counter>,
+    pub(crate) cache_requests: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -58,6 +59,7 @@ impl Default for Metrics {
             redis_reconnects: Counter::default(),
             events_replayed: Counter::default(),
             resyncs: Family::default(),
+            cache_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open SSE streams", m.connections.clone());
@@ -106,6 +108,11 @@ impl Default for Metrics {
         );
         registry.register("outbox_events", "Events waiting in the outbox for the backend", m.outbox.clone());
         registry.register("resyncs", "resync frames sent (streams told to refetch), by reason", m.resyncs.clone());
+        registry.register(
+            "cache_requests",
+            "Requests to routes behind the response cache, by result (hit, not_modified, computed, passed)",
+            m.cache_requests.clone(),
+        );
         Metrics { registry, ..m }
     }
 }

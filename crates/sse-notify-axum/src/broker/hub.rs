@@ -24,6 +24,8 @@ use sse_notify_core::wire::ResyncReason;
 use sse_notify_core::Topic;
 use tokio::sync::OnceCell;
 
+use super::head::TopicHead;
+
 /// One published event, as every local stream receives it.
 pub(crate) struct LogEvent {
     /// Its position in the prefix's log.
@@ -211,12 +213,21 @@ impl Inbox {
 }
 
 /// The streams of one topic.
+#[derive(Default)]
 struct TopicEntry {
     /// Stream id -> (inbox, index of this topic in the stream's topic list).
     inboxes: HashMap<u64, (Arc<Inbox>, u8)>,
+    /// Heads that follow the topic ([`TopicHead`]): told of its events before any stream is.
+    heads: Vec<Arc<TopicHead>>,
     /// Set once the backend confirmed the subscription (Redis SUBSCRIBE answered); left unset by
     /// a failure, so the next stream tries again.
     ready: Arc<OnceCell<()>>,
+}
+
+impl TopicEntry {
+    fn is_unused(&self) -> bool {
+        self.inboxes.is_empty() && self.heads.is_empty()
+    }
 }
 
 /// Every local stream, by topic and by id.
@@ -259,10 +270,7 @@ impl Hub {
             .iter()
             .enumerate()
             .map(|(bit, topic)| {
-                let entry = state
-                    .topics
-                    .entry(topic.to_string())
-                    .or_insert_with(|| TopicEntry { inboxes: HashMap::new(), ready: Arc::default() });
+                let entry = state.topics.entry(topic.to_string()).or_default();
                 entry.inboxes.insert(inbox.id, (inbox.clone(), bit as u8));
                 (topic.to_string(), entry.ready.clone())
             })
@@ -278,7 +286,7 @@ impl Hub {
         for topic in topics.iter().map(Topic::as_str) {
             if let Some(entry) = state.topics.get_mut(topic) {
                 entry.inboxes.remove(&inbox.id);
-                if entry.inboxes.is_empty() {
+                if entry.is_unused() {
                     state.topics.remove(topic);
                     unused(topic);
                 }
@@ -286,10 +294,52 @@ impl Hub {
         }
     }
 
+    /// Has `head` told of every event of `topics` (distinct) from now on; returns each topic's
+    /// readiness, as [`Hub::register`] does.
+    pub(crate) fn register_head(&self, head: &Arc<TopicHead>, topics: &[Topic]) -> Vec<(String, Arc<OnceCell<()>>)> {
+        let mut state = self.state.lock().unwrap();
+        topics
+            .iter()
+            .map(|topic| {
+                let entry = state.topics.entry(topic.to_string()).or_default();
+                entry.heads.push(head.clone());
+                (topic.to_string(), entry.ready.clone())
+            })
+            .collect()
+    }
+
+    /// Removes a head; calls `unused(topic)` like [`Hub::release`].
+    pub(crate) fn release_head(&self, head: &Arc<TopicHead>, topics: &[Topic], mut unused: impl FnMut(&str)) {
+        let mut state = self.state.lock().unwrap();
+        for topic in topics.iter().map(Topic::as_str) {
+            if let Some(entry) = state.topics.get_mut(topic) {
+                entry.heads.retain(|h| !Arc::ptr_eq(h, head));
+                if entry.is_unused() {
+                    state.topics.remove(topic);
+                    unused(topic);
+                }
+            }
+        }
+    }
+
+    /// A write to `topics` was accepted here: their heads move on now, before the write's event
+    /// comes back from the backend.
+    pub(crate) fn touch(&self, topics: &[String]) {
+        let state = self.state.lock().unwrap();
+        for entry in topics.iter().filter_map(|t| state.topics.get(t)) {
+            entry.heads.iter().for_each(|h| h.touch());
+        }
+    }
+
     /// Queues `event` once for every stream following at least one of its topics.
     pub(crate) fn deliver(&self, event: &LogEvent) {
         let mut frames = Frames { event, built: Vec::new() };
         let state = self.state.lock().unwrap();
+        // Heads first: a stream's client that refetches on this event finds its topics' heads
+        // already past it.
+        for entry in event.topics.iter().filter_map(|t| state.topics.get(t)) {
+            entry.heads.iter().for_each(|h| h.advance(event.position));
+        }
         let mut entries = event.topics.iter().filter_map(|t| state.topics.get(t));
         let (Some(first), second) = (entries.next(), entries.next()) else { return };
         let Some(second) = second else {
@@ -317,6 +367,9 @@ impl Hub {
 
     /// Tells every local stream to refetch all its topics and go on from `head`.
     pub(crate) fn resync_all(&self, reason: ResyncReason, head: Cursor) {
+        for entry in self.state.lock().unwrap().topics.values() {
+            entry.heads.iter().for_each(|h| h.reset(head));
+        }
         for inbox in self.streams(|_| true) {
             inbox.offer(Delivery::Resync(reason, head), None);
         }

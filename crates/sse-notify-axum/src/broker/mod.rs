@@ -17,11 +17,13 @@
 //! clients, and never grows memory past its queue.
 
 mod backend;
+mod head;
 mod hub;
 mod memory;
 mod outbox;
 mod redis;
 
+pub use head::Head;
 pub use outbox::Accepted;
 pub(crate) use redis::redact_url;
 pub use redis::{RedisConnection, RedisOptions};
@@ -386,10 +388,29 @@ impl Broker {
                 names.push(t.to_string());
             }
         }
-        self.inner.backend.append(names, body).await.map_err(|e| {
+        self.inner.backend.append(names.clone(), body).await.map_err(|e| {
             tracing::warn!(event, error = %e, "publish to the backend failed");
             PublishError::Unavailable
-        })
+        })?;
+        self.inner.hub.touch(&names);
+        Ok(())
+    }
+
+    /// Follows where `topics` stand in the log ([`Head`]), as the response cache needs: returns
+    /// once they are live, so no later event of theirs passes unseen.
+    pub(crate) async fn watch(&self, topics: &[Topic]) -> Result<TopicWatch, BrokerError> {
+        let topics = distinct_topics(topics.iter().cloned());
+        if topics.len() > MAX_TOPICS_PER_CONNECTION {
+            return Err(BrokerError::TooManyTopics { asked: topics.len() });
+        }
+        let head = Arc::new(head::TopicHead::new());
+        let ready = self.inner.hub.register_head(&head, &topics);
+        let watch = TopicWatch { state: head.subscribe(), head, topics, broker: self.clone() };
+        for (topic, ready) in &ready {
+            ready.get_or_try_init(|| self.inner.backend.follow(topic)).await.map_err(BrokerError::Unavailable)?;
+        }
+        watch.head.start(self.history(None).await?.head_cursor());
+        Ok(watch)
     }
 
     /// Subscribes to `topics` (duplicates are followed once; at most 64 distinct, else
@@ -617,6 +638,35 @@ impl Subscription {
                 }
             };
         }
+    }
+}
+
+/// Where some topics stand ([`Broker::watch`]); they are followed until it is dropped.
+pub(crate) struct TopicWatch {
+    head: Arc<head::TopicHead>,
+    state: watch::Receiver<Head>,
+    topics: Vec<Topic>,
+    broker: Broker,
+}
+
+impl TopicWatch {
+    /// The head now.
+    pub(crate) fn now(&self) -> Head {
+        *self.state.borrow()
+    }
+
+    /// Waits until `ready(head)` holds, for at most `limit`; the head then.
+    pub(crate) async fn wait_for(&self, limit: Duration, ready: impl Fn(&Head) -> bool) -> Option<Head> {
+        let mut state = self.state.clone();
+        let waited = tokio::time::timeout(limit, state.wait_for(|h| ready(h))).await;
+        waited.ok().and_then(Result::ok).map(|h| *h)
+    }
+}
+
+impl Drop for TopicWatch {
+    fn drop(&mut self) {
+        let inner = &self.broker.inner;
+        inner.hub.release_head(&self.head, &self.topics, |topic| inner.backend.unfollow(topic));
     }
 }
 

@@ -1,0 +1,434 @@
+//! A response cache for the read routes that notifications make clients refetch.
+//!
+//! "Notify, then fetch" puts the cost in the fetch: when a board changes, every viewer GETs the
+//! list again, and the server computes the same answer once per viewer. [`ResponseCache`] is a
+//! tower layer for such a route. The route declares what its answer depends on ([`CacheScope`]):
+//! the topics whose events change it, and the app's *authorization class*, what decides who may
+//! see which answer (`"public"`, or a team). Answers are kept per path, query and class, for as
+//! long as no event of those topics has come (the topics' [`Head`](crate::broker::Head) in this
+//! process), and requests that arrive while one is being computed wait for it (single-flight):
+//! a wave of a thousand refetches computes the answer once.
+//!
+//! Two rules hold, whatever the timing:
+//! - **Never stale for a notified client.** A request whose `Last-Event-ID` header holds the
+//!   cursor of the notification that triggered it gets an answer computed after this process
+//!   learnt of that event: it waits (briefly) for the event to arrive here, and past that wait it
+//!   is computed afresh for that request alone. Without the header, a request gets the answer of
+//!   the newest event this process has seen, and a write accepted by this process counts from the
+//!   moment it is accepted.
+//! - **Never shared across authorization.** Requests share an answer only when their scope's
+//!   class is the same; a request whose scope is `None` (the app cannot vouch for it, e.g. a
+//!   signed-out user) goes to the handler, which answers it (403, say) itself.
+//!
+//! Every cached answer carries a weak `ETag` (a hash of its body) and `Cache-Control: private,
+//! no-cache`, so a browser asks again each time and a request with a matching `If-None-Match`
+//! gets `304 Not Modified` without the body. Only `200` answers of `GET` requests are kept.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use axum::{routing::get, Json, Router};
+//! use sse_notify_axum::{Broker, BrokerLimits, CacheScope, ResponseCache};
+//! use sse_notify_core::Topic;
+//!
+//! let broker = Broker::memory(BrokerLimits::default());
+//! let cache = ResponseCache::new(broker);
+//! let app: Router = Router::new().route(
+//!     "/api/tasks",
+//!     // The list changes with the `tasks` topic and is the same for everyone.
+//!     get(|| async { Json(vec!["write the docs"]) })
+//!         .layer(cache.layer(|_| async { Some(CacheScope::public([Topic::new("tasks").unwrap()])) })),
+//! );
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use lru::LruCache;
+use sse_notify_core::cursor::Cursor;
+use sse_notify_core::Topic;
+use tokio::sync::OnceCell;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::broker::{Broker, TopicWatch};
+
+/// What a route's answer to one request depends on: the topics whose events change it, and
+/// the authorization class of the requester (requests of one class may share an answer).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheScope {
+    topics: Vec<Topic>,
+    class: String,
+}
+
+impl CacheScope {
+    /// An answer that changes with `topics` and that requesters of `class` may share: put in
+    /// the class everything the route's authorization looks at (a team id, a role), or the
+    /// user's id when every user sees their own.
+    pub fn new(topics: impl IntoIterator<Item = Topic>, class: impl Into<String>) -> Self {
+        let mut topics: Vec<Topic> = topics.into_iter().collect();
+        topics.sort();
+        topics.dedup();
+        Self { topics, class: class.into() }
+    }
+
+    /// An answer that is the same for everyone (class `"public"`).
+    pub fn public(topics: impl IntoIterator<Item = Topic>) -> Self {
+        Self::new(topics, "public")
+    }
+}
+
+/// How much the cache holds.
+#[derive(Clone, Debug)]
+pub struct CacheLimits {
+    /// Answers kept (least recently used first out).
+    pub max_entries: usize,
+    /// Bytes of answer bodies kept in all.
+    pub max_bytes: usize,
+    /// An answer larger than this is passed on, not kept.
+    pub max_body: usize,
+    /// Distinct topic sets followed at once.
+    pub max_scopes: usize,
+    /// How long a request waits for the event its `Last-Event-ID` names to reach this process
+    /// before its answer is computed for it alone.
+    pub wait: Duration,
+}
+
+impl Default for CacheLimits {
+    /// 10,000 answers, 64 MiB, 1 MiB each at most, 1,024 topic sets, 200 ms.
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_bytes: 64 << 20,
+            max_body: 1 << 20,
+            max_scopes: 1024,
+            wait: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Keeps the answers of read routes until their topics change; cheap to clone (one `Arc`).
+/// See the [module documentation](self).
+#[derive(Clone)]
+pub struct ResponseCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    broker: Broker,
+    limits: CacheLimits,
+    /// Topic set (names joined) -> its watch, made once by the first request that needs it.
+    watches: Mutex<LruCache<String, Arc<OnceCell<Arc<TopicWatch>>>>>,
+    entries: Mutex<Entries>,
+}
+
+struct Entries {
+    slots: LruCache<EntryKey, Slot>,
+    bytes: usize,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct EntryKey {
+    path_and_query: String,
+    class: String,
+}
+
+/// An answer of one generation of its topics' head, or the computation of it.
+#[derive(Clone)]
+struct Slot {
+    generation: u64,
+    answer: Arc<OnceCell<Arc<Answer>>>,
+    /// Its body's size once computed (counted in `Entries::bytes`).
+    size: Arc<AtomicUsize>,
+}
+
+/// A kept `200` answer.
+struct Answer {
+    headers: HeaderMap,
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+/// What became of a request, for `sse_cache_requests_total{result}`.
+#[derive(Clone, Copy)]
+enum Outcome {
+    /// Served from a kept answer.
+    Hit,
+    /// Served `304 Not Modified` from a kept answer.
+    NotModified,
+    /// Computed by the handler and kept.
+    Computed,
+    /// Passed to the handler, not kept (not a GET, no scope, the broker away, an unproven
+    /// `Last-Event-ID`, a non-200 or oversized answer).
+    Passed,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::NotModified => "not_modified",
+            Outcome::Computed => "computed",
+            Outcome::Passed => "passed",
+        }
+    }
+}
+
+impl ResponseCache {
+    /// A cache with the default [`CacheLimits`], following topics through `broker`.
+    pub fn new(broker: Broker) -> Self {
+        Self::with_limits(broker, CacheLimits::default())
+    }
+
+    /// A cache with `limits`.
+    pub fn with_limits(broker: Broker, limits: CacheLimits) -> Self {
+        let scopes = NonZeroUsize::new(limits.max_scopes.max(1)).expect("at least 1");
+        Self {
+            inner: Arc::new(Inner {
+                broker,
+                watches: Mutex::new(LruCache::new(scopes)),
+                entries: Mutex::new(Entries { slots: LruCache::unbounded(), bytes: 0 }),
+                limits,
+            }),
+        }
+    }
+
+    /// A layer for one read route: `scope` tells, from the request's head, what its answer
+    /// depends on (`None`: do not share it; the handler answers).
+    pub fn layer<F, Fut>(&self, scope: F) -> CacheLayer<F>
+    where
+        F: Fn(&Parts) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Option<CacheScope>> + Send + 'static,
+    {
+        CacheLayer { cache: self.clone(), scope }
+    }
+
+    /// Answers kept now, and their bodies' bytes.
+    pub fn size(&self) -> (usize, usize) {
+        let e = self.inner.entries.lock().unwrap();
+        (e.slots.len(), e.bytes)
+    }
+}
+
+impl Inner {
+    /// The watch of `topics`, made (and the topics followed) by the first request that needs it.
+    async fn watch(&self, topics: &[Topic]) -> Option<Arc<TopicWatch>> {
+        let key = topics.iter().map(Topic::as_str).collect::<Vec<_>>().join(",");
+        let cell = self.watches.lock().unwrap().get_or_insert(key, Arc::default).clone();
+        let made = cell.get_or_try_init(|| async { self.broker.watch(topics).await.map(Arc::new) }).await;
+        match made {
+            Ok(watch) => Some(watch.clone()),
+            Err(e) => {
+                tracing::warn!(error = %e, "response cache: cannot follow its topics; answering uncached");
+                None
+            }
+        }
+    }
+
+    /// The slot of `key` for `generation`: the one kept if it is of that generation, else a new
+    /// one that replaces it.
+    fn slot(&self, key: &EntryKey, generation: u64) -> Slot {
+        let mut e = self.entries.lock().unwrap();
+        if let Some(slot) = e.slots.get(key).filter(|s| s.generation == generation) {
+            return slot.clone();
+        }
+        let slot = Slot { generation, answer: Arc::default(), size: Arc::default() };
+        if let Some(old) = e.slots.put(key.clone(), slot.clone()) {
+            e.bytes -= old.size.load(Ordering::Relaxed);
+        }
+        slot
+    }
+
+    /// Counts a computed answer's bytes, and lets go of the least recently used answers past
+    /// the limits.
+    fn account(&self, slot: &Slot, size: usize) {
+        let mut e = self.entries.lock().unwrap();
+        slot.size.store(size, Ordering::Relaxed);
+        e.bytes += size;
+        while e.slots.len() > self.limits.max_entries.max(1) || e.bytes > self.limits.max_bytes {
+            let Some((_, old)) = e.slots.pop_lru() else { break };
+            e.bytes -= old.size.swap(0, Ordering::Relaxed);
+        }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        self.broker.metrics().cache_requests.get_or_create(&vec![("result", outcome.label())]).inc();
+    }
+}
+
+/// The layer [`ResponseCache::layer`] makes.
+#[derive(Clone)]
+pub struct CacheLayer<F> {
+    cache: ResponseCache,
+    scope: F,
+}
+
+impl<S, F: Clone> Layer<S> for CacheLayer<F> {
+    type Service = CacheService<S, F>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheService { inner, cache: self.cache.clone(), scope: self.scope.clone() }
+    }
+}
+
+/// The service [`CacheLayer`] wraps a route in.
+#[derive(Clone)]
+pub struct CacheService<S, F> {
+    inner: S,
+    cache: ResponseCache,
+    scope: F,
+}
+
+impl<S, F, Fut> Service<Request> for CacheService<S, F>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    F: Fn(&Parts) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Option<CacheScope>> + Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The clone that was driven to readiness serves this call (tower's documented idiom).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let cache = self.cache.inner.clone();
+        let scope = self.scope.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let req = |parts, body| Request::from_parts(parts, body);
+            let scope = if parts.method == Method::GET { scope(&parts).await } else { None };
+            let Some(scope) = scope else {
+                cache.count(Outcome::Passed);
+                return inner.oneshot(req(parts, body)).await;
+            };
+            let Some(watch) = cache.watch(&scope.topics).await else {
+                cache.count(Outcome::Passed);
+                return inner.oneshot(req(parts, body)).await;
+            };
+            let Some(head) = settled_head(&cache, &watch, &parts).await else {
+                // The event the client was notified of has not reached this process (or is of
+                // a log epoch it cannot compare): an answer kept here may predate it.
+                cache.count(Outcome::Passed);
+                return inner.oneshot(req(parts, body)).await;
+            };
+            let key = EntryKey {
+                path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+                class: scope.class,
+            };
+            let slot = cache.slot(&key, head.generation);
+            let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
+            let computing = AtomicBool::new(false);
+            let answer = slot
+                .answer
+                .get_or_try_init(|| async {
+                    computing.store(true, Ordering::Relaxed);
+                    let Ok(resp) = inner.oneshot(req(parts, body)).await;
+                    let answer = keep(resp, cache.limits.max_body).await?;
+                    cache.account(&slot, answer.body.len());
+                    Ok(Arc::new(answer))
+                })
+                .await;
+            let answer = match answer {
+                Ok(answer) => answer.clone(),
+                Err(resp) => {
+                    // Not one to keep: this request's own answer, passed on as it came.
+                    cache.count(Outcome::Passed);
+                    return Ok(resp);
+                }
+            };
+            if if_none_match.is_some_and(|v| etag_matches(&v, &answer.etag)) {
+                cache.count(Outcome::NotModified);
+                return Ok(not_modified(&answer));
+            }
+            cache.count(if computing.load(Ordering::Relaxed) { Outcome::Computed } else { Outcome::Hit });
+            let mut resp = Response::new(Body::from(answer.body.clone()));
+            *resp.headers_mut() = answer.headers.clone();
+            Ok(resp)
+        })
+    }
+}
+
+/// The head to serve a request at: now, or, for a request whose `Last-Event-ID` names an event
+/// not yet seen here, once it is (at most `CacheLimits::wait`). `None` when the cursor cannot
+/// be proven seen. A cursor of another prefix, or not a cursor, proves nothing and is ignored.
+async fn settled_head(cache: &Inner, watch: &TopicWatch, parts: &Parts) -> Option<crate::broker::Head> {
+    let head = watch.now();
+    let cursor = parts
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<Cursor>().ok())
+        .filter(|c| head.log.is_some_and(|log| log.tag == c.log.tag));
+    let Some(cursor) = cursor else { return Some(head) };
+    match head.has_seen(&cursor) {
+        Some(true) => Some(head),
+        Some(false) => watch
+            .wait_for(cache.limits.wait, |h| h.has_seen(&cursor) != Some(false))
+            .await
+            .filter(|h| h.has_seen(&cursor) == Some(true)),
+        None => None,
+    }
+}
+
+/// The answer to keep, or the response itself when it is not one to keep: not a `200`, or a
+/// body whose size is not known to be within `max_body` (a stream, say), which is passed on
+/// untouched.
+async fn keep(resp: Response, max_body: usize) -> Result<Answer, Response> {
+    use axum::body::HttpBody as _;
+    let small = resp.body().size_hint().upper().is_some_and(|n| n <= max_body as u64);
+    if resp.status() != StatusCode::OK || !small {
+        return Err(resp);
+    }
+    let (mut parts, body) = resp.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return Err(crate::ApiError::internal(format!("reading the answer failed: {e}")).into_response()),
+    };
+    let etag = etag_of(&body);
+    parts.headers.insert(header::ETAG, etag.clone());
+    parts.headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("private, no-cache"));
+    Ok(Answer { headers: parts.headers, body, etag })
+}
+
+/// A weak validator: a 64-bit hash of the body, the same on every instance.
+fn etag_of(body: &[u8]) -> HeaderValue {
+    let hash = xxhash_rust::xxh3::xxh3_64(body);
+    HeaderValue::from_str(&format!("W/\"{hash:016x}\"")).expect("ASCII")
+}
+
+/// Whether `If-None-Match` names `etag` (weak comparison, RFC 9110 section 13.1.2).
+fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+    let Ok(list) = if_none_match.to_str() else { return false };
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    let ours = opaque(etag.to_str().unwrap_or_default());
+    list.split(',').any(|tag| tag.trim() == "*" || opaque(tag) == ours)
+}
+
+fn not_modified(answer: &Answer) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    for name in [header::ETAG, header::CACHE_CONTROL, header::VARY] {
+        if let Some(v) = answer.headers.get(&name) {
+            resp.headers_mut().insert(name, v.clone());
+        }
+    }
+    resp
+}

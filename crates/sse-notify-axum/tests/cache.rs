@@ -1,0 +1,280 @@
+//! The response cache on the embedded broker: one computation per change however many ask,
+//! never an answer older than the notification that asked for it, never one of another
+//! authorization class, `304` by content.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use http_body_util::BodyExt;
+use sse_notify_axum::core::cursor::Cursor;
+use sse_notify_axum::{Broker, BrokerLimits, CacheLimits, CacheScope, ResponseCache};
+use sse_notify_core::Topic;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+fn topic() -> Topic {
+    Topic::new("board").unwrap()
+}
+
+/// The data behind the route, how often the handler ran, and a gate that holds it (a slow
+/// read) when closed.
+#[derive(Clone, Default)]
+struct Backing {
+    value: Arc<Mutex<String>>,
+    calls: Arc<AtomicUsize>,
+    slow: Arc<Mutex<Option<Arc<Notify>>>>,
+    entered: Arc<Notify>,
+}
+
+impl Backing {
+    fn set(&self, v: &str) {
+        *self.value.lock().unwrap() = v.to_owned();
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads the value first, then (when a gate is set) waits on it: what a slow database read
+/// that took its snapshot early looks like.
+async fn read(State(b): State<Backing>, headers: HeaderMap) -> Result<String, StatusCode> {
+    b.calls.fetch_add(1, Ordering::SeqCst);
+    let value = b.value.lock().unwrap().clone();
+    let gate = b.slow.lock().unwrap().clone();
+    if let Some(gate) = gate {
+        b.entered.notify_one();
+        gate.notified().await;
+    }
+    if value == "fail" {
+        return Err(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let team = headers.get("x-team").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    Ok(format!("{value} for {team}"))
+}
+
+/// `/data` behind the cache: scope `board`, class from `x-team` (none: not shared).
+fn app(broker: &Broker, limits: CacheLimits) -> (Router, Backing, ResponseCache) {
+    let backing = Backing::default();
+    backing.set("v1");
+    let cache = ResponseCache::with_limits(broker.clone(), limits);
+    let layer = cache.layer(|parts| {
+        let team = parts.headers.get("x-team").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        async move { team.map(|t| CacheScope::new([topic()], t)) }
+    });
+    let router = Router::new()
+        .route("/data", get(read).layer(layer.clone()))
+        .route("/data/{n}", get(read).layer(layer))
+        .with_state(backing.clone());
+    (router, backing, cache)
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+async fn get_with(app: &Router, uri: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut req = Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    Answer { status: parts.status, headers: parts.headers, body }
+}
+
+async fn get_as(app: &Router, team: &str) -> Answer {
+    get_with(app, "/data", &[("x-team", team)]).await
+}
+
+/// Publishes a change of the topic and returns its cursor, as a client's stream would see it.
+async fn publish(broker: &Broker) -> String {
+    let mut sub = broker.subscribe(&[topic()], None).await.unwrap();
+    sub.next_frame().await.unwrap(); // the opening cursor
+    broker.publish(&topic(), "changed", &serde_json::json!({})).await.unwrap();
+    let frame = sub.next_frame().await.unwrap();
+    let text = std::str::from_utf8(&frame).unwrap();
+    text.lines().next().unwrap().strip_prefix("id: ").unwrap().to_owned()
+}
+
+fn memory() -> Broker {
+    Broker::memory(BrokerLimits::default())
+}
+
+#[tokio::test]
+async fn a_wave_of_requests_computes_the_answer_once_and_a_change_computes_it_again() {
+    let broker = memory();
+    let (app, backing, _) = app(&broker, CacheLimits::default());
+    let gate = Arc::new(Notify::new());
+    *backing.slow.lock().unwrap() = Some(gate.clone());
+    let wave: Vec<_> = (0..50)
+        .map(|_| {
+            tokio::spawn({
+                let app = app.clone();
+                async move { get_as(&app, "a").await.body }
+            })
+        })
+        .collect();
+    backing.entered.notified().await;
+    tokio::time::sleep(Duration::from_millis(50)).await; // let the wave arrive at the cache
+    *backing.slow.lock().unwrap() = None;
+    gate.notify_waiters();
+    for answer in wave {
+        assert_eq!(answer.await.unwrap(), "v1 for a");
+    }
+    assert_eq!(backing.calls(), 1, "fifty concurrent requests, one computation");
+    assert_eq!(get_as(&app, "a").await.body, "v1 for a");
+    assert_eq!(backing.calls(), 1, "a later request at the same position is a hit");
+
+    backing.set("v2");
+    publish(&broker).await;
+    assert_eq!(get_as(&app, "a").await.body, "v2 for a");
+    assert_eq!(backing.calls(), 2, "the change computed it again");
+    let metrics = broker.metrics().render(broker.gauges());
+    assert!(metrics.contains("sse_cache_requests_total{result=\"hit\"} 50"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_refetch_for_an_event_never_gets_an_answer_computed_before_it() {
+    let broker = memory();
+    let (app, backing, _) = app(&broker, CacheLimits::default());
+    // A slow read starts before the write and has read the old value.
+    let gate = Arc::new(Notify::new());
+    *backing.slow.lock().unwrap() = Some(gate.clone());
+    let early = tokio::spawn({
+        let app = app.clone();
+        async move { get_as(&app, "a").await.body }
+    });
+    backing.entered.notified().await;
+    *backing.slow.lock().unwrap() = None;
+    // The write lands, and its notification reaches a client, which refetches.
+    backing.set("v2");
+    let cursor = publish(&broker).await;
+    let claim = [("x-team", "a"), ("last-event-id", cursor.as_str())];
+    let refetch = match tokio::time::timeout(Duration::from_secs(2), get_with(&app, "/data", &claim)).await {
+        Ok(answer) => answer.body,
+        Err(_) => {
+            // It waited for the early read: let that finish, and see what it was given.
+            gate.notify_waiters();
+            get_with(&app, "/data", &claim).await.body
+        }
+    };
+    gate.notify_waiters();
+    assert_eq!(refetch, "v2 for a", "the refetch after the notification got an answer computed before the write");
+    assert_eq!(early.await.unwrap(), "v1 for a");
+    // A request without a cursor after the early read ended gets the new answer too.
+    assert_eq!(get_as(&app, "a").await.body, "v2 for a");
+}
+
+#[tokio::test]
+async fn a_cursor_not_yet_seen_here_waits_for_its_event_and_one_never_seen_is_answered_alone() {
+    let broker = memory();
+    let limits = CacheLimits { wait: Duration::from_millis(300), ..CacheLimits::default() };
+    let (app, backing, _) = app(&broker, limits);
+    assert_eq!(get_as(&app, "a").await.body, "v1 for a");
+    // A cursor just past the head: the event it names arrives 100 ms later (on another
+    // instance, its notification can overtake it).
+    let head: Cursor = broker.head_cursor().await.unwrap().parse().unwrap();
+    let ahead = Cursor {
+        position: sse_notify_axum::core::cursor::LogPosition { seq: head.position.seq + 1, ..head.position },
+        ..head
+    };
+    let writer = tokio::spawn({
+        let (broker, backing) = (broker.clone(), backing.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            backing.set("v2");
+            broker.publish(&topic(), "changed", &serde_json::json!({})).await.unwrap();
+        }
+    });
+    let started = Instant::now();
+    let answer = get_with(&app, "/data", &[("x-team", "a"), ("last-event-id", &ahead.to_string())]).await;
+    writer.await.unwrap();
+    assert_eq!(answer.body, "v2 for a", "answered before its event arrived");
+    assert!(started.elapsed() >= Duration::from_millis(90), "it waited for the event");
+    assert_eq!(backing.calls(), 2);
+
+    // A cursor far ahead (forged, or of a log this process cannot follow) is never proven: each
+    // such request is computed for itself, after the wait, and nothing is kept from it.
+    let head: Cursor = broker.head_cursor().await.unwrap().parse().unwrap();
+    let forged = Cursor {
+        position: sse_notify_axum::core::cursor::LogPosition { ms: head.position.ms + 3_600_000, seq: 0 },
+        ..head
+    };
+    for _ in 0..2 {
+        let answer = get_with(&app, "/data", &[("x-team", "a"), ("last-event-id", &forged.to_string())]).await;
+        assert_eq!(answer.body, "v2 for a");
+    }
+    assert_eq!(backing.calls(), 4, "not shared");
+    assert_eq!(get_as(&app, "a").await.body, "v2 for a");
+    assert_eq!(backing.calls(), 4, "and the kept answer is still the one of the head");
+    // Not a cursor, or another prefix's: no claim, a plain request.
+    let other = Cursor { log: sse_notify_axum::core::cursor::LogId::new("another-app", 1), ..forged };
+    for claim in ["garbage", &other.to_string()] {
+        assert_eq!(get_with(&app, "/data", &[("x-team", "a"), ("last-event-id", claim)]).await.body, "v2 for a");
+    }
+    assert_eq!(backing.calls(), 4);
+}
+
+#[tokio::test]
+async fn an_answer_is_shared_only_within_its_class_and_a_request_without_one_is_never_cached() {
+    let broker = memory();
+    let (app, backing, _) = app(&broker, CacheLimits::default());
+    assert_eq!(get_as(&app, "acme").await.body, "v1 for acme");
+    assert_eq!(get_as(&app, "acme").await.body, "v1 for acme");
+    assert_eq!(backing.calls(), 1, "positive control: the class shares its answer");
+    assert_eq!(get_as(&app, "globex").await.body, "v1 for globex", "another class got a shared answer");
+    assert_eq!(backing.calls(), 2);
+    for _ in 0..2 {
+        assert_eq!(get_with(&app, "/data", &[]).await.body, "v1 for -");
+    }
+    assert_eq!(backing.calls(), 4, "no scope: the handler answers every time");
+}
+
+#[tokio::test]
+async fn a_browser_that_holds_the_answer_gets_304_until_the_content_changes() {
+    let broker = memory();
+    let (app, backing, _) = app(&broker, CacheLimits::default());
+    let first = get_as(&app, "a").await;
+    let etag = first.headers.get("etag").expect("an ETag").to_str().unwrap().to_owned();
+    assert!(etag.starts_with("W/\""), "{etag}");
+    assert_eq!(first.headers.get("cache-control").unwrap(), "private, no-cache");
+    let again = get_with(&app, "/data", &[("x-team", "a"), ("if-none-match", &etag)]).await;
+    assert_eq!((again.status, again.body.as_str()), (StatusCode::NOT_MODIFIED, ""));
+    assert_eq!(again.headers.get("etag").unwrap().to_str().unwrap(), etag);
+    // An event that did not change this answer: computed again, same content, still 304.
+    publish(&broker).await;
+    let same = get_with(&app, "/data", &[("x-team", "a"), ("if-none-match", &etag)]).await;
+    assert_eq!(same.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(backing.calls(), 2);
+    // A change: the old validator gets the new answer.
+    backing.set("v2");
+    publish(&broker).await;
+    let changed = get_with(&app, "/data", &[("x-team", "a"), ("if-none-match", &etag)]).await;
+    assert_eq!((changed.status, changed.body.as_str()), (StatusCode::OK, "v2 for a"));
+    assert_ne!(changed.headers.get("etag").unwrap().to_str().unwrap(), etag);
+}
+
+#[tokio::test]
+async fn failures_are_not_kept_and_the_cache_stays_within_its_bounds() {
+    let broker = memory();
+    let limits = CacheLimits { max_entries: 2, ..CacheLimits::default() };
+    let (app, backing, cache) = app(&broker, limits);
+    backing.set("fail");
+    assert_eq!(get_as(&app, "a").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    backing.set("v1");
+    assert_eq!(get_as(&app, "a").await.body, "v1 for a", "a failure was served from the cache");
+    for n in 0..5 {
+        assert_eq!(get_with(&app, &format!("/data/{n}"), &[("x-team", "a")]).await.status, StatusCode::OK);
+    }
+    assert_eq!(cache.size().0, 2, "at most max_entries kept");
+    assert_eq!(cache.size().1, 2 * "v1 for a".len());
+}

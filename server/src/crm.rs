@@ -1,0 +1,67 @@
+//! `GET /api/crm/threads/{id}/comments`: a CRM thread's comments as JSON REST, for readers
+//! other than the Leptos page. Its answers are shared, through the response cache, only among
+//! users the thread's visibility rule treats alike (the thread's team).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use client::app::session::Sessions;
+use client::app::table::Table;
+use shared::crm::{can_view_thread, find_thread, thread_topic, Comment, Thread, User};
+use sse_notify_axum::{ApiError, CacheScope, ResponseCache};
+
+#[derive(Clone)]
+struct Crm {
+    sessions: Sessions,
+    comments: Table<Comment>,
+}
+
+pub fn routes(sessions: Sessions, comments: Table<Comment>, cache: Option<ResponseCache>) -> Router {
+    let read = get(thread_comments);
+    let read = match cache {
+        Some(cache) => {
+            let sessions = sessions.clone();
+            read.layer(cache.layer(move |parts| {
+                let (sessions, headers, path) = (sessions.clone(), parts.headers.clone(), parts.uri.path().to_owned());
+                async move {
+                    let user = sessions.user(&headers).await?;
+                    let thread = path.split('/').nth(4)?.parse().ok().and_then(find_thread)?;
+                    // Only a user who may read the thread shares its answer, and only with the
+                    // others of its team's class; everyone else is answered by the handler.
+                    can_view_thread(&user, &thread)
+                        .then(|| CacheScope::new([thread_topic(thread.id)], format!("team:{}", thread.team)))
+                }
+            }))
+        }
+        None => read,
+    };
+    Router::new().route("/api/crm/threads/{id}/comments", read).with_state(Crm { sessions, comments })
+}
+
+async fn thread_comments(
+    State(crm): State<Crm>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Comment>>, ApiError> {
+    let user = crm.sessions.user(&headers).await.ok_or_else(signed_out)?;
+    let thread = visible_thread(&user, &id)?;
+    let all = crm.comments.list().await.map_err(|e| {
+        tracing::warn!(error = %e, "comment store unavailable");
+        ApiError::unavailable("store_unavailable", "the data store is unavailable")
+    })?;
+    Ok(Json(all.into_iter().filter(|c| c.thread == thread.id).collect()))
+}
+
+fn signed_out() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "signed_out", "sign in to read CRM threads")
+}
+
+fn visible_thread(user: &User, raw_id: &str) -> Result<Thread, ApiError> {
+    let thread = raw_id.parse().ok().and_then(find_thread);
+    match thread {
+        Some(t) if can_view_thread(user, &t) => Ok(t),
+        Some(t) => Err(ApiError::forbidden(format!("{} may not read thread {}", user.name, t.id))),
+        None => Err(ApiError::not_found(format!("no thread {raw_id:?}"))),
+    }
+}
