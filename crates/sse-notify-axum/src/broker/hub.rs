@@ -515,6 +515,35 @@ mod tests {
     }
 
     #[test]
+    fn a_head_hears_of_its_topics_events_writes_and_resyncs_and_keeps_its_topics_followed() {
+        let hub = Hub::default();
+        let head = Arc::new(TopicHead::new());
+        let state = head.subscribe();
+        hub.register_head(&head, &named(&["a", "b"]));
+        let _stream = hub.register(0, &named(&["b"]), 2);
+        let generation = |s: &tokio::sync::watch::Receiver<super::super::Head>| s.borrow().generation;
+        let g0 = generation(&state);
+        hub.deliver(&event(5, &["c"]));
+        assert_eq!(generation(&state), g0, "another topic's event");
+        hub.deliver(&event(5, &["b", "a"]));
+        assert_eq!(state.borrow().position, LogPosition { ms: 5, seq: 0 });
+        let g1 = generation(&state);
+        assert_ne!(g1, g0);
+        hub.touch(&["a".to_owned()]);
+        assert_ne!(generation(&state), g1, "a write accepted here");
+        let new_epoch = Cursor {
+            log: sse_notify_core::cursor::LogId { tag: 1, epoch: 9 },
+            position: LogPosition::START,
+            matched: 0,
+        };
+        hub.resync_all(ResyncReason::BrokerReconnected, new_epoch);
+        assert_eq!((state.borrow().log, state.borrow().position), (Some(new_epoch.log), LogPosition::START));
+        let mut unused = Vec::new();
+        hub.release_head(&head, &named(&["a", "b"]), |t| unused.push(t.to_owned()));
+        assert_eq!(unused, ["a"], "b still has a stream");
+    }
+
+    #[test]
     fn release_reports_topics_left_without_streams_and_frees_them() {
         let hub = Hub::default();
         let a = hub.register(0, &named(&["a", "b"]), 2);

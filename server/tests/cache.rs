@@ -1,0 +1,101 @@
+//! The demo's cached reads over HTTP: a CRM thread's answer is shared within its team and never
+//! reaches anyone else, and a refetch never gets an answer older than its notification, on
+//! another instance or right after a write (Redis brings the write's event back later).
+
+mod common;
+
+use common::*;
+use leptos::server_fn::ServerFn;
+
+use client::app::crm::api::{AddComment, SignIn};
+
+async fn sign_in(app: &TestServer, id: u64) -> String {
+    let resp = http()
+        .post(app.url(SignIn::PATH))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("user={id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+}
+
+async fn read(app: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = http().get(app.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// `sse_cache_requests_total{result="<result>"}` now.
+async fn cache_count(app: &TestServer, result: &str) -> u64 {
+    let line = format!("sse_cache_requests_total{{result=\"{result}\"}} ");
+    let metrics = app.metrics().await;
+    metrics.lines().find_map(|l| l.strip_prefix(line.as_str())).map_or(0, |n| n.parse().unwrap())
+}
+
+on_both_backends! {
+async fn a_threads_answer_is_shared_within_its_team_and_dave_never_gets_it(cfg) {
+    let app = TestServer::demo(cfg).await;
+    let (bob, carol, dave) = (sign_in(&app, 2).await, sign_in(&app, 3).await, sign_in(&app, 4).await);
+    let added = http()
+        .post(app.url(AddComment::PATH))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &bob)
+        .body("thread=1&text=acme+secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+
+    let path = "/api/crm/threads/1/comments";
+    let (status, for_bob) = read(&app, path, &[("cookie", &bob)]).await;
+    assert_eq!(status, 200);
+    assert!(for_bob.contains("acme secret"), "{for_bob}");
+    let hits = cache_count(&app, "hit").await;
+    assert_eq!(read(&app, path, &[("cookie", &carol)]).await, (200, for_bob.clone()));
+    assert_eq!(cache_count(&app, "hit").await, hits + 1, "positive control: carol, same team, shares bob's answer");
+
+    // Dave (Globex) reads his own thread; Acme's, which the cache holds, never.
+    let (status, own) = read(&app, "/api/crm/threads/3/comments", &[("cookie", &dave)]).await;
+    assert_eq!((status, own.as_str()), (200, "[]"), "positive control: dave is signed in and reads");
+    for _ in 0..3 {
+        let (status, body) = read(&app, path, &[("cookie", &dave)]).await;
+        assert_eq!(status, 403, "dave got {body}");
+        assert!(!body.contains("acme secret"));
+    }
+    let (status, body) = read(&app, path, &[]).await;
+    assert_eq!(status, 401, "signed out got {body}");
+}
+}
+
+on_backends! {
+[redis]
+async fn a_refetch_on_another_instance_or_after_a_write_is_never_older_than_the_change(cfg) {
+    let (a, b) = (TestServer::demo(cfg.clone()).await, TestServer::demo(cfg).await);
+    let mut events = SseClient::subscribe(&a.base, "tasks").await;
+    let created = http().post(a.url("/api/tasks")).json(&serde_json::json!({"title": "round 0"})).send().await.unwrap();
+    let id = created.json::<serde_json::Value>().await.unwrap()["id"].as_u64().unwrap();
+    events.expect_event().await;
+    for round in 1..=20 {
+        // Both instances hold the list as it was.
+        assert!(read(&b, "/api/tasks", &[]).await.1.contains(&format!("round {}", round - 1)));
+        assert!(read(&a, "/api/tasks", &[]).await.1.contains(&format!("round {}", round - 1)));
+        let title = format!("round {round}");
+        let put = http().put(a.url(&format!("/api/tasks/{id}"))).json(&serde_json::json!({"title": title})).send();
+        assert_eq!(put.await.unwrap().status(), 200);
+        // The writer reads at once, before the event has come back from Redis.
+        let (_, on_a) = read(&a, "/api/tasks", &[]).await;
+        assert!(on_a.contains(&title), "round {round}: the writer's instance answered {on_a}");
+        // A viewer notified through A refetches from B.
+        let event = events.expect_event().await;
+        let cursor = event.id.expect("an event id");
+        let (_, on_b) = read(&b, "/api/tasks", &[("last-event-id", &cursor)]).await;
+        assert!(on_b.contains(&title), "round {round}: the other instance answered {on_b}");
+    }
+    assert!(cache_count(&b, "hit").await + cache_count(&b, "computed").await > 0, "the reads went through the cache");
+}
+}
