@@ -106,6 +106,33 @@ pub struct Summary {
     /// clients cost on the same cores.
     pub reader_cpu_ms_per_1000: Option<f64>,
     pub redis_cpu_ms: Option<u64>,
+    /// Bytes the streams read in all.
+    pub stream_bytes: u64,
+    /// Server CPU per published event over all `--pid`s, from the first publish on (µs): the
+    /// notification and, with `--refetch`, the refetches it caused.
+    pub server_cpu_us_per_change: Option<f64>,
+    /// The same per stream (viewer).
+    pub server_cpu_us_per_viewer_change: Option<f64>,
+    pub refetch: Option<RefetchSummary>,
+}
+
+/// What the refetches after the notifications did (`--refetch`).
+#[derive(Debug, Default, Serialize)]
+pub struct RefetchSummary {
+    pub path: String,
+    pub conditional: bool,
+    pub requests: u64,
+    pub not_modified: u64,
+    pub failed: u64,
+    pub first_error: Option<String>,
+    /// Deliveries whose data a refetch brought (should be every delivery).
+    pub covered: u64,
+    pub per_s: f64,
+    /// From publish to the refetched data received.
+    pub latency: Latency,
+    pub bytes: u64,
+    /// Stream and refetch bytes per published event, over all streams.
+    pub bytes_per_change: f64,
 }
 
 impl Summary {
@@ -116,6 +143,7 @@ impl Summary {
             && (self.events == 0 || self.deliveries == self.deliveries_expected)
             && (self.at_least_once || self.duplicates == 0)
             && (!self.ordered || self.out_of_order == 0)
+            && self.refetch.as_ref().is_none_or(|r| r.failed == 0 && r.covered == self.deliveries)
     }
 }
 
@@ -171,6 +199,9 @@ fn spawn_workers(args: &Args, reports: mpsc::UnboundedSender<(usize, Report)>) -
             events: args.events,
             reconnect: args.reconnect,
             min_data: args.payload_kib * 1024,
+            refetch: args.refetch.clone(),
+            conditional: args.conditional,
+            by_order: args.publish == "rest-update",
         };
         let mut child = Command::new(&exe)
             .arg("worker")
@@ -235,6 +266,11 @@ pub async fn run(args: Args) -> Result<Summary, String> {
         Some(url) => redis_cpu_ms(url).await,
         None => None,
     };
+    if args.publish == "rest-update" && (args.publishers != 1 || args.reconnect) {
+        return Err(
+            "--publish rest-update counts events by their order: use --publishers 1, without --reconnect".into()
+        );
+    }
     let publisher = if args.events > 0 { Some(Arc::new(Publisher::new(&args).await?)) } else { None };
     let (tx, mut reports) = mpsc::unbounded_channel();
     let started = Instant::now();
@@ -328,6 +364,12 @@ pub async fn run(args: Args) -> Result<Summary, String> {
     let mut done = 0;
     let mut latency = protocol::histogram();
     let mut last_recv_us = 0;
+    let mut refetch_latency = protocol::histogram();
+    let mut refetch = args.refetch.as_ref().map(|path| RefetchSummary {
+        path: path.clone(),
+        conditional: args.conditional,
+        ..RefetchSummary::default()
+    });
     while done < workers.len() {
         if let (
             _,
@@ -339,9 +381,23 @@ pub async fn run(args: Args) -> Result<Summary, String> {
                 complete_streams,
                 latency_us,
                 last_recv_us: last,
+                stream_bytes,
+                refetch: refetched,
             },
         ) = next(&mut reports, Duration::from_secs(60)).await?
         {
+            summary.stream_bytes += stream_bytes;
+            if let (Some(r), Some(w)) = (refetch.as_mut(), refetched) {
+                r.requests += w.requests;
+                r.not_modified += w.not_modified;
+                r.failed += w.failed;
+                r.bytes += w.bytes;
+                r.covered += w.covered;
+                r.first_error = r.first_error.take().or(w.first_error);
+                if let Some(h) = w.latency_us {
+                    refetch_latency.add(h.decode()).map_err(|e| e.to_string())?;
+                }
+            }
             done += 1;
             summary.deliveries += frames;
             summary.duplicates += duplicates;
@@ -357,6 +413,17 @@ pub async fn run(args: Args) -> Result<Summary, String> {
         let _ = w.child.kill().await;
     }
     summary.delivery = (&latency).into();
+    let published = args.events.saturating_sub(summary.publish_failed);
+    if let Some(mut r) = refetch {
+        r.latency = (&refetch_latency).into();
+        if summary.publish_per_s > 0.0 && published > 0 {
+            r.per_s = r.requests as f64 * summary.publish_per_s / published as f64;
+        }
+        if published > 0 {
+            r.bytes_per_change = (summary.stream_bytes + r.bytes) as f64 / published as f64;
+        }
+        summary.refetch = Some(r);
+    }
     if summary.deliveries > 0 && last_recv_us > first_sent_us {
         summary.deliveries_per_s = summary.deliveries as f64 / ((last_recv_us - first_sent_us) as f64 / 1e6);
     }
@@ -381,6 +448,11 @@ pub async fn run(args: Args) -> Result<Summary, String> {
         summary.server_cpu_ms_per_1000 = Some(delivery_cpu as f64 * 1000.0 / summary.deliveries as f64);
         let readers = cpu_between(&readers_before, &readers_after);
         summary.reader_cpu_ms_per_1000 = Some(readers as f64 * 1000.0 / summary.deliveries as f64);
+    }
+    if published > 0 && !summary.servers.is_empty() {
+        let per_change = delivery_cpu as f64 * 1000.0 / published as f64;
+        summary.server_cpu_us_per_change = Some(per_change);
+        summary.server_cpu_us_per_viewer_change = Some(per_change / summary.connected.max(1) as f64);
     }
     if let (Some(url), Some(b)) = (&args.redis, redis_before) {
         summary.redis_cpu_ms = redis_cpu_ms(url).await.map(|a| a.saturating_sub(b));
@@ -470,6 +542,25 @@ fn print_summary(s: &Summary) {
         if let Some(c) = s.reader_cpu_ms_per_1000 {
             println!("load tool readers' CPU per 1,000 deliveries: {c:.3} ms (on the same cores)");
         }
+    }
+    if let (Some(c), Some(v)) = (s.server_cpu_us_per_change, s.server_cpu_us_per_viewer_change) {
+        println!("server CPU per change: {c:.0} µs, per viewer: {v:.2} µs");
+    }
+    if let Some(r) = &s.refetch {
+        println!(
+            "refetches of {}{}: {} ({} not modified, {} failed{}) at {:.0}/s; {} of {} deliveries' data received",
+            r.path,
+            if r.conditional { " (conditional)" } else { "" },
+            r.requests,
+            r.not_modified,
+            r.failed,
+            naming(&r.first_error),
+            r.per_s,
+            r.covered,
+            s.deliveries
+        );
+        println!("publish to refetched data: {}", r.latency.show(2));
+        println!("bytes per change (streams and refetches, all viewers): {:.0}", r.bytes_per_change);
     }
     if let Some(r) = s.redis_cpu_ms {
         println!("redis CPU: {r} ms");

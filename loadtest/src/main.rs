@@ -16,6 +16,10 @@
 //! second or as fast as `--publishers` concurrent requests go (`--rate 0`). Each event is
 //! timed from just before its publish to its arrival on every stream. Prints a summary and one
 //! JSON line (`{"summary": ...}`) for scripts; every loop is bounded by count and time.
+//!
+//! With `--refetch /api/tasks` every stream also fetches after each notification, as a page
+//! does ("notify, then fetch"), and the figures are those of the whole change: refetches/s,
+//! publish-to-data latency, bytes and server CPU per change and per viewer.
 
 mod chunked;
 mod coordinator;
@@ -23,6 +27,7 @@ mod frames;
 mod procfs;
 mod protocol;
 mod publish;
+mod refetch;
 mod worker;
 
 use clap::Parser;
@@ -52,9 +57,14 @@ pub struct Args {
     /// Publish requests in flight at once.
     #[arg(long, default_value_t = 16)]
     pub publishers: usize,
-    /// `rest` (POST /api/tasks on the first --url) or `redis` (the broker library, into --redis).
+    /// `rest` (POST /api/tasks on the first --url), `rest-update` (PUT /api/tasks/{id} over the
+    /// board's `--board` tasks in turn, one at a time; count `--event task:updated`) or `redis`
+    /// (the broker library, into --redis).
     #[arg(long, default_value = "rest")]
     pub publish: String,
+    /// With `--publish rest-update`: the board's size (tasks are created up to it).
+    #[arg(long, default_value_t = 100)]
+    pub board: usize,
     /// Redis URL for `--publish redis`, and to read Redis's CPU time. Behind Sentinel or on a
     /// Cluster, `--publish redis` reads `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER` or
     /// `REDIS_CLUSTER_NODES` (and the other Redis variables) like the servers do.
@@ -100,6 +110,15 @@ pub struct Args {
     /// counts only when its data arrived at least that long (large events through proxies).
     #[arg(long, default_value_t = 0)]
     pub payload_kib: usize,
+    /// After each event every stream GETs this path on a keep-alive connection of its own, as
+    /// a tab refetches after a notification (`{id}`: the event's id; the event's cursor goes as
+    /// `Last-Event-ID`); events that arrive meanwhile are covered by one refetch after it.
+    /// Reports refetches/s, publish-to-data latency and bytes and server CPU per change.
+    #[arg(long)]
+    pub refetch: Option<String>,
+    /// Refetch with `If-None-Match` (the last `ETag` received), as a browser's HTTP cache does.
+    #[arg(long)]
+    pub conditional: bool,
     /// No progress bars (logs and CI).
     #[arg(long)]
     pub quiet: bool,

@@ -32,6 +32,30 @@ pub struct Plan {
     /// A counted frame's data must be at least this long (bytes).
     #[serde(default)]
     pub min_data: usize,
+    /// GET this path (`{id}`: the event's id) after each event, as a tab refetches.
+    #[serde(default)]
+    pub refetch: Option<String>,
+    /// Refetch with `If-None-Match` (the last `ETag`).
+    #[serde(default)]
+    pub conditional: bool,
+    /// Events are numbered by their order on each stream, not by their data's `"id"`
+    /// (`--publish rest-update`: the data names a task, and events come one at a time).
+    #[serde(default)]
+    pub by_order: bool,
+}
+
+/// What a worker's refetches did.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RefetchReport {
+    pub requests: u64,
+    pub not_modified: u64,
+    pub failed: u64,
+    pub first_error: Option<String>,
+    pub bytes: u64,
+    /// Events whose data a completed refetch brought (summed over streams).
+    pub covered: u64,
+    /// From each event's publish to the end of the refetch that covered it.
+    pub latency_us: Option<EncodedHistogram>,
 }
 
 /// A worker's reports.
@@ -65,6 +89,9 @@ pub enum Report {
         complete_streams: usize,
         latency_us: EncodedHistogram,
         last_recv_us: u64,
+        /// Bytes the streams read.
+        stream_bytes: u64,
+        refetch: Option<RefetchReport>,
     },
 }
 

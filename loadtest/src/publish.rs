@@ -15,6 +15,10 @@ use crate::protocol::unix_us;
 pub enum Publisher {
     /// `POST {base}/api/tasks`: the event's id is the new task's id.
     Rest { http: reqwest::Client, base: String },
+    /// `PUT {base}/api/tasks/{id}` over the board's tasks in turn (a new title each time): the
+    /// board keeps its size, and each change is a real one. The event names the task, so events
+    /// are told apart by their order (one publish at a time: the streams get them in order).
+    RestUpdate { http: reqwest::Client, base: String, tasks: Vec<u64> },
     /// The broker library on Redis: the event's id is its index, and its data carries `filler`.
     Redis { broker: Broker, topics: Vec<Topic>, event: String, filler: String },
 }
@@ -33,10 +37,12 @@ impl Publisher {
     pub async fn new(args: &crate::Args) -> Result<Self, String> {
         match args.publish.as_str() {
             "rest" if args.payload_kib > 0 => Err("--payload-kib needs --publish redis".into()),
-            "rest" => Ok(Publisher::Rest {
-                http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?,
-                base: args.urls[0].trim_end_matches('/').to_owned(),
-            }),
+            "rest" => Ok(Publisher::Rest { http: http()?, base: args.urls[0].trim_end_matches('/').to_owned() }),
+            "rest-update" => {
+                let (http, base) = (http()?, args.urls[0].trim_end_matches('/').to_owned());
+                let tasks = board(&http, &base, args.board).await?;
+                Ok(Publisher::RestUpdate { http, base, tasks })
+            }
             "redis" => {
                 // The servers' own Redis settings, so that a Sentinel or Cluster shape is
                 // followed through a failover as they follow it.
@@ -59,7 +65,7 @@ impl Publisher {
                 let filler = (0..args.payload_kib * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
                 Ok(Publisher::Redis { broker, topics, event: args.event.clone(), filler })
             }
-            other => Err(format!("--publish {other:?}: use rest or redis")),
+            other => Err(format!("--publish {other:?}: use rest, rest-update or redis")),
         }
     }
 
@@ -78,6 +84,19 @@ impl Publisher {
                 }
                 let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
                 body.get("id").and_then(|v| v.as_u64()).ok_or_else(|| format!("no id in {body}"))
+            }
+            Publisher::RestUpdate { http, base, tasks } => {
+                let id = tasks[index as usize % tasks.len()];
+                let resp = http
+                    .put(format!("{base}/api/tasks/{id}"))
+                    .json(&serde_json::json!({ "title": format!("change {index}") }))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if resp.status() != 200 {
+                    return Err(format!("PUT /api/tasks/{id} answered {}", resp.status()));
+                }
+                Ok(index)
             }
             Publisher::Redis { broker, topics, event, filler } => {
                 let data = if filler.is_empty() {
@@ -128,6 +147,35 @@ impl Publisher {
         out.elapsed = started.elapsed();
         out
     }
+}
+
+fn http() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())
+}
+
+/// The ids of the board's first `size` tasks, creating as many as are missing.
+async fn board(http: &reqwest::Client, base: &str, size: usize) -> Result<Vec<u64>, String> {
+    let list: Vec<serde_json::Value> = http
+        .get(format!("{base}/api/tasks"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ids: Vec<u64> = list.iter().filter_map(|t| t.get("id")?.as_u64()).take(size.max(1)).collect();
+    while ids.len() < size.max(1) {
+        let title = format!("board task {}", ids.len() + 1);
+        let resp = http
+            .post(format!("{base}/api/tasks"))
+            .json(&serde_json::json!({ "title": title }))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let task: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+        ids.push(task.get("id").and_then(|v| v.as_u64()).ok_or_else(|| format!("no id in {task}"))?);
+    }
+    Ok(ids)
 }
 
 /// Redis's own CPU time so far (`INFO cpu`: user + system, in ms).

@@ -15,7 +15,8 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::chunked::Chunked;
 use crate::frames::FrameScanner;
-use crate::protocol::{histogram, unix_us, Command, EncodedHistogram, Plan, Report};
+use crate::protocol::{histogram, unix_us, Command, EncodedHistogram, Plan, RefetchReport, Report};
+use crate::refetch;
 
 /// An open stream: the connection, when the response is chunked its decoder, and the body
 /// bytes that arrived with the head.
@@ -89,6 +90,9 @@ struct Follow {
     reconnect: bool,
     min_data: usize,
     counted: Arc<AtomicU64>,
+    /// Where each new event is handed for a refetch (`--refetch`).
+    refetch: Option<Arc<refetch::Queue>>,
+    by_order: bool,
 }
 
 /// What one stream saw: each distinct counted event's `(id, first received at µs)`.
@@ -101,6 +105,8 @@ struct Seen {
     out_of_order: u64,
     highest: Option<u64>,
     reconnects: u64,
+    /// Bytes read from the stream.
+    bytes: u64,
 }
 
 /// A stream may be reopened this many times (bounded, like everything here).
@@ -149,6 +155,8 @@ impl SeenIds {
 
 /// What one stream has read so far.
 struct Reading {
+    /// Number events by their order on the stream (`Plan::by_order`), counting from 0.
+    by_order: Option<u64>,
     chunked: Option<Chunked>,
     frames: FrameScanner,
     ids: SeenIds,
@@ -160,6 +168,7 @@ impl Reading {
     /// `true` once the stream has ended.
     fn take(&mut self, bytes: &[u8], body: &mut Vec<u8>, counted: &AtomicU64) -> bool {
         body.clear();
+        self.seen.bytes += bytes.len() as u64;
         let ended = match &mut self.chunked {
             None => {
                 body.extend_from_slice(bytes);
@@ -168,9 +177,16 @@ impl Reading {
             Some(c) => bytes.is_empty() || c.feed(bytes, body).is_err() || c.done,
         };
         let at = unix_us();
-        let (seen, ids) = (&mut self.seen, &mut self.ids);
+        let (seen, ids, order) = (&mut self.seen, &mut self.ids, &mut self.by_order);
         let before = seen.events.len();
         self.frames.feed(body, |id| {
+            let id = match order {
+                Some(next) => {
+                    *next += 1;
+                    *next - 1
+                }
+                None => id,
+            };
             if ids.insert(id) {
                 seen.events.push((id, at));
                 if seen.highest.is_some_and(|h| id < h) {
@@ -195,6 +211,7 @@ async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> S
     let Opened { stream, chunked, early } = opened;
     let mut stream = Reader::new(stream);
     let mut r = Reading {
+        by_order: f.by_order.then_some(0),
         chunked,
         frames: FrameScanner::new(f.event.clone(), f.min_data),
         ids: SeenIds::default(),
@@ -203,6 +220,7 @@ async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> S
     // What came with the response head is taken first.
     let mut early = Some(early).filter(|e| !e.is_empty());
     while f.want == 0 || r.seen.events.len() < f.want {
+        let before = r.seen.events.len();
         let ended = match early.take() {
             Some(bytes) => SCRATCH.with_borrow_mut(|(_, body)| r.take(&bytes, body, &f.counted)),
             None => tokio::select! {
@@ -211,6 +229,9 @@ async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> S
                 _ = stop.wait_for(|s| *s) => break,
             },
         };
+        if let Some(queue) = f.refetch.as_ref().filter(|_| r.seen.events.len() > before) {
+            queue.push(r.seen.events[before..].iter().map(|(id, _)| *id), r.frames.last_event_id());
+        }
         if ended {
             if !f.reconnect || r.seen.reconnects >= MAX_RECONNECTS {
                 break;
@@ -309,6 +330,7 @@ pub async fn run(plan: Plan) {
         let (event, counted, stop, want, reconnect, min_data) =
             (event.clone(), counted.clone(), stop_rx.clone(), plan.events, plan.reconnect, plan.min_data);
         let (retried, first_retry_reason) = (retried.clone(), first_retry_reason.clone());
+        let (refetch_path, conditional, by_order) = (plan.refetch.clone(), plan.conditional, plan.by_order);
         connects.push(tokio::spawn(async move {
             // With --reconnect a failed open is retried, as EventSource retries; the latency
             // recorded is the client's: from the first attempt (not from waiting for a place in
@@ -339,8 +361,34 @@ pub async fn run(plan: Plan) {
                     let took = first_try.map(|t| t.elapsed()).unwrap_or_default();
                     connect_us.lock().unwrap().saturating_record(took.as_micros() as u64);
                     ok.fetch_add(1, Ordering::Relaxed);
-                    let f = Follow { target, path, source, event, want, reconnect, min_data, counted };
-                    Some(tokio::spawn(follow(f, stream, stop)))
+                    let queue = refetch_path.as_ref().map(|_| Arc::new(refetch::Queue::default()));
+                    let refetcher = refetch_path.map(|path| {
+                        let t = refetch::Target { addr: target.clone(), source, path, conditional };
+                        tokio::spawn(refetch::run(t, queue.clone().expect("made with the path")))
+                    });
+                    let f = Follow {
+                        target,
+                        path,
+                        source,
+                        event,
+                        want,
+                        reconnect,
+                        min_data,
+                        counted,
+                        refetch: queue.clone(),
+                        by_order,
+                    };
+                    Some(tokio::spawn(async move {
+                        let seen = follow(f, stream, stop).await;
+                        let refetched = match (queue, refetcher) {
+                            (Some(q), Some(task)) => {
+                                q.close();
+                                Some(task.await.unwrap_or_default())
+                            }
+                            _ => None,
+                        };
+                        (seen, refetched)
+                    }))
                 }
                 Err(why) => {
                     first_error.lock().unwrap().get_or_insert(why);
@@ -380,8 +428,24 @@ pub async fn run(plan: Plan) {
     let mut latency = histogram();
     let (mut frames, mut complete, mut last, mut duplicates, mut reconnects) = (0u64, 0usize, 0u64, 0u64, 0u64);
     let mut out_of_order = 0u64;
+    let (mut stream_bytes, mut refetch) = (0u64, plan.refetch.as_ref().map(|_| RefetchReport::default()));
+    let mut refetch_latency = histogram();
     for r in readers {
-        let seen = r.await.unwrap_or_default();
+        let (seen, refetched) = r.await.unwrap_or_default();
+        stream_bytes += seen.bytes;
+        if let (Some(report), Some(done)) = (refetch.as_mut(), refetched) {
+            report.requests += done.requests;
+            report.not_modified += done.not_modified;
+            report.failed += done.failed;
+            report.bytes += done.bytes;
+            report.covered += done.covered.len() as u64;
+            report.first_error = report.first_error.take().or(done.first_error);
+            for (id, at) in done.covered {
+                if let Some(sent) = sent.get(&id) {
+                    refetch_latency.saturating_record(at.saturating_sub(*sent).max(1));
+                }
+            }
+        }
         complete += usize::from(plan.events > 0 && seen.events.len() >= plan.events);
         duplicates += seen.duplicates;
         out_of_order += seen.out_of_order;
@@ -403,6 +467,8 @@ pub async fn run(plan: Plan) {
         complete_streams: complete,
         latency_us: EncodedHistogram::encode(&latency),
         last_recv_us: last,
+        stream_bytes,
+        refetch: refetch.map(|r| RefetchReport { latency_us: Some(EncodedHistogram::encode(&refetch_latency)), ..r }),
     });
 }
 

@@ -30,9 +30,9 @@ use crate::{ConnectionStatus, SseError};
 /// Wait this long before reopening a stream the browser gave up on (e.g. the server said 503).
 const REOPEN_AFTER: Duration = Duration::from_secs(3);
 
-/// Called with a frame's event name and data, and whether the frame's cursor said it matched the
-/// subscriber's topic (false: the server sent no cursor, the subscriber must check itself).
-pub(crate) type EventCallback = Rc<dyn Fn(&str, &str, bool)>;
+/// Called with a frame's event name, data and id, and whether the frame's cursor said it matched
+/// the subscriber's topic (false: the server sent no cursor, the subscriber must check itself).
+pub(crate) type EventCallback = Rc<dyn Fn(&str, &str, &str, bool)>;
 
 pub(crate) struct Subscriber {
     pub topic: Topic,
@@ -423,7 +423,7 @@ fn dispatch(key: &HubKey, name: &str, data: &str, id: &str, topics: &[Topic]) {
     });
     // Called with the hub released: a callback may mount or unmount components.
     for cb in callbacks {
-        cb(name, data, matched.is_some());
+        cb(name, data, id, matched.is_some());
     }
 }
 
@@ -592,7 +592,7 @@ mod browser_tests {
         let sub = Subscriber {
             topic: topic(name),
             names: &["note:saved"],
-            on_event: Rc::new(move |_, data, _| e.borrow_mut().push(data.to_owned())),
+            on_event: Rc::new(move |_, data, _, _| e.borrow_mut().push(data.to_owned())),
             on_resync: Rc::new(move || r.set(r.get() + 1)),
         };
         subscribe(key, sub, None);

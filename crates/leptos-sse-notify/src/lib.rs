@@ -159,6 +159,11 @@ pub struct SseSignal<E: Send + Sync + 'static> {
     /// of the topic may have been missed); also once when the stream had to open without a
     /// cursor. A reconnect that missed nothing does not move it: key Resources on it.
     pub version: ReadSignal<u64>,
+    /// The id (cursor) of the latest event of the topic; `None` before one and after a
+    /// `resync`. Send it as the `Last-Event-ID` header of the refetch the event triggers: a
+    /// read route behind the server's response cache then answers with data at least as new as
+    /// the event, even from another instance ([`use_live_json`] does this).
+    pub last_event_id: ReadSignal<Option<String>>,
     /// The shared stream's status.
     pub status: Signal<ConnectionStatus>,
     /// The last problem: an HTTP refusal of the stream (cleared when it opens again) or a
@@ -216,6 +221,7 @@ where
     let topic: Signal<Topic> = topic.into();
     let (latest, set_latest) = signal(None::<E>);
     let (version, set_version) = signal(0u64);
+    let (last_event_id, set_last_event_id) = signal(None::<String>);
     let (decode_error, set_decode_error) = signal(None::<SseError>);
     let start = start_cursor();
 
@@ -236,12 +242,13 @@ where
                     hub::Subscriber {
                         topic: topic.clone(),
                         names: E::NAMES,
-                        on_event: std::rc::Rc::new(move |name: &str, data: &str, matched: bool| {
+                        on_event: std::rc::Rc::new(move |name: &str, data: &str, id: &str, matched: bool| {
                             match E::decode(name, data) {
                                 // The hub routed it by the frame's cursor (topics the publisher added
                                 // included); without a cursor the event's own topics must say it.
                                 Ok(event) if matched || event.topics().contains(&topic) => {
                                     set_latest.try_set(Some(event));
+                                    set_last_event_id.try_set(Some(id.to_owned()).filter(|id| !id.is_empty()));
                                     set_version.try_update(|v| *v += 1);
                                 }
                                 Ok(_) => {}
@@ -253,6 +260,7 @@ where
                             }
                         }),
                         on_resync: std::rc::Rc::new(move || {
+                            set_last_event_id.try_set(None);
                             set_version.try_update(|v| *v += 1);
                         }),
                     },
@@ -274,11 +282,11 @@ where
 
     #[cfg(not(feature = "browser"))]
     let (status, error) = {
-        let _ = (topic, options, set_latest, set_version, set_decode_error, start);
+        let _ = (topic, options, set_latest, set_version, set_last_event_id, set_decode_error, start);
         (Signal::stored(ConnectionStatus::Connecting), Signal::derive(move || decode_error.get()))
     };
 
-    SseSignal { latest, version, status, error }
+    SseSignal { latest, version, last_event_id, status, error }
 }
 
 /// The cursor the server rendered this page from ([`sse_notify_core::cursor::StartCursor`], put in

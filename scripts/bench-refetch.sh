@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The refetch wave, end to end: VIEWERS streams on a board of BOARD tasks, each refetching
+# `GET /api/tasks` after every change (as a page does), CHANGES changes made one at a time at
+# RATE per second through `PUT /api/tasks/{id}`; run with the response cache off (READ_CACHE=off,
+# what every change cost before) and on, side by side, plus a notifications-only run (no refetch)
+# for what the notification alone costs. Prints the load tool's figures for each run.
+#
+#   scripts/bench-refetch.sh                 one instance, embedded broker
+#   REDIS=1 scripts/bench-refetch.sh         two instances on one redis-server (viewers split)
+#   VIEWERS=1000 BOARD=100 CHANGES=300 RATE=10 MODES="notify off on" LOADTEST_ARGS=--conditional
+#
+# Release builds; everything on loopback ports chosen free at start, stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+viewers=${VIEWERS:-1000} board=${BOARD:-100} changes=${CHANGES:-300} rate=${RATE:-10}
+modes=${MODES:-notify off on}
+say() { printf '\033[1m[bench-refetch]\033[0m %s\n' "$*" >&2; }
+
+export RUSTFLAGS="--cfg erase_components" LEPTOS_OUTPUT_NAME=taskboard
+cargo build --release -q -p server -p loadtest
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 100); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; say "no answer from $1"; exit 1; }
+
+redis_url=""
+if [ "${REDIS:-0}" = 1 ]; then
+  port=$(free_port)
+  redis-server --port "$port" --save '' --appendonly no --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
+  pids+=($!)
+  redis_url="redis://127.0.0.1:$port"
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+instances=$([ -n "$redis_url" ] && echo 2 || echo 1)
+
+for mode in $modes; do
+  cache=$([ "$mode" = on ] && echo on || echo off)
+  urls=() server_pids=()
+  if [ -n "$redis_url" ]; then redis-cli -u "$redis_url" flushall >/dev/null; fi
+  for i in $(seq "$instances"); do
+    port=$(free_port)
+    env READ_CACHE="$cache" LEPTOS_SITE_ADDR="127.0.0.1:$port" SSE_MAX_STREAMS_PER_CLIENT=1000000 \
+      ${redis_url:+REDIS_URL=$redis_url} RUST_LOG=warn target/release/server >"$work/server-$mode-$i.log" 2>&1 &
+    pids+=($!) server_pids+=($!)
+    urls+=(--url "http://127.0.0.1:$port")
+    wait_for "http://127.0.0.1:$port/health"
+  done
+  refetch=(--refetch /api/tasks)
+  [ "$mode" = notify ] && refetch=()
+  say "$mode: $viewers viewers, board of $board, $changes changes at $rate/s, $instances instance(s)$([ -n "$redis_url" ] && echo ' on Redis')"
+  # shellcheck disable=SC2086
+  target/release/loadtest "${urls[@]}" --streams "$viewers" --events "$changes" --rate "$rate" \
+    --publish rest-update --board "$board" --publishers 1 --event task:updated "${refetch[@]}" \
+    $(printf -- '--pid %s ' "${server_pids[@]}") --quiet ${LOADTEST_ARGS:-}
+  for p in "${server_pids[@]}"; do kill "$p"; done
+  wait "${server_pids[@]}" 2>/dev/null || true
+done
