@@ -121,6 +121,8 @@ pub struct Summary {
 pub struct RefetchSummary {
     pub path: String,
     pub conditional: bool,
+    /// One refetch per event (no coalescing).
+    pub each: bool,
     pub requests: u64,
     pub not_modified: u64,
     pub failed: u64,
@@ -201,6 +203,7 @@ fn spawn_workers(args: &Args, reports: mpsc::UnboundedSender<(usize, Report)>) -
             min_data: args.payload_kib * 1024,
             refetch: args.refetch.clone(),
             conditional: args.conditional,
+            refetch_each: args.refetch_each,
             by_order: args.publish == "rest-update",
         };
         let mut child = Command::new(&exe)
@@ -368,6 +371,7 @@ pub async fn run(args: Args) -> Result<Summary, String> {
     let mut refetch = args.refetch.as_ref().map(|path| RefetchSummary {
         path: path.clone(),
         conditional: args.conditional,
+        each: args.refetch_each,
         ..RefetchSummary::default()
     });
     while done < workers.len() {
@@ -548,9 +552,10 @@ fn print_summary(s: &Summary) {
     }
     if let Some(r) = &s.refetch {
         println!(
-            "refetches of {}{}: {} ({} not modified, {} failed{}) at {:.0}/s; {} of {} deliveries' data received",
+            "refetches of {}{}{}: {} ({} not modified, {} failed{}) at {:.0}/s; {} of {} deliveries' data received",
             r.path,
             if r.conditional { " (conditional)" } else { "" },
+            if r.each { " (one per event)" } else { " (coalesced)" },
             r.requests,
             r.not_modified,
             r.failed,

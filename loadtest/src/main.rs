@@ -119,6 +119,9 @@ pub struct Args {
     /// Refetch with `If-None-Match` (the last `ETag` received), as a browser's HTTP cache does.
     #[arg(long)]
     pub conditional: bool,
+    /// One refetch per event, in turn, none covering another: a page without coalescing.
+    #[arg(long)]
+    pub refetch_each: bool,
     /// No progress bars (logs and CI).
     #[arg(long)]
     pub quiet: bool,

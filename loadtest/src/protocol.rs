@@ -38,6 +38,9 @@ pub struct Plan {
     /// Refetch with `If-None-Match` (the last `ETag`).
     #[serde(default)]
     pub conditional: bool,
+    /// One refetch per event: no coalescing.
+    #[serde(default)]
+    pub refetch_each: bool,
     /// Events are numbered by their order on each stream, not by their data's `"id"`
     /// (`--publish rest-update`: the data names a task, and events come one at a time).
     #[serde(default)]

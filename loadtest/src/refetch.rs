@@ -69,6 +69,9 @@ pub struct Target {
     pub source: std::net::IpAddr,
     pub path: String,
     pub conditional: bool,
+    /// One refetch per event, none covering another (`--refetch-each`: what a page without
+    /// coalescing does).
+    pub each: bool,
 }
 
 /// Runs one stream's refetches until its queue is closed and drained.
@@ -79,7 +82,8 @@ pub async fn run(target: Target, queue: Arc<Queue>) -> Refetched {
     loop {
         let (ids, cursor, closed) = {
             let mut p = queue.pending.lock().unwrap();
-            (std::mem::take(&mut p.ids), p.cursor.clone(), p.closed)
+            let ids = if target.each && !p.ids.is_empty() { vec![p.ids.remove(0)] } else { std::mem::take(&mut p.ids) };
+            (ids, p.cursor.clone(), p.closed)
         };
         let Some(&newest) = ids.last() else {
             if closed {

@@ -331,6 +331,7 @@ pub async fn run(plan: Plan) {
             (event.clone(), counted.clone(), stop_rx.clone(), plan.events, plan.reconnect, plan.min_data);
         let (retried, first_retry_reason) = (retried.clone(), first_retry_reason.clone());
         let (refetch_path, conditional, by_order) = (plan.refetch.clone(), plan.conditional, plan.by_order);
+        let each = plan.refetch_each;
         connects.push(tokio::spawn(async move {
             // With --reconnect a failed open is retried, as EventSource retries; the latency
             // recorded is the client's: from the first attempt (not from waiting for a place in
@@ -363,7 +364,7 @@ pub async fn run(plan: Plan) {
                     ok.fetch_add(1, Ordering::Relaxed);
                     let queue = refetch_path.as_ref().map(|_| Arc::new(refetch::Queue::default()));
                     let refetcher = refetch_path.map(|path| {
-                        let t = refetch::Target { addr: target.clone(), source, path, conditional };
+                        let t = refetch::Target { addr: target.clone(), source, path, conditional, each };
                         tokio::spawn(refetch::run(t, queue.clone().expect("made with the path")))
                     });
                     let f = Follow {
