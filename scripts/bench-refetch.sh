@@ -3,21 +3,22 @@
 # `GET /api/tasks` after every change (as a page does), CHANGES changes made one at a time at
 # RATE per second through `PUT /api/tasks/{id}`. Runs (MODES, in order):
 #   notify  no refetch: what the notification alone costs
-#   before  what a page did before: one refetch per event, no response cache (READ_CACHE=off)
-#   off     refetches coalesced as use_live_json does now, no response cache
-#   on      coalesced, response cache on (the default)
+#   naive   a page that fetches once per event (the seed's JavaScript examples), no response cache
+#   off     a Leptos page (a Resource runs one fetch at a time: events during it cause one more
+#           after it), no response cache (READ_CACHE=off): what a change cost before the cache
+#   on      the same page, response cache on (the default)
 # Prints the load tool's figures for each run.
 #
 #   scripts/bench-refetch.sh                 one instance, embedded broker
 #   REDIS=1 scripts/bench-refetch.sh         two instances on one redis-server (viewers split)
-#   VIEWERS=1000 BOARD=100 CHANGES=300 RATE=10 MODES="notify before off on" PUBLISHERS=1 \
+#   VIEWERS=1000 BOARD=100 CHANGES=300 RATE=10 MODES="notify naive off on" PUBLISHERS=1 \
 #     LOADTEST_ARGS=--conditional
 #
 # Release builds; everything on loopback ports chosen free at start, stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 viewers=${VIEWERS:-1000} board=${BOARD:-100} changes=${CHANGES:-300} rate=${RATE:-10}
-modes=${MODES:-notify before off on}
+modes=${MODES:-notify naive off on}
 say() { printf '\033[1m[bench-refetch]\033[0m %s\n' "$*" >&2; }
 
 export RUSTFLAGS="--cfg erase_components" LEPTOS_OUTPUT_NAME=taskboard
@@ -59,7 +60,7 @@ for mode in $modes; do
   done
   refetch=(--refetch /api/tasks)
   [ "$mode" = notify ] && refetch=()
-  [ "$mode" = before ] && refetch+=(--refetch-each)
+  [ "$mode" = naive ] && refetch+=(--refetch-each)
   say "$mode: $viewers viewers, board of $board, $changes changes at $rate/s, $instances instance(s)$([ -n "$redis_url" ] && echo ' on Redis')"
   # shellcheck disable=SC2086
   target/release/loadtest "${urls[@]}" --streams "$viewers" --events "$changes" --rate "$rate" \

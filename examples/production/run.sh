@@ -16,6 +16,10 @@
 #                                         stopped mid-run: every stream must reconnect through
 #                                         nginx and get every event (part of scripts/test.sh)
 #
+# Then the refetch wave through nginx (REFETCH_VIEWERS, 1,000, each refetching GET /api/tasks after
+# each of REFETCH_CHANGES, 100, changes at 10/s; 100 viewers and 20 changes in the smoke): what
+# a change costs end to end.
+#
 #   REDIS_SHAPE=sentinel (with any of the above): Redis is a primary, two replicas and three
 #   sentinels; the instances follow it with SSE_REDIS_MIN_REPLICAS=1 and the load tool publishes
 #   into Redis the same way (PUBLISH=redis). With --smoke the primary is killed mid-run instead
@@ -236,6 +240,19 @@ if $smoke; then
   grep -E '^events:' "$dir/loadtest-large.out"
 fi
 
+# The refetch wave: every viewer refetches the board after each change, as a page does (the
+# cost of a change end to end: notification and refetches).
+if ! $smoke || [ "$shape" = single ]; then
+  if $smoke; then viewers=100 changes=20; else viewers=${REFETCH_VIEWERS:-1000} changes=${REFETCH_CHANGES:-100}; fi
+  say "loadtest: refetch wave through nginx: $viewers viewers, $changes changes at 10/s (PUT /api/tasks/{id}), each viewer then GETs /api/tasks"
+  refetch_args=(--url "http://127.0.0.1:$nginx_port" --streams "$viewers" --events "$changes" --rate 10
+    --publish rest-update --board 100 --publishers 1 --event task:updated --refetch /api/tasks --timeout 60 --quiet)
+  for pid in "${instance_pids[@]}"; do kill -0 "$pid" 2>/dev/null && refetch_args+=(--pid "$pid"); done
+  "$bin/loadtest" "${refetch_args[@]}" >"$dir/loadtest-refetch.out" 2>&1 \
+    || { cat "$dir/loadtest-refetch.out"; fail "the refetch wave did not bring every change to every viewer"; }
+  grep -E '^(events|server CPU per change|refetches|publish to|bytes per)' "$dir/loadtest-refetch.out"
+fi
+
 say "Prometheus:"
 if $smoke && [ "$shape" = single ]; then
   wait_for "Prometheus seeing instance 2 down" 30 promql_is 'sum(up{job="sse"})' 2
@@ -245,5 +262,7 @@ echo "  instances up:                $(promql 'sum(up{job="sse"})')"
 echo "  streams opened (all):        $(promql 'sum(sse_connections_opened_total)')"
 echo "  events delivered (all):      $(promql 'sum(sse_events_delivered_total)')"
 echo "  events replayed on resume:   $(promql 'sum(sse_events_replayed_total)')"
+echo "  reads from the cache:        $(promql 'sum(sse_cache_requests_total{result=~"hit|not_modified"})')"
+echo "  reads computed:              $(promql 'sum(sse_cache_requests_total{result=~"computed|passed"})')"
 echo "  alerts pending or firing:    $(promql 'count(ALERTS)')"
 say "done"

@@ -1,9 +1,5 @@
 //! The REST side of "notify, then fetch": JSON from a URL, fetched again on every notification.
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
-use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use leptos::prelude::*;
 use serde::de::DeserializeOwned;
 use sse_notify_core::{SseEvent, Topic};
@@ -87,81 +83,19 @@ where
 {
     let sse = use_sse::<E>(topic);
     let url: Signal<String> = url.into();
-    let fetches = Coalescer::default();
+    // A resource runs one fetch at a time: notifications that arrive while it is in flight rerun
+    // it once after it (Leptos's async derived values await each run before the next), which is
+    // the coalescing a refetch wave needs (checked in end2end/tests/refetch.spec.ts).
     let data = LocalResource::new(move || {
         sse.version.track();
         let url = url.get();
         let cursor = sse.last_event_id.get_untracked();
-        // The fetch this version shares with the others that came while one was in flight.
-        let body = fetches.run(move || get_text(url, cursor).boxed_local());
-        async move { serde_json::from_str::<T>(&body.await?).map_err(|e| FetchError::Decode(e.to_string())) }
+        async move {
+            let body = get_text(url, cursor).await?;
+            serde_json::from_str::<T>(&body).map_err(|e| FetchError::Decode(e.to_string()))
+        }
     });
     LiveJson { sse, data }
-}
-
-/// Coalesces fetches: at most one runs, and every fetch asked for while it runs shares the ONE
-/// that runs after it (whose inputs are those of the last asked for).
-pub(crate) struct Coalescer<T: Clone> {
-    state: Rc<RefCell<Queue<T>>>,
-}
-
-type Fetch<T> = Shared<LocalBoxFuture<'static, T>>;
-type MakeFetch<T> = Box<dyn FnOnce() -> LocalBoxFuture<'static, T>>;
-
-struct Queue<T: Clone> {
-    running: Option<Fetch<T>>,
-    /// The fetch after the running one, and how to start it (replaced by each later ask).
-    queued: Option<(Fetch<T>, Rc<RefCell<Option<MakeFetch<T>>>>)>,
-}
-
-impl<T: Clone> Default for Coalescer<T> {
-    fn default() -> Self {
-        Self { state: Rc::new(RefCell::new(Queue { running: None, queued: None })) }
-    }
-}
-
-impl<T: Clone> Clone for Coalescer<T> {
-    fn clone(&self) -> Self {
-        Self { state: self.state.clone() }
-    }
-}
-
-impl<T: Clone + 'static> Coalescer<T> {
-    /// The fetch that will answer this ask: `make()` started now when none runs, else the one
-    /// queued after the running one, which `make` (the newest inputs) will start.
-    pub(crate) fn run(&self, make: impl FnOnce() -> LocalBoxFuture<'static, T> + 'static) -> Fetch<T> {
-        let mut q = self.state.borrow_mut();
-        if q.running.as_ref().is_some_and(|r| r.peek().is_some()) {
-            q.running = None;
-        }
-        let Some(running) = q.running.clone() else {
-            let fetch = make().shared();
-            q.running = Some(fetch.clone());
-            return fetch;
-        };
-        if let Some((queued, starter)) = &q.queued {
-            *starter.borrow_mut() = Some(Box::new(make));
-            return queued.clone();
-        }
-        let starter: Rc<RefCell<Option<MakeFetch<T>>>> = Rc::new(RefCell::new(Some(Box::new(make))));
-        // Weak: the queued fetch, once running, is held by the state it would otherwise hold.
-        let state = Rc::downgrade(&self.state);
-        let start = starter.clone();
-        let queued = async move {
-            let _ = running.await;
-            let make = start.borrow_mut().take().expect("set when queued");
-            if let Some(state) = state.upgrade() {
-                // It runs now: later asks queue after it.
-                let mut q = state.borrow_mut();
-                q.running = q.queued.take().map(|(fetch, _)| fetch);
-            }
-            make().await
-        }
-        .boxed_local()
-        .shared();
-        q.queued = Some((queued.clone(), starter));
-        queued
-    }
 }
 
 /// The body of a GET of `url` (an error status as its JSON error), sent with `cursor` as
@@ -203,62 +137,3 @@ impl<E: Send + Sync + 'static, T: 'static> Clone for LiveJson<E, T> {
     }
 }
 impl<E: Send + Sync + 'static, T: 'static> Copy for LiveJson<E, T> {}
-
-#[cfg(test)]
-mod tests {
-    use std::cell::Cell;
-
-    use futures::channel::oneshot;
-    use futures::executor::block_on;
-
-    use super::*;
-
-    /// A fetch that answers `name` once its sender fires, counting the fetches started.
-    fn fetch(
-        started: &Rc<Cell<u32>>,
-        name: &'static str,
-    ) -> (impl FnOnce() -> LocalBoxFuture<'static, &'static str> + 'static, oneshot::Sender<()>) {
-        let (tx, rx) = oneshot::channel::<()>();
-        let started = started.clone();
-        let make = move || {
-            started.set(started.get() + 1);
-            async move {
-                let _ = rx.await;
-                name
-            }
-            .boxed_local()
-        };
-        (make, tx)
-    }
-
-    #[test]
-    fn asks_while_a_fetch_runs_share_one_fetch_after_it_with_the_newest_inputs() {
-        let started = Rc::new(Cell::new(0));
-        let c = Coalescer::<&'static str>::default();
-        let (a, a_done) = fetch(&started, "a");
-        let first = c.run(a);
-        assert_eq!(started.get(), 1, "nothing runs: it starts at once");
-        let ((b, _), (d, d_done)) = (fetch(&started, "b"), fetch(&started, "d"));
-        let second = c.run(b);
-        let third = c.run(d);
-        assert!(second.ptr_eq(&third), "two asks during a fetch share the next one");
-        assert_eq!(started.get(), 1, "which waits for the running one");
-        a_done.send(()).unwrap();
-        assert_eq!(block_on(first), "a");
-        // The queued fetch starts when polled, with the last ask's inputs; an ask meanwhile
-        // queues behind it.
-        assert!(second.clone().now_or_never().is_none());
-        assert_eq!(started.get(), 2);
-        let (e, e_done) = fetch(&started, "e");
-        let fourth = c.run(e);
-        assert_eq!(started.get(), 2, "one fetch at a time");
-        d_done.send(()).unwrap();
-        assert_eq!((block_on(second), block_on(third)), ("d", "d"));
-        e_done.send(()).unwrap();
-        assert_eq!(block_on(fourth), "e");
-        assert_eq!(started.get(), 3, "five asks, three fetches");
-        let (f, f_done) = fetch(&started, "f");
-        f_done.send(()).unwrap();
-        assert_eq!(block_on(c.run(f)), "f", "idle again: a new ask starts at once");
-    }
-}
