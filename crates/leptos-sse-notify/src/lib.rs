@@ -8,6 +8,8 @@
 //!   the latest typed event, a version to key Resources on, the stream status and errors.
 //! - [`use_live_json`]: the REST side of the idiom: GET JSON from a URL (with gloo-net) and get
 //!   it again on every matched notification.
+//! - [`use_live_list`]: a REST list kept live item by item: an event naming an item refetches
+//!   that item and patches the list, instead of the whole list.
 //! - `publish` (feature `ssr`): publish a typed event from a `#[server]` function.
 //!
 //! Every `use_sse` call of every tab of the browser that uses the same events path shares ONE
@@ -54,12 +56,14 @@ mod decode;
 #[cfg(feature = "browser")]
 mod hub;
 mod live_json;
+mod live_list;
 #[cfg(feature = "ssr")]
 mod publish;
 #[cfg(feature = "browser")]
 mod tabs;
 
 pub use live_json::{use_live_json, FetchError, LiveJson};
+pub use live_list::{use_live_list, LiveList};
 #[cfg(feature = "ssr")]
 pub use publish::publish;
 /// The core crate (wire format, cursors), re-exported so that versions always match.
@@ -218,7 +222,22 @@ pub fn use_sse_with_options<E>(topic: impl Into<Signal<Topic>>, options: UseSseO
 where
     E: SseEvent + Clone + Send + Sync,
 {
-    let topic: Signal<Topic> = topic.into();
+    use_sse_tapped(topic.into(), options, None)
+}
+
+/// Every matched event (with its id) and every resync of a subscription, for hooks that must
+/// see each one rather than the latest ([`use_live_list`] patches its list per event).
+#[cfg_attr(not(feature = "browser"), allow(dead_code))]
+pub(crate) struct Tap<E> {
+    pub(crate) on_event: std::rc::Rc<dyn Fn(&E, &str)>,
+    pub(crate) on_resync: std::rc::Rc<dyn Fn()>,
+}
+
+/// [`use_sse_with_options`], also calling `tap` for each event and resync.
+pub(crate) fn use_sse_tapped<E>(topic: Signal<Topic>, options: UseSseOptions, tap: Option<Tap<E>>) -> SseSignal<E>
+where
+    E: SseEvent + Clone + Send + Sync,
+{
     let (latest, set_latest) = signal(None::<E>);
     let (version, set_version) = signal(0u64);
     let (last_event_id, set_last_event_id) = signal(None::<String>);
@@ -237,6 +256,10 @@ where
                 if let Some(old) = current.lock().unwrap().take() {
                     hub::unsubscribe(&key, old);
                 }
+                let (tap_event, tap_resync) = match &tap {
+                    Some(t) => (Some(t.on_event.clone()), Some(t.on_resync.clone())),
+                    None => (None, None),
+                };
                 let id = hub::subscribe(
                     &key,
                     hub::Subscriber {
@@ -247,6 +270,9 @@ where
                                 // The hub routed it by the frame's cursor (topics the publisher added
                                 // included); without a cursor the event's own topics must say it.
                                 Ok(event) if matched || event.topics().contains(&topic) => {
+                                    if let Some(tap) = &tap_event {
+                                        tap(&event, id);
+                                    }
                                     set_latest.try_set(Some(event));
                                     set_last_event_id.try_set(Some(id.to_owned()).filter(|id| !id.is_empty()));
                                     set_version.try_update(|v| *v += 1);
@@ -260,6 +286,9 @@ where
                             }
                         }),
                         on_resync: std::rc::Rc::new(move || {
+                            if let Some(tap) = &tap_resync {
+                                tap();
+                            }
                             set_last_event_id.try_set(None);
                             set_version.try_update(|v| *v += 1);
                         }),
@@ -282,7 +311,7 @@ where
 
     #[cfg(not(feature = "browser"))]
     let (status, error) = {
-        let _ = (topic, options, set_latest, set_version, set_last_event_id, set_decode_error, start);
+        let _ = (topic, options, tap, set_latest, set_version, set_last_event_id, set_decode_error, start);
         (Signal::stored(ConnectionStatus::Connecting), Signal::derive(move || decode_error.get()))
     };
 

@@ -101,7 +101,7 @@ where
 /// The body of a GET of `url` (an error status as its JSON error), sent with `cursor` as
 /// `Last-Event-ID`.
 #[cfg(feature = "browser")]
-async fn get_text(url: String, cursor: Option<String>) -> Result<String, FetchError> {
+pub(crate) async fn get_text(url: String, cursor: Option<String>) -> Result<String, FetchError> {
     let mut req = gloo_net::http::Request::get(&url).header("accept", "application/json");
     if let Some(cursor) = &cursor {
         req = req.header("last-event-id", cursor);
@@ -126,7 +126,7 @@ pub(crate) async fn error_body(resp: &gloo_net::http::Response) -> (String, Opti
 
 /// Outside the browser a `LocalResource` never runs its fetcher; this only has to compile.
 #[cfg(not(feature = "browser"))]
-async fn get_text(url: String, cursor: Option<String>) -> Result<String, FetchError> {
+pub(crate) async fn get_text(url: String, cursor: Option<String>) -> Result<String, FetchError> {
     let _ = (url, cursor);
     std::future::pending().await
 }
