@@ -7,12 +7,15 @@
 #   off     a Leptos page (a Resource runs one fetch at a time: events during it cause one more
 #           after it), no response cache (READ_CACHE=off): what a change cost before the cache
 #   on      the same page, response cache on (the default)
+#   item    the same, item by item (`use_live_list`): each event refetches GET /api/tasks/{id}
 # Prints the load tool's figures for each run.
 #
 #   scripts/bench-refetch.sh                 one instance, embedded broker
 #   REDIS=1 scripts/bench-refetch.sh         two instances on one redis-server (viewers split)
-#   VIEWERS=1000 BOARD=100 CHANGES=300 RATE=10 MODES="notify naive off on" PUBLISHERS=1 \
+#   VIEWERS=1000 BOARD=100 CHANGES=300 RATE=10 MODES="notify naive off on item" PUBLISHERS=1 \
 #     LOADTEST_ARGS=--conditional
+#   REDIS=1 PUBLISH=redis MODES=on LOADTEST_ARGS=--conditional   events that change nothing,
+#     published straight into Redis: each refetch revalidates with If-None-Match (304)
 #
 # Release builds; everything on loopback ports chosen free at start, stopped on exit.
 set -euo pipefail
@@ -47,7 +50,7 @@ fi
 instances=$([ -n "$redis_url" ] && echo 2 || echo 1)
 
 for mode in $modes; do
-  cache=$([ "$mode" = on ] && echo on || echo off)
+  cache=$([ "$mode" = on ] || [ "$mode" = item ] && echo on || echo off)
   urls=() server_pids=()
   if [ -n "$redis_url" ]; then redis-cli -u "$redis_url" flushall >/dev/null; fi
   for i in $(seq "$instances"); do
@@ -60,11 +63,17 @@ for mode in $modes; do
   done
   refetch=(--refetch /api/tasks)
   [ "$mode" = notify ] && refetch=()
+  [ "$mode" = item ] && refetch=(--refetch '/api/tasks/{id}')
   [ "$mode" = naive ] && refetch+=(--refetch-each)
   say "$mode: $viewers viewers, board of $board, $changes changes at $rate/s, $instances instance(s)$([ -n "$redis_url" ] && echo ' on Redis')"
+  publish=(--publish rest-update --board "$board" --publishers "${PUBLISHERS:-1}")
+  if [ "${PUBLISH:-rest-update}" = redis ]; then
+    # Events straight into Redis that change nothing: every refetch finds the same answer.
+    publish=(--publish redis --redis "$redis_url" --publishers "${PUBLISHERS:-1}")
+  fi
   # shellcheck disable=SC2086
   target/release/loadtest "${urls[@]}" --streams "$viewers" --events "$changes" --rate "$rate" \
-    --publish rest-update --board "$board" --publishers "${PUBLISHERS:-1}" --event task:updated "${refetch[@]}" \
+    "${publish[@]}" --event task:updated "${refetch[@]}" \
     $(printf -- '--pid %s ' "${server_pids[@]}") --quiet ${LOADTEST_ARGS:-}
   for p in "${server_pids[@]}"; do kill "$p"; done
   wait "${server_pids[@]}" 2>/dev/null || true

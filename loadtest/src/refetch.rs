@@ -4,7 +4,9 @@
 //! with `--conditional`, the last `ETag` it got as `If-None-Match`. Like `use_live_json`, it
 //! coalesces: events that arrive while a refetch is in flight are covered by one refetch after
 //! it, not one each. Every event is timed from its publish to the end of the first refetch that
-//! started after it arrived: when the tab holds data that includes it.
+//! started after it arrived: when the tab holds data that includes it. With `{id}` in the path
+//! the refetches are item by item, as `use_live_list` makes them: each item a batch of events
+//! names is fetched once.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,8 +20,9 @@ use crate::protocol::unix_us;
 /// What a stream hands its refetcher.
 #[derive(Default)]
 pub struct Pending {
-    /// Events arrived and not yet covered by a refetch that started after them.
-    ids: Vec<u64>,
+    /// Events arrived and not yet covered by a refetch that started after them: each one's id
+    /// and the number its data names (the item of `{id}`).
+    ids: Vec<(u64, u64)>,
     /// The cursor of the newest.
     cursor: Option<String>,
     /// The stream is done: finish what is pending, then stop.
@@ -34,7 +37,7 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn push(&self, ids: impl IntoIterator<Item = u64>, cursor: Option<&str>) {
+    pub fn push(&self, ids: impl IntoIterator<Item = (u64, u64)>, cursor: Option<&str>) {
         let mut p = self.pending.lock().unwrap();
         p.ids.extend(ids);
         if let Some(c) = cursor {
@@ -76,37 +79,77 @@ pub struct Target {
 
 /// Runs one stream's refetches until its queue is closed and drained.
 pub async fn run(target: Target, queue: Arc<Queue>) -> Refetched {
-    let mut out = Refetched::default();
-    let mut conn: Option<TcpStream> = None;
-    let mut etag: Option<String> = None;
+    let mut client = Client { target, conn: None, etag: None, out: Refetched::default() };
     loop {
-        let (ids, cursor, closed) = {
+        let (events, cursor, closed) = {
             let mut p = queue.pending.lock().unwrap();
-            let ids = if target.each && !p.ids.is_empty() { vec![p.ids.remove(0)] } else { std::mem::take(&mut p.ids) };
-            (ids, p.cursor.clone(), p.closed)
+            let events = if client.target.each && !p.ids.is_empty() {
+                vec![p.ids.remove(0)]
+            } else {
+                std::mem::take(&mut p.ids)
+            };
+            (events, p.cursor.clone(), p.closed)
         };
-        let Some(&newest) = ids.last() else {
+        if events.is_empty() {
             if closed {
-                return out;
+                return client.out;
             }
             queue.wake.notified().await;
             continue;
+        }
+        if client.target.path.contains("{id}") {
+            // Item by item, as `use_live_list` patches: each item the events name once.
+            for (item, covered) in by_item(&events) {
+                client
+                    .refetch(&client.target.path.replace("{id}", &item.to_string()), cursor.as_deref(), &covered)
+                    .await;
+            }
+        } else {
+            let covered: Vec<u64> = events.iter().map(|(event, _)| *event).collect();
+            client.refetch(&client.target.path.clone(), cursor.as_deref(), &covered).await;
+        }
+    }
+}
+
+/// The items `events` name, each once at its last place, with the events it covers.
+fn by_item(events: &[(u64, u64)]) -> Vec<(u64, Vec<u64>)> {
+    let mut out: Vec<(u64, Vec<u64>)> = Vec::new();
+    for &(event, item) in events {
+        let mut covered = match out.iter().position(|(i, _)| *i == item) {
+            Some(at) => out.remove(at).1,
+            None => Vec::new(),
         };
-        let path = target.path.replace("{id}", &newest.to_string());
+        covered.push(event);
+        out.push((item, covered));
+    }
+    out
+}
+
+/// One stream's refetching connection and what it did.
+struct Client {
+    target: Target,
+    conn: Option<TcpStream>,
+    etag: Option<String>,
+    out: Refetched,
+}
+
+impl Client {
+    /// GETs `path`; once it answers, `covered` events' data has arrived.
+    async fn refetch(&mut self, path: &str, cursor: Option<&str>, covered: &[u64]) {
         let mut headers = String::new();
-        if let Some(c) = &cursor {
+        if let Some(c) = cursor {
             headers.push_str(&format!("Last-Event-ID: {c}\r\n"));
         }
-        if let (true, Some(tag)) = (target.conditional, &etag) {
+        if let (true, Some(tag)) = (self.target.conditional, &self.etag) {
             headers.push_str(&format!("If-None-Match: {tag}\r\n"));
         }
-        out.requests += 1;
+        self.out.requests += 1;
         // One retry on a fresh connection: a kept-alive one may have been closed meanwhile.
         let mut answer = Err(String::new());
         for _ in 0..2 {
-            let stream = match conn.take() {
+            let stream = match self.conn.take() {
                 Some(s) => s,
-                None => match connect(&target).await {
+                None => match connect(&self.target).await {
                     Ok(s) => s,
                     Err(e) => {
                         answer = Err(e);
@@ -115,9 +158,9 @@ pub async fn run(target: Target, queue: Arc<Queue>) -> Refetched {
                 },
             };
             let limit = std::time::Duration::from_secs(30);
-            answer = match tokio::time::timeout(limit, get(stream, &target.addr, &path, &headers)).await {
+            answer = match tokio::time::timeout(limit, get(stream, &self.target.addr, path, &headers)).await {
                 Ok(got) => got.map(|(a, s)| {
-                    conn = s;
+                    self.conn = s;
                     a
                 }),
                 Err(_) => Err(format!("GET {path}: no answer within 30 s")),
@@ -126,14 +169,15 @@ pub async fn run(target: Target, queue: Arc<Queue>) -> Refetched {
                 break;
             }
         }
+        let out = &mut self.out;
         match answer {
             Ok(a) if a.status == 200 || a.status == 304 => {
                 let at = unix_us();
-                out.covered.extend(ids.iter().map(|&id| (id, at)));
+                out.covered.extend(covered.iter().map(|&id| (id, at)));
                 out.bytes += a.bytes;
                 out.not_modified += u64::from(a.status == 304);
                 if a.etag.is_some() {
-                    etag = a.etag;
+                    self.etag = a.etag;
                 }
             }
             Ok(a) => {
@@ -233,4 +277,13 @@ async fn get(
         }
     }
     Ok((Answer { status, etag, bytes }, (!close).then_some(stream)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_item_is_fetched_once_at_its_last_place_covering_its_events() {
+        let events = [(1, 7), (2, 8), (3, 7), (4, 9)];
+        assert_eq!(super::by_item(&events), [(8, vec![2]), (7, vec![1, 3]), (9, vec![4])]);
+    }
 }

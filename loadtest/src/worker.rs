@@ -107,6 +107,8 @@ struct Seen {
     reconnects: u64,
     /// Bytes read from the stream.
     bytes: u64,
+    /// The number each event's data names (its `"id"`), in the order of `events`.
+    items: Vec<u64>,
 }
 
 /// A stream may be reopened this many times (bounded, like everything here).
@@ -180,6 +182,7 @@ impl Reading {
         let (seen, ids, order) = (&mut self.seen, &mut self.ids, &mut self.by_order);
         let before = seen.events.len();
         self.frames.feed(body, |id| {
+            let item = id;
             let id = match order {
                 Some(next) => {
                     *next += 1;
@@ -189,6 +192,7 @@ impl Reading {
             };
             if ids.insert(id) {
                 seen.events.push((id, at));
+                seen.items.push(item);
                 if seen.highest.is_some_and(|h| id < h) {
                     seen.out_of_order += 1;
                 }
@@ -230,7 +234,8 @@ async fn follow(f: Follow, opened: Opened, mut stop: watch::Receiver<bool>) -> S
             },
         };
         if let Some(queue) = f.refetch.as_ref().filter(|_| r.seen.events.len() > before) {
-            queue.push(r.seen.events[before..].iter().map(|(id, _)| *id), r.frames.last_event_id());
+            let new = r.seen.events[before..].iter().zip(&r.seen.items[before..]);
+            queue.push(new.map(|((id, _), item)| (*id, *item)), r.frames.last_event_id());
         }
         if ended {
             if !f.reconnect || r.seen.reconnects >= MAX_RECONNECTS {
