@@ -204,6 +204,7 @@ fn spawn_workers(args: &Args, reports: mpsc::UnboundedSender<(usize, Report)>) -
             refetch: args.refetch.clone(),
             conditional: args.conditional,
             refetch_each: args.refetch_each,
+            refetch_jitter_ms: args.refetch_jitter,
             by_order: args.publish == "rest-update",
         };
         let mut child = Command::new(&exe)

@@ -122,6 +122,10 @@ pub struct Args {
     /// One refetch per event, in turn, none covering another: a page without coalescing.
     #[arg(long)]
     pub refetch_each: bool,
+    /// A refetch waits a random time of up to this many milliseconds after the event that
+    /// starts it, and covers the events meanwhile (`UseSseOptions::jitter`).
+    #[arg(long, default_value_t = 0)]
+    pub refetch_jitter: u64,
     /// No progress bars (logs and CI).
     #[arg(long)]
     pub quiet: bool,

@@ -41,6 +41,9 @@ pub struct Plan {
     /// One refetch per event: no coalescing.
     #[serde(default)]
     pub refetch_each: bool,
+    /// Milliseconds of random wait before a refetch.
+    #[serde(default)]
+    pub refetch_jitter_ms: u64,
     /// Events are numbered by their order on each stream, not by their data's `"id"`
     /// (`--publish rest-update`: the data names a task, and events come one at a time).
     #[serde(default)]

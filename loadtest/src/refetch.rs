@@ -75,12 +75,24 @@ pub struct Target {
     /// One refetch per event, none covering another (`--refetch-each`: what a page without
     /// coalescing does).
     pub each: bool,
+    /// A refetch waits a random time of up to this after the event that starts it, covering
+    /// the events meanwhile (`--refetch-jitter`, as `UseSseOptions::jitter`).
+    pub jitter: std::time::Duration,
 }
 
 /// Runs one stream's refetches until its queue is closed and drained.
 pub async fn run(target: Target, queue: Arc<Queue>) -> Refetched {
+    let mut random = (unix_us() ^ (Arc::as_ptr(&queue) as u64).rotate_left(17)) | 1;
     let mut client = Client { target, conn: None, etag: None, out: Refetched::default() };
     loop {
+        let waiting = !queue.pending.lock().unwrap().ids.is_empty();
+        if waiting && !client.target.jitter.is_zero() {
+            // xorshift64: a spread, not a secret.
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            tokio::time::sleep(client.target.jitter.mul_f64((random % 10_000) as f64 / 10_000.0)).await;
+        }
         let (events, cursor, closed) = {
             let mut p = queue.pending.lock().unwrap();
             let events = if client.target.each && !p.ids.is_empty() {

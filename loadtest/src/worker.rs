@@ -336,7 +336,7 @@ pub async fn run(plan: Plan) {
             (event.clone(), counted.clone(), stop_rx.clone(), plan.events, plan.reconnect, plan.min_data);
         let (retried, first_retry_reason) = (retried.clone(), first_retry_reason.clone());
         let (refetch_path, conditional, by_order) = (plan.refetch.clone(), plan.conditional, plan.by_order);
-        let each = plan.refetch_each;
+        let (each, jitter) = (plan.refetch_each, Duration::from_millis(plan.refetch_jitter_ms));
         connects.push(tokio::spawn(async move {
             // With --reconnect a failed open is retried, as EventSource retries; the latency
             // recorded is the client's: from the first attempt (not from waiting for a place in
@@ -369,7 +369,7 @@ pub async fn run(plan: Plan) {
                     ok.fetch_add(1, Ordering::Relaxed);
                     let queue = refetch_path.as_ref().map(|_| Arc::new(refetch::Queue::default()));
                     let refetcher = refetch_path.map(|path| {
-                        let t = refetch::Target { addr: target.clone(), source, path, conditional, each };
+                        let t = refetch::Target { addr: target.clone(), source, path, conditional, each, jitter };
                         tokio::spawn(refetch::run(t, queue.clone().expect("made with the path")))
                     });
                     let f = Follow {

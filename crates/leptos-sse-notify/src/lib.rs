@@ -62,7 +62,7 @@ mod publish;
 #[cfg(feature = "browser")]
 mod tabs;
 
-pub use live_json::{use_live_json, FetchError, LiveJson};
+pub use live_json::{use_live_json, use_live_json_with_options, FetchError, LiveJson};
 pub use live_list::{use_live_list, LiveList};
 #[cfg(feature = "ssr")]
 pub use publish::publish;
@@ -131,11 +131,12 @@ pub enum SseError {
 pub struct UseSseOptions {
     events_path: String,
     with_credentials: bool,
+    jitter: std::time::Duration,
 }
 
 impl Default for UseSseOptions {
     fn default() -> Self {
-        Self { events_path: DEFAULT_EVENTS_PATH.to_owned(), with_credentials: false }
+        Self { events_path: DEFAULT_EVENTS_PATH.to_owned(), with_credentials: false, jitter: std::time::Duration::ZERO }
     }
 }
 
@@ -151,6 +152,15 @@ impl UseSseOptions {
     /// for an API on another host; the server must list this page's origin in `CORS_ORIGINS`.
     pub fn with_credentials(mut self, yes: bool) -> Self {
         self.with_credentials = yes;
+        self
+    }
+
+    /// Spreads the refetch wave of a popular page: [`SseSignal::version`] moves a random time of
+    /// up to `jitter` after an event instead of at once (events meanwhile move it once), so a
+    /// thousand tabs do not refetch in the same millisecond, and a burst of changes costs one
+    /// refetch. Zero (the default): at once. `latest` and `last_event_id` move at once.
+    pub fn jitter(mut self, jitter: std::time::Duration) -> Self {
+        self.jitter = jitter;
         self
     }
 }
@@ -246,6 +256,7 @@ where
 
     #[cfg(feature = "browser")]
     let (status, error) = {
+        let bump = version_bump(set_version, options.jitter);
         let key = hub::HubKey { path: options.events_path, with_credentials: options.with_credentials };
         let (status, stream_error) = hub::signals(&key);
         let current = std::sync::Arc::new(std::sync::Mutex::new(None::<u64>));
@@ -256,6 +267,7 @@ where
                 if let Some(old) = current.lock().unwrap().take() {
                     hub::unsubscribe(&key, old);
                 }
+                let (bump_event, bump_resync) = (bump.clone(), bump.clone());
                 let (tap_event, tap_resync) = match &tap {
                     Some(t) => (Some(t.on_event.clone()), Some(t.on_resync.clone())),
                     None => (None, None),
@@ -275,7 +287,7 @@ where
                                     }
                                     set_latest.try_set(Some(event));
                                     set_last_event_id.try_set(Some(id.to_owned()).filter(|id| !id.is_empty()));
-                                    set_version.try_update(|v| *v += 1);
+                                    bump_event();
                                 }
                                 Ok(_) => {}
                                 Err(e) => {
@@ -290,7 +302,7 @@ where
                                 tap();
                             }
                             set_last_event_id.try_set(None);
-                            set_version.try_update(|v| *v += 1);
+                            bump_resync();
                         }),
                     },
                     start.clone(),
@@ -318,6 +330,31 @@ where
     SseSignal { latest, version, last_event_id, status, error }
 }
 
+/// Moves `version` by one, at once or (with `jitter`) after a random delay of up to it, once for
+/// every bump meanwhile.
+#[cfg(feature = "browser")]
+fn version_bump(set_version: WriteSignal<u64>, jitter: std::time::Duration) -> std::rc::Rc<dyn Fn()> {
+    let waiting = std::rc::Rc::new(std::cell::Cell::new(false));
+    std::rc::Rc::new(move || {
+        if jitter.is_zero() {
+            set_version.try_update(|v| *v += 1);
+            return;
+        }
+        if waiting.replace(true) {
+            return;
+        }
+        let waiting = waiting.clone();
+        let delay = jitter.mul_f64(js_sys::Math::random());
+        leptos::leptos_dom::helpers::set_timeout(
+            move || {
+                waiting.set(false);
+                set_version.try_update(|v| *v += 1);
+            },
+            delay,
+        );
+    })
+}
+
 /// The cursor the server rendered this page from ([`sse_notify_core::cursor::StartCursor`], put in
 /// the request by `sse_notify_axum::handoff::start_cursor`), carried to the browser in the
 /// page's hydration data. `None` in a client-side-rendered app or without the middleware.
@@ -330,4 +367,40 @@ fn start_cursor() -> Option<String> {
     #[cfg(not(feature = "ssr"))]
     let read = || None;
     SharedValue::new(read).into_inner()
+}
+
+/// The version's jitter in a real browser (headless Chromium through wasm-bindgen-test).
+#[cfg(all(test, target_arch = "wasm32"))]
+mod browser_tests {
+    use super::*;
+    use wasm_bindgen_test::*;
+
+    wasm_bindgen_test_configure!(run_in_browser);
+
+    async fn sleep(ms: i32) {
+        let wait = js_sys::Promise::new(&mut |resolve, _| {
+            web_sys::window().unwrap().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms).unwrap();
+        });
+        wasm_bindgen_futures::JsFuture::from(wait).await.unwrap();
+    }
+
+    #[wasm_bindgen_test]
+    async fn with_jitter_a_burst_of_events_moves_the_version_once_and_later() {
+        let (version, set_version) = signal(0u64);
+        let bump = version_bump(set_version, std::time::Duration::from_millis(100));
+        for _ in 0..5 {
+            bump();
+        }
+        assert_eq!(version.get_untracked(), 0, "not at once");
+        sleep(150).await;
+        assert_eq!(version.get_untracked(), 1, "once for the burst, within the jitter");
+        bump();
+        sleep(150).await;
+        assert_eq!(version.get_untracked(), 2, "a later event moves it again");
+        let (now, set_now) = signal(0u64);
+        let at_once = version_bump(set_now, std::time::Duration::ZERO);
+        at_once();
+        at_once();
+        assert_eq!(now.get_untracked(), 2, "without jitter: at once, each time");
+    }
 }

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use serde::de::DeserializeOwned;
 use sse_notify_core::{SseEvent, Topic};
 
-use crate::{use_sse, SseSignal};
+use crate::{use_sse_with_options, SseSignal, UseSseOptions};
 
 /// Why [`use_live_json`] has no value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -81,7 +81,41 @@ where
     E: SseEvent + Clone + Send + Sync,
     T: DeserializeOwned + 'static,
 {
-    let sse = use_sse::<E>(topic);
+    use_live_json_with_options(topic, url, UseSseOptions::default())
+}
+
+/// [`use_live_json`] with the stream's options: another origin, or a refetch wave spread over
+/// a random [`UseSseOptions::jitter`].
+///
+/// ```no_run
+/// # use leptos::prelude::*;
+/// # use leptos_sse_notify::{use_live_json_with_options, UseSseOptions, Topic};
+/// # sse_notify_core::sse_event! {
+/// #     #[derive(Clone, Debug)]
+/// #     pub enum BoardEvent { Changed { id: u64 } = "board:changed" }
+/// #     topics(&self) { vec![Topic::new("board").unwrap()] }
+/// # }
+/// # #[component]
+/// # fn Board() -> impl IntoView {
+/// // A board watched by thousands: each tab refetches up to 250 ms after a change.
+/// let board = use_live_json_with_options::<BoardEvent, Vec<String>>(
+///     Topic::new("board").unwrap(),
+///     "/api/board".to_owned(),
+///     UseSseOptions::default().jitter(std::time::Duration::from_millis(250)),
+/// );
+/// # view! {}
+/// # }
+/// ```
+pub fn use_live_json_with_options<E, T>(
+    topic: impl Into<Signal<Topic>>,
+    url: impl Into<Signal<String>>,
+    options: UseSseOptions,
+) -> LiveJson<E, T>
+where
+    E: SseEvent + Clone + Send + Sync,
+    T: DeserializeOwned + 'static,
+{
+    let sse = use_sse_with_options::<E>(topic, options);
     let url: Signal<String> = url.into();
     // A resource runs one fetch at a time: notifications that arrive while it is in flight rerun
     // it once after it (Leptos's async derived values await each run before the next), which is
