@@ -252,9 +252,13 @@ impl Inner {
     }
 
     /// Counts a computed answer's bytes, and lets go of the least recently used answers past
-    /// the limits.
-    fn account(&self, slot: &Slot, size: usize) {
+    /// the limits. An answer whose slot was replaced meanwhile (a newer generation) is not kept,
+    /// so not counted.
+    fn account(&self, key: &EntryKey, slot: &Slot, size: usize) {
         let mut e = self.entries.lock().unwrap();
+        if !e.slots.peek(key).is_some_and(|kept| Arc::ptr_eq(&kept.answer, &slot.answer)) {
+            return;
+        }
         slot.size.store(size, Ordering::Relaxed);
         e.bytes += size;
         while e.slots.len() > self.limits.max_entries.max(1) || e.bytes > self.limits.max_bytes {
@@ -342,7 +346,7 @@ where
                     computing.store(true, Ordering::Relaxed);
                     let Ok(resp) = inner.oneshot(req(parts, body)).await;
                     let answer = keep(resp, cache.limits.max_body).await?;
-                    cache.account(&slot, answer.body.len());
+                    cache.account(&key, &slot, answer.body.len());
                     Ok(Arc::new(answer))
                 })
                 .await;
@@ -431,4 +435,40 @@ fn not_modified(answer: &Answer) -> Response {
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn if_none_match_names_the_tag_weakly_in_a_list_or_as_a_star() {
+        let tag = etag_of(b"[1,2]");
+        let quoted = tag.to_str().unwrap().trim_start_matches("W/").to_owned();
+        for header in [tag.to_str().unwrap().to_owned(), quoted.clone(), format!("\"x\", {quoted}"), "*".into()] {
+            assert!(etag_matches(&HeaderValue::from_str(&header).unwrap(), &tag), "{header}");
+        }
+        for header in ["\"x\"", "", "W/", "\"0000000000000000\""] {
+            assert!(!etag_matches(&HeaderValue::from_str(header).unwrap(), &tag), "{header}");
+        }
+        assert_eq!(etag_of(b"[1,2]"), tag, "the same body, the same tag (on every instance)");
+    }
+
+    proptest! {
+        /// Whatever bytes a client sends as `If-None-Match`, the comparison answers (no panic),
+        /// and only a list naming the tag, or `*`, matches.
+        #[test]
+        fn any_if_none_match_is_answered(raw in proptest::collection::vec(any::<u8>(), 0..96)) {
+            let tag = etag_of(b"body");
+            if let Ok(header) = HeaderValue::from_bytes(&raw) {
+                let matched = etag_matches(&header, &tag);
+                let text = String::from_utf8_lossy(&raw);
+                if matched {
+                    prop_assert!(text.contains('*') || text.contains(tag.to_str().unwrap().trim_start_matches("W/")));
+                }
+            }
+        }
+    }
 }

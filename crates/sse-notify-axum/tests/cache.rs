@@ -264,6 +264,26 @@ async fn a_browser_that_holds_the_answer_gets_304_until_the_content_changes() {
 }
 
 #[tokio::test]
+async fn an_answer_that_finishes_after_a_newer_one_is_not_counted_as_kept() {
+    let broker = memory();
+    let (app, backing, cache) = app(&broker, CacheLimits::default());
+    let gate = Arc::new(Notify::new());
+    *backing.slow.lock().unwrap() = Some(gate.clone());
+    let slow = tokio::spawn({
+        let app = app.clone();
+        async move { get_as(&app, "a").await.body }
+    });
+    backing.entered.notified().await;
+    *backing.slow.lock().unwrap() = None;
+    backing.set("v2");
+    publish(&broker).await;
+    assert_eq!(get_as(&app, "a").await.body, "v2 for a");
+    gate.notify_waiters();
+    assert_eq!(slow.await.unwrap(), "v1 for a");
+    assert_eq!(cache.size(), (1, "v2 for a".len()), "only the newer answer is kept and counted");
+}
+
+#[tokio::test]
 async fn failures_are_not_kept_and_the_cache_stays_within_its_bounds() {
     let broker = memory();
     let limits = CacheLimits { max_entries: 2, ..CacheLimits::default() };
