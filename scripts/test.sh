@@ -17,6 +17,9 @@ mkdir -p "$logs"
 echo "== cargo test (unit, doc, integration with redis-server)"
 cargo test --workspace --locked 2>&1 | tee "$logs/cargo-test.txt"
 
+echo "== the server crate without Redis (its default feature off: the embedded broker only)"
+cargo test --locked -p sse-notify-axum --no-default-features --lib --tests 2>&1 | tee "$logs/no-redis-test.txt"
+
 echo "== the Leptos hook's own tests, in headless Chromium (wasm-bindgen-test, chromium-driver)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=/usr/bin/chromedriver \
   cargo test --locked -p leptos-sse-notify --features hydrate --target wasm32-unknown-unknown --lib 2>&1 |
@@ -46,8 +49,9 @@ REDIS_SHAPE=sentinel ./examples/production/run.sh --smoke 2>&1 | tee "$logs/prod
 # Doc tests are compiled examples, most of which run an assertion; they are counted apart.
 count() { awk -v field="$1" '/^test result:/ { s += $field } END { print s + 0 }' "${@:2}"; }
 doc_passed=$(awk '/^   Doc-tests/ { doc = 1 } /^     Running/ { doc = 0 } doc && /^test result:/ { s += $4 } END { print s + 0 }' "$logs/cargo-test.txt")
-rust_passed=$(( $(count 4 "$logs/cargo-test.txt" "$logs/adopter.txt" "$logs/wasm-test.txt") - doc_passed ))
-rust_failed=$(count 6 "$logs/cargo-test.txt" "$logs/adopter.txt" "$logs/wasm-test.txt")
+rust_logs=("$logs/cargo-test.txt" "$logs/no-redis-test.txt" "$logs/adopter.txt" "$logs/wasm-test.txt")
+rust_passed=$(( $(count 4 "${rust_logs[@]}") - doc_passed ))
+rust_failed=$(count 6 "${rust_logs[@]}")
 read -r e2e_passed e2e_failed < <(node -e '
   const s = require(process.argv[1]).stats;
   console.log(s.expected, s.unexpected + s.flaky);' "$PWD/$logs/playwright.json")

@@ -6,7 +6,9 @@ use std::time::Duration;
 use axum::http::HeaderName;
 use sse_notify_core::{Topic, DEFAULT_HEARTBEAT_SECONDS};
 
-use crate::broker::{BrokerLimits, RedisOptions};
+use crate::broker::BrokerLimits;
+#[cfg(feature = "redis")]
+use crate::broker::RedisOptions;
 use crate::clients::ClientLimits;
 
 /// Why the configuration could not be read; names the variable.
@@ -190,10 +192,19 @@ impl SseConfig {
                 "a Redis Cluster has no sentinels: set REDIS_SENTINELS or this",
             ));
         }
+        #[cfg(not(feature = "redis"))]
+        if redis.is_managed() {
+            let var = if redis.sentinels.is_empty() { "REDIS_CLUSTER_NODES" } else { "REDIS_SENTINELS" };
+            return Err(err(var, "", NO_REDIS));
+        }
         match &redis_url {
             // Read now, so that a missing file or a wrong pairing stops start-up naming it.
+            #[cfg(feature = "redis")]
             Some(url) => drop(redis.options(url)?),
+            #[cfg(feature = "redis")]
             None if redis.is_managed() => drop(redis.options(MANAGED_URL)?),
+            #[cfg(not(feature = "redis"))]
+            Some(_) => {}
             None => {
                 if let Some((var, path)) = redis.first_set() {
                     return Err(err(var, &path.display().to_string(), "set, but REDIS_URL is not"));
@@ -257,6 +268,7 @@ impl SseConfig {
 /// How to reach Redis beyond `REDIS_URL`: files, so that secrets can come from a mount.
 ///
 /// ```
+/// # #[cfg(feature = "redis")] {
 /// # use sse_notify_axum::config::RedisSettings;
 /// # let dir = std::env::temp_dir().join(format!("redis-settings-doc-{}", std::process::id()));
 /// # std::fs::create_dir_all(&dir).unwrap();
@@ -264,6 +276,7 @@ impl SseConfig {
 /// let access = RedisSettings { password_file: Some(dir.join("password")), ..Default::default() };
 /// let options = access.options("redis://broker@127.0.0.1:6379").unwrap(); // the newline is not part of it
 /// assert!(!format!("{options:?}").contains("s3cret"));
+/// # }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisSettings {
@@ -312,6 +325,7 @@ const DEFAULT_MIN_REPLICAS_WAIT_MS: u64 = 500;
 
 /// The URL whose scheme, user and database apply behind Sentinel or to a Cluster when
 /// `REDIS_URL` is unset.
+#[cfg(feature = "redis")]
 const MANAGED_URL: &str = "redis://sentinel-or-cluster";
 
 /// `host:port,host:port` (IPv6 as `[::1]:26379`).
@@ -331,6 +345,7 @@ fn parse_addresses(var: &'static str, list: &str) -> Result<Vec<(String, u16)>, 
         .collect()
 }
 
+#[cfg(feature = "redis")]
 impl SseConfig {
     /// How to reach Redis, with its files read now; `None` for the embedded broker.
     pub fn redis_options(&self) -> Result<Option<RedisOptions>, ConfigError> {
@@ -342,6 +357,7 @@ impl SseConfig {
     }
 }
 
+#[cfg(feature = "redis")]
 impl RedisSettings {
     /// The broker's options for `url`, with the files read now.
     pub fn options(&self, url: &str) -> Result<RedisOptions, ConfigError> {
@@ -388,7 +404,9 @@ impl RedisSettings {
         }
         Ok(options)
     }
+}
 
+impl RedisSettings {
     /// Whether Redis is found through sentinels or cluster nodes rather than `REDIS_URL`.
     fn is_managed(&self) -> bool {
         !self.sentinels.is_empty() || !self.cluster_nodes.is_empty()
@@ -429,9 +447,27 @@ fn positive(var: &'static str, value: Option<String>, default: usize) -> Result<
     }
 }
 
+#[cfg(feature = "redis")]
 fn check_redis_url(var: &'static str, url: String) -> Result<String, ConfigError> {
     redis::Client::open(url.as_str()).map_err(|e| err(var, &url, e.to_string()))?;
     Ok(url)
+}
+
+/// Built without the `redis` feature: a Redis setting is a mistake to stop on, not to ignore.
+#[cfg(not(feature = "redis"))]
+fn check_redis_url(var: &'static str, url: String) -> Result<String, ConfigError> {
+    Err(err(var, &redact_url(&url), NO_REDIS))
+}
+
+#[cfg(not(feature = "redis"))]
+const NO_REDIS: &str = "this build has no Redis support (sse-notify-axum's `redis` feature is off)";
+
+/// `url` with its password (and user) hidden, for logs and errors.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -450,6 +486,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "redis")]
     fn reads_every_variable() {
         let cfg = from(&[
             ("REDIS_HOST", "127.0.0.1"),
@@ -516,6 +553,7 @@ mod tests {
 mod redis_settings_tests {
     use super::*;
 
+    #[cfg(feature = "redis")]
     fn dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "redis-settings-{}-{:?}",
@@ -531,6 +569,18 @@ mod redis_settings_tests {
     }
 
     #[test]
+    #[cfg(not(feature = "redis"))]
+    fn without_the_redis_feature_a_redis_setting_stops_start_up() {
+        let e = from(&[("REDIS_URL", "redis://:pw@127.0.0.1:6379".to_owned())]).err().unwrap();
+        assert_eq!((e.var, e.reason.as_str()), ("REDIS_URL", NO_REDIS));
+        assert!(!e.value.contains("pw"), "the password stays hidden: {}", e.value);
+        let e = from(&[("REDIS_CLUSTER_NODES", "10.0.0.1:7000".to_owned())]).err().unwrap();
+        assert_eq!(e.var, "REDIS_CLUSTER_NODES");
+        assert!(from(&[]).is_ok(), "positive control: the embedded broker");
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
     fn files_are_read_and_checked_at_start_up() {
         let d = dir();
         std::fs::write(d.join("pw"), "s3cret\r\n").unwrap();

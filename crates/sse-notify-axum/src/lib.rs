@@ -47,7 +47,9 @@ pub mod metrics;
 pub mod setup;
 
 pub use admission::Admission;
-pub use broker::{Broker, BrokerError, BrokerLimits, RedisConnection, RedisOptions, Subscription};
+pub use broker::{Broker, BrokerError, BrokerLimits, Subscription};
+#[cfg(feature = "redis")]
+pub use broker::{RedisConnection, RedisOptions};
 pub use cache::{CacheLimits, CacheScope, ResponseCache};
 pub use clients::ClientLimits;
 pub use config::{ConfigError, SseConfig};
@@ -55,6 +57,7 @@ pub use endpoint::SseEndpoint;
 pub use error::ApiError;
 pub use layer::{PublishContext, PublishLayer};
 /// The `redis` crate this one is built on ([`Broker::redis_connection`] hands out its types).
+#[cfg(feature = "redis")]
 pub use redis;
 pub use setup::{init_logging, SetupError, SseApp};
 /// The core crate (topics, typed events, wire format), re-exported so versions always match.

@@ -85,7 +85,7 @@ impl SseApp {
         let broker = connect_broker(&config).await?;
         tracing::info!(
             backend = broker.backend_name(),
-            redis = config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
+            redis = config.redis_url.as_deref().map(crate::config::redact_url).unwrap_or_default(),
             redis_sentinels = ?config.redis.sentinels,
             redis_sentinel_master = config.redis.sentinel_master.as_deref().unwrap_or_default(),
             redis_cluster_nodes = ?config.redis.cluster_nodes,
@@ -333,14 +333,24 @@ pub fn init_logging() {
 /// The broker `config` asks for: Redis when `REDIS_URL` or `REDIS_SENTINELS` is set, else
 /// in-process.
 pub async fn connect_broker(config: &SseConfig) -> Result<Broker, BrokerError> {
-    let options = config.redis_options().map_err(|e| BrokerError::Connect {
-        url: config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
-        reason: e.to_string(),
-    })?;
-    match options {
-        Some(options) => Broker::redis_with(&options, config.into()).await,
-        None => Ok(Broker::memory(config.into())),
+    #[cfg(feature = "redis")]
+    {
+        let options = config.redis_options().map_err(|e| BrokerError::Connect {
+            url: config.redis_url.as_deref().map(crate::config::redact_url).unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+        if let Some(options) = options {
+            return Broker::redis_with(&options, config.into()).await;
+        }
     }
+    #[cfg(not(feature = "redis"))]
+    if config.redis_url.is_some() || !config.redis.sentinels.is_empty() || !config.redis.cluster_nodes.is_empty() {
+        return Err(BrokerError::Connect {
+            url: config.redis_url.as_deref().map(crate::config::redact_url).unwrap_or_default(),
+            reason: "this build has no Redis support (sse-notify-axum's `redis` feature is off)".into(),
+        });
+    }
+    Ok(Broker::memory(config.into()))
 }
 
 /// Binds `addr` with [`ACCEPT_BACKLOG`].

@@ -35,6 +35,7 @@ pub(super) trait Backend: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, bool>;
 
     /// A Redis command connection for the app's own shared data, on Redis backends.
+    #[cfg(feature = "redis")]
     fn redis_connection(&self) -> Option<super::RedisConnection> {
         None
     }

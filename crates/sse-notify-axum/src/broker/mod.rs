@@ -21,11 +21,12 @@ mod head;
 mod hub;
 mod memory;
 mod outbox;
+#[cfg(feature = "redis")]
 mod redis;
 
 pub use head::Head;
 pub use outbox::Accepted;
-pub(crate) use redis::redact_url;
+#[cfg(feature = "redis")]
 pub use redis::{RedisConnection, RedisOptions};
 
 use std::collections::VecDeque;
@@ -222,12 +223,14 @@ impl Broker {
     }
 
     /// A Redis-backed broker: one Pub/Sub connection for all topics plus one command connection.
+    #[cfg(feature = "redis")]
     pub async fn redis(url: &str, limits: BrokerLimits) -> Result<Self, BrokerError> {
         Self::redis_with(&RedisOptions::new(url), limits).await
     }
 
     /// [`Broker::redis`] over TLS, or as an ACL user whose password comes from elsewhere.
     /// Fails, naming what was refused, when the user may not run what the broker needs.
+    #[cfg(feature = "redis")]
     pub async fn redis_with(options: &RedisOptions, limits: BrokerLimits) -> Result<Self, BrokerError> {
         let hub = Arc::<Hub>::default();
         let metrics = SharedMetrics::default();
@@ -242,8 +245,9 @@ impl Broker {
             hub.clone(),
             metrics.clone(),
         );
-        let backend =
-            Box::pin(connect).await.map_err(|e| BrokerError::Connect { url: redact_url(options.url()), reason: e })?;
+        let backend = Box::pin(connect)
+            .await
+            .map_err(|e| BrokerError::Connect { url: crate::config::redact_url(options.url()), reason: e })?;
         Ok(Self::with_backend(limits, hub, metrics, Box::new(backend)))
     }
 
@@ -282,6 +286,7 @@ impl Broker {
     }
 
     /// The Redis command connection, for app data that must be shared like the events are.
+    #[cfg(feature = "redis")]
     pub fn redis_connection(&self) -> Option<RedisConnection> {
         self.inner.backend.redis_connection()
     }

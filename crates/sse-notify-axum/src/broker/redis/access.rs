@@ -290,12 +290,7 @@ pub(super) fn probe_channel(keys: &Keys) -> String {
 }
 
 /// The URL with its `user:password@` hidden, for logs and errors.
-pub(crate) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
-}
+use crate::config::redact_url;
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,6 @@ mod access;
 mod cluster;
 mod primary;
 
-pub(crate) use access::redact_url;
 pub use access::RedisOptions;
 pub use primary::RedisConnection;
 
