@@ -456,19 +456,11 @@ fn check_redis_url(var: &'static str, url: String) -> Result<String, ConfigError
 /// Built without the `redis` feature: a Redis setting is a mistake to stop on, not to ignore.
 #[cfg(not(feature = "redis"))]
 fn check_redis_url(var: &'static str, url: String) -> Result<String, ConfigError> {
-    Err(err(var, &redact_url(&url), NO_REDIS))
+    Err(err(var, &crate::broker::redact_url(&url), NO_REDIS))
 }
 
 #[cfg(not(feature = "redis"))]
 const NO_REDIS: &str = "this build has no Redis support (sse-notify-axum's `redis` feature is off)";
-
-/// `url` with its password (and user) hidden, for logs and errors.
-pub(crate) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
-}
 
 #[cfg(test)]
 mod tests {

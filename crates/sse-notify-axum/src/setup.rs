@@ -85,7 +85,7 @@ impl SseApp {
         let broker = connect_broker(&config).await?;
         tracing::info!(
             backend = broker.backend_name(),
-            redis = config.redis_url.as_deref().map(crate::config::redact_url).unwrap_or_default(),
+            redis = config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
             redis_sentinels = ?config.redis.sentinels,
             redis_sentinel_master = config.redis.sentinel_master.as_deref().unwrap_or_default(),
             redis_cluster_nodes = ?config.redis.cluster_nodes,
@@ -336,7 +336,7 @@ pub async fn connect_broker(config: &SseConfig) -> Result<Broker, BrokerError> {
     #[cfg(feature = "redis")]
     {
         let options = config.redis_options().map_err(|e| BrokerError::Connect {
-            url: config.redis_url.as_deref().map(crate::config::redact_url).unwrap_or_default(),
+            url: config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
             reason: e.to_string(),
         })?;
         if let Some(options) = options {
@@ -346,7 +346,7 @@ pub async fn connect_broker(config: &SseConfig) -> Result<Broker, BrokerError> {
     #[cfg(not(feature = "redis"))]
     if config.redis_url.is_some() || !config.redis.sentinels.is_empty() || !config.redis.cluster_nodes.is_empty() {
         return Err(BrokerError::Connect {
-            url: config.redis_url.as_deref().map(crate::config::redact_url).unwrap_or_default(),
+            url: config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
             reason: "this build has no Redis support (sse-notify-axum's `redis` feature is off)".into(),
         });
     }

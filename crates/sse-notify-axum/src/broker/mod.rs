@@ -157,6 +157,14 @@ impl History {
     }
 }
 
+/// `url` with its password (and user) hidden, for logs and errors.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -245,9 +253,8 @@ impl Broker {
             hub.clone(),
             metrics.clone(),
         );
-        let backend = Box::pin(connect)
-            .await
-            .map_err(|e| BrokerError::Connect { url: crate::config::redact_url(options.url()), reason: e })?;
+        let backend =
+            Box::pin(connect).await.map_err(|e| BrokerError::Connect { url: redact_url(options.url()), reason: e })?;
         Ok(Self::with_backend(limits, hub, metrics, Box::new(backend)))
     }
 
