@@ -99,3 +99,43 @@ async fn a_refetch_on_another_instance_or_after_a_write_is_never_older_than_the_
     assert!(cache_count(&b, "hit").await + cache_count(&b, "computed").await > 0, "the reads went through the cache");
 }
 }
+
+/// A write accepted while Redis is away: its event waits in the outbox, and the answers kept
+/// from before it must not be served meanwhile (the writer reads its own write at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_event_waits_in_the_outbox_is_not_hidden_by_a_kept_answer() {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::State;
+    use axum::routing::get;
+    use sse_notify_axum::broker::Accepted;
+    use sse_notify_axum::{Broker, BrokerLimits, CacheScope, ResponseCache};
+    use sse_notify_core::Topic;
+
+    let mut redis = RedisServer::start();
+    let broker = Broker::redis(&redis.url, BrokerLimits::default()).await.unwrap();
+    let cache = ResponseCache::new(broker.clone());
+    let value = Arc::new(Mutex::new("v1".to_owned()));
+    let topic = Topic::new("board").unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/data",
+            get(|State(v): State<Arc<Mutex<String>>>| async move { v.lock().unwrap().clone() })
+                .layer(cache.layer(|_| async { Some(CacheScope::public([Topic::new("board").unwrap()])) })),
+        )
+        .with_state(value.clone());
+    let read = || async {
+        use tower::ServiceExt;
+        let req = axum::http::Request::get("/data").body(axum::body::Body::empty()).unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        String::from_utf8(axum::body::to_bytes(resp.into_body(), 1024).await.unwrap().to_vec()).unwrap()
+    };
+    assert_eq!(read().await, "v1");
+    assert_eq!(read().await, "v1");
+
+    redis.stop();
+    *value.lock().unwrap() = "v2".to_owned();
+    let accepted = broker.publish_or_defer(&[topic], "changed", &serde_json::json!({})).await.unwrap();
+    assert!(matches!(accepted, Accepted::Deferred), "Redis is away: the event waits");
+    assert_eq!(read().await, "v2", "the kept answer from before the write was served");
+}

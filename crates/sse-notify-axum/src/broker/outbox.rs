@@ -148,6 +148,9 @@ impl Broker {
                 Err(PublishError::Unavailable)
             }
             pushed => {
+                // The write happened: answers kept from before it are stale now, whenever its
+                // event gets out (the response cache).
+                self.inner.hub.touch(&topics.iter().map(Topic::to_string).collect::<Vec<_>>());
                 self.inner.metrics.events_deferred.inc();
                 tracing::warn!(event, "backend unavailable: event kept in the outbox until it is back");
                 if matches!(pushed, Pushed::StartRelay) {
