@@ -231,7 +231,8 @@ impl Inner {
         match made {
             Ok(watch) => Some(watch.clone()),
             Err(e) => {
-                tracing::warn!(error = %e, "response cache: cannot follow its topics; answering uncached");
+                // Debug, not warn: during an outage every request would say it (readiness does).
+                tracing::debug!(error = %e, "response cache: cannot follow its topics; answering uncached");
                 None
             }
         }
