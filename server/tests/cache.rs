@@ -1,6 +1,7 @@
 //! The demo's cached reads over HTTP: a CRM thread's answer is shared within its team and never
 //! reaches anyone else, and a refetch never gets an answer older than its notification, on
-//! another instance or right after a write (Redis brings the write's event back later).
+//! another instance or right after a write (Redis brings the write's event back later), on one
+//! Redis, Sentinel and a Cluster.
 
 mod common;
 
@@ -73,7 +74,7 @@ async fn a_threads_answer_is_shared_within_its_team_and_dave_never_gets_it(cfg) 
 }
 
 on_backends! {
-[redis]
+[redis, redis_sentinel, redis_cluster]
 async fn a_refetch_on_another_instance_or_after_a_write_is_never_older_than_the_change(cfg) {
     let (a, b) = (TestServer::demo(cfg.clone()).await, TestServer::demo(cfg).await);
     let mut events = SseClient::subscribe(&a.base, "tasks").await;
