@@ -393,13 +393,25 @@ async fn settled_head(cache: &Inner, watch: &TopicWatch, parts: &Parts) -> Optio
     }
 }
 
-/// The answer to keep, or the response itself when it is not one to keep: not a `200`, or a
-/// body whose size is not known to be within `max_body` (a stream, say), which is passed on
-/// untouched.
+/// The answer to keep, or the response itself when it is not one to keep, passed on untouched:
+/// - not a `200`;
+/// - a body whose size is not known to be within `max_body` (a stream, say);
+/// - one that is this requester's alone: it sets a cookie (a shared copy would hand one user's
+///   cookie to the next), says `Cache-Control: no-store` or `private` itself, or varies on a
+///   request header (`Vary`: the cache's key is the path, query and class; put what the answer
+///   depends on in the class).
 async fn keep(resp: Response, max_body: usize) -> Result<Answer, Response> {
     use axum::body::HttpBody as _;
     let small = resp.body().size_hint().upper().is_some_and(|n| n <= max_body as u64);
-    if resp.status() != StatusCode::OK || !small {
+    let headers = resp.headers();
+    let own = headers.contains_key(header::SET_COOKIE)
+        || headers.contains_key(header::VARY)
+        || headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',').any(|d| matches!(d.trim().to_ascii_lowercase().as_str(), "no-store" | "private"))
+            })
+        });
+    if resp.status() != StatusCode::OK || !small || own {
         return Err(resp);
     }
     let (mut parts, body) = resp.into_parts();

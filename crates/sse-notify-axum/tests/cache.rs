@@ -284,6 +284,51 @@ async fn an_answer_that_finishes_after_a_newer_one_is_not_counted_as_kept() {
 }
 
 #[tokio::test]
+async fn an_answer_meant_for_its_requester_alone_is_never_shared() {
+    use axum::http::{header, HeaderValue};
+    let broker = memory();
+    let cache = ResponseCache::new(broker.clone());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let route = |name: header::HeaderName, value: &'static str| {
+        let calls = calls.clone();
+        get(move |headers: HeaderMap| {
+            let calls = calls.clone();
+            let (name, user) = (name.clone(), headers.get("x-user").cloned());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let mut resp = axum::response::Response::new(Body::from("answer"));
+                let value = if name == header::SET_COOKIE {
+                    HeaderValue::from_str(&format!("session={}", user.unwrap().to_str().unwrap())).unwrap()
+                } else {
+                    HeaderValue::from_static(value)
+                };
+                resp.headers_mut().insert(name, value);
+                resp
+            }
+        })
+        .layer(cache.layer(|_| async { Some(CacheScope::public([topic()])) }))
+    };
+    let app = Router::new()
+        .route("/cookie", route(header::SET_COOKIE, ""))
+        .route("/no-store", route(header::CACHE_CONTROL, "no-store"))
+        .route("/private", route(header::CACHE_CONTROL, "max-age=0, Private"))
+        .route("/vary", route(header::VARY, "accept-language"))
+        .route("/plain", route(header::CONTENT_LANGUAGE, "en"));
+    let bob = get_with(&app, "/cookie", &[("x-user", "bob")]).await;
+    let carol = get_with(&app, "/cookie", &[("x-user", "carol")]).await;
+    assert_eq!(carol.headers.get("set-cookie").unwrap(), "session=carol", "carol got bob's cookie");
+    assert_eq!(bob.headers.get("set-cookie").unwrap(), "session=bob");
+    for path in ["/no-store", "/private", "/vary"] {
+        get_with(&app, path, &[("x-user", "bob")]).await;
+        get_with(&app, path, &[("x-user", "carol")]).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 8, "each of those answered by the handler every time");
+    get_with(&app, "/plain", &[]).await;
+    get_with(&app, "/plain", &[]).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 9, "positive control: a plain answer is shared");
+}
+
+#[tokio::test]
 async fn failures_are_not_kept_and_the_cache_stays_within_its_bounds() {
     let broker = memory();
     let limits = CacheLimits { max_entries: 2, ..CacheLimits::default() };
