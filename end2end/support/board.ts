@@ -39,13 +39,25 @@ export function watchNavigations(page: Page): () => number {
 }
 
 /** Creates a task through the REST API, as another client would. */
-export async function createTask(server: AppServer, title: string) {
+export async function createTask(server: AppServer, title: string): Promise<{ id: number; title: string }> {
   const resp = await fetch(`${server.url}/api/tasks`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ title }),
   });
   expect(resp.status).toBe(201);
+  return resp.json();
+}
+
+/** Renames task `id` through the REST API (`PUT /api/tasks/{id}`), which publishes
+ * `task:updated` (also when the title is the one it had). */
+export async function renameTask(server: AppServer, id: number | string, title: string) {
+  const resp = await fetch(`${server.url}/api/tasks/${id}`, {
+    method: "PUT",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ title }),
+  });
+  expect(resp.status).toBe(200);
 }
 
 /** Records every EventSource the page (or every page of the context) creates, in

@@ -1,4 +1,6 @@
-import { expect, Page } from "@playwright/test";
+import { expect, BrowserContext, Page } from "@playwright/test";
+import { AppServer } from "./servers";
+import { watchDataRequests } from "./board";
 
 // What the tests do on the CRM page: open a thread, find and write comments.
 
@@ -16,6 +18,17 @@ export async function openThread(page: Page, id: number) {
   await page.getByTestId(`thread-${id}`).click();
   await expect(page.getByTestId("thread")).toHaveAttribute("data-id", String(id));
   await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
+}
+
+/** A new CRM tab of `context` on thread `thread`, its data requests counted from the start;
+ * `name` signs in first (later tabs of the context share the session). */
+export async function crmTab(context: BrowserContext, server: AppServer, thread: number, name?: string) {
+  const page = await context.newPage();
+  const data = watchDataRequests(page);
+  await page.goto(`${server.url}/crm`);
+  if (name) await signIn(page, name);
+  await openThread(page, thread);
+  return { page, data };
 }
 
 /** The comment `text` of the open thread. */

@@ -1,6 +1,6 @@
 import { test, expect, Page, BrowserContext } from "@playwright/test";
 import { startApp, AppServer } from "../support/servers";
-import { watchNavigations } from "../support/board";
+import { createTask, watchNavigations } from "../support/board";
 
 /** Collects console errors and page crashes so a test can assert there were none. */
 function watchErrors(page: Page): string[] {
@@ -74,12 +74,7 @@ test("a change made through the REST API appears on the board (embedded broker)"
   try {
     const { page, errors } = await openBoard(await browser.newContext(), server);
     const title = `from curl ${Date.now()}`;
-    const resp = await fetch(`${server.url}/api/tasks`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ title }),
-    });
-    expect(resp.status).toBe(201);
+    await createTask(server, title);
     await expect(row(page, title)).toBeVisible({ timeout: 5_000 });
     expect(errors).toEqual([]);
   } finally {

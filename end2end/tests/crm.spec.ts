@@ -1,7 +1,7 @@
 import { test, expect, Browser, Page } from "@playwright/test";
 import { startApp, AppServer } from "../support/servers";
-import { settled, trackEventSources, watchDataRequests } from "../support/board";
-import { comment, openThread, signIn, writeComment } from "../support/crm";
+import { settled, trackEventSources } from "../support/board";
+import { comment, crmTab, openThread, signIn, writeComment } from "../support/crm";
 
 /** Records every SSE event the page's code receives (name, data, id), in `window.__sse`. */
 async function recordEvents(page: Page) {
@@ -127,11 +127,7 @@ test("a topic signal switched at run time: the page's stream follows the picked 
     // Bob's page: its EventSources are tracked from the start, and its data requests counted.
     const context = await browser.newContext();
     await trackEventSources(context);
-    const page = await context.newPage();
-    const data = watchDataRequests(page);
-    await page.goto(`${server.url}/crm`);
-    await signIn(page, "bob");
-    await openThread(page, 1);
+    const { page, data } = await crmTab(context, server, 1, "bob");
     await openThread(carol.page, 1);
     await openThread(carol.page, 2);
     const openStreams = () =>

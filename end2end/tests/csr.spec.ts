@@ -1,6 +1,6 @@
 import { test, expect } from "@playwright/test";
 import { startApp } from "../support/servers";
-import { createTask, watchNavigations } from "../support/board";
+import { createTask, renameTask, watchNavigations } from "../support/board";
 
 // A client-side-rendered Leptos app (examples/csr: leptos-sse-notify with its `csr` feature, no
 // server rendering, built by scripts/build-csr.sh and served by the demo under /csr/) follows the
@@ -35,12 +35,7 @@ test("a client-side-rendered app keeps its list live item by item", async ({ bro
 
     // A rename replaces the task in place; a delete removes it.
     const renamed = `${title}, renamed`;
-    const put = await fetch(`${server.url}/api/tasks/${id}`, {
-      method: "PUT",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ title: renamed }),
-    });
-    expect(put.status).toBe(200);
+    await renameTask(server, id!, renamed);
     await expect(page.locator(`li[data-testid="task"][data-id="${id}"]`)).toHaveAttribute("data-title", renamed, { timeout: 5_000 });
     await expect(page.locator(`li[data-testid="task"][data-id="${id}"]`), "replaced, not added").toHaveCount(1);
     const del = await fetch(`${server.url}/api/tasks/${id}`, { method: "DELETE" });

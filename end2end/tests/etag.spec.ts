@@ -1,5 +1,6 @@
 import { test, expect, Response } from "@playwright/test";
 import { startApp } from "../support/servers";
+import { createTask, renameTask } from "../support/board";
 
 // The browser's own HTTP cache and the response cache's ETag: a tab that already holds an
 // answer revalidates it, and a notification whose change left the answer as it was costs a
@@ -7,12 +8,7 @@ import { startApp } from "../support/servers";
 test("an event that leaves the answer unchanged costs the tab a 304, a real change a 200", async ({ browser }) => {
   const server = await startApp();
   try {
-    const created = await fetch(`${server.url}/api/tasks`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ title: "cached" }),
-    });
-    const { id } = await created.json();
+    const { id } = await createTask(server, "cached");
     const page = await (await browser.newContext()).newPage();
     const answers: Response[] = [];
     page.on("response", (r) => {
@@ -35,14 +31,8 @@ test("an event that leaves the answer unchanged costs the tab a 304, a real chan
     const notModifiedBefore = await notModified();
 
     // The same title again: an event, and the same answer.
-    const put = (title: string) =>
-      fetch(`${server.url}/api/tasks/${id}`, {
-        method: "PUT",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ title }),
-      });
     const seen = answers.length;
-    expect((await put("cached")).status).toBe(200);
+    await renameTask(server, id, "cached");
     await expect(detail.getByTestId("detail-last")).toHaveText("task:updated");
     await expect.poll(() => answers.length).toBeGreaterThan(seen);
     // The browser asked with the tag it held, and the server answered 304 (the page sees the
@@ -54,7 +44,7 @@ test("an event that leaves the answer unchanged costs the tab a 304, a real chan
 
     // A real change: a whole answer, shown.
     const before = await notModified();
-    expect((await put("cached and changed")).status).toBe(200);
+    await renameTask(server, id, "cached and changed");
     await expect(detail.getByTestId("detail-title")).toHaveText("cached and changed", { timeout: 5_000 });
     expect(await notModified(), "a real change is a whole answer, not a 304").toBe(before);
   } finally {

@@ -1,5 +1,6 @@
 import { test, expect, Request } from "@playwright/test";
 import { startApp } from "../support/servers";
+import { createTask, renameTask } from "../support/board";
 
 // The refetch after a notification, as the browser makes it (`use_live_json`, the board's task
 // detail panel): a burst of changes is covered by a few coalesced refetches, not one each; every
@@ -12,12 +13,7 @@ test("a burst of changes costs a few coalesced refetches, each naming its event,
   const reader = await startApp({ redisUrl });
   const writer = await startApp({ redisUrl });
   try {
-    const resp = await fetch(`${writer.url}/api/tasks`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ title: "burst 0" }),
-    });
-    const { id } = await resp.json();
+    const { id } = await createTask(writer, "burst 0");
     const page = await (await browser.newContext()).newPage();
     await page.goto(reader.url);
     await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
@@ -39,12 +35,7 @@ test("a burst of changes costs a few coalesced refetches, each naming its event,
     // page's refetch of an earlier one is in flight.
     const burst = 30;
     for (let i = 1; i <= burst; i++) {
-      const put = await fetch(`${writer.url}/api/tasks/${id}`, {
-        method: "PUT",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ title: `burst ${i}` }),
-      });
-      expect(put.status).toBe(200);
+      await renameTask(writer, id, `burst ${i}`);
     }
     const last = `burst ${burst}`;
     await expect(detail.getByTestId("detail-title")).toHaveText(last, { timeout: 10_000 });

@@ -1,6 +1,6 @@
 import { test, expect, Page } from "@playwright/test";
 import { startApp } from "../support/servers";
-import { trackEventSources } from "../support/board";
+import { createTask, renameTask, trackEventSources } from "../support/board";
 
 async function streams(page: Page) {
   return page.evaluate(() =>
@@ -24,12 +24,7 @@ test("all use_sse calls in a tab share one EventSource carrying the union of the
     await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
     await expect.poll(() => openTopics(page)).toEqual(["tasks"]);
 
-    const resp = await fetch(`${server.url}/api/tasks`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ title: "followed" }),
-    });
-    const { id } = await resp.json();
+    const { id } = await createTask(server, "followed");
     const row = page.locator(`li[data-testid="task"][data-id="${id}"]`);
     await row.getByTestId("open").click();
     const detail = page.getByTestId("detail");
@@ -41,12 +36,7 @@ test("all use_sse calls in a tab share one EventSource carrying the union of the
     await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
 
     // An update from elsewhere reaches the detail panel through its own topic.
-    const put = await fetch(`${server.url}/api/tasks/${id}`, {
-      method: "PUT",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ title: "followed and renamed" }),
-    });
-    expect(put.status).toBe(200);
+    await renameTask(server, id, "followed and renamed");
     await expect(detail.getByTestId("detail-title")).toHaveText("followed and renamed", { timeout: 5_000 });
     await expect(detail.getByTestId("detail-last")).toHaveText("task:updated");
 

@@ -1,7 +1,7 @@
 import { test, expect, Page, BrowserContext } from "@playwright/test";
 import { startApp, AppServer } from "../support/servers";
-import { createTask, row, settled, trackEventSources, watchDataRequests } from "../support/board";
-import { comment, openThread, signIn, writeComment } from "../support/crm";
+import { createTask, row, settled, trackEventSources } from "../support/board";
+import { comment, crmTab, openThread, signIn, writeComment } from "../support/crm";
 
 // One stream per browser: the tabs of one browser profile share one EventSource (a leader tab
 // elected with Web Locks holds it and fans frames out over a BroadcastChannel). With a stream per
@@ -123,15 +123,8 @@ test("two tabs on different topics: each refetches only for its own, and the one
     // Bob's browser: two tabs, one on thread 1 and one on thread 2, sharing one stream.
     const context = await browser.newContext();
     await trackEventSources(context);
-    const one = await context.newPage();
-    const oneData = watchDataRequests(one);
-    await one.goto(`${server.url}/crm`);
-    await signIn(one, "bob");
-    await openThread(one, 1);
-    const two = await context.newPage();
-    const twoData = watchDataRequests(two);
-    await two.goto(`${server.url}/crm`);
-    await openThread(two, 2);
+    const { page: one, data: oneData } = await crmTab(context, server, 1, "bob");
+    const { page: two, data: twoData } = await crmTab(context, server, 2);
     await expect.poll(() => openStreams(server), { timeout: 10_000 }).toBe(2); // bob's and carol's
 
     // A comment on thread 1: tab one refetches, tab two fetches nothing; then one on thread 2:

@@ -8,19 +8,8 @@ mod common;
 use common::*;
 use leptos::server_fn::ServerFn;
 
-use client::app::crm::api::{AddComment, SignIn};
-
-async fn sign_in(app: &TestServer, id: u64) -> String {
-    let resp = http()
-        .post(app.url(SignIn::PATH))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("user={id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
-}
+use client::app::crm::api::AddComment;
+use common::crm_sign_in as sign_in;
 
 async fn read(app: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut req = http().get(app.url(path));
@@ -31,11 +20,10 @@ async fn read(app: &TestServer, path: &str, headers: &[(&str, &str)]) -> (u16, S
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
-/// `sse_cache_requests_total{result="<result>"}` now.
+/// `sse_cache_requests_total{result="<result>"}` now (0 before the first of its kind).
 async fn cache_count(app: &TestServer, result: &str) -> u64 {
-    let line = format!("sse_cache_requests_total{{result=\"{result}\"}} ");
-    let metrics = app.metrics().await;
-    metrics.lines().find_map(|l| l.strip_prefix(line.as_str())).map_or(0, |n| n.parse().unwrap())
+    let name = format!("sse_cache_requests_total{{result=\"{result}\"}}");
+    metric_value(&app.metrics().await, &name).map_or(0, |n| n as u64)
 }
 
 on_both_backends! {

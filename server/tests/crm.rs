@@ -6,21 +6,8 @@ mod common;
 use common::*;
 use leptos::server_fn::ServerFn;
 
-use client::app::crm::api::{AddComment, SignIn, ThreadComments};
-
-/// Signs in as seeded user `id` through the server function; returns the `Cookie` header value.
-async fn sign_in(app: &TestServer, id: u64) -> String {
-    let resp = http()
-        .post(app.url(SignIn::PATH))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("user={id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let set = resp.headers()["set-cookie"].to_str().unwrap();
-    set.split(';').next().unwrap().to_owned()
-}
+use client::app::crm::api::{AddComment, ThreadComments};
+use common::crm_sign_in as sign_in;
 
 async fn call(app: &TestServer, path: &str, cookie: &str, body: String) -> reqwest::Response {
     http()

@@ -224,8 +224,7 @@ async fn reconnecting_in_the_middle_of_a_steady_publisher_loses_and_repeats_noth
     // Events were published while the stream was away, and came back from the log: the
     // resumes really replayed (a test whose resumes had nothing to replay would pass above too).
     let replayed = app.sse.render_metrics();
-    let line = replayed.lines().find(|l| l.starts_with("sse_events_replayed_total ")).expect("the counter");
-    let replayed: u64 = line["sse_events_replayed_total ".len()..].parse().unwrap();
+    let replayed = metric_value(&replayed, "sse_events_replayed_total").expect("the counter") as u64;
     assert!(replayed > 0, "some events were replayed on resume");
     println!("{replayed} events replayed across {reconnects} reconnects");
 }

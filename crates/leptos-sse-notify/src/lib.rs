@@ -237,9 +237,12 @@ where
 
 /// Every matched event (with its id) and every resync of a subscription, for hooks that must
 /// see each one rather than the latest ([`use_live_list`] patches its list per event).
+/// Called with each matched event and its id.
+pub(crate) type TapEvent<E> = std::rc::Rc<dyn Fn(&E, &str)>;
+
 #[cfg_attr(not(feature = "browser"), allow(dead_code))]
 pub(crate) struct Tap<E> {
-    pub(crate) on_event: std::rc::Rc<dyn Fn(&E, &str)>,
+    pub(crate) on_event: TapEvent<E>,
     pub(crate) on_resync: std::rc::Rc<dyn Fn()>,
 }
 

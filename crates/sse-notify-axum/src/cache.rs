@@ -129,10 +129,14 @@ pub struct ResponseCache {
 struct Inner {
     broker: Broker,
     limits: CacheLimits,
-    /// Topic set (names joined) -> its watch, made once by the first request that needs it.
-    watches: Mutex<LruCache<String, Arc<OnceCell<Arc<TopicWatch>>>>>,
+    /// Topic set (sorted, as in a [`CacheScope`]) -> its watch, made once by the first request
+    /// that needs it.
+    watches: Mutex<LruCache<Vec<Topic>, WatchCell>>,
     entries: Mutex<Entries>,
 }
+
+/// A topic set's watch, once made.
+type WatchCell = Arc<OnceCell<Arc<TopicWatch>>>;
 
 struct Entries {
     slots: LruCache<EntryKey, Slot>,
@@ -225,8 +229,14 @@ impl ResponseCache {
 impl Inner {
     /// The watch of `topics`, made (and the topics followed) by the first request that needs it.
     async fn watch(&self, topics: &[Topic]) -> Option<Arc<TopicWatch>> {
-        let key = topics.iter().map(Topic::as_str).collect::<Vec<_>>().join(",");
-        let cell = self.watches.lock().unwrap().get_or_insert(key, Arc::default).clone();
+        let cell = {
+            let mut watches = self.watches.lock().unwrap();
+            // Looked up by the scope's own slice: a hit allocates nothing.
+            match watches.get(topics) {
+                Some(cell) => cell.clone(),
+                None => watches.get_or_insert(topics.to_vec(), Arc::default).clone(),
+            }
+        };
         let made = cell.get_or_try_init(|| async { self.broker.watch(topics).await.map(Arc::new) }).await;
         match made {
             Ok(watch) => Some(watch.clone()),
@@ -318,21 +328,20 @@ where
         let scope = self.scope.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let req = |parts, body| Request::from_parts(parts, body);
             let scope = if parts.method == Method::GET { scope(&parts).await } else { None };
             let Some(scope) = scope else {
                 cache.count(Outcome::Passed);
-                return inner.oneshot(req(parts, body)).await;
+                return inner.oneshot(Request::from_parts(parts, body)).await;
             };
             let Some(watch) = cache.watch(&scope.topics).await else {
                 cache.count(Outcome::Passed);
-                return inner.oneshot(req(parts, body)).await;
+                return inner.oneshot(Request::from_parts(parts, body)).await;
             };
             let Some(head) = settled_head(&cache, &watch, &parts).await else {
                 // The event the client was notified of has not reached this process (or is of
                 // a log epoch it cannot compare): an answer kept here may predate it.
                 cache.count(Outcome::Passed);
-                return inner.oneshot(req(parts, body)).await;
+                return inner.oneshot(Request::from_parts(parts, body)).await;
             };
             let key = EntryKey {
                 path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
@@ -345,7 +354,7 @@ where
                 .answer
                 .get_or_try_init(|| async {
                     computing.store(true, Ordering::Relaxed);
-                    let Ok(resp) = inner.oneshot(req(parts, body)).await;
+                    let Ok(resp) = inner.oneshot(Request::from_parts(parts, body)).await;
                     let answer = keep(resp, cache.limits.max_body).await?;
                     cache.account(&key, &slot, answer.body.len());
                     Ok(Arc::new(answer))
@@ -431,12 +440,15 @@ fn etag_of(body: &[u8]) -> HeaderValue {
     HeaderValue::from_str(&format!("W/\"{hash:016x}\"")).expect("ASCII")
 }
 
-/// Whether `If-None-Match` names `etag` (weak comparison, RFC 9110 section 13.1.2).
+/// Whether `If-None-Match` names `etag` (weak comparison, RFC 9110 section 13.1.2). By hand
+/// rather than with the `headers` crate's `IfNoneMatch`: axum 0.8 no longer brings that crate,
+/// and this one comparison (property-tested below) is all the cache needs of it.
 fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
-    let Ok(list) = if_none_match.to_str() else { return false };
-    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
-    let ours = opaque(etag.to_str().unwrap_or_default());
-    list.split(',').any(|tag| tag.trim() == "*" || opaque(tag) == ours)
+    fn opaque(tag: &str) -> &str {
+        tag.trim().trim_start_matches("W/")
+    }
+    let (Ok(list), Ok(ours)) = (if_none_match.to_str(), etag.to_str()) else { return false };
+    list.split(',').any(|tag| tag.trim() == "*" || opaque(tag) == opaque(ours))
 }
 
 fn not_modified(answer: &Answer) -> Response {

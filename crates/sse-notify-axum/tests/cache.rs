@@ -39,6 +39,25 @@ impl Backing {
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
+    /// From now on reads wait on the returned gate once they have read the value.
+    fn hold_reads(&self) -> Arc<Notify> {
+        let gate = Arc::new(Notify::new());
+        *self.slow.lock().unwrap() = Some(gate.clone());
+        gate
+    }
+}
+
+/// One read of team `a` that has taken its snapshot and is held on the returned gate; reads
+/// after it are not held.
+async fn slow_read(app: &Router, backing: &Backing) -> (tokio::task::JoinHandle<String>, Arc<Notify>) {
+    let gate = backing.hold_reads();
+    let read = tokio::spawn({
+        let app = app.clone();
+        async move { get_as(&app, "a").await.body }
+    });
+    backing.entered.notified().await;
+    *backing.slow.lock().unwrap() = None;
+    (read, gate)
 }
 
 /// Reads the value first, then (when a gate is set) waits on it: what a slow database read
@@ -113,8 +132,7 @@ fn memory() -> Broker {
 async fn a_wave_of_requests_computes_the_answer_once_and_a_change_computes_it_again() {
     let broker = memory();
     let (app, backing, _) = app(&broker, CacheLimits::default());
-    let gate = Arc::new(Notify::new());
-    *backing.slow.lock().unwrap() = Some(gate.clone());
+    let gate = backing.hold_reads();
     let wave: Vec<_> = (0..50)
         .map(|_| {
             tokio::spawn({
@@ -147,14 +165,7 @@ async fn a_refetch_for_an_event_never_gets_an_answer_computed_before_it() {
     let broker = memory();
     let (app, backing, _) = app(&broker, CacheLimits::default());
     // A slow read starts before the write and has read the old value.
-    let gate = Arc::new(Notify::new());
-    *backing.slow.lock().unwrap() = Some(gate.clone());
-    let early = tokio::spawn({
-        let app = app.clone();
-        async move { get_as(&app, "a").await.body }
-    });
-    backing.entered.notified().await;
-    *backing.slow.lock().unwrap() = None;
+    let (early, gate) = slow_read(&app, &backing).await;
     // The write lands, and its notification reaches a client, which refetches.
     backing.set("v2");
     let cursor = publish(&broker).await;
@@ -267,14 +278,7 @@ async fn a_browser_that_holds_the_answer_gets_304_until_the_content_changes() {
 async fn an_answer_that_finishes_after_a_newer_one_is_not_counted_as_kept() {
     let broker = memory();
     let (app, backing, cache) = app(&broker, CacheLimits::default());
-    let gate = Arc::new(Notify::new());
-    *backing.slow.lock().unwrap() = Some(gate.clone());
-    let slow = tokio::spawn({
-        let app = app.clone();
-        async move { get_as(&app, "a").await.body }
-    });
-    backing.entered.notified().await;
-    *backing.slow.lock().unwrap() = None;
+    let (slow, gate) = slow_read(&app, &backing).await;
     backing.set("v2");
     publish(&broker).await;
     assert_eq!(get_as(&app, "a").await.body, "v2 for a");

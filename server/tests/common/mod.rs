@@ -187,6 +187,26 @@ pub fn config(redis: Option<&RedisServer>) -> SseConfig {
     SseConfig { redis_url: redis.map(|r| r.url.clone()), ..SseConfig::default() }
 }
 
+/// The value of metric `name` (with its labels as the page writes them) in a `/metrics` page.
+pub fn metric_value(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Signs in as seeded CRM user `id` through the server function; returns the `Cookie` header
+/// value.
+pub async fn crm_sign_in(app: &TestServer, id: u64) -> String {
+    use leptos::server_fn::ServerFn;
+    let resp = http()
+        .post(app.url(client::app::crm::api::SignIn::PATH))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("user={id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+}
+
 /// The key the test servers sign CRM sessions with.
 pub fn test_session_key() -> client::app::session::SessionKey {
     client::app::session::SessionKey::from_secret(&[42; 32]).unwrap()

@@ -63,7 +63,9 @@ impl ServerProcess {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            // Killed and reaped: a try that timed out leaves no zombie behind.
             let _ = child.kill();
+            let _ = child.wait();
         }
         panic!("the server binary did not start on any of 5 ports");
     }
@@ -82,9 +84,7 @@ impl ServerProcess {
     /// A value from its `/metrics` page (`name value`).
     pub async fn metric(&self, name: &str) -> f64 {
         let page = super::http().get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
-        let prefix = format!("{name} ");
-        let line = page.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {name} in\n{page}"));
-        line[prefix.len()..].parse().unwrap()
+        super::metric_value(&page, name).unwrap_or_else(|| panic!("no {name} in\n{page}"))
     }
 }
 

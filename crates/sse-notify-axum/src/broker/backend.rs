@@ -17,7 +17,9 @@ pub(super) trait Backend: Send + Sync + 'static {
 
     /// Appends one event (its distinct topics and its frame body, encoded once) to the log.
     /// Once this returns `Ok`, every stream that follows one of `topics` gets the event, live or
-    /// by catch-up after a reconnect.
+    /// by catch-up after a reconnect, and the hub's heads of `topics` have moved (delivered, or
+    /// `Hub::touch`ed when the event comes back later), so no answer kept from before the
+    /// write is served after it.
     fn append(&self, topics: Vec<String>, body: String) -> BoxFuture<'_, Result<(), String>>;
 
     /// The log's head and, with `after`, every retained event after that position.

@@ -159,9 +159,12 @@ impl History {
 
 /// `url` with its password (and user) hidden, for logs and errors.
 pub(crate) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 
@@ -400,12 +403,10 @@ impl Broker {
                 names.push(t.to_string());
             }
         }
-        self.inner.backend.append(names.clone(), body).await.map_err(|e| {
+        self.inner.backend.append(names, body).await.map_err(|e| {
             tracing::warn!(event, error = %e, "publish to the backend failed");
             PublishError::Unavailable
-        })?;
-        self.inner.hub.touch(&names);
-        Ok(())
+        })
     }
 
     /// Follows where `topics` stand in the log ([`Head`]), as the response cache needs: returns

@@ -309,6 +309,8 @@ pub(super) struct RedisBackend {
     fanout: Fanout,
     /// `"redis"`, `"redis-sentinel"` or `"redis-cluster"`.
     name: &'static str,
+    /// Told of each write accepted here: its event comes back through Pub/Sub later.
+    hub: Arc<Hub>,
 }
 
 impl RedisBackend {
@@ -332,7 +334,7 @@ impl RedisBackend {
             let shared = Shared { conn, keys, log_tag, retention, history_script };
             // Where this instance stands in the log: a reconnect catches up from here.
             let start = shared.history(None).await?;
-            let follow = Follow { shared: shared.clone(), hub, metrics };
+            let follow = Follow { shared: shared.clone(), hub: hub.clone(), metrics };
             tokio::spawn(cluster::subscriber_loop(follow, subscriptions, pushes, (start.log, start.head), commands));
             (shared, Fanout::Sharded, "redis-cluster")
         } else {
@@ -350,13 +352,13 @@ impl RedisBackend {
             let shared = Shared { conn, keys, log_tag, retention, history_script };
             let start = shared.history(None).await?;
             let name = if locator.follows_failovers() { "redis-sentinel" } else { "redis" };
-            let follow = Follow { shared: shared.clone(), hub, metrics };
+            let follow = Follow { shared: shared.clone(), hub: hub.clone(), metrics };
             tokio::spawn(subscriber_loop(follow, locator, pubsub, (start.log, start.head), commands));
             (shared, Fanout::Plain, name)
         };
         let min_replicas = options.replicas_to_wait_for();
         let publish_script = redis::Script::new(PUBLISH_SCRIPT);
-        Ok(Self { shared, control, publish_script, min_replicas, fanout, name })
+        Ok(Self { shared, control, publish_script, min_replicas, fanout, name, hub })
     }
 
     async fn subscribe(&self, channel: String) -> Result<(), String> {
@@ -365,7 +367,7 @@ impl RedisBackend {
         wait.await.map_err(|_| "redis subscriber task stopped".to_owned())?
     }
 
-    async fn publish(&self, topics: Vec<String>, body: String) -> Result<(), String> {
+    async fn publish(&self, topics: &[String], body: String) -> Result<(), String> {
         let keys = &self.shared.keys;
         let retention = &self.shared.retention;
         let mut args = vec![
@@ -423,7 +425,12 @@ impl Backend for RedisBackend {
     }
 
     fn append(&self, topics: Vec<String>, body: String) -> BoxFuture<'_, Result<(), String>> {
-        self.publish(topics, body).boxed()
+        async move {
+            self.publish(&topics, body).await?;
+            self.hub.touch(&topics);
+            Ok(())
+        }
+        .boxed()
     }
 
     fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, String>> {
