@@ -15,6 +15,7 @@ use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use shared::crm::{may_subscribe, Comment};
+use sse_notify_axum::origin::WriterOriginLayer;
 use sse_notify_axum::{error, ConfigError, ResponseCache, SseApp};
 use sse_notify_core::DEFAULT_EVENTS_PATH;
 use tower::ServiceExt;
@@ -143,6 +144,9 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
         .merge(sse.health_routes())
         .merge(sse.metrics_routes())
         .fallback(move |req: Request| static_file(files.clone(), req))
+        // A write's events say which tab made it (server functions and REST alike), so that
+        // tab does not refetch its own change.
+        .layer(WriterOriginLayer)
         .layer(TraceLayer::new_for_http())
         .route(DEFAULT_EVENTS_PATH, events.into_route());
     let app = with_security_headers(app);

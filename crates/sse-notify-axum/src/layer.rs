@@ -6,7 +6,8 @@
 //! write has happened by then, so the client gets its success even when the backend is away for
 //! a moment: the event waits in the broker's outbox and is published once it is back
 //! ([`Broker::publish_or_defer`]); only a full outbox answers 503. An event the broker can never
-//! take (larger than `SSE_MAX_MESSAGE_SIZE`) answers its error.
+//! take (larger than `SSE_MAX_MESSAGE_SIZE`) answers its error. The event carries the writing
+//! tab's origin when the request said it (the `sse-origin` header, [`crate::origin`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -200,6 +201,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+        let origin = crate::origin::from_headers(req.headers());
         Box::pin(async move {
             let (mut head, body) = req.into_parts();
             // Percent-decoded by axum; a route without parameters (or with invalid UTF-8 in
@@ -219,7 +221,8 @@ where
             };
             let ctx = PublishContext { route, params, body: serde_json::from_slice(&bytes).ok() };
             if let Some(out) = (layer.rule)(&ctx) {
-                if let Err(e) = layer.broker.publish_or_defer(&out.topics, &out.event, &out.data).await {
+                let published = layer.broker.publish_or_defer(&out.topics, &out.event, &out.data);
+                if let Err(e) = crate::origin::scope(origin, published).await {
                     tracing::error!(event = out.event, error = %e, "publish after a successful handler failed");
                     return Ok(ApiError::from(e).into_response());
                 }

@@ -11,6 +11,8 @@
 //!   health, readiness and metrics routes, CORS, serving with graceful shutdown.
 //! - [`handoff::start_cursor`]: the middleware that lets a server-rendered page resume its stream
 //!   from before its data was read.
+//! - [`origin::WriterOriginLayer`]: the writing tab's origin on the events its write publishes,
+//!   so that tab does not refetch its own change.
 //! - [`ApiError`]: the JSON error body (`{"error": code, "message": text}`) of every refusal.
 //!
 //! This crate depends on neither Leptos nor any app. From Leptos server functions, publish
@@ -44,6 +46,7 @@ pub mod health;
 pub mod layer;
 pub mod memory;
 pub mod metrics;
+pub mod origin;
 pub mod setup;
 
 pub use admission::Admission;

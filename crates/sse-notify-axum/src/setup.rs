@@ -202,8 +202,8 @@ impl SseApp {
     /// tower-http CORS for the configured origins, or `None` when `CORS_ORIGINS` is unset.
     ///
     /// Credentials are allowed (EventSource `withCredentials` sends cookies) and the origin is
-    /// never a wildcard. It allows `GET` and the `Last-Event-ID` and `Content-Type` headers,
-    /// which is what the stream needs; add the methods your own routes take with
+    /// never a wildcard. It allows `GET` and the `Last-Event-ID`, `Content-Type` and
+    /// `sse-origin` headers, which is what the stream and its writers need; add the methods your own routes take with
     /// `.allow_methods(..)`, and apply it with `Router::layer`.
     pub fn cors(&self) -> Option<CorsLayer> {
         if self.config.cors_origins.is_empty() {
@@ -211,13 +211,13 @@ impl SseApp {
         }
         let origins: Vec<HeaderValue> =
             self.config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
-        Some(
-            CorsLayer::new()
-                .allow_origin(origins)
-                .allow_credentials(true)
-                .allow_methods([Method::GET])
-                .allow_headers([header::CONTENT_TYPE, HeaderName::from_static("last-event-id")]),
-        )
+        Some(CorsLayer::new().allow_origin(origins).allow_credentials(true).allow_methods([Method::GET]).allow_headers(
+            [
+                header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+                HeaderName::from_static(sse_notify_core::origin::ORIGIN_HEADER),
+            ],
+        ))
     }
 
     /// Serves `app` on `addr` with a large accept backlog; on Ctrl-C or SIGTERM, ends every SSE

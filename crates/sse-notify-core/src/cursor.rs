@@ -18,6 +18,11 @@
 //! nothing to the server on resume (a position resumes every topic set); it tells the client
 //! which of its subscribers an event is for.
 //!
+//! An event written by a browser tab that said who it is (its [`crate::origin`]) carries that
+//! origin as an optional fifth part, `-<origin>`, when the whole id still fits in 64 bytes: the
+//! writer tab then knows the event is its own echo. The server ignores it on resume, so a cursor
+//! with or without it resumes alike.
+//!
 //! ```
 //! use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
 //!
@@ -124,6 +129,33 @@ pub fn push_matched(head: &mut String, matched: u64) {
     let _ = write!(head, "{matched:x}");
 }
 
+/// The longest frame id: the wire contract's bound.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Appends `-<origin>` to a complete id when the result stays within [`MAX_ID_LEN`] bytes (it
+/// always does for the ids of streams of up to 32 topics and origins of up to 16 characters);
+/// otherwise the id goes without it, and the writer tab refetches its own change once.
+pub fn push_origin(id: &mut String, origin: &str) {
+    if id.len() + 1 + origin.len() <= MAX_ID_LEN {
+        id.push('-');
+        id.push_str(origin);
+    }
+}
+
+/// The origin an id carries (see [`push_origin`]), if any.
+///
+/// ```
+/// use sse_notify_core::cursor::{origin_of, push_origin};
+/// let mut id = "2b1e0a93c4f1-18c2f0a1b2c-0-5".to_owned();
+/// assert_eq!(origin_of(&id), None);
+/// push_origin(&mut id, "tab7Qx");
+/// assert_eq!(origin_of(&id), Some("tab7Qx"));
+/// ```
+pub fn origin_of(id: &str) -> Option<&str> {
+    let mut parts = id.splitn(5, '-');
+    parts.nth(4).filter(|o| crate::origin::is_origin(o))
+}
+
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut id = Cursor::encode_head(self.log, self.position);
@@ -158,11 +190,15 @@ impl FromStr for Cursor {
             u64::from_str_radix(part, 16).map_err(|_| CursorError::Malformed)
         };
         let mut parts = s.split('-');
-        let (Some(log), Some(ms), Some(seq), Some(mask), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(log), Some(ms), Some(seq), Some(mask), origin, None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(CursorError::Malformed);
         };
+        // The writer's origin means nothing on resume, but a cursor is either whole or malformed.
+        if origin.is_some_and(|o| !crate::origin::is_origin(o)) || s.len() > MAX_ID_LEN {
+            return Err(CursorError::Malformed);
+        }
         // `get` rather than indexing: the client chose these bytes, and a character that spans
         // byte 4 must be a malformed cursor, not a panic.
         let (12, Some(tag), Some(epoch)) = (log.len(), log.get(..4), log.get(4..)) else {
@@ -192,6 +228,19 @@ mod tests {
     }
 
     #[test]
+    fn an_origin_rides_after_the_mask_when_it_fits_and_resumes_like_the_cursor_without_it() {
+        let c = Cursor { log: LogId::new("beta", 9), position: LogPosition { ms: 5, seq: 1 }, matched: 6 };
+        let mut id = c.to_string();
+        push_origin(&mut id, "Tab_42");
+        assert_eq!(origin_of(&id), Some("Tab_42"));
+        assert_eq!(id.parse::<Cursor>(), Ok(c));
+        let widest = Cursor { log: c.log, position: LogPosition { ms: u64::MAX, seq: u64::MAX }, matched: u64::MAX };
+        let mut full = widest.to_string();
+        push_origin(&mut full, "Tab_42");
+        assert_eq!((origin_of(&full), full.len()), (None, 63), "no room: the id goes without it");
+    }
+
+    #[test]
     fn head_plus_mask_is_the_whole_id() {
         let c = Cursor { log: LogId::new("beta", 9), position: LogPosition { ms: 5, seq: 1 }, matched: 6 };
         let mut s = Cursor::encode_head(c.log, c.position);
@@ -207,7 +256,9 @@ mod tests {
             "0000000000000-1-0-1",
             "00000000000-1-0-1",
             "000000000000-1-0",
-            "000000000000-1-0-1-2",
+            "000000000000-1-0-1-",
+            "000000000000-1-0-1-a.b",
+            "000000000000-1-0-1-ab-c",
             "000000000000--0-1",
             "000000000000-g-0-1",
             "000000000000-1-0-10000000000000000",

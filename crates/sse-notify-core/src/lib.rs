@@ -6,6 +6,8 @@
 //!   payload, and the [`sse_event!`] macro that implements it with each wire name written once.
 //! - [`cursor`]: the frame ids from which a stream resumes exactly.
 //! - [`wire`]: the SSE frame encoder and an incremental parser (the wire contract).
+//! - [`origin`]: which tab wrote a change, so it does not refetch its own echo.
+//! - [`presence`]: who else follows a topic, and the `presence:*` frames that keep it live.
 //! - [`publish`]: the object-safe [`Publish`] handle that app code publishes through without
 //!   depending on the server crate.
 //!
@@ -38,6 +40,8 @@
 pub mod cursor;
 pub mod event;
 mod macros;
+pub mod origin;
+pub mod presence;
 pub mod publish;
 pub mod topic;
 pub mod wire;

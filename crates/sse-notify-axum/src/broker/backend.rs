@@ -15,12 +15,13 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// `"memory"`, `"redis"`, ...: shown by `/health/ready` and logged at start-up.
     fn name(&self) -> &'static str;
 
-    /// Appends one event (its distinct topics and its frame body, encoded once) to the log.
+    /// Appends one event (its distinct topics, its frame body, encoded once, and the writing
+    /// tab's origin) to the log.
     /// Once this returns `Ok`, every stream that follows one of `topics` gets the event, live or
     /// by catch-up after a reconnect, and the hub's heads of `topics` have moved (delivered, or
     /// `Hub::touch`ed when the event comes back later), so no answer kept from before the
     /// write is served after it.
-    fn append(&self, topics: Vec<String>, body: String) -> BoxFuture<'_, Result<(), String>>;
+    fn append(&self, topics: Vec<String>, body: String, origin: Option<Box<str>>) -> BoxFuture<'_, Result<(), String>>;
 
     /// The log's head and, with `after`, every retained event after that position.
     fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, String>>;

@@ -36,15 +36,20 @@ pub(crate) struct LogEvent {
     pub(crate) id_head: String,
     /// `event:` and `data:` lines and the blank line, encoded once.
     pub(crate) body: Bytes,
+    /// The writing tab's origin, when its write said ([`crate::origin`]): it ends the frame's id.
+    pub(crate) origin: Option<Box<str>>,
 }
 
 impl LogEvent {
     /// The frame for a stream whose matched-topic mask is `matched`: `id: <cursor>` then the
     /// pre-encoded lines.
     pub(crate) fn frame(&self, matched: u64) -> Bytes {
-        let mut id = String::with_capacity(self.id_head.len() + 16);
+        let mut id = String::with_capacity(self.id_head.len() + 32);
         id.push_str(&self.id_head);
         sse_notify_core::cursor::push_matched(&mut id, matched);
+        if let Some(origin) = &self.origin {
+            sse_notify_core::cursor::push_origin(&mut id, origin);
+        }
         let mut frame = BytesMut::with_capacity(id.len() + 5 + self.body.len());
         frame.put_slice(b"id: ");
         frame.put_slice(id.as_bytes());
@@ -431,6 +436,7 @@ mod tests {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             id_head: format!("h{position}-"),
             body: Bytes::from_static(b"event: x\ndata: {}\n\n"),
+            origin: None,
         })
     }
 

@@ -38,7 +38,7 @@ impl MemoryLog {
 
     /// Appends an event and hands it to the local streams, in one critical section so that
     /// streams see events in log order.
-    fn push(&self, topics: Vec<String>, body: Bytes) {
+    fn push(&self, topics: Vec<String>, body: Bytes, origin: Option<Box<str>>) {
         let now = unix_ms();
         let mut s = self.state.lock().unwrap();
         // Strictly increasing even if the clock steps back.
@@ -48,7 +48,8 @@ impl MemoryLog {
             LogPosition { ms: s.head.ms, seq: s.head.seq + 1 }
         };
         s.head = position;
-        let event = Arc::new(LogEvent { position, topics, id_head: Cursor::encode_head(self.log, position), body });
+        let id_head = Cursor::encode_head(self.log, position);
+        let event = Arc::new(LogEvent { position, topics, id_head, body, origin });
         s.events.push_back(event.clone());
         let oldest_kept = now.saturating_sub(self.retention.max_age_ms);
         while s.events.len() > self.retention.max_events
@@ -81,8 +82,8 @@ impl Backend for MemoryLog {
         "memory"
     }
 
-    fn append(&self, topics: Vec<String>, body: String) -> BoxFuture<'_, Result<(), String>> {
-        self.push(topics, Bytes::from(body));
+    fn append(&self, topics: Vec<String>, body: String, origin: Option<Box<str>>) -> BoxFuture<'_, Result<(), String>> {
+        self.push(topics, Bytes::from(body), origin);
         future::ready(Ok(())).boxed()
     }
 
@@ -113,7 +114,7 @@ mod tests {
     fn positions_increase_and_history_is_what_follows_a_position() {
         let log = log(100);
         for _ in 0..50 {
-            log.push(vec!["a".into()], Bytes::new());
+            log.push(vec!["a".into()], Bytes::new(), None);
         }
         let all = log.read(Some(LogPosition::START));
         assert!(all.complete);
@@ -130,7 +131,7 @@ mod tests {
     fn a_position_older_than_what_is_retained_is_incomplete() {
         let log = log(10);
         for _ in 0..11 {
-            log.push(vec!["a".into()], Bytes::new());
+            log.push(vec!["a".into()], Bytes::new(), None);
         }
         let h = log.read(None);
         assert!(h.complete && h.events.is_empty());

@@ -362,15 +362,27 @@ impl Broker {
     }
 
     /// Publishes one event on several topics: one log entry, delivered once to each stream that
-    /// follows any of them.
+    /// follows any of them. Inside a request that carried its tab's origin
+    /// ([`crate::origin::WriterOriginLayer`]), the event carries it.
     pub async fn publish_to(
         &self,
         topics: &[Topic],
         event: &str,
         data: &serde_json::Value,
     ) -> Result<(), PublishError> {
+        self.publish_as(crate::origin::current(), topics, event, data).await
+    }
+
+    /// [`Broker::publish_to`] on behalf of the tab `origin`.
+    pub(crate) async fn publish_as(
+        &self,
+        origin: Option<Box<str>>,
+        topics: &[Topic],
+        event: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), PublishError> {
         let started = std::time::Instant::now();
-        let result = self.append(topics, event, data).await;
+        let result = self.append(topics, event, data, origin).await;
         let m = &self.inner.metrics;
         match &result {
             Ok(()) => {
@@ -384,7 +396,13 @@ impl Broker {
         result
     }
 
-    async fn append(&self, topics: &[Topic], event: &str, data: &serde_json::Value) -> Result<(), PublishError> {
+    async fn append(
+        &self,
+        topics: &[Topic],
+        event: &str,
+        data: &serde_json::Value,
+        origin: Option<Box<str>>,
+    ) -> Result<(), PublishError> {
         if topics.is_empty() {
             return Err(PublishError::Invalid { reason: "an event needs at least one topic".into() });
         }
@@ -403,7 +421,7 @@ impl Broker {
                 names.push(t.to_string());
             }
         }
-        self.inner.backend.append(names, body).await.map_err(|e| {
+        self.inner.backend.append(names, body, origin).await.map_err(|e| {
             tracing::warn!(event, error = %e, "publish to the backend failed");
             PublishError::Unavailable
         })

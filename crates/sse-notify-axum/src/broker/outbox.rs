@@ -22,6 +22,8 @@ pub(crate) struct Pending {
     pub(crate) topics: Vec<Topic>,
     pub(crate) event: String,
     pub(crate) data: serde_json::Value,
+    /// The writing tab's origin, taken when the write was accepted.
+    pub(crate) origin: Option<Box<str>>,
 }
 
 #[derive(Default)]
@@ -134,14 +136,15 @@ impl Broker {
         data: &serde_json::Value,
     ) -> Result<Accepted, PublishError> {
         // Behind events already waiting, so that they keep their order.
+        let origin = crate::origin::current();
         if self.inner.outbox.len() == 0 {
-            match self.publish_to(topics, event, data).await {
+            match self.publish_as(origin.clone(), topics, event, data).await {
                 Ok(()) => return Ok(Accepted::Published),
                 Err(PublishError::Unavailable) => {}
                 Err(e) => return Err(e),
             }
         }
-        let pending = Pending { topics: topics.to_vec(), event: event.to_owned(), data: data.clone() };
+        let pending = Pending { topics: topics.to_vec(), event: event.to_owned(), data: data.clone(), origin };
         match self.inner.outbox.push(pending) {
             Pushed::Full => {
                 tracing::error!(event, "outbox full (SSE_OUTBOX_SIZE): event refused");
@@ -168,7 +171,7 @@ impl Broker {
         tokio::spawn(async move {
             let mut failures = 0;
             while let Some(p) = broker.inner.outbox.front() {
-                match broker.publish_to(&p.topics, &p.event, &p.data).await {
+                match broker.publish_as(p.origin.clone(), &p.topics, &p.event, &p.data).await {
                     Ok(()) => {
                         broker.inner.outbox.pop();
                         failures = 0;
@@ -207,7 +210,7 @@ mod tests {
     use super::*;
 
     fn pending(n: u64) -> Pending {
-        Pending { topics: vec![Topic::new("t").unwrap()], event: "e".into(), data: n.into() }
+        Pending { topics: vec![Topic::new("t").unwrap()], event: "e".into(), data: n.into(), origin: None }
     }
 
     #[test]

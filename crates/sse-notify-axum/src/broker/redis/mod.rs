@@ -25,6 +25,7 @@ use futures::future::{BoxFuture, FutureExt};
 use futures::StreamExt;
 use redis::Value;
 use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
+use sse_notify_core::origin::is_origin;
 use sse_notify_core::wire::ResyncReason;
 use tokio::sync::{mpsc, oneshot};
 
@@ -96,7 +97,8 @@ end
 
 /// KEYS: log, epoch, head, forks, writer.
 /// ARGV: epoch candidate, frame body, topics (comma-separated), max events, oldest ms kept,
-/// `PUBLISH` or `SPUBLISH` (a cluster's sharded Pub/Sub), channel1, channel2, ... (channels are
+/// `PUBLISH` or `SPUBLISH` (a cluster's sharded Pub/Sub), the writer's origin ('' = none),
+/// channel1, channel2, ... (channels are
 /// not keys: an ACL user needs key patterns for the log's keys only, and channel patterns for
 /// the channels).
 /// Each entry links back to the one before it (`p`): trimming only ever removes the oldest
@@ -106,12 +108,19 @@ end
 const PUBLISH_SCRIPT: &str = with_epoch!(
     r#"
 local prev = redis.call('GET', KEYS[3]) or '0-0'
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[3], 'p', prev, 'f', ARGV[2])
+local id
+local msg
+if ARGV[7] == '' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[3], 'p', prev, 'f', ARGV[2])
+  msg = epoch .. ' ' .. id .. ' ' .. ARGV[3] .. '\n' .. ARGV[2]
+else
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[3], 'p', prev, 'f', ARGV[2], 'o', ARGV[7])
+  msg = epoch .. ' ' .. id .. ' ' .. ARGV[3] .. ' ' .. ARGV[7] .. '\n' .. ARGV[2]
+end
 redis.call('SET', KEYS[3], id)
 redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[5])
-local msg = epoch .. ' ' .. id .. ' ' .. ARGV[3] .. '\n' .. ARGV[2]
 local n = 0
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   n = n + redis.call(ARGV[6], ARGV[i], msg)
 end
 return n
@@ -263,18 +272,19 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-/// One `XRANGE` entry (`[id, ['t', topics, 'p', previous id, 'f', body]]`) as an event, and the
+/// One `XRANGE` entry (`[id, ['t', topics, 'p', previous id, 'f', body, ('o', origin)]]`) as an event, and the
 /// position of the entry before it.
 fn entry_event(log: LogId, entry: &Value) -> Option<(Arc<LogEvent>, LogPosition)> {
     let Value::Array(parts) = entry else { return None };
     let [id, Value::Array(fields)] = parts.as_slice() else { return None };
     let position: LogPosition = text(id)?.parse().ok()?;
-    let (mut topics, mut prev, mut body) = (None, None, None);
+    let (mut topics, mut prev, mut body, mut origin) = (None, None, None, None);
     for pair in fields.chunks(2) {
         match (text(&pair[0])?.as_str(), pair.get(1)) {
             ("t", Some(v)) => topics = text(v),
             ("p", Some(v)) => prev = text(v).and_then(|p| p.parse().ok()),
             ("f", Some(Value::BulkString(b))) => body = Some(Bytes::copy_from_slice(b)),
+            ("o", Some(v)) => origin = text(v).filter(|o| is_origin(o)).map(String::into_boxed_str),
             _ => {}
         }
     }
@@ -283,21 +293,24 @@ fn entry_event(log: LogId, entry: &Value) -> Option<(Arc<LogEvent>, LogPosition)
         topics: topics?.split(',').map(str::to_owned).collect(),
         id_head: Cursor::encode_head(log, position),
         body: body?,
+        origin,
     };
     Some((Arc::new(event), prev?))
 }
 
-/// A Pub/Sub message (`<epoch> <position> <topics>\n<body>`) as an event of its log.
+/// A Pub/Sub message (`<epoch> <position> <topics>[ <origin>]\n<body>`) as an event of its log.
 fn message_event(log_tag: u16, payload: &[u8]) -> Option<(LogId, Arc<LogEvent>)> {
     let newline = payload.iter().position(|&b| b == b'\n')?;
     let head = std::str::from_utf8(&payload[..newline]).ok()?;
-    let mut parts = head.splitn(3, ' ');
+    let mut parts = head.splitn(4, ' ');
     let epoch: u32 = parts.next()?.parse().ok()?;
     let position: LogPosition = parts.next()?.parse().ok()?;
     let topics = parts.next()?.split(',').map(str::to_owned).collect();
+    let origin = parts.next().filter(|o| is_origin(o)).map(Box::from);
     let log = LogId { tag: log_tag, epoch };
     let body = Bytes::copy_from_slice(&payload[newline + 1..]);
-    Some((log, Arc::new(LogEvent { position, topics, id_head: Cursor::encode_head(log, position), body })))
+    let id_head = Cursor::encode_head(log, position);
+    Some((log, Arc::new(LogEvent { position, topics, id_head, body, origin })))
 }
 
 pub(super) struct RedisBackend {
@@ -367,7 +380,7 @@ impl RedisBackend {
         wait.await.map_err(|_| "redis subscriber task stopped".to_owned())?
     }
 
-    async fn publish(&self, topics: &[String], body: String) -> Result<(), String> {
+    async fn publish(&self, topics: &[String], body: String, origin: Option<&str>) -> Result<(), String> {
         let keys = &self.shared.keys;
         let retention = &self.shared.retention;
         let mut args = vec![
@@ -377,6 +390,7 @@ impl RedisBackend {
             retention.max_events.to_string(),
             unix_ms().saturating_sub(retention.max_age_ms).to_string(),
             self.fanout.publish_command().to_owned(),
+            origin.unwrap_or_default().to_owned(),
         ];
         args.extend(topics.iter().map(|t| keys.channel(t)));
         let mut conn = self.shared.conn.clone();
@@ -424,9 +438,9 @@ impl Backend for RedisBackend {
         self.name
     }
 
-    fn append(&self, topics: Vec<String>, body: String) -> BoxFuture<'_, Result<(), String>> {
+    fn append(&self, topics: Vec<String>, body: String, origin: Option<Box<str>>) -> BoxFuture<'_, Result<(), String>> {
         async move {
-            self.publish(&topics, body).await?;
+            self.publish(&topics, body, origin.as_deref()).await?;
             self.hub.touch(&topics);
             Ok(())
         }
@@ -722,6 +736,9 @@ mod tests {
         assert_eq!(e.topics, ["tasks", "task:7"]);
         assert_eq!(&e.body[..], b"event: x\ndata: {}\n\n");
         assert_eq!(e.id_head, Cursor::encode_head(LogId { tag: 7, epoch: 42 }, e.position));
+        let (_, mine) = message_event(7, b"42 1-0 tasks Tab_1\nevent: x\ndata: {}\n\n").unwrap();
+        assert_eq!((mine.topics.as_slice(), mine.origin.as_deref()), (&["tasks".to_owned()][..], Some("Tab_1")));
+        assert_eq!(e.origin, None);
         assert!(message_event(7, b"no newline").is_none());
         assert!(message_event(7, b"x 1-0 a\n").is_none());
     }
