@@ -1,6 +1,9 @@
-//! The task board's server functions. Each mutation publishes its `TaskEvent` after it succeeds.
+//! The task board's server functions. Each mutation publishes its `TaskEvent` after it succeeds,
+//! and names the calling tab ([`OriginClient`]): that tab has the change from the answer, so
+//! the event does not make it refetch.
 
 use leptos::prelude::*;
+use leptos_sse_notify::OriginClient;
 use shared::tasks::Task;
 
 use crate::app::error::AppError;
@@ -45,7 +48,7 @@ pub async fn get_task(id: u64) -> Result<Option<Task>, AppError> {
 }
 
 /// Creates a task and publishes `task:created`.
-#[server]
+#[server(client = OriginClient)]
 pub async fn create_task(title: String) -> Result<Task, AppError> {
     use shared::tasks::TaskEvent;
     let title = backend::title(&title)?;
@@ -55,24 +58,25 @@ pub async fn create_task(title: String) -> Result<Task, AppError> {
 }
 
 /// Renames a task and publishes `task:updated`.
-#[server]
+#[server(client = OriginClient)]
 pub async fn rename_task(id: u64, title: String) -> Result<Task, AppError> {
     let title = backend::title(&title)?;
     backend::patch(id, crate::app::store::TaskPatch { title: Some(title), done: None }).await
 }
 
 /// Marks a task done or not done and publishes `task:updated`.
-#[server]
+#[server(client = OriginClient)]
 pub async fn set_task_done(id: u64, done: bool) -> Result<Task, AppError> {
     backend::patch(id, crate::app::store::TaskPatch { title: None, done: Some(done) }).await
 }
 
-/// Deletes a task and publishes `task:deleted`.
-#[server]
-pub async fn delete_task(id: u64) -> Result<(), AppError> {
+/// Deletes a task and publishes `task:deleted`; answers the id it deleted.
+#[server(client = OriginClient)]
+pub async fn delete_task(id: u64) -> Result<u64, AppError> {
     use shared::tasks::TaskEvent;
     if !backend::store()?.delete(id).await? {
         return Err(backend::no_such_task(id));
     }
-    Ok(leptos_sse_notify::publish(&TaskEvent::Deleted { id }).await?)
+    leptos_sse_notify::publish(&TaskEvent::Deleted { id }).await?;
+    Ok(id)
 }

@@ -11,6 +11,8 @@
 //! - [`use_live_list`]: a REST list kept live item by item: an event naming an item refetches
 //!   that item and patches the list, instead of the whole list.
 //! - `publish` (feature `ssr`): publish a typed event from a `#[server]` function.
+//! - [`OriginClient`]: server functions that say which tab called them, so the events they
+//!   publish do not make that tab refetch its own change.
 //!
 //! Every `use_sse` call of every tab of the browser that uses the same events path shares ONE
 //! `EventSource` whose URL carries the union of all their topics (`/events?topic=a,b`): it is
@@ -57,6 +59,7 @@ mod decode;
 mod hub;
 mod live_json;
 mod live_list;
+mod origin;
 #[cfg(feature = "ssr")]
 mod publish;
 #[cfg(feature = "browser")]
@@ -64,6 +67,7 @@ mod tabs;
 
 pub use live_json::{use_live_json, use_live_json_with_options, FetchError, LiveJson};
 pub use live_list::{use_live_list, LiveList};
+pub use origin::{tab_origin, OriginClient, ORIGIN_HEADER};
 #[cfg(feature = "ssr")]
 pub use publish::publish;
 /// The core crate (wire format, cursors), re-exported so that versions always match.
@@ -132,11 +136,17 @@ pub struct UseSseOptions {
     events_path: String,
     with_credentials: bool,
     jitter: std::time::Duration,
+    echo: bool,
 }
 
 impl Default for UseSseOptions {
     fn default() -> Self {
-        Self { events_path: DEFAULT_EVENTS_PATH.to_owned(), with_credentials: false, jitter: std::time::Duration::ZERO }
+        Self {
+            events_path: DEFAULT_EVENTS_PATH.to_owned(),
+            with_credentials: false,
+            jitter: std::time::Duration::ZERO,
+            echo: false,
+        }
     }
 }
 
@@ -163,6 +173,15 @@ impl UseSseOptions {
         self.jitter = jitter;
         self
     }
+
+    /// Whether events of this tab's own writes move [`SseSignal::version`] too. By default
+    /// (`false`) they do not: the tab that made a change holds it from its write's answer (see
+    /// [`OriginClient`]); `latest` and `last_event_id` still move, so the cursor goes on. Other
+    /// tabs, of this browser too, are not this tab.
+    pub fn echo(mut self, yes: bool) -> Self {
+        self.echo = yes;
+        self
+    }
 }
 
 /// What [`use_sse`] returns.
@@ -171,7 +190,8 @@ pub struct SseSignal<E: Send + Sync + 'static> {
     pub latest: ReadSignal<Option<E>>,
     /// Moves on every event of the topic, and when the server sends a `resync` naming it (events
     /// of the topic may have been missed); also once when the stream had to open without a
-    /// cursor. A reconnect that missed nothing does not move it: key Resources on it.
+    /// cursor. A reconnect that missed nothing does not move it: key Resources on it. The
+    /// events of this tab's own writes do not move it ([`UseSseOptions::echo`]).
     pub version: ReadSignal<u64>,
     /// The id (cursor) of the latest event of the topic; `None` before one and after a
     /// `resync`. Send it as the `Last-Event-ID` header of the refetch the event triggers: a
@@ -256,6 +276,7 @@ where
     let (last_event_id, set_last_event_id) = signal(None::<String>);
     let (decode_error, set_decode_error) = signal(None::<SseError>);
     let start = start_cursor();
+    let echo = options.echo;
 
     #[cfg(feature = "browser")]
     let (status, error) = {
@@ -285,12 +306,16 @@ where
                                 // The hub routed it by the frame's cursor (topics the publisher added
                                 // included); without a cursor the event's own topics must say it.
                                 Ok(event) if matched || event.topics().contains(&topic) => {
-                                    if let Some(tap) = &tap_event {
+                                    // This tab's own write: it holds the change already.
+                                    let own = !echo && origin::is_own_echo(id);
+                                    if let (Some(tap), false) = (&tap_event, own) {
                                         tap(&event, id);
                                     }
                                     set_latest.try_set(Some(event));
                                     set_last_event_id.try_set(Some(id.to_owned()).filter(|id| !id.is_empty()));
-                                    bump_event();
+                                    if !own {
+                                        bump_event();
+                                    }
                                 }
                                 Ok(_) => {}
                                 Err(e) => {
@@ -326,7 +351,7 @@ where
 
     #[cfg(not(feature = "browser"))]
     let (status, error) = {
-        let _ = (topic, options, tap, set_latest, set_version, set_last_event_id, set_decode_error, start);
+        let _ = (topic, options, tap, set_latest, set_version, set_last_event_id, set_decode_error, start, echo);
         (Signal::stored(ConnectionStatus::Connecting), Signal::derive(move || decode_error.get()))
     };
 
