@@ -14,8 +14,10 @@ use client::app::{shell, App};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use shared::crm::{may_subscribe, Comment};
+use leptos_sse_notify::{Member, PresenceSnapshot};
+use shared::crm::{has_presence, may_subscribe, Comment};
 use sse_notify_axum::origin::WriterOriginLayer;
+use sse_notify_axum::Presence;
 use sse_notify_axum::{error, ConfigError, ResponseCache, SseApp};
 use sse_notify_core::DEFAULT_EVENTS_PATH;
 use tower::ServiceExt;
@@ -107,6 +109,36 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
     let cache = demo.read_cache.then(|| ResponseCache::new(sse.broker().clone()));
     let crm_api = crate::crm::routes(sessions.clone(), comments.clone(), cache.clone());
     let publisher = sse.broker().publisher();
+    let events = sse
+        .endpoint()
+        .authorize({
+            let sessions = sessions.clone();
+            move |req, topic| {
+                let sessions = sessions.clone();
+                async move { may_subscribe(sessions.user(&req.headers).await.as_ref(), &topic) }
+            }
+        })
+        // Signed-in users are on the board, the tasks and the threads they have open, by name;
+        // visitors see who is there without being listed.
+        .presence({
+            let sessions = sessions.clone();
+            move |req, topic| {
+                let sessions = sessions.clone();
+                async move {
+                    if !has_presence(&topic) {
+                        return Presence::Off;
+                    }
+                    match sessions.user(&req.headers).await {
+                        Some(u) => {
+                            Presence::Member(Member::new(u.id.to_string(), serde_json::json!({ "name": u.name })))
+                        }
+                        None => Presence::Watch,
+                    }
+                }
+            }
+        })
+        .recheck_authorization(demo.recheck);
+    let presence = events.presence_reader();
     let context = {
         let (store, sessions) = (store.clone(), sessions.clone());
         move || {
@@ -114,15 +146,13 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
             provide_context(comments.clone());
             provide_context(sessions.clone());
             provide_context(publisher.clone());
+            let presence = presence.clone();
+            provide_context(PresenceSnapshot::new(move |request, topic| {
+                let presence = presence.clone();
+                async move { presence.members(request, topic).await }
+            }));
         }
     };
-    let events = sse
-        .endpoint()
-        .authorize(move |req, topic| {
-            let sessions = sessions.clone();
-            async move { may_subscribe(sessions.user(&req.headers).await.as_ref(), &topic) }
-        })
-        .recheck_authorization(demo.recheck);
     let files = ServeDir::new(options.site_root.to_string())
         .append_index_html_on_directories(false)
         .fallback(error::not_found.into_service());

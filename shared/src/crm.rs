@@ -120,6 +120,13 @@ pub fn may_subscribe(user: Option<&User>, topic: &Topic) -> bool {
     }
 }
 
+/// Which topics show who is on them (presence): the board, each task, each CRM thread. Who
+/// may see it is [`may_subscribe`]'s say, as for the topic's events.
+pub fn has_presence(topic: &Topic) -> bool {
+    let kind = topic.as_str().split_once(':').map_or(topic.as_str(), |(kind, _)| kind);
+    matches!(kind, "tasks" | "task" | "comment_thread")
+}
+
 /// A decimal id as the app makes them (no sign, no leading zeros, fits `u64`).
 fn is_id(s: &str) -> bool {
     s.parse::<u64>().is_ok_and(|n| n.to_string() == s)

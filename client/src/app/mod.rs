@@ -14,7 +14,10 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
-use leptos_sse_notify::{use_live_json_with_options, use_sse_with_options, FetchError, SseError, UseSseOptions};
+use leptos_sse_notify::{
+    use_live_json_with_options, use_presence_with_options, use_sse_with_options, FetchError, SseError, Topic,
+    UseSseOptions,
+};
 use shared::tasks::{Task, TaskEvent};
 use sse_notify_core::{SseEvent, TopicBuilder};
 
@@ -190,6 +193,7 @@ fn TaskBoard() -> impl IntoView {
             </span>
             <StreamError error=live.error />
         </header>
+        <WhoIsHere topic=TaskEvent::board_topic() label="On this board: " testid="board-here" />
         <form class="new-task" on:submit=on_submit>
             <input
                 type="text"
@@ -246,7 +250,40 @@ fn TaskDetail(id: u64, on_close: impl Fn() + Send + Sync + 'static) -> impl Into
                 }}
             </Transition>
             <p class="muted">"Last event on task:" {id} ": " <span data-testid="detail-last">{last_event}</span></p>
+            <WhoIsHere topic=TopicBuilder::task(id) label="Has it open: " testid="detail-here" />
         </aside>
+    }
+}
+
+/// Who is on `topic` now (signed-in users, by name), live, and already in the server-rendered
+/// page. Visitors who are not signed in see it without being listed.
+#[component]
+pub(crate) fn WhoIsHere(
+    #[prop(into)] topic: Signal<Topic>,
+    label: &'static str,
+    testid: &'static str,
+) -> impl IntoView {
+    let here = use_presence_with_options(topic, stream_options());
+    view! {
+        <Transition fallback=|| ()>
+            <p class="here" data-testid=testid>
+                {label}
+                {move || {
+                    let members = here.get();
+                    if members.is_empty() {
+                        return view! { <span class="muted">"nobody signed in"</span> }.into_any();
+                    }
+                    members
+                        .into_iter()
+                        .map(|m| {
+                            let name = m.info.get("name").and_then(|n| n.as_str()).unwrap_or(&m.id).to_owned();
+                            view! { <span class="member" data-testid="member" data-name=name.clone()>{name.clone()}</span> }
+                        })
+                        .collect_view()
+                        .into_any()
+                }}
+            </p>
+        </Transition>
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use leptos::leptos_dom::helpers::set_timeout;
 use leptos::prelude::*;
+use sse_notify_core::presence::{Member, Members, PresenceFrame, PRESENCE_STATE_EVENT};
 use sse_notify_core::wire::RESYNC_EVENT;
 use sse_notify_core::Topic;
 use wasm_bindgen::prelude::*;
@@ -99,6 +100,10 @@ struct Hub {
     peers: BTreeMap<String, Peer>,
     /// What this tab last told the leader it wants (a follower's view).
     announced: Option<(Vec<Topic>, Vec<String>)>,
+    /// Who is on each topic with presence, as the stream's `presence:*` frames said.
+    presence: HashMap<String, Members>,
+    /// Moves whenever `presence` changes (what `use_presence` tracks).
+    presence_changed: ArcRwSignal<u64>,
 }
 
 impl Hub {
@@ -115,6 +120,8 @@ impl Hub {
             tab: tabs::tab_id(),
             peers: BTreeMap::new(),
             announced: None,
+            presence: HashMap::new(),
+            presence_changed: ArcRwSignal::new(0),
         }
     }
 
@@ -256,6 +263,19 @@ fn on_tab_message(key: &HubKey, msg: TabMessage) {
                 seen_ms: tabs::now_ms(),
             };
             with_hub(key, |hub| {
+                // Presence the stream already has: a tab that joins it gets the state now (the
+                // server sends it when the stream opens, which may have been long ago).
+                for topic in &peer.topics {
+                    if let Some(members) = hub.presence.get(topic.as_str()) {
+                        let state = PresenceFrame::State { topic: topic.to_string(), members: members.list() };
+                        hub.send(&TabMessage::Frame {
+                            name: PRESENCE_STATE_EVENT.to_owned(),
+                            data: state.to_json(),
+                            id: String::new(),
+                            topics: Vec::new(),
+                        });
+                    }
+                }
                 hub.peers.insert(tab, peer);
                 hub.send(&TabMessage::Status { status: hub.status.get_untracked() });
             });
@@ -302,6 +322,35 @@ pub(crate) fn subscribe(key: &HubKey, sub: Subscriber, start_cursor: Option<Stri
     });
     schedule_sync(key);
     id
+}
+
+/// Keeps a subscriber on `topic` as it changes (`make` builds it for each topic), for as long as
+/// the calling component's owner lives.
+pub(crate) fn follow(
+    key: &HubKey,
+    topic: Signal<Topic>,
+    start_cursor: Option<String>,
+    make: impl Fn(Topic) -> Subscriber + 'static,
+) {
+    // Shared with the cleanup, which must be `Send` (the id is all it holds).
+    let current = std::sync::Arc::new(std::sync::Mutex::new(None::<u64>));
+    Effect::new({
+        let (key, current) = (key.clone(), current.clone());
+        move |_| {
+            let topic = topic.get();
+            if let Some(old) = current.lock().unwrap().take() {
+                unsubscribe(&key, old);
+            }
+            let id = subscribe(&key, make(topic), start_cursor.clone());
+            *current.lock().unwrap() = Some(id);
+        }
+    });
+    let key = key.clone();
+    on_cleanup(move || {
+        if let Some(id) = current.lock().unwrap().take() {
+            unsubscribe(&key, id);
+        }
+    });
 }
 
 pub(crate) fn unsubscribe(key: &HubKey, id: u64) {
@@ -409,9 +458,46 @@ fn resync(key: &HubKey, topics: Option<&[String]>) {
     }
 }
 
+/// Who is on `topic`, once the stream said (`None` before its `presence:state`).
+pub(crate) fn presence(key: &HubKey, topic: &str) -> Option<Vec<Member>> {
+    with_hub(key, |hub| hub.presence.get(topic).map(Members::list))
+}
+
+/// Moves whenever the presence of any topic of `key`'s stream changes.
+pub(crate) fn presence_changed(key: &HubKey) -> ArcRwSignal<u64> {
+    with_hub(key, |hub| hub.presence_changed.clone())
+}
+
+/// Applies a `presence:*` frame; the signal is moved with the hub released.
+fn apply_presence(key: &HubKey, name: &str, data: &str) {
+    let Some(frame) = PresenceFrame::decode(name, data) else {
+        leptos::logging::warn!("use_presence: a {name} frame that is not one: {data}");
+        return;
+    };
+    let changed = with_hub(key, |hub| {
+        let topic = frame.topic().to_owned();
+        let changed = match hub.presence.get_mut(&topic) {
+            Some(members) => members.apply(&frame),
+            // The topic's first state (a join or leave before it is not the whole story).
+            None if matches!(frame, PresenceFrame::State { .. }) => {
+                hub.presence.entry(topic).or_default().apply(&frame);
+                true
+            }
+            None => false,
+        };
+        changed.then(|| hub.presence_changed.clone())
+    });
+    if let Some(signal) = changed {
+        signal.update(|n| *n += 1);
+    }
+}
+
 /// Hands a frame to this tab's subscribers of its event name and of the topics its cursor says
 /// it matched (`topics`: the stream's topic list, bit `i` of the mask is `topics[i]`).
 fn dispatch(key: &HubKey, name: &str, data: &str, id: &str, topics: &[Topic]) {
+    if name.starts_with("presence:") {
+        return apply_presence(key, name, data);
+    }
     let matched = decode::matched_topics(id, topics);
     let callbacks: Vec<_> = with_hub(key, |hub| {
         hub.subscribers

@@ -11,6 +11,7 @@
 //! - [`use_live_list`]: a REST list kept live item by item: an event naming an item refetches
 //!   that item and patches the list, instead of the whole list.
 //! - `publish` (feature `ssr`): publish a typed event from a `#[server]` function.
+//! - [`use_presence`]: who else is on a topic, live (and in the server-rendered page).
 //! - [`OriginClient`]: server functions that say which tab called them, so the events they
 //!   publish do not make that tab refetch its own change.
 //!
@@ -60,6 +61,7 @@ mod hub;
 mod live_json;
 mod live_list;
 mod origin;
+mod presence;
 #[cfg(feature = "ssr")]
 mod publish;
 #[cfg(feature = "browser")]
@@ -69,9 +71,13 @@ pub use live_json::{use_live_json, use_live_json_with_options, FetchError, LiveJ
 pub use live_list::{use_live_list, LiveList};
 pub use origin::{tab_origin, OriginClient, ORIGIN_HEADER};
 #[cfg(feature = "ssr")]
+pub use presence::PresenceSnapshot;
+pub use presence::{use_presence, use_presence_with_options};
+#[cfg(feature = "ssr")]
 pub use publish::publish;
 /// The core crate (wire format, cursors), re-exported so that versions always match.
 pub use sse_notify_core as core;
+pub use sse_notify_core::presence::Member;
 /// What a component needs from the core crate, so that the app's shared code depends on this
 /// crate alone: declare events with [`sse_event!`], name topics with [`Topic`] or
 /// [`TopicBuilder`].
@@ -283,64 +289,46 @@ where
         let bump = version_bump(set_version, options.jitter);
         let key = hub::HubKey { path: options.events_path, with_credentials: options.with_credentials };
         let (status, stream_error) = hub::signals(&key);
-        let current = std::sync::Arc::new(std::sync::Mutex::new(None::<u64>));
-        Effect::new({
-            let (key, current) = (key.clone(), current.clone());
-            move |_| {
-                let topic = topic.get();
-                if let Some(old) = current.lock().unwrap().take() {
-                    hub::unsubscribe(&key, old);
-                }
-                let (bump_event, bump_resync) = (bump.clone(), bump.clone());
-                let (tap_event, tap_resync) = match &tap {
-                    Some(t) => (Some(t.on_event.clone()), Some(t.on_resync.clone())),
-                    None => (None, None),
-                };
-                let id = hub::subscribe(
-                    &key,
-                    hub::Subscriber {
-                        topic: topic.clone(),
-                        names: E::NAMES,
-                        on_event: std::rc::Rc::new(move |name: &str, data: &str, id: &str, matched: bool| {
-                            match E::decode(name, data) {
-                                // The hub routed it by the frame's cursor (topics the publisher added
-                                // included); without a cursor the event's own topics must say it.
-                                Ok(event) if matched || event.topics().contains(&topic) => {
-                                    // This tab's own write: it holds the change already.
-                                    let own = !echo && origin::is_own_echo(id);
-                                    if let (Some(tap), false) = (&tap_event, own) {
-                                        tap(&event, id);
-                                    }
-                                    set_latest.try_set(Some(event));
-                                    set_last_event_id.try_set(Some(id.to_owned()).filter(|id| !id.is_empty()));
-                                    if !own {
-                                        bump_event();
-                                    }
-                                }
-                                Ok(_) => {}
-                                Err(e) => {
-                                    let error = SseError::Decode { event: name.to_owned(), message: e.to_string() };
-                                    leptos::logging::warn!("use_sse: {error}");
-                                    set_decode_error.try_set(Some(error));
-                                }
+        hub::follow(&key, topic, start, move |topic| {
+            let (bump_event, bump_resync) = (bump.clone(), bump.clone());
+            let (tap_event, tap_resync) = match &tap {
+                Some(t) => (Some(t.on_event.clone()), Some(t.on_resync.clone())),
+                None => (None, None),
+            };
+            hub::Subscriber {
+                topic: topic.clone(),
+                names: E::NAMES,
+                on_event: std::rc::Rc::new(move |name: &str, data: &str, id: &str, matched: bool| {
+                    match E::decode(name, data) {
+                        // The hub routed it by the frame's cursor (topics the publisher added
+                        // included); without a cursor the event's own topics must say it.
+                        Ok(event) if matched || event.topics().contains(&topic) => {
+                            // This tab's own write: it holds the change already.
+                            let own = !echo && origin::is_own_echo(id);
+                            if let (Some(tap), false) = (&tap_event, own) {
+                                tap(&event, id);
                             }
-                        }),
-                        on_resync: std::rc::Rc::new(move || {
-                            if let Some(tap) = &tap_resync {
-                                tap();
+                            set_latest.try_set(Some(event));
+                            set_last_event_id.try_set(Some(id.to_owned()).filter(|id| !id.is_empty()));
+                            if !own {
+                                bump_event();
                             }
-                            set_last_event_id.try_set(None);
-                            bump_resync();
-                        }),
-                    },
-                    start.clone(),
-                );
-                *current.lock().unwrap() = Some(id);
-            }
-        });
-        on_cleanup(move || {
-            if let Some(id) = current.lock().unwrap().take() {
-                hub::unsubscribe(&key, id);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let error = SseError::Decode { event: name.to_owned(), message: e.to_string() };
+                            leptos::logging::warn!("use_sse: {error}");
+                            set_decode_error.try_set(Some(error));
+                        }
+                    }
+                }),
+                on_resync: std::rc::Rc::new(move || {
+                    if let Some(tap) = &tap_resync {
+                        tap();
+                    }
+                    set_last_event_id.try_set(None);
+                    bump_resync();
+                }),
             }
         });
         (

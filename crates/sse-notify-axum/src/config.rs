@@ -63,6 +63,9 @@ pub struct SseConfig {
     /// `SSE_OUTBOX_SIZE`: events kept in process while the backend is away after a write
     /// (default 10,000; see [`crate::Broker::publish_or_defer`]).
     pub outbox_size: usize,
+    /// `SSE_PRESENCE_TTL_SECONDS`: with Redis, how long an instance that stopped answering keeps
+    /// its members on their topics (default 15 s; they are gone within a third more).
+    pub presence_ttl: Duration,
     /// `HTTP_HEADER_TIMEOUT_SECONDS`: how long a client may take to send a request head, also
     /// how long an idle keep-alive connection stays open (default 10 s). SSE streams are not
     /// affected: their request was read long ago.
@@ -98,6 +101,7 @@ impl Default for SseConfig {
             history_size: broker.history_size,
             history_age: broker.history_age,
             outbox_size: broker.outbox_size,
+            presence_ttl: broker.presence_ttl,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_pending_per_client: 128,
@@ -115,6 +119,7 @@ impl From<&SseConfig> for BrokerLimits {
             history_size: c.history_size,
             history_age: c.history_age,
             outbox_size: c.outbox_size,
+            presence_ttl: c.presence_ttl,
         }
     }
 }
@@ -240,6 +245,11 @@ impl SseConfig {
                 d.history_age.as_secs() as usize,
             )? as u64),
             outbox_size: positive("SSE_OUTBOX_SIZE", get("SSE_OUTBOX_SIZE"), d.outbox_size)?,
+            presence_ttl: Duration::from_secs(positive(
+                "SSE_PRESENCE_TTL_SECONDS",
+                get("SSE_PRESENCE_TTL_SECONDS"),
+                d.presence_ttl.as_secs() as usize,
+            )? as u64),
             header_timeout: Duration::from_secs(positive(
                 "HTTP_HEADER_TIMEOUT_SECONDS",
                 get("HTTP_HEADER_TIMEOUT_SECONDS"),

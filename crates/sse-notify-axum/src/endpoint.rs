@@ -24,6 +24,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 use bytes::Bytes;
 use futures::stream::Stream;
+use sse_notify_core::presence::Member;
 use sse_notify_core::Topic;
 
 use crate::admission::{Admission, ConnectionSlot};
@@ -38,6 +39,19 @@ pub use sse_notify_core::MAX_TOPICS_PER_CONNECTION;
 const RETRY_MS: u64 = 2000;
 
 type AuthorizeFn = dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
+type PresenceFn = dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = Presence> + Send>> + Send + Sync;
+
+/// What a stream is to a topic's presence ([`SseEndpoint::presence`] decides, per request and
+/// topic, after `authorize` allowed the topic).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Presence {
+    /// The topic has no presence (its streams get no `presence:*` frames).
+    Off,
+    /// Sees who is there without being listed (e.g. a visitor not signed in).
+    Watch,
+    /// Is there as this member, and sees the others.
+    Member(Member),
+}
 type ClientKeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 
 /// Builds the SSE route.
@@ -65,6 +79,7 @@ pub struct SseEndpoint {
     admission: Admission,
     fixed_topics: Option<Vec<Topic>>,
     authorize: Option<Arc<AuthorizeFn>>,
+    presence: Option<Arc<PresenceFn>>,
     heartbeat: Option<Duration>,
     recheck: Option<Duration>,
     max_connections: usize,
@@ -82,6 +97,7 @@ impl SseEndpoint {
             admission: Admission::default(),
             fixed_topics: None,
             authorize: None,
+            presence: None,
             heartbeat: Some(Duration::from_secs(sse_notify_core::DEFAULT_HEARTBEAT_SECONDS)),
             recheck: None,
             max_connections: usize::MAX,
@@ -113,6 +129,48 @@ impl SseEndpoint {
     {
         self.authorize = Some(Arc::new(move |parts, topic| Box::pin(check(parts, topic))));
         self
+    }
+
+    /// Turns presence on: `who(request, topic)` says, for each topic a stream was authorized
+    /// for, whether the topic has presence and who the requester is there ([`Presence`]). A
+    /// stream that sees a topic's presence first gets `presence:state` (every member), then
+    /// `presence:join` and `presence:leave`; its member is there until the stream ends (one
+    /// member however many streams, tabs or instances). With
+    /// [`SseEndpoint::recheck_authorization`], a stream whose access is withdrawn is closed,
+    /// so its member leaves and it sees no more.
+    ///
+    /// ```
+    /// # use sse_notify_axum::{Broker, BrokerLimits, SseEndpoint};
+    /// use sse_notify_axum::endpoint::Presence;
+    /// use sse_notify_core::presence::Member;
+    /// # let broker = Broker::memory(BrokerLimits::default());
+    /// let endpoint = SseEndpoint::new(broker).presence(|req, topic| async move {
+    ///     if !topic.as_str().starts_with("board") {
+    ///         return Presence::Off;
+    ///     }
+    ///     match req.headers.get("x-user").and_then(|v| v.to_str().ok()) {
+    ///         Some(user) => Presence::Member(Member::new(user, serde_json::json!({ "name": user }))),
+    ///         None => Presence::Watch,
+    ///     }
+    /// });
+    /// ```
+    pub fn presence<F, Fut>(mut self, who: F) -> Self
+    where
+        F: Fn(Arc<Parts>, Topic) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Presence> + Send + 'static,
+    {
+        self.presence = Some(Arc::new(move |parts, topic| Box::pin(who(parts, topic))));
+        self
+    }
+
+    /// Reads a topic's members for a page rendered on the server, as a stream of the same
+    /// request would see them: `None` when `authorize` refuses the topic or it has no presence.
+    pub fn presence_reader(&self) -> PresenceReader {
+        PresenceReader {
+            broker: self.broker.clone(),
+            authorize: self.authorize.clone(),
+            presence: self.presence.clone(),
+        }
     }
 
     /// Heartbeat interval (`None` = off); the smallest accepted interval is one second.
@@ -243,6 +301,10 @@ impl Prepared {
                 return Err(ApiError::forbidden(format!("not allowed to subscribe to topic {:?}", topic.as_str())));
             }
         }
+        let presence = match &ep.presence {
+            Some(who) => presence_of(who.as_ref(), &parts, &topics).await,
+            None => Vec::new(),
+        };
         let recheck = match (&ep.authorize, ep.recheck) {
             (Some(check), Some(_)) => Some(Recheck { check: check.clone(), parts, running: None }),
             _ => None,
@@ -261,10 +323,12 @@ impl Prepared {
             )
         })?;
         let subscription =
-            ep.broker.subscribe_in(self.group, &topics, last_event_id.as_deref()).await.map_err(|e| match e {
-                BrokerError::TooManyTopics { .. } => ApiError::bad_request("too_many_topics", e.to_string()),
-                _ => ApiError::unavailable("broker_unavailable", e.to_string()),
-            })?;
+            ep.broker.subscribe_present(self.group, &topics, last_event_id.as_deref(), presence).await.map_err(
+                |e| match e {
+                    BrokerError::TooManyTopics { .. } => ApiError::bad_request("too_many_topics", e.to_string()),
+                    _ => ApiError::unavailable("broker_unavailable", e.to_string()),
+                },
+            )?;
 
         tracing::debug!(topics = ?topics, resumed = last_event_id.is_some(), "stream opened");
         let mut hello = sse_notify_core::wire::encode_comment("ok");
@@ -361,6 +425,53 @@ fn last_event_id(headers: &axum::http::HeaderMap, query: &str) -> Option<String>
 fn peer_address_key(req: &Parts) -> Option<String> {
     let peer = req.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
     Some(address_key(peer.0.ip()))
+}
+
+/// The topics with presence, and the member the request is on each.
+async fn presence_of(who: &PresenceFn, parts: &Arc<Parts>, topics: &[Topic]) -> Vec<(Topic, Option<Member>)> {
+    let mut present = Vec::new();
+    for topic in topics {
+        match who(parts.clone(), topic.clone()).await {
+            Presence::Off => {}
+            Presence::Watch => present.push((topic.clone(), None)),
+            Presence::Member(m) if m.has_valid_id() => present.push((topic.clone(), Some(m))),
+            Presence::Member(m) => {
+                tracing::warn!(id = ?m.id, "presence: a member id must be 1-128 bytes without control characters; watching only");
+                present.push((topic.clone(), None));
+            }
+        }
+    }
+    present
+}
+
+/// Reads presence for server-rendered pages ([`SseEndpoint::presence_reader`]).
+#[derive(Clone)]
+pub struct PresenceReader {
+    broker: Broker,
+    authorize: Option<Arc<AuthorizeFn>>,
+    presence: Option<Arc<PresenceFn>>,
+}
+
+impl PresenceReader {
+    /// `topic`'s members now, if the request may see them.
+    pub async fn members(&self, request: Arc<Parts>, topic: Topic) -> Option<Vec<Member>> {
+        let who = self.presence.as_ref()?;
+        if let Some(check) = &self.authorize {
+            if !check(request.clone(), topic.clone()).await {
+                return None;
+            }
+        }
+        if who(request, topic.clone()).await == Presence::Off {
+            return None;
+        }
+        match self.broker.presence_members(&topic).await {
+            Ok(members) => Some(members),
+            Err(e) => {
+                tracing::warn!(topic = topic.as_str(), error = %e, "presence could not be read");
+                None
+            }
+        }
+    }
 }
 
 /// The first topic `check` refuses, if any.

@@ -56,7 +56,7 @@ pub use broker::{RedisConnection, RedisOptions};
 pub use cache::{CacheLimits, CacheScope, ResponseCache};
 pub use clients::ClientLimits;
 pub use config::{ConfigError, SseConfig};
-pub use endpoint::SseEndpoint;
+pub use endpoint::{Presence, PresenceReader, SseEndpoint};
 pub use error::ApiError;
 pub use layer::{PublishContext, PublishLayer};
 /// The `redis` crate this one is built on ([`Broker::redis_connection`] hands out its types).

@@ -70,6 +70,12 @@ impl ServerProcess {
         panic!("the server binary did not start on any of 5 ports");
     }
 
+    /// Kills the process at once (SIGKILL: no shutdown of any kind) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

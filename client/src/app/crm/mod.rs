@@ -149,6 +149,7 @@ fn ThreadView(thread: Signal<Thread>, me: User) -> impl IntoView {
     view! {
         <section class="thread" data-testid="thread" data-id=move || id.get()>
             <h2>{move || thread.with(|t| t.title.clone())}</h2>
+            <super::WhoIsHere topic label="In this thread: " testid="thread-here" />
             <Transition fallback=|| view! { <p>"Loading…"</p> }>
                 {move || {
                     comments.get().map(|r| match r {

@@ -8,6 +8,7 @@
 
 use futures::future::BoxFuture;
 use sse_notify_core::cursor::LogPosition;
+use sse_notify_core::presence::Member;
 
 use super::History;
 
@@ -33,6 +34,19 @@ pub(super) trait Backend: Send + Sync + 'static {
 
     /// No local stream follows `topic` any more.
     fn unfollow(&self, topic: &str);
+
+    /// Loads `topic`'s members into the hub's presence book (`PresenceBook::load`), now or
+    /// once they are read: its first local stream that sees presence arrived.
+    fn presence_load(&self, topic: &str);
+
+    /// `member`'s first local stream on `topic` arrived: they are there for every instance.
+    fn presence_join(&self, topic: &str, member: Member);
+
+    /// Member `id`'s last local stream on `topic` ended.
+    fn presence_leave(&self, topic: &str, id: String);
+
+    /// `topic`'s members now, read from the backend (for a page rendered on the server).
+    fn presence_members<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Vec<Member>, String>>;
 
     /// Whether the backend answers now.
     fn ping(&self) -> BoxFuture<'_, bool>;

@@ -25,6 +25,7 @@ use sse_notify_core::Topic;
 use tokio::sync::OnceCell;
 
 use super::head::TopicHead;
+use super::presence::PresenceBook;
 
 /// One published event, as every local stream receives it.
 pub(crate) struct LogEvent {
@@ -90,6 +91,8 @@ pub(crate) enum Delivery {
     /// Events of every topic of the stream may be lost; `head` is the cursor to go on from.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the Redis backend's: a reconnect, a failover
     Resync(ResyncReason, Cursor),
+    /// A `presence:*` frame (no position: not a log event).
+    Presence(Bytes),
 }
 
 /// What wakes a stream besides its events: bits raised by the broker and its endpoint's
@@ -142,7 +145,12 @@ struct InboxState {
 }
 
 impl Inbox {
-    fn offer(&self, d: Delivery, event: Option<&LogEvent>) {
+    /// The stream's id in the hub.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn offer(&self, d: Delivery, event: Option<&LogEvent>) {
         let waker = {
             let mut s = self.state.lock().unwrap();
             if s.queue.len() < self.capacity {
@@ -241,6 +249,8 @@ impl TopicEntry {
 pub(crate) struct Hub {
     state: Mutex<HubState>,
     next_id: AtomicU64,
+    /// Who is on the topics with presence, and which streams see it.
+    pub(crate) presence: PresenceBook,
 }
 
 #[derive(Default)]
@@ -451,7 +461,7 @@ mod tests {
         got.into_iter()
             .map(|d| match d {
                 Delivery::Event(p, f) => (p, f),
-                Delivery::Resync(..) => panic!("no resync expected"),
+                Delivery::Resync(..) | Delivery::Presence(_) => panic!("an event expected"),
             })
             .collect()
     }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::future::{self, BoxFuture, FutureExt};
 use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
+use sse_notify_core::presence::{Member, PresenceFrame};
 
 use super::backend::Backend;
 use super::hub::{Hub, LogEvent};
@@ -85,6 +86,22 @@ impl Backend for MemoryLog {
     fn append(&self, topics: Vec<String>, body: String, origin: Option<Box<str>>) -> BoxFuture<'_, Result<(), String>> {
         self.push(topics, Bytes::from(body), origin);
         future::ready(Ok(())).boxed()
+    }
+
+    fn presence_load(&self, topic: &str) {
+        self.hub.presence.load_here(topic);
+    }
+
+    fn presence_join(&self, topic: &str, member: Member) {
+        self.hub.presence.apply(&PresenceFrame::Join { topic: topic.to_owned(), member });
+    }
+
+    fn presence_leave(&self, topic: &str, id: String) {
+        self.hub.presence.apply(&PresenceFrame::Leave { topic: topic.to_owned(), id });
+    }
+
+    fn presence_members<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Vec<Member>, String>> {
+        future::ready(Ok(self.hub.presence.members(topic).unwrap_or_default())).boxed()
     }
 
     fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, String>> {

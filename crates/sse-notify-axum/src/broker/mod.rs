@@ -21,6 +21,7 @@ mod head;
 mod hub;
 mod memory;
 mod outbox;
+mod presence;
 #[cfg(feature = "redis")]
 mod redis;
 
@@ -37,6 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sse_notify_core::cursor::{prefix_tag, Cursor, LogId, LogPosition};
+use sse_notify_core::presence::Member;
 use sse_notify_core::publish::PublishFuture;
 use sse_notify_core::wire::{Resync, ResyncReason, RESYNC_EVENT};
 use sse_notify_core::{Publish, PublishError, Publisher, SseEvent, Topic, MAX_TOPICS_PER_CONNECTION};
@@ -85,11 +87,14 @@ pub struct BrokerLimits {
     pub history_age: Duration,
     /// `SSE_OUTBOX_SIZE`: events [`Broker::publish_or_defer`] keeps while the backend is away.
     pub outbox_size: usize,
+    /// `SSE_PRESENCE_TTL_SECONDS`: with Redis, how long the members of an instance that stopped
+    /// answering stay (the others sweep them out within a third more).
+    pub presence_ttl: Duration,
 }
 
 impl Default for BrokerLimits {
     /// No prefix, 256 queued events per stream, 64 KiB events, the last 10,000 events and 24 h
-    /// kept for replay, 10,000 events in the outbox.
+    /// kept for replay, 10,000 events in the outbox, members of a silent instance kept 15 s.
     fn default() -> Self {
         Self {
             topic_prefix: String::new(),
@@ -98,6 +103,7 @@ impl Default for BrokerLimits {
             history_size: 10_000,
             history_age: Duration::from_secs(24 * 3600),
             outbox_size: 10_000,
+            presence_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -253,6 +259,7 @@ impl Broker {
             redis::Keys::new(ns),
             prefix_tag(ns),
             limits.retention(),
+            limits.presence_ttl,
             hub.clone(),
             metrics.clone(),
         );
@@ -465,6 +472,19 @@ impl Broker {
         topics: &[Topic],
         last_event_id: Option<&str>,
     ) -> Result<Subscription, BrokerError> {
+        self.subscribe_present(group, topics, last_event_id, Vec::new()).await
+    }
+
+    /// [`Broker::subscribe_in`], also seeing the presence of each topic of `presence` (a topic
+    /// of `topics`), as its member when one is given: the stream first gets the topic's
+    /// `presence:state`, then its joins and leaves; the member is there until the stream ends.
+    pub(crate) async fn subscribe_present(
+        &self,
+        group: u32,
+        topics: &[Topic],
+        last_event_id: Option<&str>,
+        presence: Vec<(Topic, Option<Member>)>,
+    ) -> Result<Subscription, BrokerError> {
         // Bit `i` of every frame's mask, live or replayed, is the `i`-th of these.
         let topics = distinct_topics(topics.iter().cloned());
         if topics.len() > MAX_TOPICS_PER_CONNECTION {
@@ -472,9 +492,21 @@ impl Broker {
         }
         let registration = self.inner.hub.register(group, &topics, self.inner.limits.max_queue_size);
         // From here on the guard cleans up, even if this future is dropped or fails.
-        let guard = SubscriptionGuard { broker: self.clone(), inbox: registration.inbox, topics };
+        let mut guard =
+            SubscriptionGuard { broker: self.clone(), inbox: registration.inbox, topics, presence: Vec::new() };
         for (topic, ready) in &registration.ready {
             ready.get_or_try_init(|| self.inner.backend.follow(topic)).await.map_err(BrokerError::Unavailable)?;
+        }
+        // Followed first: a Redis topic's members are loaded once its changes flow.
+        for (topic, member) in presence {
+            let entered = self.inner.hub.presence.enter(topic.as_str(), &guard.inbox, true, member.as_ref());
+            if entered.load {
+                self.inner.backend.presence_load(topic.as_str());
+            }
+            if let Some(member) = entered.join {
+                self.inner.backend.presence_join(topic.as_str(), member);
+            }
+            guard.presence.push((topic, member.map(|m| m.id)));
         }
         let mut sub = Subscription {
             first: VecDeque::new(),
@@ -524,6 +556,15 @@ impl Broker {
             self.inner.metrics.resynced(reason, 1);
         }
         Ok(sub)
+    }
+
+    /// Who is on `topic` now (presence), as the streams that see it are told: for a page the
+    /// server renders with its members in it.
+    pub async fn presence_members(&self, topic: &Topic) -> Result<Vec<Member>, BrokerError> {
+        if let Some(members) = self.inner.hub.presence.members(topic.as_str()) {
+            return Ok(members);
+        }
+        self.inner.backend.presence_members(topic.as_str()).await.map_err(BrokerError::Unavailable)
     }
 
     /// Asks every open stream to end, and every stream opened from now on (used at shutdown).
@@ -667,6 +708,7 @@ impl Subscription {
                     self.after = head.position;
                     Poll::Ready(Some(resync_frame(reason, Some(&head.to_string()), self.topics())))
                 }
+                Delivery::Presence(frame) => Poll::Ready(Some(frame)),
             };
         }
     }
@@ -701,16 +743,24 @@ impl Drop for TopicWatch {
     }
 }
 
-/// Removes the stream from the hub, and unsubscribes topics no stream follows any more.
+/// Removes the stream from the hub, and unsubscribes topics no stream follows any more; the
+/// stream's member leaves the topics it was the last stream of here.
 struct SubscriptionGuard {
     broker: Broker,
     inbox: Arc<Inbox>,
     topics: Vec<Topic>,
+    /// Topics whose presence the stream sees, and the member it is there.
+    presence: Vec<(Topic, Option<String>)>,
 }
 
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
         let inner = &self.broker.inner;
+        for (topic, member) in &self.presence {
+            if let Some(id) = inner.hub.presence.exit(topic.as_str(), self.inbox.id(), member.as_deref()) {
+                inner.backend.presence_leave(topic.as_str(), id);
+            }
+        }
         inner.hub.release(&self.inbox, &self.topics, |topic| inner.backend.unfollow(topic));
     }
 }

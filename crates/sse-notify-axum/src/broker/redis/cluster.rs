@@ -51,7 +51,7 @@ pub(super) async fn subscriber_loop(
     start: (LogId, LogPosition),
     mut commands: mpsc::UnboundedReceiver<Control>,
 ) {
-    let Follow { shared, hub, metrics } = follow;
+    let Follow { shared, hub, metrics, presence } = follow;
     let mut delivered = Delivered { log: start.0, position: start.1 };
     // Channels whose first confirmation came: a later one is a resubscription.
     let mut confirmed: HashSet<Vec<u8>> = HashSet::new();
@@ -64,6 +64,10 @@ pub(super) async fn subscriber_loop(
                 match push.kind {
                     PushKind::SMessage | PushKind::Message => {
                         let Some(Value::BulkString(payload)) = push.data.get(1) else { continue };
+                        if let Some(change) = super::presence::message_frame(payload) {
+                            hub.presence.apply(&change);
+                            continue;
+                        }
                         let event = message_event(shared.log_tag, payload);
                         if let Err(e) = on_message(&shared, &hub, &mut delivered, &metrics, event).await {
                             tracing::warn!(error = %e, "redis catch-up after a new log epoch failed; retrying");
@@ -95,6 +99,7 @@ pub(super) async fn subscriber_loop(
                         tracing::warn!(channel, error = %e, "redis SUNSUBSCRIBE failed");
                     }
                 }
+                Some(Control::LoadPresence(topic)) => super::presence::load(&presence, &topic).await,
             },
             _ = retry.tick(), if resubscribe || behind => {}
         }
@@ -108,6 +113,7 @@ pub(super) async fn subscriber_loop(
             match catch_up(&shared, &hub, &mut delivered, &metrics).await {
                 Ok(()) => {
                     behind = false;
+                    super::presence::reload_all(&presence).await;
                     metrics.redis_reconnects.inc();
                     tracing::info!("redis cluster subscriptions moved or reconnected; caught up from the log");
                 }

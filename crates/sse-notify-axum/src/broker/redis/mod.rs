@@ -12,6 +12,7 @@
 
 mod access;
 mod cluster;
+mod presence;
 mod primary;
 
 pub use access::RedisOptions;
@@ -162,6 +163,8 @@ impl Fanout {
 enum Control {
     Subscribe(String, oneshot::Sender<Result<(), String>>),
     Unsubscribe(String),
+    /// Load a topic's members (its channel is subscribed already).
+    LoadPresence(String),
 }
 
 /// Waits between reconnect attempts: doubles from the first to the last.
@@ -182,6 +185,10 @@ pub(super) struct Keys {
 impl Keys {
     pub(super) fn new(namespace: &str) -> Self {
         Self { namespace: namespace.to_owned() }
+    }
+
+    pub(super) fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     pub(super) fn log(&self) -> String {
@@ -324,6 +331,7 @@ pub(super) struct RedisBackend {
     name: &'static str,
     /// Told of each write accepted here: its event comes back through Pub/Sub later.
     hub: Arc<Hub>,
+    presence: Arc<presence::RedisPresence>,
 }
 
 impl RedisBackend {
@@ -332,12 +340,13 @@ impl RedisBackend {
         keys: Keys,
         log_tag: u16,
         retention: Retention,
+        presence_ttl: Duration,
         hub: Arc<Hub>,
         metrics: SharedMetrics,
     ) -> Result<Self, String> {
         let (control, commands) = mpsc::unbounded_channel::<Control>();
         let history_script = redis::Script::new(HISTORY_SCRIPT);
-        let (shared, fanout, name) = if options.is_cluster() {
+        let (shared, fanout, name, presence) = if options.is_cluster() {
             let (conn, mut subscriptions, pushes) = within_connect_timeout(cluster::connect(options)).await?;
             check_acl(&conn, &keys, Fanout::Sharded).await?;
             let channel = access::probe_channel(&keys);
@@ -347,9 +356,16 @@ impl RedisBackend {
             let shared = Shared { conn, keys, log_tag, retention, history_script };
             // Where this instance stands in the log: a reconnect catches up from here.
             let start = shared.history(None).await?;
-            let follow = Follow { shared: shared.clone(), hub: hub.clone(), metrics };
+            let presence = presence::RedisPresence::new(
+                shared.conn.clone(),
+                shared.keys.clone(),
+                Fanout::Sharded,
+                presence_ttl,
+                hub.clone(),
+            );
+            let follow = Follow { shared: shared.clone(), hub: hub.clone(), metrics, presence: presence.clone() };
             tokio::spawn(cluster::subscriber_loop(follow, subscriptions, pushes, (start.log, start.head), commands));
-            (shared, Fanout::Sharded, "redis-cluster")
+            (shared, Fanout::Sharded, "redis-cluster", presence)
         } else {
             let locator = Arc::new(options.locator()?);
             let (conn, mut pubsub) = within_connect_timeout(async {
@@ -365,13 +381,20 @@ impl RedisBackend {
             let shared = Shared { conn, keys, log_tag, retention, history_script };
             let start = shared.history(None).await?;
             let name = if locator.follows_failovers() { "redis-sentinel" } else { "redis" };
-            let follow = Follow { shared: shared.clone(), hub: hub.clone(), metrics };
+            let presence = presence::RedisPresence::new(
+                shared.conn.clone(),
+                shared.keys.clone(),
+                Fanout::Plain,
+                presence_ttl,
+                hub.clone(),
+            );
+            let follow = Follow { shared: shared.clone(), hub: hub.clone(), metrics, presence: presence.clone() };
             tokio::spawn(subscriber_loop(follow, locator, pubsub, (start.log, start.head), commands));
-            (shared, Fanout::Plain, name)
+            (shared, Fanout::Plain, name, presence)
         };
         let min_replicas = options.replicas_to_wait_for();
         let publish_script = redis::Script::new(PUBLISH_SCRIPT);
-        Ok(Self { shared, control, publish_script, min_replicas, fanout, name, hub })
+        Ok(Self { shared, control, publish_script, min_replicas, fanout, name, hub, presence })
     }
 
     async fn subscribe(&self, channel: String) -> Result<(), String> {
@@ -459,6 +482,29 @@ impl Backend for RedisBackend {
         let _ = self.control.send(Control::Unsubscribe(self.shared.keys.channel(topic)));
     }
 
+    fn presence_load(&self, topic: &str) {
+        // An instance whose streams watch presence sweeps out dead instances' members too.
+        self.presence.start_reporting();
+        if self.control.send(Control::LoadPresence(topic.to_owned())).is_err() {
+            self.hub.presence.load_failed(topic);
+        }
+    }
+
+    fn presence_join(&self, topic: &str, member: sse_notify_core::presence::Member) {
+        self.presence.spawn_join(topic, member);
+    }
+
+    fn presence_leave(&self, topic: &str, id: String) {
+        self.presence.spawn_leave(topic, id);
+    }
+
+    fn presence_members<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<sse_notify_core::presence::Member>, String>> {
+        self.presence.members(topic).boxed()
+    }
+
     fn ping(&self) -> BoxFuture<'_, bool> {
         self.ping_now().boxed()
     }
@@ -529,7 +575,7 @@ async fn subscriber_loop(
     start: (LogId, LogPosition),
     mut commands: mpsc::UnboundedReceiver<Control>,
 ) {
-    let Follow { shared, hub, metrics } = follow;
+    let Follow { shared, hub, metrics, presence } = follow;
     let mut moves = shared.conn.moves().expect("the Pub/Sub loop serves a primary, not a cluster");
     let mut next = Some(first);
     let mut backoff = BACKOFF_FIRST;
@@ -570,6 +616,7 @@ async fn subscriber_loop(
                 }
                 continue;
             }
+            presence::reload_all(&presence).await;
             metrics.redis_reconnects.inc();
             tracing::info!(topics = wanted.len(), "redis pub/sub reconnected, resubscribed and caught up");
         }
@@ -586,7 +633,12 @@ async fn subscriber_loop(
                 msg = stream.next() => match msg {
                     None => break,
                     Some(msg) => {
-                        let event = message_event(shared.log_tag, msg.get_payload_bytes());
+                        let payload = msg.get_payload_bytes();
+                        if let Some(change) = presence::message_frame(payload) {
+                            hub.presence.apply(&change);
+                            continue;
+                        }
+                        let event = message_event(shared.log_tag, payload);
                         if let Err(e) = on_message(&shared, &hub, &mut delivered, &metrics, event).await {
                             tracing::warn!(error = %e, "redis catch-up after a new log epoch failed; reconnecting");
                             break;
@@ -607,6 +659,7 @@ async fn subscriber_loop(
                             tracing::warn!(channel, error = %e, "redis UNSUBSCRIBE failed");
                         }
                     }
+                    Some(Control::LoadPresence(topic)) => presence::load(&presence, &topic).await,
                 },
             }
         }
@@ -678,6 +731,7 @@ struct Follow {
     shared: Shared,
     hub: Arc<Hub>,
     metrics: SharedMetrics,
+    presence: Arc<presence::RedisPresence>,
 }
 
 /// Delivers a message's event (`None`: malformed, ignored). One of another log epoch means the
@@ -718,7 +772,8 @@ async fn refuse_commands_for(commands: &mut mpsc::UnboundedReceiver<Control>, wa
                 Some(Control::Subscribe(_, done)) => {
                     let _ = done.send(Err("redis is unreachable; reconnecting".to_owned()));
                 }
-                Some(Control::Unsubscribe(_)) => {}
+                // Loaded with every other topic once the connection is back.
+                Some(Control::Unsubscribe(_) | Control::LoadPresence(_)) => {}
             },
         }
     }

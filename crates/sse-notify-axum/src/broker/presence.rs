@@ -1,0 +1,180 @@
+//! Presence: who follows a topic now, per instance, and the `presence:*` frames that keep the
+//! streams that may see it up to date ([`sse_notify_core::presence`]).
+//!
+//! The book holds, for each topic with presence that a local stream follows:
+//! - its members as the backend knows them (the embedded broker: this process's; Redis: every
+//!   instance's), once it has loaded them;
+//! - the local streams that may see them (their `presence:state` first, then joins and leaves);
+//! - this instance's own members and how many of its streams each holds, so that a member's
+//!   first stream here joins and their last one leaves (one person in two tabs is one member).
+//!
+//! Changes are applied as they come: a join sets a member, a leave removes one. Each sets one
+//! member's state, so a change applied twice, or applied again on top of a member set loaded
+//! after it was made, leaves the same set: this is what lets the Redis backend load a topic's
+//! members once its channel is subscribed, without ordering the load against the messages.
+//! Changes to a topic not loaded yet are dropped (the load will hold them).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use sse_notify_core::presence::{Member, PresenceFrame};
+
+use super::hub::{Delivery, Inbox};
+
+#[derive(Default)]
+pub(crate) struct PresenceBook {
+    topics: Mutex<HashMap<String, TopicPresence>>,
+}
+
+#[derive(Default)]
+struct TopicPresence {
+    members: BTreeMap<String, Member>,
+    loaded: bool,
+    /// A load was asked for and has not come yet.
+    loading: bool,
+    followers: HashMap<u64, Arc<Inbox>>,
+    /// This instance's members: their number of local streams, and what they show.
+    here: HashMap<String, (u32, Member)>,
+}
+
+/// What a stream's arrival asks of the backend.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Entered {
+    /// Load the topic's members (its first follower here).
+    pub(crate) load: bool,
+    /// The member's first stream here: they join.
+    pub(crate) join: Option<Member>,
+}
+
+fn frame(f: &PresenceFrame) -> Bytes {
+    Bytes::from(sse_notify_core::wire::encode_event(None, f.name(), &f.to_json()).expect("a valid presence frame"))
+}
+
+impl TopicPresence {
+    fn state_frame(&self, topic: &str) -> Bytes {
+        frame(&PresenceFrame::State { topic: topic.to_owned(), members: self.members.values().cloned().collect() })
+    }
+
+    fn is_unused(&self) -> bool {
+        self.followers.is_empty() && self.here.is_empty()
+    }
+}
+
+impl PresenceBook {
+    /// A stream arrives on `topic`: it sees presence when `sees`, and is `member` when given.
+    pub(crate) fn enter(&self, topic: &str, inbox: &Arc<Inbox>, sees: bool, member: Option<&Member>) -> Entered {
+        let mut topics = self.topics.lock().unwrap();
+        let entry = topics.entry(topic.to_owned()).or_default();
+        let mut entered = Entered::default();
+        if sees {
+            entry.followers.insert(inbox.id(), inbox.clone());
+            if entry.loaded {
+                inbox.offer(Delivery::Presence(entry.state_frame(topic)), None);
+            } else if !entry.loading {
+                entry.loading = true;
+                entered.load = true;
+            }
+        }
+        if let Some(member) = member {
+            let (count, shown) = entry.here.entry(member.id.clone()).or_insert_with(|| (0, member.clone()));
+            *count += 1;
+            *shown = member.clone();
+            if *count == 1 {
+                entered.join = Some(member.clone());
+            }
+        }
+        entered
+    }
+
+    /// A stream leaves `topic`; `Some(id)` when it was the member's last stream here.
+    pub(crate) fn exit(&self, topic: &str, inbox: u64, member: Option<&str>) -> Option<String> {
+        let mut topics = self.topics.lock().unwrap();
+        let entry = topics.get_mut(topic)?;
+        entry.followers.remove(&inbox);
+        let mut left = None;
+        if let Some(id) = member {
+            if let Some((count, _)) = entry.here.get_mut(id) {
+                *count -= 1;
+                if *count == 0 {
+                    entry.here.remove(id);
+                    left = Some(id.to_owned());
+                }
+            }
+        }
+        if entry.is_unused() {
+            topics.remove(topic);
+        }
+        left
+    }
+
+    /// The topic's members as loaded: every follower gets them whole.
+    pub(crate) fn load(&self, topic: &str, members: Vec<Member>) {
+        let mut topics = self.topics.lock().unwrap();
+        let Some(entry) = topics.get_mut(topic) else { return };
+        entry.members = members.into_iter().map(|m| (m.id.clone(), m)).collect();
+        entry.loaded = true;
+        entry.loading = false;
+        let state = entry.state_frame(topic);
+        for inbox in entry.followers.values() {
+            inbox.offer(Delivery::Presence(state.clone()), None);
+        }
+    }
+
+    /// The embedded broker's load: the book's members are all there are.
+    pub(crate) fn load_here(&self, topic: &str) {
+        let members = self.topics.lock().unwrap().get(topic).map(|e| e.members.values().cloned().collect());
+        self.load(topic, members.unwrap_or_default());
+    }
+
+    /// A join or leave (a state is a load): followers hear of it when it changes the set.
+    pub(crate) fn apply(&self, change: &PresenceFrame) {
+        let mut topics = self.topics.lock().unwrap();
+        let Some(entry) = topics.get_mut(change.topic()).filter(|e| e.loaded) else { return };
+        let changed = match change {
+            PresenceFrame::Join { member, .. } => {
+                entry.members.insert(member.id.clone(), member.clone()).as_ref() != Some(member)
+            }
+            PresenceFrame::Leave { id, .. } => entry.members.remove(id).is_some(),
+            PresenceFrame::State { .. } => false,
+        };
+        if changed {
+            let f = frame(change);
+            for inbox in entry.followers.values() {
+                inbox.offer(Delivery::Presence(f.clone()), None);
+            }
+        }
+    }
+
+    /// Marks every loaded topic as needing a load again (the backend may have missed changes),
+    /// and returns them.
+    pub(crate) fn unload_all(&self) -> Vec<String> {
+        let mut topics = self.topics.lock().unwrap();
+        let mut unloaded = Vec::new();
+        for (topic, entry) in topics.iter_mut().filter(|(_, e)| e.loaded || e.loading) {
+            entry.loaded = false;
+            entry.loading = true;
+            unloaded.push(topic.clone());
+        }
+        unloaded
+    }
+
+    /// A load failed: the next follower asks again.
+    pub(crate) fn load_failed(&self, topic: &str) {
+        if let Some(entry) = self.topics.lock().unwrap().get_mut(topic) {
+            entry.loading = false;
+        }
+    }
+
+    /// The members of a loaded topic.
+    pub(crate) fn members(&self, topic: &str) -> Option<Vec<Member>> {
+        let topics = self.topics.lock().unwrap();
+        topics.get(topic).filter(|e| e.loaded).map(|e| e.members.values().cloned().collect())
+    }
+
+    /// This instance's members, by topic (to join again after the backend lost them).
+    pub(crate) fn here(&self) -> Vec<(String, Member)> {
+        let topics = self.topics.lock().unwrap();
+        topics.iter().flat_map(|(t, e)| e.here.values().map(move |(_, m)| (t.clone(), m.clone()))).collect()
+    }
+}

@@ -1,0 +1,287 @@
+//! Presence in Redis: the members of every topic, shared by the instances.
+//!
+//! Per topic, a hash of its members (id -> what others see) and a hash of how many instances
+//! hold each; per instance, a hash of the `(topic, member)` pairs it holds; per prefix, a
+//! sorted set of the instances by the time they must next report by. A member's first stream
+//! on an instance joins (its first instance: `presence:join` on the topic's channel), its last
+//! one leaves (its last instance: `presence:leave`), each one script: the cost does not grow
+//! with the number of members.
+//!
+//! Every instance that holds members reports every third of `SSE_PRESENCE_TTL_SECONDS`, and
+//! sweeps out the members of instances that missed their time (a crash, a lost network): they
+//! leave within the TTL and a third. An instance that finds it was swept (it stalled, or Redis
+//! lost its data) joins its members again. All keys carry the prefix's hash tag, so in a
+//! Cluster the scripts run on the prefix's one shard, next to its channels.
+//!
+//! Messages are `presence\n<the join or leave frame's JSON>` on the topic's channel; the
+//! subscriber loops hand them to the hub's presence book.
+
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use redis::Value;
+use sse_notify_core::presence::{Member, PresenceFrame};
+
+use super::{text, Fanout, Keys, RedisConnection};
+use crate::broker::hub::Hub;
+use crate::broker::{random_epoch, unix_ms};
+
+/// What starts a presence message on a channel (an event's starts with its log epoch, a number).
+pub(super) const MESSAGE_START: &[u8] = b"presence\n";
+
+/// KEYS: members, counts, owned, alive. ARGV: instance, topic, member id, member JSON, deadline
+/// ms, publish command, channel, message. Returns the member's number of instances.
+const JOIN_SCRIPT: &str = r#"
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+if redis.call('HSETNX', KEYS[3], ARGV[2] .. '\n' .. ARGV[3], '1') == 0 then
+  return 0
+end
+local n = redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+local shown = redis.call('HGET', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+if n == 1 or shown ~= ARGV[4] then
+  redis.call(ARGV[6], ARGV[7], ARGV[8])
+end
+return n
+"#;
+
+/// KEYS: members, counts, owned. ARGV: instance, topic, member id, publish command, channel,
+/// message. Returns the member's number of instances left (-1: this one did not hold them).
+const LEAVE_SCRIPT: &str = r#"
+if redis.call('HDEL', KEYS[3], ARGV[2] .. '\n' .. ARGV[3]) == 0 then
+  return -1
+end
+local n = redis.call('HINCRBY', KEYS[2], ARGV[3], -1)
+if n <= 0 then
+  redis.call('HDEL', KEYS[2], ARGV[3])
+  redis.call('HDEL', KEYS[1], ARGV[3])
+  redis.call(ARGV[4], ARGV[5], ARGV[6])
+end
+return n
+"#;
+
+/// KEYS: alive. ARGV: instance, now ms, deadline ms, the namespace's hash tag (`{ns}`), publish
+/// command. Reports this instance, then takes the members of up to 16 instances past their
+/// deadline off their topics (the keys it names are in the same slot as KEYS[1]). Returns
+/// {1 if this instance was not listed (it was swept, or Redis lost it), members who left}.
+const REPORT_SCRIPT: &str = r#"
+local absent = redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, 16)
+local left = 0
+for _, instance in ipairs(dead) do
+  local owned = 'sse-presence-owned/' .. ARGV[4] .. '/' .. instance
+  for _, pair in ipairs(redis.call('HKEYS', owned)) do
+    local nl = string.find(pair, '\n', 1, true)
+    local topic, id = string.sub(pair, 1, nl - 1), string.sub(pair, nl + 1)
+    local counts = 'sse-presence-count/' .. ARGV[4] .. '/' .. topic
+    if redis.call('HINCRBY', counts, id, -1) <= 0 then
+      redis.call('HDEL', counts, id)
+      redis.call('HDEL', 'sse-presence/' .. ARGV[4] .. '/' .. topic, id)
+      redis.call(ARGV[5], ARGV[4] .. '/' .. topic, 'presence\n' .. cjson.encode({topic = topic, id = id}))
+      left = left + 1
+    end
+  end
+  redis.call('DEL', owned)
+  redis.call('ZREM', KEYS[1], instance)
+end
+return {absent, left}
+"#;
+
+/// The presence side of one Redis backend.
+pub(super) struct RedisPresence {
+    conn: RedisConnection,
+    keys: Keys,
+    fanout: Fanout,
+    /// This instance, as the other instances know it.
+    instance: String,
+    ttl: Duration,
+    hub: Arc<Hub>,
+    scripts: [redis::Script; 3],
+    /// Set once the reporting task runs (at the first join).
+    reporting: OnceLock<()>,
+    /// Joins and leaves that failed (Redis away): tried again at each report.
+    retry: Mutex<Vec<(String, String)>>,
+    /// One change at a time, each reading the book when it runs: a join and a leave of one
+    /// member never reach Redis in the other order.
+    settling: tokio::sync::Mutex<()>,
+}
+
+impl RedisPresence {
+    pub(super) fn new(conn: RedisConnection, keys: Keys, fanout: Fanout, ttl: Duration, hub: Arc<Hub>) -> Arc<Self> {
+        Arc::new(Self {
+            conn,
+            keys,
+            fanout,
+            instance: format!("{:08x}{:08x}", random_epoch(), std::process::id()),
+            ttl: ttl.max(Duration::from_secs(1)),
+            hub,
+            scripts: [JOIN_SCRIPT, LEAVE_SCRIPT, REPORT_SCRIPT].map(redis::Script::new),
+            reporting: OnceLock::new(),
+            retry: Mutex::default(),
+            settling: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn members_key(&self, topic: &str) -> String {
+        format!("sse-presence/{{{}}}/{topic}", self.keys.namespace())
+    }
+
+    fn counts_key(&self, topic: &str) -> String {
+        format!("sse-presence-count/{{{}}}/{topic}", self.keys.namespace())
+    }
+
+    fn owned_key(&self) -> String {
+        format!("sse-presence-owned/{{{}}}/{}", self.keys.namespace(), self.instance)
+    }
+
+    fn alive_key(&self) -> String {
+        format!("sse-presence-alive/{{{}}}", self.keys.namespace())
+    }
+
+    fn message(frame: &PresenceFrame) -> Vec<u8> {
+        let mut m = MESSAGE_START.to_vec();
+        m.extend_from_slice(frame.to_json().as_bytes());
+        m
+    }
+
+    /// The members of `topic` now.
+    pub(super) async fn members(&self, topic: &str) -> Result<Vec<Member>, String> {
+        let mut conn = self.conn.clone();
+        let shown: Vec<Vec<u8>> =
+            redis::cmd("HVALS").arg(self.members_key(topic)).query_async(&mut conn).await.map_err(|e| e.to_string())?;
+        Ok(shown.iter().filter_map(|m| serde_json::from_slice(m).ok()).collect())
+    }
+
+    async fn join(&self, topic: &str, member: &Member) -> Result<(), String> {
+        let message = Self::message(&PresenceFrame::Join { topic: topic.to_owned(), member: member.clone() });
+        let mut inv = self.scripts[0].prepare_invoke();
+        inv.key(self.members_key(topic)).key(self.counts_key(topic)).key(self.owned_key()).key(self.alive_key());
+        inv.arg(&self.instance).arg(topic).arg(&member.id);
+        inv.arg(serde_json::to_string(member).map_err(|e| e.to_string())?);
+        inv.arg(unix_ms() + self.ttl.as_millis() as u64).arg(self.fanout.publish_command());
+        inv.arg(self.keys.channel(topic)).arg(message);
+        let mut conn = self.conn.clone();
+        inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string())
+    }
+
+    async fn leave(&self, topic: &str, id: &str) -> Result<(), String> {
+        let message = Self::message(&PresenceFrame::Leave { topic: topic.to_owned(), id: id.to_owned() });
+        let mut inv = self.scripts[1].prepare_invoke();
+        inv.key(self.members_key(topic)).key(self.counts_key(topic)).key(self.owned_key());
+        inv.arg(&self.instance).arg(topic).arg(id).arg(self.fanout.publish_command());
+        inv.arg(self.keys.channel(topic)).arg(message);
+        let mut conn = self.conn.clone();
+        inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string())
+    }
+
+    /// Reports this instance and sweeps out silent ones; whether this one had been swept.
+    async fn report(&self) -> Result<bool, String> {
+        let now = unix_ms();
+        let mut inv = self.scripts[2].prepare_invoke();
+        inv.key(self.alive_key());
+        inv.arg(&self.instance).arg(now).arg(now + self.ttl.as_millis() as u64);
+        inv.arg(format!("{{{}}}", self.keys.namespace())).arg(self.fanout.publish_command());
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| e.to_string())?;
+        let absent = reply.first().and_then(text).is_some_and(|a| a == "1");
+        if let Some(left) = reply.get(1).and_then(text).filter(|n| n != "0") {
+            tracing::info!(left, "members of a silent instance swept out of presence");
+        }
+        Ok(absent)
+    }
+
+    /// Joins or leaves as the book says now (a change that failed, or this instance's whole
+    /// membership after it was swept).
+    async fn settle(&self, topic: &str, id: &str) {
+        let _one_at_a_time = self.settling.lock().await;
+        let here = self.hub.presence.here().into_iter().find(|(t, m)| t == topic && m.id == id);
+        let done = match here {
+            Some((_, member)) => self.join(topic, &member).await,
+            None => self.leave(topic, id).await,
+        };
+        if let Err(e) = done {
+            tracing::warn!(topic, member = id, error = %e, "presence change failed; trying again at the next report");
+            self.retry.lock().unwrap().push((topic.to_owned(), id.to_owned()));
+        }
+    }
+
+    pub(super) fn spawn_join(self: &Arc<Self>, topic: &str, member: Member) {
+        self.start_reporting();
+        let (this, topic) = (self.clone(), topic.to_owned());
+        spawn(async move { this.settle(&topic, &member.id).await });
+    }
+
+    pub(super) fn spawn_leave(self: &Arc<Self>, topic: &str, id: String) {
+        let (this, topic) = (self.clone(), topic.to_owned());
+        spawn(async move { this.settle(&topic, &id).await });
+    }
+
+    /// Reports every third of the TTL while the backend lives.
+    pub(super) fn start_reporting(self: &Arc<Self>) {
+        if self.reporting.set(()).is_err() {
+            return;
+        }
+        let this: Weak<Self> = Arc::downgrade(self);
+        let every = self.ttl / 3;
+        spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(this) = this.upgrade() else { return };
+                match this.report().await {
+                    Ok(swept) => {
+                        let mut again: Vec<(String, String)> = std::mem::take(&mut *this.retry.lock().unwrap());
+                        if swept {
+                            tracing::warn!(
+                                "this instance's presence was swept out (it stalled, or Redis lost it); joining again"
+                            );
+                            again.extend(this.hub.presence.here().into_iter().map(|(t, m)| (t, m.id)));
+                        }
+                        for (topic, id) in again {
+                            this.settle(&topic, &id).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "presence report to Redis failed"),
+                }
+            }
+        });
+    }
+}
+
+/// Spawns on the current runtime, if there is one (a stream's end may run outside of one at
+/// process exit: its members then leave by the TTL).
+fn spawn(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(work);
+    }
+}
+
+/// Loads `topic`'s members into the hub's book; called by the subscriber loops, between
+/// messages, once the topic's channel is subscribed.
+pub(super) async fn load(presence: &RedisPresence, topic: &str) {
+    match presence.members(topic).await {
+        Ok(members) => presence.hub.presence.load(topic, members),
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "loading presence from Redis failed");
+            presence.hub.presence.load_failed(topic);
+        }
+    }
+}
+
+/// After a reconnect: loads every topic again (changes may have been missed meanwhile), and
+/// each stream that sees it gets its `presence:state` again.
+pub(super) fn reload_all(presence: &RedisPresence) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        for topic in presence.hub.presence.unload_all() {
+            load(presence, &topic).await;
+        }
+    })
+}
+
+/// A presence message's frame.
+pub(super) fn message_frame(payload: &[u8]) -> Option<PresenceFrame> {
+    let json = payload.strip_prefix(MESSAGE_START)?;
+    serde_json::from_slice(json).ok()
+}

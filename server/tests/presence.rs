@@ -1,0 +1,176 @@
+//! Presence over HTTP, as the demo's CRM and board use it: who is on a topic, kept live by
+//! `presence:*` frames; one member however many streams and instances; only for those the
+//! topic's `authorize` allows; gone when the re-check closes the stream or the instance dies.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use leptos::server_fn::ServerFn;
+use sse_notify_core::presence::{Members, PresenceFrame};
+
+const THREAD: &str = "comment_thread:1";
+
+async fn stream(app: &TestServer, cookie: &str, topics: &str) -> SseClient {
+    SseClient::open_with(streaming().get(app.url(&format!("/events?topic={topics}"))).header("cookie", cookie)).await
+}
+
+/// What a stream has been told of one topic's presence.
+struct Seen {
+    sse: SseClient,
+    topic: &'static str,
+    members: Members,
+    frames: Vec<PresenceFrame>,
+}
+
+impl Seen {
+    async fn open(app: &TestServer, cookie: &str, topic: &'static str) -> Self {
+        let sse = stream(app, cookie, topic).await;
+        assert_eq!(sse.status, 200, "{topic} for {cookie}");
+        Self { sse, topic, members: Members::default(), frames: Vec::new() }
+    }
+
+    /// Applies presence frames until the members are `names` (by name); panics after 10 s.
+    async fn until(&mut self, names: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.names() != names {
+            let left = deadline.checked_duration_since(Instant::now());
+            let e = match left {
+                Some(left) => self.sse.next_event(left).await,
+                None => None,
+            };
+            let Some(e) = e else {
+                panic!("{}: members {:?}, never {names:?}; frames {:?}", self.topic, self.names(), self.frames)
+            };
+            if let Some(frame) = PresenceFrame::decode(&e.event, &e.data) {
+                assert_eq!(frame.topic(), self.topic);
+                assert!(e.id.is_none(), "a presence frame has no id: {e:?}");
+                self.members.apply(&frame);
+                self.frames.push(frame);
+            }
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> =
+            self.members.list().iter().map(|m| m.info["name"].as_str().unwrap().to_owned()).collect();
+        n.sort();
+        n
+    }
+}
+
+async fn open_streams(app: &TestServer) -> f64 {
+    metric_value(&app.metrics().await, "sse_connections").unwrap()
+}
+
+/// bob on `a`, carol on `b` (the same instance on the embedded broker): they see each other
+/// come and go; dave, of another team, is refused the thread and sees nothing of it.
+async fn bob_and_carol_see_each_other_and_dave_sees_neither(a: &TestServer, b: &TestServer) {
+    let (bob, carol, dave) = (crm_sign_in(a, 2).await, crm_sign_in(b, 3).await, crm_sign_in(b, 4).await);
+    let alice = crm_sign_in(a, 1).await;
+    let mut bob_sees = Seen::open(a, &bob, THREAD).await;
+    bob_sees.until(&["bob"]).await;
+    assert!(matches!(bob_sees.frames[0], PresenceFrame::State { .. }), "the whole set first: {:?}", bob_sees.frames);
+
+    let mut carol_sees = Seen::open(b, &carol, THREAD).await;
+    carol_sees.until(&["bob", "carol"]).await; // carol sees bob: the positive control
+    bob_sees.until(&["bob", "carol"]).await;
+
+    // dave may not follow the thread: no stream, so no presence; and nobody sees him there.
+    assert_eq!(stream(b, &dave, THREAD).await.status, 403, "dave is refused Acme's thread");
+    let mut dave_board = Seen::open(b, &dave, "tasks").await;
+    dave_board.until(&["dave"]).await;
+
+    // One member however many streams: bob opens a second stream on `b`; closing his first
+    // leaves him there. alice's frames after that are carol's leave, which `a` sends after
+    // handling the end of bob's first stream: a leave of bob would come before it.
+    let mut alice_sees = Seen::open(a, &alice, THREAD).await;
+    alice_sees.until(&["alice", "bob", "carol"]).await;
+    let mut bob_again = Seen::open(b, &bob, THREAD).await;
+    bob_again.until(&["alice", "bob", "carol"]).await;
+    let before = open_streams(a).await;
+    drop(bob_sees);
+    let mut waited = 0;
+    while open_streams(a).await >= before && waited < 200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert!(open_streams(a).await < before, "bob's first stream ended on a");
+    drop(carol_sees);
+    alice_sees.until(&["alice", "bob"]).await;
+    let leaves: Vec<_> = alice_sees.frames.iter().filter(|f| matches!(f, PresenceFrame::Leave { .. })).collect();
+    assert_eq!(leaves.len(), 1, "only carol left: {leaves:?}");
+    drop(bob_again);
+    alice_sees.until(&["alice"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_members_by_id_and_only_for_the_authorized() {
+    let app = TestServer::demo(config(None)).await;
+    bob_and_carol_see_each_other_and_dave_sees_neither(&app, &app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_two_instances_on_redis() {
+    let redis = RedisServer::start();
+    let a = TestServer::demo(config(Some(&redis))).await;
+    let b = TestServer::demo(config(Some(&redis))).await;
+    bob_and_carol_see_each_other_and_dave_sees_neither(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_whose_access_is_withdrawn_leaves_and_sees_no_more() {
+    let quick =
+        server::app::DemoConfig { recheck: Duration::from_secs(1), ..server::app::DemoConfig::new(test_session_key()) };
+    let app = TestServer::demo_with(config(None), quick).await;
+    let (bob, carol) = (crm_sign_in(&app, 2).await, crm_sign_in(&app, 3).await);
+    let mut carol_sees = Seen::open(&app, &carol, THREAD).await;
+    carol_sees.until(&["carol"]).await;
+    let mut bob_sees = Seen::open(&app, &bob, THREAD).await;
+    carol_sees.until(&["bob", "carol"]).await;
+    // bob's session ends (signed out elsewhere): the re-check closes his stream, he leaves.
+    let resp = http().post(app.url(client::app::crm::api::SignOut::PATH)).header("cookie", &bob).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(bob_sees.sse.ended_within(Duration::from_secs(10)).await, "his stream is closed: he sees no more");
+    carol_sees.until(&["carol"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_members_of_a_killed_instance_leave_within_the_ttl_and_a_third() {
+    let redis = RedisServer::start();
+    let ttl = Duration::from_secs(2);
+    let cfg = sse_notify_axum::SseConfig { presence_ttl: ttl, ..config(Some(&redis)) };
+    let watcher = TestServer::demo(cfg).await;
+    let mut doomed =
+        process::ServerProcess::start(&[("REDIS_URL", &redis.url), ("SSE_PRESENCE_TTL_SECONDS", "2")]).await;
+
+    let alice = crm_sign_in(&watcher, 1).await;
+    let mut alice_sees = Seen::open(&watcher, &alice, THREAD).await;
+    alice_sees.until(&["alice"]).await;
+    let bob = {
+        let resp = http()
+            .post(format!("{}{}", doomed.base, client::app::crm::api::SignIn::PATH))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("user=2")
+            .send()
+            .await
+            .unwrap();
+        resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+    };
+    let bob_sees =
+        SseClient::open_with(streaming().get(format!("{}/events?topic={THREAD}", doomed.base)).header("cookie", &bob))
+            .await;
+    assert_eq!(bob_sees.status, 200);
+    alice_sees.until(&["alice", "bob"]).await;
+
+    doomed.kill();
+    let killed = Instant::now();
+    alice_sees.until(&["alice"]).await;
+    let took = killed.elapsed();
+    eprintln!("a killed instance's member left after {took:?} (TTL {ttl:?})");
+    assert!(
+        took <= ttl + ttl / 3 + Duration::from_millis(1500),
+        "left after {took:?}: the bound is the TTL and a third"
+    );
+}
