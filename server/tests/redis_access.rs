@@ -36,6 +36,17 @@ const BROKER_ACL: &[&str] = &[
     "~sse-forks/{sse}",
     "~sse-writer/{sse}",
     "&{sse}/*",
+    // Presence (the demo turns it on).
+    "+hsetnx",
+    "+hincrby",
+    "+hget",
+    "+hkeys",
+    "+hvals",
+    "+zadd",
+    "+zrangebyscore",
+    "+zrem",
+    "+del",
+    "~sse-presence*/{sse}*",
 ];
 
 /// `--user broker on >password <rules>` for redis-server, the rules minus `without`.

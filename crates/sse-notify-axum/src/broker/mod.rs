@@ -475,9 +475,40 @@ impl Broker {
         self.subscribe_present(group, topics, last_event_id, Vec::new()).await
     }
 
-    /// [`Broker::subscribe_in`], also seeing the presence of each topic of `presence` (a topic
-    /// of `topics`), as its member when one is given: the stream first gets the topic's
-    /// `presence:state`, then its joins and leaves; the member is there until the stream ends.
+    /// [`Broker::subscribe`], also seeing the presence of each topic of `presence` (a topic of
+    /// `topics`), as its member when one is given: the subscription first yields the topic's
+    /// `presence:state`, then its joins and leaves (frames without an id); the member is there
+    /// until the subscription is dropped. [`crate::SseEndpoint::presence`] does this for HTTP
+    /// streams.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use sse_notify_axum::{Broker, BrokerLimits};
+    /// use sse_notify_core::{presence::Member, Topic};
+    /// let broker = Broker::memory(BrokerLimits::default());
+    /// let board = Topic::new("board").unwrap();
+    /// let bob = Some(Member::new("bob", serde_json::json!({"name": "Bob"})));
+    /// let mut sub = broker.subscribe_with_presence(&[board.clone()], None, vec![(board, bob)]).await.unwrap();
+    /// sub.next_frame().await.unwrap(); // the opening cursor
+    /// let mut frames = String::new();
+    /// while !frames.contains("presence:join") {
+    ///     frames.push_str(std::str::from_utf8(&sub.next_frame().await.unwrap()).unwrap());
+    /// }
+    /// assert!(frames.starts_with("event: presence:state\n"));
+    /// assert!(frames.contains(r#"data: {"topic":"board","member":{"id":"bob","info":{"name":"Bob"}}}"#));
+    /// # }
+    /// ```
+    pub async fn subscribe_with_presence(
+        &self,
+        topics: &[Topic],
+        last_event_id: Option<&str>,
+        presence: Vec<(Topic, Option<Member>)>,
+    ) -> Result<Subscription, BrokerError> {
+        self.subscribe_present(0, topics, last_event_id, presence).await
+    }
+
+    /// [`Broker::subscribe_with_presence`] for a stream of `group`.
     pub(crate) async fn subscribe_present(
         &self,
         group: u32,

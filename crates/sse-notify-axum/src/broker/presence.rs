@@ -27,9 +27,23 @@ pub(crate) struct PresenceBook {
     topics: Mutex<HashMap<String, TopicPresence>>,
 }
 
+/// A member and its JSON, encoded once: a stream's `presence:state` is the members' JSON put
+/// together (a topic of 10,000 members is 10,000 of them for every stream that arrives).
+struct Known {
+    member: Member,
+    json: Box<str>,
+}
+
+impl Known {
+    fn new(member: Member) -> Self {
+        let json = serde_json::to_string(&member).expect("a member is JSON").into_boxed_str();
+        Self { member, json }
+    }
+}
+
 #[derive(Default)]
 struct TopicPresence {
-    members: BTreeMap<String, Member>,
+    members: BTreeMap<String, Known>,
     loaded: bool,
     /// A load was asked for and has not come yet.
     loading: bool,
@@ -52,8 +66,22 @@ fn frame(f: &PresenceFrame) -> Bytes {
 }
 
 impl TopicPresence {
+    /// `presence:state`, as [`PresenceFrame::State`] encodes it.
     fn state_frame(&self, topic: &str) -> Bytes {
-        frame(&PresenceFrame::State { topic: topic.to_owned(), members: self.members.values().cloned().collect() })
+        let size: usize = self.members.values().map(|k| k.json.len() + 1).sum();
+        let mut data = String::with_capacity(size + topic.len() + 32);
+        data.push_str("{\"topic\":");
+        data.push_str(&serde_json::to_string(topic).expect("a topic is JSON"));
+        data.push_str(",\"members\":[");
+        for (i, known) in self.members.values().enumerate() {
+            if i > 0 {
+                data.push(',');
+            }
+            data.push_str(&known.json);
+        }
+        data.push_str("]}");
+        let name = sse_notify_core::presence::PRESENCE_STATE_EVENT;
+        Bytes::from(sse_notify_core::wire::encode_event(None, name, &data).expect("a valid presence frame"))
     }
 
     fn is_unused(&self) -> bool {
@@ -112,7 +140,7 @@ impl PresenceBook {
     pub(crate) fn load(&self, topic: &str, members: Vec<Member>) {
         let mut topics = self.topics.lock().unwrap();
         let Some(entry) = topics.get_mut(topic) else { return };
-        entry.members = members.into_iter().map(|m| (m.id.clone(), m)).collect();
+        entry.members = members.into_iter().map(|m| (m.id.clone(), Known::new(m))).collect();
         entry.loaded = true;
         entry.loading = false;
         let state = entry.state_frame(topic);
@@ -123,7 +151,8 @@ impl PresenceBook {
 
     /// The embedded broker's load: the book's members are all there are.
     pub(crate) fn load_here(&self, topic: &str) {
-        let members = self.topics.lock().unwrap().get(topic).map(|e| e.members.values().cloned().collect());
+        let members =
+            self.topics.lock().unwrap().get(topic).map(|e| e.members.values().map(|k| k.member.clone()).collect());
         self.load(topic, members.unwrap_or_default());
     }
 
@@ -133,7 +162,8 @@ impl PresenceBook {
         let Some(entry) = topics.get_mut(change.topic()).filter(|e| e.loaded) else { return };
         let changed = match change {
             PresenceFrame::Join { member, .. } => {
-                entry.members.insert(member.id.clone(), member.clone()).as_ref() != Some(member)
+                let old = entry.members.insert(member.id.clone(), Known::new(member.clone()));
+                old.is_none_or(|k| k.member != *member)
             }
             PresenceFrame::Leave { id, .. } => entry.members.remove(id).is_some(),
             PresenceFrame::State { .. } => false,
@@ -169,12 +199,29 @@ impl PresenceBook {
     /// The members of a loaded topic.
     pub(crate) fn members(&self, topic: &str) -> Option<Vec<Member>> {
         let topics = self.topics.lock().unwrap();
-        topics.get(topic).filter(|e| e.loaded).map(|e| e.members.values().cloned().collect())
+        topics.get(topic).filter(|e| e.loaded).map(|e| e.members.values().map(|k| k.member.clone()).collect())
     }
 
     /// This instance's members, by topic (to join again after the backend lost them).
     pub(crate) fn here(&self) -> Vec<(String, Member)> {
         let topics = self.topics.lock().unwrap();
         topics.iter().flat_map(|(t, e)| e.here.values().map(move |(_, m)| (t.clone(), m.clone()))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_frame_is_the_wire_contracts_presence_state() {
+        let mut entry = TopicPresence::default();
+        for (id, name) in [("2", "bob \"b\""), ("1", "alice")] {
+            entry.members.insert(id.to_owned(), Known::new(Member::new(id, serde_json::json!({ "name": name }))));
+        }
+        let members = entry.members.values().map(|k| k.member.clone()).collect();
+        assert_eq!(entry.state_frame("board"), frame(&PresenceFrame::State { topic: "board".into(), members }));
+        let empty = PresenceFrame::State { topic: "t".into(), members: vec![] };
+        assert_eq!(TopicPresence::default().state_frame("t"), frame(&empty));
     }
 }

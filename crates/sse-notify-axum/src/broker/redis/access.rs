@@ -236,7 +236,8 @@ pub(super) fn refused(keys: &Keys, fanout: Fanout, what: String) -> String {
     format!("the Redis user is not allowed {what} (ACL); the broker needs {}", needed_acl(keys, fanout))
 }
 
-/// What an ACL user must be allowed for the broker, for a namespace's keys and channels.
+/// What an ACL user must be allowed for the broker, for a namespace's keys and channels
+/// (presence, used only by apps that turn it on, needs more: `presence::needed_acl`).
 pub(super) fn needed_acl(keys: &Keys, fanout: Fanout) -> String {
     let pubsub = match fanout {
         Fanout::Plain => "+publish +subscribe +unsubscribe",

@@ -148,9 +148,29 @@ impl RedisPresence {
     /// The members of `topic` now.
     pub(super) async fn members(&self, topic: &str) -> Result<Vec<Member>, String> {
         let mut conn = self.conn.clone();
-        let shown: Vec<Vec<u8>> =
-            redis::cmd("HVALS").arg(self.members_key(topic)).query_async(&mut conn).await.map_err(|e| e.to_string())?;
+        let shown: Vec<Vec<u8>> = redis::cmd("HVALS")
+            .arg(self.members_key(topic))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.explain(e))?;
         Ok(shown.iter().filter_map(|m| serde_json::from_slice(m).ok()).collect())
+    }
+
+    /// What a Redis ACL user needs beyond the broker's own list, for presence.
+    fn needed_acl(&self) -> String {
+        format!(
+            "+hsetnx +hincrby +hget +hkeys +hvals +zadd +zrangebyscore +zrem +del ~sse-presence*/{{{}}}*",
+            self.keys.namespace()
+        )
+    }
+
+    /// An error of a presence command, with what the ACL must allow when it is an ACL refusal.
+    fn explain(&self, e: redis::RedisError) -> String {
+        if e.to_string().contains("NOPERM") || e.to_string().contains("permission") {
+            format!("{e} (presence needs the Redis user to be allowed {})", self.needed_acl())
+        } else {
+            e.to_string()
+        }
     }
 
     async fn join(&self, topic: &str, member: &Member) -> Result<(), String> {
@@ -162,7 +182,7 @@ impl RedisPresence {
         inv.arg(unix_ms() + self.ttl.as_millis() as u64).arg(self.fanout.publish_command());
         inv.arg(self.keys.channel(topic)).arg(message);
         let mut conn = self.conn.clone();
-        inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string())
+        inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| self.explain(e))
     }
 
     async fn leave(&self, topic: &str, id: &str) -> Result<(), String> {
@@ -172,7 +192,7 @@ impl RedisPresence {
         inv.arg(&self.instance).arg(topic).arg(id).arg(self.fanout.publish_command());
         inv.arg(self.keys.channel(topic)).arg(message);
         let mut conn = self.conn.clone();
-        inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string())
+        inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| self.explain(e))
     }
 
     /// Reports this instance and sweeps out silent ones; whether this one had been swept.
@@ -183,7 +203,7 @@ impl RedisPresence {
         inv.arg(&self.instance).arg(now).arg(now + self.ttl.as_millis() as u64);
         inv.arg(format!("{{{}}}", self.keys.namespace())).arg(self.fanout.publish_command());
         let mut conn = self.conn.clone();
-        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| e.to_string())?;
+        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| self.explain(e))?;
         let absent = reply.first().and_then(text).is_some_and(|a| a == "1");
         if let Some(left) = reply.get(1).and_then(text).filter(|n| n != "0") {
             tracing::info!(left, "members of a silent instance swept out of presence");
