@@ -174,3 +174,35 @@ async fn the_members_of_a_killed_instance_leave_within_the_ttl_and_a_third() {
         "left after {took:?}: the bound is the TTL and a third"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_comes_back_empty_the_members_join_again_and_streams_get_the_state_again() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let cfg = sse_notify_axum::SseConfig { presence_ttl: Duration::from_secs(2), ..config(Some(&redis)) };
+    let app = TestServer::demo(cfg).await;
+    let (bob, carol) = (crm_sign_in(&app, 2).await, crm_sign_in(&app, 3).await);
+    let _bob_sees = Seen::open(&app, &bob, THREAD).await;
+    let mut carol_sees = Seen::open(&app, &carol, THREAD).await;
+    carol_sees.until(&["bob", "carol"]).await;
+
+    // Redis goes and comes back without its data (sessions included: the streams stay open, as
+    // EventSource streams do; only a re-check would ask again).
+    redis.stop();
+    let _redis = RedisServer::start_on(port);
+    let states = |s: &Seen| s.frames.iter().filter(|f| matches!(f, PresenceFrame::State { .. })).count();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while states(&carol_sees) < 2 {
+        let left = deadline.checked_duration_since(Instant::now()).expect("a new presence:state after the reconnect");
+        let e = carol_sees.sse.next_event(left).await.expect("a new presence:state after the reconnect");
+        if let Some(frame) = PresenceFrame::decode(&e.event, &e.data) {
+            carol_sees.members.apply(&frame);
+            carol_sees.frames.push(frame);
+        }
+    }
+    // The instance finds itself gone from Redis at its next report and joins its members again.
+    carol_sees.until(&["bob", "carol"]).await;
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let stored: Vec<String> = redis::Commands::hvals(&mut conn, "sse-presence/{sse}/comment_thread:1").unwrap();
+    assert_eq!(stored.len(), 2, "both members are back in Redis: {stored:?}");
+}

@@ -714,6 +714,33 @@ mod browser_tests {
     }
 
     #[wasm_bindgen_test]
+    fn presence_frames_keep_the_members_once_the_state_came() {
+        let key = key("presence");
+        let ids = || presence(&key, "room").map(|m| m.into_iter().map(|m| m.id).collect::<Vec<_>>());
+        let frame = |name: &str, data: &str| dispatch(&key, name, data, "", &[]);
+        frame("presence:join", r#"{"topic":"room","member":{"id":"a","info":null}}"#);
+        assert_eq!(ids(), None, "a join before the state is not the whole set");
+        frame("presence:state", r#"{"topic":"room","members":[{"id":"b","info":{"name":"B"}}]}"#);
+        assert_eq!(ids(), Some(vec!["b".to_owned()]));
+        frame("presence:join", r#"{"topic":"room","member":{"id":"c","info":null}}"#);
+        frame("presence:leave", r#"{"topic":"room","id":"b"}"#);
+        frame("presence:leave", r#"{"topic":"other","id":"c"}"#);
+        assert_eq!(ids(), Some(vec!["c".to_owned()]));
+        assert_eq!(presence_changed(&key).get_untracked(), 3, "state, join, leave; nothing for another topic");
+    }
+
+    #[wasm_bindgen_test]
+    fn an_id_that_carries_this_tabs_origin_is_its_own_echo_and_others_are_not() {
+        let mut mine = cursor(&[0]);
+        sse_notify_core::cursor::push_origin(&mut mine, crate::tab_origin());
+        let mut theirs = cursor(&[0]);
+        sse_notify_core::cursor::push_origin(&mut theirs, "someoneElse");
+        assert!(crate::origin::is_own_echo(&mine));
+        assert!(!crate::origin::is_own_echo(&theirs) && !crate::origin::is_own_echo(&cursor(&[0])));
+        assert_eq!(crate::tab_origin().len(), 12);
+    }
+
+    #[wasm_bindgen_test]
     fn a_resync_reaches_the_subscribers_of_the_topics_it_names_only() {
         let key = key("resync");
         let (_, a) = recorder(&key, "a");

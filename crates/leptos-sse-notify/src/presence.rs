@@ -52,7 +52,7 @@ pub fn use_presence(topic: impl Into<Signal<Topic>>) -> Signal<Vec<Member>> {
 /// Who is on `topic` now (members by id), kept live by the topic's `presence:*` frames on the
 /// tab-shared stream (no connection of its own).
 ///
-/// During server rendering it reads the members through the [`PresenceSnapshot`] in context
+/// During server rendering it reads the members through the `PresenceSnapshot` (feature `ssr`) in context
 /// (a Resource), so the page arrives with them and nobody sees "nobody here" flash by: render
 /// it inside a `<Transition>` or `<Suspense>`. The browser then follows the stream, which
 /// sends the topic's whole member set first. The server's `SseEndpoint::presence` decides who

@@ -202,6 +202,11 @@ impl PresenceBook {
         topics.get(topic).filter(|e| e.loaded).map(|e| e.members.values().map(|k| k.member.clone()).collect())
     }
 
+    /// Member `id` of `topic`, while they have a stream here.
+    pub(crate) fn here_as(&self, topic: &str, id: &str) -> Option<Member> {
+        self.topics.lock().unwrap().get(topic)?.here.get(id).map(|(_, m)| m.clone())
+    }
+
     /// This instance's members, by topic (to join again after the backend lost them).
     pub(crate) fn here(&self) -> Vec<(String, Member)> {
         let topics = self.topics.lock().unwrap();

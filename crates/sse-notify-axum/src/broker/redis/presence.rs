@@ -215,9 +215,8 @@ impl RedisPresence {
     /// membership after it was swept).
     async fn settle(&self, topic: &str, id: &str) {
         let _one_at_a_time = self.settling.lock().await;
-        let here = self.hub.presence.here().into_iter().find(|(t, m)| t == topic && m.id == id);
-        let done = match here {
-            Some((_, member)) => self.join(topic, &member).await,
+        let done = match self.hub.presence.here_as(topic, id) {
+            Some(member) => self.join(topic, &member).await,
             None => self.leave(topic, id).await,
         };
         if let Err(e) = done {
