@@ -99,8 +99,11 @@ async fn instance(redis: &str, index: usize, members: usize, rate: f64, ttl: u64
                 println!("done");
             }
             // The same number of streams on the topic, without presence.
+            // Paced like the joins, so both runs' streams are made alike.
             "plain" => {
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
                 for _ in 0..members {
+                    tick.tick().await;
                     held.push(broker.subscribe(&[topic.clone()], None).await.expect("subscribe"));
                 }
                 println!("held");
@@ -135,6 +138,30 @@ fn percentile(mut v: Vec<u64>, p: f64) -> f64 {
 async fn redis_memory(conn: &mut sse_notify_axum::RedisConnection) -> u64 {
     let info: String = sse_notify_axum::redis::cmd("INFO").arg("memory").query_async(conn).await.unwrap();
     info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap()
+}
+
+type Instance = (tokio::process::Child, tokio::process::ChildStdin, tokio::io::Lines<BufReader<tokio::process::ChildStdout>>);
+
+/// The instances' CPU time (µs, all of them).
+async fn instances_cpu(children: &mut [Instance]) -> u64 {
+    let mut total = 0;
+    for (_, stdin, out) in children {
+        stdin.write_all(b"cpu\n").await.unwrap();
+        let line = out.next_line().await.unwrap().unwrap();
+        total += line.strip_prefix("cpu ").unwrap().parse::<u64>().unwrap();
+    }
+    total
+}
+
+/// Publishes on the topic for 3 s; events per second, and the instances' CPU per event and
+/// stream (µs).
+async fn publish_run(broker: &Broker, children: &mut [Instance], streams: usize) -> (f64, f64) {
+    let before = instances_cpu(children).await;
+    let started = Instant::now();
+    let rate = publish_rate(broker).await;
+    let events = rate * started.elapsed().as_secs_f64();
+    let cpu = instances_cpu(children).await - before;
+    (rate, cpu as f64 / events / streams as f64)
 }
 
 /// Publishes on the topic from 4 tasks for 3 s; events per second.
@@ -213,8 +240,11 @@ async fn coordinator(redis: &str, members: usize, rate: f64, ttl: u64) {
         stdin.write_all(b"plain\n").await.unwrap();
         assert_eq!(out.next_line().await.unwrap().as_deref(), Some("held"));
     }
-    let before = publish_rate(&broker).await;
-    println!("publish rate, {} streams on the topic without presence: {before:.0} events/s", per * INSTANCES);
+    let (before, cost) = publish_run(&broker, &mut children, per * INSTANCES).await;
+    println!(
+        "publish rate, {} streams on the topic without presence: {before:.0} events/s ({cost:.3} µs of instance CPU per event and stream)",
+        per * INSTANCES
+    );
     for (_, stdin, out) in &mut children {
         stdin.write_all(b"unplain\n").await.unwrap();
         assert_eq!(out.next_line().await.unwrap().as_deref(), Some("dropped"));
@@ -281,8 +311,10 @@ async fn coordinator(redis: &str, members: usize, rate: f64, ttl: u64) {
         (memory_after.saturating_sub(memory_before)) as f64 / total as f64
     );
 
-    let after = publish_rate(&broker).await;
-    println!("publish rate, {total} streams on the topic, each a member: {after:.0} events/s");
+    let (after, cost) = publish_run(&broker, &mut children, total).await;
+    println!(
+        "publish rate, {total} streams on the topic, each a member: {after:.0} events/s ({cost:.3} µs of instance CPU per event and stream)"
+    );
 
     // Two instances' members leave, paced; each leave timed from its drop to the watcher.
     let mut left_at: HashMap<String, u64> = HashMap::new();
@@ -331,6 +363,17 @@ async fn coordinator(redis: &str, members: usize, rate: f64, ttl: u64) {
         gone - left_at.len(),
         killed.elapsed().as_secs_f64(),
         ttl as f64 * 4.0 / 3.0
+    );
+    // The two instances left hold plain streams again: the same cost as at the start means
+    // what the member run measured was the streams', not presence's.
+    for (_, stdin, out) in &mut children {
+        stdin.write_all(b"plain\n").await.unwrap();
+        assert_eq!(out.next_line().await.unwrap().as_deref(), Some("held"));
+    }
+    let streams = per * children.len();
+    let (again, cost) = publish_run(&broker, &mut children, streams).await;
+    println!(
+        "publish rate again at the end, {streams} streams without presence: {again:.0} events/s ({cost:.3} µs of instance CPU per event and stream)"
     );
     println!("events the watcher received: {}", watched.lock().unwrap().events);
 }
