@@ -37,7 +37,7 @@ impl Seen {
         while self.names() != names {
             let left = deadline.checked_duration_since(Instant::now());
             let e = match left {
-                Some(left) => self.sse.next_event(left).await,
+                Some(left) => self.sse.next_any(left).await,
                 None => None,
             };
             let Some(e) = e else {
@@ -194,7 +194,7 @@ async fn after_redis_comes_back_empty_the_members_join_again_and_streams_get_the
     let deadline = Instant::now() + Duration::from_secs(20);
     while states(&carol_sees) < 2 {
         let left = deadline.checked_duration_since(Instant::now()).expect("a new presence:state after the reconnect");
-        let e = carol_sees.sse.next_event(left).await.expect("a new presence:state after the reconnect");
+        let e = carol_sees.sse.next_any(left).await.expect("a new presence:state after the reconnect");
         if let Some(frame) = PresenceFrame::decode(&e.event, &e.data) {
             carol_sees.members.apply(&frame);
             carol_sees.frames.push(frame);

@@ -140,7 +140,8 @@ async fn redis_memory(conn: &mut sse_notify_axum::RedisConnection) -> u64 {
     info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap()
 }
 
-type Instance = (tokio::process::Child, tokio::process::ChildStdin, tokio::io::Lines<BufReader<tokio::process::ChildStdout>>);
+type Instance =
+    (tokio::process::Child, tokio::process::ChildStdin, tokio::io::Lines<BufReader<tokio::process::ChildStdout>>);
 
 /// The instances' CPU time (µs, all of them).
 async fn instances_cpu(children: &mut [Instance]) -> u64 {

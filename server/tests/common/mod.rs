@@ -369,8 +369,22 @@ impl SseClient {
         }
     }
 
-    /// The next event of any name, or None if none arrives within `wait` / the stream ends.
+    /// The next frame that is not a presence frame (the demo's board, tasks and threads have
+    /// presence; `tests/presence.rs` reads those with [`SseClient::next_any`]), or None if none
+    /// arrives within `wait` / the stream ends.
     pub async fn next_event(&mut self, wait: Duration) -> Option<ParsedEvent> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let e = self.next_any(left).await?;
+            if !e.event.starts_with("presence:") {
+                return Some(e);
+            }
+        }
+    }
+
+    /// The next frame of any name, or None if none arrives within `wait` / the stream ends.
+    pub async fn next_any(&mut self, wait: Duration) -> Option<ParsedEvent> {
         let deadline = Instant::now() + wait;
         loop {
             if let Some(e) = self.pending.pop_front() {
@@ -382,7 +396,8 @@ impl SseClient {
         }
     }
 
-    /// The next event that is not a heartbeat; panics if none arrives within 5 s.
+    /// The next event that is not a heartbeat or a presence frame; panics if none arrives
+    /// within 5 s.
     pub async fn expect_event(&mut self) -> ParsedEvent {
         loop {
             let e = self.next_event(Duration::from_secs(5)).await.expect("an event within 5 s");
@@ -395,10 +410,11 @@ impl SseClient {
     /// The id this stream would resume from (what EventSource sends as `Last-Event-ID`) if it
     /// stopped after the last event the test took.
     pub fn cursor(&self) -> String {
-        if self.pending.is_empty() {
-            self.parser.last_event_id().to_owned()
-        } else {
-            self.consumed.clone()
+        match self.pending.front() {
+            None => self.parser.last_event_id().to_owned(),
+            // A frame without an id (presence) left the id as it was before it.
+            Some(next) if next.id.is_none() => next.last_event_id.clone(),
+            Some(_) => self.consumed.clone(),
         }
     }
 

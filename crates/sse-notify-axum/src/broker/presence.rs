@@ -131,7 +131,13 @@ impl PresenceBook {
             }
         }
         if entry.is_unused() {
+            let topics = &mut *topics;
             topics.remove(topic);
+            // The room of many topics whose streams are gone goes back too (amortized: only
+            // once three quarters of it stand empty).
+            if topics.capacity() > 64 && topics.len() < topics.capacity() / 4 {
+                topics.shrink_to(topics.len() * 2);
+            }
         }
         left
     }

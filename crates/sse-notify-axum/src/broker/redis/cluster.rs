@@ -113,9 +113,9 @@ pub(super) async fn subscriber_loop(
             match catch_up(&shared, &hub, &mut delivered, &metrics).await {
                 Ok(()) => {
                     behind = false;
-                    super::presence::reload_all(&presence).await;
                     metrics.redis_reconnects.inc();
                     tracing::info!("redis cluster subscriptions moved or reconnected; caught up from the log");
+                    super::presence::reload_all(&presence).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "redis catch-up failed; retrying"),
             }

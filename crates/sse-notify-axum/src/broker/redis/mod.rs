@@ -616,9 +616,9 @@ async fn subscriber_loop(
                 }
                 continue;
             }
-            presence::reload_all(&presence).await;
             metrics.redis_reconnects.inc();
             tracing::info!(topics = wanted.len(), "redis pub/sub reconnected, resubscribed and caught up");
+            presence::reload_all(&presence).await;
         }
         first_connection = false;
         backoff = BACKOFF_FIRST;
