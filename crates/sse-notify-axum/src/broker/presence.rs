@@ -184,6 +184,7 @@ impl PresenceBook {
 
     /// Marks every loaded topic as needing a load again (the backend may have missed changes),
     /// and returns them.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the Redis backend's
     pub(crate) fn unload_all(&self) -> Vec<String> {
         let mut topics = self.topics.lock().unwrap();
         let mut unloaded = Vec::new();
@@ -196,6 +197,7 @@ impl PresenceBook {
     }
 
     /// A load failed: the next follower asks again.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the Redis backend's
     pub(crate) fn load_failed(&self, topic: &str) {
         if let Some(entry) = self.topics.lock().unwrap().get_mut(topic) {
             entry.loading = false;
@@ -209,11 +211,13 @@ impl PresenceBook {
     }
 
     /// Member `id` of `topic`, while they have a stream here.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the Redis backend's
     pub(crate) fn here_as(&self, topic: &str, id: &str) -> Option<Member> {
         self.topics.lock().unwrap().get(topic)?.here.get(id).map(|(_, m)| m.clone())
     }
 
     /// This instance's members, by topic (to join again after the backend lost them).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the Redis backend's
     pub(crate) fn here(&self) -> Vec<(String, Member)> {
         let topics = self.topics.lock().unwrap();
         topics.iter().flat_map(|(t, e)| e.here.values().map(move |(_, m)| (t.clone(), m.clone()))).collect()
