@@ -129,11 +129,15 @@ async fn a_user_whose_access_is_withdrawn_leaves_and_sees_no_more() {
     carol_sees.until(&["carol"]).await;
     let mut bob_sees = Seen::open(&app, &bob, THREAD).await;
     carol_sees.until(&["bob", "carol"]).await;
+    let page = app.metrics().await;
+    assert_eq!(metric_value(&page, "sse_presence_members"), Some(2.0), "{page}");
+    assert_eq!(metric_value(&page, "sse_presence_topics"), Some(1.0));
     // bob's session ends (signed out elsewhere): the re-check closes his stream, he leaves.
     let resp = http().post(app.url(client::app::crm::api::SignOut::PATH)).header("cookie", &bob).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(bob_sees.sse.ended_within(Duration::from_secs(10)).await, "his stream is closed: he sees no more");
     carol_sees.until(&["carol"]).await;
+    assert_eq!(metric_value(&app.metrics().await, "sse_presence_members"), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,16 +152,7 @@ async fn the_members_of_a_killed_instance_leave_within_the_ttl_and_a_third() {
     let alice = crm_sign_in(&watcher, 1).await;
     let mut alice_sees = Seen::open(&watcher, &alice, THREAD).await;
     alice_sees.until(&["alice"]).await;
-    let bob = {
-        let resp = http()
-            .post(format!("{}{}", doomed.base, client::app::crm::api::SignIn::PATH))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("user=2")
-            .send()
-            .await
-            .unwrap();
-        resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
-    };
+    let bob = doomed.sign_in(2).await;
     let bob_sees =
         SseClient::open_with(streaming().get(format!("{}/events?topic={THREAD}", doomed.base)).header("cookie", &bob))
             .await;
@@ -205,4 +200,28 @@ async fn after_redis_comes_back_empty_the_members_join_again_and_streams_get_the
     let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
     let stored: Vec<String> = redis::Commands::hvals(&mut conn, "sse-presence/{sse}/comment_thread:1").unwrap();
     assert_eq!(stored.len(), 2, "both members are back in Redis: {stored:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_shut_down_gracefully_takes_its_members_out_at_once_not_at_the_ttl() {
+    let redis = RedisServer::start();
+    let watcher = TestServer::demo(config(Some(&redis))).await;
+    // The default TTL (15 s): only the shutdown's own leaves can be this quick.
+    let leaving = process::ServerProcess::start(&[("REDIS_URL", &redis.url)]).await;
+    let alice = crm_sign_in(&watcher, 1).await;
+    let mut alice_sees = Seen::open(&watcher, &alice, THREAD).await;
+    alice_sees.until(&["alice"]).await;
+    let bob = leaving.sign_in(2).await;
+    let bob_sees =
+        SseClient::open_with(streaming().get(format!("{}/events?topic={THREAD}", leaving.base)).header("cookie", &bob))
+            .await;
+    assert_eq!(bob_sees.status, 200);
+    alice_sees.until(&["alice", "bob"]).await;
+
+    let stopped = Instant::now();
+    leaving.terminate();
+    alice_sees.until(&["alice"]).await;
+    let took = stopped.elapsed();
+    eprintln!("a member of an instance shut down gracefully left after {took:?}");
+    assert!(took < Duration::from_secs(5), "left after {took:?}: the shutdown's leave, not the 15 s TTL");
 }

@@ -21,6 +21,8 @@ pub struct Metrics {
     queued: Gauge,
     queued_max: Gauge,
     outbox: Gauge,
+    presence_topics: Gauge,
+    presence_members: Gauge,
     pub(crate) connections_opened: Counter,
     pub(crate) connections_rejected: Family<Reason, Counter>,
     pub(crate) events_published: Counter,
@@ -46,6 +48,8 @@ impl Default for Metrics {
             queued: Gauge::default(),
             queued_max: Gauge::default(),
             outbox: Gauge::default(),
+            presence_topics: Gauge::default(),
+            presence_members: Gauge::default(),
             events_deferred: Counter::default(),
             connections_opened: Counter::default(),
             connections_rejected: Family::default(),
@@ -70,6 +74,16 @@ impl Default for Metrics {
             "queued_events_max",
             "Events waiting in the fullest stream's queue (at most SSE_MAX_QUEUE_SIZE)",
             m.queued_max.clone(),
+        );
+        registry.register(
+            "presence_topics",
+            "Topics with presence that local streams see or are members of",
+            m.presence_topics.clone(),
+        );
+        registry.register(
+            "presence_members",
+            "Members on topics with presence through this instance's streams (one per member and topic)",
+            m.presence_members.clone(),
         );
         registry.register("connections_opened", "SSE streams opened", m.connections_opened.clone());
         registry.register(
@@ -138,6 +152,8 @@ impl Metrics {
         self.queued.set(now.queued as i64);
         self.queued_max.set(now.queued_max as i64);
         self.outbox.set(now.outbox as i64);
+        self.presence_topics.set(now.presence_topics as i64);
+        self.presence_members.set(now.presence_members as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -160,6 +176,10 @@ pub struct Gauges {
     pub queued_max: usize,
     /// Events waiting in the outbox for the backend.
     pub outbox: usize,
+    /// Topics with presence that local streams see or are members of.
+    pub presence_topics: usize,
+    /// Members through local streams, one per member and topic.
+    pub presence_members: usize,
 }
 
 /// Keeps the type name short where it is stored.

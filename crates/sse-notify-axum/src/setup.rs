@@ -19,8 +19,8 @@ use sse_notify_core::DEFAULT_EVENTS_PATH;
 /// a 1 s SYN retry.
 pub const ACCEPT_BACKLOG: u32 = 8192;
 
-/// How long shutdown waits for the outbox to drain ([`Broker::publish_or_defer`]), after the
-/// grace period: a process exits at most `SHUTDOWN_GRACE_SECONDS` + 5 s after the signal.
+/// How long shutdown waits for the outbox to drain ([`Broker::publish_or_defer`]) and the closed
+/// streams' presence leaves to be made, after the grace period: a process exits at most `SHUTDOWN_GRACE_SECONDS` + 5 s after the signal.
 const OUTBOX_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 /// How long aborted connections get to be dropped once the grace period is over.
 const ABORT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -306,10 +306,18 @@ impl SseApp {
             tasks.abort_all();
             let _ = tokio::time::timeout(ABORT_WAIT, tasks.idle()).await;
         }
-        // Events of writes already answered as successes: give the backend a last chance.
-        let left = self.broker.flush_outbox(OUTBOX_FLUSH_TIMEOUT).await;
-        if left > 0 {
-            tracing::error!(events = left, "shutting down with events still in the outbox; they are lost");
+        // Events of writes already answered as successes: give the backend a last chance. And
+        // the closed streams' members leave now rather than at the TTL (a rolling deploy leaves
+        // no ghosts behind). Both at once, within the one bound.
+        let (events, changes) = tokio::join!(
+            self.broker.flush_outbox(OUTBOX_FLUSH_TIMEOUT),
+            self.broker.flush_presence(OUTBOX_FLUSH_TIMEOUT)
+        );
+        if events > 0 {
+            tracing::error!(events, "shutting down with events still in the outbox; they are lost");
+        }
+        if changes > 0 {
+            tracing::warn!(changes, "shutting down with presence changes not made; the TTL sweeps them");
         }
         Ok(())
     }

@@ -70,6 +70,26 @@ impl ServerProcess {
         panic!("the server binary did not start on any of 5 ports");
     }
 
+    /// Asks the process to shut down (SIGTERM: graceful), without waiting for it.
+    pub fn terminate(&self) {
+        // SAFETY: sends a signal to our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Signs in as the demo CRM's user `id` on this server; the `Cookie` header value.
+    pub async fn sign_in(&self, id: u64) -> String {
+        use leptos::server_fn::ServerFn;
+        let resp = super::http()
+            .post(format!("{}{}", self.base, client::app::crm::api::SignIn::PATH))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("user={id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+    }
+
     /// Kills the process at once (SIGKILL: no shutdown of any kind) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

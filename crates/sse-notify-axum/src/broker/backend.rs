@@ -45,6 +45,11 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// Member `id`'s last local stream on `topic` ended.
     fn presence_leave(&self, topic: &str, id: String);
 
+    /// Joins and leaves not yet done (the Redis backend makes them in the background).
+    fn presence_pending(&self) -> usize {
+        0
+    }
+
     /// `topic`'s members now, read from the backend (for a page rendered on the server).
     fn presence_members<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Vec<Member>, String>>;
 

@@ -326,11 +326,14 @@ impl Broker {
     /// The broker's gauges, read now (the endpoint layer adds its own: [`crate::SseApp::render_metrics`]).
     pub fn gauges(&self) -> crate::metrics::Gauges {
         let (queued, queued_max) = self.queued_events();
+        let (presence_topics, presence_members) = self.inner.hub.presence.counts();
         crate::metrics::Gauges {
             outbox: self.inner.outbox.len(),
             channels: self.subscribed_channels(),
             queued,
             queued_max,
+            presence_topics,
+            presence_members,
             ..Default::default()
         }
     }
@@ -596,6 +599,17 @@ impl Broker {
             return Ok(members);
         }
         self.inner.backend.presence_members(topic.as_str()).await.map_err(BrokerError::Unavailable)
+    }
+
+    /// Waits up to `within` for the presence changes still on their way to the backend (at
+    /// shutdown: the members of the streams just closed leave now, not at the TTL); returns
+    /// how many are still on their way.
+    pub async fn flush_presence(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.inner.backend.presence_pending() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.inner.backend.presence_pending()
     }
 
     /// Asks every open stream to end, and every stream opened from now on (used at shutdown).

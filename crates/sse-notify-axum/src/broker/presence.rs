@@ -210,6 +210,12 @@ impl PresenceBook {
         topics.get(topic).filter(|e| e.loaded).map(|e| e.members.values().map(|k| k.member.clone()).collect())
     }
 
+    /// Topics in the book, and this instance's members summed over them.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let topics = self.topics.lock().unwrap();
+        (topics.len(), topics.values().map(|e| e.here.len()).sum())
+    }
+
     /// Member `id` of `topic`, while they have a stream here.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the Redis backend's
     pub(crate) fn here_as(&self, topic: &str, id: &str) -> Option<Member> {

@@ -498,6 +498,10 @@ impl Backend for RedisBackend {
         self.presence.spawn_leave(topic, id);
     }
 
+    fn presence_pending(&self) -> usize {
+        self.presence.pending()
+    }
+
     fn presence_members<'a>(
         &'a self,
         topic: &'a str,

@@ -105,6 +105,8 @@ pub(super) struct RedisPresence {
     /// One change at a time, each reading the book when it runs: a join and a leave of one
     /// member never reach Redis in the other order.
     settling: tokio::sync::Mutex<()>,
+    /// Changes spawned and not done yet (shutdown waits for them).
+    pending: std::sync::atomic::AtomicUsize,
 }
 
 impl RedisPresence {
@@ -120,6 +122,7 @@ impl RedisPresence {
             reporting: OnceLock::new(),
             retry: Mutex::default(),
             settling: tokio::sync::Mutex::new(()),
+            pending: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -227,13 +230,26 @@ impl RedisPresence {
 
     pub(super) fn spawn_join(self: &Arc<Self>, topic: &str, member: Member) {
         self.start_reporting();
-        let (this, topic) = (self.clone(), topic.to_owned());
-        spawn(async move { this.settle(&topic, &member.id).await });
+        self.spawn_settle(topic, member.id);
     }
 
     pub(super) fn spawn_leave(self: &Arc<Self>, topic: &str, id: String) {
+        self.spawn_settle(topic, id);
+    }
+
+    fn spawn_settle(self: &Arc<Self>, topic: &str, id: String) {
+        use std::sync::atomic::Ordering;
         let (this, topic) = (self.clone(), topic.to_owned());
-        spawn(async move { this.settle(&topic, &id).await });
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        spawn(async move {
+            this.settle(&topic, &id).await;
+            this.pending.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+
+    /// Changes not done yet.
+    pub(super) fn pending(&self) -> usize {
+        self.pending.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Reports every third of the TTL while the backend lives.
