@@ -195,9 +195,14 @@ pub fn metric_value(page: &str, name: &str) -> Option<f64> {
 /// Signs in as seeded CRM user `id` through the server function; returns the `Cookie` header
 /// value.
 pub async fn crm_sign_in(app: &TestServer, id: u64) -> String {
+    crm_sign_in_at(&app.base, id).await
+}
+
+/// [`crm_sign_in`] on the server at `base`.
+pub async fn crm_sign_in_at(base: &str, id: u64) -> String {
     use leptos::server_fn::ServerFn;
     let resp = http()
-        .post(app.url(client::app::crm::api::SignIn::PATH))
+        .post(format!("{base}{}", client::app::crm::api::SignIn::PATH))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("user={id}"))
         .send()

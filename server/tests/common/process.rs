@@ -78,16 +78,7 @@ impl ServerProcess {
 
     /// Signs in as the demo CRM's user `id` on this server; the `Cookie` header value.
     pub async fn sign_in(&self, id: u64) -> String {
-        use leptos::server_fn::ServerFn;
-        let resp = super::http()
-            .post(format!("{}{}", self.base, client::app::crm::api::SignIn::PATH))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("user={id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+        super::crm_sign_in_at(&self.base, id).await
     }
 
     /// Kills the process at once (SIGKILL: no shutdown of any kind) and reaps it.
