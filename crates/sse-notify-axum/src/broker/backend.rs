@@ -35,7 +35,7 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// No local stream follows `topic` any more.
     fn unfollow(&self, topic: &str);
 
-    /// Loads `topic`'s members into the hub's presence book (`PresenceBook::load`), now or
+    /// Loads `topic`'s members into the broker's presence book (`PresenceBook::load`), now or
     /// once they are read: its first local stream that sees presence arrived.
     fn presence_load(&self, topic: &str);
 

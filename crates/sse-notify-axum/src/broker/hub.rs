@@ -25,7 +25,6 @@ use sse_notify_core::Topic;
 use tokio::sync::OnceCell;
 
 use super::head::TopicHead;
-use super::presence::PresenceBook;
 
 /// One published event, as every local stream receives it.
 pub(crate) struct LogEvent {
@@ -249,8 +248,6 @@ impl TopicEntry {
 pub(crate) struct Hub {
     state: Mutex<HubState>,
     next_id: AtomicU64,
-    /// Who is on the topics with presence, and which streams see it.
-    pub(crate) presence: PresenceBook,
 }
 
 #[derive(Default)]

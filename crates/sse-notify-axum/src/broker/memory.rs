@@ -15,12 +15,14 @@ use sse_notify_core::presence::{Member, PresenceFrame};
 
 use super::backend::Backend;
 use super::hub::{Hub, LogEvent};
+use super::presence::PresenceBook;
 use super::{unix_ms, History, Retention};
 
 pub(super) struct MemoryLog {
     log: LogId,
     retention: Retention,
     hub: Arc<Hub>,
+    presence: Arc<PresenceBook>,
     state: Mutex<State>,
 }
 
@@ -33,8 +35,8 @@ struct State {
 }
 
 impl MemoryLog {
-    pub(super) fn new(log: LogId, retention: Retention, hub: Arc<Hub>) -> Self {
-        Self { log, retention, hub, state: Mutex::default() }
+    pub(super) fn new(log: LogId, retention: Retention, hub: Arc<Hub>, presence: Arc<PresenceBook>) -> Self {
+        Self { log, retention, hub, presence, state: Mutex::default() }
     }
 
     /// Appends an event and hands it to the local streams, in one critical section so that
@@ -89,19 +91,19 @@ impl Backend for MemoryLog {
     }
 
     fn presence_load(&self, topic: &str) {
-        self.hub.presence.load_here(topic);
+        self.presence.load_here(topic);
     }
 
     fn presence_join(&self, topic: &str, member: Member) {
-        self.hub.presence.apply(&PresenceFrame::Join { topic: topic.to_owned(), member });
+        self.presence.apply(&PresenceFrame::Join { topic: topic.to_owned(), member });
     }
 
     fn presence_leave(&self, topic: &str, id: String) {
-        self.hub.presence.apply(&PresenceFrame::Leave { topic: topic.to_owned(), id });
+        self.presence.apply(&PresenceFrame::Leave { topic: topic.to_owned(), id });
     }
 
     fn presence_members<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Vec<Member>, String>> {
-        future::ready(Ok(self.hub.presence.members(topic).unwrap_or_default())).boxed()
+        future::ready(Ok(self.presence.members(topic).unwrap_or_default())).boxed()
     }
 
     fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, String>> {
@@ -124,7 +126,7 @@ mod tests {
     use super::*;
 
     fn log(max_events: usize) -> MemoryLog {
-        MemoryLog::new(LogId::new("", 1), Retention { max_events, max_age_ms: 60_000 }, Arc::default())
+        MemoryLog::new(LogId::new("", 1), Retention { max_events, max_age_ms: 60_000 }, Arc::default(), Arc::default())
     }
 
     #[test]

@@ -222,6 +222,8 @@ struct Inner {
     limits: BrokerLimits,
     log_tag: u16,
     hub: Arc<Hub>,
+    /// Who is on the topics with presence, and which local streams see it.
+    presence: Arc<presence::PresenceBook>,
     backend: Box<dyn Backend>,
     /// The last stream group handed out ([`Broker::new_group`]).
     groups: AtomicU32,
@@ -235,8 +237,9 @@ impl Broker {
     pub fn memory(limits: BrokerLimits) -> Self {
         let log = LogId::new(limits.namespace(), random_epoch());
         let hub = Arc::<Hub>::default();
-        let backend = memory::MemoryLog::new(log, limits.retention(), hub.clone());
-        Self::with_backend(limits, hub, Arc::default(), Box::new(backend))
+        let presence = Arc::<presence::PresenceBook>::default();
+        let backend = memory::MemoryLog::new(log, limits.retention(), hub.clone(), presence.clone());
+        Self::with_backend(limits, hub, presence, Arc::default(), Box::new(backend))
     }
 
     /// A Redis-backed broker: one Pub/Sub connection for all topics plus one command connection.
@@ -250,6 +253,7 @@ impl Broker {
     #[cfg(feature = "redis")]
     pub async fn redis_with(options: &RedisOptions, limits: BrokerLimits) -> Result<Self, BrokerError> {
         let hub = Arc::<Hub>::default();
+        let presence = Arc::<presence::PresenceBook>::default();
         let metrics = SharedMetrics::default();
         let ns = limits.namespace();
         // Boxed: the connect future (TLS, Sentinel, Cluster, the ACL check) is deep enough that
@@ -261,14 +265,21 @@ impl Broker {
             limits.retention(),
             limits.presence_ttl,
             hub.clone(),
+            presence.clone(),
             metrics.clone(),
         );
         let backend =
             Box::pin(connect).await.map_err(|e| BrokerError::Connect { url: redact_url(options.url()), reason: e })?;
-        Ok(Self::with_backend(limits, hub, metrics, Box::new(backend)))
+        Ok(Self::with_backend(limits, hub, presence, metrics, Box::new(backend)))
     }
 
-    fn with_backend(limits: BrokerLimits, hub: Arc<Hub>, metrics: SharedMetrics, backend: Box<dyn Backend>) -> Self {
+    fn with_backend(
+        limits: BrokerLimits,
+        hub: Arc<Hub>,
+        presence: Arc<presence::PresenceBook>,
+        metrics: SharedMetrics,
+        backend: Box<dyn Backend>,
+    ) -> Self {
         let (closing, _) = watch::channel(false);
         let log_tag = prefix_tag(limits.namespace());
         let outbox = outbox::Outbox::new(limits.outbox_size.max(1));
@@ -277,6 +288,7 @@ impl Broker {
                 limits,
                 log_tag,
                 hub,
+                presence,
                 backend,
                 groups: AtomicU32::new(0),
                 outbox,
@@ -326,7 +338,7 @@ impl Broker {
     /// The broker's gauges, read now (the endpoint layer adds its own: [`crate::SseApp::render_metrics`]).
     pub fn gauges(&self) -> crate::metrics::Gauges {
         let (queued, queued_max) = self.queued_events();
-        let (presence_topics, presence_members) = self.inner.hub.presence.counts();
+        let (presence_topics, presence_members) = self.inner.presence.counts();
         crate::metrics::Gauges {
             outbox: self.inner.outbox.len(),
             channels: self.subscribed_channels(),
@@ -533,7 +545,7 @@ impl Broker {
         }
         // Followed first: a Redis topic's members are loaded once its changes flow.
         for (topic, member) in presence {
-            let entered = self.inner.hub.presence.enter(topic.as_str(), &guard.inbox, true, member.as_ref());
+            let entered = self.inner.presence.enter(topic.as_str(), &guard.inbox, true, member.as_ref());
             if entered.load {
                 self.inner.backend.presence_load(topic.as_str());
             }
@@ -595,7 +607,7 @@ impl Broker {
     /// Who is on `topic` now (presence), as the streams that see it are told: for a page the
     /// server renders with its members in it.
     pub async fn presence_members(&self, topic: &Topic) -> Result<Vec<Member>, BrokerError> {
-        if let Some(members) = self.inner.hub.presence.members(topic.as_str()) {
+        if let Some(members) = self.inner.presence.members(topic.as_str()) {
             return Ok(members);
         }
         self.inner.backend.presence_members(topic.as_str()).await.map_err(BrokerError::Unavailable)
@@ -802,7 +814,7 @@ impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
         let inner = &self.broker.inner;
         for (topic, member) in &self.presence {
-            if let Some(id) = inner.hub.presence.exit(topic.as_str(), self.inbox.id(), member.as_deref()) {
+            if let Some(id) = inner.presence.exit(topic.as_str(), self.inbox.id(), member.as_deref()) {
                 inner.backend.presence_leave(topic.as_str(), id);
             }
         }

@@ -65,7 +65,7 @@ pub(super) async fn subscriber_loop(
                     PushKind::SMessage | PushKind::Message => {
                         let Some(Value::BulkString(payload)) = push.data.get(1) else { continue };
                         if let Some(change) = super::presence::message_frame(payload) {
-                            hub.presence.apply(&change);
+                            presence.book().apply(&change);
                             continue;
                         }
                         let event = message_event(shared.log_tag, payload);

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::backend::Backend;
 use super::hub::{Hub, LogEvent};
+use super::presence::PresenceBook;
 use super::{random_epoch, unix_ms, History, Retention};
 use crate::metrics::SharedMetrics;
 
@@ -342,6 +343,7 @@ impl RedisBackend {
         retention: Retention,
         presence_ttl: Duration,
         hub: Arc<Hub>,
+        book: Arc<PresenceBook>,
         metrics: SharedMetrics,
     ) -> Result<Self, String> {
         let (control, commands) = mpsc::unbounded_channel::<Control>();
@@ -361,7 +363,7 @@ impl RedisBackend {
                 shared.keys.clone(),
                 Fanout::Sharded,
                 presence_ttl,
-                hub.clone(),
+                book.clone(),
             );
             let follow = Follow { shared: shared.clone(), hub: hub.clone(), metrics, presence: presence.clone() };
             tokio::spawn(cluster::subscriber_loop(follow, subscriptions, pushes, (start.log, start.head), commands));
@@ -386,7 +388,7 @@ impl RedisBackend {
                 shared.keys.clone(),
                 Fanout::Plain,
                 presence_ttl,
-                hub.clone(),
+                book.clone(),
             );
             let follow = Follow { shared: shared.clone(), hub: hub.clone(), metrics, presence: presence.clone() };
             tokio::spawn(subscriber_loop(follow, locator, pubsub, (start.log, start.head), commands));
@@ -486,7 +488,7 @@ impl Backend for RedisBackend {
         // An instance whose streams watch presence sweeps out dead instances' members too.
         self.presence.start_reporting();
         if self.control.send(Control::LoadPresence(topic.to_owned())).is_err() {
-            self.hub.presence.load_failed(topic);
+            self.presence.book().load_failed(topic);
         }
     }
 
@@ -639,7 +641,7 @@ async fn subscriber_loop(
                     Some(msg) => {
                         let payload = msg.get_payload_bytes();
                         if let Some(change) = presence::message_frame(payload) {
-                            hub.presence.apply(&change);
+                            presence.book().apply(&change);
                             continue;
                         }
                         let event = message_event(shared.log_tag, payload);

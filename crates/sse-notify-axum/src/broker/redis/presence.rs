@@ -14,7 +14,7 @@
 //! Cluster the scripts run on the prefix's one shard, next to its channels.
 //!
 //! Messages are `presence\n<the join or leave frame's JSON>` on the topic's channel; the
-//! subscriber loops hand them to the hub's presence book.
+//! subscriber loops hand them to the instance's presence book.
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -24,7 +24,7 @@ use redis::Value;
 use sse_notify_core::presence::{Member, PresenceFrame};
 
 use super::{text, Fanout, Keys, RedisConnection};
-use crate::broker::hub::Hub;
+use crate::broker::presence::PresenceBook;
 use crate::broker::{random_epoch, unix_ms};
 
 /// What starts a presence message on a channel (an event's starts with its log epoch, a number).
@@ -96,7 +96,7 @@ pub(super) struct RedisPresence {
     /// This instance, as the other instances know it.
     instance: String,
     ttl: Duration,
-    hub: Arc<Hub>,
+    book: Arc<PresenceBook>,
     scripts: [redis::Script; 3],
     /// Set once the reporting task runs (at the first join).
     reporting: OnceLock<()>,
@@ -110,20 +110,31 @@ pub(super) struct RedisPresence {
 }
 
 impl RedisPresence {
-    pub(super) fn new(conn: RedisConnection, keys: Keys, fanout: Fanout, ttl: Duration, hub: Arc<Hub>) -> Arc<Self> {
+    pub(super) fn new(
+        conn: RedisConnection,
+        keys: Keys,
+        fanout: Fanout,
+        ttl: Duration,
+        book: Arc<PresenceBook>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             conn,
             keys,
             fanout,
             instance: format!("{:08x}{:08x}", random_epoch(), std::process::id()),
             ttl: ttl.max(Duration::from_secs(1)),
-            hub,
+            book,
             scripts: [JOIN_SCRIPT, LEAVE_SCRIPT, REPORT_SCRIPT].map(redis::Script::new),
             reporting: OnceLock::new(),
             retry: Mutex::default(),
             settling: tokio::sync::Mutex::new(()),
             pending: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// The instance's presence book, which the subscriber loops bring the topics' changes to.
+    pub(super) fn book(&self) -> &PresenceBook {
+        &self.book
     }
 
     fn members_key(&self, topic: &str) -> String {
@@ -218,7 +229,7 @@ impl RedisPresence {
     /// membership after it was swept).
     async fn settle(&self, topic: &str, id: &str) {
         let _one_at_a_time = self.settling.lock().await;
-        let done = match self.hub.presence.here_as(topic, id) {
+        let done = match self.book.here_as(topic, id) {
             Some(member) => self.join(topic, &member).await,
             None => self.leave(topic, id).await,
         };
@@ -272,7 +283,7 @@ impl RedisPresence {
                             tracing::warn!(
                                 "this instance's presence was swept out (it stalled, or Redis lost it); joining again"
                             );
-                            again.extend(this.hub.presence.here().into_iter().map(|(t, m)| (t, m.id)));
+                            again.extend(this.book.here().into_iter().map(|(t, m)| (t, m.id)));
                         }
                         for (topic, id) in again {
                             this.settle(&topic, &id).await;
@@ -293,14 +304,14 @@ fn spawn(work: impl std::future::Future<Output = ()> + Send + 'static) {
     }
 }
 
-/// Loads `topic`'s members into the hub's book; called by the subscriber loops, between
+/// Loads `topic`'s members into the instance's book; called by the subscriber loops, between
 /// messages, once the topic's channel is subscribed.
 pub(super) async fn load(presence: &RedisPresence, topic: &str) {
     match presence.members(topic).await {
-        Ok(members) => presence.hub.presence.load(topic, members),
+        Ok(members) => presence.book.load(topic, members),
         Err(e) => {
             tracing::warn!(topic, error = %e, "loading presence from Redis failed");
-            presence.hub.presence.load_failed(topic);
+            presence.book.load_failed(topic);
         }
     }
 }
@@ -309,7 +320,7 @@ pub(super) async fn load(presence: &RedisPresence, topic: &str) {
 /// each stream that sees it gets its `presence:state` again.
 pub(super) fn reload_all(presence: &RedisPresence) -> BoxFuture<'_, ()> {
     Box::pin(async move {
-        for topic in presence.hub.presence.unload_all() {
+        for topic in presence.book.unload_all() {
             load(presence, &topic).await;
         }
     })
