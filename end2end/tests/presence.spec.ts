@@ -20,6 +20,28 @@ async function onBoard(context: BrowserContext, server: AppServer, name: string)
   return page;
 }
 
+test("a second tab of a browser shares the first's stream and follows who comes and goes", async ({ browser }) => {
+  const server = await startApp();
+  try {
+    const bobContext = await browser.newContext();
+    const first = await onBoard(bobContext, server, "bob");
+    await expect.poll(() => names(first, "board-here"), { timeout: 10_000 }).toEqual(["bob"]);
+    // The second tab rides the first tab's stream, which already follows the board: the
+    // members it shows after its first paint come from the state the leading tab sends it.
+    const second = await bobContext.newPage();
+    await second.goto(server.url);
+    await expect(second.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    const carol = await onBoard(await browser.newContext(), server, "carol");
+    for (const page of [first, second, carol]) {
+      await expect.poll(() => names(page, "board-here"), { timeout: 10_000 }).toEqual(["bob", "carol"]);
+    }
+    await carol.close();
+    await expect.poll(() => names(second, "board-here"), { timeout: 10_000 }).toEqual(["bob"]);
+  } finally {
+    await server.stop();
+  }
+});
+
 test("two browsers see each other on the board and in a thread, and see a closed tab leave", async ({ browser }) => {
   const server = await startApp();
   try {
