@@ -69,7 +69,7 @@ mod tabs;
 
 pub use live_json::{use_live_json, use_live_json_with_options, FetchError, LiveJson};
 pub use live_list::{use_live_list, LiveList};
-pub use origin::{tab_origin, OriginClient, ORIGIN_HEADER};
+pub use origin::{origin_header, tab_origin, OriginClient, ORIGIN_HEADER};
 #[cfg(feature = "ssr")]
 pub use presence::PresenceSnapshot;
 pub use presence::{use_presence, use_presence_with_options};

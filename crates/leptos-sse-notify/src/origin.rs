@@ -2,7 +2,7 @@
 //! and this tab does not refetch its own change ([`sse_notify_core::origin`]).
 //!
 //! - Server functions: `#[server(client = OriginClient)]` sends the header with each call.
-//! - Your own `fetch` writes: add [`ORIGIN_HEADER`] with [`tab_origin`] as its value.
+//! - Your own `fetch` writes: add [`origin_header`] (`sse-origin` with [`tab_origin`]).
 //! - The server: `sse_notify_axum::origin::WriterOriginLayer` on the app (server functions),
 //!   and `PublishLayer` (REST) read it.
 //!
@@ -47,6 +47,20 @@ fn random_origin() -> String {
     (0..12)
         .map(|_| ALPHABET[(js_sys::Math::random() * ALPHABET.len() as f64) as usize % ALPHABET.len()] as char)
         .collect()
+}
+
+/// The header a write sends this tab's origin in, as a `(name, value)` pair for any HTTP client
+/// (`None` on the server, which has no tab). Reads need not send it: they publish nothing.
+///
+/// ```
+/// // The headers of a `PUT /api/notes/7`, for whatever client sends it (gloo-net, web-sys...).
+/// let mut headers = vec![("content-type", "application/json")];
+/// headers.extend(leptos_sse_notify::origin_header());
+/// # assert_eq!(headers.len(), 1, "no tab on the server");
+/// ```
+pub fn origin_header() -> Option<(&'static str, &'static str)> {
+    let origin = tab_origin();
+    (!origin.is_empty()).then_some((ORIGIN_HEADER, origin))
 }
 
 /// Whether a frame id says this tab wrote its event.
