@@ -40,6 +40,7 @@ const RETRY_MS: u64 = 2000;
 
 type AuthorizeFn = dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
 type PresenceFn = dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = Presence> + Send>> + Send + Sync;
+type ClientKeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 
 /// What a stream is to a topic's presence ([`SseEndpoint::presence`] decides, per request and
 /// topic, after `authorize` allowed the topic).
@@ -52,7 +53,6 @@ pub enum Presence {
     /// Is there as this member, and sees the others.
     Member(Member),
 }
-type ClientKeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 
 /// Builds the SSE route.
 ///
