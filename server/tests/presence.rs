@@ -105,18 +105,44 @@ async fn bob_and_carol_see_each_other_and_dave_sees_neither(a: &TestServer, b: &
     alice_sees.until(&["alice"]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_members_by_id_and_only_for_the_authorized() {
-    let app = TestServer::demo(config(None)).await;
-    bob_and_carol_see_each_other_and_dave_sees_neither(&app, &app).await;
+on_every_backend! {
+async fn members_by_id_only_for_the_authorized_across_instances(cfg) {
+    let a = TestServer::demo(cfg.clone()).await;
+    // The embedded broker is one instance; every Redis shape gets a second one.
+    let b = match a.sse.broker().backend_name() {
+        "memory" => None,
+        _ => Some(TestServer::demo(cfg).await),
+    };
+    bob_and_carol_see_each_other_and_dave_sees_neither(&a, b.as_ref().unwrap_or(&a)).await;
+}
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn across_two_instances_on_redis() {
-    let redis = RedisServer::start();
-    let a = TestServer::demo(config(Some(&redis))).await;
-    let b = TestServer::demo(config(Some(&redis))).await;
-    bob_and_carol_see_each_other_and_dave_sees_neither(&a, &b).await;
+on_backends! {
+[redis, redis_sentinel, redis_cluster]
+async fn a_silent_instances_members_are_swept_out_by_the_others(cfg) {
+    let cfg = sse_notify_axum::SseConfig { presence_ttl: Duration::from_secs(1), ..cfg };
+    let app = TestServer::demo(cfg).await;
+    let alice = crm_sign_in(&app, 1).await;
+    // A member of an instance that reports for the last time now, as Redis holds it (on a
+    // Cluster these keys are the prefix's slot's, which the sweeping script names itself).
+    let mut conn = app.sse.broker().redis_connection().unwrap();
+    let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 1500;
+    let ghost = r#"{"id":"ghost","info":{"name":"ghost"}}"#;
+    let writes = [
+        redis::cmd("HSET").arg("sse-presence/{sse}/comment_thread:1").arg("ghost").arg(ghost).clone(),
+        redis::cmd("HSET").arg("sse-presence-count/{sse}/comment_thread:1").arg("ghost").arg(1).clone(),
+        redis::cmd("HSET").arg("sse-presence-owned/{sse}/silent").arg("comment_thread:1\nghost").arg(1).clone(),
+        redis::cmd("ZADD").arg("sse-presence-alive/{sse}").arg(deadline as u64).arg("silent").clone(),
+    ];
+    for write in writes {
+        write.query_async::<i64>(&mut conn).await.unwrap();
+    }
+    let mut alice_sees = Seen::open(&app, &alice, THREAD).await;
+    alice_sees.until(&["alice", "ghost"]).await;
+    alice_sees.until(&["alice"]).await;
+    let left: i64 = redis::cmd("EXISTS").arg("sse-presence-owned/{sse}/silent").query_async(&mut conn).await.unwrap();
+    assert_eq!(left, 0, "the silent instance's share is gone");
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
