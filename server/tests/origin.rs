@@ -68,10 +68,7 @@ on_every_backend! {
 async fn a_write_names_its_tab_on_every_backend(cfg) {
     let writer = TestServer::demo(cfg.clone()).await;
     // Through Redis, the reader is another instance.
-    let reader = match writer.sse.broker().backend_name() {
-        "memory" => None,
-        _ => Some(TestServer::demo(cfg).await),
-    };
+    let reader = writer.another(cfg).await;
     writes_carry_their_tabs_origin(&writer, reader.as_ref().unwrap_or(&writer)).await;
 }
 }

@@ -109,10 +109,7 @@ on_every_backend! {
 async fn members_by_id_only_for_the_authorized_across_instances(cfg) {
     let a = TestServer::demo(cfg.clone()).await;
     // The embedded broker is one instance; every Redis shape gets a second one.
-    let b = match a.sse.broker().backend_name() {
-        "memory" => None,
-        _ => Some(TestServer::demo(cfg).await),
-    };
+    let b = a.another(cfg).await;
     bob_and_carol_see_each_other_and_dave_sees_neither(&a, b.as_ref().unwrap_or(&a)).await;
 }
 }

@@ -232,6 +232,15 @@ impl TestServer {
         Self::demo_with(config, server::app::DemoConfig::new(test_session_key())).await
     }
 
+    /// A second instance of the demo beside `self` on the same Redis (`None` on the embedded
+    /// broker, which is one instance).
+    pub async fn another(&self, config: SseConfig) -> Option<TestServer> {
+        match self.sse.broker().backend_name() {
+            "memory" => None,
+            _ => Some(TestServer::demo(config).await),
+        }
+    }
+
     /// The demo app with the direct stream path switched off: every request is hyper's (what
     /// the differential test holds the direct path to).
     pub async fn demo_hyper_only(config: SseConfig) -> Self {
