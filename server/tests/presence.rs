@@ -33,15 +33,20 @@ impl Seen {
 
     /// Applies presence frames until the members are `names` (by name); panics after 10 s.
     async fn until(&mut self, names: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.names() != names {
+        self.until_seen(Duration::from_secs(10), &format!("{names:?}"), |s| s.names() == names).await;
+    }
+
+    /// Applies presence frames until `done` says so; panics after `within`, naming `what`.
+    async fn until_seen(&mut self, within: Duration, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + within;
+        while !done(self) {
             let left = deadline.checked_duration_since(Instant::now());
             let e = match left {
                 Some(left) => self.sse.next_any(left).await,
                 None => None,
             };
             let Some(e) = e else {
-                panic!("{}: members {:?}, never {names:?}; frames {:?}", self.topic, self.names(), self.frames)
+                panic!("{}: members {:?}, never {what}; frames {:?}", self.topic, self.names(), self.frames)
             };
             if let Some(frame) = PresenceFrame::decode(&e.event, &e.data) {
                 assert_eq!(frame.topic(), self.topic);
@@ -163,6 +168,21 @@ async fn a_user_whose_access_is_withdrawn_leaves_and_sees_no_more() {
     assert_eq!(metric_value(&app.metrics().await, "sse_presence_members"), Some(1.0));
 }
 
+/// alice watching the thread on `watcher`, and bob on it through the server process `other`:
+/// alice's view once she sees him, and bob's stream.
+async fn alice_sees_bob_through(watcher: &TestServer, other: &process::ServerProcess) -> (Seen, SseClient) {
+    let alice = crm_sign_in(watcher, 1).await;
+    let mut alice_sees = Seen::open(watcher, &alice, THREAD).await;
+    alice_sees.until(&["alice"]).await;
+    let bob = other.sign_in(2).await;
+    let bob_sees =
+        SseClient::open_with(streaming().get(format!("{}/events?topic={THREAD}", other.base)).header("cookie", &bob))
+            .await;
+    assert_eq!(bob_sees.status, 200);
+    alice_sees.until(&["alice", "bob"]).await;
+    (alice_sees, bob_sees)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_members_of_a_killed_instance_leave_within_the_ttl_and_a_third() {
     let redis = RedisServer::start();
@@ -171,16 +191,7 @@ async fn the_members_of_a_killed_instance_leave_within_the_ttl_and_a_third() {
     let watcher = TestServer::demo(cfg).await;
     let mut doomed =
         process::ServerProcess::start(&[("REDIS_URL", &redis.url), ("SSE_PRESENCE_TTL_SECONDS", "2")]).await;
-
-    let alice = crm_sign_in(&watcher, 1).await;
-    let mut alice_sees = Seen::open(&watcher, &alice, THREAD).await;
-    alice_sees.until(&["alice"]).await;
-    let bob = doomed.sign_in(2).await;
-    let bob_sees =
-        SseClient::open_with(streaming().get(format!("{}/events?topic={THREAD}", doomed.base)).header("cookie", &bob))
-            .await;
-    assert_eq!(bob_sees.status, 200);
-    alice_sees.until(&["alice", "bob"]).await;
+    let (mut alice_sees, _bob_sees) = alice_sees_bob_through(&watcher, &doomed).await;
 
     doomed.kill();
     let killed = Instant::now();
@@ -209,15 +220,9 @@ async fn after_redis_comes_back_empty_the_members_join_again_and_streams_get_the
     redis.stop();
     let _redis = RedisServer::start_on(port);
     let states = |s: &Seen| s.frames.iter().filter(|f| matches!(f, PresenceFrame::State { .. })).count();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while states(&carol_sees) < 2 {
-        let left = deadline.checked_duration_since(Instant::now()).expect("a new presence:state after the reconnect");
-        let e = carol_sees.sse.next_any(left).await.expect("a new presence:state after the reconnect");
-        if let Some(frame) = PresenceFrame::decode(&e.event, &e.data) {
-            carol_sees.members.apply(&frame);
-            carol_sees.frames.push(frame);
-        }
-    }
+    carol_sees
+        .until_seen(Duration::from_secs(20), "a new presence:state after the reconnect", |s| states(s) >= 2)
+        .await;
     // The instance finds itself gone from Redis at its next report and joins its members again.
     carol_sees.until(&["bob", "carol"]).await;
     let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
@@ -231,15 +236,7 @@ async fn an_instance_shut_down_gracefully_takes_its_members_out_at_once_not_at_t
     let watcher = TestServer::demo(config(Some(&redis))).await;
     // The default TTL (15 s): only the shutdown's own leaves can be this quick.
     let leaving = process::ServerProcess::start(&[("REDIS_URL", &redis.url)]).await;
-    let alice = crm_sign_in(&watcher, 1).await;
-    let mut alice_sees = Seen::open(&watcher, &alice, THREAD).await;
-    alice_sees.until(&["alice"]).await;
-    let bob = leaving.sign_in(2).await;
-    let bob_sees =
-        SseClient::open_with(streaming().get(format!("{}/events?topic={THREAD}", leaving.base)).header("cookie", &bob))
-            .await;
-    assert_eq!(bob_sees.status, 200);
-    alice_sees.until(&["alice", "bob"]).await;
+    let (mut alice_sees, _bob_sees) = alice_sees_bob_through(&watcher, &leaving).await;
 
     let stopped = Instant::now();
     leaving.terminate();

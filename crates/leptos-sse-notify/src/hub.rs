@@ -117,7 +117,8 @@ impl Hub {
             error: ArcRwSignal::new(None),
             role: Role::Solo,
             link: None,
-            tab: tabs::tab_id(),
+            // The tab's one random id: its origin, which its writes send too.
+            tab: crate::tab_origin().to_owned(),
             peers: BTreeMap::new(),
             announced: None,
             presence: HashMap::new(),

@@ -114,11 +114,6 @@ pub(crate) fn on_page_hide(f: impl FnMut() + 'static) {
     }
 }
 
-/// A random id for this tab.
-pub(crate) fn tab_id() -> String {
-    format!("{:x}{:x}", (js_sys::Math::random() * 4e9) as u64, (js_sys::Math::random() * 4e9) as u64)
-}
-
 /// Milliseconds since the epoch, for forgetting quiet tabs.
 pub(crate) fn now_ms() -> f64 {
     js_sys::Date::now()

@@ -545,7 +545,7 @@ impl Broker {
         }
         // Followed first: a Redis topic's members are loaded once its changes flow.
         for (topic, member) in presence {
-            let entered = self.inner.presence.enter(topic.as_str(), &guard.inbox, true, member.as_ref());
+            let entered = self.inner.presence.enter(topic.as_str(), &guard.inbox, member.as_ref());
             if entered.load {
                 self.inner.backend.presence_load(topic.as_str());
             }

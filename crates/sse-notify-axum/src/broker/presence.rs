@@ -96,25 +96,24 @@ impl TopicPresence {
         self.state.clone().expect("just built")
     }
 
+    /// No stream here sees the topic (a member's streams all see it, so none is a member).
     fn is_unused(&self) -> bool {
-        self.followers.is_empty() && self.here.is_empty()
+        self.followers.is_empty()
     }
 }
 
 impl PresenceBook {
-    /// A stream arrives on `topic`: it sees presence when `sees`, and is `member` when given.
-    pub(crate) fn enter(&self, topic: &str, inbox: &Arc<Inbox>, sees: bool, member: Option<&Member>) -> Entered {
+    /// A stream arrives on `topic`: it sees its presence, and is `member` there when given.
+    pub(crate) fn enter(&self, topic: &str, inbox: &Arc<Inbox>, member: Option<&Member>) -> Entered {
         let mut topics = self.topics.lock().unwrap();
         let entry = topics.entry(topic.to_owned()).or_default();
         let mut entered = Entered::default();
-        if sees {
-            entry.followers.insert(inbox.id(), inbox.clone());
-            if entry.loaded {
-                inbox.offer(Delivery::Presence(entry.state(topic)), None);
-            } else if !entry.loading {
-                entry.loading = true;
-                entered.load = true;
-            }
+        entry.followers.insert(inbox.id(), inbox.clone());
+        if entry.loaded {
+            inbox.offer(Delivery::Presence(entry.state(topic)), None);
+        } else if !entry.loading {
+            entry.loading = true;
+            entered.load = true;
         }
         if let Some(member) = member {
             let (count, shown) = entry.here.entry(member.id.clone()).or_insert_with(|| (0, member.clone()));
@@ -266,9 +265,9 @@ mod tests {
         let hub = super::super::hub::Hub::default();
         let topic = [sse_notify_core::Topic::new("room").unwrap()];
         let inboxes: Vec<_> = (0..3).map(|_| hub.register(0, &topic, 8).inbox).collect();
-        assert!(book.enter("room", &inboxes[0], true, None).load);
+        assert!(book.enter("room", &inboxes[0], None).load);
         book.load("room", vec![Member::new("a", serde_json::Value::Null)]);
-        book.enter("room", &inboxes[1], true, None);
+        book.enter("room", &inboxes[1], None);
         let state = |i: usize| {
             let mut got = std::collections::VecDeque::new();
             let _ = inboxes[i].poll_take(&mut got, &mut std::task::Context::from_waker(std::task::Waker::noop()));
@@ -280,7 +279,7 @@ mod tests {
         let (first, second) = (state(0), state(1));
         assert_eq!(first.as_ptr(), second.as_ptr(), "one frame for both");
         book.apply(&PresenceFrame::Join { topic: "room".into(), member: Member::new("b", serde_json::Value::Null) });
-        book.enter("room", &inboxes[2], true, None);
+        book.enter("room", &inboxes[2], None);
         let third = state(2);
         assert!(std::str::from_utf8(&third).unwrap().contains(r#""id":"b""#), "a new state after a change");
     }

@@ -358,14 +358,8 @@ impl RedisBackend {
             let shared = Shared { conn, keys, log_tag, retention, history_script };
             // Where this instance stands in the log: a reconnect catches up from here.
             let start = shared.history(None).await?;
-            let presence = presence::RedisPresence::new(
-                shared.conn.clone(),
-                shared.keys.clone(),
-                Fanout::Sharded,
-                presence_ttl,
-                book.clone(),
-            );
-            let follow = Follow { shared: shared.clone(), hub: hub.clone(), metrics, presence: presence.clone() };
+            let follow = Follow::new(&shared, &hub, metrics, Fanout::Sharded, presence_ttl, book.clone());
+            let presence = follow.presence.clone();
             tokio::spawn(cluster::subscriber_loop(follow, subscriptions, pushes, (start.log, start.head), commands));
             (shared, Fanout::Sharded, "redis-cluster", presence)
         } else {
@@ -383,14 +377,8 @@ impl RedisBackend {
             let shared = Shared { conn, keys, log_tag, retention, history_script };
             let start = shared.history(None).await?;
             let name = if locator.follows_failovers() { "redis-sentinel" } else { "redis" };
-            let presence = presence::RedisPresence::new(
-                shared.conn.clone(),
-                shared.keys.clone(),
-                Fanout::Plain,
-                presence_ttl,
-                book.clone(),
-            );
-            let follow = Follow { shared: shared.clone(), hub: hub.clone(), metrics, presence: presence.clone() };
+            let follow = Follow::new(&shared, &hub, metrics, Fanout::Plain, presence_ttl, book.clone());
+            let presence = follow.presence.clone();
             tokio::spawn(subscriber_loop(follow, locator, pubsub, (start.log, start.head), commands));
             (shared, Fanout::Plain, name, presence)
         };
@@ -738,6 +726,21 @@ struct Follow {
     hub: Arc<Hub>,
     metrics: SharedMetrics,
     presence: Arc<presence::RedisPresence>,
+}
+
+impl Follow {
+    fn new(
+        shared: &Shared,
+        hub: &Arc<Hub>,
+        metrics: SharedMetrics,
+        fanout: Fanout,
+        presence_ttl: Duration,
+        book: Arc<PresenceBook>,
+    ) -> Self {
+        let presence =
+            presence::RedisPresence::new(shared.conn.clone(), shared.keys.clone(), fanout, presence_ttl, book);
+        Self { shared: shared.clone(), hub: hub.clone(), metrics, presence }
+    }
 }
 
 /// Delivers a message's event (`None`: malformed, ignored). One of another log epoch means the

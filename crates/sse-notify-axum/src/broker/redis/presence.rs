@@ -19,7 +19,6 @@
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use redis::Value;
 use sse_notify_core::presence::{Member, PresenceFrame};
 
@@ -180,10 +179,11 @@ impl RedisPresence {
 
     /// An error of a presence command, with what the ACL must allow when it is an ACL refusal.
     fn explain(&self, e: redis::RedisError) -> String {
-        if e.to_string().contains("NOPERM") || e.to_string().contains("permission") {
-            format!("{e} (presence needs the Redis user to be allowed {})", self.needed_acl())
+        let said = e.to_string();
+        if said.contains("NOPERM") || said.contains("permission") {
+            format!("{said} (presence needs the Redis user to be allowed {})", self.needed_acl())
         } else {
-            e.to_string()
+            said
         }
     }
 
@@ -318,12 +318,10 @@ pub(super) async fn load(presence: &RedisPresence, topic: &str) {
 
 /// After a reconnect: loads every topic again (changes may have been missed meanwhile), and
 /// each stream that sees it gets its `presence:state` again.
-pub(super) fn reload_all(presence: &RedisPresence) -> BoxFuture<'_, ()> {
-    Box::pin(async move {
-        for topic in presence.book.unload_all() {
-            load(presence, &topic).await;
-        }
-    })
+pub(super) async fn reload_all(presence: &RedisPresence) {
+    for topic in presence.book.unload_all() {
+        load(presence, &topic).await;
+    }
 }
 
 /// A presence message's frame.
