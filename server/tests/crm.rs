@@ -133,3 +133,20 @@ async fn an_expired_session_is_refused_and_its_streams_closed(cfg) {
     assert_eq!(stream(&app, &bob, "user:2").await.status, 403);
 }
 }
+
+/// A Redis that loses its data (a flush, a restart without persistence) must not make a
+/// still-valid signed cookie name the next user's session (the ids once came from `INCR`, and
+/// carol's new session got id 1, the one bob's cookie named).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_loses_its_data_an_old_cookie_names_nobody() {
+    let redis = RedisServer::start();
+    let app = TestServer::demo(config(Some(&redis))).await;
+    let bob = sign_in(&app, 2).await;
+    assert_eq!(stream(&app, &bob, "user:2").await.status, 200, "positive control");
+    let mut conn = redis.client().get_connection().unwrap();
+    let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+    let carol = sign_in(&app, 3).await;
+    assert_eq!(stream(&app, &carol, "user:3").await.status, 200);
+    assert_eq!(stream(&app, &bob, "user:3").await.status, 403, "bob's cookie opened carol's inbox");
+    assert_eq!(stream(&app, &bob, "user:2").await.status, 403, "a lost session is nobody");
+}

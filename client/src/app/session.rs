@@ -5,6 +5,12 @@
 //! signed with the `cookie` crate (HMAC-SHA256) so a client cannot forge one; the session itself
 //! (user, expiry) lives in the app's store, shared by instances on one Redis, so signing out or
 //! expiring ends it everywhere at once, and open streams are closed at their next re-check.
+//!
+//! A session's id is 64 random bits from the operating system, not the store's counter: a
+//! counter starts again at 1 when the store loses its data (a Redis flush, a restart without
+//! persistence, an embedded store's restart under the same `SESSION_SECRET`), and a still-valid
+//! signed cookie naming id 1 would then open the next user's session. A random id names nothing
+//! after a loss, and cannot be guessed (the signature already keeps it from being forged).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -87,6 +93,14 @@ pub struct Sessions {
     ttl: Duration,
 }
 
+/// 64 bits from the operating system's random source (see the module's note on why not a
+/// counter).
+fn random_session_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).expect("the operating system's random source");
+    u64::from_le_bytes(bytes)
+}
+
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -96,16 +110,11 @@ impl Sessions {
         Self { key, table, ttl }
     }
 
-    /// Starts a session for `user`; the `Set-Cookie` value that names it.
+    /// Starts a session for `user` under a new random id; the `Set-Cookie` value that names it.
     pub async fn sign_in(&self, user: u64) -> Result<HeaderValue, StoreError> {
         let expires = now_secs() + self.ttl.as_secs();
-        let mut id = 0;
-        self.table
-            .insert(|new| {
-                id = new;
-                Session { user, expires }
-            })
-            .await?;
+        let id = random_session_id();
+        self.table.put(id, &Session { user, expires }).await?;
         Ok(self.key.cookie(id, self.ttl))
     }
 
@@ -164,6 +173,19 @@ mod tests {
         let removal = s.sign_out(&headers(&set)).await.unwrap();
         assert!(removal.to_str().unwrap().contains("Max-Age=0"), "{removal:?}");
         assert!(s.user(&headers(&set)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_cookie_from_before_the_store_lost_its_data_names_nobody() {
+        let key = SessionKey::from_secret(&[7u8; 32]).unwrap();
+        let before = sessions(key.clone(), Duration::from_secs(3600));
+        let bob = before.sign_in(2).await.unwrap();
+        // The store comes back empty (same key, as instances sharing SESSION_SECRET have), and
+        // carol signs in first: bob's still-valid signed cookie must not open her session.
+        let after = sessions(key, Duration::from_secs(3600));
+        let carol = after.sign_in(3).await.unwrap();
+        assert_eq!(after.user(&headers(&carol)).await.unwrap().name, "carol");
+        assert!(after.user(&headers(&bob)).await.is_none(), "bob's cookie named carol's session");
     }
 
     #[tokio::test]
