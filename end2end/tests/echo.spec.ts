@@ -67,3 +67,55 @@ test("the writer tab does not refetch for its own change; its sibling tab and an
     await server.stop();
   }
 });
+
+test("no one else can make a tab skip their change: an attacker who reads every id and sends any sse-origin", async ({ browser }) => {
+  const server = await startApp();
+  try {
+    const victim = await (await browser.newContext()).newPage();
+    await live(victim, server.url);
+    // The attacker follows the board's topic in its own browser and keeps every id it reads.
+    const attacker = await (await browser.newContext()).newPage();
+    await attacker.goto(`${server.url}/health`);
+    await attacker.evaluate(
+      () =>
+        new Promise<void>((opened) => {
+          const w = window as unknown as { seen: { name: string; id: string; data: string }[] };
+          w.seen = [];
+          const es = new EventSource("/events?topic=tasks");
+          for (const name of ["task:created", "task:updated"]) {
+            es.addEventListener(name, (e) => w.seen.push({ name, id: (e as MessageEvent).lastEventId, data: (e as MessageEvent).data }));
+          }
+          es.onopen = () => opened();
+        }),
+    );
+
+    // The victim writes: its event's id is what the attacker reads.
+    const mine = `victim ${Date.now()}`;
+    await victim.getByTestId("new-title").fill(mine);
+    await victim.getByTestId("add").click();
+    await expect(row(victim, mine)).toBeVisible({ timeout: 10_000 });
+    const created = await attacker.waitForFunction(
+      () => (window as unknown as { seen: { name: string; id: string; data: string }[] }).seen.find((e) => e.name === "task:created"),
+      undefined,
+      { timeout: 10_000 },
+    );
+    const { id, data } = (await created.jsonValue()) as { id: string; data: string };
+    expect(id.split("-").length, `the victim's own write carries an echo tag: ${id}`).toBe(5);
+    const task = JSON.parse(data).id as number;
+
+    // Every piece of that id, sent back as the attacker's origin (the fifth is the tag the
+    // victim's tab recognises as its own): the victim's board shows every rename.
+    for (const [i, origin] of id.split("-").entries()) {
+      const title = `renamed by the attacker ${i}`;
+      const resp = await fetch(`${server.url}/api/tasks/${task}`, {
+        method: "PUT",
+        headers: { "content-type": "application/json", "sse-origin": origin },
+        body: JSON.stringify({ title }),
+      });
+      expect(resp.status).toBe(200);
+      await expect(row(victim, title), `sse-origin ${origin} hid the change from the victim`).toBeVisible({ timeout: 10_000 });
+    }
+  } finally {
+    await server.stop();
+  }
+});

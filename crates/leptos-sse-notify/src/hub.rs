@@ -117,8 +117,9 @@ impl Hub {
             error: ArcRwSignal::new(None),
             role: Role::Solo,
             link: None,
-            // The tab's one random id: its origin, which its writes send too.
-            tab: crate::tab_origin().to_owned(),
+            // The tab's id among its browser's tabs, made from its origin without showing it
+            // (the origin is a secret its writes alone send).
+            tab: sse_notify_core::origin::echo_tag(crate::tab_origin(), "tab"),
             peers: BTreeMap::new(),
             announced: None,
             presence: HashMap::new(),
@@ -731,14 +732,25 @@ mod browser_tests {
     }
 
     #[wasm_bindgen_test]
-    fn an_id_that_carries_this_tabs_origin_is_its_own_echo_and_others_are_not() {
-        let mut mine = cursor(&[0]);
-        sse_notify_core::cursor::push_origin(&mut mine, crate::tab_origin());
-        let mut theirs = cursor(&[0]);
-        sse_notify_core::cursor::push_origin(&mut theirs, "someoneElse");
+    fn an_id_tagged_with_this_tabs_origin_is_its_own_echo_and_others_are_not() {
+        use sse_notify_core::origin::echo_tag;
+        let plain = cursor(&[0]);
+        let head = sse_notify_core::cursor::head_of(&plain).unwrap().to_owned();
+        let tagged = |origin: &str| {
+            let mut id = plain.clone();
+            sse_notify_core::cursor::push_echo_tag(&mut id, &echo_tag(origin, &head));
+            id
+        };
+        let (mine, theirs) = (tagged(crate::tab_origin()), tagged("someoneElse"));
         assert!(crate::origin::is_own_echo(&mine));
-        assert!(!crate::origin::is_own_echo(&theirs) && !crate::origin::is_own_echo(&cursor(&[0])));
-        assert_eq!(crate::tab_origin().len(), 12);
+        assert!(!crate::origin::is_own_echo(&theirs) && !crate::origin::is_own_echo(&plain));
+        // Whoever read this tab's ids and sends their tag back as its own origin writes events
+        // that are not this tab's echo.
+        let read_tag = sse_notify_core::cursor::echo_tag_of(&mine).unwrap().to_owned();
+        assert!(!crate::origin::is_own_echo(&tagged(&read_tag)));
+        assert!(!mine.contains(crate::tab_origin()), "the id never shows the origin");
+        assert_eq!(crate::tab_origin().len(), 16);
+        assert!(sse_notify_core::origin::is_origin(crate::tab_origin()));
     }
 
     #[wasm_bindgen_test]

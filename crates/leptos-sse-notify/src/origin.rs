@@ -1,5 +1,7 @@
-//! This tab's origin: sent with its writes, so the events they publish say which tab made them
-//! and this tab does not refetch its own change ([`sse_notify_core::origin`]).
+//! This tab's origin: a secret sent only with its own writes, so the events they publish carry a
+//! tag that this tab alone recognises, and it does not refetch its own change
+//! ([`sse_notify_core::origin`]: the ids carry an HMAC of the origin, never the origin, so no one
+//! who reads them can make this tab skip a change of theirs).
 //!
 //! - Server functions: `#[server(client = OriginClient)]` sends the header with each call.
 //! - Your own `fetch` writes: add [`origin_header`] (`sse-origin` with [`tab_origin`]).
@@ -27,8 +29,10 @@ use leptos::server_fn::request::browser::BrowserRequest;
 use leptos::server_fn::response::browser::BrowserResponse;
 pub use sse_notify_core::origin::ORIGIN_HEADER;
 
-/// This tab's origin: 12 random characters of `[A-Za-z0-9]`, made when the page loads (a
-/// reloaded or duplicated tab gets a new one). Empty on the server, which has no tab.
+/// This tab's origin: 16 random characters of `[A-Za-z0-9]` (95 bits from the browser's
+/// `crypto.getRandomValues`), made when the page loads (a reloaded or duplicated tab gets a new
+/// one). A secret of this tab's: send it with its writes only. Empty on the server, which has no
+/// tab.
 pub fn tab_origin() -> &'static str {
     #[cfg(feature = "browser")]
     {
@@ -44,9 +48,17 @@ pub fn tab_origin() -> &'static str {
 #[cfg(feature = "browser")]
 fn random_origin() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    (0..12)
-        .map(|_| ALPHABET[(js_sys::Math::random() * ALPHABET.len() as f64) as usize % ALPHABET.len()] as char)
-        .collect()
+    let mut bytes = [0u8; sse_notify_core::origin::MAX_ORIGIN_LEN];
+    let crypto = web_sys::window().and_then(|w| w.crypto().ok());
+    let filled = crypto.is_some_and(|c| c.get_random_values_with_u8_array(&mut bytes).is_ok());
+    if !filled {
+        // Every browser that runs WASM has `crypto`; a guessable origin only weakens this tab's
+        // own echo skipping, never what other tabs see.
+        bytes.iter_mut().for_each(|b| *b = (js_sys::Math::random() * 256.0) as u8);
+    }
+    // 256 = 4 x 62 + 8: the modulo leans a little towards the first 8 characters, which costs
+    // a fraction of a bit of the 95.
+    bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
 }
 
 /// The header a write sends this tab's origin in, as a `(name, value)` pair for any HTTP client
@@ -63,11 +75,12 @@ pub fn origin_header() -> Option<(&'static str, &'static str)> {
     (!origin.is_empty()).then_some((ORIGIN_HEADER, origin))
 }
 
-/// Whether a frame id says this tab wrote its event.
+/// Whether a frame id says this tab wrote its event: its echo tag is the one this tab's origin
+/// makes ([`sse_notify_core::origin::is_echo_of`]).
 #[cfg_attr(not(feature = "browser"), allow(dead_code))]
 pub(crate) fn is_own_echo(id: &str) -> bool {
     let own = tab_origin();
-    !own.is_empty() && sse_notify_core::cursor::origin_of(id) == Some(own)
+    !own.is_empty() && sse_notify_core::origin::is_echo_of(id, own)
 }
 
 /// The server functions' browser client, sending this tab's origin with each call: use it as

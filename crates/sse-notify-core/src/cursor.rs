@@ -18,10 +18,10 @@
 //! nothing to the server on resume (a position resumes every topic set); it tells the client
 //! which of its subscribers an event is for.
 //!
-//! An event written by a browser tab that said who it is (its [`crate::origin`]) carries that
-//! origin as an optional fifth part, `-<origin>`, when the whole id still fits in 64 bytes: the
-//! writer tab then knows the event is its own echo. The server ignores it on resume, so a cursor
-//! with or without it resumes alike.
+//! An event written by a browser tab that said who it is (its [`crate::origin`]) carries an echo
+//! tag as an optional fifth part, `-<tag>`, when the whole id still fits in 64 bytes: the writer
+//! tab, and only it, can tell from the tag that the event is its own echo. The server ignores it
+//! on resume, so a cursor with or without it resumes alike.
 //!
 //! ```
 //! use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
@@ -132,28 +132,35 @@ pub fn push_matched(head: &mut String, matched: u64) {
 /// The longest frame id: the wire contract's bound.
 pub const MAX_ID_LEN: usize = 64;
 
-/// Appends `-<origin>` to a complete id when the result stays within [`MAX_ID_LEN`] bytes (it
-/// always does for the ids of streams of up to 32 topics and origins of up to 16 characters);
-/// otherwise the id goes without it, and the writer tab refetches its own change once.
-pub fn push_origin(id: &mut String, origin: &str) {
-    if id.len() + 1 + origin.len() <= MAX_ID_LEN {
+/// Appends `-<tag>` ([`crate::origin::echo_tag`]) to a complete id when the result stays within
+/// [`MAX_ID_LEN`] bytes (it always does for the ids of streams of up to 32 topics); otherwise the
+/// id goes without it, and the writer tab refetches its own change once.
+pub fn push_echo_tag(id: &mut String, tag: &str) {
+    if id.len() + 1 + tag.len() <= MAX_ID_LEN {
         id.push('-');
-        id.push_str(origin);
+        id.push_str(tag);
     }
 }
 
-/// The origin an id carries (see [`push_origin`]), if any.
+/// The echo tag an id carries (see [`push_echo_tag`]), if any.
 ///
 /// ```
-/// use sse_notify_core::cursor::{origin_of, push_origin};
+/// use sse_notify_core::cursor::{echo_tag_of, push_echo_tag};
 /// let mut id = "2b1e0a93c4f1-18c2f0a1b2c-0-5".to_owned();
-/// assert_eq!(origin_of(&id), None);
-/// push_origin(&mut id, "tab7Qx");
-/// assert_eq!(origin_of(&id), Some("tab7Qx"));
+/// assert_eq!(echo_tag_of(&id), None);
+/// push_echo_tag(&mut id, "9f86d081884c7d65");
+/// assert_eq!(echo_tag_of(&id), Some("9f86d081884c7d65"));
 /// ```
-pub fn origin_of(id: &str) -> Option<&str> {
+pub fn echo_tag_of(id: &str) -> Option<&str> {
     let mut parts = id.splitn(5, '-');
     parts.nth(4).filter(|o| crate::origin::is_origin(o))
+}
+
+/// The connection-independent head of an id (`<log>-<ms>-<seq>-`, as
+/// [`Cursor::encode_head`] makes it), if `id` has one.
+pub fn head_of(id: &str) -> Option<&str> {
+    let end = id.match_indices('-').nth(2)?.0 + 1;
+    id.get(..end)
 }
 
 impl fmt::Display for Cursor {
@@ -228,16 +235,22 @@ mod tests {
     }
 
     #[test]
-    fn an_origin_rides_after_the_mask_when_it_fits_and_resumes_like_the_cursor_without_it() {
+    fn an_echo_tag_rides_after_the_mask_when_it_fits_and_resumes_like_the_cursor_without_it() {
         let c = Cursor { log: LogId::new("beta", 9), position: LogPosition { ms: 5, seq: 1 }, matched: 6 };
+        let tag = crate::origin::echo_tag("Tab_42", &Cursor::encode_head(c.log, c.position));
         let mut id = c.to_string();
-        push_origin(&mut id, "Tab_42");
-        assert_eq!(origin_of(&id), Some("Tab_42"));
+        push_echo_tag(&mut id, &tag);
+        assert_eq!(echo_tag_of(&id), Some(tag.as_str()));
+        assert_eq!(head_of(&id), Some(Cursor::encode_head(c.log, c.position).as_str()));
         assert_eq!(id.parse::<Cursor>(), Ok(c));
         let widest = Cursor { log: c.log, position: LogPosition { ms: u64::MAX, seq: u64::MAX }, matched: u64::MAX };
         let mut full = widest.to_string();
-        push_origin(&mut full, "Tab_42");
-        assert_eq!((origin_of(&full), full.len()), (None, 63), "no room: the id goes without it");
+        push_echo_tag(&mut full, &tag);
+        assert_eq!((echo_tag_of(&full), full.len()), (None, 63), "no room: the id goes without it");
+        // Up to the year 2100 and 65,536 events in one millisecond.
+        let position = LogPosition { ms: 4_102_444_800_000, seq: 0xffff };
+        let of32 = Cursor { log: c.log, position, matched: u64::from(u32::MAX) }.to_string();
+        assert!(of32.len() + 1 + tag.len() <= MAX_ID_LEN, "a stream of up to 32 topics always has room");
     }
 
     #[test]

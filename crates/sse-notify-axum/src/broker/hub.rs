@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use sse_notify_core::cursor::{Cursor, LogPosition};
+use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
 use sse_notify_core::wire::ResyncReason;
 use sse_notify_core::Topic;
 use tokio::sync::OnceCell;
@@ -36,19 +36,35 @@ pub(crate) struct LogEvent {
     pub(crate) id_head: String,
     /// `event:` and `data:` lines and the blank line, encoded once.
     pub(crate) body: Bytes,
-    /// The writing tab's origin, when its write said ([`crate::origin`]): it ends the frame's id.
-    pub(crate) origin: Option<Box<str>>,
+    /// The echo tag of the writing tab's origin, when its write said
+    /// ([`sse_notify_core::origin::echo_tag`]): it ends the frame's id. Never the origin itself,
+    /// which every subscriber would read and anyone could send back.
+    pub(crate) echo_tag: Option<Box<str>>,
 }
 
 impl LogEvent {
+    /// The event at `position` of `log`: its id's head and, for a write that said its origin,
+    /// its echo tag, each made once for every stream.
+    pub(crate) fn new(
+        log: LogId,
+        position: LogPosition,
+        topics: Vec<String>,
+        body: Bytes,
+        origin: Option<&str>,
+    ) -> Self {
+        let id_head = Cursor::encode_head(log, position);
+        let echo_tag = origin.map(|o| sse_notify_core::origin::echo_tag(o, &id_head).into_boxed_str());
+        Self { position, topics, id_head, body, echo_tag }
+    }
+
     /// The frame for a stream whose matched-topic mask is `matched`: `id: <cursor>` then the
     /// pre-encoded lines.
     pub(crate) fn frame(&self, matched: u64) -> Bytes {
         let mut id = String::with_capacity(self.id_head.len() + 32);
         id.push_str(&self.id_head);
         sse_notify_core::cursor::push_matched(&mut id, matched);
-        if let Some(origin) = &self.origin {
-            sse_notify_core::cursor::push_origin(&mut id, origin);
+        if let Some(tag) = &self.echo_tag {
+            sse_notify_core::cursor::push_echo_tag(&mut id, tag);
         }
         let mut frame = BytesMut::with_capacity(id.len() + 5 + self.body.len());
         frame.put_slice(b"id: ");
@@ -443,7 +459,7 @@ mod tests {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             id_head: format!("h{position}-"),
             body: Bytes::from_static(b"event: x\ndata: {}\n\n"),
-            origin: None,
+            echo_tag: None,
         })
     }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::future::{self, BoxFuture, FutureExt};
-use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
+use sse_notify_core::cursor::{LogId, LogPosition};
 use sse_notify_core::presence::{Member, PresenceFrame};
 
 use super::backend::Backend;
@@ -51,8 +51,7 @@ impl MemoryLog {
             LogPosition { ms: s.head.ms, seq: s.head.seq + 1 }
         };
         s.head = position;
-        let id_head = Cursor::encode_head(self.log, position);
-        let event = Arc::new(LogEvent { position, topics, id_head, body, origin });
+        let event = Arc::new(LogEvent::new(self.log, position, topics, body, origin.as_deref()));
         s.events.push_back(event.clone());
         let oldest_kept = now.saturating_sub(self.retention.max_age_ms);
         while s.events.len() > self.retention.max_events

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use futures::StreamExt;
 use redis::Value;
-use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
+use sse_notify_core::cursor::{LogId, LogPosition};
 use sse_notify_core::origin::is_origin;
 use sse_notify_core::wire::ResyncReason;
 use tokio::sync::{mpsc, oneshot};
@@ -292,17 +292,12 @@ fn entry_event(log: LogId, entry: &Value) -> Option<(Arc<LogEvent>, LogPosition)
             ("t", Some(v)) => topics = text(v),
             ("p", Some(v)) => prev = text(v).and_then(|p| p.parse().ok()),
             ("f", Some(Value::BulkString(b))) => body = Some(Bytes::copy_from_slice(b)),
-            ("o", Some(v)) => origin = text(v).filter(|o| is_origin(o)).map(String::into_boxed_str),
+            ("o", Some(v)) => origin = text(v).filter(|o| is_origin(o)),
             _ => {}
         }
     }
-    let event = LogEvent {
-        position,
-        topics: topics?.split(',').map(str::to_owned).collect(),
-        id_head: Cursor::encode_head(log, position),
-        body: body?,
-        origin,
-    };
+    let topics = topics?.split(',').map(str::to_owned).collect();
+    let event = LogEvent::new(log, position, topics, body?, origin.as_deref());
     Some((Arc::new(event), prev?))
 }
 
@@ -314,11 +309,10 @@ fn message_event(log_tag: u16, payload: &[u8]) -> Option<(LogId, Arc<LogEvent>)>
     let epoch: u32 = parts.next()?.parse().ok()?;
     let position: LogPosition = parts.next()?.parse().ok()?;
     let topics = parts.next()?.split(',').map(str::to_owned).collect();
-    let origin = parts.next().filter(|o| is_origin(o)).map(Box::from);
+    let origin = parts.next().filter(|o| is_origin(o));
     let log = LogId { tag: log_tag, epoch };
     let body = Bytes::copy_from_slice(&payload[newline + 1..]);
-    let id_head = Cursor::encode_head(log, position);
-    Some((log, Arc::new(LogEvent { position, topics, id_head, body, origin })))
+    Some((log, Arc::new(LogEvent::new(log, position, topics, body, origin))))
 }
 
 pub(super) struct RedisBackend {
@@ -799,10 +793,11 @@ mod tests {
         assert_eq!(e.position, LogPosition { ms: 1_700_000_000_000, seq: 3 });
         assert_eq!(e.topics, ["tasks", "task:7"]);
         assert_eq!(&e.body[..], b"event: x\ndata: {}\n\n");
-        assert_eq!(e.id_head, Cursor::encode_head(LogId { tag: 7, epoch: 42 }, e.position));
+        assert_eq!(e.id_head, sse_notify_core::cursor::Cursor::encode_head(LogId { tag: 7, epoch: 42 }, e.position));
         let (_, mine) = message_event(7, b"42 1-0 tasks Tab_1\nevent: x\ndata: {}\n\n").unwrap();
-        assert_eq!((mine.topics.as_slice(), mine.origin.as_deref()), (&["tasks".to_owned()][..], Some("Tab_1")));
-        assert_eq!(e.origin, None);
+        let tag = sse_notify_core::origin::echo_tag("Tab_1", &mine.id_head);
+        assert_eq!((mine.topics.as_slice(), mine.echo_tag.as_deref()), (&["tasks".to_owned()][..], Some(tag.as_str())));
+        assert_eq!(e.echo_tag, None);
         assert!(message_event(7, b"no newline").is_none());
         assert!(message_event(7, b"x 1-0 a\n").is_none());
     }
