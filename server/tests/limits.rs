@@ -140,7 +140,8 @@ async fn stalled_stream(app: &TestServer, topic: &str) -> tokio::net::TcpStream 
 
 on_both_backends! {
 async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody(cfg) {
-    let app = TestServer::demo(SseConfig { max_queue_size: 64, ..cfg.clone() }).await;
+    // The write timeout far away: this is the queue bound's test (the client reads again).
+    let app = TestServer::demo(SseConfig { max_queue_size: 64, write_timeout: Duration::from_secs(600), ..cfg.clone() }).await;
     let broker = app.sse.broker().clone();
     let topic = Topic::new("task:9001").unwrap();
     let mut stalled = stalled_stream(&app, "task:9001").await;
@@ -195,6 +196,50 @@ async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody(cfg)
     assert!(has_line(&metrics, "sse_slow_consumer_disconnects_total 1"), "{metrics}");
     assert!(has_line(&metrics, &format!("sse_events_published_total {total}")), "{metrics}");
 }
+}
+
+/// A client with a tiny receive buffer that reads its head and never reads again: its writes
+/// stop making progress, and the stream is cut within `SSE_WRITE_TIMEOUT_SECONDS`, everything
+/// it held freed, while a client that reads gets every event. (Before the bound, its queue sat
+/// full and its slot taken until shutdown: the queue's overflow cut is seen only by a writer
+/// that gets to read its queue again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_for_good_is_cut_within_the_write_timeout() {
+    let write_timeout = Duration::from_secs(1);
+    let app = TestServer::demo(SseConfig { write_timeout, ..config(None) }).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let mut never_reads = socket.connect(app.addr).await.unwrap();
+    never_reads.write_all(b"GET /events?topic=tasks HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut head = [0u8; 12];
+    never_reads.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let mut reads = SseClient::subscribe(&app.base, "tasks").await.started().await;
+    assert!(eventually(Duration::from_secs(5), || app.sse.admission().connections() == 2).await);
+
+    // 1,000 events of 16 KB: far more than the kernel's buffers and the stream's queue hold.
+    // Published in batches the reading client keeps up with (it reads each before the next).
+    let (broker, tasks, pad) = (app.sse.broker().clone(), Topic::new("tasks").unwrap(), "x".repeat(16 * 1024));
+    for batch in 0..20 {
+        for i in 0..50 {
+            broker.publish(&tasks, "tick", &serde_json::json!({ "n": batch * 50 + i, "pad": pad })).await.unwrap();
+        }
+        for i in 0..50 {
+            let e = reads.expect_event().await;
+            assert_eq!(e.event, "tick", "the reading client was cut off");
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["n"], batch * 50 + i);
+        }
+    }
+    let published = Instant::now();
+
+    // Cut within the bound (plus the time a loaded machine takes to notice), and counted.
+    let cut = eventually(write_timeout + Duration::from_secs(4), || app.sse.admission().connections() == 1).await;
+    assert!(cut, "the stream that never reads still holds its slot {:?} after publishing ended", published.elapsed());
+    assert_eq!(app.sse.broker().queued_events(), (0, 0), "its queue is freed");
+    let metrics = app.sse.render_metrics();
+    assert!(has_line(&metrics, "sse_slow_consumer_disconnects_total 1"), "{metrics}");
+    assert!(has_line(&metrics, "sse_connections 1"), "{metrics}");
+    drop(never_reads);
 }
 
 on_both_backends! {

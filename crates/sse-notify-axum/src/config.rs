@@ -70,6 +70,11 @@ pub struct SseConfig {
     /// how long an idle keep-alive connection stays open (default 10 s). SSE streams are not
     /// affected: their request was read long ago.
     pub header_timeout: Duration,
+    /// `SSE_WRITE_TIMEOUT_SECONDS`: how long a stream's write may make no progress (its client
+    /// stopped reading, and the kernel's buffers are full) before the stream is cut and all it
+    /// held freed, counted as a slow-consumer disconnect (default 30 s). A client that reads
+    /// slowly but reads is not cut by it (the queue bound is what catches one that falls behind).
+    pub write_timeout: Duration,
     /// `HTTP_BODY_TIMEOUT_SECONDS`: how long a request body may take to arrive on the routes
     /// that read one (default 30 s; applied with [`crate::SseApp::body_timeout`]).
     pub body_timeout: Duration,
@@ -103,6 +108,7 @@ impl Default for SseConfig {
             outbox_size: broker.outbox_size,
             presence_ttl: broker.presence_ttl,
             header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             max_pending_per_client: 128,
             shutdown_grace: Duration::from_secs(10),
@@ -254,6 +260,11 @@ impl SseConfig {
                 "HTTP_HEADER_TIMEOUT_SECONDS",
                 get("HTTP_HEADER_TIMEOUT_SECONDS"),
                 d.header_timeout.as_secs() as usize,
+            )? as u64),
+            write_timeout: Duration::from_secs(positive(
+                "SSE_WRITE_TIMEOUT_SECONDS",
+                get("SSE_WRITE_TIMEOUT_SECONDS"),
+                d.write_timeout.as_secs() as usize,
             )? as u64),
             body_timeout: Duration::from_secs(positive(
                 "HTTP_BODY_TIMEOUT_SECONDS",
@@ -504,6 +515,7 @@ mod tests {
             ("SSE_HISTORY_SECONDS", "60"),
             ("HTTP_HEADER_TIMEOUT_SECONDS", "3"),
             ("HTTP_BODY_TIMEOUT_SECONDS", "4"),
+            ("SSE_WRITE_TIMEOUT_SECONDS", "5"),
             ("SSE_MAX_STREAMS_PER_CLIENT", "7"),
             ("SSE_OUTBOX_SIZE", "9"),
             ("SSE_MAX_TOPICS_PER_CLIENT", "8"),
@@ -519,7 +531,7 @@ mod tests {
         assert_eq!((cfg.max_connections, cfg.max_queue_size, cfg.max_message_size), (10, 5, 100));
         assert_eq!((cfg.history_size, cfg.history_age), (50, Duration::from_secs(60)));
         assert_eq!((cfg.header_timeout, cfg.body_timeout), (Duration::from_secs(3), Duration::from_secs(4)));
-        assert_eq!(cfg.outbox_size, 9);
+        assert_eq!((cfg.outbox_size, cfg.write_timeout), (9, Duration::from_secs(5)));
         assert_eq!(cfg.client_limits, ClientLimits { max_streams: 7, max_topics: 8 });
         assert_eq!(cfg.client_ip_header.as_ref().map(HeaderName::as_str), Some("x-real-ip"));
         assert_eq!((cfg.max_pending_per_client, cfg.shutdown_grace), (6, Duration::from_secs(2)));
@@ -539,6 +551,7 @@ mod tests {
             ("SSE_HISTORY_SECONDS", "a day"),
             ("SSE_MAX_STREAMS_PER_CLIENT", "0"),
             ("SSE_MAX_TOPICS_PER_CLIENT", "many"),
+            ("SSE_WRITE_TIMEOUT_SECONDS", "0"),
             ("SSE_CLIENT_IP_HEADER", "x forwarded"),
             ("HTTP_MAX_PENDING_PER_CLIENT", "0"),
             ("SHUTDOWN_GRACE_SECONDS", "0"),

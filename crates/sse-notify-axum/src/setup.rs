@@ -269,6 +269,10 @@ impl SseApp {
             app,
             stream_paths: self.stream_paths.clone(),
             head_timeout: config.header_timeout,
+            stall: Arc::new(crate::direct::StallLimit {
+                after: config.write_timeout,
+                cuts: self.broker.metrics().slow_consumer_disconnects.clone(),
+            }),
             hyper,
             pending: crate::direct::PendingHeads::new(pending_limit),
             tasks: Arc::default(),

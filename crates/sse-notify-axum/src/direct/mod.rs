@@ -56,6 +56,7 @@ use pending::PendingHead;
 pub(crate) use pending::PendingHeads;
 use takeover::{FirstHead, Takeover};
 pub(crate) use tasks::OpenTasks;
+pub(crate) use writer::StallLimit;
 
 /// What serving a connection needs; cloned for each connection (every part shares what it
 /// holds).
@@ -65,6 +66,8 @@ pub(crate) struct Connections {
     pub(crate) stream_paths: Arc<[String]>,
     /// How long a connection may take to send its first request head.
     pub(crate) head_timeout: Duration,
+    /// How long a stream's write may make no progress before the stream is cut.
+    pub(crate) stall: Arc<writer::StallLimit>,
     pub(crate) hyper: HyperBuilder<TokioExecutor>,
     /// Connections waiting for their first head, per client address.
     pub(crate) pending: Arc<PendingHeads>,
@@ -186,7 +189,7 @@ impl Connections {
     /// for hours should hold only what writing it needs.
     fn write_stream(&self, socket: TcpStream, resp: axum::http::Response<Body>) {
         let (head, body) = writer::stream_parts(resp);
-        self.tasks.spawn(writer::write_stream(socket, head, body));
+        self.tasks.spawn(writer::write_stream(socket, head, body, self.stall.clone()));
     }
 
     async fn serve_with_hyper(

@@ -2,14 +2,25 @@
 //! stream as HTTP/1.1 chunks, the frames that are ready in one `send`.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, response::Parts, Response, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+/// How long a stream's write may make no progress before the stream is cut
+/// (`SSE_WRITE_TIMEOUT_SECONDS`), and the counter such cuts go to (slow-consumer disconnects).
+/// One for all streams: each holds an `Arc` of it.
+pub(crate) struct StallLimit {
+    pub(crate) after: Duration,
+    pub(crate) cuts: Counter,
+}
 
 /// Frames written in one chunk when several are ready.
 const MAX_BATCH: usize = 64;
@@ -79,9 +90,11 @@ pub(crate) fn stream_parts(resp: Response<Body>) -> (Vec<u8>, Body) {
 }
 
 /// Writes a stream: its head, then the body's frames as HTTP/1.1 chunks, the frames that are
-/// ready in one write, until the body ends (then the last chunk, and the connection closes) or
-/// the client closes its side.
-pub(crate) async fn write_stream(mut socket: TcpStream, head: Vec<u8>, mut body: Body) {
+/// ready in one write, until the body ends (then the last chunk, and the connection closes), the
+/// client closes its side, or a write makes no progress for `stall.after` (the client stopped
+/// reading: without that bound it would hold its stream, queue and slot until shutdown, since
+/// the queue's own overflow cut is only seen by a writer that gets to read the queue again).
+pub(crate) async fn write_stream(mut socket: TcpStream, head: Vec<u8>, mut body: Body, stall: Arc<StallLimit>) {
     // The head goes out with the first frames (a stream's hello is ready at once): one `send`
     // per new stream, not two. A body with nothing ready gets its head sent alone.
     let mut head = Some(head);
@@ -97,8 +110,14 @@ pub(crate) async fn write_stream(mut socket: TcpStream, head: Vec<u8>, mut body:
             Next::Frames => {
                 let mut out = head.take().unwrap_or_default();
                 push_chunk(&mut out, &frames);
-                if socket.write_all(&out).await.is_err() {
-                    return;
+                match write_within(&socket, &out, stall.after).await {
+                    Written::All => {}
+                    Written::Failed => return,
+                    Written::Stalled => {
+                        tracing::info!(after = ?stall.after, "a stream's client stopped reading; cut");
+                        stall.cuts.inc();
+                        return;
+                    }
                 }
                 if frames.len() <= 2 && frames.capacity() > 16 {
                     // The stream keeps up again: the room a burst of frames took is given back
@@ -120,8 +139,56 @@ pub(crate) async fn write_stream(mut socket: TcpStream, head: Vec<u8>, mut body:
     }
     let mut last = head.take().unwrap_or_default();
     last.extend_from_slice(b"0\r\n\r\n");
-    let _ = socket.write_all(&last).await;
-    let _ = socket.shutdown().await;
+    if let Written::All = write_within(&socket, &last, stall.after).await {
+        let _ = socket.shutdown().await;
+    }
+}
+
+/// How [`write_within`] ended.
+enum Written {
+    All,
+    /// The connection failed or the client closed it.
+    Failed,
+    /// The socket took nothing for the whole bound.
+    Stalled,
+}
+
+/// Writes `out` whole, unless the socket takes nothing for `limit` at some point. Progress
+/// restarts the bound: a client that reads slowly but reads is not cut here.
+///
+/// The usual write fits in the kernel's buffer at once and needs no timer; only a full socket
+/// gets one, boxed so that the idle stream's future stays as small as before (it holds this
+/// future's state while it writes, and the timer's is larger than everything else in it).
+async fn write_within(socket: &TcpStream, out: &[u8], limit: Duration) -> Written {
+    let mut rest = out;
+    while !rest.is_empty() {
+        match socket.try_write(rest) {
+            Ok(0) => return Written::Failed,
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Box::pin(wait_and_write(socket, rest, limit)).await;
+            }
+            Err(_) => return Written::Failed,
+        }
+    }
+    Written::All
+}
+
+/// The slow part of [`write_within`]: waits for room, at most `limit` each time, and writes.
+async fn wait_and_write(socket: &TcpStream, mut rest: &[u8], limit: Duration) -> Written {
+    while !rest.is_empty() {
+        match tokio::time::timeout(limit, socket.writable()).await {
+            Err(_) => return Written::Stalled,
+            Ok(Err(_)) => return Written::Failed,
+            Ok(Ok(())) => match socket.try_write(rest) {
+                Ok(0) => return Written::Failed,
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Written::Failed,
+            },
+        }
+    }
+    Written::All
 }
 
 /// What a stream's connection does next.
