@@ -44,6 +44,8 @@ async fn a_threads_answer_is_shared_within_its_team_and_dave_never_gets_it(cfg) 
     let (status, for_bob) = read(&app, path, &[("cookie", &bob)]).await;
     assert_eq!(status, 200);
     assert!(for_bob.contains("acme secret"), "{for_bob}");
+    // A thread's first read follows its topic; from the second on its answer is kept.
+    assert_eq!(read(&app, path, &[("cookie", &bob)]).await, (200, for_bob.clone()));
     let hits = cache_count(&app, "hit").await;
     assert_eq!(read(&app, path, &[("cookie", &carol)]).await, (200, for_bob.clone()));
     assert_eq!(cache_count(&app, "hit").await, hits + 1, "positive control: carol, same team, shares bob's answer");
@@ -127,4 +129,69 @@ async fn a_write_whose_event_waits_in_the_outbox_is_not_hidden_by_a_kept_answer(
     let accepted = broker.publish_or_defer(&[topic], "changed", &serde_json::json!({})).await.unwrap();
     assert!(matches!(accepted, Accepted::Deferred), "Redis is away: the event waits");
     assert_eq!(read().await, "v2", "the kept answer from before the write was served");
+}
+
+/// Calls of each Redis command so far (`INFO commandstats`).
+fn redis_calls(redis: &RedisServer, commands: &[&str]) -> u64 {
+    let mut conn = redis.client().get_connection().unwrap();
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).unwrap();
+    let calls = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    commands.iter().map(|c| calls(c)).sum()
+}
+
+/// Every one of `paths`, 16 at a time; each must answer `status`.
+async fn read_all(app: &TestServer, paths: impl Iterator<Item = String>, status: u16) {
+    use futures::StreamExt;
+    futures::stream::iter(paths)
+        .map(|path| {
+            let url = app.url(&path);
+            async move { http().get(url).send().await.unwrap().status().as_u16() }
+        })
+        .buffer_unordered(16)
+        .for_each(|got| {
+            assert_eq!(got, status);
+            std::future::ready(())
+        })
+        .await;
+}
+
+/// Anonymous reads of things that do not exist: 10,000 `404`s each with its own 20 KB query
+/// (each once pinned a cache slot and its key: 5,000 held 120 MB), then 10,000 ids never seen
+/// (each once cost a topic watch: a Redis SUBSCRIBE, an EVALSHA, and an UNSUBSCRIBE once 1,024
+/// were held). Now they cost the process no memory that stays and Redis no work per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_what_does_not_exist_cost_neither_memory_nor_redis_work() {
+    let redis = RedisServer::start();
+    let app = TestServer::demo(config(Some(&redis))).await;
+    let watching = ["subscribe", "ssubscribe", "unsubscribe", "sunsubscribe", "evalsha", "eval"];
+    let pad = "p".repeat(20 * 1024);
+    // Warm: the process's own first-use allocations are not what is measured.
+    read_all(&app, (0..100).map(|i| format!("/api/tasks/18446744073709551615?p={i}&pad={pad}")), 404).await;
+    let (rss, calls) = (rss_kib(), redis_calls(&redis, &watching));
+
+    read_all(&app, (0..10_000).map(|i| format!("/api/tasks/18446744073709551615?p={i}&pad={pad}")), 404).await;
+    read_all(&app, (0..10_000).map(|i| format!("/api/tasks/{}", 1_000_000 + i)), 404).await;
+
+    let grown_mib = rss_kib().saturating_sub(rss) / 1024;
+    assert!(
+        grown_mib < 40,
+        "20,000 reads of nothing left the process {grown_mib} MiB larger (200 MB of queries went by)"
+    );
+    let spent = redis_calls(&redis, &watching) - calls;
+    assert!(spent <= 10, "20,000 reads of nothing cost Redis {spent} subscription and script calls");
+
+    // Positive control: a task that exists is followed, and its second read is kept.
+    let created = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": "real"})).send().await.unwrap();
+    let id = created.json::<shared::tasks::Task>().await.unwrap().id;
+    let path = format!("/api/tasks/{id}");
+    let computed = cache_count(&app, "computed").await;
+    let (first, second) = (read(&app, &path, &[]).await, read(&app, &path, &[]).await);
+    assert_eq!((first.0, &first.1), (200, &second.1));
+    assert!(redis_calls(&redis, &watching) > calls + spent, "a real task's topic is followed");
+    assert_eq!(cache_count(&app, "computed").await, computed + 1, "its second read is kept");
 }

@@ -24,6 +24,11 @@
 //! no-cache`, so a browser asks again each time and a request with a matching `If-None-Match`
 //! gets `304 Not Modified` without the body. Only `200` answers of `GET` requests are kept.
 //!
+//! What it holds is bounded by what it counts: answers and their keys ([`CacheLimits`]); a slot
+//! whose answer is not kept is let go at once; and a topic set is followed (a Redis
+//! subscription) only once one of its answers proved worth keeping: its first request is
+//! answered uncached, so reads of things that do not exist cost neither memory nor Redis work.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -95,7 +100,7 @@ impl CacheScope {
 pub struct CacheLimits {
     /// Answers kept (least recently used first out).
     pub max_entries: usize,
-    /// Bytes of answer bodies kept in all.
+    /// Bytes kept in all: answer bodies and their keys (path, query and class).
     pub max_bytes: usize,
     /// An answer larger than this is passed on, not kept.
     pub max_body: usize,
@@ -149,12 +154,20 @@ struct EntryKey {
     class: String,
 }
 
+impl EntryKey {
+    /// What the key holds, counted in `CacheLimits::max_bytes` with the answers: its two
+    /// strings and their bookkeeping.
+    fn cost(&self) -> usize {
+        self.path_and_query.len() + self.class.len() + std::mem::size_of::<(EntryKey, Slot)>()
+    }
+}
+
 /// An answer of one generation of its topics' head, or the computation of it.
 #[derive(Clone)]
 struct Slot {
     generation: u64,
     answer: Arc<OnceCell<Arc<Answer>>>,
-    /// Its body's size once computed (counted in `Entries::bytes`).
+    /// What it holds, counted in `Entries::bytes`: its key, and its answer's body once computed.
     size: Arc<AtomicUsize>,
 }
 
@@ -163,6 +176,14 @@ struct Answer {
     headers: HeaderMap,
     body: Bytes,
     etag: HeaderValue,
+}
+
+impl Answer {
+    fn response(&self) -> Response {
+        let mut resp = Response::new(Body::from(self.body.clone()));
+        *resp.headers_mut() = self.headers.clone();
+        resp
+    }
 }
 
 /// What became of a request, for `sse_cache_requests_total{result}`.
@@ -219,7 +240,29 @@ impl ResponseCache {
         CacheLayer { cache: self.clone(), scope }
     }
 
-    /// Answers kept now, and their bodies' bytes.
+    /// Follows `topics` now, so that the first request of a scope with exactly these topics
+    /// already has its answer kept: for the reads an app knows will be asked for at once (a
+    /// board's list, say). Otherwise a topic set is followed once one of its answers proved
+    /// worth keeping ([module documentation](self)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use sse_notify_axum::{Broker, BrokerLimits, ResponseCache};
+    /// use sse_notify_core::Topic;
+    ///
+    /// let cache = ResponseCache::new(Broker::memory(BrokerLimits::default()));
+    /// cache.follow(&[Topic::new("tasks").unwrap()]).await;
+    /// # }
+    /// ```
+    pub async fn follow(&self, topics: &[Topic]) {
+        let mut topics = topics.to_vec();
+        topics.sort();
+        topics.dedup();
+        self.inner.follow(&topics).await;
+    }
+
+    /// Answers kept now, and the bytes they hold (bodies and keys).
     pub fn size(&self) -> (usize, usize) {
         let e = self.inner.entries.lock().unwrap();
         (e.slots.len(), e.bytes)
@@ -227,16 +270,24 @@ impl ResponseCache {
 }
 
 impl Inner {
-    /// The watch of `topics`, made (and the topics followed) by the first request that needs it.
-    async fn watch(&self, topics: &[Topic]) -> Option<Arc<TopicWatch>> {
-        let cell = {
-            let mut watches = self.watches.lock().unwrap();
-            // Looked up by the scope's own slice: a hit allocates nothing.
-            match watches.get(topics) {
-                Some(cell) => cell.clone(),
-                None => watches.get_or_insert(topics.to_vec(), Arc::default).clone(),
-            }
-        };
+    /// The watch of `topics` if they are followed already (`None`: not yet, see
+    /// [`Inner::follow`]); it may still be being made, then this waits for it.
+    async fn watch(&self, topics: &[Topic]) -> Option<Option<Arc<TopicWatch>>> {
+        // Looked up by the scope's own slice: a hit allocates nothing.
+        let cell = self.watches.lock().unwrap().get(topics)?.clone();
+        Some(self.made(topics, &cell).await)
+    }
+
+    /// Follows `topics` from now on: called once an answer of theirs proved worth keeping.
+    /// Following costs the backend work (a Redis subscription and a read of the log's head), so
+    /// a topic set's first request does not follow it: a read of something that does not exist
+    /// (a `404` of an unseen id) would otherwise cost that work, and a watch, per request.
+    async fn follow(&self, topics: &[Topic]) {
+        let cell = self.watches.lock().unwrap().get_or_insert(topics.to_vec(), Arc::default).clone();
+        self.made(topics, &cell).await;
+    }
+
+    async fn made(&self, topics: &[Topic], cell: &WatchCell) -> Option<Arc<TopicWatch>> {
         let made = cell.get_or_try_init(|| async { self.broker.watch(topics).await.map(Arc::new) }).await;
         match made {
             Ok(watch) => Some(watch.clone()),
@@ -249,29 +300,48 @@ impl Inner {
     }
 
     /// The slot of `key` for `generation`: the one kept if it is of that generation, else a new
-    /// one that replaces it.
+    /// one that replaces it. A new slot counts its key's bytes at once (a key is what a client
+    /// chooses: a long query, say), and may push the least recently used answers out.
     fn slot(&self, key: &EntryKey, generation: u64) -> Slot {
         let mut e = self.entries.lock().unwrap();
         if let Some(slot) = e.slots.get(key).filter(|s| s.generation == generation) {
             return slot.clone();
         }
-        let slot = Slot { generation, answer: Arc::default(), size: Arc::default() };
+        let size = key.cost();
+        let slot = Slot { generation, answer: Arc::default(), size: Arc::new(AtomicUsize::new(size)) };
         if let Some(old) = e.slots.put(key.clone(), slot.clone()) {
             e.bytes -= old.size.load(Ordering::Relaxed);
         }
+        e.bytes += size;
+        self.trim(&mut e);
         slot
     }
 
     /// Counts a computed answer's bytes, and lets go of the least recently used answers past
-    /// the limits. An answer whose slot was replaced meanwhile (a newer generation) is not kept,
-    /// so not counted.
+    /// the limits. An answer whose slot was replaced or let go meanwhile is not kept, so not
+    /// counted.
     fn account(&self, key: &EntryKey, slot: &Slot, size: usize) {
         let mut e = self.entries.lock().unwrap();
         if !e.slots.peek(key).is_some_and(|kept| Arc::ptr_eq(&kept.answer, &slot.answer)) {
             return;
         }
-        slot.size.store(size, Ordering::Relaxed);
+        slot.size.fetch_add(size, Ordering::Relaxed);
         e.bytes += size;
+        self.trim(&mut e);
+    }
+
+    /// Lets go of `slot` (still under `key`) when its answer turned out not to be one to keep: a
+    /// `404` of an id that does not exist, say, must not hold its key (and its room in the
+    /// count of entries) until the least recently used order reaches it.
+    fn forget(&self, key: &EntryKey, slot: &Slot) {
+        let mut e = self.entries.lock().unwrap();
+        if e.slots.peek(key).is_some_and(|kept| Arc::ptr_eq(&kept.answer, &slot.answer)) {
+            e.slots.pop(key);
+            e.bytes -= slot.size.swap(0, Ordering::Relaxed);
+        }
+    }
+
+    fn trim(&self, e: &mut Entries) {
         while e.slots.len() > self.limits.max_entries.max(1) || e.bytes > self.limits.max_bytes {
             let Some((_, old)) = e.slots.pop_lru() else { break };
             e.bytes -= old.size.swap(0, Ordering::Relaxed);
@@ -334,6 +404,20 @@ where
                 return inner.oneshot(Request::from_parts(parts, body)).await;
             };
             let Some(watch) = cache.watch(&scope.topics).await else {
+                // Not followed yet: this answer is computed for this request alone, and, if it
+                // is one to keep, the topics are followed from now on (the next request's
+                // answer is kept).
+                cache.count(Outcome::Passed);
+                let Ok(resp) = inner.oneshot(Request::from_parts(parts, body)).await;
+                return Ok(match keep(resp, cache.limits.max_body).await {
+                    Ok(answer) => {
+                        cache.follow(&scope.topics).await;
+                        answer.response()
+                    }
+                    Err(resp) => resp,
+                });
+            };
+            let Some(watch) = watch else {
                 cache.count(Outcome::Passed);
                 return inner.oneshot(Request::from_parts(parts, body)).await;
             };
@@ -363,7 +447,9 @@ where
             let answer = match answer {
                 Ok(answer) => answer.clone(),
                 Err(resp) => {
-                    // Not one to keep: this request's own answer, passed on as it came.
+                    // Not one to keep: this request's own answer, passed on as it came, and its
+                    // slot let go.
+                    cache.forget(&key, &slot);
                     cache.count(Outcome::Passed);
                     return Ok(resp);
                 }
@@ -373,9 +459,7 @@ where
                 return Ok(not_modified(&answer));
             }
             cache.count(if computing.load(Ordering::Relaxed) { Outcome::Computed } else { Outcome::Hit });
-            let mut resp = Response::new(Body::from(answer.body.clone()));
-            *resp.headers_mut() = answer.headers.clone();
-            Ok(resp)
+            Ok(answer.response())
         })
     }
 }

@@ -77,8 +77,10 @@ async fn read(State(b): State<Backing>, headers: HeaderMap) -> Result<String, St
     Ok(format!("{value} for {team}"))
 }
 
-/// `/data` behind the cache: scope `board`, class from `x-team` (none: not shared).
-fn app(broker: &Broker, limits: CacheLimits) -> (Router, Backing, ResponseCache) {
+/// `/data` behind the cache: scope `board`, class from `x-team` (none: not shared). The
+/// topic is followed from the start (as the demo follows its board), so the first request's
+/// answer is kept.
+async fn app(broker: &Broker, limits: CacheLimits) -> (Router, Backing, ResponseCache) {
     let backing = Backing::default();
     backing.set("v1");
     let cache = ResponseCache::with_limits(broker.clone(), limits);
@@ -90,6 +92,7 @@ fn app(broker: &Broker, limits: CacheLimits) -> (Router, Backing, ResponseCache)
         .route("/data", get(read).layer(layer.clone()))
         .route("/data/{n}", get(read).layer(layer))
         .with_state(backing.clone());
+    cache.follow(&[topic()]).await;
     (router, backing, cache)
 }
 
@@ -131,7 +134,7 @@ fn memory() -> Broker {
 #[tokio::test]
 async fn a_wave_of_requests_computes_the_answer_once_and_a_change_computes_it_again() {
     let broker = memory();
-    let (app, backing, _) = app(&broker, CacheLimits::default());
+    let (app, backing, _) = app(&broker, CacheLimits::default()).await;
     let gate = backing.hold_reads();
     let wave: Vec<_> = (0..50)
         .map(|_| {
@@ -163,7 +166,7 @@ async fn a_wave_of_requests_computes_the_answer_once_and_a_change_computes_it_ag
 #[tokio::test]
 async fn a_refetch_for_an_event_never_gets_an_answer_computed_before_it() {
     let broker = memory();
-    let (app, backing, _) = app(&broker, CacheLimits::default());
+    let (app, backing, _) = app(&broker, CacheLimits::default()).await;
     // A slow read starts before the write and has read the old value.
     let (early, gate) = slow_read(&app, &backing).await;
     // The write lands, and its notification reaches a client, which refetches.
@@ -189,7 +192,7 @@ async fn a_refetch_for_an_event_never_gets_an_answer_computed_before_it() {
 async fn a_cursor_not_yet_seen_here_waits_for_its_event_and_one_never_seen_is_answered_alone() {
     let broker = memory();
     let limits = CacheLimits { wait: Duration::from_millis(300), ..CacheLimits::default() };
-    let (app, backing, _) = app(&broker, limits);
+    let (app, backing, _) = app(&broker, limits).await;
     assert_eq!(get_as(&app, "a").await.body, "v1 for a");
     // A cursor just past the head: the event it names arrives 100 ms later (on another
     // instance, its notification can overtake it).
@@ -238,7 +241,7 @@ async fn a_cursor_not_yet_seen_here_waits_for_its_event_and_one_never_seen_is_an
 #[tokio::test]
 async fn an_answer_is_shared_only_within_its_class_and_a_request_without_one_is_never_cached() {
     let broker = memory();
-    let (app, backing, _) = app(&broker, CacheLimits::default());
+    let (app, backing, _) = app(&broker, CacheLimits::default()).await;
     assert_eq!(get_as(&app, "acme").await.body, "v1 for acme");
     assert_eq!(get_as(&app, "acme").await.body, "v1 for acme");
     assert_eq!(backing.calls(), 1, "positive control: the class shares its answer");
@@ -253,7 +256,7 @@ async fn an_answer_is_shared_only_within_its_class_and_a_request_without_one_is_
 #[tokio::test]
 async fn a_browser_that_holds_the_answer_gets_304_until_the_content_changes() {
     let broker = memory();
-    let (app, backing, _) = app(&broker, CacheLimits::default());
+    let (app, backing, _) = app(&broker, CacheLimits::default()).await;
     let first = get_as(&app, "a").await;
     let etag = first.headers.get("etag").expect("an ETag").to_str().unwrap().to_owned();
     assert!(etag.starts_with("W/\""), "{etag}");
@@ -277,14 +280,17 @@ async fn a_browser_that_holds_the_answer_gets_304_until_the_content_changes() {
 #[tokio::test]
 async fn an_answer_that_finishes_after_a_newer_one_is_not_counted_as_kept() {
     let broker = memory();
-    let (app, backing, cache) = app(&broker, CacheLimits::default());
+    let (app, backing, cache) = app(&broker, CacheLimits::default()).await;
     let (slow, gate) = slow_read(&app, &backing).await;
     backing.set("v2");
     publish(&broker).await;
     assert_eq!(get_as(&app, "a").await.body, "v2 for a");
     gate.notify_waiters();
     assert_eq!(slow.await.unwrap(), "v1 for a");
-    assert_eq!(cache.size(), (1, "v2 for a".len()), "only the newer answer is kept and counted");
+    let (entries, bytes) = cache.size();
+    let body = "v2 for a".len();
+    assert_eq!(entries, 1, "only the newer answer is kept");
+    assert!((body + "/data".len()..body + 1024).contains(&bytes), "and counted once, with its key: {bytes}");
 }
 
 #[tokio::test]
@@ -292,6 +298,7 @@ async fn an_answer_meant_for_its_requester_alone_is_never_shared() {
     use axum::http::{header, HeaderValue};
     let broker = memory();
     let cache = ResponseCache::new(broker.clone());
+    cache.follow(&[topic()]).await;
     let calls = Arc::new(AtomicUsize::new(0));
     let route = |name: header::HeaderName, value: &'static str| {
         let calls = calls.clone();
@@ -336,7 +343,7 @@ async fn an_answer_meant_for_its_requester_alone_is_never_shared() {
 async fn failures_are_not_kept_and_the_cache_stays_within_its_bounds() {
     let broker = memory();
     let limits = CacheLimits { max_entries: 2, ..CacheLimits::default() };
-    let (app, backing, cache) = app(&broker, limits);
+    let (app, backing, cache) = app(&broker, limits).await;
     backing.set("fail");
     assert_eq!(get_as(&app, "a").await.status, StatusCode::SERVICE_UNAVAILABLE);
     backing.set("v1");
@@ -345,5 +352,30 @@ async fn failures_are_not_kept_and_the_cache_stays_within_its_bounds() {
         assert_eq!(get_with(&app, &format!("/data/{n}"), &[("x-team", "a")]).await.status, StatusCode::OK);
     }
     assert_eq!(cache.size().0, 2, "at most max_entries kept");
-    assert_eq!(cache.size().1, 2 * "v1 for a".len());
+    let (body, bytes) = ("v1 for a".len(), cache.size().1);
+    assert!((2 * body + 2 * "/data/4".len()..2 * body + 1024).contains(&bytes), "bodies and keys counted: {bytes}");
+}
+
+#[tokio::test]
+async fn keys_count_in_the_byte_bound_and_an_answer_not_kept_leaves_nothing() {
+    let broker = memory();
+    let limits = CacheLimits { max_bytes: 64 * 1024, ..CacheLimits::default() };
+    let (app, backing, cache) = app(&broker, limits).await;
+    // A thousand answers of a few bytes under keys of 4 KB each: the keys fill the bound.
+    let pad = "k".repeat(4096);
+    for n in 0..1000 {
+        assert_eq!(get_with(&app, &format!("/data/{n}?pad={pad}"), &[("x-team", "a")]).await.status, StatusCode::OK);
+    }
+    let (entries, bytes) = cache.size();
+    assert!(bytes <= 64 * 1024, "{bytes} bytes kept over a bound of 64 KiB");
+    assert!((1..=16).contains(&entries), "{entries} answers of 4 KB keys within 64 KiB");
+    // Answers that are not kept (a failure, whatever its query) leave no slot behind.
+    backing.set("fail");
+    for n in 0..1000 {
+        let path = format!("/data/x{n}?pad={pad}");
+        assert_eq!(get_with(&app, &path, &[("x-team", "b")]).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    // (A new slot makes room for its key at once, so a kept answer may have gone for it.)
+    assert!(cache.size().0 <= entries, "slots of answers not kept stayed: {:?}", cache.size());
+    assert!(cache.size().1 <= bytes);
 }
