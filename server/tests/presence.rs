@@ -147,6 +147,55 @@ async fn a_silent_instances_members_are_swept_out_by_the_others(cfg) {
 }
 }
 
+on_backends! {
+[redis, redis_cluster]
+// Redis loses every presence key (as a flush or a restart without persistence does), and a
+// join on instance A comes before A's next report: that join lists A again, and A must still
+// learn that it was swept and join bob again (before, its report found it listed and bob
+// vanished from Redis and from instance B for good).
+async fn after_redis_loses_presence_a_join_in_the_window_does_not_hide_the_loss(cfg) {
+    let cfg = sse_notify_axum::SseConfig { presence_ttl: Duration::from_secs(3), ..cfg };
+    let a = TestServer::demo(cfg.clone()).await;
+    let b = a.another(cfg).await.expect("two instances");
+    let (alice, bob, carol) = (crm_sign_in(&b, 1).await, crm_sign_in(&a, 2).await, crm_sign_in(&a, 3).await);
+    let mut alice_sees = Seen::open(&b, &alice, THREAD).await;
+    let _bob_on_a = Seen::open(&a, &bob, THREAD).await;
+    alice_sees.until(&["alice", "bob"]).await;
+
+    let mut conn = a.sse.broker().redis_connection().unwrap();
+    let instances: Vec<String> =
+        redis::cmd("ZRANGE").arg("sse-presence-alive/{sse}").arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    assert_eq!(instances.len(), 2, "both instances report");
+    let mut lost = vec![
+        "sse-presence-alive/{sse}".to_owned(),
+        format!("sse-presence/{{sse}}/{THREAD}"),
+        format!("sse-presence-count/{{sse}}/{THREAD}"),
+    ];
+    lost.extend(instances.iter().map(|i| format!("sse-presence-owned/{{sse}}/{i}")));
+    let _: i64 = redis::cmd("DEL").arg(&lost).query_async(&mut conn).await.unwrap();
+    let _carol_on_a = Seen::open(&a, &carol, THREAD).await;
+
+    // Within the TTL and a third (plus scheduling), everyone is back in Redis (B's own view
+    // never lost bob: no leave was sent), and an instance that loads the topic now sees them.
+    let key = format!("sse-presence/{{sse}}/{THREAD}");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut stored: Vec<String> = Vec::new();
+    while Instant::now() < deadline {
+        stored = redis::cmd("HKEYS").arg(&key).query_async(&mut conn).await.unwrap();
+        if stored.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stored.sort();
+    assert_eq!(stored, ["1", "2", "3"], "every member is back in Redis (ids of alice, bob, carol)");
+    let c = a.another(sse_notify_axum::SseConfig { presence_ttl: Duration::from_secs(3), ..a.sse.config().clone() }).await;
+    let mut fresh = Seen::open(c.as_ref().unwrap(), &alice, THREAD).await;
+    fresh.until(&["alice", "bob", "carol"]).await;
+    alice_sees.until(&["alice", "bob", "carol"]).await;
+}
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_whose_access_is_withdrawn_leaves_and_sees_no_more() {
     let quick =
@@ -166,6 +215,32 @@ async fn a_user_whose_access_is_withdrawn_leaves_and_sees_no_more() {
     assert!(bob_sees.sse.ended_within(Duration::from_secs(10)).await, "his stream is closed: he sees no more");
     carol_sees.until(&["carol"]).await;
     assert_eq!(metric_value(&app.metrics().await, "sse_presence_members"), Some(1.0));
+}
+
+on_both_backends! {
+// bob follows the public board signed in, then signs out: the board stays open to him as a
+// watcher, so authorization alone keeps his stream; the re-check decides presence again, and
+// he leaves within its interval (before, he stayed listed for as long as the stream lived).
+async fn a_member_who_signs_out_leaves_a_topic_still_open_to_him(cfg) {
+    let quick =
+        server::app::DemoConfig { recheck: Duration::from_secs(1), ..server::app::DemoConfig::new(test_session_key()) };
+    let app = TestServer::demo_with(cfg, quick).await;
+    let (bob, carol) = (crm_sign_in(&app, 2).await, crm_sign_in(&app, 3).await);
+    let mut carol_sees = Seen::open(&app, &carol, "tasks").await;
+    carol_sees.until(&["carol"]).await;
+    let _bob_board = Seen::open(&app, &bob, "tasks").await;
+    carol_sees.until(&["bob", "carol"]).await;
+    let resp = http().post(app.url(client::app::crm::api::SignOut::PATH)).header("cookie", &bob).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let signed_out = Instant::now();
+    carol_sees.until_seen(Duration::from_secs(6), "bob gone", |s| s.names() == ["carol"]).await;
+    assert!(signed_out.elapsed() < Duration::from_secs(4), "bob left {:?} after signing out", signed_out.elapsed());
+    // A new stream's state agrees, and bob's cookie now opens the board as a watcher.
+    let mut fresh = Seen::open(&app, "", "tasks").await;
+    fresh.until(&["carol"]).await;
+    let mut bob_again = Seen::open(&app, &bob, "tasks").await;
+    bob_again.until(&["carol"]).await;
+}
 }
 
 /// alice watching the thread on `watcher`, and bob on it through the server process `other`:

@@ -179,9 +179,11 @@ impl SseEndpoint {
         self
     }
 
-    /// Runs `authorize` again for every open stream this often; a stream whose check now says
-    /// no is closed (its reconnect then gets 403). A user removed from a team stops receiving
-    /// within `every`. One shared ticker drives all streams.
+    /// Runs `authorize` and the [`SseEndpoint::presence`] hook again for every open stream this
+    /// often; a stream whose check now says no, or whose presence changed (a member who signed
+    /// out, on a topic still open to watchers), is closed: its reconnect then gets 403, or is
+    /// decided afresh, and its member leaves. A user removed from a team stops receiving, and is
+    /// no longer listed, within `every`. One shared ticker drives all streams.
     pub fn recheck_authorization(mut self, every: Duration) -> Self {
         self.recheck = Some(every);
         self
@@ -254,7 +256,8 @@ impl SseEndpoint {
                 Signals::HEARTBEAT
             });
         }
-        if let (Some(every), Some(_)) = (endpoint.endpoint.recheck, &endpoint.endpoint.authorize) {
+        let decides = endpoint.endpoint.authorize.is_some() || endpoint.endpoint.presence.is_some();
+        if let (Some(every), true) = (endpoint.endpoint.recheck, decides) {
             spawn_ticker(&endpoint, every, |_| Signals::RECHECK);
         }
         get(move |req: Request| {
@@ -305,9 +308,14 @@ impl Prepared {
             Some(who) => presence_of(who.as_ref(), &parts, &topics).await,
             None => Vec::new(),
         };
-        let recheck = match (&ep.authorize, ep.recheck) {
-            (Some(check), Some(_)) => Some(Recheck { check: check.clone(), parts, running: None }),
-            _ => None,
+        let recheck = match (&ep.authorize, &ep.presence, ep.recheck) {
+            (None, None, _) | (_, _, None) => None,
+            (check, who, Some(_)) => Some(Recheck {
+                check: check.clone(),
+                presence: who.clone().map(|who| (who, PresenceVerdict::of(&presence))),
+                parts,
+                running: None,
+            }),
         };
         if *ep.broker.closing().borrow() {
             return Err(ApiError::unavailable("shutting_down", "the server is shutting down; reconnect"));
@@ -508,11 +516,28 @@ fn spawn_ticker(endpoint: &Arc<Prepared>, every: Duration, tick: fn(&Prepared) -
     });
 }
 
-/// A stream's periodic re-authorization.
+/// A stream's periodic re-authorization: `authorize` again for every topic, and the presence
+/// hook again, whose verdict must be the one the stream opened with (a member who signed out is
+/// no longer listed, even on a topic still open to them as a watcher). Either change closes the
+/// stream; EventSource reconnects, and the new stream is decided afresh (its presence state
+/// included), while the member the old one held leaves with it.
 struct Recheck {
-    check: Arc<AuthorizeFn>,
+    check: Option<Arc<AuthorizeFn>>,
+    presence: Option<(Arc<PresenceFn>, PresenceVerdict)>,
     parts: Arc<Parts>,
     running: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+}
+
+/// What the presence hook said of a stream: per topic with presence, the member id it is
+/// listed as (`None`: watching). Only ids count: a member's shown fields may change without
+/// closing streams.
+#[derive(Clone, PartialEq, Eq)]
+struct PresenceVerdict(Vec<(Topic, Option<String>)>);
+
+impl PresenceVerdict {
+    fn of(present: &[(Topic, Option<Member>)]) -> Self {
+        Self(present.iter().map(|(t, m)| (t.clone(), m.as_ref().map(|m| m.id.clone()))).collect())
+    }
 }
 
 impl Recheck {
@@ -520,12 +545,24 @@ impl Recheck {
     fn start(&mut self, topics: &[Topic]) {
         if self.running.is_none() {
             let (check, parts, topics) = (self.check.clone(), self.parts.clone(), topics.to_vec());
-            self.running =
-                Some(Box::pin(async move { first_refused(check.as_ref(), &parts, &topics).await.is_none() }));
+            let presence = self.presence.clone();
+            self.running = Some(Box::pin(async move {
+                if let Some(check) = check {
+                    if first_refused(check.as_ref(), &parts, &topics).await.is_some() {
+                        return false;
+                    }
+                }
+                match presence {
+                    Some((who, verdict)) => {
+                        PresenceVerdict::of(&presence_of(who.as_ref(), &parts, &topics).await) == verdict
+                    }
+                    None => true,
+                }
+            }));
         }
     }
 
-    /// Ready(false) once a check has refused a topic.
+    /// Ready(false) once a check has refused a topic or found the stream's presence changed.
     fn poll_allowed(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         let Some(running) = &mut self.running else { return Poll::Pending };
         match running.as_mut().poll(cx) {
@@ -580,7 +617,7 @@ impl Stream for EventBody {
                 recheck.start(this.events.topics());
             }
             if let Poll::Ready(false) = recheck.poll_allowed(cx) {
-                tracing::info!(topics = ?this.events.topics(), "authorization revoked; closing the stream");
+                tracing::info!(topics = ?this.events.topics(), "authorization or presence changed; closing the stream");
                 this.done = true;
                 return Poll::Ready(None);
             }

@@ -30,11 +30,14 @@ use crate::broker::{random_epoch, unix_ms};
 pub(super) const MESSAGE_START: &[u8] = b"presence\n";
 
 /// KEYS: members, counts, owned, alive. ARGV: instance, topic, member id, member JSON, deadline
-/// ms, publish command, channel, message. Returns the member's number of instances.
+/// ms, publish command, channel, message. Returns {1 if this instance was not listed (it was
+/// swept, or Redis lost it), the member's number of instances}: a join lists the instance
+/// again, so it must say so, or the instance's next report would find itself listed and never
+/// join again the members Redis lost.
 const JOIN_SCRIPT: &str = r#"
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+local absent = redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 if redis.call('HSETNX', KEYS[3], ARGV[2] .. '\n' .. ARGV[3], '1') == 0 then
-  return 0
+  return {absent, 0}
 end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 local shown = redis.call('HGET', KEYS[1], ARGV[3])
@@ -42,7 +45,7 @@ redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
 if n == 1 or shown ~= ARGV[4] then
   redis.call(ARGV[6], ARGV[7], ARGV[8])
 end
-return n
+return {absent, n}
 "#;
 
 /// KEYS: members, counts, owned. ARGV: instance, topic, member id, publish command, channel,
@@ -106,6 +109,8 @@ pub(super) struct RedisPresence {
     settling: tokio::sync::Mutex<()>,
     /// Changes spawned and not done yet (shutdown waits for them).
     pending: std::sync::atomic::AtomicUsize,
+    /// Whether a join of this instance has listed it in Redis yet.
+    listed: std::sync::atomic::AtomicBool,
 }
 
 impl RedisPresence {
@@ -128,6 +133,7 @@ impl RedisPresence {
             retry: Mutex::default(),
             settling: tokio::sync::Mutex::new(()),
             pending: std::sync::atomic::AtomicUsize::new(0),
+            listed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -187,7 +193,8 @@ impl RedisPresence {
         }
     }
 
-    async fn join(&self, topic: &str, member: &Member) -> Result<(), String> {
+    /// Joins `member` on `topic`; whether this instance had been swept out (see `JOIN_SCRIPT`).
+    async fn join(&self, topic: &str, member: &Member) -> Result<bool, String> {
         let message = Self::message(&PresenceFrame::Join { topic: topic.to_owned(), member: member.clone() });
         let mut inv = self.scripts[0].prepare_invoke();
         inv.key(self.members_key(topic)).key(self.counts_key(topic)).key(self.owned_key()).key(self.alive_key());
@@ -196,7 +203,10 @@ impl RedisPresence {
         inv.arg(unix_ms() + self.ttl.as_millis() as u64).arg(self.fanout.publish_command());
         inv.arg(self.keys.channel(topic)).arg(message);
         let mut conn = self.conn.clone();
-        inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| self.explain(e))
+        let (absent, _instances): (i64, i64) = inv.invoke_async(&mut conn).await.map_err(|e| self.explain(e))?;
+        // The instance's very first join lists it for the first time: nothing was lost then.
+        let listed_before = self.listed.swap(true, std::sync::atomic::Ordering::AcqRel);
+        Ok(absent == 1 && listed_before)
     }
 
     async fn leave(&self, topic: &str, id: &str) -> Result<(), String> {
@@ -226,16 +236,26 @@ impl RedisPresence {
     }
 
     /// Joins or leaves as the book says now (a change that failed, or this instance's whole
-    /// membership after it was swept).
-    async fn settle(&self, topic: &str, id: &str) {
+    /// membership after it was swept); whether a join found this instance swept out.
+    async fn settle(&self, topic: &str, id: &str) -> bool {
         let _one_at_a_time = self.settling.lock().await;
         let done = match self.book.here_as(topic, id) {
             Some(member) => self.join(topic, &member).await,
-            None => self.leave(topic, id).await,
+            None => self.leave(topic, id).await.map(|()| false),
         };
-        if let Err(e) = done {
+        done.unwrap_or_else(|e| {
             tracing::warn!(topic, member = id, error = %e, "presence change failed; trying again at the next report");
             self.retry.lock().unwrap().push((topic.to_owned(), id.to_owned()));
+            false
+        })
+    }
+
+    /// Joins every member this instance holds again, after finding it was swept out (by a
+    /// report, or by a join: whichever came first after the loss).
+    async fn rejoin_all(&self) {
+        tracing::warn!("this instance's presence was swept out (it stalled, or Redis lost it); joining again");
+        for (topic, member) in self.book.here() {
+            self.settle(&topic, &member.id).await;
         }
     }
 
@@ -253,7 +273,9 @@ impl RedisPresence {
         let (this, topic) = (self.clone(), topic.to_owned());
         self.pending.fetch_add(1, Ordering::AcqRel);
         spawn(async move {
-            this.settle(&topic, &id).await;
+            if this.settle(&topic, &id).await {
+                this.rejoin_all().await;
+            }
             this.pending.fetch_sub(1, Ordering::AcqRel);
         });
     }
@@ -278,15 +300,13 @@ impl RedisPresence {
                 let Some(this) = this.upgrade() else { return };
                 match this.report().await {
                     Ok(swept) => {
-                        let mut again: Vec<(String, String)> = std::mem::take(&mut *this.retry.lock().unwrap());
-                        if swept {
-                            tracing::warn!(
-                                "this instance's presence was swept out (it stalled, or Redis lost it); joining again"
-                            );
-                            again.extend(this.book.here().into_iter().map(|(t, m)| (t, m.id)));
-                        }
+                        let again: Vec<(String, String)> = std::mem::take(&mut *this.retry.lock().unwrap());
+                        let mut swept_by_join = false;
                         for (topic, id) in again {
-                            this.settle(&topic, &id).await;
+                            swept_by_join |= this.settle(&topic, &id).await;
+                        }
+                        if swept || swept_by_join {
+                            this.rejoin_all().await;
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "presence report to Redis failed"),
