@@ -408,11 +408,15 @@ where
                 // is one to keep, the topics are followed from now on (the next request's
                 // answer is kept).
                 cache.count(Outcome::Passed);
+                let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
                 let Ok(resp) = inner.oneshot(Request::from_parts(parts, body)).await;
                 return Ok(match keep(resp, cache.limits.max_body).await {
                     Ok(answer) => {
                         cache.follow(&scope.topics).await;
-                        answer.response()
+                        match if_none_match {
+                            Some(tag) if etag_matches(&tag, &answer.etag) => not_modified(&answer),
+                            _ => answer.response(),
+                        }
                     }
                     Err(resp) => resp,
                 });
