@@ -31,11 +31,59 @@ async fn the_demo_runs_on_a_cluster_and_a_prefix_stays_on_its_shard() {
             redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg("{sse}/tasks").query(&mut conn).unwrap();
         let log: i64 = redis::cmd("EXISTS").arg("sse-log/{sse}").query(&mut conn).unwrap_or(0);
         if node.port == owner {
-            assert_eq!((subscribers[0].1, log), (1, 1), "the owner holds the log and the subscription");
+            // One subscription per instance: a's for its stream and both for the board list's
+            // cache, which the demo follows from the start.
+            assert_eq!((subscribers[0].1, log), (2, 1), "the owner holds the log and the subscriptions");
         } else {
             assert_eq!(subscribers[0].1, 0, "node {} holds no subscriber of the prefix", node.port);
         }
     }
+}
+
+/// Closing streams unsubscribes their channels (SUNSUBSCRIBE); the shard's confirmation of that
+/// is not a slot move (each once counted as a reconnect and made the instance resubscribe every
+/// channel, catch up from the log and reload presence). A real slot move still is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_streams_is_not_a_reconnect_and_a_slot_move_still_is() {
+    let set = ClusterSet::start();
+    let app = TestServer::demo(set.config()).await;
+    let reconnects = || metric_value(&app.sse.render_metrics(), "sse_redis_reconnects_total").unwrap_or(0.0);
+    let mut board = SseClient::subscribe(&app.base, "tasks").await.started().await;
+    let before = reconnects();
+    for n in 0..50 {
+        let stream = SseClient::subscribe(&app.base, &format!("task:{}", 9000 + n)).await.started().await;
+        drop(stream);
+        // The channel is let go once the stream's end reaches the hub.
+        let channel = format!("{{sse}}/task:{}", 9000 + n);
+        let owner = set.owner_of("sse-log/{sse}").unwrap();
+        let node = set.nodes.iter().find(|n| n.port == owner).unwrap();
+        let gone = eventually(std::time::Duration::from_secs(5), || {
+            let mut conn = node.client().get_connection().unwrap();
+            let subs: Vec<(String, i64)> =
+                redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(&channel).query(&mut conn).unwrap();
+            subs[0].1 == 0
+        })
+        .await;
+        assert!(gone, "{channel} was not unsubscribed");
+    }
+    // The pushes of those unsubscriptions have been read once an event goes through after them.
+    let created = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": "after"})).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(board.expect_event().await.event, "task:created");
+    assert_eq!(reconnects(), before, "closing 50 streams counted as reconnects");
+
+    // Positive control: the prefix's slot moves, and the instance follows it (counted once).
+    let moved = tokio::task::spawn_blocking(move || {
+        let (from, to) = set.migrate_slot_of("sse-log/{sse}");
+        (set, from, to)
+    })
+    .await
+    .unwrap();
+    assert_ne!(moved.1, moved.2);
+    assert!(eventually(std::time::Duration::from_secs(15), || reconnects() > before).await, "a slot move is followed");
+    let created = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": "moved"})).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(board.expect_event().await.event, "task:created", "live again on the slot's new shard");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,6 +55,9 @@ pub(super) async fn subscriber_loop(
     let mut delivered = Delivered { log: start.0, position: start.1 };
     // Channels whose first confirmation came: a later one is a resubscription.
     let mut confirmed: HashSet<Vec<u8>> = HashSet::new();
+    // Channels this instance unsubscribed itself (its last stream closed, a watch let go),
+    // whose `sunsubscribe` push is still to come: that push is not a slot move.
+    let mut leaving: HashSet<Vec<u8>> = HashSet::new();
     let (mut resubscribe, mut behind) = (false, false);
     let mut retry = tokio::time::interval(RETRY);
     loop {
@@ -80,7 +83,12 @@ pub(super) async fn subscriber_loop(
                             behind = true;
                         }
                     }
-                    PushKind::Disconnection | PushKind::SUnsubscribe => resubscribe = true,
+                    PushKind::SUnsubscribe => {
+                        let ours = matches!(push.data.first(), Some(Value::BulkString(c)) if leaving.remove(c));
+                        // A shard that lost the slot unsubscribes its channels itself.
+                        resubscribe |= !ours;
+                    }
+                    PushKind::Disconnection => resubscribe = true,
                     _ => {}
                 }
             }
@@ -95,8 +103,11 @@ pub(super) async fn subscriber_loop(
                 }
                 Some(Control::Unsubscribe(channel)) => {
                     confirmed.remove(channel.as_bytes());
-                    if let Err(e) = subscriptions.sunsubscribe(&channel).await {
-                        tracing::warn!(channel, error = %e, "redis SUNSUBSCRIBE failed");
+                    match subscriptions.sunsubscribe(&channel).await {
+                        Ok(()) => {
+                            leaving.insert(channel.into_bytes());
+                        }
+                        Err(e) => tracing::warn!(channel, error = %e, "redis SUNSUBSCRIBE failed"),
                     }
                 }
                 Some(Control::LoadPresence(topic)) => super::presence::load(&presence, &topic).await,
