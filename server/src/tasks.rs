@@ -21,15 +21,7 @@ pub fn routes(broker: Broker, store: TaskStore, cache: Option<ResponseCache>) ->
     let deleted = PublishLayer::typed(broker, |ctx| ctx.id("id").map(|id| TaskEvent::Deleted { id }));
     let (list, read) = match cache {
         Some(cache) => (
-            {
-                // Every page reads the board's list at once: followed from the start, so that
-                // even the first wave computes it once (other topics are followed once one of
-                // their answers is kept).
-                let cache = cache.clone();
-                tokio::spawn(async move { cache.follow(&[TaskEvent::board_topic()]).await });
-                get(list)
-            }
-            .layer(cache.layer(|_| async { Some(CacheScope::public([TaskEvent::board_topic()])) })),
+            get(list).layer(cache.layer(|_| async { Some(CacheScope::public([TaskEvent::board_topic()])) })),
             get(read).layer(cache.layer(|parts| {
                 // `/api/tasks/{id}` changes with `task:{id}`; an id that is not one is the
                 // handler's 400.

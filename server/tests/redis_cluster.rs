@@ -31,9 +31,7 @@ async fn the_demo_runs_on_a_cluster_and_a_prefix_stays_on_its_shard() {
             redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg("{sse}/tasks").query(&mut conn).unwrap();
         let log: i64 = redis::cmd("EXISTS").arg("sse-log/{sse}").query(&mut conn).unwrap_or(0);
         if node.port == owner {
-            // One subscription per instance: a's for its stream and both for the board list's
-            // cache, which the demo follows from the start.
-            assert_eq!((subscribers[0].1, log), (2, 1), "the owner holds the log and the subscriptions");
+            assert_eq!((subscribers[0].1, log), (1, 1), "the owner holds the log and the subscription");
         } else {
             assert_eq!(subscribers[0].1, 0, "node {} holds no subscriber of the prefix", node.port);
         }
