@@ -12,8 +12,10 @@ use sse_notify_core::presence::{Members, PresenceFrame};
 
 const THREAD: &str = "comment_thread:1";
 
+/// A stream on `topics` that asks their presence (`&presence=`).
 async fn stream(app: &TestServer, cookie: &str, topics: &str) -> SseClient {
-    SseClient::open_with(streaming().get(app.url(&format!("/events?topic={topics}"))).header("cookie", cookie)).await
+    let url = app.url(&format!("/events?topic={topics}&presence={topics}"));
+    SseClient::open_with(streaming().get(url).header("cookie", cookie)).await
 }
 
 /// What a stream has been told of one topic's presence.
@@ -108,6 +110,83 @@ async fn bob_and_carol_see_each_other_and_dave_sees_neither(a: &TestServer, b: &
     assert_eq!(leaves.len(), 1, "only carol left: {leaves:?}");
     drop(bob_again);
     alice_sees.until(&["alice"]).await;
+}
+
+on_both_backends! {
+// Presence is asked for, not pushed: bob's stream on the thread that does not ask gets no
+// presence frame and lists him nowhere, while carol's, which asks, sees only herself; the
+// topic's events reach both. (Before, every stream of a presence topic got every frame, and
+// every signed-in stream was a member.)
+async fn a_stream_that_does_not_ask_for_presence_gets_none_and_is_not_listed(cfg) {
+    let app = TestServer::demo(cfg).await;
+    let (bob, carol) = (crm_sign_in(&app, 2).await, crm_sign_in(&app, 3).await);
+    let mut bob_plain = SseClient::open_with(
+        streaming().get(app.url(&format!("/events?topic={THREAD}"))).header("cookie", &bob),
+    )
+    .await;
+    assert_eq!(bob_plain.status, 200);
+    let mut carol_sees = Seen::open(&app, &carol, THREAD).await;
+    carol_sees.until(&["carol"]).await;
+    let added = http()
+        .post(app.url(client::app::crm::api::AddComment::PATH))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &carol)
+        .body("thread=1&text=hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+    let mut names = Vec::new();
+    while !names.iter().any(|n: &String| n == "comment:created") {
+        let e = bob_plain.next_any(Duration::from_secs(5)).await.expect("the comment reaches bob's stream");
+        names.push(e.event);
+    }
+    assert!(names.iter().all(|n| !n.starts_with("presence:")), "bob asked for no presence: {names:?}");
+    // A new stream's state after the same event: still only carol (bob would be listed first).
+    let mut fresh = Seen::open(&app, &carol, THREAD).await;
+    fresh.until(&["carol"]).await;
+    assert!(matches!(&fresh.frames[0], PresenceFrame::State { members, .. } if members.len() == 1), "{:?}", fresh.frames);
+    drop(carol_sees);
+    let bad = http().get(app.url(&format!("/events?topic={THREAD}&presence=a%20b"))).header("cookie", &bob).send().await;
+    assert_eq!(error_code(bad.unwrap(), 400).await, "invalid_topic");
+}
+}
+
+on_both_backends! {
+// A resumed stream that asks presence gets its replay, then `presence:state`, then what is
+// live, in that order (the contract's words).
+async fn a_resumed_stream_gets_its_replay_then_the_state_then_live_events(cfg) {
+    let app = TestServer::demo(cfg).await;
+    let carol = crm_sign_in(&app, 3).await;
+    let mut first = Seen::open(&app, &carol, "tasks").await;
+    first.until(&["carol"]).await;
+    let cursor = first.sse.cursor();
+    drop(first);
+    for title in ["one", "two"] {
+        let made = http().post(app.url("/api/tasks")).json(&serde_json::json!({ "title": title })).send().await.unwrap();
+        assert_eq!(made.status(), 201);
+    }
+    let url = app.url("/events?topic=tasks&presence=tasks");
+    let mut resumed =
+        SseClient::open_with(streaming().get(url).header("cookie", &carol).header("last-event-id", cursor)).await;
+    let mut names = Vec::new();
+    while names.len() < 3 {
+        let e = resumed.next_any(Duration::from_secs(5)).await.expect("a frame");
+        if e.event != "heartbeat" && !e.event.is_empty() {
+            names.push(e.event);
+        }
+    }
+    assert_eq!(names, ["task:created", "task:created", "presence:state"], "replay first, then the state");
+    let made = http().post(app.url("/api/tasks")).json(&serde_json::json!({ "title": "live" })).send().await.unwrap();
+    assert_eq!(made.status(), 201);
+    let next = loop {
+        let e = resumed.next_any(Duration::from_secs(5)).await.expect("the live event");
+        if !e.event.starts_with("presence:") && e.event != "heartbeat" {
+            break e.event;
+        }
+    };
+    assert_eq!(next, "task:created");
+}
 }
 
 on_every_backend! {
@@ -250,9 +329,10 @@ async fn alice_sees_bob_through(watcher: &TestServer, other: &process::ServerPro
     let mut alice_sees = Seen::open(watcher, &alice, THREAD).await;
     alice_sees.until(&["alice"]).await;
     let bob = other.sign_in(2).await;
-    let bob_sees =
-        SseClient::open_with(streaming().get(format!("{}/events?topic={THREAD}", other.base)).header("cookie", &bob))
-            .await;
+    let bob_sees = SseClient::open_with(
+        streaming().get(format!("{}/events?topic={THREAD}&presence={THREAD}", other.base)).header("cookie", &bob),
+    )
+    .await;
     assert_eq!(bob_sees.status, 200);
     alice_sees.until(&["alice", "bob"]).await;
     (alice_sees, bob_sees)

@@ -14,8 +14,17 @@ use sse_notify_core::Topic;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
 pub(crate) enum TabMessage {
-    /// A follower's subscriptions (sent on change and every 20 s).
-    Want { tab: String, topics: Vec<Topic>, names: Vec<String>, since: Option<String> },
+    /// A follower's subscriptions (sent on change and every 20 s): its topics, event names, the
+    /// topics whose presence it shows (absent from a tab of an older version: none), and its
+    /// cursor.
+    Want {
+        tab: String,
+        topics: Vec<Topic>,
+        names: Vec<String>,
+        #[serde(default)]
+        presence: Vec<Topic>,
+        since: Option<String>,
+    },
     /// A follower is leaving (its page is hidden for good).
     Bye { tab: String },
     /// A tab has just become the leader: followers announce themselves again.

@@ -54,6 +54,9 @@ pub(crate) struct HubKey {
 struct StreamKey {
     topics: BTreeSet<Topic>,
     names: BTreeSet<String>,
+    /// The topics whose presence some subscriber shows: the stream asks the server for their
+    /// presence (`&presence=`), and gets none for the others.
+    presence: BTreeSet<Topic>,
 }
 
 /// This tab's part in the browser's one stream.
@@ -71,6 +74,7 @@ enum Role {
 struct Peer {
     topics: BTreeSet<Topic>,
     names: BTreeSet<String>,
+    presence: BTreeSet<Topic>,
     since: Option<String>,
     seen_ms: f64,
 }
@@ -99,7 +103,7 @@ struct Hub {
     /// The other tabs' subscriptions (the leader's view).
     peers: BTreeMap<String, Peer>,
     /// What this tab last told the leader it wants (a follower's view).
-    announced: Option<(Vec<Topic>, Vec<String>)>,
+    announced: Option<StreamKey>,
     /// Who is on each topic with presence, as the stream's `presence:*` frames said.
     presence: HashMap<String, Members>,
     /// Moves whenever `presence` changes (what `use_presence` tracks).
@@ -127,12 +131,14 @@ impl Hub {
         }
     }
 
-    /// This tab's own topics and event names.
-    fn own_want(&self) -> (BTreeSet<Topic>, BTreeSet<String>) {
-        (
-            self.subscribers.values().map(|s| s.topic.clone()).collect(),
-            self.subscribers.values().flat_map(|s| s.names.iter().map(|n| n.to_string())).collect(),
-        )
+    /// This tab's own topics, event names and presence topics.
+    fn own_want(&self) -> StreamKey {
+        let shows_presence = |s: &&Subscriber| s.names.contains(&PRESENCE_STATE_EVENT);
+        StreamKey {
+            topics: self.subscribers.values().map(|s| s.topic.clone()).collect(),
+            names: self.subscribers.values().flat_map(|s| s.names.iter().map(|n| n.to_string())).collect(),
+            presence: self.subscribers.values().filter(shows_presence).map(|s| s.topic.clone()).collect(),
+        }
     }
 
     fn send(&self, msg: &TabMessage) {
@@ -257,17 +263,18 @@ fn on_tick(key: &HubKey) {
 fn on_tab_message(key: &HubKey, msg: TabMessage) {
     let role = with_hub(key, |hub| hub.role);
     match (role, msg) {
-        (Role::Leader, TabMessage::Want { tab, topics, names, since }) => {
+        (Role::Leader, TabMessage::Want { tab, topics, names, presence, since }) => {
             let peer = Peer {
                 topics: topics.into_iter().collect(),
                 names: names.into_iter().collect(),
+                presence: presence.into_iter().collect(),
                 since,
                 seen_ms: tabs::now_ms(),
             };
             with_hub(key, |hub| {
                 // Presence the stream already has: a tab that joins it gets the state now (the
                 // server sends it when the stream opens, which may have been long ago).
-                for topic in &peer.topics {
+                for topic in &peer.presence {
                     if let Some(members) = hub.presence.get(topic.as_str()) {
                         let state = PresenceFrame::State { topic: topic.to_string(), members: members.list() };
                         hub.send(&TabMessage::Frame {
@@ -372,18 +379,18 @@ fn schedule_sync(key: &HubKey) {
 fn sync(key: &HubKey) {
     let status = with_hub(key, |hub| {
         hub.sync_scheduled = false;
-        let (mut topics, mut names) = hub.own_want();
+        let mut wanted = hub.own_want();
         if hub.role == Role::Follower {
             // The leader holds the stream: tell it what this tab wants, when that changes.
-            let want = (topics.into_iter().collect(), names.into_iter().collect());
-            if hub.announced.as_ref() != Some(&want) {
+            if hub.announced.as_ref() != Some(&wanted) {
                 hub.send(&TabMessage::Want {
                     tab: hub.tab.clone(),
-                    topics: want.0.clone(),
-                    names: want.1.clone(),
+                    topics: wanted.topics.iter().cloned().collect(),
+                    names: wanted.names.iter().cloned().collect(),
+                    presence: wanted.presence.iter().cloned().collect(),
                     since: hub.last_event_id.clone(),
                 });
-                hub.announced = Some(want);
+                hub.announced = Some(wanted);
             }
             return None;
         }
@@ -392,13 +399,13 @@ fn sync(key: &HubKey) {
         let mut since = hub.last_event_id.clone();
         let streamed = hub.stream.as_ref().map(|s| &s.key.topics);
         for peer in hub.peers.values() {
-            topics.extend(peer.topics.iter().cloned());
-            names.extend(peer.names.iter().cloned());
+            wanted.topics.extend(peer.topics.iter().cloned());
+            wanted.names.extend(peer.names.iter().cloned());
+            wanted.presence.extend(peer.presence.iter().cloned());
             if !streamed.is_some_and(|s| peer.topics.is_subset(s)) {
                 since = decode::older(since, peer.since.as_ref());
             }
         }
-        let wanted = StreamKey { topics, names };
         if hub.stream.as_ref().is_some_and(|s| s.key == wanted) {
             return None;
         }
@@ -528,6 +535,11 @@ fn stream_url(path: &str, key: &StreamKey, last_event_id: Option<&str>) -> Strin
     // Topics are `[A-Za-z0-9_.:-]` only, so they need no percent-encoding.
     let sep = if path.contains('?') { '&' } else { '?' };
     let mut url = format!("{path}{sep}topic={}", topics.join(","));
+    if !key.presence.is_empty() {
+        let presence: Vec<&str> = key.presence.iter().map(Topic::as_str).collect();
+        url.push_str("&presence=");
+        url.push_str(&presence.join(","));
+    }
     if let Some(id) = last_event_id {
         url.push_str("&last_event_id=");
         url.push_str(&String::from(js_sys::encode_uri_component(id)));
@@ -775,6 +787,7 @@ mod browser_tests {
                 tab: "other".into(),
                 topics: vec![topic("theirs")],
                 names: vec!["note:saved".into()],
+                presence: Vec::new(),
                 since: None,
             },
         );

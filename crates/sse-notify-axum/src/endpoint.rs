@@ -132,12 +132,14 @@ impl SseEndpoint {
     }
 
     /// Turns presence on: `who(request, topic)` says, for each topic a stream was authorized
-    /// for, whether the topic has presence and who the requester is there ([`Presence`]). A
-    /// stream that sees a topic's presence first gets `presence:state` (every member), then
+    /// for and asks presence of (`?presence=a,b`, [`presence_from_query`]; the Leptos hook asks
+    /// for the topics some `use_presence` shows), whether the topic has presence and who the
+    /// requester is there ([`Presence`]). A stream that sees a topic's presence gets
+    /// `presence:state` (every member) after any replay and before any live event, then
     /// `presence:join` and `presence:leave`; its member is there until the stream ends (one
-    /// member however many streams, tabs or instances). With
-    /// [`SseEndpoint::recheck_authorization`], a stream whose access is withdrawn is closed,
-    /// so its member leaves and it sees no more.
+    /// member however many streams, tabs or instances). A stream that asks for none gets no
+    /// presence frames and lists no one. With [`SseEndpoint::recheck_authorization`], a stream
+    /// whose access or presence changed is closed, so its member leaves.
     ///
     /// ```
     /// # use sse_notify_axum::{Broker, BrokerLimits, SseEndpoint};
@@ -295,6 +297,7 @@ impl Prepared {
             Some(t) => t.clone(),
             None => topics_from_query(query)?,
         };
+        let presence_asked = presence_from_query(query, &topics)?;
         let last_event_id = last_event_id(&parts.headers, query);
         let client_key = (ep.client_key)(&parts);
         // Only a stream that is re-checked keeps its request head (for its whole life).
@@ -305,14 +308,14 @@ impl Prepared {
             }
         }
         let presence = match &ep.presence {
-            Some(who) => presence_of(who.as_ref(), &parts, &topics).await,
+            Some(who) => presence_of(who.as_ref(), &parts, &presence_asked).await,
             None => Vec::new(),
         };
         let recheck = match (&ep.authorize, &ep.presence, ep.recheck) {
             (None, None, _) | (_, _, None) => None,
             (check, who, Some(_)) => Some(Recheck {
                 check: check.clone(),
-                presence: who.clone().map(|who| (who, PresenceVerdict::of(&presence))),
+                presence: who.clone().map(|who| (who, presence_asked, PresenceVerdict::of(&presence))),
                 parts,
                 running: None,
             }),
@@ -395,20 +398,7 @@ fn detached(parts: Parts) -> Parts {
 
 /// Parses `topic=a,b&topic=c` into distinct, validated topics (first-seen order).
 pub fn topics_from_query(query: &str) -> Result<Vec<Topic>, ApiError> {
-    let mut seen = BTreeSet::new();
-    let mut topics = Vec::new();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        if key != "topic" {
-            continue;
-        }
-        for raw in value.split(',') {
-            let topic = Topic::new(raw)
-                .map_err(|e| ApiError::bad_request("invalid_topic", format!("topic {raw:?} is invalid: {e}")))?;
-            if seen.insert(topic.clone()) {
-                topics.push(topic);
-            }
-        }
-    }
+    let topics = topics_named(query, "topic")?;
     if topics.is_empty() {
         return Err(ApiError::bad_request("missing_topic", "give at least one topic: ?topic=a,b"));
     }
@@ -419,6 +409,34 @@ pub fn topics_from_query(query: &str) -> Result<Vec<Topic>, ApiError> {
         ));
     }
     Ok(topics)
+}
+
+/// The distinct topics of every `key=` parameter of `query` (comma-separated; the parameter may
+/// repeat), in the order given.
+fn topics_named(query: &str, key: &str) -> Result<Vec<Topic>, ApiError> {
+    let mut seen = BTreeSet::new();
+    let mut topics = Vec::new();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        if name != key {
+            continue;
+        }
+        for raw in value.split(',') {
+            let topic = Topic::new(raw)
+                .map_err(|e| ApiError::bad_request("invalid_topic", format!("{key} {raw:?} is invalid: {e}")))?;
+            if seen.insert(topic.clone()) {
+                topics.push(topic);
+            }
+        }
+    }
+    Ok(topics)
+}
+
+/// The topics a stream asks presence of (`?presence=a,b`): of its own `topics` only (a topic
+/// it does not follow was not authorized for it), in their order. A stream that asks none gets
+/// no presence frames and is listed nowhere: presence is asked for, not pushed.
+pub fn presence_from_query(query: &str, topics: &[Topic]) -> Result<Vec<Topic>, ApiError> {
+    let asked = topics_named(query, "presence")?;
+    Ok(topics.iter().filter(|t| asked.contains(t)).cloned().collect())
 }
 
 /// The client's resume point: the `Last-Event-ID` header, else `?last_event_id=`. An empty
@@ -523,7 +541,8 @@ fn spawn_ticker(endpoint: &Arc<Prepared>, every: Duration, tick: fn(&Prepared) -
 /// included), while the member the old one held leaves with it.
 struct Recheck {
     check: Option<Arc<AuthorizeFn>>,
-    presence: Option<(Arc<PresenceFn>, PresenceVerdict)>,
+    /// The hook, the topics the stream asked presence of, and what the hook said of them.
+    presence: Option<(Arc<PresenceFn>, Vec<Topic>, PresenceVerdict)>,
     parts: Arc<Parts>,
     running: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
 }
@@ -553,8 +572,8 @@ impl Recheck {
                     }
                 }
                 match presence {
-                    Some((who, verdict)) => {
-                        PresenceVerdict::of(&presence_of(who.as_ref(), &parts, &topics).await) == verdict
+                    Some((who, asked, verdict)) => {
+                        PresenceVerdict::of(&presence_of(who.as_ref(), &parts, &asked).await) == verdict
                     }
                     None => true,
                 }

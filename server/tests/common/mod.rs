@@ -383,9 +383,9 @@ impl SseClient {
         }
     }
 
-    /// The next frame that is not a presence frame (the demo's board, tasks and threads have
-    /// presence; `tests/presence.rs` reads those with [`SseClient::next_any`]), or None if none
-    /// arrives within `wait` / the stream ends.
+    /// The next frame that is not a presence frame (streams that ask for presence get those;
+    /// `tests/presence.rs` reads them with [`SseClient::next_any`]), or None if none arrives
+    /// within `wait` / the stream ends.
     pub async fn next_event(&mut self, wait: Duration) -> Option<ParsedEvent> {
         let deadline = Instant::now() + wait;
         loop {

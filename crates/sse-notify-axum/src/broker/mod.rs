@@ -544,6 +544,7 @@ impl Broker {
             ready.get_or_try_init(|| self.inner.backend.follow(topic)).await.map_err(BrokerError::Unavailable)?;
         }
         // Followed first: a Redis topic's members are loaded once its changes flow.
+        let mut states = Vec::new();
         for (topic, member) in presence {
             let entered = self.inner.presence.enter(topic.as_str(), &guard.inbox, member.as_ref());
             if entered.load {
@@ -552,6 +553,21 @@ impl Broker {
             if let Some(member) = entered.join {
                 self.inner.backend.presence_join(topic.as_str(), member);
             }
+            // The state goes after the replay and before anything live. Members still loading
+            // (the first stream of a Redis topic here) are read for this stream now; the load,
+            // when it lands, sends every follower the state again (a reload, as the contract
+            // allows), and the changes after it.
+            let state = match entered.state.or_else(|| self.inner.presence.loaded_state(topic.as_str())) {
+                Some(state) => Some(state),
+                None => match self.inner.backend.presence_members(topic.as_str()).await {
+                    Ok(members) => Some(presence::state_frame(topic.as_str(), members)),
+                    Err(e) => {
+                        tracing::debug!(topic = topic.as_str(), error = %e, "presence: state comes with the load");
+                        None
+                    }
+                },
+            };
+            states.extend(state);
             guard.presence.push((topic, member.map(|m| m.id)));
         }
         let mut sub = Subscription {
@@ -601,6 +617,7 @@ impl Broker {
             sub.after = h.head;
             self.inner.metrics.resynced(reason, 1);
         }
+        sub.first.extend(states);
         Ok(sub)
     }
 

@@ -63,6 +63,14 @@ pub(crate) struct Entered {
     pub(crate) load: bool,
     /// The member's first stream here: they join.
     pub(crate) join: Option<Member>,
+    /// The topic's `presence:state`, when its members are loaded: the stream puts it after its
+    /// replay and before anything live (it is not queued with the live frames).
+    pub(crate) state: Option<Bytes>,
+}
+
+/// The `presence:state` frame of `members` (a topic whose members were read for one stream).
+pub(crate) fn state_frame(topic: &str, members: Vec<Member>) -> Bytes {
+    frame(&PresenceFrame::State { topic: topic.to_owned(), members })
 }
 
 fn frame(f: &PresenceFrame) -> Bytes {
@@ -110,7 +118,7 @@ impl PresenceBook {
         let mut entered = Entered::default();
         entry.followers.insert(inbox.id(), inbox.clone());
         if entry.loaded {
-            inbox.offer(Delivery::Presence(entry.state(topic)), None);
+            entered.state = Some(entry.state(topic));
         } else if !entry.loading {
             entry.loading = true;
             entered.load = true;
@@ -167,11 +175,19 @@ impl PresenceBook {
         }
     }
 
-    /// The embedded broker's load: the book's members are all there are.
+    /// The embedded broker's load: the book's members are all there are, so the topic is
+    /// loaded as it stands (its only follower, the stream that asked, takes the state from
+    /// [`PresenceBook::loaded_state`]).
     pub(crate) fn load_here(&self, topic: &str) {
-        let members =
-            self.topics.lock().unwrap().get(topic).map(|e| e.members.values().map(|k| k.member.clone()).collect());
-        self.load(topic, members.unwrap_or_default());
+        if let Some(entry) = self.topics.lock().unwrap().get_mut(topic) {
+            (entry.loaded, entry.loading) = (true, false);
+        }
+    }
+
+    /// The topic's `presence:state` if its members are loaded.
+    pub(crate) fn loaded_state(&self, topic: &str) -> Option<Bytes> {
+        let mut topics = self.topics.lock().unwrap();
+        topics.get_mut(topic).filter(|e| e.loaded).map(|e| e.state(topic))
     }
 
     /// A join or leave (a state is a load): followers hear of it when it changes the set.
@@ -265,22 +281,18 @@ mod tests {
         let hub = super::super::hub::Hub::default();
         let topic = [sse_notify_core::Topic::new("room").unwrap()];
         let inboxes: Vec<_> = (0..3).map(|_| hub.register(0, &topic, 8).inbox).collect();
-        assert!(book.enter("room", &inboxes[0], None).load);
+        let entered = book.enter("room", &inboxes[0], None);
+        assert!(entered.load && entered.state.is_none(), "the first stream asks for the load");
         book.load("room", vec![Member::new("a", serde_json::Value::Null)]);
-        book.enter("room", &inboxes[1], None);
-        let state = |i: usize| {
-            let mut got = std::collections::VecDeque::new();
-            let _ = inboxes[i].poll_take(&mut got, &mut std::task::Context::from_waker(std::task::Waker::noop()));
-            match got.pop_back() {
-                Some(Delivery::Presence(frame)) => frame,
-                _ => panic!("a presence frame"),
-            }
-        };
-        let (first, second) = (state(0), state(1));
+        // The stream that was waiting gets the loaded state with its live frames; a stream that
+        // arrives now takes it with its opening frames (after its replay), not queued.
+        let mut got = std::collections::VecDeque::new();
+        let _ = inboxes[0].poll_take(&mut got, &mut std::task::Context::from_waker(std::task::Waker::noop()));
+        let Some(Delivery::Presence(first)) = got.pop_back() else { panic!("a presence frame") };
+        let second = book.enter("room", &inboxes[1], None).state.expect("loaded: the state at once");
         assert_eq!(first.as_ptr(), second.as_ptr(), "one frame for both");
         book.apply(&PresenceFrame::Join { topic: "room".into(), member: Member::new("b", serde_json::Value::Null) });
-        book.enter("room", &inboxes[2], None);
-        let third = state(2);
+        let third = book.enter("room", &inboxes[2], None).state.expect("loaded");
         assert!(std::str::from_utf8(&third).unwrap().contains(r#""id":"b""#), "a new state after a change");
     }
 }
