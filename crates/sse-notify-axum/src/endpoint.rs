@@ -752,6 +752,16 @@ mod tests {
             }
 
             #[test]
+            fn any_query_gives_presence_topics_of_the_stream_or_a_400(query in queryish()) {
+                let stream: Vec<Topic> = ["a", "b", "task:7"].iter().map(|t| Topic::new(*t).unwrap()).collect();
+                let query = query.replace("topic=", "presence=");
+                match presence_from_query(&query, &stream) {
+                    Ok(asked) => prop_assert!(asked.iter().all(|t| stream.contains(t)) && asked.len() <= stream.len()),
+                    Err(e) => prop_assert_eq!((e.status, e.code), (axum::http::StatusCode::BAD_REQUEST, "invalid_topic")),
+                }
+            }
+
+            #[test]
             fn any_last_event_id_bytes_give_a_cursor_text_or_none(
                 header in proptest::collection::vec(any::<u8>(), 0..80),
                 query in any::<String>(),
