@@ -161,7 +161,61 @@ async fn with_min_replicas_a_publish_no_replica_confirms_is_not_acknowledged() {
         .publish(&tasks(), "tick", &tick)
         .await
         .expect("without SSE_REDIS_MIN_REPLICAS, the primary's word is enough");
-    // An app's write is still answered: the outbox keeps the event until a replica is back.
+    // An app's write is still answered, and told its event went out unconfirmed.
     let accepted = waiting.publish_or_defer(&[tasks()], "tick", &tick).await.unwrap();
-    assert_eq!(accepted, sse_notify_axum::broker::Accepted::Deferred);
+    assert_eq!(accepted, sse_notify_axum::broker::Accepted::Unconfirmed);
+}
+
+/// With `SSE_REDIS_MIN_REPLICAS=1` and the replica stopped, a write's event is in the log but
+/// unconfirmed: it reaches a stream at most twice (published once more a moment later), and the
+/// writes after it still arrive; the answers and the metrics say so. (Before, the outbox
+/// published the first one again and again, 15 times in 10 s, each a new position and refetch
+/// wave, and the writes behind it reached no stream until the replica came back.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_write_reaches_a_stream_at_most_twice_and_later_writes_still_arrive() {
+    let primary = RedisServer::start_with(&["--repl-diskless-sync-delay".into(), "0".into()]);
+    let mut replica = RedisServer::start_with(&["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()]);
+    wait_for_replication(&replica, "master_link_status", "up");
+    let mut redis = config(Some(&primary)).redis;
+    redis.min_replicas = 1;
+    redis.min_replicas_wait = Duration::from_millis(300);
+    let app = TestServer::demo(sse_notify_axum::SseConfig { redis, ..config(Some(&primary)) }).await;
+    let mut sse = SseClient::subscribe(&app.base, "tasks").await.started().await;
+    let create = |title: &'static str| {
+        let url = app.url("/api/tasks");
+        async move {
+            let resp = http().post(url).json(&serde_json::json!({ "title": title })).send().await.unwrap();
+            assert_eq!(resp.status(), 201, "the write itself stands");
+            let said = resp.headers().get("sse-publish").map(|v| v.to_str().unwrap().to_owned());
+            (resp.json::<shared::tasks::Task>().await.unwrap().id, said)
+        }
+    };
+    // Positive control: once the replica acknowledges (its first ACK comes within a second), a
+    // write's answer says nothing.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while create("warm").await.1.is_some() {
+        assert!(Instant::now() < deadline, "the replica never confirmed a write");
+    }
+
+    replica.stop();
+    let (first, said) = create("first").await;
+    assert_eq!(said.as_deref(), Some("unconfirmed"));
+    let (second, said) = create("second").await;
+    assert_eq!(said.as_deref(), Some("unconfirmed"), "the next write is not held behind the first");
+    // Everything the stream gets in the next 3 s (the second publish comes after 1 s).
+    let mut seen = std::collections::HashMap::<u64, usize>::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        let Some(e) = sse.next_event(left).await else { break };
+        if e.event == "task:created" {
+            let id = serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["id"].as_u64().unwrap();
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    for (name, id) in [("first", first), ("second", second)] {
+        let times = seen.get(&id).copied().unwrap_or(0);
+        assert!((1..=2).contains(&times), "the {name} write reached the stream {times} times: {seen:?}");
+    }
+    let unconfirmed = metric_value(&app.sse.render_metrics(), "sse_events_unconfirmed_total").unwrap_or(0.0);
+    assert!(unconfirmed >= 2.0, "the metrics say so: {unconfirmed}");
 }

@@ -8,6 +8,10 @@
 //! ([`Broker::publish_or_defer`]); only a full outbox answers 503. An event the broker can never
 //! take (larger than `SSE_MAX_MESSAGE_SIZE`) answers its error. The event carries the writing
 //! tab's origin when the request said it (the `sse-origin` header, [`crate::origin`]).
+//!
+//! A write whose event did not simply go out says so in its answer's [`PUBLISH_HEADER`]:
+//! `deferred` (waiting in the outbox for the backend) or `unconfirmed` (in the log, but fewer
+//! replicas than `SSE_REDIS_MIN_REPLICAS` confirmed it; published once more a moment later).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,14 +22,19 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use sse_notify_core::{SseEvent, Topic};
 use tower::{Layer, Service};
 
-use crate::broker::Broker;
+use crate::broker::{Accepted, Broker};
 use crate::error::ApiError;
+
+/// The answer header of a write whose event was `deferred` or `unconfirmed` (absent when it
+/// went out as usual).
+pub const PUBLISH_HEADER: &str = "sse-publish";
 
 /// What a publish rule sees: the route's path parameters and the handler's JSON answer.
 #[derive(Debug)]
@@ -214,7 +223,7 @@ where
             if !resp.status().is_success() {
                 return Ok(resp);
             }
-            let (parts, body) = resp.into_parts();
+            let (mut parts, body) = resp.into_parts();
             let bytes = match body.collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) => return Ok(ApiError::internal(format!("reading the response failed: {e}")).into_response()),
@@ -222,9 +231,17 @@ where
             let ctx = PublishContext { route, params, body: serde_json::from_slice(&bytes).ok() };
             if let Some(out) = (layer.rule)(&ctx) {
                 let published = layer.broker.publish_or_defer(&out.topics, &out.event, &out.data);
-                if let Err(e) = crate::origin::scope(origin, published).await {
-                    tracing::error!(event = out.event, error = %e, "publish after a successful handler failed");
-                    return Ok(ApiError::from(e).into_response());
+                match crate::origin::scope(origin, published).await {
+                    Ok(Accepted::Published) => {}
+                    // The write stands; its answer says how its event went.
+                    Ok(how) => {
+                        let how = if how == Accepted::Deferred { "deferred" } else { "unconfirmed" };
+                        parts.headers.insert(PUBLISH_HEADER, HeaderValue::from_static(how));
+                    }
+                    Err(e) => {
+                        tracing::error!(event = out.event, error = %e, "publish after a successful handler failed");
+                        return Ok(ApiError::from(e).into_response());
+                    }
                 }
             }
             Ok(Response::from_parts(parts, Body::from(bytes)))

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub(crate) redis_reconnects: Counter,
     pub(crate) events_replayed: Counter,
     pub(crate) events_deferred: Counter,
+    pub(crate) events_unconfirmed: Counter,
     pub(crate) resyncs: Family<Reason, Counter>,
     pub(crate) cache_requests: Family<Reason, Counter>,
 }
@@ -51,6 +52,7 @@ impl Default for Metrics {
             presence_topics: Gauge::default(),
             presence_members: Gauge::default(),
             events_deferred: Counter::default(),
+            events_unconfirmed: Counter::default(),
             connections_opened: Counter::default(),
             connections_rejected: Family::default(),
             events_published: Counter::default(),
@@ -101,7 +103,7 @@ impl Default for Metrics {
         );
         registry.register(
             "slow_consumer_disconnects",
-            "Streams closed because they fell a whole queue behind",
+            "Streams closed because they fell a whole queue behind or stopped reading (SSE_WRITE_TIMEOUT_SECONDS)",
             m.slow_consumer_disconnects.clone(),
         );
         registry.register("publish_duration_seconds", "Time to publish one event", m.publish_seconds.clone());
@@ -119,6 +121,11 @@ impl Default for Metrics {
             "events_deferred",
             "Events kept in the outbox because the backend was away after a write",
             m.events_deferred.clone(),
+        );
+        registry.register(
+            "events_unconfirmed",
+            "Publishes in the log that fewer replicas than SSE_REDIS_MIN_REPLICAS confirmed in time",
+            m.events_unconfirmed.clone(),
         );
         registry.register("outbox_events", "Events waiting in the outbox for the backend", m.outbox.clone());
         registry.register("resyncs", "resync frames sent (streams told to refetch), by reason", m.resyncs.clone());

@@ -12,6 +12,19 @@ use sse_notify_core::presence::Member;
 
 use super::History;
 
+/// Why [`Backend::append`] fell short.
+#[derive(Debug, thiserror::Error)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the in-process log never falls short
+pub(super) enum AppendError {
+    /// The event is not in the log (the backend is away, or refused it).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The event is in the log and went out to the streams, but fewer replicas than asked for
+    /// (`SSE_REDIS_MIN_REPLICAS`) confirmed it in time: a failover now could lose it.
+    #[error("{0}")]
+    Unconfirmed(String),
+}
+
 pub(super) trait Backend: Send + Sync + 'static {
     /// `"memory"`, `"redis"`, ...: shown by `/health/ready` and logged at start-up.
     fn name(&self) -> &'static str;
@@ -22,7 +35,13 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// by catch-up after a reconnect, and the hub's heads of `topics` have moved (delivered, or
     /// `Hub::touch`ed when the event comes back later), so no answer kept from before the
     /// write is served after it.
-    fn append(&self, topics: Vec<String>, body: String, origin: Option<Box<str>>) -> BoxFuture<'_, Result<(), String>>;
+    /// [`AppendError::Unconfirmed`] counts as appended for all of that.
+    fn append(
+        &self,
+        topics: Vec<String>,
+        body: String,
+        origin: Option<Box<str>>,
+    ) -> BoxFuture<'_, Result<(), AppendError>>;
 
     /// The log's head and, with `after`, every retained event after that position.
     fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, String>>;

@@ -13,7 +13,7 @@ use futures::future::{self, BoxFuture, FutureExt};
 use sse_notify_core::cursor::{LogId, LogPosition};
 use sse_notify_core::presence::{Member, PresenceFrame};
 
-use super::backend::Backend;
+use super::backend::{AppendError, Backend};
 use super::hub::{Hub, LogEvent};
 use super::presence::PresenceBook;
 use super::{unix_ms, History, Retention};
@@ -84,7 +84,12 @@ impl Backend for MemoryLog {
         "memory"
     }
 
-    fn append(&self, topics: Vec<String>, body: String, origin: Option<Box<str>>) -> BoxFuture<'_, Result<(), String>> {
+    fn append(
+        &self,
+        topics: Vec<String>,
+        body: String,
+        origin: Option<Box<str>>,
+    ) -> BoxFuture<'_, Result<(), AppendError>> {
         self.push(topics, Bytes::from(body), origin);
         future::ready(Ok(())).boxed()
     }

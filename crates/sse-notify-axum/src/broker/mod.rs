@@ -45,7 +45,17 @@ use sse_notify_core::{Publish, PublishError, Publisher, SseEvent, Topic, MAX_TOP
 use tokio::sync::watch;
 
 use crate::metrics::{Metrics, SharedMetrics};
-use backend::Backend;
+use backend::{AppendError, Backend};
+
+/// How a published event reached the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Appended {
+    /// In the log, with as many replicas as asked for (or none asked for).
+    Confirmed,
+    /// In the log and sent to the streams, but fewer replicas than `SSE_REDIS_MIN_REPLICAS`
+    /// confirmed it in time.
+    Unconfirmed,
+}
 pub(crate) use hub::Signals;
 use hub::{Delivery, Hub, Inbox};
 
@@ -395,7 +405,9 @@ impl Broker {
         self.publish_as(crate::origin::current(), topics, event, data).await
     }
 
-    /// [`Broker::publish_to`] on behalf of the tab `origin`.
+    /// [`Broker::publish_to`] on behalf of the tab `origin`. An event the replicas did not
+    /// confirm (`SSE_REDIS_MIN_REPLICAS`) is `Unavailable` to this caller, although it is in the
+    /// log: [`Broker::publish_or_defer`] tells the two apart.
     pub(crate) async fn publish_as(
         &self,
         origin: Option<Box<str>>,
@@ -403,13 +415,30 @@ impl Broker {
         event: &str,
         data: &serde_json::Value,
     ) -> Result<(), PublishError> {
+        match self.publish_appended(origin, topics, event, data).await? {
+            Appended::Confirmed => Ok(()),
+            Appended::Unconfirmed => Err(PublishError::Unavailable),
+        }
+    }
+
+    /// Publishes, and says whether the replicas asked for confirmed the event.
+    pub(crate) async fn publish_appended(
+        &self,
+        origin: Option<Box<str>>,
+        topics: &[Topic],
+        event: &str,
+        data: &serde_json::Value,
+    ) -> Result<Appended, PublishError> {
         let started = std::time::Instant::now();
         let result = self.append(topics, event, data, origin).await;
         let m = &self.inner.metrics;
         match &result {
-            Ok(()) => {
+            Ok(appended) => {
                 m.events_published.inc();
                 m.publish_seconds.observe(started.elapsed().as_secs_f64());
+                if *appended == Appended::Unconfirmed {
+                    m.events_unconfirmed.inc();
+                }
             }
             Err(PublishError::Invalid { .. } | PublishError::NotConfigured) => m.publish_failed("invalid"),
             Err(PublishError::TooLarge { .. }) => m.publish_failed("too_large"),
@@ -424,7 +453,7 @@ impl Broker {
         event: &str,
         data: &serde_json::Value,
         origin: Option<Box<str>>,
-    ) -> Result<(), PublishError> {
+    ) -> Result<Appended, PublishError> {
         if topics.is_empty() {
             return Err(PublishError::Invalid { reason: "an event needs at least one topic".into() });
         }
@@ -443,10 +472,17 @@ impl Broker {
                 names.push(t.to_string());
             }
         }
-        self.inner.backend.append(names, body, origin).await.map_err(|e| {
-            tracing::warn!(event, error = %e, "publish to the backend failed");
-            PublishError::Unavailable
-        })
+        match self.inner.backend.append(names, body, origin).await {
+            Ok(()) => Ok(Appended::Confirmed),
+            Err(AppendError::Unconfirmed(e)) => {
+                tracing::warn!(event, error = %e, "published, but not confirmed by the replicas asked for");
+                Ok(Appended::Unconfirmed)
+            }
+            Err(AppendError::Unavailable(e)) => {
+                tracing::warn!(event, error = %e, "publish to the backend failed");
+                Err(PublishError::Unavailable)
+            }
+        }
     }
 
     /// Follows where `topics` stand in the log ([`Head`]), as the response cache needs: returns

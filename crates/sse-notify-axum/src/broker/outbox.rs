@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sse_notify_core::{PublishError, Topic};
 
-use super::Broker;
+use super::{Appended, Broker};
 
 /// One event waiting for the backend.
 #[derive(Clone)]
@@ -99,6 +99,9 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(50u64.saturating_mul(1 << attempt.min(4)).min(500))
 }
 
+/// How long an event the replicas did not confirm waits before it is published once more.
+const CONFIRM_AGAIN_AFTER: Duration = Duration::from_secs(1);
+
 /// How [`Broker::publish_or_defer`] took an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accepted {
@@ -106,6 +109,10 @@ pub enum Accepted {
     Published,
     /// Kept in the outbox; published once the backend is back.
     Deferred,
+    /// Published now, but fewer replicas than `SSE_REDIS_MIN_REPLICAS` confirmed it in time
+    /// (a failover now could lose it): it is published once more a moment later, so a stream
+    /// gets it at most twice. Counted in `sse_events_unconfirmed_total`.
+    Unconfirmed,
 }
 
 impl Broker {
@@ -137,14 +144,20 @@ impl Broker {
     ) -> Result<Accepted, PublishError> {
         // Behind events already waiting, so that they keep their order.
         let origin = crate::origin::current();
+        let pending =
+            || Pending { topics: topics.to_vec(), event: event.to_owned(), data: data.clone(), origin: origin.clone() };
         if self.inner.outbox.len() == 0 {
-            match self.publish_as(origin.clone(), topics, event, data).await {
-                Ok(()) => return Ok(Accepted::Published),
+            match self.publish_appended(origin.clone(), topics, event, data).await {
+                Ok(Appended::Confirmed) => return Ok(Accepted::Published),
+                Ok(Appended::Unconfirmed) => {
+                    self.publish_again_later(pending());
+                    return Ok(Accepted::Unconfirmed);
+                }
                 Err(PublishError::Unavailable) => {}
                 Err(e) => return Err(e),
             }
         }
-        let pending = Pending { topics: topics.to_vec(), event: event.to_owned(), data: data.clone(), origin };
+        let pending = pending();
         match self.inner.outbox.push(pending) {
             Pushed::Full => {
                 tracing::error!(event, "outbox full (SSE_OUTBOX_SIZE): event refused");
@@ -171,10 +184,13 @@ impl Broker {
         tokio::spawn(async move {
             let mut failures = 0;
             while let Some(p) = broker.inner.outbox.front() {
-                match broker.publish_as(p.origin.clone(), &p.topics, &p.event, &p.data).await {
-                    Ok(()) => {
+                match broker.publish_appended(p.origin.clone(), &p.topics, &p.event, &p.data).await {
+                    Ok(appended) => {
                         broker.inner.outbox.pop();
                         failures = 0;
+                        if appended == Appended::Unconfirmed {
+                            broker.publish_again_later(p);
+                        }
                     }
                     Err(PublishError::Unavailable) => {
                         tokio::time::sleep(backoff(failures)).await;
@@ -184,6 +200,30 @@ impl Broker {
                         tracing::error!(event = p.event, error = %e, "outbox event can never be published; dropped");
                         broker.inner.outbox.pop();
                     }
+                }
+            }
+        });
+    }
+
+    /// An event is in the log but the replicas did not confirm it: it is published once more
+    /// after [`CONFIRM_AGAIN_AFTER`], by a task of its own (so the writes behind it go on in
+    /// the meantime, in order), and whatever that gives, not again. Republishing until some
+    /// replica confirms would repeat it for as long as the replica stays away (each copy a new
+    /// position and a refetch wave), and hold back every write behind it.
+    fn publish_again_later(&self, p: Pending) {
+        let broker = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CONFIRM_AGAIN_AFTER).await;
+            match broker.publish_appended(p.origin.clone(), &p.topics, &p.event, &p.data).await {
+                Ok(Appended::Confirmed) => {
+                    tracing::info!(event = p.event, "unconfirmed event published again, confirmed")
+                }
+                Ok(Appended::Unconfirmed) => tracing::error!(
+                    event = p.event,
+                    "unconfirmed event published again, still unconfirmed: a failover now could lose it"
+                ),
+                Err(e) => {
+                    tracing::error!(event = p.event, error = %e, "unconfirmed event could not be published again")
                 }
             }
         });

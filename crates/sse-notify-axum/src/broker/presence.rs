@@ -162,6 +162,7 @@ impl PresenceBook {
     }
 
     /// The topic's members as loaded: every follower gets them whole.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the Redis backend's
     pub(crate) fn load(&self, topic: &str, members: Vec<Member>) {
         let mut topics = self.topics.lock().unwrap();
         let Some(entry) = topics.get_mut(topic) else { return };

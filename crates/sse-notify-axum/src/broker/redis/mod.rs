@@ -30,7 +30,7 @@ use sse_notify_core::origin::is_origin;
 use sse_notify_core::wire::ResyncReason;
 use tokio::sync::{mpsc, oneshot};
 
-use super::backend::Backend;
+use super::backend::{AppendError, Backend};
 use super::hub::{Hub, LogEvent};
 use super::presence::PresenceBook;
 use super::{random_epoch, unix_ms, History, Retention};
@@ -387,7 +387,7 @@ impl RedisBackend {
         wait.await.map_err(|_| "redis subscriber task stopped".to_owned())?
     }
 
-    async fn publish(&self, topics: &[String], body: String, origin: Option<&str>) -> Result<(), String> {
+    async fn publish(&self, topics: &[String], body: String, origin: Option<&str>) -> Result<(), AppendError> {
         let keys = &self.shared.keys;
         let retention = &self.shared.retention;
         let mut args = vec![
@@ -407,7 +407,11 @@ impl RedisBackend {
             for arg in &args {
                 inv.arg(arg);
             }
-            return inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| e.to_string());
+            return inv
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(|e| AppendError::Unavailable(e.to_string()));
         };
         // The script and WAIT in one pipeline: WAIT counts the replicas that hold every write
         // of its connection, so it must follow the script on the same one.
@@ -418,16 +422,16 @@ impl RedisBackend {
         pipe.add_command(evalsha).add_command(redis::cmd("WAIT").arg(replicas).arg(wait.as_millis() as u64).clone());
         let mut reply = pipe.query_async::<(i64, i64)>(&mut conn).await;
         if matches!(&reply, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)) {
-            self.publish_script.load_async(&mut conn).await.map_err(|e| e.to_string())?;
+            self.publish_script.load_async(&mut conn).await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
             reply = pipe.query_async::<(i64, i64)>(&mut conn).await;
         }
-        let (_, acknowledged) = reply.map_err(|e| e.to_string())?;
+        let (_, acknowledged) = reply.map_err(|e| AppendError::Unavailable(e.to_string()))?;
         if acknowledged < replicas as i64 {
-            // Kept, and answered as a failure: the publisher's outbox publishes it again, so
-            // a failover cannot lose it (a stream may then get it twice, at two positions).
-            return Err(format!(
+            // In the log and sent, but a failover now could lose it: the publisher decides
+            // (`Broker::publish_or_defer` publishes it once more, at most).
+            return Err(AppendError::Unconfirmed(format!(
                 "only {acknowledged} of the {replicas} replicas SSE_REDIS_MIN_REPLICAS asks for hold the event after {wait:?}"
-            ));
+            )));
         }
         Ok(())
     }
@@ -445,11 +449,19 @@ impl Backend for RedisBackend {
         self.name
     }
 
-    fn append(&self, topics: Vec<String>, body: String, origin: Option<Box<str>>) -> BoxFuture<'_, Result<(), String>> {
+    fn append(
+        &self,
+        topics: Vec<String>,
+        body: String,
+        origin: Option<Box<str>>,
+    ) -> BoxFuture<'_, Result<(), AppendError>> {
         async move {
-            self.publish(&topics, body, origin.as_deref()).await?;
-            self.hub.touch(&topics);
-            Ok(())
+            let appended = self.publish(&topics, body, origin.as_deref()).await;
+            if !matches!(appended, Err(AppendError::Unavailable(_))) {
+                // In the log (confirmed or not): answers kept from before it are stale now.
+                self.hub.touch(&topics);
+            }
+            appended
         }
         .boxed()
     }
