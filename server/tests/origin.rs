@@ -19,6 +19,19 @@ async fn create(app: &TestServer, origin: Option<&str>) -> u64 {
     resp.json::<shared::tasks::Task>().await.unwrap().id
 }
 
+/// Marks task `id` done through the server function, sending `origin` as the tab's.
+async fn set_done(app: &TestServer, id: u64, origin: &str) {
+    let resp = http()
+        .post(app.url(client::app::api::SetTaskDone::PATH))
+        .header(ORIGIN_HEADER, origin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("id={id}&done=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
 async fn writes_carry_their_tabs_origin(writer: &TestServer, reader: &TestServer) {
     let mut sse = SseClient::subscribe(&reader.base, "tasks").await.started().await;
     let start = sse.cursor();
@@ -32,15 +45,7 @@ async fn writes_carry_their_tabs_origin(writer: &TestServer, reader: &TestServer
     assert!(frame_id.parse::<Cursor>().is_ok(), "still a cursor: {frame_id}");
 
     // A server function's event carries it too (the app-wide layer).
-    let resp = http()
-        .post(writer.url(client::app::api::SetTaskDone::PATH))
-        .header(ORIGIN_HEADER, "TabB")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("id={id}&done=true"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    set_done(writer, id, "TabB").await;
     let by_b = sse.expect_event().await.id.unwrap();
     assert!(is_echo_of(&by_b, "TabB") && !is_echo_of(&by_b, "TabA_1"));
 
@@ -91,15 +96,7 @@ async fn no_one_else_makes_a_tab_skip_their_change(writer: &TestServer, reader: 
         assert_eq!(rest.status(), 200);
         let by_rest = sse.expect_event().await.id.unwrap();
         assert!(!is_echo_of(&by_rest, VICTIM), "a REST write with sse-origin {origin:?} passed for the victim's");
-        let server_fn = http()
-            .post(writer.url(client::app::api::SetTaskDone::PATH))
-            .header(ORIGIN_HEADER, origin.as_str())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("id={id}&done=true"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(server_fn.status(), 200);
+        set_done(writer, id, origin).await;
         let by_fn = sse.expect_event().await.id.unwrap();
         assert!(!is_echo_of(&by_fn, VICTIM), "a server function with sse-origin {origin:?} passed for the victim's");
     }

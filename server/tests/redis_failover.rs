@@ -131,18 +131,23 @@ async fn a_server_that_comes_back_without_its_last_writes_forks_the_log() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_min_replicas_a_publish_no_replica_confirms_is_not_acknowledged() {
+/// A primary with one replica in sync, and the config of an app on the primary that waits up
+/// to 300 ms for that replica to confirm each publish (`SSE_REDIS_MIN_REPLICAS=1`).
+fn primary_with_a_replica() -> (RedisServer, RedisServer, sse_notify_axum::SseConfig) {
     let primary = RedisServer::start_with(&["--repl-diskless-sync-delay".into(), "0".into()]);
-    let mut replica = RedisServer::start_with(&["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()]);
+    let replica = RedisServer::start_with(&["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()]);
     wait_for_replication(&replica, "master_link_status", "up");
     let mut redis = config(Some(&primary)).redis;
     redis.min_replicas = 1;
     redis.min_replicas_wait = Duration::from_millis(300);
-    let waiting =
-        sse_notify_axum::setup::connect_broker(&sse_notify_axum::SseConfig { redis, ..config(Some(&primary)) })
-            .await
-            .unwrap();
+    let waiting = sse_notify_axum::SseConfig { redis, ..config(Some(&primary)) };
+    (primary, replica, waiting)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_min_replicas_a_publish_no_replica_confirms_is_not_acknowledged() {
+    let (primary, mut replica, waiting) = primary_with_a_replica();
+    let waiting = sse_notify_axum::setup::connect_broker(&waiting).await.unwrap();
     let not_waiting = sse_notify_axum::setup::connect_broker(&config(Some(&primary))).await.unwrap();
     let tick = serde_json::json!({ "n": 0 });
     // A freshly synced replica acknowledges once its first ACK is in (Redis sends them once a
@@ -173,13 +178,8 @@ async fn with_min_replicas_a_publish_no_replica_confirms_is_not_acknowledged() {
 /// wave, and the writes behind it reached no stream until the replica came back.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unconfirmed_write_reaches_a_stream_at_most_twice_and_later_writes_still_arrive() {
-    let primary = RedisServer::start_with(&["--repl-diskless-sync-delay".into(), "0".into()]);
-    let mut replica = RedisServer::start_with(&["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()]);
-    wait_for_replication(&replica, "master_link_status", "up");
-    let mut redis = config(Some(&primary)).redis;
-    redis.min_replicas = 1;
-    redis.min_replicas_wait = Duration::from_millis(300);
-    let app = TestServer::demo(sse_notify_axum::SseConfig { redis, ..config(Some(&primary)) }).await;
+    let (_primary, mut replica, waiting) = primary_with_a_replica();
+    let app = TestServer::demo(waiting).await;
     let mut sse = SseClient::subscribe(&app.base, "tasks").await.started().await;
     let create = |title: &'static str| {
         let url = app.url("/api/tasks");

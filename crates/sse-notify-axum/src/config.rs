@@ -70,9 +70,10 @@ pub struct SseConfig {
     /// how long an idle keep-alive connection stays open (default 10 s). SSE streams are not
     /// affected: their request was read long ago.
     pub header_timeout: Duration,
-    /// `SSE_WRITE_TIMEOUT_SECONDS`: how long a stream's write may make no progress (its client
-    /// stopped reading, and the kernel's buffers are full) before the stream is cut and all it
-    /// held freed, counted as a slow-consumer disconnect (default 30 s). A client that reads
+    /// `SSE_WRITE_TIMEOUT_SECONDS`: how long a stream's writes may make no progress (its client
+    /// stopped reading, and the kernel's buffers are full) before the stream is cut (within one
+    /// to two times this) and all it held freed, counted as a slow-consumer disconnect (default
+    /// 30 s). A client that reads
     /// slowly but reads is not cut by it (the queue bound is what catches one that falls behind).
     pub write_timeout: Duration,
     /// `HTTP_BODY_TIMEOUT_SECONDS`: how long a request body may take to arrive on the routes

@@ -46,16 +46,6 @@ use tokio::sync::watch;
 
 use crate::metrics::{Metrics, SharedMetrics};
 use backend::{AppendError, Backend};
-
-/// How a published event reached the log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Appended {
-    /// In the log, with as many replicas as asked for (or none asked for).
-    Confirmed,
-    /// In the log and sent to the streams, but fewer replicas than `SSE_REDIS_MIN_REPLICAS`
-    /// confirmed it in time.
-    Unconfirmed,
-}
 pub(crate) use hub::Signals;
 use hub::{Delivery, Hub, Inbox};
 
@@ -195,6 +185,16 @@ pub(crate) fn random_epoch() -> u32 {
     h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
     h.write_u32(std::process::id());
     h.finish() as u32
+}
+
+/// How a published event reached the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Appended {
+    /// In the log, with as many replicas as asked for (or none asked for).
+    Confirmed,
+    /// In the log and sent to the streams, but fewer replicas than `SSE_REDIS_MIN_REPLICAS`
+    /// confirmed it in time.
+    Unconfirmed,
 }
 
 /// Publishes events and hands out subscriptions; cheap to clone (one `Arc`).
@@ -589,6 +589,9 @@ impl Broker {
             if let Some(member) = entered.join {
                 self.inner.backend.presence_join(topic.as_str(), member);
             }
+            // In the guard before the read below: if this future is dropped there, the stream
+            // still leaves the topic.
+            guard.presence.push((topic.clone(), member.map(|m| m.id)));
             // The state goes after the replay and before anything live. Members still loading
             // (the first stream of a Redis topic here) are read for this stream now; the load,
             // when it lands, sends every follower the state again (a reload, as the contract
@@ -604,7 +607,6 @@ impl Broker {
                 },
             };
             states.extend(state);
-            guard.presence.push((topic, member.map(|m| m.id)));
         }
         let mut sub = Subscription {
             first: VecDeque::new(),
