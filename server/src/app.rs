@@ -173,6 +173,7 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
         .layer(sse.body_timeout())
         .merge(sse.health_routes())
         .merge(sse.metrics_routes())
+        .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(move |req: Request| static_file(files.clone(), req))
         // A write's events say which tab made it (server functions and REST alike), so that
         // tab does not refetch its own change.

@@ -195,3 +195,40 @@ async fn reads_of_what_does_not_exist_cost_neither_memory_nor_redis_work() {
     assert!(redis_calls(&redis, &watching) > calls + spent, "a real task's topic is followed");
     assert_eq!(cache_count(&app, "computed").await, computed + 1, "its second read is kept");
 }
+
+/// A client reads more items in turn than the cache follows topic sets (1,024): once the table
+/// is full of sets in use, the rest are answered uncached instead of each read letting one go
+/// and following another (every read was then a Redis SUBSCRIBE, an UNSUBSCRIBE and a head
+/// read, and the board's own list was pushed out with them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_more_items_than_the_cache_follows_costs_redis_no_churn() {
+    use futures::StreamExt;
+    let redis = RedisServer::start();
+    let app = TestServer::demo(config(Some(&redis))).await;
+    let ids: Vec<u64> = futures::stream::iter(0..1_100)
+        .map(|_| {
+            let url = app.url("/api/tasks");
+            async move {
+                let resp = http().post(url).json(&serde_json::json!({"title": "t"})).send().await.unwrap();
+                resp.json::<shared::tasks::Task>().await.unwrap().id
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    // The board's list, followed and kept (its second read is computed and kept).
+    let (list, _) = (read(&app, "/api/tasks", &[]).await, read(&app, "/api/tasks", &[]).await);
+    assert_eq!(list.0, 200);
+    // Two rounds over every item: the first fills the table, the second would churn it.
+    let paths = || ids.iter().map(|id| format!("/api/tasks/{id}"));
+    read_all(&app, paths(), 200).await;
+    let churn = ["subscribe", "unsubscribe", "ssubscribe", "sunsubscribe", "evalsha"];
+    let before = redis_calls(&redis, &churn);
+    read_all(&app, paths(), 200).await;
+    let spent = redis_calls(&redis, &churn) - before;
+    assert!(spent <= 20, "a second round of 1,100 reads cost Redis {spent} subscription and script calls");
+    // The board's list is still followed: a read after a change is computed once, then kept.
+    let hits = cache_count(&app, "hit").await;
+    read(&app, "/api/tasks", &[]).await;
+    assert_eq!(cache_count(&app, "hit").await, hits + 1, "the board's list was pushed out");
+}

@@ -233,6 +233,12 @@ async fn odd_paths_get_the_json_404_no_redirect_and_every_answer_security_header
         assert!(resp.headers().get("location").is_none(), "{path} redirects to {:?}", resp.headers()["location"]);
         assert_eq!(error_code(resp, 404).await, "not_found", "{path}");
     }
+    // A known path asked with a method it does not take: a JSON 405 too (axum's is empty).
+    for (method, path) in [("POST", "/events?topic=tasks"), ("PATCH", "/api/tasks/1"), ("PUT", "/metrics")] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = no_redirects.request(method.clone(), app.url(path)).send().await.unwrap();
+        assert_eq!(error_code(resp, 405).await, "method_not_allowed", "{method} {path}");
+    }
     let page = no_redirects.get(app.url("/")).header("accept", "text/html").send().await.unwrap();
     assert_eq!(page.status(), 200);
     let api = no_redirects.get(app.url("/api/tasks")).send().await.unwrap();

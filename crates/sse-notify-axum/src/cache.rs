@@ -54,7 +54,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -136,12 +136,25 @@ struct Inner {
     limits: CacheLimits,
     /// Topic set (sorted, as in a [`CacheScope`]) -> its watch, made once by the first request
     /// that needs it.
-    watches: Mutex<LruCache<Vec<Topic>, WatchCell>>,
+    watches: Mutex<LruCache<Vec<Topic>, Followed>>,
     entries: Mutex<Entries>,
 }
 
 /// A topic set's watch, once made.
 type WatchCell = Arc<OnceCell<Arc<TopicWatch>>>;
+
+/// A followed topic set: its watch, and when a request last used it.
+struct Followed {
+    cell: WatchCell,
+    used: Instant,
+}
+
+/// A followed topic set used this recently is not let go for another: when every one is, a new
+/// one is not followed (its reads are answered uncached). Otherwise a client cycling through
+/// more topic sets than `CacheLimits::max_scopes` (more items than that, read in turn) would
+/// make every read a Redis subscription, an unsubscription and a head read, and push the
+/// board's own list out with them.
+const IN_USE: Duration = Duration::from_secs(60);
 
 struct Entries {
     slots: LruCache<EntryKey, Slot>,
@@ -274,7 +287,12 @@ impl Inner {
     /// [`Inner::follow`]); it may still be being made, then this waits for it.
     async fn watch(&self, topics: &[Topic]) -> Option<Option<Arc<TopicWatch>>> {
         // Looked up by the scope's own slice: a hit allocates nothing.
-        let cell = self.watches.lock().unwrap().get(topics)?.clone();
+        let cell = {
+            let mut watches = self.watches.lock().unwrap();
+            let followed = watches.get_mut(topics)?;
+            followed.used = Instant::now();
+            followed.cell.clone()
+        };
         Some(self.made(topics, &cell).await)
     }
 
@@ -283,7 +301,17 @@ impl Inner {
     /// a topic set's first request does not follow it: a read of something that does not exist
     /// (a `404` of an unseen id) would otherwise cost that work, and a watch, per request.
     async fn follow(&self, topics: &[Topic]) {
-        let cell = self.watches.lock().unwrap().get_or_insert(topics.to_vec(), Arc::default).clone();
+        let cell = {
+            let mut watches = self.watches.lock().unwrap();
+            let full = watches.len() >= watches.cap().get();
+            if full && !watches.contains(topics) && watches.peek_lru().is_some_and(|(_, f)| f.used.elapsed() < IN_USE) {
+                return;
+            }
+            let followed =
+                watches.get_or_insert_mut(topics.to_vec(), || Followed { cell: Arc::default(), used: Instant::now() });
+            followed.used = Instant::now();
+            followed.cell.clone()
+        };
         self.made(topics, &cell).await;
     }
 

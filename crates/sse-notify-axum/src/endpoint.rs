@@ -278,6 +278,8 @@ impl SseEndpoint {
                 }
             }
         })
+        // Any other method: a JSON 405, as every error of the endpoint is.
+        .fallback(crate::error::method_not_allowed)
     }
 }
 

@@ -95,3 +95,21 @@ impl From<PublishError> for ApiError {
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
 }
+
+/// A fallback for a known path asked with a method it does not take
+/// (`Router::method_not_allowed_fallback`): a JSON 405 like every other error (axum's own has an
+/// empty body).
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// let app: Router = Router::new()
+///     .route("/api/tasks", get(|| async { "[]" }))
+///     .method_not_allowed_fallback(sse_notify_axum::error::method_not_allowed);
+/// ```
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
