@@ -463,3 +463,51 @@ async fn no_stream_starts_once_shutdown_has_begun() {
     let resp = client.get(app.url("/events?topic=tasks")).send().await.unwrap();
     assert_eq!(error_code(resp, 503).await, "shutting_down");
 }
+
+/// A stream that waits for its socket to take a large frame holds that frame shared with every
+/// other stream, not a copy of its own (a large room's `presence:state`, ~600 KB for 10,000
+/// members, was copied into each stream's write buffer: a burst of slow streams held it once
+/// each). 300 clients read their head and then nothing, with a small receive buffer and a small
+/// segment size (so that the server's send buffer stays near 130 KB); 8 events of 60 KB reach
+/// them all: the process grows by far less than a copy per stream would take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_that_wait_to_write_a_large_frame_share_it_rather_than_copy_it() {
+    use std::os::fd::AsRawFd;
+    let app = TestServer::demo(SseConfig { client_limits: ClientLimits::UNLIMITED, ..config(None) }).await;
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(1024).unwrap();
+        let mss: libc::c_int = 536;
+        let set = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_MAXSEG,
+                &mss as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "TCP_MAXSEG");
+        let mut s = socket.connect(app.addr).await.unwrap();
+        s.write_all(b"GET /events?topic=tasks HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        held.push(s);
+    }
+    assert!(eventually(Duration::from_secs(5), || app.sse.admission().connections() == 300).await);
+    let before = rss_kib();
+    let (broker, tasks, pad) = (app.sse.broker().clone(), Topic::new("tasks").unwrap(), "x".repeat(60 * 1024));
+    for n in 0..8 {
+        broker.publish(&tasks, "big", &serde_json::json!({ "n": n, "pad": pad })).await.unwrap();
+    }
+    // Every stream has taken what its socket accepted and waits with the rest.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    assert_eq!(app.sse.admission().connections(), 300, "all still open (they are within the write timeout)");
+    // A copy per stream of what its socket has not taken: 300 x ~350 KB, about 100 MiB.
+    println!("300 waiting streams grew the process by {grown_mib} MiB");
+    assert!(grown_mib < 30, "300 waiting streams grew the process by {grown_mib} MiB");
+    drop(held);
+}

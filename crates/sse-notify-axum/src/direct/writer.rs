@@ -110,9 +110,15 @@ pub(crate) async fn write_stream(mut socket: TcpStream, head: Vec<u8>, mut body:
         .await;
         match next {
             Next::Frames => {
-                let mut out = head.take().unwrap_or_default();
-                push_chunk(&mut out, &frames);
-                match watch.write(&socket, &out, stall.after).await {
+                let written = if frames.iter().any(|f| f.len() > COPY_AT_MOST) {
+                    // Rare, and boxed: its state would otherwise be part of every idle stream's.
+                    Box::pin(write_large_frames(&mut watch, &socket, head.take(), &frames, stall.after)).await
+                } else {
+                    let mut out = head.take().unwrap_or_default();
+                    push_chunk(&mut out, &frames);
+                    watch.write(&socket, &out, stall.after).await
+                };
+                match written {
                     Written::All => {}
                     Written::Failed => return,
                     Written::Stalled => {
@@ -148,6 +154,43 @@ pub(crate) async fn write_stream(mut socket: TcpStream, head: Vec<u8>, mut body:
     if let Written::All = watch.write(&socket, &last, stall.after).await {
         let _ = socket.shutdown().await;
     }
+}
+
+/// Frames larger than this are sent from their own bytes rather than copied into the buffer
+/// of a write: a large room's `presence:state` (10,000 members are ~600 KB) is one `Bytes`
+/// shared by every stream, and a copy per stream would hold it once per stream for as long as
+/// that stream's socket takes to accept it.
+const COPY_AT_MOST: usize = 16 * 1024;
+
+/// Writes `frames` (after `head`, if any) as HTTP/1.1 chunks: the small ones copied into one
+/// buffer and sent with one `send`, each large one as a chunk of its own, from its own bytes.
+async fn write_large_frames(
+    watch: &mut StallWatch,
+    socket: &TcpStream,
+    head: Option<Vec<u8>>,
+    frames: &[Bytes],
+    limit: Duration,
+) -> Written {
+    let mut out = head.unwrap_or_default();
+    let mut small = 0;
+    for (i, frame) in frames.iter().enumerate().filter(|(_, f)| f.len() > COPY_AT_MOST) {
+        push_chunk(&mut out, &frames[small..i]);
+        out.extend_from_slice(format!("{:x}\r\n", frame.len()).as_bytes());
+        for part in [&out[..], &frame[..]] {
+            match watch.write(socket, part, limit).await {
+                Written::All => {}
+                cut => return cut,
+            }
+        }
+        out.clear();
+        out.extend_from_slice(b"\r\n");
+        small = i + 1;
+    }
+    push_chunk(&mut out, &frames[small..]);
+    if out.is_empty() {
+        return Written::All;
+    }
+    watch.write(socket, &out, limit).await
 }
 
 /// How [`StallWatch::write`] ended.
