@@ -436,6 +436,15 @@ fn topics_named(query: &str, key: &str) -> Result<Vec<Topic>, ApiError> {
 /// The topics a stream asks presence of (`?presence=a,b`): of its own `topics` only (a topic
 /// it does not follow was not authorized for it), in their order. A stream that asks none gets
 /// no presence frames and is listed nowhere: presence is asked for, not pushed.
+///
+/// ```
+/// use sse_notify_axum::endpoint::presence_from_query;
+/// use sse_notify_core::Topic;
+/// let topics = [Topic::new("board").unwrap(), Topic::new("task:7").unwrap()];
+/// let asked = presence_from_query("topic=board,task:7&presence=board,elsewhere", &topics).unwrap();
+/// assert_eq!(asked, [Topic::new("board").unwrap()]);
+/// assert_eq!(presence_from_query("presence=a%20b", &topics).unwrap_err().code, "invalid_topic");
+/// ```
 pub fn presence_from_query(query: &str, topics: &[Topic]) -> Result<Vec<Topic>, ApiError> {
     let asked = topics_named(query, "presence")?;
     Ok(topics.iter().filter(|t| asked.contains(t)).cloned().collect())
