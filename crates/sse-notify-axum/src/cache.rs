@@ -161,6 +161,14 @@ struct Entries {
     bytes: usize,
 }
 
+impl Entries {
+    /// Whether `slot` is still the one kept under `key` (not replaced by a newer generation,
+    /// nor let go).
+    fn holds(&self, key: &EntryKey, slot: &Slot) -> bool {
+        self.slots.peek(key).is_some_and(|kept| Arc::ptr_eq(&kept.answer, &slot.answer))
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct EntryKey {
     path_and_query: String,
@@ -192,6 +200,11 @@ struct Answer {
 }
 
 impl Answer {
+    /// Whether a request's `If-None-Match` names this answer (it then gets a `304`).
+    fn revalidated_by(&self, if_none_match: Option<&HeaderValue>) -> bool {
+        if_none_match.is_some_and(|v| etag_matches(v, &self.etag))
+    }
+
     fn response(&self) -> Response {
         let mut resp = Response::new(Body::from(self.body.clone()));
         *resp.headers_mut() = self.headers.clone();
@@ -307,9 +320,9 @@ impl Inner {
             if full && !watches.contains(topics) && watches.peek_lru().is_some_and(|(_, f)| f.used.elapsed() < IN_USE) {
                 return;
             }
-            let followed =
-                watches.get_or_insert_mut(topics.to_vec(), || Followed { cell: Arc::default(), used: Instant::now() });
-            followed.used = Instant::now();
+            let now = Instant::now();
+            let followed = watches.get_or_insert_mut(topics.to_vec(), || Followed { cell: Arc::default(), used: now });
+            followed.used = now;
             followed.cell.clone()
         };
         self.made(topics, &cell).await;
@@ -350,7 +363,7 @@ impl Inner {
     /// counted.
     fn account(&self, key: &EntryKey, slot: &Slot, size: usize) {
         let mut e = self.entries.lock().unwrap();
-        if !e.slots.peek(key).is_some_and(|kept| Arc::ptr_eq(&kept.answer, &slot.answer)) {
+        if !e.holds(key, slot) {
             return;
         }
         slot.size.fetch_add(size, Ordering::Relaxed);
@@ -363,7 +376,7 @@ impl Inner {
     /// count of entries) until the least recently used order reaches it.
     fn forget(&self, key: &EntryKey, slot: &Slot) {
         let mut e = self.entries.lock().unwrap();
-        if e.slots.peek(key).is_some_and(|kept| Arc::ptr_eq(&kept.answer, &slot.answer)) {
+        if e.holds(key, slot) {
             e.slots.pop(key);
             e.bytes -= slot.size.swap(0, Ordering::Relaxed);
         }
@@ -431,19 +444,19 @@ where
                 cache.count(Outcome::Passed);
                 return inner.oneshot(Request::from_parts(parts, body)).await;
             };
+            let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
             let Some(watch) = cache.watch(&scope.topics).await else {
                 // Not followed yet: this answer is computed for this request alone, and, if it
                 // is one to keep, the topics are followed from now on (the next request's
                 // answer is kept).
                 cache.count(Outcome::Passed);
-                let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
                 let Ok(resp) = inner.oneshot(Request::from_parts(parts, body)).await;
                 return Ok(match keep(resp, cache.limits.max_body).await {
                     Ok(answer) => {
                         cache.follow(&scope.topics).await;
-                        match if_none_match {
-                            Some(tag) if etag_matches(&tag, &answer.etag) => not_modified(&answer),
-                            _ => answer.response(),
+                        match answer.revalidated_by(if_none_match.as_ref()) {
+                            true => not_modified(&answer),
+                            false => answer.response(),
                         }
                     }
                     Err(resp) => resp,
@@ -464,7 +477,6 @@ where
                 class: scope.class,
             };
             let slot = cache.slot(&key, head.generation);
-            let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
             let computing = AtomicBool::new(false);
             let answer = slot
                 .answer
@@ -486,7 +498,7 @@ where
                     return Ok(resp);
                 }
             };
-            if if_none_match.is_some_and(|v| etag_matches(&v, &answer.etag)) {
+            if answer.revalidated_by(if_none_match.as_ref()) {
                 cache.count(Outcome::NotModified);
                 return Ok(not_modified(&answer));
             }

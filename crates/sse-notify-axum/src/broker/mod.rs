@@ -395,33 +395,23 @@ impl Broker {
 
     /// Publishes one event on several topics: one log entry, delivered once to each stream that
     /// follows any of them. Inside a request that carried its tab's origin
-    /// ([`crate::origin::WriterOriginLayer`]), the event carries it.
+    /// ([`crate::origin::WriterOriginLayer`]), the event carries it. An event the replicas did
+    /// not confirm (`SSE_REDIS_MIN_REPLICAS`) is `Unavailable` here, although it is in the log:
+    /// [`Broker::publish_or_defer`] tells the two apart.
     pub async fn publish_to(
         &self,
         topics: &[Topic],
         event: &str,
         data: &serde_json::Value,
     ) -> Result<(), PublishError> {
-        self.publish_as(crate::origin::current(), topics, event, data).await
-    }
-
-    /// [`Broker::publish_to`] on behalf of the tab `origin`. An event the replicas did not
-    /// confirm (`SSE_REDIS_MIN_REPLICAS`) is `Unavailable` to this caller, although it is in the
-    /// log: [`Broker::publish_or_defer`] tells the two apart.
-    pub(crate) async fn publish_as(
-        &self,
-        origin: Option<Box<str>>,
-        topics: &[Topic],
-        event: &str,
-        data: &serde_json::Value,
-    ) -> Result<(), PublishError> {
-        match self.publish_appended(origin, topics, event, data).await? {
+        match self.publish_appended(crate::origin::current(), topics, event, data).await? {
             Appended::Confirmed => Ok(()),
             Appended::Unconfirmed => Err(PublishError::Unavailable),
         }
     }
 
-    /// Publishes, and says whether the replicas asked for confirmed the event.
+    /// Publishes on behalf of the tab `origin`, and says whether the replicas asked for
+    /// confirmed the event.
     pub(crate) async fn publish_appended(
         &self,
         origin: Option<Box<str>>,

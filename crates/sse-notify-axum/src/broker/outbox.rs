@@ -26,6 +26,13 @@ pub(crate) struct Pending {
     pub(crate) origin: Option<Box<str>>,
 }
 
+impl Pending {
+    /// Publishes it through `broker`, on behalf of the tab that wrote it.
+    async fn publish_on(&self, broker: &Broker) -> Result<Appended, PublishError> {
+        broker.publish_appended(self.origin.clone(), &self.topics, &self.event, &self.data).await
+    }
+}
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<Pending>,
@@ -184,7 +191,7 @@ impl Broker {
         tokio::spawn(async move {
             let mut failures = 0;
             while let Some(p) = broker.inner.outbox.front() {
-                match broker.publish_appended(p.origin.clone(), &p.topics, &p.event, &p.data).await {
+                match p.publish_on(&broker).await {
                     Ok(appended) => {
                         broker.inner.outbox.pop();
                         failures = 0;
@@ -214,7 +221,7 @@ impl Broker {
         let broker = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(CONFIRM_AGAIN_AFTER).await;
-            match broker.publish_appended(p.origin.clone(), &p.topics, &p.event, &p.data).await {
+            match p.publish_on(&broker).await {
                 Ok(Appended::Confirmed) => {
                     tracing::info!(event = p.event, "unconfirmed event published again, confirmed")
                 }

@@ -109,7 +109,7 @@ pub(super) struct RedisPresence {
     settling: tokio::sync::Mutex<()>,
     /// Changes spawned and not done yet (shutdown waits for them).
     pending: std::sync::atomic::AtomicUsize,
-    /// Whether a join of this instance has listed it in Redis yet.
+    /// Whether a join or report of this instance has listed it in Redis yet.
     listed: std::sync::atomic::AtomicBool,
 }
 
@@ -204,9 +204,14 @@ impl RedisPresence {
         inv.arg(self.keys.channel(topic)).arg(message);
         let mut conn = self.conn.clone();
         let (absent, _instances): (i64, i64) = inv.invoke_async(&mut conn).await.map_err(|e| self.explain(e))?;
-        // The instance's very first join lists it for the first time: nothing was lost then.
+        Ok(self.was_swept(absent == 1))
+    }
+
+    /// Whether a join or report that found this instance `absent` from the instances' set found
+    /// it swept out: not when that was its very first listing (nothing was lost then).
+    fn was_swept(&self, absent: bool) -> bool {
         let listed_before = self.listed.swap(true, std::sync::atomic::Ordering::AcqRel);
-        Ok(absent == 1 && listed_before)
+        absent && listed_before
     }
 
     async fn leave(&self, topic: &str, id: &str) -> Result<(), String> {
@@ -232,7 +237,7 @@ impl RedisPresence {
         if let Some(left) = reply.get(1).and_then(text).filter(|n| n != "0") {
             tracing::info!(left, "members of a silent instance swept out of presence");
         }
-        Ok(absent)
+        Ok(self.was_swept(absent))
     }
 
     /// Joins or leaves as the book says now (a change that failed, or this instance's whole
