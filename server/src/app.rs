@@ -149,7 +149,7 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
             let presence = presence.clone();
             provide_context(PresenceSnapshot::new(move |request, topic| {
                 let presence = presence.clone();
-                async move { presence.members(request, topic).await }
+                async move { presence.roster(request, topic).await }
             }));
         }
     };

@@ -400,3 +400,35 @@ async fn an_instance_shut_down_gracefully_takes_its_members_out_at_once_not_at_t
     eprintln!("a member of an instance shut down gracefully left after {took:?}");
     assert!(took < Duration::from_secs(5), "left after {took:?}: the shutdown's leave, not the 15 s TTL");
 }
+
+on_both_backends! {
+// A large room is counted, not listed (SSE_PRESENCE_MAX_LISTED, 2 here): above the cap the
+// streams that asked get `presence:count`, not the member list nor each join and leave, and a
+// new stream's first frame is the count; back within the cap the list comes again. The page
+// the server renders says the count too.
+async fn a_room_above_the_cap_is_counted_and_listed_again_below_it(cfg) {
+    let app = TestServer::demo(sse_notify_axum::SseConfig { presence_max_listed: 2, ..cfg }).await;
+    let cookies: Vec<String> = futures::future::join_all((1..=4).map(|id| crm_sign_in(&app, id))).await;
+    let mut carol_sees = Seen::open(&app, &cookies[2], "tasks").await;
+    carol_sees.until(&["carol"]).await;
+    let bob = Seen::open(&app, &cookies[1], "tasks").await;
+    carol_sees.until(&["bob", "carol"]).await;
+    let counted = |n: usize| move |s: &Seen| s.members.len() == n && s.names().is_empty();
+    let alice = Seen::open(&app, &cookies[0], "tasks").await;
+    carol_sees.until_seen(Duration::from_secs(3), "3 counted", counted(3)).await;
+    let _dave = Seen::open(&app, &cookies[3], "tasks").await;
+    carol_sees.until_seen(Duration::from_secs(3), "4 counted", counted(4)).await;
+    let above = carol_sees.frames.iter().skip_while(|f| !matches!(f, PresenceFrame::Count { .. }));
+    assert!(above.clone().all(|f| matches!(f, PresenceFrame::Count { .. })), "only counts above the cap: {:?}", carol_sees.frames);
+    let mut fresh = Seen::open(&app, "", "tasks").await;
+    fresh.until_seen(Duration::from_secs(3), "4 counted", counted(4)).await;
+    assert_eq!(fresh.frames[0], PresenceFrame::Count { topic: "tasks".into(), count: 4 });
+    let page = http().get(app.url("/")).header("cookie", &cookies[2]).send().await.unwrap().text().await.unwrap();
+    let shown = page.find("board-here").map(|at| &page[at..(at + 300).min(page.len())]);
+    assert!(shown.is_some_and(|s| s.contains("member-count\">4<!> signed in")), "the rendered page counts them: {shown:?}");
+
+    drop((alice, bob));
+    carol_sees.until_seen(Duration::from_secs(3), "listed again", |s| s.names() == ["carol", "dave"]).await;
+    assert!(matches!(carol_sees.frames.last(), Some(PresenceFrame::State { .. })), "{:?}", carol_sees.frames);
+}
+}

@@ -15,8 +15,8 @@ use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 use leptos_sse_notify::{
-    use_live_json_with_options, use_presence_with_options, use_sse_with_options, FetchError, SseError, Topic,
-    UseSseOptions,
+    use_live_json_with_options, use_presence_count_with_options, use_presence_with_options, use_sse_with_options,
+    FetchError, SseError, Topic, UseSseOptions,
 };
 use shared::tasks::{Task, TaskEvent};
 use sse_notify_core::{SseEvent, TopicBuilder};
@@ -264,6 +264,8 @@ pub(crate) fn WhoIsHere(
     testid: &'static str,
 ) -> impl IntoView {
     let here = use_presence_with_options(topic, stream_options());
+    // Above the server's SSE_PRESENCE_MAX_LISTED a room is counted, not listed.
+    let count = use_presence_count_with_options(topic, stream_options());
     view! {
         <Transition fallback=|| ()>
             <p class="here" data-testid=testid>
@@ -271,7 +273,10 @@ pub(crate) fn WhoIsHere(
                 {move || {
                     let members = here.get();
                     if members.is_empty() {
-                        return view! { <span class="muted">"nobody signed in"</span> }.into_any();
+                        return match count.get() {
+                            0 => view! { <span class="muted">"nobody signed in"</span> }.into_any(),
+                            n => view! { <span data-testid="member-count">{n} " signed in"</span> }.into_any(),
+                        };
                     }
                     members
                         .into_iter()

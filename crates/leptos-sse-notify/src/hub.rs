@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use leptos::leptos_dom::helpers::set_timeout;
 use leptos::prelude::*;
-use sse_notify_core::presence::{Member, Members, PresenceFrame, PRESENCE_STATE_EVENT};
+use sse_notify_core::presence::{Members, PresenceFrame, Roster, PRESENCE_STATE_EVENT};
 use sse_notify_core::wire::RESYNC_EVENT;
 use sse_notify_core::Topic;
 use wasm_bindgen::prelude::*;
@@ -276,9 +276,9 @@ fn on_tab_message(key: &HubKey, msg: TabMessage) {
                 // server sends it when the stream opens, which may have been long ago).
                 for topic in &peer.presence {
                     if let Some(members) = hub.presence.get(topic.as_str()) {
-                        let state = PresenceFrame::State { topic: topic.to_string(), members: members.list() };
+                        let state = members.summary(topic.as_str());
                         hub.send(&TabMessage::Frame {
-                            name: PRESENCE_STATE_EVENT.to_owned(),
+                            name: state.name().to_owned(),
                             data: state.to_json(),
                             id: String::new(),
                             topics: Vec::new(),
@@ -467,9 +467,9 @@ fn resync(key: &HubKey, topics: Option<&[String]>) {
     }
 }
 
-/// Who is on `topic`, once the stream said (`None` before its `presence:state`).
-pub(crate) fn presence(key: &HubKey, topic: &str) -> Option<Vec<Member>> {
-    with_hub(key, |hub| hub.presence.get(topic).map(Members::list))
+/// Who is on `topic`, once the stream said (`None` before its `presence:state` or `count`).
+pub(crate) fn presence(key: &HubKey, topic: &str) -> Option<Roster> {
+    with_hub(key, |hub| hub.presence.get(topic).map(Members::roster))
 }
 
 /// Moves whenever the presence of any topic of `key`'s stream changes.
@@ -487,8 +487,8 @@ fn apply_presence(key: &HubKey, name: &str, data: &str) {
         let topic = frame.topic().to_owned();
         let changed = match hub.presence.get_mut(&topic) {
             Some(members) => members.apply(&frame),
-            // The topic's first state (a join or leave before it is not the whole story).
-            None if matches!(frame, PresenceFrame::State { .. }) => {
+            // The topic's first state or count (a join or leave before it is not the whole story).
+            None if matches!(frame, PresenceFrame::State { .. } | PresenceFrame::Count { .. }) => {
                 hub.presence.entry(topic).or_default().apply(&frame);
                 true
             }
@@ -730,7 +730,7 @@ mod browser_tests {
     #[wasm_bindgen_test]
     fn presence_frames_keep_the_members_once_the_state_came() {
         let key = key("presence");
-        let ids = || presence(&key, "room").map(|m| m.into_iter().map(|m| m.id).collect::<Vec<_>>());
+        let ids = || presence(&key, "room").map(|r| r.members.into_iter().map(|m| m.id).collect::<Vec<_>>());
         let frame = |name: &str, data: &str| dispatch(&key, name, data, "", &[]);
         frame("presence:join", r#"{"topic":"room","member":{"id":"a","info":null}}"#);
         assert_eq!(ids(), None, "a join before the state is not the whole set");
@@ -741,6 +741,13 @@ mod browser_tests {
         frame("presence:leave", r#"{"topic":"other","id":"c"}"#);
         assert_eq!(ids(), Some(vec!["c".to_owned()]));
         assert_eq!(presence_changed(&key).get_untracked(), 3, "state, join, leave; nothing for another topic");
+        // A room grown past the server's cap: counted, then listed again.
+        frame("presence:count", r#"{"topic":"room","count":500}"#);
+        assert_eq!(presence(&key, "room").map(|r| (r.members.len(), r.count)), Some((0, 500)));
+        frame("presence:state", r#"{"topic":"room","members":[{"id":"d","info":null}]}"#);
+        assert_eq!(presence(&key, "room").map(|r| r.count), Some(1));
+        frame("presence:count", r#"{"topic":"hall","count":7}"#);
+        assert_eq!(presence(&key, "hall").map(|r| r.count), Some(7), "a count can be a topic's first frame");
     }
 
     #[wasm_bindgen_test]

@@ -11,7 +11,8 @@
 //! - [`use_live_list`]: a REST list kept live item by item: an event naming an item refetches
 //!   that item and patches the list, instead of the whole list.
 //! - `publish` (feature `ssr`): publish a typed event from a `#[server]` function.
-//! - [`use_presence`]: who else is on a topic, live (and in the server-rendered page).
+//! - [`use_presence`]: who else is on a topic, live (and in the server-rendered page);
+//!   [`use_presence_count`]: how many, also in rooms too large to list.
 //! - [`OriginClient`]: server functions that say which tab called them, so the events they
 //!   publish do not make that tab refetch its own change.
 //!
@@ -72,12 +73,12 @@ pub use live_list::{use_live_list, LiveList};
 pub use origin::{origin_header, tab_origin, OriginClient, ORIGIN_HEADER};
 #[cfg(feature = "ssr")]
 pub use presence::PresenceSnapshot;
-pub use presence::{use_presence, use_presence_with_options};
+pub use presence::{use_presence, use_presence_count, use_presence_count_with_options, use_presence_with_options};
 #[cfg(feature = "ssr")]
 pub use publish::publish;
 /// The core crate (wire format, cursors), re-exported so that versions always match.
 pub use sse_notify_core as core;
-pub use sse_notify_core::presence::Member;
+pub use sse_notify_core::presence::{Member, Roster};
 /// What a component needs from the core crate, so that the app's shared code depends on this
 /// crate alone: declare events with [`sse_event!`], name topics with [`Topic`] or
 /// [`TopicBuilder`].

@@ -66,6 +66,10 @@ pub struct SseConfig {
     /// `SSE_PRESENCE_TTL_SECONDS`: with Redis, how long an instance that stopped answering keeps
     /// its members on their topics (default 15 s; they are gone within a third more).
     pub presence_ttl: Duration,
+    /// `SSE_PRESENCE_MAX_LISTED`: a topic with more members than this is counted, not listed:
+    /// its streams get `presence:count`, at most once a second, instead of its member list and
+    /// each join and leave (default 100).
+    pub presence_max_listed: usize,
     /// `HTTP_HEADER_TIMEOUT_SECONDS`: how long a client may take to send a request head, also
     /// how long an idle keep-alive connection stays open (default 10 s). SSE streams are not
     /// affected: their request was read long ago.
@@ -108,6 +112,7 @@ impl Default for SseConfig {
             history_age: broker.history_age,
             outbox_size: broker.outbox_size,
             presence_ttl: broker.presence_ttl,
+            presence_max_listed: broker.presence_max_listed,
             header_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
@@ -127,6 +132,7 @@ impl From<&SseConfig> for BrokerLimits {
             history_age: c.history_age,
             outbox_size: c.outbox_size,
             presence_ttl: c.presence_ttl,
+            presence_max_listed: c.presence_max_listed,
         }
     }
 }
@@ -257,6 +263,11 @@ impl SseConfig {
                 get("SSE_PRESENCE_TTL_SECONDS"),
                 d.presence_ttl.as_secs() as usize,
             )? as u64),
+            presence_max_listed: positive(
+                "SSE_PRESENCE_MAX_LISTED",
+                get("SSE_PRESENCE_MAX_LISTED"),
+                d.presence_max_listed,
+            )?,
             header_timeout: Duration::from_secs(positive(
                 "HTTP_HEADER_TIMEOUT_SECONDS",
                 get("HTTP_HEADER_TIMEOUT_SECONDS"),

@@ -24,7 +24,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 use bytes::Bytes;
 use futures::stream::Stream;
-use sse_notify_core::presence::Member;
+use sse_notify_core::presence::{Member, Roster};
 use sse_notify_core::Topic;
 
 use crate::admission::{Admission, ConnectionSlot};
@@ -490,8 +490,9 @@ pub struct PresenceReader {
 }
 
 impl PresenceReader {
-    /// `topic`'s members now, if the request may see them.
-    pub async fn members(&self, request: Arc<Parts>, topic: Topic) -> Option<Vec<Member>> {
+    /// `topic`'s members now (or their number, above `SSE_PRESENCE_MAX_LISTED`), if the
+    /// request may see them.
+    pub async fn roster(&self, request: Arc<Parts>, topic: Topic) -> Option<Roster> {
         let who = self.presence.as_ref()?;
         if let Some(check) = &self.authorize {
             if !check(request.clone(), topic.clone()).await {
@@ -501,8 +502,8 @@ impl PresenceReader {
         if who(request, topic.clone()).await == Presence::Off {
             return None;
         }
-        match self.broker.presence_members(&topic).await {
-            Ok(members) => Some(members),
+        match self.broker.presence_roster(&topic).await {
+            Ok(roster) => Some(roster),
             Err(e) => {
                 tracing::warn!(topic = topic.as_str(), error = %e, "presence could not be read");
                 None

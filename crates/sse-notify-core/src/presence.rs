@@ -15,7 +15,14 @@
 //!
 //! event: presence:leave
 //! data: {"topic":"board","id":"bob"}
+//!
+//! event: presence:count
+//! data: {"topic":"hall","count":12000}
 //! ```
+//!
+//! A large room is counted, not listed: above the server's cap (`SSE_PRESENCE_MAX_LISTED`), a
+//! stream gets `presence:count` instead of the state and of each join and leave, at most once a
+//! second per topic; once the room is back within the cap, a `presence:state` lists it again.
 //!
 //! ```
 //! use sse_notify_core::presence::{Member, Members, PresenceFrame};
@@ -38,8 +45,11 @@ pub const PRESENCE_STATE_EVENT: &str = "presence:state";
 pub const PRESENCE_JOIN_EVENT: &str = "presence:join";
 /// A member left.
 pub const PRESENCE_LEAVE_EVENT: &str = "presence:leave";
-/// The three presence event names.
-pub const PRESENCE_EVENTS: &[&str] = &[PRESENCE_STATE_EVENT, PRESENCE_JOIN_EVENT, PRESENCE_LEAVE_EVENT];
+/// How many members a topic has, when it has more than the server lists.
+pub const PRESENCE_COUNT_EVENT: &str = "presence:count";
+/// The presence event names.
+pub const PRESENCE_EVENTS: &[&str] =
+    &[PRESENCE_STATE_EVENT, PRESENCE_JOIN_EVENT, PRESENCE_LEAVE_EVENT, PRESENCE_COUNT_EVENT];
 
 /// The longest member id.
 pub const MAX_MEMBER_ID_LEN: usize = 128;
@@ -92,6 +102,13 @@ pub enum PresenceFrame {
         /// Who left.
         id: String,
     },
+    /// `presence:count`: more members than the server lists; how many.
+    Count {
+        /// The topic.
+        topic: String,
+        /// Its members.
+        count: usize,
+    },
 }
 
 impl PresenceFrame {
@@ -101,6 +118,7 @@ impl PresenceFrame {
             PresenceFrame::State { .. } => PRESENCE_STATE_EVENT,
             PresenceFrame::Join { .. } => PRESENCE_JOIN_EVENT,
             PresenceFrame::Leave { .. } => PRESENCE_LEAVE_EVENT,
+            PresenceFrame::Count { .. } => PRESENCE_COUNT_EVENT,
         }
     }
 
@@ -109,7 +127,8 @@ impl PresenceFrame {
         match self {
             PresenceFrame::State { topic, .. }
             | PresenceFrame::Join { topic, .. }
-            | PresenceFrame::Leave { topic, .. } => topic,
+            | PresenceFrame::Leave { topic, .. }
+            | PresenceFrame::Count { topic, .. } => topic,
         }
     }
 
@@ -125,38 +144,102 @@ impl PresenceFrame {
     }
 }
 
-/// A topic's members by id, as a client keeps them from the frames it gets.
+/// What a page shows of a topic's presence: its members while the server lists them, and how
+/// many there are (a large room, above the server's cap, is counted and not listed: `members` is
+/// empty and `count` says how many).
+///
+/// ```
+/// use sse_notify_core::presence::{Member, Roster};
+///
+/// let three: Vec<Member> = (0..3).map(|i| Member::new(i.to_string(), serde_json::Value::Null)).collect();
+/// assert_eq!(Roster::of(three.clone(), 100).members.len(), 3);
+/// let counted = Roster::of(three, 2);
+/// assert!(counted.members.is_empty() && counted.count == 3);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roster {
+    /// The members, by id; empty when the room is counted.
+    pub members: Vec<Member>,
+    /// How many members there are.
+    pub count: usize,
+}
+
+impl Roster {
+    /// `members`, listed while there are at most `max_listed` of them.
+    pub fn of(members: Vec<Member>, max_listed: usize) -> Self {
+        let count = members.len();
+        if count > max_listed {
+            Self { members: Vec::new(), count }
+        } else {
+            Self { members, count }
+        }
+    }
+
+    /// Whether the room is counted rather than listed.
+    pub fn is_counted(&self) -> bool {
+        self.members.len() != self.count
+    }
+}
+
+/// A topic's members by id, as a client keeps them from the frames it gets (or only their
+/// number, after a `presence:count`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Members(BTreeMap<String, Member>);
+pub struct Members {
+    listed: BTreeMap<String, Member>,
+    /// Set by `presence:count` until the next `presence:state`.
+    counted: Option<usize>,
+}
 
 impl Members {
-    /// Applies a frame of this topic; whether the set changed.
+    /// Applies a frame of this topic; whether what it shows changed. A join or leave while the
+    /// room is counted changes nothing (the server sends neither then: the next count says it).
     pub fn apply(&mut self, frame: &PresenceFrame) -> bool {
         match frame {
             PresenceFrame::State { members, .. } => {
                 let next: BTreeMap<_, _> = members.iter().map(|m| (m.id.clone(), m.clone())).collect();
-                std::mem::replace(&mut self.0, next) != self.0
+                let was_counted = self.counted.take().is_some();
+                std::mem::replace(&mut self.listed, next) != self.listed || was_counted
             }
+            PresenceFrame::Join { .. } | PresenceFrame::Leave { .. } if self.counted.is_some() => false,
             PresenceFrame::Join { member, .. } => {
-                self.0.insert(member.id.clone(), member.clone()).as_ref() != Some(member)
+                self.listed.insert(member.id.clone(), member.clone()).as_ref() != Some(member)
             }
-            PresenceFrame::Leave { id, .. } => self.0.remove(id).is_some(),
+            PresenceFrame::Leave { id, .. } => self.listed.remove(id).is_some(),
+            PresenceFrame::Count { count, .. } => {
+                self.listed.clear();
+                self.counted.replace(*count) != Some(*count)
+            }
         }
     }
 
-    /// The members, by id.
+    /// The members, by id (none while the room is counted).
     pub fn list(&self) -> Vec<Member> {
-        self.0.values().cloned().collect()
+        self.listed.values().cloned().collect()
+    }
+
+    /// The frame that tells all of it to someone who knew nothing: `presence:state`, or
+    /// `presence:count` while the room is counted.
+    pub fn summary(&self, topic: &str) -> PresenceFrame {
+        let topic = topic.to_owned();
+        match self.counted {
+            Some(count) => PresenceFrame::Count { topic, count },
+            None => PresenceFrame::State { topic, members: self.list() },
+        }
+    }
+
+    /// The members and their number.
+    pub fn roster(&self) -> Roster {
+        Roster { members: self.list(), count: self.len() }
     }
 
     /// How many.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.counted.unwrap_or(self.listed.len())
     }
 
     /// Nobody there.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 }
 
@@ -180,9 +263,26 @@ mod tests {
         assert!(here.apply(&leave) && here.is_empty());
     }
 
+    #[test]
+    fn a_counted_room_shows_its_count_until_it_is_listed_again() {
+        let count = PresenceFrame::Count { topic: "hall".into(), count: 12_000 };
+        assert_eq!(count.to_json(), r#"{"topic":"hall","count":12000}"#);
+        assert_eq!(PresenceFrame::decode("presence:count", &count.to_json()), Some(count.clone()));
+        let mut here = Members::default();
+        here.apply(&PresenceFrame::Join { topic: "hall".into(), member: Member::new("a", serde_json::Value::Null) });
+        assert!(here.apply(&count));
+        assert_eq!((here.len(), here.list().len()), (12_000, 0));
+        assert!(!here.apply(&PresenceFrame::Leave { topic: "hall".into(), id: "a".into() }));
+        assert_eq!(here.roster(), Roster { members: vec![], count: 12_000 });
+        assert_eq!(here.summary("hall"), count, "a tab that joins the stream is told the count");
+        let state = PresenceFrame::State { topic: "hall".into(), members: vec![] };
+        assert!(here.apply(&state), "listed again, even when empty");
+        assert_eq!(here.len(), 0);
+    }
+
     proptest! {
         #[test]
-        fn any_frame_text_decodes_or_is_refused(name in "presence:(state|join|leave)|x", data in any::<String>()) {
+        fn any_frame_text_decodes_or_is_refused(name in "presence:(state|join|leave|count)|x", data in any::<String>()) {
             if let Some(frame) = PresenceFrame::decode(&name, &data) {
                 prop_assert_eq!(frame.name(), name.as_str());
             }

@@ -47,7 +47,9 @@ fn arg(args: &[String], name: &str, default: &str) -> String {
 }
 
 fn limits(ttl: u64) -> BrokerLimits {
-    BrokerLimits { presence_ttl: Duration::from_secs(ttl), ..BrokerLimits::default() }
+    // Every member listed (the costlier path): by default a room above 100 members is counted,
+    // and its streams get at most one `presence:count` a second whatever the churn.
+    BrokerLimits { presence_ttl: Duration::from_secs(ttl), presence_max_listed: usize::MAX, ..BrokerLimits::default() }
 }
 
 #[tokio::main]

@@ -130,7 +130,12 @@ mod tests {
     use super::*;
 
     fn log(max_events: usize) -> MemoryLog {
-        MemoryLog::new(LogId::new("", 1), Retention { max_events, max_age_ms: 60_000 }, Arc::default(), Arc::default())
+        MemoryLog::new(
+            LogId::new("", 1),
+            Retention { max_events, max_age_ms: 60_000 },
+            Arc::default(),
+            PresenceBook::new(100),
+        )
     }
 
     #[test]

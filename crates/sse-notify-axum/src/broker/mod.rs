@@ -38,7 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sse_notify_core::cursor::{prefix_tag, Cursor, LogId, LogPosition};
-use sse_notify_core::presence::Member;
+use sse_notify_core::presence::{Member, Roster};
 use sse_notify_core::publish::PublishFuture;
 use sse_notify_core::wire::{Resync, ResyncReason, RESYNC_EVENT};
 use sse_notify_core::{Publish, PublishError, Publisher, SseEvent, Topic, MAX_TOPICS_PER_CONNECTION};
@@ -90,11 +90,15 @@ pub struct BrokerLimits {
     /// `SSE_PRESENCE_TTL_SECONDS`: with Redis, how long the members of an instance that stopped
     /// answering stay (the others sweep them out within a third more).
     pub presence_ttl: Duration,
+    /// `SSE_PRESENCE_MAX_LISTED`: a topic with more members than this is counted, not listed
+    /// (streams get `presence:count` at most once a second instead of its state, joins and leaves).
+    pub presence_max_listed: usize,
 }
 
 impl Default for BrokerLimits {
     /// No prefix, 256 queued events per stream, 64 KiB events, the last 10,000 events and 24 h
-    /// kept for replay, 10,000 events in the outbox, members of a silent instance kept 15 s.
+    /// kept for replay, 10,000 events in the outbox, members of a silent instance kept 15 s,
+    /// rooms of more than 100 members counted.
     fn default() -> Self {
         Self {
             topic_prefix: String::new(),
@@ -104,6 +108,7 @@ impl Default for BrokerLimits {
             history_age: Duration::from_secs(24 * 3600),
             outbox_size: 10_000,
             presence_ttl: Duration::from_secs(15),
+            presence_max_listed: 100,
         }
     }
 }
@@ -247,7 +252,7 @@ impl Broker {
     pub fn memory(limits: BrokerLimits) -> Self {
         let log = LogId::new(limits.namespace(), random_epoch());
         let hub = Arc::<Hub>::default();
-        let presence = Arc::<presence::PresenceBook>::default();
+        let presence = presence::PresenceBook::new(limits.presence_max_listed);
         let backend = memory::MemoryLog::new(log, limits.retention(), hub.clone(), presence.clone());
         Self::with_backend(limits, hub, presence, Arc::default(), Box::new(backend))
     }
@@ -263,7 +268,7 @@ impl Broker {
     #[cfg(feature = "redis")]
     pub async fn redis_with(options: &RedisOptions, limits: BrokerLimits) -> Result<Self, BrokerError> {
         let hub = Arc::<Hub>::default();
-        let presence = Arc::<presence::PresenceBook>::default();
+        let presence = presence::PresenceBook::new(limits.presence_max_listed);
         let metrics = SharedMetrics::default();
         let ns = limits.namespace();
         // Boxed: the connect future (TLS, Sentinel, Cluster, the ACL check) is deep enough that
@@ -589,7 +594,9 @@ impl Broker {
             let state = match entered.state.or_else(|| self.inner.presence.loaded_state(topic.as_str())) {
                 Some(state) => Some(state),
                 None => match self.inner.backend.presence_members(topic.as_str()).await {
-                    Ok(members) => Some(presence::state_frame(topic.as_str(), members)),
+                    Ok(members) => {
+                        Some(presence::summary_frame(topic.as_str(), members, self.inner.limits.presence_max_listed))
+                    }
                     Err(e) => {
                         tracing::debug!(topic = topic.as_str(), error = %e, "presence: state comes with the load");
                         None
@@ -649,13 +656,15 @@ impl Broker {
         Ok(sub)
     }
 
-    /// Who is on `topic` now (presence), as the streams that see it are told: for a page the
-    /// server renders with its members in it.
-    pub async fn presence_members(&self, topic: &Topic) -> Result<Vec<Member>, BrokerError> {
-        if let Some(members) = self.inner.presence.members(topic.as_str()) {
-            return Ok(members);
+    /// Who is on `topic` now (presence), as the streams that see it are told: its members, or
+    /// only their number above `SSE_PRESENCE_MAX_LISTED`. For a page the server renders with
+    /// them in it.
+    pub async fn presence_roster(&self, topic: &Topic) -> Result<Roster, BrokerError> {
+        if let Some(roster) = self.inner.presence.roster(topic.as_str()) {
+            return Ok(roster);
         }
-        self.inner.backend.presence_members(topic.as_str()).await.map_err(BrokerError::Unavailable)
+        let members = self.inner.backend.presence_members(topic.as_str()).await.map_err(BrokerError::Unavailable)?;
+        Ok(Roster::of(members, self.inner.limits.presence_max_listed))
     }
 
     /// Waits up to `within` for the presence changes still on their way to the backend (at

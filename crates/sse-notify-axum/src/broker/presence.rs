@@ -13,18 +13,33 @@
 //! after it was made, leaves the same set: this is what lets the Redis backend load a topic's
 //! members once its channel is subscribed, without ordering the load against the messages.
 //! Changes to a topic not loaded yet are dropped (the load will hold them).
+//!
+//! A large room is counted, not listed: with more members than `max_listed`, a topic's streams
+//! get `presence:count` in place of its state and of each join and leave, at most once per
+//! [`SUMMARY_INTERVAL`] (a room of 10,000 with people coming and going would otherwise send each
+//! of its streams a frame per change, and each new stream a 600 KB state). Crossing back within
+//! the cap sends the list again as a `presence:state`, under the same pace.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
-use sse_notify_core::presence::{Member, PresenceFrame};
+use sse_notify_core::presence::{Member, PresenceFrame, Roster};
 
 use super::hub::{Delivery, Inbox};
 
-#[derive(Default)]
+/// The fastest a counted topic's streams are told of its changes.
+pub(crate) const SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
+
 pub(crate) struct PresenceBook {
     topics: Mutex<HashMap<String, TopicPresence>>,
+    /// `SSE_PRESENCE_MAX_LISTED`: above this many members a topic is counted.
+    max_listed: usize,
+    /// Itself, for the timers that send a counted topic's pending summary.
+    this: Weak<PresenceBook>,
 }
 
 /// A member and its JSON, encoded once: a stream's `presence:state` is the members' JSON put
@@ -54,6 +69,10 @@ struct TopicPresence {
     state: Option<Bytes>,
     /// This instance's members: their number of local streams, and what they show.
     here: HashMap<String, (u32, Member)>,
+    /// When the followers were last sent the whole (a state or a count) after a change.
+    summarized: Option<Instant>,
+    /// Changes the followers have not heard of: a summary is on its way.
+    summary_due: bool,
 }
 
 /// What a stream's arrival asks of the backend.
@@ -68,9 +87,15 @@ pub(crate) struct Entered {
     pub(crate) state: Option<Bytes>,
 }
 
-/// The `presence:state` frame of `members` (a topic whose members were read for one stream).
-pub(crate) fn state_frame(topic: &str, members: Vec<Member>) -> Bytes {
-    frame(&PresenceFrame::State { topic: topic.to_owned(), members })
+/// What a stream is first told of `members` (a topic whose members were read for it alone):
+/// their `presence:state`, or their `presence:count` when there are more than `max_listed`.
+pub(crate) fn summary_frame(topic: &str, members: Vec<Member>, max_listed: usize) -> Bytes {
+    let topic = topic.to_owned();
+    if members.len() > max_listed {
+        frame(&PresenceFrame::Count { topic, count: members.len() })
+    } else {
+        frame(&PresenceFrame::State { topic, members })
+    }
 }
 
 fn frame(f: &PresenceFrame) -> Bytes {
@@ -96,12 +121,27 @@ impl TopicPresence {
         Bytes::from(sse_notify_core::wire::encode_event(None, name, &data).expect("a valid presence frame"))
     }
 
-    /// The shared `presence:state` of the members now.
-    fn state(&mut self, topic: &str) -> Bytes {
+    /// The shared summary of the members now: their `presence:state`, or `presence:count`
+    /// above `max_listed`.
+    fn state(&mut self, topic: &str, max_listed: usize) -> Bytes {
         if self.state.is_none() {
-            self.state = Some(self.state_frame(topic));
+            self.state = Some(if self.members.len() > max_listed {
+                frame(&PresenceFrame::Count { topic: topic.to_owned(), count: self.members.len() })
+            } else {
+                self.state_frame(topic)
+            });
         }
         self.state.clone().expect("just built")
+    }
+
+    /// Sends every follower the summary now.
+    fn summarize(&mut self, topic: &str, max_listed: usize) {
+        self.summarized = Some(Instant::now());
+        self.summary_due = false;
+        let state = self.state(topic, max_listed);
+        for inbox in self.followers.values() {
+            inbox.offer(Delivery::Presence(state.clone()), None);
+        }
     }
 
     /// No stream here sees the topic (a member's streams all see it, so none is a member).
@@ -111,6 +151,11 @@ impl TopicPresence {
 }
 
 impl PresenceBook {
+    /// A book that lists topics of up to `max_listed` members and counts larger ones.
+    pub(crate) fn new(max_listed: usize) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self { topics: Mutex::default(), max_listed, this: this.clone() })
+    }
+
     /// A stream arrives on `topic`: it sees its presence, and is `member` there when given.
     pub(crate) fn enter(&self, topic: &str, inbox: &Arc<Inbox>, member: Option<&Member>) -> Entered {
         let mut topics = self.topics.lock().unwrap();
@@ -118,7 +163,7 @@ impl PresenceBook {
         let mut entered = Entered::default();
         entry.followers.insert(inbox.id(), inbox.clone());
         if entry.loaded {
-            entered.state = Some(entry.state(topic));
+            entered.state = Some(entry.state(topic, self.max_listed));
         } else if !entry.loading {
             entry.loading = true;
             entered.load = true;
@@ -170,10 +215,7 @@ impl PresenceBook {
         entry.state = None;
         entry.loaded = true;
         entry.loading = false;
-        let state = entry.state(topic);
-        for inbox in entry.followers.values() {
-            inbox.offer(Delivery::Presence(state.clone()), None);
-        }
+        entry.summarize(topic, self.max_listed);
     }
 
     /// The embedded broker's load: the book's members are all there are, so the topic is
@@ -188,27 +230,64 @@ impl PresenceBook {
     /// The topic's `presence:state` if its members are loaded.
     pub(crate) fn loaded_state(&self, topic: &str) -> Option<Bytes> {
         let mut topics = self.topics.lock().unwrap();
-        topics.get_mut(topic).filter(|e| e.loaded).map(|e| e.state(topic))
+        topics.get_mut(topic).filter(|e| e.loaded).map(|e| e.state(topic, self.max_listed))
     }
 
-    /// A join or leave (a state is a load): followers hear of it when it changes the set.
+    /// A join or leave (a state is a load): followers hear of it when it changes the set, as
+    /// the frame itself while the topic is listed before and after, else by a summary (at once
+    /// if none went out within [`SUMMARY_INTERVAL`], else when that much has passed).
     pub(crate) fn apply(&self, change: &PresenceFrame) {
         let mut topics = self.topics.lock().unwrap();
-        let Some(entry) = topics.get_mut(change.topic()).filter(|e| e.loaded) else { return };
+        let topic = change.topic();
+        let Some(entry) = topics.get_mut(topic).filter(|e| e.loaded) else { return };
+        let listed_before = entry.members.len() <= self.max_listed;
         let changed = match change {
             PresenceFrame::Join { member, .. } => {
                 let old = entry.members.insert(member.id.clone(), Known::new(member.clone()));
                 old.is_none_or(|k| k.member != *member)
             }
             PresenceFrame::Leave { id, .. } => entry.members.remove(id).is_some(),
-            PresenceFrame::State { .. } => false,
+            PresenceFrame::State { .. } | PresenceFrame::Count { .. } => false,
         };
-        if changed {
-            entry.state = None;
+        if !changed {
+            return;
+        }
+        entry.state = None;
+        let listed_after = entry.members.len() <= self.max_listed;
+        if listed_before && listed_after && !entry.summary_due {
             let f = frame(change);
             for inbox in entry.followers.values() {
                 inbox.offer(Delivery::Presence(f.clone()), None);
             }
+            return;
+        }
+        if entry.summary_due {
+            return; // its timer is set
+        }
+        let next = entry.summarized.map_or(Instant::now(), |at| at + SUMMARY_INTERVAL);
+        if next <= Instant::now() {
+            entry.summarize(topic, self.max_listed);
+            return;
+        }
+        entry.summary_due = true;
+        let (book, owned) = (self.this.clone(), topic.to_owned());
+        let send = async move {
+            tokio::time::sleep_until(next).await;
+            if let Some(book) = book.upgrade() {
+                book.send_due_summary(&owned);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(send)),
+            // No runtime to wait in (a change applied outside one): summarize now.
+            Err(_) => entry.summarize(topic, self.max_listed),
+        }
+    }
+
+    fn send_due_summary(&self, topic: &str) {
+        let mut topics = self.topics.lock().unwrap();
+        if let Some(entry) = topics.get_mut(topic).filter(|e| e.summary_due) {
+            entry.summarize(topic, self.max_listed);
         }
     }
 
@@ -238,6 +317,16 @@ impl PresenceBook {
     pub(crate) fn members(&self, topic: &str) -> Option<Vec<Member>> {
         let topics = self.topics.lock().unwrap();
         topics.get(topic).filter(|e| e.loaded).map(|e| e.members.values().map(|k| k.member.clone()).collect())
+    }
+
+    /// What a page shows of a loaded topic (its members, or their number above the cap).
+    pub(crate) fn roster(&self, topic: &str) -> Option<Roster> {
+        let topics = self.topics.lock().unwrap();
+        let entry = topics.get(topic).filter(|e| e.loaded)?;
+        if entry.members.len() > self.max_listed {
+            return Some(Roster { members: Vec::new(), count: entry.members.len() });
+        }
+        Some(Roster::of(entry.members.values().map(|k| k.member.clone()).collect(), self.max_listed))
     }
 
     /// Topics in the book, and this instance's members summed over them.
@@ -278,7 +367,7 @@ mod tests {
 
     #[test]
     fn streams_arriving_while_the_members_stay_the_same_share_one_state_frame() {
-        let book = PresenceBook::default();
+        let book = PresenceBook::new(100);
         let hub = super::super::hub::Hub::default();
         let topic = [sse_notify_core::Topic::new("room").unwrap()];
         let inboxes: Vec<_> = (0..3).map(|_| hub.register(0, &topic, 8).inbox).collect();
@@ -295,5 +384,59 @@ mod tests {
         book.apply(&PresenceFrame::Join { topic: "room".into(), member: Member::new("b", serde_json::Value::Null) });
         let third = book.enter("room", &inboxes[2], None).state.expect("loaded");
         assert!(std::str::from_utf8(&third).unwrap().contains(r#""id":"b""#), "a new state after a change");
+    }
+
+    fn taken(inbox: &Inbox) -> Vec<String> {
+        let mut got = std::collections::VecDeque::new();
+        let _ = inbox.poll_take(&mut got, &mut std::task::Context::from_waker(std::task::Waker::noop()));
+        got.into_iter()
+            .map(|d| match d {
+                Delivery::Presence(f) => String::from_utf8(f.to_vec()).unwrap(),
+                _ => panic!("only presence frames here"),
+            })
+            .collect()
+    }
+
+    // Real time (tokio's paused clock would rebuild tokio with test-util for every test): a
+    // summary's timer ends before the test's wait, which is a tenth of a second longer.
+    #[tokio::test]
+    async fn a_room_above_the_cap_is_counted_at_most_once_a_second_and_listed_again_below_it() {
+        let book = PresenceBook::new(2);
+        let hub = super::super::hub::Hub::default();
+        let topic = [sse_notify_core::Topic::new("hall").unwrap()];
+        let (watcher, late) = (hub.register(0, &topic, 64).inbox, hub.register(0, &topic, 64).inbox);
+        book.enter("hall", &watcher, None);
+        book.load("hall", vec![]);
+        taken(&watcher);
+        // The load was a summary: the first count may go out a second after it.
+        tokio::time::sleep(SUMMARY_INTERVAL + Duration::from_millis(100)).await;
+        let join =
+            |id: &str| PresenceFrame::Join { topic: "hall".into(), member: Member::new(id, serde_json::Value::Null) };
+        let leave = |id: &str| PresenceFrame::Leave { topic: "hall".into(), id: id.into() };
+        book.apply(&join("a"));
+        book.apply(&join("b"));
+        assert_eq!(taken(&watcher).len(), 2, "within the cap: each join");
+        book.apply(&join("c"));
+        assert_eq!(taken(&watcher), ["event: presence:count\ndata: {\"topic\":\"hall\",\"count\":3}\n\n"]);
+        let state = book.enter("hall", &late, None).state.expect("loaded");
+        assert!(state.starts_with(b"event: presence:count\n"), "a new stream is told the count, not 3 members");
+        for id in ["d", "e", "f"] {
+            book.apply(&join(id));
+        }
+        book.apply(&leave("f"));
+        assert!(taken(&watcher).is_empty(), "a second has not passed");
+        tokio::time::sleep(SUMMARY_INTERVAL + Duration::from_millis(100)).await;
+        assert_eq!(taken(&watcher), ["event: presence:count\ndata: {\"topic\":\"hall\",\"count\":5}\n\n"]);
+        for id in ["c", "d", "e", "a"] {
+            book.apply(&leave(id));
+        }
+        book.apply(&join("g"));
+        tokio::time::sleep(SUMMARY_INTERVAL + Duration::from_millis(100)).await;
+        let listed = taken(&watcher);
+        assert_eq!(listed.len(), 1, "one summary for five changes: {listed:?}");
+        assert!(listed[0].starts_with("event: presence:state\n") && listed[0].contains("\"id\":\"g\""), "{listed:?}");
+        tokio::time::sleep(SUMMARY_INTERVAL + Duration::from_millis(100)).await;
+        book.apply(&leave("g"));
+        assert_eq!(taken(&watcher), ["event: presence:leave\ndata: {\"topic\":\"hall\",\"id\":\"g\"}\n\n"]);
     }
 }
