@@ -48,8 +48,11 @@ pub(super) trait Backend: Send + Sync + 'static {
 
     /// Starts bringing `topic`'s new events into the hub; resolves once they flow, so that an
     /// event appended after it resolves is delivered. Called once per topic while any local
-    /// stream follows it.
-    fn follow<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// stream or watch follows it; a stream's comes before a watch's asked earlier.
+    fn follow<'a>(&'a self, topic: &'a str, follower: Follower) -> BoxFuture<'a, Result<(), String>>;
+
+    /// A stream waits on `topic`, whose follow a watch started: it is the stream's now.
+    fn hurry(&self, _topic: &str) {}
 
     /// No local stream follows `topic` any more.
     fn unfollow(&self, topic: &str);
@@ -80,4 +83,11 @@ pub(super) trait Backend: Send + Sync + 'static {
     fn redis_connection(&self) -> Option<super::RedisConnection> {
         None
     }
+}
+
+/// Who follows a topic: a stream (someone waits on it) or the response cache's watch.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Follower {
+    Stream,
+    Watch,
 }

@@ -13,7 +13,7 @@ use futures::future::{self, BoxFuture, FutureExt};
 use sse_notify_core::cursor::{LogId, LogPosition};
 use sse_notify_core::presence::{Member, PresenceFrame};
 
-use super::backend::{AppendError, Backend};
+use super::backend::{AppendError, Backend, Follower};
 use super::hub::{Hub, LogEvent};
 use super::presence::PresenceBook;
 use super::{unix_ms, History, Retention};
@@ -114,7 +114,7 @@ impl Backend for MemoryLog {
         future::ready(Ok(self.read(after))).boxed()
     }
 
-    fn follow<'a>(&'a self, _topic: &'a str) -> BoxFuture<'a, Result<(), String>> {
+    fn follow<'a>(&'a self, _topic: &'a str, _follower: Follower) -> BoxFuture<'a, Result<(), String>> {
         future::ready(Ok(())).boxed()
     }
 

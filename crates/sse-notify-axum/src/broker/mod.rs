@@ -45,7 +45,7 @@ use sse_notify_core::{Publish, PublishError, Publisher, SseEvent, Topic, MAX_TOP
 use tokio::sync::watch;
 
 use crate::metrics::{Metrics, SharedMetrics};
-use backend::{AppendError, Backend};
+use backend::{AppendError, Backend, Follower};
 pub(crate) use hub::Signals;
 use hub::{Delivery, Hub, Inbox};
 
@@ -491,7 +491,8 @@ impl Broker {
         let ready = self.inner.hub.register_head(&head, &topics);
         let watch = TopicWatch { state: head.subscribe(), head, topics, broker: self.clone() };
         for (topic, ready) in &ready {
-            ready.get_or_try_init(|| self.inner.backend.follow(topic)).await.map_err(BrokerError::Unavailable)?;
+            let follow = || self.inner.backend.follow(topic, Follower::Watch);
+            ready.get_or_try_init(follow).await.map_err(BrokerError::Unavailable)?;
         }
         watch.head.start(self.history(None).await?.head_cursor());
         Ok(watch)
@@ -572,7 +573,11 @@ impl Broker {
         let mut guard =
             SubscriptionGuard { broker: self.clone(), inbox: registration.inbox, topics, presence: Vec::new() };
         for (topic, ready) in &registration.ready {
-            ready.get_or_try_init(|| self.inner.backend.follow(topic)).await.map_err(BrokerError::Unavailable)?;
+            if !ready.initialized() {
+                self.inner.backend.hurry(topic); // a watch may have asked for it first
+            }
+            let follow = || self.inner.backend.follow(topic, Follower::Stream);
+            ready.get_or_try_init(follow).await.map_err(BrokerError::Unavailable)?;
         }
         // Followed first: a Redis topic's members are loaded once its changes flow.
         let mut states = Vec::new();

@@ -17,9 +17,8 @@ use redis::{PushInfo, PushKind, Value};
 use sse_notify_core::cursor::{LogId, LogPosition};
 use tokio::sync::mpsc;
 
-use super::{
-    catch_up, message_event, on_message, Control, Delivered, Follow, Hub, RedisConnection, RedisOptions, Shared,
-};
+use super::control::{self, Commands, Control};
+use super::{catch_up, message_event, on_message, Delivered, Follow, Hub, RedisConnection, RedisOptions, Shared};
 
 /// The command connection, the subscription connection, and the messages it receives.
 pub(super) async fn connect(
@@ -49,7 +48,7 @@ pub(super) async fn subscriber_loop(
     mut subscriptions: ClusterConnection,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     start: (LogId, LogPosition),
-    mut commands: mpsc::UnboundedReceiver<Control>,
+    mut commands: Commands,
 ) {
     let Follow { shared, hub, metrics, presence } = follow;
     let mut delivered = Delivered { log: start.0, position: start.1 };
@@ -58,6 +57,8 @@ pub(super) async fn subscriber_loop(
     // Channels this instance unsubscribed itself (its last stream closed, a watch let go),
     // whose `sunsubscribe` push is still to come: that push is not a slot move.
     let mut leaving: HashSet<Vec<u8>> = HashSet::new();
+    // The channels subscribed (the cluster connection keeps them across moves and reconnects).
+    let mut live: HashSet<String> = HashSet::new();
     let (mut resubscribe, mut behind) = (false, false);
     let mut retry = tokio::time::interval(RETRY);
     loop {
@@ -92,16 +93,18 @@ pub(super) async fn subscriber_loop(
                     _ => {}
                 }
             }
-            cmd = commands.recv() => match cmd {
+            cmd = commands.recv(&live) => match cmd {
                 None => return,
-                Some(Control::Subscribe(channel, done)) => {
+                Some(Control::Subscribe(channel, waiters)) => {
                     let result = subscriptions.ssubscribe(&channel).await.map_err(|e| e.to_string());
-                    if let Err(e) = &result {
-                        tracing::error!(channel, error = %e, "redis SSUBSCRIBE failed");
+                    match &result {
+                        Ok(()) => drop(live.insert(channel)),
+                        Err(e) => tracing::error!(channel, error = %e, "redis SSUBSCRIBE failed"),
                     }
-                    let _ = done.send(result);
+                    control::answer(waiters, &result);
                 }
                 Some(Control::Unsubscribe(channel)) => {
+                    live.remove(&channel);
                     confirmed.remove(channel.as_bytes());
                     match subscriptions.sunsubscribe(&channel).await {
                         Ok(()) => {
@@ -116,7 +119,10 @@ pub(super) async fn subscriber_loop(
         }
         if resubscribe {
             match subscribe_again(&shared, &hub, &mut subscriptions).await {
-                Ok(()) => (resubscribe, behind) = (false, true),
+                Ok(wanted) => {
+                    (resubscribe, behind) = (false, true);
+                    live.extend(wanted);
+                }
                 Err(e) => tracing::warn!(error = %e, "redis cluster resubscription failed; retrying"),
             }
         }
@@ -136,11 +142,15 @@ pub(super) async fn subscriber_loop(
 
 /// Makes the connection learn where the prefix's slot is now, then subscribes every channel a
 /// local stream follows again (a channel already subscribed there is confirmed once more).
-async fn subscribe_again(shared: &Shared, hub: &Hub, subscriptions: &mut ClusterConnection) -> Result<(), String> {
+async fn subscribe_again(
+    shared: &Shared,
+    hub: &Hub,
+    subscriptions: &mut ClusterConnection,
+) -> Result<Vec<String>, String> {
     redis::cmd("EXISTS").arg(shared.keys.head()).query_async::<i64>(subscriptions).await.map_err(|e| e.to_string())?;
     let wanted: Vec<String> = hub.topics().iter().map(|t| shared.keys.channel(t)).collect();
     if !wanted.is_empty() {
         subscriptions.ssubscribe(&wanted).await.map_err(|e| e.to_string())?;
     }
-    Ok(())
+    Ok(wanted)
 }

@@ -12,6 +12,7 @@
 
 mod access;
 mod cluster;
+mod control;
 mod presence;
 mod primary;
 
@@ -28,13 +29,14 @@ use redis::Value;
 use sse_notify_core::cursor::{LogId, LogPosition};
 use sse_notify_core::origin::is_origin;
 use sse_notify_core::wire::ResyncReason;
-use tokio::sync::{mpsc, oneshot};
+use std::collections::HashSet;
 
-use super::backend::{AppendError, Backend};
+use super::backend::{AppendError, Backend, Follower};
 use super::hub::{Hub, LogEvent};
 use super::presence::PresenceBook;
 use super::{random_epoch, unix_ms, History, Retention};
 use crate::metrics::SharedMetrics;
+use control::{Commands, Control};
 
 /// Both scripts begin by reading the log's epoch (KEYS[2]), creating it from the caller's random
 /// candidate (ARGV[1]) when the log is new or Redis lost it, and by making sure the server they
@@ -159,13 +161,6 @@ impl Fanout {
             Fanout::Sharded => "SPUBLISH",
         }
     }
-}
-
-enum Control {
-    Subscribe(String, oneshot::Sender<Result<(), String>>),
-    Unsubscribe(String),
-    /// Load a topic's members (its channel is subscribed already).
-    LoadPresence(String),
 }
 
 /// Waits between reconnect attempts: doubles from the first to the last.
@@ -317,7 +312,7 @@ fn message_event(log_tag: u16, payload: &[u8]) -> Option<(LogId, Arc<LogEvent>)>
 
 pub(super) struct RedisBackend {
     shared: Shared,
-    control: mpsc::UnboundedSender<Control>,
+    control: control::Asks,
     publish_script: redis::Script,
     /// `SSE_REDIS_MIN_REPLICAS` and how long to wait for them.
     min_replicas: Option<(usize, Duration)>,
@@ -340,7 +335,7 @@ impl RedisBackend {
         book: Arc<PresenceBook>,
         metrics: SharedMetrics,
     ) -> Result<Self, String> {
-        let (control, commands) = mpsc::unbounded_channel::<Control>();
+        let (control, commands) = control::channel();
         let history_script = redis::Script::new(HISTORY_SCRIPT);
         let (shared, fanout, name, presence) = if options.is_cluster() {
             let (conn, mut subscriptions, pushes) = within_connect_timeout(cluster::connect(options)).await?;
@@ -381,10 +376,9 @@ impl RedisBackend {
         Ok(Self { shared, control, publish_script, min_replicas, fanout, name, hub, presence })
     }
 
-    async fn subscribe(&self, channel: String) -> Result<(), String> {
-        let (done, wait) = oneshot::channel();
-        self.control.send(Control::Subscribe(channel, done)).map_err(|_| "redis subscriber task stopped".to_owned())?;
-        wait.await.map_err(|_| "redis subscriber task stopped".to_owned())?
+    async fn subscribe(&self, channel: String, follower: Follower) -> Result<(), String> {
+        let answer = self.control.subscribe(channel, follower);
+        answer.await.map_err(|_| "redis subscriber task stopped".to_owned())?
     }
 
     async fn publish(&self, topics: &[String], body: String, origin: Option<&str>) -> Result<(), AppendError> {
@@ -470,20 +464,22 @@ impl Backend for RedisBackend {
         self.shared.history(after).boxed()
     }
 
-    fn follow<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        self.subscribe(self.shared.keys.channel(topic)).boxed()
+    fn follow<'a>(&'a self, topic: &'a str, follower: Follower) -> BoxFuture<'a, Result<(), String>> {
+        self.subscribe(self.shared.keys.channel(topic), follower).boxed()
+    }
+
+    fn hurry(&self, topic: &str) {
+        self.control.hurry(&self.shared.keys.channel(topic));
     }
 
     fn unfollow(&self, topic: &str) {
-        let _ = self.control.send(Control::Unsubscribe(self.shared.keys.channel(topic)));
+        self.control.unsubscribe(self.shared.keys.channel(topic));
     }
 
     fn presence_load(&self, topic: &str) {
         // An instance whose streams watch presence sweeps out dead instances' members too.
         self.presence.start_reporting();
-        if self.control.send(Control::LoadPresence(topic.to_owned())).is_err() {
-            self.presence.book().load_failed(topic);
-        }
+        self.control.load_presence(topic.to_owned());
     }
 
     fn presence_join(&self, topic: &str, member: sse_notify_core::presence::Member) {
@@ -573,9 +569,11 @@ async fn subscriber_loop(
     locator: Arc<primary::Locator>,
     first: redis::aio::PubSub,
     start: (LogId, LogPosition),
-    mut commands: mpsc::UnboundedReceiver<Control>,
+    mut commands: Commands,
 ) {
     let Follow { shared, hub, metrics, presence } = follow;
+    // The channels subscribed on the connection of now.
+    let mut live: HashSet<String> = HashSet::new();
     let mut moves = shared.conn.moves().expect("the Pub/Sub loop serves a primary, not a cluster");
     let mut next = Some(first);
     let mut backoff = BACKOFF_FIRST;
@@ -596,6 +594,7 @@ async fn subscriber_loop(
             },
         };
         let (mut sink, mut stream) = pubsub.split();
+        live.clear();
         let wanted: Vec<String> = hub.topics().iter().map(|t| shared.keys.channel(t)).collect();
         if !wanted.is_empty() {
             if let Err(e) = sink.subscribe(&wanted).await {
@@ -608,6 +607,7 @@ async fn subscriber_loop(
                 continue;
             }
         }
+        live.extend(wanted.iter().cloned());
         if !first_connection {
             if let Err(e) = catch_up(&shared, &hub, &mut delivered, &metrics).await {
                 tracing::warn!(error = %e, retry_in = ?backoff, "redis catch-up failed; reconnecting");
@@ -645,19 +645,21 @@ async fn subscriber_loop(
                         }
                     }
                 },
-                cmd = commands.recv() => match cmd {
+                cmd = commands.recv(&live) => match cmd {
                     None => return,
-                    Some(Control::Subscribe(channel, done)) => {
+                    Some(Control::Subscribe(channel, waiters)) => {
                         let result = sink.subscribe(&channel).await.map_err(|e| e.to_string());
-                        if let Err(e) = &result {
-                            tracing::error!(channel, error = %e, "redis SUBSCRIBE failed");
+                        match &result {
+                            Ok(()) => drop(live.insert(channel)),
+                            Err(e) => tracing::error!(channel, error = %e, "redis SUBSCRIBE failed"),
                         }
-                        let _ = done.send(result);
+                        control::answer(waiters, &result);
                     }
                     Some(Control::Unsubscribe(channel)) => {
                         if let Err(e) = sink.unsubscribe(&channel).await {
                             tracing::warn!(channel, error = %e, "redis UNSUBSCRIBE failed");
                         }
+                        live.remove(&channel);
                     }
                     Some(Control::LoadPresence(topic)) => presence::load(&presence, &topic).await,
                 },
@@ -704,7 +706,7 @@ async fn catch_up(
 /// Waits `backoff` before the next attempt (refusing commands meanwhile), or until the primary
 /// moves, and doubles it, up to [`BACKOFF_MAX`]. False when the broker is gone.
 async fn wait_to_retry(
-    commands: &mut mpsc::UnboundedReceiver<Control>,
+    commands: &mut Commands,
     moves: &mut tokio::sync::watch::Receiver<String>,
     backoff: &mut Duration,
 ) -> bool {
@@ -773,23 +775,18 @@ async fn on_message(
     Ok(())
 }
 
-/// While disconnected, for `wait`: answers SUBSCRIBE at once with an error (the SSE endpoint
-/// turns it into 503; the topic is resubscribed with the rest on reconnect anyway) and drops
-/// UNSUBSCRIBE (a fresh connection starts with nothing subscribed). False when the broker is gone.
-async fn refuse_commands_for(commands: &mut mpsc::UnboundedReceiver<Control>, wait: Duration) -> bool {
+/// While disconnected, for `wait`: answers every subscription asked with an error and drops
+/// the rest ([`Commands::refuse_all`]). False when the broker is gone.
+async fn refuse_commands_for(commands: &mut Commands, wait: Duration) -> bool {
     let until = tokio::time::sleep(wait);
     tokio::pin!(until);
     loop {
+        if !commands.refuse_all("redis is unreachable; reconnecting") {
+            return false;
+        }
         tokio::select! {
             _ = &mut until => return true,
-            cmd = commands.recv() => match cmd {
-                None => return false,
-                Some(Control::Subscribe(_, done)) => {
-                    let _ = done.send(Err("redis is unreachable; reconnecting".to_owned()));
-                }
-                // Loaded with every other topic once the connection is back.
-                Some(Control::Unsubscribe(_) | Control::LoadPresence(_)) => {}
-            },
+            _ = commands.asked() => {}
         }
     }
 }
