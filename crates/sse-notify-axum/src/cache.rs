@@ -13,7 +13,11 @@
 //! - **Never stale for a notified client.** A request whose `Last-Event-ID` header holds the
 //!   cursor of the notification that triggered it gets an answer computed after this process
 //!   learnt of that event: it waits (briefly) for the event to arrive here, and past that wait it
-//!   is computed afresh for that request alone. Without the header, a request gets the answer of
+//!   gets an answer whose computation began after the request arrived (its write was committed
+//!   before its event was published, so such an answer holds it). The requests that waited in
+//!   vain share such an answer as a wave does: a client that sends cursors no event will ever
+//!   match (made up, ahead of the log) costs one computation per key per wait, not one per
+//!   request. Without the header, a request gets the answer of
 //!   the newest event this process has seen, and a write accepted by this process counts from the
 //!   moment it is accepted.
 //! - **Never shared across authorization.** Requests share an answer only when their scope's
@@ -187,6 +191,9 @@ impl EntryKey {
 #[derive(Clone)]
 struct Slot {
     generation: u64,
+    /// When it was made: its answer is computed after that (by the first request that needs
+    /// it), so it holds every write committed before.
+    made: Instant,
     answer: Arc<OnceCell<Arc<Answer>>>,
     /// What it holds, counted in `Entries::bytes`: its key, and its answer's body once computed.
     size: Arc<AtomicUsize>,
@@ -221,8 +228,8 @@ enum Outcome {
     NotModified,
     /// Computed by the handler and kept.
     Computed,
-    /// Passed to the handler, not kept (not a GET, no scope, the broker away, an unproven
-    /// `Last-Event-ID`, a non-200 or oversized answer).
+    /// Passed to the handler, not kept (not a GET, no scope, the broker away, a topic set not
+    /// followed yet, a non-200 or oversized answer).
     Passed,
 }
 
@@ -343,13 +350,18 @@ impl Inner {
     /// The slot of `key` for `generation`: the one kept if it is of that generation, else a new
     /// one that replaces it. A new slot counts its key's bytes at once (a key is what a client
     /// chooses: a long query, say), and may push the least recently used answers out.
-    fn slot(&self, key: &EntryKey, generation: u64) -> Slot {
+    ///
+    /// With `arrived` (a request whose cursor could not be proven seen here), only a slot made
+    /// since is taken: one made before is replaced by a new one.
+    fn slot(&self, key: &EntryKey, generation: u64, arrived: Option<Instant>) -> Slot {
         let mut e = self.entries.lock().unwrap();
-        if let Some(slot) = e.slots.get(key).filter(|s| s.generation == generation) {
+        let fresh = |s: &&mut Slot| s.generation == generation && arrived.is_none_or(|at| s.made >= at);
+        if let Some(slot) = e.slots.get_mut(key).filter(fresh) {
             return slot.clone();
         }
         let size = key.cost();
-        let slot = Slot { generation, answer: Arc::default(), size: Arc::new(AtomicUsize::new(size)) };
+        let made = Instant::now();
+        let slot = Slot { generation, made, answer: Arc::default(), size: Arc::new(AtomicUsize::new(size)) };
         if let Some(old) = e.slots.put(key.clone(), slot.clone()) {
             e.bytes -= old.size.load(Ordering::Relaxed);
         }
@@ -438,6 +450,7 @@ where
         let cache = self.cache.inner.clone();
         let scope = self.scope.clone();
         Box::pin(async move {
+            let arrived = Instant::now();
             let (parts, body) = req.into_parts();
             let scope = if parts.method == Method::GET { scope(&parts).await } else { None };
             let Some(scope) = scope else {
@@ -466,17 +479,15 @@ where
                 cache.count(Outcome::Passed);
                 return inner.oneshot(Request::from_parts(parts, body)).await;
             };
-            let Some(head) = settled_head(&cache, &watch, &parts).await else {
-                // The event the client was notified of has not reached this process (or is of
-                // a log epoch it cannot compare): an answer kept here may predate it.
-                cache.count(Outcome::Passed);
-                return inner.oneshot(Request::from_parts(parts, body)).await;
-            };
+            let (head, proven) = settled_head(&cache, &watch, &parts).await;
             let key = EntryKey {
                 path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
                 class: scope.class,
             };
-            let slot = cache.slot(&key, head.generation);
+            // The event the client was notified of has not reached this process (or is of a
+            // log epoch it cannot compare): an answer kept here may predate it, one computed
+            // since the request arrived does not.
+            let slot = cache.slot(&key, head.generation, (!proven).then_some(arrived));
             let computing = AtomicBool::new(false);
             let answer = slot
                 .answer
@@ -509,9 +520,10 @@ where
 }
 
 /// The head to serve a request at: now, or, for a request whose `Last-Event-ID` names an event
-/// not yet seen here, once it is (at most `CacheLimits::wait`). `None` when the cursor cannot
-/// be proven seen. A cursor of another prefix, or not a cursor, proves nothing and is ignored.
-async fn settled_head(cache: &Inner, watch: &TopicWatch, parts: &Parts) -> Option<crate::broker::Head> {
+/// not yet seen here, once it is (at most `CacheLimits::wait`); and whether the cursor was proven
+/// seen (`false`: it was not within the wait, or is of a log epoch this process cannot compare).
+/// A cursor of another prefix, or not a cursor, proves nothing and is ignored.
+async fn settled_head(cache: &Inner, watch: &TopicWatch, parts: &Parts) -> (crate::broker::Head, bool) {
     let head = watch.now();
     let cursor = parts
         .headers
@@ -519,14 +531,14 @@ async fn settled_head(cache: &Inner, watch: &TopicWatch, parts: &Parts) -> Optio
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<Cursor>().ok())
         .filter(|c| head.log.is_some_and(|log| log.tag == c.log.tag));
-    let Some(cursor) = cursor else { return Some(head) };
+    let Some(cursor) = cursor else { return (head, true) };
     match head.has_seen(&cursor) {
-        Some(true) => Some(head),
-        Some(false) => watch
-            .wait_for(cache.limits.wait, |h| h.has_seen(&cursor) != Some(false))
-            .await
-            .filter(|h| h.has_seen(&cursor) == Some(true)),
-        None => None,
+        Some(true) => (head, true),
+        Some(false) => match watch.wait_for(cache.limits.wait, |h| h.has_seen(&cursor) != Some(false)).await {
+            Some(h) if h.has_seen(&cursor) == Some(true) => (h, true),
+            _ => (watch.now(), false),
+        },
+        None => (head, false),
     }
 }
 

@@ -189,7 +189,7 @@ async fn a_refetch_for_an_event_never_gets_an_answer_computed_before_it() {
 }
 
 #[tokio::test]
-async fn a_cursor_not_yet_seen_here_waits_for_its_event_and_one_never_seen_is_answered_alone() {
+async fn a_cursor_not_yet_seen_here_waits_for_its_event_and_those_never_seen_share_an_answer_made_after_them() {
     let broker = memory();
     let limits = CacheLimits { wait: Duration::from_millis(300), ..CacheLimits::default() };
     let (app, backing, _) = app(&broker, limits).await;
@@ -216,24 +216,33 @@ async fn a_cursor_not_yet_seen_here_waits_for_its_event_and_one_never_seen_is_an
     assert!(started.elapsed() >= Duration::from_millis(90), "it waited for the event");
     assert_eq!(backing.calls(), 2);
 
-    // A cursor far ahead (forged, or of a log this process cannot follow) is never proven: each
-    // such request is computed for itself, after the wait, and nothing is kept from it.
+    // A cursor far ahead (forged, or of a log this process cannot follow) is never proven: a
+    // request that holds one gets, after the wait, an answer computed since it arrived (here it
+    // sees a write whose event never came), and the requests that waited together share it:
+    // forging cursors costs one computation per wait, not one per request.
     let head: Cursor = broker.head_cursor().await.unwrap().parse().unwrap();
     let forged = Cursor {
         position: sse_notify_axum::core::cursor::LogPosition { ms: head.position.ms + 3_600_000, seq: 0 },
         ..head
     };
-    for _ in 0..2 {
-        let answer = get_with(&app, "/data", &[("x-team", "a"), ("last-event-id", &forged.to_string())]).await;
-        assert_eq!(answer.body, "v2 for a");
+    backing.set("v3");
+    let started = Instant::now();
+    let claim = [("x-team", "a"), ("last-event-id", &forged.to_string())];
+    let wave = (0..20).map(|_| get_with(&app, "/data", &claim));
+    for answer in futures::future::join_all(wave).await {
+        assert_eq!(answer.body, "v3 for a", "computed after it arrived");
     }
-    assert_eq!(backing.calls(), 4, "not shared");
-    assert_eq!(get_as(&app, "a").await.body, "v2 for a");
-    assert_eq!(backing.calls(), 4, "and the kept answer is still the one of the head");
+    assert!(started.elapsed() >= Duration::from_millis(290), "they waited for the event");
+    assert_eq!(backing.calls(), 3, "20 forged cursors, one computation");
+    let answer = get_with(&app, "/data", &[("x-team", "a"), ("last-event-id", &forged.to_string())]).await;
+    assert_eq!((answer.body.as_str(), backing.calls()), ("v3 for a", 4), "a later one: computed again, after it");
+    assert_eq!(get_as(&app, "a").await.body, "v3 for a");
+    assert_eq!(backing.calls(), 4, "and kept for the head: fresher than the head needs");
+    let forged = forged.to_string();
     // Not a cursor, or another prefix's: no claim, a plain request.
-    let other = Cursor { log: sse_notify_axum::core::cursor::LogId::new("another-app", 1), ..forged };
+    let other = Cursor { log: sse_notify_axum::core::cursor::LogId::new("another-app", 1), ..forged.parse().unwrap() };
     for claim in ["garbage", &other.to_string()] {
-        assert_eq!(get_with(&app, "/data", &[("x-team", "a"), ("last-event-id", claim)]).await.body, "v2 for a");
+        assert_eq!(get_with(&app, "/data", &[("x-team", "a"), ("last-event-id", claim)]).await.body, "v3 for a");
     }
     assert_eq!(backing.calls(), 4);
 }
