@@ -432,3 +432,58 @@ async fn a_room_above_the_cap_is_counted_and_listed_again_below_it(cfg) {
     assert!(matches!(carol_sees.frames.last(), Some(PresenceFrame::State { .. })), "{:?}", carol_sees.frames);
 }
 }
+
+// A stopped instance's share of 3,000 members is swept out in batches (each script call a
+// few milliseconds: every other client of Redis waits while one runs), not in one script
+// over the whole share; all 3,000 leave within the TTL and a third as before, and the
+// instance is unlisted once its share is gone. The instance is seeded as Redis would hold it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_instances_large_share_is_swept_out_in_batches() {
+    let redis = RedisServer::start();
+    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let (alive, owned) = ("sse-presence-alive/{sse}", "sse-presence-owned/{sse}/deadbeef");
+    let (members, counts) = ("sse-presence/{sse}/hall", "sse-presence-count/{sse}/hall");
+    let mut seed = redis::pipe();
+    seed.cmd("ZADD").arg(alive).arg(1).arg("deadbeef").ignore();
+    for id in 0..3_000 {
+        seed.cmd("HSET").arg(owned).arg(format!("hall\n{id}")).arg(1).ignore();
+        seed.cmd("HSET").arg(counts).arg(id).arg(1).ignore();
+        seed.cmd("HSET").arg(members).arg(id).arg(format!(r#"{{"id":"{id}","info":null}}"#)).ignore();
+    }
+    let () = seed.query_async(&mut conn).await.unwrap();
+    // Every command Redis runs from here on, with its time.
+    let mut monitor = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    let seen = std::thread::spawn({
+        let out = monitor.stdout.take().unwrap();
+        move || std::io::read_to_string(out).unwrap_or_default()
+    });
+
+    // A live instance with presence reports (every third of its 2 s TTL) and sweeps.
+    let cfg = sse_notify_axum::SseConfig { presence_ttl: Duration::from_secs(2), ..config(Some(&redis)) };
+    let app = TestServer::demo(cfg).await;
+    let carol = crm_sign_in(&app, 3).await;
+    let mut carol_sees = Seen::open(&app, &carol, "tasks").await;
+    carol_sees.until(&["carol"]).await;
+    let started = Instant::now();
+    loop {
+        let left: usize = redis::cmd("HLEN").arg(members).query_async(&mut conn).await.unwrap();
+        let listed: Option<f64> = redis::cmd("ZSCORE").arg(alive).arg("deadbeef").query_async(&mut conn).await.unwrap();
+        if left == 0 && listed.is_none() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(8), "{left} members still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    monitor.kill().unwrap();
+    monitor.wait().unwrap();
+    let log = seen.join().unwrap();
+    // The report script's calls: one key, the instances' report times.
+    let reports = log.lines().filter(|l| l.contains(r#""1" "sse-presence-alive/{sse}""#)).count();
+    assert!(reports >= 7, "3,000 members in batches of 500 take 6 calls and one that finds none: {reports}");
+    let gone: usize = redis::cmd("EXISTS").arg(owned).arg(counts).query_async(&mut conn).await.unwrap();
+    assert_eq!(gone, 0, "the instance's share and the counts are gone");
+}

@@ -64,16 +64,22 @@ return n
 "#;
 
 /// KEYS: alive. ARGV: instance, now ms, deadline ms, the namespace's hash tag (`{ns}`), publish
-/// command. Reports this instance, then takes the members of up to 16 instances past their
-/// deadline off their topics (the keys it names are in the same slot as KEYS[1]). Returns
-/// {1 if this instance was not listed (it was swept, or Redis lost it), members who left}.
+/// command, batch. Reports this instance, then takes up to about `batch` members of instances
+/// past their deadline off their topics (the keys it names are in the same slot as KEYS[1]).
+/// Returns {1 if this instance was not listed (it was swept, or Redis lost it), members who
+/// left, 1 if more may be left to sweep}: the caller calls again until none is, so that no one
+/// call blocks Redis for as long as a large instance's share takes (every other client waits
+/// while a script runs).
 const REPORT_SCRIPT: &str = r#"
 local absent = redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, 16)
+local budget = tonumber(ARGV[6])
 local left = 0
 for _, instance in ipairs(dead) do
   local owned = 'sse-presence-owned/' .. ARGV[4] .. '/' .. instance
-  for _, pair in ipairs(redis.call('HKEYS', owned)) do
+  local batch = redis.call('HSCAN', owned, 0, 'COUNT', budget)[2]
+  for i = 1, #batch, 2 do
+    local pair = batch[i]
     local nl = string.find(pair, '\n', 1, true)
     local topic, id = string.sub(pair, 1, nl - 1), string.sub(pair, nl + 1)
     local counts = 'sse-presence-count/' .. ARGV[4] .. '/' .. topic
@@ -83,12 +89,25 @@ for _, instance in ipairs(dead) do
       redis.call(ARGV[5], ARGV[4] .. '/' .. topic, 'presence\n' .. cjson.encode({topic = topic, id = id}))
       left = left + 1
     end
+    redis.call('HDEL', owned, pair)
+    budget = budget - 1
   end
-  redis.call('DEL', owned)
+  if redis.call('EXISTS', owned) == 1 then
+    return {absent, left, 1}
+  end
   redis.call('ZREM', KEYS[1], instance)
+  if budget <= 0 then
+    return {absent, left, 1}
+  end
 end
-return {absent, left}
+return {absent, left, 0}
 "#;
+
+/// Members a report sweeps out per script call (a few milliseconds of Redis time).
+const SWEEP_BATCH: usize = 500;
+
+/// Calls one report makes at most; the next report goes on where it stopped.
+const SWEEP_CALLS: usize = 2_000;
 
 /// The presence side of one Redis backend.
 pub(super) struct RedisPresence {
@@ -178,7 +197,7 @@ impl RedisPresence {
     /// What a Redis ACL user needs beyond the broker's own list, for presence.
     fn needed_acl(&self) -> String {
         format!(
-            "+hsetnx +hincrby +hget +hkeys +hvals +zadd +zrangebyscore +zrem +del ~sse-presence*/{{{}}}*",
+            "+hsetnx +hincrby +hget +hscan +exists +hvals +zadd +zrangebyscore +zrem +del ~sse-presence*/{{{}}}*",
             self.keys.namespace()
         )
     }
@@ -224,17 +243,27 @@ impl RedisPresence {
         inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| self.explain(e))
     }
 
-    /// Reports this instance and sweeps out silent ones; whether this one had been swept.
+    /// Reports this instance and sweeps out silent ones, a batch per script; whether this one
+    /// had been swept.
     async fn report(&self) -> Result<bool, String> {
-        let now = unix_ms();
-        let mut inv = self.scripts[2].prepare_invoke();
-        inv.key(self.alive_key());
-        inv.arg(&self.instance).arg(now).arg(now + self.ttl.as_millis() as u64);
-        inv.arg(format!("{{{}}}", self.keys.namespace())).arg(self.fanout.publish_command());
         let mut conn = self.conn.clone();
-        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| self.explain(e))?;
-        let absent = reply.first().and_then(text).is_some_and(|a| a == "1");
-        if let Some(left) = reply.get(1).and_then(text).filter(|n| n != "0") {
+        let (mut absent, mut left) = (false, 0u64);
+        for call in 0..SWEEP_CALLS {
+            let now = unix_ms();
+            let mut inv = self.scripts[2].prepare_invoke();
+            inv.key(self.alive_key());
+            inv.arg(&self.instance).arg(now).arg(now + self.ttl.as_millis() as u64);
+            inv.arg(format!("{{{}}}", self.keys.namespace())).arg(self.fanout.publish_command()).arg(SWEEP_BATCH);
+            let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| self.explain(e))?;
+            let number = |i: usize| reply.get(i).and_then(text).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            // Only the first call can find this instance unlisted: it lists it.
+            absent |= call == 0 && number(0) == 1;
+            left += number(1);
+            if number(2) == 0 {
+                break;
+            }
+        }
+        if left > 0 {
             tracing::info!(left, "members of a silent instance swept out of presence");
         }
         Ok(self.was_swept(absent))
