@@ -108,6 +108,12 @@ pub(crate) enum Delivery {
     Resync(ResyncReason, Cursor),
     /// A `presence:*` frame (no position: not a log event).
     Presence(Bytes),
+    /// The log was forked (a failover): the new epoch holds the old one up to `kept`, and
+    /// goes on from there with positions of its own (above `kept`, whatever the new primary's
+    /// clock says, but maybe not above what was lost past `kept`). A stream that saw past
+    /// `kept` saw lost events, and resyncs to `head`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the Redis backend's: a failover
+    Forked { kept: LogPosition, head: Cursor },
 }
 
 /// What wakes a stream besides its events: bits raised by the broker and its endpoint's
@@ -405,6 +411,14 @@ impl Hub {
         }
     }
 
+    /// Tells every stream the log was forked at `kept` ([`Delivery::Forked`]).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the Redis backend's
+    pub(crate) fn forked_all(&self, kept: LogPosition, head: Cursor) {
+        for inbox in self.streams(|_| true) {
+            inbox.offer(Delivery::Forked { kept, head }, None);
+        }
+    }
+
     /// Raises `signals` on every stream of `group`.
     pub(crate) fn raise(&self, group: u32, signals: Signals) {
         // Collected first: waking thousands of streams must not hold up deliveries.
@@ -474,7 +488,7 @@ mod tests {
         got.into_iter()
             .map(|d| match d {
                 Delivery::Event(p, f) => (p, f),
-                Delivery::Resync(..) | Delivery::Presence(_) => panic!("an event expected"),
+                Delivery::Resync(..) | Delivery::Presence(_) | Delivery::Forked { .. } => panic!("an event expected"),
             })
             .collect()
     }

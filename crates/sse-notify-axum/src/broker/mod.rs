@@ -824,6 +824,17 @@ impl Subscription {
                     self.after = head.position;
                     Poll::Ready(Some(resync_frame(reason, Some(&head.to_string()), self.topics())))
                 }
+                // Positions up to `kept` are the same events in both epochs, and the new
+                // epoch's go on above `kept`: a stream at or before it goes on comparing. One
+                // past it (it replayed from the log what this instance had not delivered yet)
+                // saw events the new log lost, whose positions the new epoch may issue again:
+                // comparing would drop new events as seen.
+                Delivery::Forked { kept, .. } if self.after <= kept => continue,
+                Delivery::Forked { head, .. } => {
+                    self.after = head.position;
+                    let reason = ResyncReason::BrokerReconnected;
+                    Poll::Ready(Some(resync_frame(reason, Some(&head.to_string()), self.topics())))
+                }
                 Delivery::Presence(frame) => Poll::Ready(Some(frame)),
             };
         }
@@ -904,6 +915,41 @@ mod tests {
         assert!(h.covers(before, at(30)) && !h.covers(before, at(31)), "the forked epoch: up to its fork");
         assert!(!h.covers(LogId { tag: 1, epoch: 8 }, at(1)), "an epoch this log never had");
         assert!(!h.covers(other, at(1)), "another prefix's log");
+    }
+
+    // A failover forked the log at (50, 0); this stream had replayed up to (100, 0) from the
+    // old log, and the new primary's clock is behind: its events come at (70, 0). Comparing
+    // positions across the fork dropped them as seen; the stream resyncs and gets them.
+    #[tokio::test]
+    async fn a_stream_past_a_fork_resyncs_and_gets_the_new_epochs_events_whatever_their_positions() {
+        let broker = Broker::memory(BrokerLimits::default());
+        let board = topics(&["board"]);
+        let old = broker.head_cursor().await.unwrap().parse::<Cursor>().unwrap().log;
+        let new = LogId { epoch: old.epoch.wrapping_add(1), ..old };
+        let at = |ms| LogPosition { ms, seq: 0 };
+        let event = |log, ms| hub::LogEvent::new(log, at(ms), vec!["board".into()], Bytes::from_static(b"{}"), None);
+        let mut past = broker.subscribe(&board, None).await.unwrap();
+        past.next_frame().await.unwrap(); // the opening cursor
+        for ms in [40, 100] {
+            broker.inner.hub.deliver(&event(old, ms));
+            past.next_frame().await.unwrap();
+        }
+        let mut within = broker.subscribe(&board, None).await.unwrap();
+        within.next_frame().await.unwrap(); // at the (empty) log's head, before the fork
+        let head = Cursor { log: new, position: at(60), matched: 0 };
+        broker.inner.hub.forked_all(at(50), head);
+        broker.inner.hub.deliver(&event(new, 70));
+        let text = |frame: Result<Option<Bytes>, _>| match frame {
+            Ok(Some(frame)) => String::from_utf8(frame.to_vec()).unwrap(),
+            _ => panic!("no frame within 2 s"),
+        };
+        let resync = text(tokio::time::timeout(Duration::from_secs(2), past.next_frame()).await);
+        assert!(resync.contains("event: resync") && resync.contains(&head.to_string()), "{resync}");
+        let seventy = format!("id: {}", Cursor { position: at(70), matched: 1, ..head });
+        let next = text(tokio::time::timeout(Duration::from_secs(2), past.next_frame()).await);
+        assert!(next.starts_with(&seventy), "{next}");
+        let next = text(tokio::time::timeout(Duration::from_secs(2), within.next_frame()).await);
+        assert!(next.starts_with(&seventy), "no resync within the fork: {next}");
     }
 
     #[tokio::test]

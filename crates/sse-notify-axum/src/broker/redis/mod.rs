@@ -554,7 +554,7 @@ impl Delivered {
 }
 
 /// Owns the instance's one Pub/Sub connection for its whole life: applies SUBSCRIBE and
-/// UNSUBSCRIBE in the order the broker queued them, and when the connection drops, reconnects
+/// UNSUBSCRIBE as asked (`control`: a stream's first), and when the connection drops, reconnects
 /// with backoff, resubscribes every topic that still has local streams, and catches up from the
 /// log: what was published meanwhile is delivered from history, or, when history no longer
 /// holds it (trimmed, or Redis lost its data), every local stream is told to `resync`.
@@ -681,6 +681,11 @@ async fn catch_up(
     let history = shared.history(Some(delivered.position)).await?;
     if history.covers(delivered.log, delivered.position) && history.complete {
         // Across a fork too: what was delivered is still in the log, and what follows it is.
+        // The streams are told where the fork is: one that replayed past it saw lost events.
+        if delivered.log != history.log {
+            let kept = history.forks.iter().find(|(epoch, _)| *epoch == delivered.log.epoch).map(|(_, at)| *at);
+            hub.forked_all(kept.unwrap_or(delivered.position), history.head_cursor());
+        }
         delivered.log = history.log;
         let n = history.events.len();
         for event in history.events {
