@@ -64,43 +64,57 @@ return n
 "#;
 
 /// KEYS: alive. ARGV: instance, now ms, deadline ms, the namespace's hash tag (`{ns}`), publish
-/// command, batch. Reports this instance, then takes up to about `batch` members of instances
-/// past their deadline off their topics (the keys it names are in the same slot as KEYS[1]).
-/// Returns {1 if this instance was not listed (it was swept, or Redis lost it), members who
-/// left, 1 if more may be left to sweep}: the caller calls again until none is, so that no one
-/// call blocks Redis for as long as a large instance's share takes (every other client waits
-/// while a script runs).
+/// command, batch, the instance being swept ('' = none yet) and the scan cursor in its share.
+/// Reports this instance, then takes about `batch` members of one instance past its deadline
+/// off their topics (the keys it names are in the same slot as KEYS[1]), going on with `HSCAN`
+/// from the cursor the previous call returned. Returns {1 if this instance was not listed (it
+/// was swept, or Redis lost it), members who left, the instance being swept, its cursor, 1 if
+/// the caller should call again}: so that no one call blocks Redis for as long as a large
+/// instance's share takes (every other client waits while a script runs).
+///
+/// The cursor is carried, not restarted: `HSCAN 0` visits the same buckets each time, and once
+/// those are emptied it returns nothing while the rest of a large share stays (10,000 members
+/// never left that way).
 const REPORT_SCRIPT: &str = r#"
 local absent = redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, 16)
-local budget = tonumber(ARGV[6])
-local left = 0
-for _, instance in ipairs(dead) do
-  local owned = 'sse-presence-owned/' .. ARGV[4] .. '/' .. instance
-  local batch = redis.call('HSCAN', owned, 0, 'COUNT', budget)[2]
-  for i = 1, #batch, 2 do
-    local pair = batch[i]
-    local nl = string.find(pair, '\n', 1, true)
-    local topic, id = string.sub(pair, 1, nl - 1), string.sub(pair, nl + 1)
-    local counts = 'sse-presence-count/' .. ARGV[4] .. '/' .. topic
-    if redis.call('HINCRBY', counts, id, -1) <= 0 then
-      redis.call('HDEL', counts, id)
-      redis.call('HDEL', 'sse-presence/' .. ARGV[4] .. '/' .. topic, id)
-      redis.call(ARGV[5], ARGV[4] .. '/' .. topic, 'presence\n' .. cjson.encode({topic = topic, id = id}))
-      left = left + 1
-    end
-    redis.call('HDEL', owned, pair)
-    budget = budget - 1
-  end
-  if redis.call('EXISTS', owned) == 1 then
-    return {absent, left, 1}
-  end
-  redis.call('ZREM', KEYS[1], instance)
-  if budget <= 0 then
-    return {absent, left, 1}
+local instance, cursor = ARGV[7], ARGV[8]
+if instance ~= '' then
+  local due = redis.call('ZSCORE', KEYS[1], instance)
+  if not due or tonumber(due) > tonumber(ARGV[2]) then
+    instance = ''
   end
 end
-return {absent, left, 0}
+if instance == '' then
+  instance = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, 1)[1]
+  cursor = '0'
+  if not instance then
+    return {absent, 0, '', '0', 0}
+  end
+end
+local owned = 'sse-presence-owned/' .. ARGV[4] .. '/' .. instance
+local scanned = redis.call('HSCAN', owned, cursor, 'COUNT', tonumber(ARGV[6]))
+local left = 0
+for i = 1, #scanned[2], 2 do
+  local pair = scanned[2][i]
+  local nl = string.find(pair, '\n', 1, true)
+  local topic, id = string.sub(pair, 1, nl - 1), string.sub(pair, nl + 1)
+  local counts = 'sse-presence-count/' .. ARGV[4] .. '/' .. topic
+  if redis.call('HINCRBY', counts, id, -1) <= 0 then
+    redis.call('HDEL', counts, id)
+    redis.call('HDEL', 'sse-presence/' .. ARGV[4] .. '/' .. topic, id)
+    redis.call(ARGV[5], ARGV[4] .. '/' .. topic, 'presence\n' .. cjson.encode({topic = topic, id = id}))
+    left = left + 1
+  end
+  redis.call('HDEL', owned, pair)
+end
+if scanned[1] ~= '0' then
+  return {absent, left, instance, scanned[1], 1}
+end
+if redis.call('EXISTS', owned) == 1 then
+  return {absent, left, instance, '0', 1}
+end
+redis.call('ZREM', KEYS[1], instance)
+return {absent, left, '', '0', 1}
 "#;
 
 /// Members a report sweeps out per script call (a few milliseconds of Redis time).
@@ -248,18 +262,23 @@ impl RedisPresence {
     async fn report(&self) -> Result<bool, String> {
         let mut conn = self.conn.clone();
         let (mut absent, mut left) = (false, 0u64);
+        // The instance being swept and where in its share (`REPORT_SCRIPT`).
+        let (mut sweeping, mut cursor) = (String::new(), "0".to_owned());
         for call in 0..SWEEP_CALLS {
             let now = unix_ms();
             let mut inv = self.scripts[2].prepare_invoke();
             inv.key(self.alive_key());
             inv.arg(&self.instance).arg(now).arg(now + self.ttl.as_millis() as u64);
             inv.arg(format!("{{{}}}", self.keys.namespace())).arg(self.fanout.publish_command()).arg(SWEEP_BATCH);
+            inv.arg(&sweeping).arg(&cursor);
             let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| self.explain(e))?;
-            let number = |i: usize| reply.get(i).and_then(text).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            let part = |i: usize| reply.get(i).and_then(text).unwrap_or_default();
+            let number = |i: usize| part(i).parse::<u64>().unwrap_or(0);
             // Only the first call can find this instance unlisted: it lists it.
             absent |= call == 0 && number(0) == 1;
             left += number(1);
-            if number(2) == 0 {
+            (sweeping, cursor) = (part(2), part(3));
+            if number(4) == 0 {
                 break;
             }
         }
