@@ -34,6 +34,22 @@ impl AppError {
         Self::new("not_signed_in", "sign in first")
     }
 
+    /// The HTTP status a server function answers this error with: the one its REST twin
+    /// answers for the same code (server functions answer 500 for any error otherwise, which
+    /// tells a client, a proxy or a retry policy that its own mistake was the server's).
+    pub fn status(&self) -> u16 {
+        match self.code.as_str() {
+            "invalid_arguments" | "request_failed" => 400,
+            "not_signed_in" => 401,
+            "forbidden" => 403,
+            "not_found" => 404,
+            "event_too_large" => 413,
+            code if code.starts_with("invalid_") || code == "empty_update" => 422,
+            "broker_unavailable" | "store_unavailable" => 503,
+            _ => 500,
+        }
+    }
+
     /// Logs `cause` on the server and answers a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         #[cfg(feature = "ssr")]
@@ -68,9 +84,30 @@ impl From<crate::app::table::StoreError> for AppError {
     }
 }
 
-/// Transport and argument errors of the server-function machinery itself.
+/// Transport and argument errors of the server-function machinery itself; and, where an error
+/// becomes the server function's answer, its status ([`AppError::status`]).
 impl FromServerFnError for AppError {
     type Encoder = JsonEncoding;
+
+    fn ser(&self) -> leptos::server_fn::Bytes {
+        // A plain HTML form post (no JavaScript) is sent back to its page, as leptos_axum
+        // does: a status here would replace that redirect with a page of JSON.
+        #[cfg(feature = "ssr")]
+        if let Some(response) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
+            let request = leptos::prelude::use_context::<http::request::Parts>();
+            let accept = request.as_ref().and_then(|r| r.headers.get(http::header::ACCEPT)?.to_str().ok());
+            if !accept.is_some_and(|a| a.contains("text/html")) {
+                if let Ok(status) = http::StatusCode::from_u16(self.status()) {
+                    response.set_status(status);
+                }
+            }
+        }
+        use leptos::server_fn::Encodes;
+        JsonEncoding::encode(self).unwrap_or_else(|e| {
+            let failed = Self::from_server_fn_error(ServerFnErrorErr::Serialization(e.to_string()));
+            JsonEncoding::encode(&failed).expect("an AppError is JSON")
+        })
+    }
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         let code = match value {
