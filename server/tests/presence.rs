@@ -359,6 +359,43 @@ async fn the_members_of_a_killed_instance_leave_within_the_ttl_and_a_third() {
     );
 }
 
+// An instance with no stream that watches presence still renders it in its pages: it sweeps
+// out a killed instance's members as one with such streams does (before, its board page
+// listed bob for good; found by an outside probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_rendered_where_no_stream_watches_presence_loses_a_killed_instances_members() {
+    let redis = RedisServer::start();
+    let ttl = Duration::from_secs(2);
+    let cfg = sse_notify_axum::SseConfig { presence_ttl: ttl, ..config(Some(&redis)) };
+    let renderer = TestServer::demo(cfg).await;
+    let mut doomed =
+        process::ServerProcess::start(&[("REDIS_URL", &redis.url), ("SSE_PRESENCE_TTL_SECONDS", "2")]).await;
+    let bob = crm_sign_in_at(&doomed.base, 2).await;
+    let mut bob_board = SseClient::open_with(
+        streaming().get(format!("{}/events?topic=tasks&presence=tasks", doomed.base)).header("cookie", &bob),
+    )
+    .await;
+    assert_eq!(bob_board.status, 200);
+    let page = || async { http().get(renderer.url("/")).send().await.unwrap().text().await.unwrap() };
+    let listed = |page: &str| page.contains(r#"data-name="bob""#);
+    let shown = Instant::now();
+    while !listed(&page().await) {
+        assert!(shown.elapsed() < Duration::from_secs(5), "bob's join reaches the renderer's pages");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = bob_board.next_any(Duration::from_millis(10)).await;
+    doomed.kill();
+    let killed = Instant::now();
+    while listed(&page().await) {
+        assert!(
+            killed.elapsed() < ttl + ttl / 3 + Duration::from_millis(1500),
+            "bob still listed {:?} after the kill",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_comes_back_empty_the_members_join_again_and_streams_get_the_state_again() {
     let mut redis = RedisServer::start();

@@ -498,6 +498,10 @@ impl Backend for RedisBackend {
         &'a self,
         topic: &'a str,
     ) -> BoxFuture<'a, Result<Vec<sse_notify_core::presence::Member>, String>> {
+        // An instance that shows presence (a page it renders) sweeps out dead instances'
+        // members too, as one whose streams watch it does: else, with no such stream here,
+        // its pages would list a crashed instance's members for good.
+        self.presence.start_reporting();
         self.presence.members(topic).boxed()
     }
 
