@@ -27,6 +27,10 @@ export async function crmTab(context: BrowserContext, server: AppServer, thread:
   const data = watchDataRequests(page);
   await page.goto(`${server.url}/crm`);
   if (name) await signIn(page, name);
+  // A tab that shares the session is signed in from its first rendering, but a thread clicked
+  // before the page has hydrated does nothing: wait until it is live (hydrated) first. (On a
+  // loaded machine the click came first and the thread never opened.)
+  else await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
   await openThread(page, thread);
   return { page, data };
 }
