@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sse_notify_axum::{Broker, SseConfig};
+use sse_notify_axum::{Broker, BrokerLimits, SseConfig};
 use sse_notify_core::Topic;
 use tokio::sync::Semaphore;
 
@@ -47,11 +47,8 @@ impl Publisher {
                 // The servers' own Redis settings, so that a Sentinel or Cluster shape is
                 // followed through a failover as they follow it.
                 let env = SseConfig::from_env().map_err(|e| e.to_string())?;
-                let cfg = SseConfig {
-                    redis_url: args.redis.clone().or(env.redis_url.clone()),
-                    topic_prefix: args.topic_prefix.clone(),
-                    ..env
-                };
+                let broker = BrokerLimits { topic_prefix: args.topic_prefix.clone(), ..env.broker.clone() };
+                let cfg = SseConfig { redis_url: args.redis.clone().or(env.redis_url.clone()), broker, ..env };
                 if cfg.redis_options().map_err(|e| e.to_string())?.is_none() {
                     return Err("--publish redis needs --redis URL (or REDIS_SENTINELS, REDIS_CLUSTER_NODES)".into());
                 }

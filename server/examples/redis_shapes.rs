@@ -20,7 +20,7 @@ use common::cluster::ClusterSet;
 use common::tls::TlsFiles;
 use common::*;
 use sse_notify_axum::config::RedisSettings;
-use sse_notify_axum::{Broker, SseConfig};
+use sse_notify_axum::{Broker, BrokerLimits, SseConfig};
 use sse_notify_core::Topic;
 
 const SUBSCRIBERS: usize = 100;
@@ -34,7 +34,8 @@ struct Figures {
 
 /// One prefix: its publishing and subscribing brokers.
 async fn brokers(cfg: &SseConfig, prefix: &str) -> (Broker, Broker) {
-    let cfg = SseConfig { topic_prefix: prefix.to_owned(), ..cfg.clone() };
+    let cfg =
+        SseConfig { broker: BrokerLimits { topic_prefix: prefix.to_owned(), ..cfg.broker.clone() }, ..cfg.clone() };
     let connect = || sse_notify_axum::setup::connect_broker(&cfg);
     (connect().await.expect("publisher connects"), connect().await.expect("subscriber connects"))
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sse_notify_axum::{Broker, SseApp, SseConfig};
+use sse_notify_axum::{Broker, BrokerLimits, SseApp, SseConfig};
 use sse_notify_core::wire::SseParser;
 use sse_notify_core::Topic;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,7 +94,8 @@ async fn frame_bytes() {
 
 /// 4. Redis memory per retained event.
 async fn retention(redis: &RedisServer) {
-    let cfg = SseConfig { topic_prefix: "retention".into(), ..config(Some(redis)) };
+    let cfg = config(Some(redis));
+    let cfg = SseConfig { broker: BrokerLimits { topic_prefix: "retention".into(), ..cfg.broker.clone() }, ..cfg };
     let broker = sse_notify_axum::setup::connect_broker(&cfg).await.unwrap();
     let n = 10_000u64;
     for id in 0..n {

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let cfg = config(None);
-    let queue = cfg.max_queue_size;
+    let queue = cfg.broker.max_queue_size;
     let app = TestServer::demo(cfg).await;
     let broker = app.sse.broker().clone();
     let topic = Topic::new("flood").unwrap();

@@ -96,7 +96,7 @@ fn seconds(var: &'static str, default: Duration) -> Result<Duration, ConfigError
 /// publisher in context), the REST API, `/events` (authorized per topic from the session
 /// cookie), health, metrics, static files, and a JSON 404 for everything else.
 pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router {
-    let prefix = &sse.config().topic_prefix;
+    let prefix = &sse.config().broker.topic_prefix;
     let (store, comments, sessions) = match sse.broker().redis_connection() {
         Some(conn) => (
             TaskStore::redis(conn.clone(), prefix),

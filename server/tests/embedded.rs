@@ -9,7 +9,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use common::*;
 use leptos::server_fn::ServerFn;
-use sse_notify_axum::{PublishLayer, SseApp, SseConfig};
+use sse_notify_axum::{BrokerLimits, PublishLayer, SseApp, SseConfig};
 use sse_notify_core::TopicBuilder;
 
 async fn create_task(base: &str, title: &str) -> u64 {
@@ -401,7 +401,8 @@ async fn publish_layer_infers_the_topic_and_extracts_data() {
 
 #[tokio::test]
 async fn event_names_and_sizes_are_checked_at_publish() {
-    let cfg = SseConfig { max_message_size: 200, ..config(None) };
+    let cfg = config(None);
+    let cfg = SseConfig { broker: BrokerLimits { max_message_size: 200, ..cfg.broker.clone() }, ..cfg };
     let sse = SseApp::new(cfg).await.unwrap();
     let t = sse_notify_core::Topic::new("t").unwrap();
     let b = sse.broker();

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sse_notify_axum::{ClientLimits, SseConfig};
+use sse_notify_axum::{BrokerLimits, ClientLimits, SseConfig};
 use sse_notify_core::Topic;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -141,7 +141,11 @@ async fn stalled_stream(app: &TestServer, topic: &str) -> tokio::net::TcpStream 
 on_both_backends! {
 async fn a_client_that_never_reads_is_cut_off_with_resync_and_delays_nobody(cfg) {
     // The write timeout far away: this is the queue bound's test (the client reads again).
-    let app = TestServer::demo(SseConfig { max_queue_size: 64, write_timeout: Duration::from_secs(600), ..cfg.clone() }).await;
+    let app = TestServer::demo(SseConfig {
+        broker: BrokerLimits { max_queue_size: 64, ..cfg.broker.clone() },
+        write_timeout: Duration::from_secs(600),
+        ..cfg.clone()
+    }).await;
     let broker = app.sse.broker().clone();
     let topic = Topic::new("task:9001").unwrap();
     let mut stalled = stalled_stream(&app, "task:9001").await;
@@ -245,7 +249,7 @@ async fn a_client_that_stops_reading_for_good_is_cut_within_the_write_timeout() 
 on_both_backends! {
 async fn oversized_events_are_a_clear_error_to_the_publisher(cfg) {
     // "event: task:created\ndata: {"id":1}\n\n" is 37 bytes: over a 30-byte limit.
-    let app = TestServer::demo(SseConfig { max_message_size: 30, ..cfg.clone() }).await;
+    let app = TestServer::demo(SseConfig { broker: BrokerLimits { max_message_size: 30, ..cfg.broker.clone() }, ..cfg.clone() }).await;
     let resp = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": "big"})).send().await.unwrap();
     assert_eq!(error_code(resp, 413).await, "event_too_large");
     assert_eq!(status_of(&app.url("/health")).await, 200);
@@ -288,8 +292,12 @@ async fn cors_is_off_when_unset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_prefixes_isolate_two_apps_on_one_redis() {
     let redis = RedisServer::start();
-    let one = TestServer::demo(SseConfig { topic_prefix: "app1:".into(), ..config(Some(&redis)) }).await;
-    let two = TestServer::demo(SseConfig { topic_prefix: "app2:".into(), ..config(Some(&redis)) }).await;
+    let prefixed = |prefix: &str| {
+        let cfg = config(Some(&redis));
+        SseConfig { broker: BrokerLimits { topic_prefix: prefix.into(), ..cfg.broker.clone() }, ..cfg }
+    };
+    let one = TestServer::demo(prefixed("app1:")).await;
+    let two = TestServer::demo(prefixed("app2:")).await;
     let unprefixed = TestServer::demo(config(Some(&redis))).await;
     let mut on_one = SseClient::subscribe(&one.base, "tasks").await;
     let mut on_two = SseClient::subscribe(&two.base, "tasks").await;

@@ -8,9 +8,15 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use leptos::server_fn::ServerFn;
+use sse_notify_axum::BrokerLimits;
 use sse_notify_core::presence::{Members, PresenceFrame};
 
 const THREAD: &str = "comment_thread:1";
+
+/// `cfg` with members of a silent instance kept `ttl`.
+fn with_presence_ttl(cfg: sse_notify_axum::SseConfig, ttl: Duration) -> sse_notify_axum::SseConfig {
+    sse_notify_axum::SseConfig { broker: BrokerLimits { presence_ttl: ttl, ..cfg.broker }, ..cfg }
+}
 
 /// A stream on `topics` that asks their presence (`&presence=`).
 async fn stream(app: &TestServer, cookie: &str, topics: &str) -> SseClient {
@@ -201,7 +207,7 @@ async fn members_by_id_only_for_the_authorized_across_instances(cfg) {
 on_backends! {
 [redis, redis_sentinel, redis_cluster]
 async fn a_silent_instances_members_are_swept_out_by_the_others(cfg) {
-    let cfg = sse_notify_axum::SseConfig { presence_ttl: Duration::from_secs(1), ..cfg };
+    let cfg = sse_notify_axum::SseConfig { broker: BrokerLimits { presence_ttl: Duration::from_secs(1), ..cfg.broker }, ..cfg };
     let app = TestServer::demo(cfg).await;
     let alice = crm_sign_in(&app, 1).await;
     // A member of an instance that reports for the last time now, as Redis holds it (on a
@@ -233,7 +239,7 @@ on_backends! {
 // learn that it was swept and join bob again (before, its report found it listed and bob
 // vanished from Redis and from instance B for good).
 async fn after_redis_loses_presence_a_join_in_the_window_does_not_hide_the_loss(cfg) {
-    let cfg = sse_notify_axum::SseConfig { presence_ttl: Duration::from_secs(3), ..cfg };
+    let cfg = sse_notify_axum::SseConfig { broker: BrokerLimits { presence_ttl: Duration::from_secs(3), ..cfg.broker }, ..cfg };
     let a = TestServer::demo(cfg.clone()).await;
     let b = a.another(cfg).await.expect("two instances");
     let (alice, bob, carol) = (crm_sign_in(&b, 1).await, crm_sign_in(&a, 2).await, crm_sign_in(&a, 3).await);
@@ -268,7 +274,7 @@ async fn after_redis_loses_presence_a_join_in_the_window_does_not_hide_the_loss(
     }
     stored.sort();
     assert_eq!(stored, ["1", "2", "3"], "every member is back in Redis (ids of alice, bob, carol)");
-    let c = a.another(sse_notify_axum::SseConfig { presence_ttl: Duration::from_secs(3), ..a.sse.config().clone() }).await;
+    let c = a.another(with_presence_ttl(a.sse.config().clone(), Duration::from_secs(3))).await;
     let mut fresh = Seen::open(c.as_ref().unwrap(), &alice, THREAD).await;
     fresh.until(&["alice", "bob", "carol"]).await;
     alice_sees.until(&["alice", "bob", "carol"]).await;
@@ -342,7 +348,7 @@ async fn alice_sees_bob_through(watcher: &TestServer, other: &process::ServerPro
 async fn the_members_of_a_killed_instance_leave_within_the_ttl_and_a_third() {
     let redis = RedisServer::start();
     let ttl = Duration::from_secs(2);
-    let cfg = sse_notify_axum::SseConfig { presence_ttl: ttl, ..config(Some(&redis)) };
+    let cfg = with_presence_ttl(config(Some(&redis)), ttl);
     let watcher = TestServer::demo(cfg).await;
     let mut doomed =
         process::ServerProcess::start(&[("REDIS_URL", &redis.url), ("SSE_PRESENCE_TTL_SECONDS", "2")]).await;
@@ -366,7 +372,7 @@ async fn the_members_of_a_killed_instance_leave_within_the_ttl_and_a_third() {
 async fn a_page_rendered_where_no_stream_watches_presence_loses_a_killed_instances_members() {
     let redis = RedisServer::start();
     let ttl = Duration::from_secs(2);
-    let cfg = sse_notify_axum::SseConfig { presence_ttl: ttl, ..config(Some(&redis)) };
+    let cfg = with_presence_ttl(config(Some(&redis)), ttl);
     let renderer = TestServer::demo(cfg).await;
     let mut doomed =
         process::ServerProcess::start(&[("REDIS_URL", &redis.url), ("SSE_PRESENCE_TTL_SECONDS", "2")]).await;
@@ -400,7 +406,7 @@ async fn a_page_rendered_where_no_stream_watches_presence_loses_a_killed_instanc
 async fn after_redis_comes_back_empty_the_members_join_again_and_streams_get_the_state_again() {
     let mut redis = RedisServer::start();
     let port = redis.port;
-    let cfg = sse_notify_axum::SseConfig { presence_ttl: Duration::from_secs(2), ..config(Some(&redis)) };
+    let cfg = with_presence_ttl(config(Some(&redis)), Duration::from_secs(2));
     let app = TestServer::demo(cfg).await;
     let (bob, carol) = (crm_sign_in(&app, 2).await, crm_sign_in(&app, 3).await);
     let _bob_sees = Seen::open(&app, &bob, THREAD).await;
@@ -444,7 +450,7 @@ on_both_backends! {
 // new stream's first frame is the count; back within the cap the list comes again. The page
 // the server renders says the count too.
 async fn a_room_above_the_cap_is_counted_and_listed_again_below_it(cfg) {
-    let app = TestServer::demo(sse_notify_axum::SseConfig { presence_max_listed: 2, ..cfg }).await;
+    let app = TestServer::demo(sse_notify_axum::SseConfig { broker: BrokerLimits { presence_max_listed: 2, ..cfg.broker }, ..cfg }).await;
     let cookies: Vec<String> = futures::future::join_all((1..=4).map(|id| crm_sign_in(&app, id))).await;
     let mut carol_sees = Seen::open(&app, &cookies[2], "tasks").await;
     carol_sees.until(&["carol"]).await;
@@ -502,7 +508,7 @@ async fn a_stopped_instances_large_share_is_swept_out_in_batches() {
     });
 
     // A live instance with presence reports (every third of its 2 s TTL) and sweeps.
-    let cfg = sse_notify_axum::SseConfig { presence_ttl: Duration::from_secs(2), ..config(Some(&redis)) };
+    let cfg = with_presence_ttl(config(Some(&redis)), Duration::from_secs(2));
     let app = TestServer::demo(cfg).await;
     let carol = crm_sign_in(&app, 3).await;
     let mut carol_sees = Seen::open(&app, &carol, "tasks").await;

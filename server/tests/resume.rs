@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use sse_notify_axum::{Broker, SseConfig};
+use sse_notify_axum::{Broker, BrokerLimits, SseConfig};
 use sse_notify_core::cursor::{Cursor, LogId};
 use sse_notify_core::wire::ParsedEvent;
 use sse_notify_core::Topic;
@@ -142,7 +142,7 @@ async fn expect_resync(sse: &mut SseClient, reason: &str, topics: &[&str]) -> St
 
 on_every_backend! {
 async fn bad_foreign_unknown_and_trimmed_cursors_resync_their_topics_then_go_live(cfg) {
-    let app = TestServer::demo(SseConfig { history_size: 5, ..cfg.clone() }).await;
+    let app = TestServer::demo(SseConfig { broker: BrokerLimits { history_size: 5, ..cfg.broker.clone() }, ..cfg.clone() }).await;
     let broker = app.sse.broker().clone();
     let head: Cursor = broker.head_cursor().await.unwrap().parse().unwrap();
     let foreign = Cursor { log: LogId::new("another-app", head.log.epoch), ..head }.to_string();

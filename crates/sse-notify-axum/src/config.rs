@@ -40,8 +40,6 @@ pub struct SseConfig {
     pub redis: RedisSettings,
     /// `SSE_HEARTBEAT_SECONDS` (default 30; 0 = off).
     pub heartbeat: Option<Duration>,
-    /// `TOPIC_PREFIX`: added to every topic server-side, invisible to clients.
-    pub topic_prefix: String,
     /// `CORS_ORIGINS`, comma-separated; empty = CORS off.
     pub cors_origins: Vec<String>,
     /// `SSE_MAX_CONNECTIONS`: open streams per process.
@@ -52,24 +50,11 @@ pub struct SseConfig {
     /// `SSE_CLIENT_IP_HEADER`: behind a reverse proxy, the header that carries the client's
     /// address (`x-forwarded-for`, `x-real-ip`); unset = the peer address is the client.
     pub client_ip_header: Option<HeaderName>,
-    /// `SSE_MAX_QUEUE_SIZE`: events a subscriber may fall behind before it is disconnected.
-    pub max_queue_size: usize,
-    /// `SSE_MAX_MESSAGE_SIZE`: the largest encoded event, in bytes.
-    pub max_message_size: usize,
-    /// `SSE_HISTORY_SIZE`: events kept for replay (default 10,000 per prefix).
-    pub history_size: usize,
-    /// `SSE_HISTORY_SECONDS`: how long an event is kept for replay (default 24 h).
-    pub history_age: Duration,
-    /// `SSE_OUTBOX_SIZE`: events kept in process while the backend is away after a write
-    /// (default 10,000; see [`crate::Broker::publish_or_defer`]).
-    pub outbox_size: usize,
-    /// `SSE_PRESENCE_TTL_SECONDS`: with Redis, how long an instance that stopped answering keeps
-    /// its members on their topics (default 15 s; they are gone within a third more).
-    pub presence_ttl: Duration,
-    /// `SSE_PRESENCE_MAX_LISTED`: a topic with more members than this is counted, not listed:
-    /// its streams get `presence:count`, at most once a second, instead of its member list and
-    /// each join and leave (default 100).
-    pub presence_max_listed: usize,
+    /// What the broker holds and keeps, each read from its variable (declared once, in
+    /// [`BrokerLimits`]): `TOPIC_PREFIX`, `SSE_MAX_QUEUE_SIZE`, `SSE_MAX_MESSAGE_SIZE`,
+    /// `SSE_HISTORY_SIZE`, `SSE_HISTORY_SECONDS`, `SSE_OUTBOX_SIZE`, `SSE_PRESENCE_TTL_SECONDS`,
+    /// `SSE_PRESENCE_MAX_LISTED`.
+    pub broker: BrokerLimits,
     /// `HTTP_HEADER_TIMEOUT_SECONDS`: how long a client may take to send a request head, also
     /// how long an idle keep-alive connection stays open (default 10 s). SSE streams are not
     /// affected: their request was read long ago.
@@ -96,43 +81,20 @@ pub struct SseConfig {
 
 impl Default for SseConfig {
     fn default() -> Self {
-        let broker = BrokerLimits::default();
         Self {
             redis_url: None,
             redis: RedisSettings::default(),
             heartbeat: Some(Duration::from_secs(DEFAULT_HEARTBEAT_SECONDS)),
-            topic_prefix: String::new(),
             cors_origins: Vec::new(),
             max_connections: 19_000,
             client_limits: ClientLimits::default(),
             client_ip_header: None,
-            max_queue_size: broker.max_queue_size,
-            max_message_size: broker.max_message_size,
-            history_size: broker.history_size,
-            history_age: broker.history_age,
-            outbox_size: broker.outbox_size,
-            presence_ttl: broker.presence_ttl,
-            presence_max_listed: broker.presence_max_listed,
+            broker: BrokerLimits::default(),
             header_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             max_pending_per_client: 128,
             shutdown_grace: Duration::from_secs(10),
-        }
-    }
-}
-
-impl From<&SseConfig> for BrokerLimits {
-    fn from(c: &SseConfig) -> Self {
-        Self {
-            topic_prefix: c.topic_prefix.clone(),
-            max_queue_size: c.max_queue_size,
-            max_message_size: c.max_message_size,
-            history_size: c.history_size,
-            history_age: c.history_age,
-            outbox_size: c.outbox_size,
-            presence_ttl: c.presence_ttl,
-            presence_max_listed: c.presence_max_listed,
         }
     }
 }
@@ -233,7 +195,6 @@ impl SseConfig {
             redis_url,
             redis,
             heartbeat: (heartbeat_secs > 0).then(|| Duration::from_secs(heartbeat_secs)),
-            topic_prefix,
             cors_origins,
             max_connections: positive("SSE_MAX_CONNECTIONS", get("SSE_MAX_CONNECTIONS"), d.max_connections)?,
             client_limits: ClientLimits {
@@ -249,50 +210,41 @@ impl SseConfig {
                 )?,
             },
             client_ip_header,
-            max_queue_size: positive("SSE_MAX_QUEUE_SIZE", get("SSE_MAX_QUEUE_SIZE"), d.max_queue_size)?,
-            max_message_size: positive("SSE_MAX_MESSAGE_SIZE", get("SSE_MAX_MESSAGE_SIZE"), d.max_message_size)?,
-            history_size: positive("SSE_HISTORY_SIZE", get("SSE_HISTORY_SIZE"), d.history_size)?,
-            history_age: Duration::from_secs(positive(
-                "SSE_HISTORY_SECONDS",
-                get("SSE_HISTORY_SECONDS"),
-                d.history_age.as_secs() as usize,
-            )? as u64),
-            outbox_size: positive("SSE_OUTBOX_SIZE", get("SSE_OUTBOX_SIZE"), d.outbox_size)?,
-            presence_ttl: Duration::from_secs(positive(
-                "SSE_PRESENCE_TTL_SECONDS",
-                get("SSE_PRESENCE_TTL_SECONDS"),
-                d.presence_ttl.as_secs() as usize,
-            )? as u64),
-            presence_max_listed: positive(
-                "SSE_PRESENCE_MAX_LISTED",
-                get("SSE_PRESENCE_MAX_LISTED"),
-                d.presence_max_listed,
-            )?,
-            header_timeout: Duration::from_secs(positive(
+            broker: BrokerLimits {
+                topic_prefix,
+                max_queue_size: positive("SSE_MAX_QUEUE_SIZE", get("SSE_MAX_QUEUE_SIZE"), d.broker.max_queue_size)?,
+                max_message_size: positive(
+                    "SSE_MAX_MESSAGE_SIZE",
+                    get("SSE_MAX_MESSAGE_SIZE"),
+                    d.broker.max_message_size,
+                )?,
+                history_size: positive("SSE_HISTORY_SIZE", get("SSE_HISTORY_SIZE"), d.broker.history_size)?,
+                history_age: seconds("SSE_HISTORY_SECONDS", get("SSE_HISTORY_SECONDS"), d.broker.history_age)?,
+                outbox_size: positive("SSE_OUTBOX_SIZE", get("SSE_OUTBOX_SIZE"), d.broker.outbox_size)?,
+                presence_ttl: seconds(
+                    "SSE_PRESENCE_TTL_SECONDS",
+                    get("SSE_PRESENCE_TTL_SECONDS"),
+                    d.broker.presence_ttl,
+                )?,
+                presence_max_listed: positive(
+                    "SSE_PRESENCE_MAX_LISTED",
+                    get("SSE_PRESENCE_MAX_LISTED"),
+                    d.broker.presence_max_listed,
+                )?,
+            },
+            header_timeout: seconds(
                 "HTTP_HEADER_TIMEOUT_SECONDS",
                 get("HTTP_HEADER_TIMEOUT_SECONDS"),
-                d.header_timeout.as_secs() as usize,
-            )? as u64),
-            write_timeout: Duration::from_secs(positive(
-                "SSE_WRITE_TIMEOUT_SECONDS",
-                get("SSE_WRITE_TIMEOUT_SECONDS"),
-                d.write_timeout.as_secs() as usize,
-            )? as u64),
-            body_timeout: Duration::from_secs(positive(
-                "HTTP_BODY_TIMEOUT_SECONDS",
-                get("HTTP_BODY_TIMEOUT_SECONDS"),
-                d.body_timeout.as_secs() as usize,
-            )? as u64),
+                d.header_timeout,
+            )?,
+            write_timeout: seconds("SSE_WRITE_TIMEOUT_SECONDS", get("SSE_WRITE_TIMEOUT_SECONDS"), d.write_timeout)?,
+            body_timeout: seconds("HTTP_BODY_TIMEOUT_SECONDS", get("HTTP_BODY_TIMEOUT_SECONDS"), d.body_timeout)?,
             max_pending_per_client: positive(
                 "HTTP_MAX_PENDING_PER_CLIENT",
                 get("HTTP_MAX_PENDING_PER_CLIENT"),
                 d.max_pending_per_client,
             )?,
-            shutdown_grace: Duration::from_secs(positive(
-                "SHUTDOWN_GRACE_SECONDS",
-                get("SHUTDOWN_GRACE_SECONDS"),
-                d.shutdown_grace.as_secs() as usize,
-            )? as u64),
+            shutdown_grace: seconds("SHUTDOWN_GRACE_SECONDS", get("SHUTDOWN_GRACE_SECONDS"), d.shutdown_grace)?,
         };
         Ok(cfg)
     }
@@ -472,6 +424,11 @@ where
     }
 }
 
+/// Whole seconds, at least 1.
+fn seconds(var: &'static str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(positive(var, value, default.as_secs() as usize)? as u64))
+}
+
 fn positive(var: &'static str, value: Option<String>, default: usize) -> Result<usize, ConfigError> {
     let raw = value.clone();
     match parse(var, value, default)? {
@@ -538,12 +495,12 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.redis_url.as_deref(), Some("redis://127.0.0.1:6380/2"));
         assert_eq!(cfg.heartbeat, None);
-        assert_eq!(cfg.topic_prefix, "app1:");
+        assert_eq!(cfg.broker.topic_prefix, "app1:");
         assert_eq!(cfg.cors_origins, ["http://a.test", "http://b.test"]);
-        assert_eq!((cfg.max_connections, cfg.max_queue_size, cfg.max_message_size), (10, 5, 100));
-        assert_eq!((cfg.history_size, cfg.history_age), (50, Duration::from_secs(60)));
+        assert_eq!((cfg.max_connections, cfg.broker.max_queue_size, cfg.broker.max_message_size), (10, 5, 100));
+        assert_eq!((cfg.broker.history_size, cfg.broker.history_age), (50, Duration::from_secs(60)));
         assert_eq!((cfg.header_timeout, cfg.body_timeout), (Duration::from_secs(3), Duration::from_secs(4)));
-        assert_eq!((cfg.outbox_size, cfg.write_timeout), (9, Duration::from_secs(5)));
+        assert_eq!((cfg.broker.outbox_size, cfg.write_timeout), (9, Duration::from_secs(5)));
         assert_eq!(cfg.client_limits, ClientLimits { max_streams: 7, max_topics: 8 });
         assert_eq!(cfg.client_ip_header.as_ref().map(HeaderName::as_str), Some("x-real-ip"));
         assert_eq!((cfg.max_pending_per_client, cfg.shutdown_grace), (6, Duration::from_secs(2)));

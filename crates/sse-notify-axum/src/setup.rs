@@ -91,21 +91,21 @@ impl SseApp {
             redis_cluster_nodes = ?config.redis.cluster_nodes,
             redis_min_replicas = config.redis.min_replicas,
             heartbeat_s = config.heartbeat.map(|d| d.as_secs()).unwrap_or(0),
-            topic_prefix = config.topic_prefix,
+            topic_prefix = config.broker.topic_prefix,
             cors_origins = ?config.cors_origins,
             max_connections = config.max_connections,
             max_streams_per_client = config.client_limits.max_streams,
             max_topics_per_client = config.client_limits.max_topics,
             client_ip_header = config.client_ip_header.as_ref().map(|h| h.as_str()).unwrap_or("(peer address)"),
-            max_queue_size = config.max_queue_size,
-            max_message_size = config.max_message_size,
-            history_size = config.history_size,
-            history_s = config.history_age.as_secs(),
+            max_queue_size = config.broker.max_queue_size,
+            max_message_size = config.broker.max_message_size,
+            history_size = config.broker.history_size,
+            history_s = config.broker.history_age.as_secs(),
             header_timeout_s = config.header_timeout.as_secs(),
             body_timeout_s = config.body_timeout.as_secs(),
             max_pending_per_client = config.max_pending_per_client,
             shutdown_grace_s = config.shutdown_grace.as_secs(),
-            outbox_size = config.outbox_size,
+            outbox_size = config.broker.outbox_size,
             "SSE configuration"
         );
         Ok(Self {
@@ -352,7 +352,7 @@ pub async fn connect_broker(config: &SseConfig) -> Result<Broker, BrokerError> {
             reason: e.to_string(),
         })?;
         if let Some(options) = options {
-            return Broker::redis_with(&options, config.into()).await;
+            return Broker::redis_with(&options, config.broker.clone()).await;
         }
     }
     #[cfg(not(feature = "redis"))]
@@ -362,7 +362,7 @@ pub async fn connect_broker(config: &SseConfig) -> Result<Broker, BrokerError> {
             reason: "this build has no Redis support (sse-notify-axum's `redis` feature is off)".into(),
         });
     }
-    Ok(Broker::memory(config.into()))
+    Ok(Broker::memory(config.broker.clone()))
 }
 
 /// Binds `addr` with [`ACCEPT_BACKLOG`].

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use sse_notify_axum::broker::Accepted;
-use sse_notify_axum::{SseConfig, Subscription};
+use sse_notify_axum::{BrokerLimits, SseConfig, Subscription};
 use sse_notify_core::wire::{ParsedEvent, SseParser};
 use sse_notify_core::Topic;
 
@@ -88,7 +88,8 @@ pub async fn failover_under_load<S: Send + 'static>(
     // stream in one burst once the new primary takes writes: a queue of 2,048 holds the burst,
     // so what this checks is the failover's replay, not the slow-consumer cut (`limits.rs`
     // has that; with the default 256 a loaded machine sometimes cut a stream here).
-    let cfg = SseConfig { max_queue_size: cfg.max_queue_size.max(2048), ..cfg };
+    let broker = BrokerLimits { max_queue_size: cfg.broker.max_queue_size.max(2048), ..cfg.broker };
+    let cfg = SseConfig { broker, ..cfg };
     let instances =
         [TestServer::demo(cfg.clone()).await, TestServer::demo(cfg.clone()).await, TestServer::demo(cfg).await];
     assert_eq!(instances[0].sse.broker().backend_name(), backend);

@@ -73,7 +73,7 @@ pub enum BrokerError {
 }
 
 /// The limits the broker enforces.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerLimits {
     /// `TOPIC_PREFIX`: keeps this app's events apart from other apps on the same Redis.
     pub topic_prefix: String,
