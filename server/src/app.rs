@@ -108,7 +108,7 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
     let sessions = Sessions::new(demo.session, sessions, demo.session_ttl);
     let cache = demo.read_cache.then(|| ResponseCache::new(sse.broker().clone()));
     let crm_api = crate::crm::routes(sessions.clone(), comments.clone(), cache.clone());
-    let publisher = sse.broker().publisher();
+    let publisher = sse.publisher();
     let events = sse
         .endpoint()
         .authorize({

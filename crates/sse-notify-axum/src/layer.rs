@@ -230,8 +230,8 @@ where
             };
             let ctx = PublishContext { route, params, body: serde_json::from_slice(&bytes).ok() };
             if let Some(out) = (layer.rule)(&ctx) {
-                let published = layer.broker.publish_or_defer(&out.topics, &out.event, &out.data);
-                match crate::origin::scope(origin, published).await {
+                let published = layer.broker.publish_or_defer_as(origin.as_deref(), &out.topics, &out.event, &out.data);
+                match published.await {
                     Ok(Accepted::Published) => {}
                     // The write stands; its answer says how its event went.
                     Ok(how) => {

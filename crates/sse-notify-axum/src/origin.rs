@@ -2,11 +2,12 @@
 //! tab skips refetching its own change ([`sse_notify_core::origin`]).
 //!
 //! A write request carries the tab's origin in the `sse-origin` header. [`WriterOriginLayer`]
-//! reads it and makes it the origin of every event published while that request is handled:
-//! [`crate::PublishLayer`]'s, and those server functions publish through the
-//! [`sse_notify_core::Publisher`] (the broker reads it with [`current`]). It is a task-local, so
-//! an event published from a task the handler spawns goes without one (its tabs all refetch,
-//! which is safe). [`crate::PublishLayer`] reads the header itself, so REST routes need no more.
+//! reads it and keeps it for the request being handled ([`current`]), where [`TabPublisher`]
+//! (the [`sse_notify_core::Publisher`] that [`crate::SseApp::publisher`] hands server
+//! functions) takes it and passes it to the broker ([`crate::Broker::publish_as`]: the broker
+//! takes the origin as an argument and knows nothing of requests). It is a task-local, so an
+//! event published from a task the handler spawns goes without one (its tabs all refetch, which
+//! is safe). [`crate::PublishLayer`] reads the header itself, so REST routes need no more.
 //!
 //! ```
 //! use axum::{routing::post, Router};
@@ -37,6 +38,25 @@ pub fn current() -> Option<Box<str>> {
 /// Runs `work` with `origin` as the writer's origin.
 pub async fn scope<F: Future>(origin: Option<Box<str>>, work: F) -> F::Output {
     WRITER.scope(origin, work).await
+}
+
+/// Publishes through the broker on behalf of the tab whose request is being handled
+/// ([`current`]): what Leptos server functions get in context ([`crate::SseApp::publisher`]).
+#[derive(Clone)]
+pub struct TabPublisher(pub crate::Broker);
+
+impl sse_notify_core::Publish for TabPublisher {
+    fn publish_json<'a>(
+        &'a self,
+        topics: &'a [sse_notify_core::Topic],
+        event: &'a str,
+        data: &'a serde_json::Value,
+    ) -> sse_notify_core::publish::PublishFuture<'a> {
+        Box::pin(async move {
+            let origin = current();
+            self.0.publish_or_defer_as(origin.as_deref(), topics, event, data).await.map(|_| ())
+        })
+    }
 }
 
 /// A request's origin header, when it is a valid origin (anything else is ignored: the event

@@ -125,7 +125,13 @@ impl SseApp {
         self
     }
 
-    /// The broker: publish with it, or hand [`Broker::publisher`] to server functions.
+    /// The [`sse_notify_core::Publisher`] for Leptos server functions (provide it in context):
+    /// an event names the tab whose request published it ([`crate::origin::TabPublisher`]).
+    pub fn publisher(&self) -> sse_notify_core::Publisher {
+        sse_notify_core::Publisher::new(crate::origin::TabPublisher(self.broker.clone()))
+    }
+
+    /// The broker: publish with it ([`Broker::publish_as`] names a writer tab).
     pub fn broker(&self) -> &Broker {
         &self.broker
     }

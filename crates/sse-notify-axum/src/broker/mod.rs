@@ -335,7 +335,9 @@ impl Broker {
         self.inner.backend.redis_connection()
     }
 
-    /// A [`Publisher`] handle for app code (e.g. Leptos server functions via context).
+    /// A [`Publisher`] handle for app code that names no writer tab. For Leptos server
+    /// functions in an HTTP app, hand them [`crate::SseApp::publisher`] instead, which names
+    /// the tab of the request being handled.
     pub fn publisher(&self) -> Publisher {
         Publisher::new(self.clone())
     }
@@ -399,17 +401,45 @@ impl Broker {
     }
 
     /// Publishes one event on several topics: one log entry, delivered once to each stream that
-    /// follows any of them. Inside a request that carried its tab's origin
-    /// ([`crate::origin::WriterOriginLayer`]), the event carries it. An event the replicas did
-    /// not confirm (`SSE_REDIS_MIN_REPLICAS`) is `Unavailable` here, although it is in the log:
-    /// [`Broker::publish_or_defer`] tells the two apart.
+    /// follows any of them. It names no writer tab (every tab refetches); see
+    /// [`Broker::publish_as`]. An event the replicas did not confirm (`SSE_REDIS_MIN_REPLICAS`)
+    /// is `Unavailable` here, although it is in the log: [`Broker::publish_or_defer`] tells the
+    /// two apart.
     pub async fn publish_to(
         &self,
         topics: &[Topic],
         event: &str,
         data: &serde_json::Value,
     ) -> Result<(), PublishError> {
-        match self.publish_appended(crate::origin::current(), topics, event, data).await? {
+        self.publish_as(None, topics, event, data).await
+    }
+
+    /// [`Broker::publish_to`] on behalf of the browser tab `origin` (its `sse-origin`, as
+    /// [`crate::origin::from_headers`] reads it): the event's id carries that tab's echo tag, and
+    /// the tab does not refetch for its own change. An origin that is not one is left out.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use sse_notify_axum::{Broker, BrokerLimits};
+    /// let broker = Broker::memory(BrokerLimits::default());
+    /// let board = [sse_notify_core::Topic::new("board").unwrap()];
+    /// let mut sub = broker.subscribe(&board, None).await.unwrap();
+    /// sub.next_frame().await.unwrap(); // the opening cursor
+    /// broker.publish_as(Some("tabA"), &board, "moved", &serde_json::json!({})).await.unwrap();
+    /// let frame = String::from_utf8(sub.next_frame().await.unwrap().to_vec()).unwrap();
+    /// let id = frame.lines().next().unwrap().trim_start_matches("id: ");
+    /// assert!(sse_notify_core::origin::is_echo_of(id, "tabA"));
+    /// # }
+    /// ```
+    pub async fn publish_as(
+        &self,
+        origin: Option<&str>,
+        topics: &[Topic],
+        event: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), PublishError> {
+        match self.publish_appended(valid_origin(origin), topics, event, data).await? {
             Appended::Confirmed => Ok(()),
             Appended::Unconfirmed => Err(PublishError::Unavailable),
         }
@@ -706,6 +736,8 @@ impl Broker {
     }
 }
 
+/// Publishes as [`Broker::publish_or_defer`], naming no writer tab (see
+/// `sse_notify_axum::origin::TabPublisher` for the one that names the request's).
 impl Publish for Broker {
     fn publish_json<'a>(
         &'a self,
@@ -715,6 +747,11 @@ impl Publish for Broker {
     ) -> PublishFuture<'a> {
         Box::pin(async move { self.publish_or_defer(topics, event, data).await.map(|_| ()) })
     }
+}
+
+/// `origin` when it is one ([`sse_notify_core::origin::is_origin`]).
+fn valid_origin(origin: Option<&str>) -> Option<Box<str>> {
+    origin.filter(|o| sse_notify_core::origin::is_origin(o)).map(Into::into)
 }
 
 /// Each topic once, in first-seen order.

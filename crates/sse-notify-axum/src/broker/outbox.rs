@@ -149,8 +149,20 @@ impl Broker {
         event: &str,
         data: &serde_json::Value,
     ) -> Result<Accepted, PublishError> {
+        self.publish_or_defer_as(None, topics, event, data).await
+    }
+
+    /// [`Broker::publish_or_defer`] on behalf of the browser tab `origin` (see
+    /// [`Broker::publish_as`]).
+    pub async fn publish_or_defer_as(
+        &self,
+        origin: Option<&str>,
+        topics: &[Topic],
+        event: &str,
+        data: &serde_json::Value,
+    ) -> Result<Accepted, PublishError> {
         // Behind events already waiting, so that they keep their order.
-        let origin = crate::origin::current();
+        let origin = super::valid_origin(origin);
         let pending =
             || Pending { topics: topics.to_vec(), event: event.to_owned(), data: data.clone(), origin: origin.clone() };
         if self.inner.outbox.len() == 0 {
