@@ -44,7 +44,7 @@ pub mod error;
 pub mod handoff;
 pub mod health;
 pub mod layer;
-pub mod memory;
+pub mod heap_trim;
 pub mod metrics;
 pub mod origin;
 pub mod setup;

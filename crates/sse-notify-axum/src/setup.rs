@@ -284,7 +284,7 @@ impl SseApp {
             tasks: Arc::default(),
             broker: self.broker.clone(),
         };
-        crate::memory::spawn_trimmer(&self.broker, self.admission.clone());
+        crate::heap_trim::spawn_trimmer(&self.broker, self.admission.clone());
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (socket, peer) = tokio::select! {
