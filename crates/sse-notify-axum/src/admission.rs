@@ -33,7 +33,7 @@ pub struct Admission {
 #[derive(Default)]
 struct Inner {
     connections: AtomicUsize,
-    /// The most streams open at once since the last heap trim ([`crate::memory`]).
+    /// The most streams open at once since the last heap trim ([`crate::heap_trim`]).
     peak_connections: AtomicUsize,
     clients: Arc<ClientTable>,
 }

@@ -253,7 +253,7 @@ impl SseApp {
     /// (which is then taken back from hyper). The response is the same, and the connection
     /// closes when the stream ends.
     /// After many streams close, freed memory is handed back to the system
-    /// ([`crate::memory`]).
+    /// ([`crate::heap_trim`]).
     pub async fn serve_on(
         &self,
         listener: tokio::net::TcpListener,
