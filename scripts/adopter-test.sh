@@ -35,9 +35,13 @@ check_tree() {
   fi
   say "dependency tree of $what: $(wc -l <<<"$tree") crates, none of the demo's"
 }
-for lib in sse-notify-core sse-notify-axum leptos-sse-notify; do
+for lib in sse-notify-core sse-notify-broker sse-notify-axum leptos-sse-notify; do
   check_tree "$lib" -p "$lib" --all-features
 done
+if cargo tree -p sse-notify-broker --all-features -e normal --prefix none --format '{p}' | grep -E '^(axum|tower|tower-http|hyper|hyper-util|http-body|leptos) '; then
+  echo "FAIL: sse-notify-broker depends on an HTTP or web framework crate (above)" >&2
+  exit 1
+fi
 if cargo tree -p sse-notify-axum -e normal --prefix none --format '{p}' | grep -E '^leptos'; then
   echo "FAIL: sse-notify-axum depends on leptos" >&2
   exit 1

@@ -18,7 +18,7 @@ echo "== cargo test (unit, doc, integration with redis-server)"
 cargo test --workspace --locked 2>&1 | tee "$logs/cargo-test.txt"
 
 echo "== the server crate without Redis (its default feature off: the embedded broker only)"
-cargo test --locked -p sse-notify-axum --no-default-features --lib --tests 2>&1 | tee "$logs/no-redis-test.txt"
+cargo test --locked -p sse-notify-broker -p sse-notify-axum --no-default-features --lib --tests 2>&1 | tee "$logs/no-redis-test.txt"
 
 echo "== the Leptos hook's own tests, in headless Chromium (wasm-bindgen-test, chromium-driver)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=/usr/bin/chromedriver \
@@ -26,7 +26,7 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER
   tee "$logs/wasm-test.txt"
 
 echo "== cargo doc (the library crates, warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -p sse-notify-core -p sse-notify-axum -p leptos-sse-notify
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -p sse-notify-core -p sse-notify-broker -p sse-notify-axum -p leptos-sse-notify
 
 echo "== cargo leptos build"
 cargo leptos build

@@ -402,7 +402,7 @@ impl Inner {
     }
 
     fn count(&self, outcome: Outcome) {
-        self.broker.metrics().cache_requests.get_or_create(&vec![("result", outcome.label())]).inc();
+        crate::metrics::of(&self.broker).cache_requests.get_or_create(&vec![("result", outcome.label())]).inc();
     }
 }
 

@@ -265,7 +265,7 @@ impl SseEndpoint {
         get(move |req: Request| {
             let endpoint = endpoint.clone();
             async move {
-                let metrics = endpoint.endpoint.broker.metrics();
+                let metrics = crate::metrics::of(&endpoint.endpoint.broker);
                 match endpoint.clone().open(req).await {
                     Ok(resp) => {
                         metrics.connections_opened.inc();

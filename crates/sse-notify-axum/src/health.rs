@@ -55,6 +55,6 @@ pub fn metrics_routes<S: Clone + Send + Sync + 'static>(broker: Broker, admissio
 
 /// The metrics page, with the broker's gauges and the streams `admission` counts read now.
 pub fn render_metrics(broker: &Broker, admission: &Admission) -> String {
-    let gauges = Gauges { connections: admission.connections(), clients: admission.clients(), ..broker.gauges() };
-    broker.metrics().render(gauges)
+    let gauges = Gauges { connections: admission.connections(), clients: admission.clients(), broker: broker.gauges() };
+    crate::metrics::of(broker).render(gauges)
 }

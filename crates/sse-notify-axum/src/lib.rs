@@ -34,7 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
-pub mod broker;
+pub use sse_notify_broker as broker;
 pub mod cache;
 pub mod clients;
 pub mod config;
@@ -43,8 +43,8 @@ pub mod endpoint;
 pub mod error;
 pub mod handoff;
 pub mod health;
-pub mod layer;
 pub mod heap_trim;
+pub mod layer;
 pub mod metrics;
 pub mod origin;
 pub mod setup;

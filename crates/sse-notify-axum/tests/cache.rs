@@ -159,7 +159,8 @@ async fn a_wave_of_requests_computes_the_answer_once_and_a_change_computes_it_ag
     publish(&broker).await;
     assert_eq!(get_as(&app, "a").await.body, "v2 for a");
     assert_eq!(backing.calls(), 2, "the change computed it again");
-    let metrics = broker.metrics().render(broker.gauges());
+    let gauges = sse_notify_axum::metrics::Gauges { broker: broker.gauges(), ..Default::default() };
+    let metrics = sse_notify_axum::metrics::of(&broker).render(gauges);
     assert!(metrics.contains("sse_cache_requests_total{result=\"hit\"} 50"), "{metrics}");
 }
 

@@ -162,7 +162,7 @@ impl Connections {
             "too_many_pending_connections",
             "too many connections from this address have not sent a request yet",
         );
-        self.broker.metrics().rejected(refusal.code);
+        crate::metrics::of(&self.broker).rejected(refusal.code);
         let body = refusal.body().to_string();
         let answer = format!(
             "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -3,9 +3,9 @@
 //! - [`Broker::memory`]: in-process, for one instance (the default without `REDIS_URL`).
 //! - [`Broker::redis`]: Redis Pub/Sub, so any number of instances share events.
 //!
-//! The broker knows nothing of HTTP: who may open a stream is the endpoint layer's decision
-//! ([`crate::Admission`]), and the backends sit behind one internal interface
-//! (`backend::Backend`), so each is held to the same tests.
+//! The broker knows nothing of HTTP (its dependencies hold no HTTP crate): who may open a
+//! stream is the endpoint layer's decision (`sse-notify-axum`), and the backends sit behind one
+//! internal interface (`backend::Backend`), so each is held to the same tests.
 //!
 //! Either way every prefix has one ordered event log (a Redis stream, or a ring in memory): each
 //! event gets a position in it, is encoded to SSE bytes once, and the same [`Bytes`] go to every
@@ -20,6 +20,7 @@ mod backend;
 mod head;
 mod hub;
 mod memory;
+pub mod metrics;
 mod outbox;
 mod presence;
 #[cfg(feature = "redis")]
@@ -44,9 +45,9 @@ use sse_notify_core::wire::{Resync, ResyncReason, RESYNC_EVENT};
 use sse_notify_core::{Publish, PublishError, Publisher, SseEvent, Topic, MAX_TOPICS_PER_CONNECTION};
 use tokio::sync::watch;
 
-use crate::metrics::{Metrics, SharedMetrics};
+use crate::metrics::{BrokerMetrics, SharedMetrics};
 use backend::{AppendError, Backend, Follower};
-pub(crate) use hub::Signals;
+pub use hub::Signals;
 use hub::{Delivery, Hub, Inbox};
 
 /// Why the broker could not start or subscribe.
@@ -169,7 +170,7 @@ impl History {
 }
 
 /// `url` with its password (and user) hidden, for logs and errors.
-pub(crate) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((_, host)) => format!("{scheme}://***@{host}"),
@@ -242,6 +243,8 @@ struct Inner {
     backend: Box<dyn Backend>,
     /// The last stream group handed out ([`Broker::new_group`]).
     groups: AtomicU32,
+    /// What other layers keep per broker ([`Broker::extension`]).
+    extensions: std::sync::Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
     outbox: outbox::Outbox,
     closing: watch::Sender<bool>,
     metrics: SharedMetrics,
@@ -306,6 +309,7 @@ impl Broker {
                 presence,
                 backend,
                 groups: AtomicU32::new(0),
+                extensions: std::sync::Mutex::default(),
                 outbox,
                 closing,
                 metrics,
@@ -313,9 +317,30 @@ impl Broker {
         }
     }
 
-    /// The process's metrics (rendered by `GET /metrics`), kept by the broker and counted into by
-    /// the endpoints that use it.
-    pub fn metrics(&self) -> &Metrics {
+    /// The `T` another layer keeps with this broker, made by `make` the first time it is asked
+    /// for (the HTTP side's counters, which count into the same page as the broker's): one per
+    /// broker and type, whoever asks.
+    ///
+    /// ```
+    /// use sse_notify_broker::{Broker, BrokerLimits};
+    /// #[derive(Default)]
+    /// struct Counted(std::sync::atomic::AtomicUsize);
+    /// let broker = Broker::memory(BrokerLimits::default());
+    /// broker.extension(Counted::default).0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// assert_eq!(broker.extension(Counted::default).0.load(std::sync::atomic::Ordering::Relaxed), 1);
+    /// ```
+    pub fn extension<T: Send + Sync + 'static>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        let mut kept = self.inner.extensions.lock().unwrap();
+        if let Some(found) = kept.iter().find_map(|e| e.clone().downcast::<T>().ok()) {
+            return found;
+        }
+        let made = Arc::new(make());
+        kept.push(made.clone());
+        made
+    }
+
+    /// The broker's counters (the HTTP side renders them at `GET /metrics` with its own).
+    pub fn metrics(&self) -> &BrokerMetrics {
         &self.inner.metrics
     }
 
@@ -336,7 +361,7 @@ impl Broker {
     }
 
     /// A [`Publisher`] handle for app code that names no writer tab. For Leptos server
-    /// functions in an HTTP app, hand them [`crate::SseApp::publisher`] instead, which names
+    /// functions in an HTTP app, hand them `sse_notify_axum::SseApp::publisher` instead, which names
     /// the tab of the request being handled.
     pub fn publisher(&self) -> Publisher {
         Publisher::new(self.clone())
@@ -352,18 +377,17 @@ impl Broker {
         self.inner.metrics.redis_reconnects.get()
     }
 
-    /// The broker's gauges, read now (the endpoint layer adds its own: [`crate::SseApp::render_metrics`]).
-    pub fn gauges(&self) -> crate::metrics::Gauges {
+    /// The broker's gauges, read now (the HTTP side adds its own, connections and clients).
+    pub fn gauges(&self) -> metrics::BrokerGauges {
         let (queued, queued_max) = self.queued_events();
         let (presence_topics, presence_members) = self.inner.presence.counts();
-        crate::metrics::Gauges {
+        metrics::BrokerGauges {
             outbox: self.inner.outbox.len(),
             channels: self.subscribed_channels(),
             queued,
             queued_max,
             presence_topics,
             presence_members,
-            ..Default::default()
         }
     }
 
@@ -415,7 +439,7 @@ impl Broker {
     }
 
     /// [`Broker::publish_to`] on behalf of the browser tab `origin` (its `sse-origin`, as
-    /// [`crate::origin::from_headers`] reads it): the event's id carries that tab's echo tag, and
+    /// `sse_notify_axum::origin::from_headers` reads it): the event's id carries that tab's echo tag, and
     /// the tab does not refetch for its own change. An origin that is not one is left out.
     ///
     /// ```
@@ -512,7 +536,7 @@ impl Broker {
 
     /// Follows where `topics` stand in the log ([`Head`]), as the response cache needs: returns
     /// once they are live, so no later event of theirs passes unseen.
-    pub(crate) async fn watch(&self, topics: &[Topic]) -> Result<TopicWatch, BrokerError> {
+    pub async fn watch(&self, topics: &[Topic]) -> Result<TopicWatch, BrokerError> {
         let topics = distinct_topics(topics.iter().cloned());
         if topics.len() > MAX_TOPICS_PER_CONNECTION {
             return Err(BrokerError::TooManyTopics { asked: topics.len() });
@@ -555,7 +579,7 @@ impl Broker {
     /// [`Broker::subscribe`], also seeing the presence of each topic of `presence` (a topic of
     /// `topics`), as its member when one is given: the subscription first yields the topic's
     /// `presence:state`, then its joins and leaves (frames without an id); the member is there
-    /// until the subscription is dropped. [`crate::SseEndpoint::presence`] does this for HTTP
+    /// until the subscription is dropped. `sse_notify_axum::SseEndpoint::presence` does this for HTTP
     /// streams.
     ///
     /// ```
@@ -586,7 +610,7 @@ impl Broker {
     }
 
     /// [`Broker::subscribe_with_presence`] for a stream of `group`.
-    pub(crate) async fn subscribe_present(
+    pub async fn subscribe_present(
         &self,
         group: u32,
         topics: &[Topic],
@@ -721,12 +745,12 @@ impl Broker {
 
     /// A new stream group: the streams of one endpoint, which its heartbeat and re-check
     /// tickers signal together.
-    pub(crate) fn new_group(&self) -> u32 {
+    pub fn new_group(&self) -> u32 {
         self.inner.groups.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Raises `signals` on every local stream of `group`.
-    pub(crate) fn raise(&self, group: u32, signals: Signals) {
+    pub fn raise(&self, group: u32, signals: Signals) {
         self.inner.hub.raise(group, signals);
     }
 
@@ -755,7 +779,7 @@ fn valid_origin(origin: Option<&str>) -> Option<Box<str>> {
 }
 
 /// Each topic once, in first-seen order.
-pub(crate) fn distinct_topics(topics: impl IntoIterator<Item = Topic>) -> Vec<Topic> {
+pub fn distinct_topics(topics: impl IntoIterator<Item = Topic>) -> Vec<Topic> {
     let mut seen = std::collections::HashSet::new();
     topics.into_iter().filter(|t| seen.insert(t.clone())).collect()
 }
@@ -801,7 +825,7 @@ impl Subscription {
     }
 
     /// Takes the heartbeat and re-check signals raised for this stream since the last call.
-    pub(crate) fn take_signals(&self) -> Signals {
+    pub fn take_signals(&self) -> Signals {
         self.guard.inbox.take_signals()
     }
 
@@ -879,7 +903,7 @@ impl Subscription {
 }
 
 /// Where some topics stand ([`Broker::watch`]); they are followed until it is dropped.
-pub(crate) struct TopicWatch {
+pub struct TopicWatch {
     head: Arc<head::TopicHead>,
     state: watch::Receiver<Head>,
     topics: Vec<Topic>,
@@ -888,12 +912,12 @@ pub(crate) struct TopicWatch {
 
 impl TopicWatch {
     /// The head now.
-    pub(crate) fn now(&self) -> Head {
+    pub fn now(&self) -> Head {
         *self.state.borrow()
     }
 
     /// Waits until `ready(head)` holds, for at most `limit`; the head then.
-    pub(crate) async fn wait_for(&self, limit: Duration, ready: impl Fn(&Head) -> bool) -> Option<Head> {
+    pub async fn wait_for(&self, limit: Duration, ready: impl Fn(&Head) -> bool) -> Option<Head> {
         let mut state = self.state.clone();
         let waited = tokio::time::timeout(limit, state.wait_for(|h| ready(h))).await;
         waited.ok().and_then(Result::ok).map(|h| *h)

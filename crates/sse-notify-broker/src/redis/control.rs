@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use indexmap::{IndexMap, IndexSet};
 use tokio::sync::{oneshot, Notify};
 
-use crate::broker::backend::Follower;
+use crate::backend::Follower;
 
 /// Told once a channel is live (or why it could not be).
 pub(super) type Confirm = oneshot::Sender<Result<(), String>>;

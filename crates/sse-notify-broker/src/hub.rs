@@ -123,17 +123,18 @@ pub(crate) enum Delivery {
 /// channel per purpose: a stream follows one wake source, not four, and a shared `Notify` is
 /// not locked by every stream each time it runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Signals(u8);
+pub struct Signals(u8);
 
 impl Signals {
     /// The broker is closing: the stream ends (sticky: never taken).
     pub(crate) const CLOSE: Self = Self(1);
     /// Time for a heartbeat frame.
-    pub(crate) const HEARTBEAT: Self = Self(2);
+    pub const HEARTBEAT: Self = Self(2);
     /// Time to run the authorization check again.
-    pub(crate) const RECHECK: Self = Self(4);
+    pub const RECHECK: Self = Self(4);
 
-    pub(crate) fn contains(self, other: Self) -> bool {
+    /// Whether every signal of `other` is raised here.
+    pub fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
     }
 }

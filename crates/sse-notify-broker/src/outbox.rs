@@ -129,7 +129,7 @@ impl Broker {
     /// still hear of it. `Err(Unavailable)` only when the outbox is full; other errors (too
     /// large, invalid) are the caller's and are returned as they are.
     ///
-    /// [`crate::PublishLayer`] and the [`sse_notify_core::Publisher`] handed to server functions
+    /// `sse_notify_axum::PublishLayer` and the [`sse_notify_core::Publisher`] handed to server functions
     /// publish this way.
     ///
     /// ```

@@ -1,5 +1,5 @@
 //! Where a set of topics stands in the log, as this process knows it: what a response cache
-//! keys its answers on ([`crate::cache`]).
+//! keys its answers on (`sse_notify_axum::cache`).
 //!
 //! A head is told of its topics' events by the hub before any stream is, so a client that
 //! refetches on an event finds the head already past it; a write accepted here moves it at once
