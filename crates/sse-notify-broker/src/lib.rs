@@ -208,7 +208,7 @@ pub(crate) enum Appended {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// use sse_notify_axum::{Broker, BrokerLimits};
+/// use sse_notify_broker::{Broker, BrokerLimits};
 /// use sse_notify_core::Topic;
 ///
 /// let broker = Broker::memory(BrokerLimits::default());
@@ -445,7 +445,7 @@ impl Broker {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// use sse_notify_axum::{Broker, BrokerLimits};
+    /// use sse_notify_broker::{Broker, BrokerLimits};
     /// let broker = Broker::memory(BrokerLimits::default());
     /// let board = [sse_notify_core::Topic::new("board").unwrap()];
     /// let mut sub = broker.subscribe(&board, None).await.unwrap();
@@ -585,7 +585,7 @@ impl Broker {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// use sse_notify_axum::{Broker, BrokerLimits};
+    /// use sse_notify_broker::{Broker, BrokerLimits};
     /// use sse_notify_core::{presence::Member, Topic};
     /// let broker = Broker::memory(BrokerLimits::default());
     /// let board = Topic::new("board").unwrap();

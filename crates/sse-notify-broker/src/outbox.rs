@@ -135,8 +135,8 @@ impl Broker {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// use sse_notify_axum::broker::Accepted;
-    /// use sse_notify_axum::{Broker, BrokerLimits};
+    /// use sse_notify_broker::Accepted;
+    /// use sse_notify_broker::{Broker, BrokerLimits};
     /// let broker = Broker::memory(BrokerLimits::default());
     /// let topics = [sse_notify_core::Topic::new("tasks").unwrap()];
     /// let done = broker.publish_or_defer(&topics, "task:created", &serde_json::json!({"id": 1})).await;

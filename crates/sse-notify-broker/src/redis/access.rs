@@ -12,7 +12,7 @@ use super::{Fanout, Keys};
 /// for an ACL user), what a URL cannot carry, and the sentinels when Sentinel manages it.
 ///
 /// ```
-/// use sse_notify_axum::RedisOptions;
+/// use sse_notify_broker::RedisOptions;
 /// let options = RedisOptions::new("rediss://broker@redis.internal:6380/0")
 ///     .password("from-a-secrets-mount")
 ///     .ca_pem(b"-----BEGIN CERTIFICATE-----\n...".to_vec());

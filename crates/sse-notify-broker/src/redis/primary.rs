@@ -71,8 +71,8 @@ fn manager_config() -> ConnectionManagerConfig {
 /// clone; use it with the `redis` crate's `AsyncCommands` like any async connection.
 ///
 /// ```no_run
-/// # async fn demo(broker: sse_notify_axum::Broker) -> redis::RedisResult<()> {
-/// use sse_notify_axum::redis::AsyncCommands;
+/// # async fn demo(broker: sse_notify_broker::Broker) -> redis::RedisResult<()> {
+/// use redis::AsyncCommands;
 /// let mut conn = broker.redis_connection().expect("a Redis broker");
 /// let _: () = conn.set("greeting", "hello").await?;
 /// # Ok(()) }
