@@ -153,7 +153,13 @@ pub fn push_echo_tag(id: &mut String, tag: &str) {
 /// ```
 pub fn echo_tag_of(id: &str) -> Option<&str> {
     let mut parts = id.splitn(5, '-');
-    parts.nth(4).filter(|o| crate::origin::is_origin(o))
+    parts.nth(4).filter(|o| is_tag_part(o))
+}
+
+/// Whether `s` can be an id's fifth part: 1-16 characters of `[A-Za-z0-9_]` (an echo tag is
+/// 16 hex digits; older writers put an origin there, which has this shape too).
+pub(crate) fn is_tag_part(s: &str) -> bool {
+    (1..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// The connection-independent head of an id (`<log>-<ms>-<seq>-`, as
@@ -203,7 +209,7 @@ impl FromStr for Cursor {
             return Err(CursorError::Malformed);
         };
         // The writer's origin means nothing on resume, but a cursor is either whole or malformed.
-        if origin.is_some_and(|o| !crate::origin::is_origin(o)) || s.len() > MAX_ID_LEN {
+        if origin.is_some_and(|o| !is_tag_part(o)) || s.len() > MAX_ID_LEN {
             return Err(CursorError::Malformed);
         }
         // `get` rather than indexing: the client chose these bytes, and a character that spans

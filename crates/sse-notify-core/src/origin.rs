@@ -41,9 +41,10 @@ pub const MAX_ORIGIN_LEN: usize = 16;
 /// The length of an echo tag: 16 hex digits (64 bits of the HMAC).
 pub const ECHO_TAG_LEN: usize = 16;
 
-/// Whether `s` is an origin: 1-16 characters of `[A-Za-z0-9_]`.
+/// Whether `s` is an origin: 1-16 characters of `[A-Za-z0-9_]` (the shape of an id's fifth
+/// part, which the cursor module owns: the dependency runs from here to it, not back).
 pub fn is_origin(s: &str) -> bool {
-    (1..=MAX_ORIGIN_LEN).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    s.len() <= MAX_ORIGIN_LEN && crate::cursor::is_tag_part(s)
 }
 
 /// The echo tag of an event written by `origin` whose id starts with `id_head`
