@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use sse_notify_core::cursor::LogPosition;
 use sse_notify_core::presence::Member;
 
-use super::History;
+use crate::log::History;
 
 /// Why [`Backend::append`] fell short.
 #[derive(Debug, thiserror::Error)]

@@ -19,15 +19,19 @@
 mod backend;
 mod head;
 mod hub;
+mod log;
 mod memory;
 pub mod metrics;
 mod outbox;
 mod presence;
+mod redact;
 #[cfg(feature = "redis")]
 mod redis;
 
 pub use head::Head;
+pub(crate) use log::{random_epoch, History, Retention};
 pub use outbox::Accepted;
+pub use redact::redact_url;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConnection, RedisOptions};
 
@@ -35,7 +39,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use sse_notify_core::cursor::{prefix_tag, Cursor, LogId, LogPosition};
@@ -127,70 +131,6 @@ impl BrokerLimits {
     fn retention(&self) -> Retention {
         Retention { max_events: self.history_size.max(1), max_age_ms: self.history_age.as_millis() as u64 }
     }
-}
-
-/// How much of the log is kept.
-#[derive(Copy, Clone, Debug)]
-pub(crate) struct Retention {
-    pub(crate) max_events: usize,
-    pub(crate) max_age_ms: u64,
-}
-
-/// The log's head and, when asked, the retained events after a position.
-pub(crate) struct History {
-    pub(crate) log: LogId,
-    pub(crate) head: LogPosition,
-    /// Whether `events` are everything after the position (nothing after it was trimmed).
-    pub(crate) complete: bool,
-    pub(crate) events: Vec<Arc<hub::LogEvent>>,
-    /// Earlier epochs of this log, each with the last position this log still holds of it
-    /// (a Redis failover forks the log: see the Redis backend).
-    pub(crate) forks: Vec<(u32, LogPosition)>,
-}
-
-impl History {
-    /// Whether `position` of `log` is one this log holds (or held before trimming): the head
-    /// or before it in this epoch, or up to where an earlier epoch was forked. A position past
-    /// those was lost with a failed server's last writes, or never issued.
-    pub(crate) fn covers(&self, log: LogId, position: LogPosition) -> bool {
-        if log.tag != self.log.tag {
-            return false;
-        }
-        if log.epoch == self.log.epoch {
-            return position <= self.head;
-        }
-        self.forks.iter().any(|&(epoch, last)| epoch == log.epoch && position <= last)
-    }
-
-    /// The cursor of the head: where a stream that is told to resync, or that starts without a
-    /// cursor, goes on from.
-    pub(crate) fn head_cursor(&self) -> Cursor {
-        Cursor { log: self.log, position: self.head, matched: 0 }
-    }
-}
-
-/// `url` with its password (and user) hidden, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// A fresh log epoch: random enough that a log recreated after a loss gets another one.
-pub(crate) fn random_epoch() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.write_u32(std::process::id());
-    h.finish() as u32
 }
 
 /// How a published event reached the log.

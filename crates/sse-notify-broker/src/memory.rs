@@ -16,7 +16,7 @@ use sse_notify_core::presence::{Member, PresenceFrame};
 use super::backend::{AppendError, Backend, Follower};
 use super::hub::{Hub, LogEvent};
 use super::presence::PresenceBook;
-use super::{unix_ms, History, Retention};
+use crate::log::{unix_ms, History, Retention};
 
 pub(super) struct MemoryLog {
     log: LogId,

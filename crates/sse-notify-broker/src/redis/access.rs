@@ -291,7 +291,7 @@ pub(super) fn probe_channel(keys: &Keys) -> String {
 }
 
 /// The URL with its `user:password@` hidden, for logs and errors.
-use crate::redact_url;
+use crate::redact::redact_url;
 
 #[cfg(test)]
 mod tests {

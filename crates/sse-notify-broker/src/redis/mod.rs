@@ -34,7 +34,7 @@ use std::collections::HashSet;
 use super::backend::{AppendError, Backend, Follower};
 use super::hub::{Hub, LogEvent};
 use super::presence::PresenceBook;
-use super::{random_epoch, unix_ms, History, Retention};
+use crate::log::{random_epoch, unix_ms, History, Retention};
 use crate::metrics::SharedMetrics;
 use control::{Commands, Control};
 

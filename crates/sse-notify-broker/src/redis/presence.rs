@@ -23,8 +23,8 @@ use redis::Value;
 use sse_notify_core::presence::{Member, PresenceFrame};
 
 use super::{text, Fanout, Keys, RedisConnection};
+use crate::log::{random_epoch, unix_ms};
 use crate::presence::PresenceBook;
-use crate::{random_epoch, unix_ms};
 
 /// What starts a presence message on a channel (an event's starts with its log epoch, a number).
 pub(super) const MESSAGE_START: &[u8] = b"presence\n";
