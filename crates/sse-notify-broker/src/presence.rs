@@ -144,6 +144,11 @@ impl TopicPresence {
         }
     }
 
+    /// The members, by id.
+    fn list(&self) -> Vec<Member> {
+        self.members.values().map(|k| k.member.clone()).collect()
+    }
+
     /// No stream here sees the topic (a member's streams all see it, so none is a member).
     fn is_unused(&self) -> bool {
         self.followers.is_empty()
@@ -316,17 +321,17 @@ impl PresenceBook {
     /// The members of a loaded topic.
     pub(crate) fn members(&self, topic: &str) -> Option<Vec<Member>> {
         let topics = self.topics.lock().unwrap();
-        topics.get(topic).filter(|e| e.loaded).map(|e| e.members.values().map(|k| k.member.clone()).collect())
+        topics.get(topic).filter(|e| e.loaded).map(TopicPresence::list)
     }
 
     /// What a page shows of a loaded topic (its members, or their number above the cap).
     pub(crate) fn roster(&self, topic: &str) -> Option<Roster> {
         let topics = self.topics.lock().unwrap();
         let entry = topics.get(topic).filter(|e| e.loaded)?;
-        if entry.members.len() > self.max_listed {
-            return Some(Roster { members: Vec::new(), count: entry.members.len() });
-        }
-        Some(Roster::of(entry.members.values().map(|k| k.member.clone()).collect(), self.max_listed))
+        let count = entry.members.len();
+        // A counted room's members are not copied only to be dropped.
+        let members = if count > self.max_listed { Vec::new() } else { entry.list() };
+        Some(Roster { members, count })
     }
 
     /// Topics in the book, and this instance's members summed over them.

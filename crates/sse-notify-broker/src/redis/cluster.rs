@@ -97,11 +97,7 @@ pub(super) async fn subscriber_loop(
                 None => return,
                 Some(Control::Subscribe(channel, waiters)) => {
                     let result = subscriptions.ssubscribe(&channel).await.map_err(|e| e.to_string());
-                    match &result {
-                        Ok(()) => drop(live.insert(channel)),
-                        Err(e) => tracing::error!(channel, error = %e, "redis SSUBSCRIBE failed"),
-                    }
-                    control::answer(waiters, &result);
+                    control::subscribed(&mut live, "SSUBSCRIBE", channel, waiters, result);
                 }
                 Some(Control::Unsubscribe(channel)) => {
                     live.remove(&channel);

@@ -192,10 +192,26 @@ impl Commands {
 }
 
 /// Reports what a subscription's answer said.
-pub(super) fn answer(waiters: Vec<Confirm>, result: &Result<(), String>) {
+fn answer(waiters: Vec<Confirm>, result: &Result<(), String>) {
     for done in waiters {
         let _ = done.send(result.clone());
     }
+}
+
+/// After `command` (`SUBSCRIBE`, `SSUBSCRIBE`) of `channel` answered `result`: the channel is
+/// live when it succeeded, the failure is logged, and everyone waiting is told.
+pub(super) fn subscribed(
+    live: &mut HashSet<String>,
+    command: &str,
+    channel: String,
+    waiters: Vec<Confirm>,
+    result: Result<(), String>,
+) {
+    match &result {
+        Ok(()) => drop(live.insert(channel)),
+        Err(e) => tracing::error!(channel, error = %e, "redis {command} failed"),
+    }
+    answer(waiters, &result);
 }
 
 #[cfg(test)]

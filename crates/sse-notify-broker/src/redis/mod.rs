@@ -653,11 +653,7 @@ async fn subscriber_loop(
                     None => return,
                     Some(Control::Subscribe(channel, waiters)) => {
                         let result = sink.subscribe(&channel).await.map_err(|e| e.to_string());
-                        match &result {
-                            Ok(()) => drop(live.insert(channel)),
-                            Err(e) => tracing::error!(channel, error = %e, "redis SUBSCRIBE failed"),
-                        }
-                        control::answer(waiters, &result);
+                        control::subscribed(&mut live, "SUBSCRIBE", channel, waiters, result);
                     }
                     Some(Control::Unsubscribe(channel)) => {
                         if let Err(e) = sink.unsubscribe(&channel).await {
