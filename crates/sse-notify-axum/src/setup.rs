@@ -37,6 +37,9 @@ pub enum SetupError {
     /// A `CORS_ORIGINS` entry is not a valid header value.
     #[error("invalid CORS_ORIGINS entry {0:?}")]
     CorsOrigin(String),
+    /// Redis is configured, but this build has no Redis support.
+    #[error("REDIS_URL is set, but this build has no Redis support (sse-notify-axum's `redis` feature is off)")]
+    NoRedisSupport,
 }
 
 /// The SSE integration, set up from configuration: the axum form of fastapi-sse-events' `SSEApp`.
@@ -350,23 +353,14 @@ pub fn init_logging() {
 
 /// The broker `config` asks for: Redis when `REDIS_URL` or `REDIS_SENTINELS` is set, else
 /// in-process.
-pub async fn connect_broker(config: &SseConfig) -> Result<Broker, BrokerError> {
+pub async fn connect_broker(config: &SseConfig) -> Result<Broker, SetupError> {
     #[cfg(feature = "redis")]
-    {
-        let options = config.redis_options().map_err(|e| BrokerError::Connect {
-            url: config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
-            reason: e.to_string(),
-        })?;
-        if let Some(options) = options {
-            return Broker::redis_with(&options, config.broker.clone()).await;
-        }
+    if let Some(options) = config.redis_options()? {
+        return Ok(Broker::redis_with(&options, config.broker.clone()).await?);
     }
     #[cfg(not(feature = "redis"))]
     if config.redis_url.is_some() || !config.redis.sentinels.is_empty() || !config.redis.cluster_nodes.is_empty() {
-        return Err(BrokerError::Connect {
-            url: config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
-            reason: "this build has no Redis support (sse-notify-axum's `redis` feature is off)".into(),
-        });
+        return Err(SetupError::NoRedisSupport);
     }
     Ok(Broker::memory(config.broker.clone()))
 }

@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use sse_notify_core::cursor::LogPosition;
 use sse_notify_core::presence::Member;
 
+use crate::error::BackendError;
 use crate::log::History;
 
 /// Why [`Backend::append`] fell short.
@@ -17,12 +18,14 @@ use crate::log::History;
 #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the in-process log never falls short
 pub(super) enum AppendError {
     /// The event is not in the log (the backend is away, or refused it).
-    #[error("{0}")]
-    Unavailable(String),
+    #[error(transparent)]
+    Unavailable(BackendError),
     /// The event is in the log and went out to the streams, but fewer replicas than asked for
     /// (`SSE_REDIS_MIN_REPLICAS`) confirmed it in time: a failover now could lose it.
-    #[error("{0}")]
-    Unconfirmed(String),
+    #[error(
+        "only {acknowledged} of the {asked} replicas SSE_REDIS_MIN_REPLICAS asks for hold the event after {waited:?}"
+    )]
+    Unconfirmed { acknowledged: usize, asked: usize, waited: std::time::Duration },
 }
 
 pub(super) trait Backend: Send + Sync + 'static {
@@ -44,12 +47,12 @@ pub(super) trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), AppendError>>;
 
     /// The log's head and, with `after`, every retained event after that position.
-    fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, String>>;
+    fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, BackendError>>;
 
     /// Starts bringing `topic`'s new events into the hub; resolves once they flow, so that an
     /// event appended after it resolves is delivered. Called once per topic while any local
     /// stream or watch follows it; a stream's comes before a watch's asked earlier.
-    fn follow<'a>(&'a self, topic: &'a str, follower: Follower) -> BoxFuture<'a, Result<(), String>>;
+    fn follow<'a>(&'a self, topic: &'a str, follower: Follower) -> BoxFuture<'a, Result<(), BackendError>>;
 
     /// A stream waits on `topic`, whose follow a watch started: it is the stream's now.
     fn hurry(&self, _topic: &str) {}
@@ -73,7 +76,7 @@ pub(super) trait Backend: Send + Sync + 'static {
     }
 
     /// `topic`'s members now, read from the backend (for a page rendered on the server).
-    fn presence_members<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Vec<Member>, String>>;
+    fn presence_members<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BackendError>>;
 
     /// Whether the backend answers now.
     fn ping(&self) -> BoxFuture<'_, bool>;

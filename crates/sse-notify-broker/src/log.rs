@@ -60,3 +60,19 @@ pub(crate) fn random_epoch() -> u32 {
     h.write_u32(std::process::id());
     h.finish() as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forked_log_covers_an_old_epoch_up_to_its_fork_and_nothing_past_the_head() {
+        let at = |ms| LogPosition { ms, seq: 0 };
+        let (now, before, other) = (LogId { tag: 1, epoch: 9 }, LogId { tag: 1, epoch: 7 }, LogId { tag: 2, epoch: 9 });
+        let h = History { log: now, head: at(50), complete: true, events: Vec::new(), forks: vec![(7, at(30))] };
+        assert!(h.covers(now, at(50)) && !h.covers(now, at(51)), "this epoch: up to the head");
+        assert!(h.covers(before, at(30)) && !h.covers(before, at(31)), "the forked epoch: up to its fork");
+        assert!(!h.covers(LogId { tag: 1, epoch: 8 }, at(1)), "an epoch this log never had");
+        assert!(!h.covers(other, at(1)), "another prefix's log");
+    }
+}

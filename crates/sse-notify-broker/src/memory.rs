@@ -16,6 +16,7 @@ use sse_notify_core::presence::{Member, PresenceFrame};
 use super::backend::{AppendError, Backend, Follower};
 use super::hub::{Hub, LogEvent};
 use super::presence::PresenceBook;
+use crate::error::BackendError;
 use crate::log::{unix_ms, History, Retention};
 
 pub(super) struct MemoryLog {
@@ -106,15 +107,15 @@ impl Backend for MemoryLog {
         self.presence.apply(&PresenceFrame::Leave { topic: topic.to_owned(), id });
     }
 
-    fn presence_members<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Vec<Member>, String>> {
+    fn presence_members<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Vec<Member>, BackendError>> {
         future::ready(Ok(self.presence.members(topic).unwrap_or_default())).boxed()
     }
 
-    fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, String>> {
+    fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, BackendError>> {
         future::ready(Ok(self.read(after))).boxed()
     }
 
-    fn follow<'a>(&'a self, _topic: &'a str, _follower: Follower) -> BoxFuture<'a, Result<(), String>> {
+    fn follow<'a>(&'a self, _topic: &'a str, _follower: Follower) -> BoxFuture<'a, Result<(), BackendError>> {
         future::ready(Ok(())).boxed()
     }
 

@@ -9,12 +9,13 @@
 //! the process during one (the README's production notes say so).
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sse_notify_core::{PublishError, Topic};
 
-use super::{Appended, Broker};
+use crate::parts::Parts;
+use crate::publish::{publish, valid_origin, Appended};
 
 /// One event waiting for the backend.
 #[derive(Clone)]
@@ -27,9 +28,9 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    /// Publishes it through `broker`, on behalf of the tab that wrote it.
-    async fn publish_on(&self, broker: &Broker) -> Result<Appended, PublishError> {
-        broker.publish_appended(self.origin.clone(), &self.topics, &self.event, &self.data).await
+    /// Publishes it, on behalf of the tab that wrote it.
+    async fn publish_on(&self, parts: &Parts) -> Result<Appended, PublishError> {
+        publish(parts, self.origin.clone(), &self.topics, &self.event, &self.data).await
     }
 }
 
@@ -40,14 +41,20 @@ struct State {
     relaying: bool,
 }
 
-/// The bounded queue and its relay's bookkeeping.
+/// The events waiting, and what they are published with.
 pub(crate) struct Outbox {
+    queue: Queue,
+    parts: Arc<Parts>,
+}
+
+/// The bounded queue and its relay's bookkeeping.
+struct Queue {
     state: Mutex<State>,
     capacity: usize,
 }
 
-/// What [`Outbox::push`] did.
-pub(crate) enum Pushed {
+/// What [`Queue::push`] did.
+enum Pushed {
     /// Queued; the caller must start a relay.
     StartRelay,
     /// Queued behind others; the running relay will get to it.
@@ -56,8 +63,8 @@ pub(crate) enum Pushed {
     Full,
 }
 
-impl Outbox {
-    pub(crate) fn new(capacity: usize) -> Self {
+impl Queue {
+    fn new(capacity: usize) -> Self {
         Self { state: Mutex::default(), capacity }
     }
 
@@ -65,12 +72,11 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Events waiting.
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.lock().queue.len()
     }
 
-    pub(crate) fn push(&self, event: Pending) -> Pushed {
+    fn push(&self, event: Pending) -> Pushed {
         let mut state = self.lock();
         if state.queue.len() >= self.capacity {
             return Pushed::Full;
@@ -85,7 +91,7 @@ impl Outbox {
     }
 
     /// The oldest waiting event, or `None` (and the relay ends) when there is none.
-    pub(crate) fn front(&self) -> Option<Pending> {
+    fn front(&self) -> Option<Pending> {
         let mut state = self.lock();
         let front = state.queue.front().cloned();
         if front.is_none() {
@@ -95,7 +101,7 @@ impl Outbox {
     }
 
     /// Removes the oldest event (it was published, or can never be).
-    pub(crate) fn pop(&self) {
+    fn pop(&self) {
         self.lock().queue.pop_front();
     }
 }
@@ -109,7 +115,7 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 /// How long an event the replicas did not confirm waits before it is published once more.
 const CONFIRM_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
-/// How [`Broker::publish_or_defer`] took an event.
+/// How `Broker::publish_or_defer` took an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accepted {
     /// Published now.
@@ -122,51 +128,33 @@ pub enum Accepted {
     Unconfirmed,
 }
 
-impl Broker {
-    /// Publishes an event that reports a write already made: if the backend cannot take it now,
-    /// it waits in the outbox (bounded by `SSE_OUTBOX_SIZE`, in order) and is published as soon
-    /// as the backend is back, so the write is answered as the success it was and subscribers
-    /// still hear of it. `Err(Unavailable)` only when the outbox is full; other errors (too
-    /// large, invalid) are the caller's and are returned as they are.
-    ///
-    /// `sse_notify_axum::PublishLayer` and the [`sse_notify_core::Publisher`] handed to server functions
-    /// publish this way.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// use sse_notify_broker::Accepted;
-    /// use sse_notify_broker::{Broker, BrokerLimits};
-    /// let broker = Broker::memory(BrokerLimits::default());
-    /// let topics = [sse_notify_core::Topic::new("tasks").unwrap()];
-    /// let done = broker.publish_or_defer(&topics, "task:created", &serde_json::json!({"id": 1})).await;
-    /// assert_eq!(done.unwrap(), Accepted::Published); // the embedded broker is never away
-    /// # }
-    /// ```
-    pub async fn publish_or_defer(
-        &self,
-        topics: &[Topic],
-        event: &str,
-        data: &serde_json::Value,
-    ) -> Result<Accepted, PublishError> {
-        self.publish_or_defer_as(None, topics, event, data).await
+impl Outbox {
+    /// Keeps up to `capacity` events (at least one).
+    pub(crate) fn new(capacity: usize, parts: Arc<Parts>) -> Arc<Self> {
+        Arc::new(Self { queue: Queue::new(capacity.max(1)), parts })
     }
 
-    /// [`Broker::publish_or_defer`] on behalf of the browser tab `origin` (see
-    /// [`Broker::publish_as`]).
-    pub async fn publish_or_defer_as(
-        &self,
+    /// Events waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Publishes an event that reports a write already made, on behalf of the tab `origin`;
+    /// if the backend cannot take it now, keeps it, in order, until it can (see
+    /// `Broker::publish_or_defer`).
+    pub(crate) async fn publish_or_defer(
+        self: &Arc<Self>,
         origin: Option<&str>,
         topics: &[Topic],
         event: &str,
         data: &serde_json::Value,
     ) -> Result<Accepted, PublishError> {
         // Behind events already waiting, so that they keep their order.
-        let origin = super::valid_origin(origin);
+        let origin = valid_origin(origin);
         let pending =
             || Pending { topics: topics.to_vec(), event: event.to_owned(), data: data.clone(), origin: origin.clone() };
-        if self.inner.outbox.len() == 0 {
-            match self.publish_appended(origin.clone(), topics, event, data).await {
+        if self.len() == 0 {
+            match publish(&self.parts, origin.clone(), topics, event, data).await {
                 Ok(Appended::Confirmed) => return Ok(Accepted::Published),
                 Ok(Appended::Unconfirmed) => {
                     self.publish_again_later(pending());
@@ -177,7 +165,7 @@ impl Broker {
             }
         }
         let pending = pending();
-        match self.inner.outbox.push(pending) {
+        match self.queue.push(pending) {
             Pushed::Full => {
                 tracing::error!(event, "outbox full (SSE_OUTBOX_SIZE): event refused");
                 Err(PublishError::Unavailable)
@@ -185,8 +173,8 @@ impl Broker {
             pushed => {
                 // The write happened: answers kept from before it are stale now, whenever its
                 // event gets out (the response cache).
-                self.inner.hub.touch(&topics.iter().map(Topic::to_string).collect::<Vec<_>>());
-                self.inner.metrics.events_deferred.inc();
+                self.parts.hub.touch(&topics.iter().map(Topic::to_string).collect::<Vec<_>>());
+                self.parts.metrics.events_deferred.inc();
                 tracing::warn!(event, "backend unavailable: event kept in the outbox until it is back");
                 if matches!(pushed, Pushed::StartRelay) {
                     self.start_relay();
@@ -198,17 +186,17 @@ impl Broker {
 
     /// Drains the outbox in order, retrying with backoff while the backend is away; ends when
     /// the outbox is empty (the next deferred event starts another).
-    fn start_relay(&self) {
-        let broker = self.clone();
+    fn start_relay(self: &Arc<Self>) {
+        let outbox = self.clone();
         tokio::spawn(async move {
             let mut failures = 0;
-            while let Some(p) = broker.inner.outbox.front() {
-                match p.publish_on(&broker).await {
+            while let Some(p) = outbox.queue.front() {
+                match p.publish_on(&outbox.parts).await {
                     Ok(appended) => {
-                        broker.inner.outbox.pop();
+                        outbox.queue.pop();
                         failures = 0;
                         if appended == Appended::Unconfirmed {
-                            broker.publish_again_later(p);
+                            outbox.publish_again_later(p);
                         }
                     }
                     Err(PublishError::Unavailable) => {
@@ -217,7 +205,7 @@ impl Broker {
                     }
                     Err(e) => {
                         tracing::error!(event = p.event, error = %e, "outbox event can never be published; dropped");
-                        broker.inner.outbox.pop();
+                        outbox.queue.pop();
                     }
                 }
             }
@@ -230,10 +218,10 @@ impl Broker {
     /// replica confirms would repeat it for as long as the replica stays away (each copy a new
     /// position and a refetch wave), and hold back every write behind it.
     fn publish_again_later(&self, p: Pending) {
-        let broker = self.clone();
+        let parts = self.parts.clone();
         tokio::spawn(async move {
             tokio::time::sleep(CONFIRM_AGAIN_AFTER).await;
-            match p.publish_on(&broker).await {
+            match p.publish_on(&parts).await {
                 Ok(Appended::Confirmed) => {
                     tracing::info!(event = p.event, "unconfirmed event published again, confirmed")
                 }
@@ -247,21 +235,6 @@ impl Broker {
             }
         });
     }
-
-    /// Events waiting in the outbox for the backend.
-    pub fn outbox_len(&self) -> usize {
-        self.inner.outbox.len()
-    }
-
-    /// Waits up to `within` for the outbox to empty (at shutdown); returns how many events are
-    /// still waiting.
-    pub async fn flush_outbox(&self, within: Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.outbox_len() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.outbox_len()
-    }
 }
 
 #[cfg(test)]
@@ -274,7 +247,7 @@ mod tests {
 
     #[test]
     fn one_relay_in_order_and_bounded() {
-        let outbox = Outbox::new(2);
+        let outbox = Queue::new(2);
         assert!(matches!(outbox.push(pending(1)), Pushed::StartRelay));
         assert!(matches!(outbox.push(pending(2)), Pushed::Queued));
         assert!(matches!(outbox.push(pending(3)), Pushed::Full));

@@ -6,7 +6,8 @@ use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates, TlsMode};
 
 use super::primary::Locator;
-use super::{Fanout, Keys};
+use super::{Fanout, Keys, RedisConnection};
+use crate::error::BackendError;
 
 /// Where Redis is and how to log in: the URL (`redis://` or `rediss://`, with `user:password@`
 /// for an ACL user), what a URL cannot carry, and the sentinels when Sentinel manages it.
@@ -112,15 +113,20 @@ impl RedisOptions {
         self
     }
 
-    pub(super) fn is_cluster(&self) -> bool {
-        self.cluster.is_some()
+    /// Which shape of deployment the options name.
+    pub(super) fn deployment(&self) -> Deployment {
+        if self.cluster.is_some() {
+            Deployment::Cluster
+        } else {
+            Deployment::Single
+        }
     }
 
     /// A cluster client; with `pushes`, one that delivers sharded Pub/Sub messages there (RESP3).
     pub(super) fn cluster_client(
         &self,
         pushes: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
-    ) -> Result<redis::cluster::ClusterClient, String> {
+    ) -> Result<redis::cluster::ClusterClient, BackendError> {
         let nodes = self.cluster.as_deref().unwrap_or_default();
         let login = self.login()?;
         let scheme = if login.tls { "rediss" } else { "redis" };
@@ -141,16 +147,16 @@ impl RedisOptions {
         if let Some(pushes) = pushes {
             builder = builder.use_protocol(redis::ProtocolVersion::RESP3).push_sender(pushes);
         }
-        builder.build().map_err(|e| e.to_string())
+        builder.build().map_err(BackendError::redis("reading the cluster's options"))
     }
 
     /// How to find the primary.
-    pub(super) fn locator(&self) -> Result<Locator, String> {
+    pub(super) fn locator(&self) -> Result<Locator, BackendError> {
         let Some((sentinels, master)) = &self.sentinel else { return Ok(Locator::Fixed(self.client()?)) };
         let login = self.login()?;
         let addresses = sentinels.iter().map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
         let mut builder = SentinelClientBuilder::new(addresses, master, SentinelServerType::Master)
-            .map_err(|e| e.to_string())?
+            .map_err(BackendError::redis("reading the sentinels' options"))?
             .set_client_to_redis_db(login.db);
         if let Some(user) = login.user {
             builder = builder.set_client_to_redis_username(user);
@@ -166,20 +172,22 @@ impl RedisOptions {
                 .set_client_to_redis_certificates(certificates.clone())
                 .set_client_to_sentinel_certificates(certificates);
         }
-        let client = builder.build().map_err(|e| e.to_string())?;
+        let client = builder.build().map_err(BackendError::redis("reading the sentinels' options"))?;
         Ok(Locator::Sentinel { sentinels: tokio::sync::Mutex::new(client), master: master.clone() })
     }
 
     /// What the URL and the options say of logging in, for the clients built from parts
     /// (Sentinel, Cluster); TLS files with a `redis://` URL are refused here for all of them.
-    fn login(&self) -> Result<Login, String> {
-        let info = self.url.as_str().into_connection_info().map_err(|e| e.to_string())?;
+    fn login(&self) -> Result<Login, BackendError> {
+        let info = self.url.as_str().into_connection_info().map_err(BackendError::redis("reading REDIS_URL"))?;
         let redis = info.redis_settings();
         let tls = self.url.starts_with("rediss://");
         if tls {
             install_crypto_provider();
         } else if self.ca_pem.is_some() || self.client_cert.is_some() {
-            return Err("a TLS CA or client certificate was given for a redis:// URL; use rediss://".into());
+            return Err(BackendError::Options(
+                "a TLS CA or client certificate was given for a redis:// URL; use rediss://",
+            ));
         }
         Ok(Login {
             user: redis.username().map(str::to_owned),
@@ -200,18 +208,27 @@ impl RedisOptions {
     }
 
     /// The `redis` client for the URL's server.
-    pub(crate) fn client(&self) -> Result<redis::Client, String> {
+    pub(crate) fn client(&self) -> Result<redis::Client, BackendError> {
         let login = self.login()?;
-        let mut info = self.url.as_str().into_connection_info().map_err(|e| e.to_string())?;
+        let mut info = self.url.as_str().into_connection_info().map_err(BackendError::redis("reading REDIS_URL"))?;
         if let Some(password) = &self.password {
             info = info.clone().set_redis_settings(info.redis_settings().clone().set_password(password));
         }
-        if login.tls {
-            redis::Client::build_with_tls(info, self.certificates()).map_err(|e| e.to_string())
+        let client = if login.tls {
+            redis::Client::build_with_tls(info, self.certificates())
         } else {
-            redis::Client::open(info).map_err(|e| e.to_string())
-        }
+            redis::Client::open(info)
+        };
+        client.map_err(BackendError::redis("reading REDIS_URL"))
     }
+}
+
+/// The shapes of deployment the options can name.
+pub(super) enum Deployment {
+    /// One server, or the primary that sentinels name.
+    Single,
+    /// A Redis Cluster.
+    Cluster,
 }
 
 /// The login the URL and the options give (see [`RedisOptions::login`]).
@@ -231,9 +248,13 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The start-up error for an ACL that refuses `what`, listing all the broker needs.
-pub(super) fn refused(keys: &Keys, fanout: Fanout, what: String) -> String {
-    format!("the Redis user is not allowed {what} (ACL); the broker needs {}", needed_acl(keys, fanout))
+/// The start-up error for an ACL that refuses `command`, listing all the broker needs.
+pub(super) fn refused(keys: &Keys, fanout: Fanout, command: &str, source: redis::RedisError) -> BackendError {
+    BackendError::Refused {
+        what: format!("{command}: {source}"),
+        needed: needed_acl(keys, fanout),
+        source: Some(source),
+    }
 }
 
 /// What an ACL user must be allowed for the broker, for a namespace's keys and channels
@@ -254,6 +275,27 @@ pub(super) fn needed_acl(keys: &Keys, fanout: Fanout) -> String {
         keys.writer(),
         keys.channel("*"),
     )
+}
+
+/// Fails start-up, naming what was refused, when the Redis user may not run every command the
+/// broker's scripts need or use its keys: better than a publish that fails at the first write.
+/// (The channel commands are checked by the shape, on its subscription connection:
+/// `Shape::probe_channels`.)
+pub(super) async fn check_acl(conn: &RedisConnection, keys: &Keys, fanout: Fanout) -> Result<(), BackendError> {
+    let mut conn = conn.clone();
+    let ping = redis::cmd("PING").query_async::<String>(&mut conn).await;
+    ping.map_err(|e| refused(keys, fanout, "PING", e))?;
+    let script = redis::Script::new(PROBE_SCRIPT);
+    let mut probe = script.prepare_invoke();
+    keys.script_keys(&mut probe);
+    probe.arg(probe_channel(keys)).arg(fanout.publish_command());
+    let calls =
+        probe.invoke_async::<Vec<String>>(&mut conn).await.map_err(|e| refused(keys, fanout, "its scripts", e))?;
+    if !calls.is_empty() {
+        let what = format!("to run {} from a script", calls.join(", "));
+        return Err(BackendError::Refused { what, needed: needed_acl(keys, fanout), source: None });
+    }
+    Ok(())
 }
 
 /// Calls every command the broker's scripts use, each with a valid arity but an argument the
@@ -309,6 +351,6 @@ mod tests {
     #[test]
     fn tls_files_need_a_tls_url() {
         let e = RedisOptions::new("redis://h:6379").ca_pem(b"pem".to_vec()).client().err().unwrap();
-        assert!(e.contains("rediss://"), "{e}");
+        assert!(e.to_string().contains("rediss://"), "{e}");
     }
 }

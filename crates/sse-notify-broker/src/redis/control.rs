@@ -20,9 +20,10 @@ use indexmap::{IndexMap, IndexSet};
 use tokio::sync::{oneshot, Notify};
 
 use crate::backend::Follower;
+use crate::error::BackendError;
 
 /// Told once a channel is live (or why it could not be).
-pub(super) type Confirm = oneshot::Sender<Result<(), String>>;
+pub(super) type Confirm = oneshot::Sender<Result<(), BackendError>>;
 
 /// One thing for the loop to do.
 pub(super) enum Control {
@@ -68,7 +69,7 @@ pub(super) fn channel() -> (Asks, Commands) {
 
 impl Asks {
     /// Wants `channel` live; the answer says when it is.
-    pub(super) fn subscribe(&self, channel: String, follower: Follower) -> oneshot::Receiver<Result<(), String>> {
+    pub(super) fn subscribe(&self, channel: String, follower: Follower) -> oneshot::Receiver<Result<(), BackendError>> {
         let (done, answer) = oneshot::channel();
         let mut pending = self.0.pending.lock().unwrap();
         let Pending { streams, rest, .. } = &mut *pending;
@@ -171,12 +172,12 @@ impl Commands {
     /// turns it into 503; the topic is subscribed with the rest on reconnect anyway) and drops
     /// the rest (a fresh connection starts with nothing subscribed, and loads every presence
     /// topic again). False once the backend is gone.
-    pub(super) fn refuse_all(&mut self, error: &str) -> bool {
+    pub(super) fn refuse_all(&mut self, error: BackendError) -> bool {
         let mut pending = std::mem::take(&mut *self.0.pending.lock().unwrap());
         for (_, want) in pending.streams.drain(..).chain(pending.rest.drain(..)) {
             if let Want::Subscribed(waiters) = want {
                 for done in waiters {
-                    let _ = done.send(Err(error.to_owned()));
+                    let _ = done.send(Err(error.clone()));
                 }
             }
         }
@@ -192,24 +193,23 @@ impl Commands {
 }
 
 /// Reports what a subscription's answer said.
-fn answer(waiters: Vec<Confirm>, result: &Result<(), String>) {
+fn answer(waiters: Vec<Confirm>, result: &Result<(), BackendError>) {
     for done in waiters {
         let _ = done.send(result.clone());
     }
 }
 
-/// After `command` (`SUBSCRIBE`, `SSUBSCRIBE`) of `channel` answered `result`: the channel is
-/// live when it succeeded, the failure is logged, and everyone waiting is told.
+/// After the subscription of `channel` answered `result`: the channel is live when it
+/// succeeded, the failure is logged, and everyone waiting is told.
 pub(super) fn subscribed(
     live: &mut HashSet<String>,
-    command: &str,
     channel: String,
     waiters: Vec<Confirm>,
-    result: Result<(), String>,
+    result: Result<(), BackendError>,
 ) {
     match &result {
         Ok(()) => drop(live.insert(channel)),
-        Err(e) => tracing::error!(channel, error = %e, "redis {command} failed"),
+        Err(e) => tracing::error!(channel, error = %e, "redis subscription failed"),
     }
     answer(waiters, &result);
 }
@@ -260,7 +260,7 @@ mod tests {
         // `t` is live still (its unsubscribe never ran): its subscribe is answered without Redis.
         let idle = tokio::time::timeout(std::time::Duration::from_millis(10), commands.recv(&live(&["t"]))).await;
         assert!(idle.is_err(), "nothing left for Redis");
-        assert_eq!(answer.await.unwrap(), Ok(()));
+        assert!(answer.await.unwrap().is_ok());
         drop(hurried);
     }
 
@@ -269,10 +269,10 @@ mod tests {
         let (asks, mut commands) = channel();
         let answer = asks.subscribe("t".into(), Follower::Stream);
         asks.load_presence("t".into());
-        assert!(commands.refuse_all("away"));
-        assert_eq!(answer.await.unwrap(), Err("away".to_owned()));
+        assert!(commands.refuse_all(BackendError::Reconnecting));
+        assert!(matches!(answer.await.unwrap(), Err(BackendError::Reconnecting)));
         drop(asks);
         assert!(commands.recv(&HashSet::new()).await.is_none());
-        assert!(!commands.refuse_all("away"));
+        assert!(!commands.refuse_all(BackendError::Reconnecting));
     }
 }

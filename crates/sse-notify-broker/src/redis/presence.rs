@@ -22,7 +22,9 @@ use std::time::Duration;
 use redis::Value;
 use sse_notify_core::presence::{Member, PresenceFrame};
 
-use super::{text, Fanout, Keys, RedisConnection};
+use super::event_log::text;
+use super::{Fanout, Keys, RedisConnection};
+use crate::error::BackendError;
 use crate::log::{random_epoch, unix_ms};
 use crate::presence::PresenceBook;
 
@@ -198,13 +200,13 @@ impl RedisPresence {
     }
 
     /// The members of `topic` now.
-    pub(super) async fn members(&self, topic: &str) -> Result<Vec<Member>, String> {
+    pub(super) async fn members(&self, topic: &str) -> Result<Vec<Member>, BackendError> {
         let mut conn = self.conn.clone();
         let shown: Vec<Vec<u8>> = redis::cmd("HVALS")
             .arg(self.members_key(topic))
             .query_async(&mut conn)
             .await
-            .map_err(|e| self.explain(e))?;
+            .map_err(|e| self.explain("HVALS", e))?;
         Ok(shown.iter().filter_map(|m| serde_json::from_slice(m).ok()).collect())
     }
 
@@ -217,26 +219,29 @@ impl RedisPresence {
     }
 
     /// An error of a presence command, with what the ACL must allow when it is an ACL refusal.
-    fn explain(&self, e: redis::RedisError) -> String {
-        let said = e.to_string();
+    fn explain(&self, during: &'static str, source: redis::RedisError) -> BackendError {
+        let said = source.to_string();
         if said.contains("NOPERM") || said.contains("permission") {
-            format!("{said} (presence needs the Redis user to be allowed {})", self.needed_acl())
+            let needed = format!("for presence {}", self.needed_acl());
+            BackendError::Refused { what: format!("{during}: {said}"), needed, source: Some(source) }
         } else {
-            said
+            BackendError::Redis { during, source }
         }
     }
 
     /// Joins `member` on `topic`; whether this instance had been swept out (see `JOIN_SCRIPT`).
-    async fn join(&self, topic: &str, member: &Member) -> Result<bool, String> {
+    async fn join(&self, topic: &str, member: &Member) -> Result<bool, BackendError> {
         let message = Self::message(&PresenceFrame::Join { topic: topic.to_owned(), member: member.clone() });
         let mut inv = self.scripts[0].prepare_invoke();
         inv.key(self.members_key(topic)).key(self.counts_key(topic)).key(self.owned_key()).key(self.alive_key());
         inv.arg(&self.instance).arg(topic).arg(&member.id);
-        inv.arg(serde_json::to_string(member).map_err(|e| e.to_string())?);
+        let encoded = serde_json::to_string(member);
+        inv.arg(encoded.map_err(|e| BackendError::Encode { what: "a member", source: Arc::new(e) })?);
         inv.arg(unix_ms() + self.ttl.as_millis() as u64).arg(self.fanout.publish_command());
         inv.arg(self.keys.channel(topic)).arg(message);
         let mut conn = self.conn.clone();
-        let (absent, _instances): (i64, i64) = inv.invoke_async(&mut conn).await.map_err(|e| self.explain(e))?;
+        let joined = inv.invoke_async(&mut conn).await;
+        let (absent, _instances): (i64, i64) = joined.map_err(|e| self.explain("the presence join script", e))?;
         Ok(self.was_swept(absent == 1))
     }
 
@@ -247,19 +252,19 @@ impl RedisPresence {
         absent && listed_before
     }
 
-    async fn leave(&self, topic: &str, id: &str) -> Result<(), String> {
+    async fn leave(&self, topic: &str, id: &str) -> Result<(), BackendError> {
         let message = Self::message(&PresenceFrame::Leave { topic: topic.to_owned(), id: id.to_owned() });
         let mut inv = self.scripts[1].prepare_invoke();
         inv.key(self.members_key(topic)).key(self.counts_key(topic)).key(self.owned_key());
         inv.arg(&self.instance).arg(topic).arg(id).arg(self.fanout.publish_command());
         inv.arg(self.keys.channel(topic)).arg(message);
         let mut conn = self.conn.clone();
-        inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| self.explain(e))
+        inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| self.explain("the presence leave script", e))
     }
 
     /// Reports this instance and sweeps out silent ones, a batch per script; whether this one
     /// had been swept.
-    async fn report(&self) -> Result<bool, String> {
+    async fn report(&self) -> Result<bool, BackendError> {
         let mut conn = self.conn.clone();
         let (mut absent, mut left) = (false, 0u64);
         // The instance being swept and where in its share (`REPORT_SCRIPT`).
@@ -271,7 +276,8 @@ impl RedisPresence {
             inv.arg(&self.instance).arg(now).arg(now + self.ttl.as_millis() as u64);
             inv.arg(format!("{{{}}}", self.keys.namespace())).arg(self.fanout.publish_command()).arg(SWEEP_BATCH);
             inv.arg(&sweeping).arg(&cursor);
-            let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| self.explain(e))?;
+            let reply = inv.invoke_async::<Vec<Value>>(&mut conn).await;
+            let reply = reply.map_err(|e| self.explain("the presence report script", e))?;
             let part = |i: usize| reply.get(i).and_then(text).unwrap_or_default();
             let number = |i: usize| part(i).parse::<u64>().unwrap_or(0);
             // Only the first call can find this instance unlisted: it lists it.

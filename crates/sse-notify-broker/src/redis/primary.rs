@@ -4,7 +4,7 @@
 //! failover the old address is dead, or a replica that refuses writes. The command connection
 //! asks the sentinels again when a command fails the way a moved primary makes it fail, and when
 //! a sentinel announces `+switch-master`; whoever follows the log's live events (the Pub/Sub
-//! loop) is told through [`RedisConnection::moves`] and reconnects to the new primary.
+//! loop) is told through [`PrimaryConnection::moves`] and reconnects to the new primary.
 //!
 //! The sentinels are asked through the `redis` crate's `SentinelClient` (it checks that the
 //! address it returns is a primary no sentinel thinks is down); what is hand-written here is
@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelClient;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 use tokio::sync::watch;
+
+use crate::error::BackendError;
 
 /// How the primary is found.
 pub(super) enum Locator {
@@ -30,16 +31,16 @@ pub(super) enum Locator {
 
 impl Locator {
     /// A client for the primary now.
-    pub(super) async fn primary(&self) -> Result<redis::Client, String> {
+    pub(super) async fn primary(&self) -> Result<redis::Client, BackendError> {
         match self {
             Locator::Fixed(client) => Ok(client.clone()),
             Locator::Sentinel { sentinels, master } => {
                 let mut sentinels = sentinels.lock().await;
-                let ask = sentinels.async_get_client();
-                match tokio::time::timeout(Duration::from_secs(5), ask).await {
+                let after = Duration::from_secs(5);
+                match tokio::time::timeout(after, sentinels.async_get_client()).await {
                     Ok(Ok(client)) => Ok(client),
-                    Ok(Err(e)) => Err(format!("no sentinel names a primary for {master:?}: {e}")),
-                    Err(_) => Err(format!("no sentinel answered for {master:?} within 5 s")),
+                    Ok(Err(source)) => Err(BackendError::NoPrimary { master: master.clone(), source }),
+                    Err(_) => Err(BackendError::Timeout { during: "asking the sentinels for the primary", after }),
                 }
             }
         }
@@ -64,28 +65,11 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_response_timeout(Some(Duration::from_secs(2)))
 }
 
-/// The broker's command connection, also handed to the app for its own data
-/// ([`crate::Broker::redis_connection`]): one multiplexed connection to the primary, which
-/// follows it when Sentinel fails it over, or a Redis Cluster connection (which routes each
-/// command to the shard of its keys and follows slot moves and failovers itself). Cheap to
-/// clone; use it with the `redis` crate's `AsyncCommands` like any async connection.
-///
-/// ```no_run
-/// # async fn demo(broker: sse_notify_broker::Broker) -> redis::RedisResult<()> {
-/// use redis::AsyncCommands;
-/// let mut conn = broker.redis_connection().expect("a Redis broker");
-/// let _: () = conn.set("greeting", "hello").await?;
-/// # Ok(()) }
-/// ```
+/// A command connection to the primary (one multiplexed connection) that follows it when
+/// Sentinel fails it over; cheap to clone.
 #[derive(Clone)]
-pub struct RedisConnection {
-    kind: Kind,
-}
-
-#[derive(Clone)]
-enum Kind {
-    Primary(Arc<Inner>),
-    Cluster(ClusterConnection),
+pub(super) struct PrimaryConnection {
+    inner: Arc<Inner>,
 }
 
 struct Inner {
@@ -103,29 +87,23 @@ struct Current {
     conn: ConnectionManager,
 }
 
-impl RedisConnection {
+impl PrimaryConnection {
     /// Connects to the primary `locator` names now.
-    pub(super) async fn connect(locator: Arc<Locator>) -> Result<Self, String> {
+    pub(super) async fn connect(locator: Arc<Locator>) -> Result<Self, BackendError> {
         let client = locator.primary().await?;
         let address = address(&client);
-        let conn = ConnectionManager::new_with_config(client, manager_config()).await.map_err(|e| e.to_string())?;
+        let conn = ConnectionManager::new_with_config(client, manager_config())
+            .await
+            .map_err(BackendError::redis("connecting"))?;
         let (moved, _) = watch::channel(address.clone());
         let inner =
             Inner { locator, current: RwLock::new(Current { address, conn }), refreshing: Default::default(), moved };
-        Ok(Self { kind: Kind::Primary(Arc::new(inner)) })
+        Ok(Self { inner: Arc::new(inner) })
     }
 
-    /// A Redis Cluster connection.
-    pub(super) fn cluster(conn: ClusterConnection) -> Self {
-        Self { kind: Kind::Cluster(conn) }
-    }
-
-    /// Changes whenever the primary moved (to its new address); `None` for a cluster.
-    pub(super) fn moves(&self) -> Option<watch::Receiver<String>> {
-        match &self.kind {
-            Kind::Primary(inner) => Some(inner.moved.subscribe()),
-            Kind::Cluster(_) => None,
-        }
+    /// Changes whenever the primary moved (to its new address).
+    pub(super) fn moves(&self) -> watch::Receiver<String> {
+        self.inner.moved.subscribe()
     }
 }
 
@@ -176,19 +154,16 @@ impl Inner {
     }
 }
 
-impl ConnectionLike for RedisConnection {
+impl ConnectionLike for PrimaryConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match &mut self.kind {
-            Kind::Cluster(conn) => conn.req_packed_command(cmd),
-            Kind::Primary(inner) => Box::pin(async move {
-                let Current { address, mut conn } = inner.current();
-                let reply = conn.req_packed_command(cmd).await;
-                if let Err(e) = &reply {
-                    inner.after_error(&address, e).await;
-                }
-                reply
-            }),
-        }
+        Box::pin(async move {
+            let Current { address, mut conn } = self.inner.current();
+            let reply = conn.req_packed_command(cmd).await;
+            if let Err(e) = &reply {
+                self.inner.after_error(&address, e).await;
+            }
+            reply
+        })
     }
 
     fn req_packed_commands<'a>(
@@ -197,35 +172,28 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match &mut self.kind {
-            Kind::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Kind::Primary(inner) => Box::pin(async move {
-                let Current { address, mut conn } = inner.current();
-                let reply = conn.req_packed_commands(pipeline, offset, count).await;
-                if let Err(e) = &reply {
-                    inner.after_error(&address, e).await;
-                }
-                reply
-            }),
-        }
+        Box::pin(async move {
+            let Current { address, mut conn } = self.inner.current();
+            let reply = conn.req_packed_commands(pipeline, offset, count).await;
+            if let Err(e) = &reply {
+                self.inner.after_error(&address, e).await;
+            }
+            reply
+        })
     }
 
     fn get_db(&self) -> i64 {
-        match &self.kind {
-            Kind::Cluster(conn) => conn.get_db(),
-            Kind::Primary(inner) => inner.current().conn.get_db(),
-        }
+        self.inner.current().conn.get_db()
     }
 }
 
 /// Behind Sentinel: listens for `+switch-master` of `master` on one sentinel after another,
 /// and moves `conn` at once when it comes (a command would find out only when it fails). Ends
 /// when `conn` is dropped by everyone else.
-pub(super) fn watch_sentinels(conn: &RedisConnection) {
-    let Kind::Primary(inner) = &conn.kind else { return };
-    let Locator::Sentinel { master, .. } = inner.locator.as_ref() else { return };
+pub(super) fn watch_sentinels(conn: &PrimaryConnection) {
+    let Locator::Sentinel { master, .. } = conn.inner.locator.as_ref() else { return };
     let master = master.clone();
-    let weak = Arc::downgrade(inner);
+    let weak = Arc::downgrade(&conn.inner);
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
