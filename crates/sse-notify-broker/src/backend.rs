@@ -80,12 +80,6 @@ pub(super) trait Backend: Send + Sync + 'static {
 
     /// Whether the backend answers now.
     fn ping(&self) -> BoxFuture<'_, bool>;
-
-    /// A Redis command connection for the app's own shared data, on Redis backends.
-    #[cfg(feature = "redis")]
-    fn redis_connection(&self) -> Option<super::RedisConnection> {
-        None
-    }
 }
 
 /// Who follows a topic: a stream (someone waits on it) or the response cache's watch.

@@ -8,7 +8,7 @@
 //! internal interface (`backend::Backend`), so each is held to the same tests.
 //!
 //! Either way every prefix has one ordered event log (a Redis stream, or a ring in memory): each
-//! event gets a position in it, is encoded to SSE bytes once, and the same [`Bytes`] go to every
+//! event gets a position in it, is encoded to SSE bytes once, and the same [`Bytes`](bytes::Bytes) go to every
 //! local stream that follows at least one of its topics, once per stream. A stream that brings a
 //! cursor first gets what it missed from the log, then live events after the last replayed one
 //! ([`Subscription`]); when the log cannot prove a complete replay it gets a `resync` naming its
@@ -102,6 +102,9 @@ struct Inner {
     /// What other layers keep per broker ([`Broker::extension`]).
     extensions: std::sync::Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
     closing: watch::Sender<bool>,
+    /// The Redis backend's command connection, handed to the app ([`Broker::redis_connection`]).
+    #[cfg(feature = "redis")]
+    redis: std::sync::OnceLock<RedisConnection>,
 }
 
 impl Broker {
@@ -140,7 +143,10 @@ impl Broker {
         let connect = Box::pin(redis::RedisBackend::connect(options, setup));
         let backend =
             connect.await.map_err(|source| BrokerError::Connect { url: redact_url(options.url()), source })?;
-        Ok(Self::with_backend(limits, hub, presence, metrics, Box::new(backend)))
+        let connection = backend.connection();
+        let broker = Self::with_backend(limits, hub, presence, metrics, Box::new(backend));
+        let _ = broker.inner.redis.set(connection);
+        Ok(broker)
     }
 
     fn with_backend(
@@ -162,6 +168,8 @@ impl Broker {
                 groups: AtomicU32::new(0),
                 extensions: std::sync::Mutex::default(),
                 closing,
+                #[cfg(feature = "redis")]
+                redis: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -206,7 +214,7 @@ impl Broker {
     /// The Redis command connection, for app data that must be shared like the events are.
     #[cfg(feature = "redis")]
     pub fn redis_connection(&self) -> Option<RedisConnection> {
-        self.inner.parts.backend.redis_connection()
+        self.inner.redis.get().cloned()
     }
 
     /// A [`Publisher`] handle for app code that names no writer tab. For Leptos server

@@ -5,8 +5,9 @@
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates, TlsMode};
 
+use super::connection::RedisConnection;
+use super::keys::{Fanout, Keys};
 use super::primary::Locator;
-use super::{Fanout, Keys, RedisConnection};
 use crate::error::BackendError;
 
 /// Where Redis is and how to log in: the URL (`redis://` or `rediss://`, with `user:password@`

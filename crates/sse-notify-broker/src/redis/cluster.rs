@@ -16,11 +16,13 @@ use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
+use super::access::RedisOptions;
 use super::access::{self, probe_channel};
+use super::connection::RedisConnection;
 use super::control::{self, Commands, Control};
 use super::follow::Follow;
-use super::shape::{Fanout, Shape};
-use super::{Keys, RedisConnection, RedisOptions};
+use super::keys::{Fanout, Keys};
+use super::shape::Shape;
 use crate::error::BackendError;
 
 /// A Redis Cluster: the subscription connection (another cluster connection, RESP3, whose

@@ -13,7 +13,8 @@ use redis::Value;
 use sse_notify_core::cursor::{LogId, LogPosition};
 use sse_notify_core::origin::is_origin;
 
-use super::{Fanout, Keys, RedisConnection};
+use super::connection::RedisConnection;
+use super::keys::{Fanout, Keys};
 use crate::backend::AppendError;
 use crate::error::BackendError;
 use crate::hub::LogEvent;

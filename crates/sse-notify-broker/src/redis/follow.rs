@@ -13,6 +13,7 @@ use sse_notify_core::origin::is_origin;
 use sse_notify_core::wire::ResyncReason;
 
 use super::event_log::EventLog;
+use super::keys::Keys;
 use super::presence::{self, RedisPresence};
 use crate::error::BackendError;
 use crate::hub::{Hub, LogEvent};
@@ -46,7 +47,7 @@ impl Follow {
     }
 
     /// The namespace's keys (a shape's commands name the log's head to find its slot).
-    pub(super) fn keys(&self) -> &super::Keys {
+    pub(super) fn keys(&self) -> &Keys {
         &self.log.keys
     }
 

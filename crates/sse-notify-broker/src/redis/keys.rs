@@ -1,4 +1,23 @@
-//! The Redis names of one prefix: its log's keys and its topics' channels.
+//! The Redis names of one prefix (its log's keys and its topics' channels), and the command
+//! its events fan out with.
+
+/// How events fan out to instances: plain Pub/Sub, or a cluster's sharded Pub/Sub, where a
+/// channel lives on the shard that owns its slot (plain `PUBLISH` in a cluster reaches every
+/// node).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Fanout {
+    Plain,
+    Sharded,
+}
+
+impl Fanout {
+    pub(super) fn publish_command(self) -> &'static str {
+        match self {
+            Fanout::Plain => "PUBLISH",
+            Fanout::Sharded => "SPUBLISH",
+        }
+    }
+}
 
 /// Redis names of one prefix: its log, the log's epoch, head, forks and writer, and its
 /// channels. The namespace and the topic are joined by `/`, which no topic or prefix may contain,

@@ -44,7 +44,7 @@ use access::Deployment;
 use event_log::EventLog;
 use follow::Follow;
 use keys::Keys;
-use shape::{Fanout, Shape};
+use shape::Shape;
 
 /// How long start-up waits for Redis to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,6 +97,11 @@ impl RedisBackend {
         let (control, commands) = control::channel();
         tokio::spawn(shape.run(follow, commands));
         Ok(Self { log, control, name, hub, presence })
+    }
+
+    /// The command connection, which the broker hands to the app for its own shared data.
+    pub(crate) fn connection(&self) -> RedisConnection {
+        self.log.conn.clone()
     }
 
     async fn subscribe(&self, channel: String, follower: Follower) -> Result<(), BackendError> {
@@ -178,9 +183,5 @@ impl Backend for RedisBackend {
 
     fn ping(&self) -> BoxFuture<'_, bool> {
         self.ping_now().boxed()
-    }
-
-    fn redis_connection(&self) -> Option<RedisConnection> {
-        Some(self.log.conn.clone())
     }
 }

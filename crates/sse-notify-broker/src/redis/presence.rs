@@ -22,8 +22,9 @@ use std::time::Duration;
 use redis::Value;
 use sse_notify_core::presence::{Member, PresenceFrame};
 
+use super::connection::RedisConnection;
 use super::event_log::text;
-use super::{Fanout, Keys, RedisConnection};
+use super::keys::{Fanout, Keys};
 use crate::error::BackendError;
 use crate::log::{random_epoch, unix_ms};
 use crate::presence::PresenceBook;

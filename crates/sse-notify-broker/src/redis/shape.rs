@@ -9,28 +9,12 @@
 
 use std::future::Future;
 
+use super::access::RedisOptions;
+use super::connection::RedisConnection;
 use super::control::Commands;
 use super::follow::Follow;
-use super::{Keys, RedisConnection, RedisOptions};
+use super::keys::{Fanout, Keys};
 use crate::error::BackendError;
-
-/// How events fan out to instances: plain Pub/Sub, or a cluster's sharded Pub/Sub, where a
-/// channel lives on the shard that owns its slot (plain `PUBLISH` in a cluster reaches every
-/// node).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Fanout {
-    Plain,
-    Sharded,
-}
-
-impl Fanout {
-    pub(super) fn publish_command(self) -> &'static str {
-        match self {
-            Fanout::Plain => "PUBLISH",
-            Fanout::Sharded => "SPUBLISH",
-        }
-    }
-}
 
 /// A shape of Redis deployment, connected: what its subscriber loop owns.
 pub(super) trait Shape: Send + Sized + 'static {

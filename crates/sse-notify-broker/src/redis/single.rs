@@ -10,12 +10,14 @@ use futures::StreamExt;
 use redis::aio::PubSub;
 use tokio::sync::watch;
 
+use super::access::RedisOptions;
 use super::access::{self, probe_channel};
+use super::connection::RedisConnection;
 use super::control::{self, Commands, Control};
 use super::follow::Follow;
+use super::keys::{Fanout, Keys};
 use super::primary::{watch_sentinels, Locator, PrimaryConnection};
-use super::shape::{Fanout, Shape};
-use super::{Keys, RedisConnection, RedisOptions};
+use super::shape::Shape;
 use crate::error::BackendError;
 
 /// Waits between reconnect attempts: doubles from the first to the last.

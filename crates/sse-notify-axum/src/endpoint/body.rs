@@ -1,0 +1,111 @@
+//! The response body of one stream: the opening lines, then its subscription's frames, a
+//! heartbeat when the group's ticker asks, and its end when a re-check refuses it.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::stream::Stream;
+
+use super::group::StreamGroup;
+use super::hooks::Recheck;
+use crate::admission::ConnectionSlot;
+use crate::broker::{Signals, Subscription};
+use crate::clients::ClientSlot;
+
+/// How long EventSource waits before reconnecting (sent as `retry:`).
+const RETRY_MS: u64 = 2000;
+
+/// The response body of one connection. Its task is woken only through its subscription:
+/// events, and the signals of the broker (closing) and of the endpoint's tickers.
+pub(super) struct EventBody {
+    hello: Option<Bytes>,
+    events: Subscription,
+    heartbeat_due: bool,
+    recheck: Option<Recheck>,
+    done: bool,
+    group: Arc<StreamGroup>,
+    /// For the log line when the stream closes (the app's request tracing need not time every
+    /// frame of a stream).
+    opened: std::time::Instant,
+    frames: u64,
+    _slots: (ConnectionSlot, Option<ClientSlot>),
+}
+
+impl EventBody {
+    /// A stream of `events`, re-checked by `recheck`, of `group`, holding its admission slots
+    /// until it ends.
+    pub(super) fn new(
+        events: Subscription,
+        recheck: Option<Recheck>,
+        group: Arc<StreamGroup>,
+        slots: (ConnectionSlot, Option<ClientSlot>),
+    ) -> Self {
+        let mut hello = sse_notify_core::wire::encode_comment("ok");
+        hello.push_str(&sse_notify_core::wire::encode_retry(RETRY_MS));
+        hello.push('\n');
+        Self {
+            hello: Some(Bytes::from(hello)),
+            events,
+            heartbeat_due: false,
+            recheck,
+            done: false,
+            group,
+            opened: std::time::Instant::now(),
+            frames: 0,
+            _slots: slots,
+        }
+    }
+}
+
+impl Drop for EventBody {
+    fn drop(&mut self) {
+        let seconds = self.opened.elapsed().as_secs();
+        tracing::debug!(topics = ?self.events.topics(), frames = self.frames, seconds, "stream closed");
+    }
+}
+
+impl Stream for EventBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(hello) = this.hello.take() {
+            return Poll::Ready(Some(Ok(hello)));
+        }
+        let signals = this.events.take_signals();
+        this.heartbeat_due |= signals.contains(Signals::HEARTBEAT);
+        if let Some(recheck) = &mut this.recheck {
+            if signals.contains(Signals::RECHECK) {
+                recheck.start(this.events.topics());
+            }
+            if let Poll::Ready(false) = recheck.poll_allowed(cx) {
+                tracing::info!(topics = ?this.events.topics(), "authorization or presence changed; closing the stream");
+                this.done = true;
+                return Poll::Ready(None);
+            }
+        }
+        // Heartbeat first: it is rare, and a busy topic must not starve it.
+        if std::mem::take(&mut this.heartbeat_due) {
+            return Poll::Ready(Some(Ok(this.group.heartbeat())));
+        }
+        match this.events.poll_frame(cx) {
+            Poll::Ready(Some(frame)) => {
+                this.frames += 1;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            // Closed by the broker, or cut off for reading too slowly (after its `resync`):
+            // EventSource reconnects.
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
