@@ -33,9 +33,9 @@ pub(crate) enum TabMessage {
     /// the bits of the cursor's mask.
     Frame { name: String, data: String, id: String, topics: Vec<Topic> },
     /// The leader's stream status.
-    Status { status: crate::ConnectionStatus },
+    Status { status: crate::status::ConnectionStatus },
     /// Why the leader's stream was refused (`None`: it is not).
-    Error { error: Option<crate::SseError> },
+    Error { error: Option<crate::status::SseError> },
     /// The leader's stream was told to refetch these topics (`None`: all).
     Resync { topics: Option<Vec<String>> },
 }

@@ -4,29 +4,8 @@ use leptos::prelude::*;
 use serde::de::DeserializeOwned;
 use sse_notify_core::{SseEvent, Topic};
 
-use crate::{use_sse_with_options, SseSignal, UseSseOptions};
-
-/// Why [`use_live_json`] has no value.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
-    /// The server answered with an error status; `code` and `message` come from a JSON error
-    /// body (`{"error": .., "message": ..}`) when it had one.
-    #[error("{status} {code}: {message}")]
-    Status {
-        /// The HTTP status.
-        status: u16,
-        /// The `error` code of the JSON body (empty if none).
-        code: String,
-        /// The `message` of the JSON body, or the status text.
-        message: String,
-    },
-    /// The request did not complete (network down, CORS refused).
-    #[error("request failed: {0}")]
-    Network(String),
-    /// The answer was not the JSON that was expected.
-    #[error("unexpected answer: {0}")]
-    Decode(String),
-}
+use crate::fetch::{get_text, FetchError};
+use crate::use_sse::{use_sse_with_options, SseSignal, UseSseOptions};
 
 /// What [`use_live_json`] returns.
 pub struct LiveJson<E: Send + Sync + 'static, T: 'static> {
@@ -130,39 +109,6 @@ where
         }
     });
     LiveJson { sse, data }
-}
-
-/// The body of a GET of `url` (an error status as its JSON error), sent with `cursor` as
-/// `Last-Event-ID`.
-#[cfg(feature = "browser")]
-pub(crate) async fn get_text(url: String, cursor: Option<String>) -> Result<String, FetchError> {
-    let mut req = gloo_net::http::Request::get(&url).header("accept", "application/json");
-    if let Some(cursor) = &cursor {
-        req = req.header("last-event-id", cursor);
-    }
-    let resp = req.send().await.map_err(|e| FetchError::Network(e.to_string()))?;
-    if !resp.ok() {
-        let status = resp.status();
-        let (code, message) = error_body(&resp).await;
-        return Err(FetchError::Status { status, code, message: message.unwrap_or_else(|| resp.status_text()) });
-    }
-    resp.text().await.map_err(|e| FetchError::Network(e.to_string()))
-}
-
-/// The `error` code and `message` of a JSON error body (`{"error": .., "message": ..}`);
-/// an empty code and no message when the body is something else.
-#[cfg(feature = "browser")]
-pub(crate) async fn error_body(resp: &gloo_net::http::Response) -> (String, Option<String>) {
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    let text = |field: &str| body.get(field).and_then(|v| v.as_str()).map(str::to_owned);
-    (text("error").unwrap_or_default(), text("message"))
-}
-
-/// Outside the browser a `LocalResource` never runs its fetcher; this only has to compile.
-#[cfg(not(feature = "browser"))]
-pub(crate) async fn get_text(url: String, cursor: Option<String>) -> Result<String, FetchError> {
-    let _ = (url, cursor);
-    std::future::pending().await
 }
 
 impl<E: Send + Sync + 'static, T: 'static> Clone for LiveJson<E, T> {

@@ -8,8 +8,8 @@ use leptos::prelude::*;
 use serde::de::DeserializeOwned;
 use sse_notify_core::{SseEvent, Topic};
 
-use crate::live_json::{get_text, FetchError};
-use crate::{use_sse_tapped, SseSignal, Tap, UseSseOptions};
+use crate::fetch::{get_text, FetchError};
+use crate::use_sse::{use_sse_tapped, SseSignal, Tap, UseSseOptions};
 
 /// What [`use_live_list`] returns.
 pub struct LiveList<E: Send + Sync + 'static, T: 'static> {

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use sse_notify_core::presence::{Member, Roster};
 use sse_notify_core::Topic;
 
-use crate::UseSseOptions;
+use crate::use_sse::UseSseOptions;
 
 /// How the server reads a topic's members for a page it renders ([`use_presence`] asks it
 /// during server rendering), as the stream of the same request would see them (the list, or
@@ -128,7 +128,7 @@ fn use_roster(topic: Signal<Topic>, options: UseSseOptions) -> Signal<Roster> {
 
     #[cfg(feature = "browser")]
     {
-        let key = crate::hub::HubKey { path: options.events_path, with_credentials: options.with_credentials };
+        let key = options.hub_key();
         let changed = crate::hub::presence_changed(&key);
         crate::hub::follow(&key, topic, None, |topic| crate::hub::Subscriber {
             topic,

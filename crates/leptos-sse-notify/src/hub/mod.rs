@@ -11,22 +11,31 @@
 //! with a fixed URL: sharing one stream across components, reopening it when the topic set
 //! changes and routing typed frames back to each subscriber is exactly what this crate adds.
 
+//!
+//! The hub is the registry of the tab's subscribers and the state of its one stream; the stream
+//! itself (`stream.rs`), this tab's part among the tabs (`sharing.rs`) and the presence rosters
+//! (`rosters.rs`) are modules of their own that know nothing of the hub, which wires them.
+
+mod rosters;
+mod sharing;
+mod stream;
+
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
 use leptos::leptos_dom::helpers::set_timeout;
 use leptos::prelude::*;
-use sse_notify_core::presence::{Members, PresenceFrame, Roster, PRESENCE_STATE_EVENT};
-use sse_notify_core::wire::RESYNC_EVENT;
+use sse_notify_core::presence::{PresenceFrame, Roster, PRESENCE_STATE_EVENT};
 use sse_notify_core::Topic;
-use wasm_bindgen::prelude::*;
-use web_sys::{EventSource, EventSourceInit, MessageEvent};
 
 use crate::decode;
+use crate::status::{ConnectionStatus, SseError};
 use crate::tabs::{self, TabLink, TabMessage};
-use crate::{ConnectionStatus, SseError};
+use rosters::Rosters;
+use sharing::{Role, Sharing};
+use stream::{Handlers, OpenStream, StreamKey};
 
 /// Wait this long before reopening a stream the browser gave up on (e.g. the server said 503).
 const REOPEN_AFTER: Duration = Duration::from_secs(3);
@@ -49,65 +58,16 @@ pub(crate) struct HubKey {
     pub with_credentials: bool,
 }
 
-/// What the open stream was opened for: reopen when this changes.
-#[derive(Clone, PartialEq, Eq, Default)]
-struct StreamKey {
-    topics: BTreeSet<Topic>,
-    names: BTreeSet<String>,
-    /// The topics whose presence some subscriber shows: the stream asks the server for their
-    /// presence (`&presence=`), and gets none for the others.
-    presence: BTreeSet<Topic>,
-}
-
-/// This tab's part in the browser's one stream.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Role {
-    /// No sharing (the browser lacks Web Locks or BroadcastChannel): this tab's own stream.
-    Solo,
-    /// Another tab holds the stream; this one announces its topics and gets its frames.
-    Follower,
-    /// This tab holds the stream for every tab.
-    Leader,
-}
-
-/// What another tab wants from the leader's stream.
-struct Peer {
-    topics: BTreeSet<Topic>,
-    names: BTreeSet<String>,
-    presence: BTreeSet<Topic>,
-    since: Option<String>,
-    seen_ms: f64,
-}
-
-struct OpenStream {
-    source: EventSource,
-    key: StreamKey,
-    url: String,
-    // Kept alive as long as the EventSource may call them.
-    _listeners: Vec<Closure<dyn FnMut(MessageEvent)>>,
-    _on_open: Closure<dyn FnMut(web_sys::Event)>,
-    _on_error: Closure<dyn FnMut(web_sys::Event)>,
-}
-
 struct Hub {
     subscribers: BTreeMap<u64, Subscriber>,
     stream: Option<OpenStream>,
     sync_scheduled: bool,
+    /// The stream's cursor: the id of the last frame it saw, or the one the page was rendered at.
     last_event_id: Option<String>,
     status: ArcRwSignal<ConnectionStatus>,
     error: ArcRwSignal<Option<SseError>>,
-    role: Role,
-    /// The channel to the other tabs (`None` when [`Role::Solo`]).
-    link: Option<TabLink>,
-    tab: String,
-    /// The other tabs' subscriptions (the leader's view).
-    peers: BTreeMap<String, Peer>,
-    /// What this tab last told the leader it wants (a follower's view).
-    announced: Option<StreamKey>,
-    /// Who is on each topic with presence, as the stream's `presence:*` frames said.
-    presence: HashMap<String, Members>,
-    /// Moves whenever `presence` changes (what `use_presence` tracks).
-    presence_changed: ArcRwSignal<u64>,
+    sharing: Sharing,
+    rosters: Rosters,
 }
 
 impl Hub {
@@ -119,15 +79,8 @@ impl Hub {
             last_event_id: None,
             status: ArcRwSignal::new(ConnectionStatus::Connecting),
             error: ArcRwSignal::new(None),
-            role: Role::Solo,
-            link: None,
-            // The tab's id among its browser's tabs, made from its origin without showing it
-            // (the origin is a secret its writes alone send).
-            tab: sse_notify_core::origin::echo_tag(crate::tab_origin(), "tab"),
-            peers: BTreeMap::new(),
-            announced: None,
-            presence: HashMap::new(),
-            presence_changed: ArcRwSignal::new(0),
+            sharing: Sharing::solo(),
+            rosters: Rosters::new(),
         }
     }
 
@@ -138,19 +91,6 @@ impl Hub {
             topics: self.subscribers.values().map(|s| s.topic.clone()).collect(),
             names: self.subscribers.values().flat_map(|s| s.names.iter().map(|n| n.to_string())).collect(),
             presence: self.subscribers.values().filter(shows_presence).map(|s| s.topic.clone()).collect(),
-        }
-    }
-
-    fn send(&self, msg: &TabMessage) {
-        if let Some(link) = &self.link {
-            link.send(msg);
-        }
-    }
-
-    /// Sends `msg` to the other tabs when this tab leads (what its stream says, they hear).
-    fn tell_followers(&self, msg: impl FnOnce() -> TabMessage) {
-        if self.role == Role::Leader {
-            self.send(&msg());
         }
     }
 }
@@ -192,33 +132,23 @@ fn join_other_tabs(key: &HubKey) {
             return;
         }
     };
-    HUBS.with_borrow_mut(|hubs| {
-        let hub = hubs.get_mut(key).expect("just made");
-        hub.link = Some(link);
-        hub.role = Role::Follower;
-    });
+    let in_hub = |key: &HubKey, f: &dyn Fn(&mut Sharing)| {
+        HUBS.with_borrow_mut(|hubs| f(&mut hubs.get_mut(key).expect("just made").sharing))
+    };
+    let link = RefCell::new(Some(link));
+    in_hub(key, &|sharing| sharing.link(link.take().expect("once")));
     let granted = {
         let key = key.clone();
         move || become_leader(&key)
     };
     if let Err(e) = tabs::request_leadership(&name, granted) {
         leptos::logging::warn!("use_sse: cannot take part in the election, keeping a stream of this tab: {e:?}");
-        HUBS.with_borrow_mut(|hubs| {
-            let hub = hubs.get_mut(key).expect("just made");
-            hub.link = None;
-            hub.role = Role::Solo;
-        });
+        in_hub(key, &Sharing::unlink);
         return;
     }
     {
         let key = key.clone();
-        tabs::on_page_hide(move || {
-            with_hub(&key, |hub| {
-                if hub.role == Role::Follower {
-                    hub.send(&TabMessage::Bye { tab: hub.tab.clone() });
-                }
-            })
-        });
+        tabs::on_page_hide(move || with_hub(&key, |hub| hub.sharing.leave()));
     }
     let key = key.clone();
     let tick = leptos::leptos_dom::helpers::set_interval_with_handle(move || on_tick(&key), tabs::ANNOUNCE_EVERY);
@@ -230,72 +160,44 @@ fn join_other_tabs(key: &HubKey) {
 /// This tab now holds the lock: it opens the stream for every tab, from the newest cursor it has
 /// seen (the old leader's frames carried it), and asks the others what they want.
 fn become_leader(key: &HubKey) {
-    with_hub(key, |hub| {
-        hub.role = Role::Leader;
-        hub.peers.clear();
-        hub.send(&TabMessage::Leader);
-    });
+    with_hub(key, |hub| hub.sharing.lead());
     let key = key.clone();
     set_timeout(move || schedule_sync(&key), tabs::GATHER_WANTS);
 }
 
-/// Followers repeat what they want (a new leader, or one that missed a message, learns it);
-/// the leader forgets tabs it has not heard from.
 fn on_tick(key: &HubKey) {
-    let changed = with_hub(key, |hub| match hub.role {
-        Role::Follower => {
-            hub.announced = None;
-            true
-        }
-        Role::Leader => {
-            let now = tabs::now_ms();
-            let before = hub.peers.len();
-            hub.peers.retain(|_, p| now - p.seen_ms < tabs::FORGET_AFTER_MS);
-            hub.peers.len() != before
-        }
-        Role::Solo => false,
-    });
-    if changed {
+    if with_hub(key, |hub| hub.sharing.tick()) {
         schedule_sync(key);
     }
 }
 
 fn on_tab_message(key: &HubKey, msg: TabMessage) {
-    let role = with_hub(key, |hub| hub.role);
+    let role = with_hub(key, |hub| hub.sharing.role);
     match (role, msg) {
         (Role::Leader, TabMessage::Want { tab, topics, names, presence, since }) => {
-            let peer = Peer {
+            let want = StreamKey {
                 topics: topics.into_iter().collect(),
                 names: names.into_iter().collect(),
                 presence: presence.into_iter().collect(),
-                since,
-                seen_ms: tabs::now_ms(),
             };
             with_hub(key, |hub| {
                 // Presence the stream already has: a tab that joins it gets the state now (the
                 // server sends it when the stream opens, which may have been long ago).
-                for topic in &peer.presence {
-                    if let Some(members) = hub.presence.get(topic.as_str()) {
-                        let state = members.summary(topic.as_str());
-                        hub.send(&TabMessage::Frame {
-                            name: state.name().to_owned(),
-                            data: state.to_json(),
-                            id: String::new(),
-                            topics: Vec::new(),
-                        });
-                    }
+                for state in hub.rosters.states(&want.presence) {
+                    let (name, data) = (state.name().to_owned(), state.to_json());
+                    hub.sharing.send(&TabMessage::Frame { name, data, id: String::new(), topics: Vec::new() });
                 }
-                hub.peers.insert(tab, peer);
-                hub.send(&TabMessage::Status { status: hub.status.get_untracked() });
+                hub.sharing.add_peer(tab, want, since);
+                hub.sharing.send(&TabMessage::Status { status: hub.status.get_untracked() });
             });
             schedule_sync(key);
         }
         (Role::Leader, TabMessage::Bye { tab }) => {
-            with_hub(key, |hub| hub.peers.remove(&tab));
+            with_hub(key, |hub| hub.sharing.remove_peer(&tab));
             schedule_sync(key);
         }
         (Role::Follower, TabMessage::Leader) => {
-            with_hub(key, |hub| hub.announced = None);
+            with_hub(key, |hub| hub.sharing.forget_announced());
             schedule_sync(key);
         }
         (Role::Follower, TabMessage::Frame { name, data, id, topics }) => {
@@ -379,43 +281,24 @@ fn schedule_sync(key: &HubKey) {
 fn sync(key: &HubKey) {
     let status = with_hub(key, |hub| {
         hub.sync_scheduled = false;
-        let mut wanted = hub.own_want();
-        if hub.role == Role::Follower {
+        let wanted = hub.own_want();
+        if hub.sharing.role == Role::Follower {
             // The leader holds the stream: tell it what this tab wants, when that changes.
-            if hub.announced.as_ref() != Some(&wanted) {
-                hub.send(&TabMessage::Want {
-                    tab: hub.tab.clone(),
-                    topics: wanted.topics.iter().cloned().collect(),
-                    names: wanted.names.iter().cloned().collect(),
-                    presence: wanted.presence.iter().cloned().collect(),
-                    since: hub.last_event_id.clone(),
-                });
-                hub.announced = Some(wanted);
-            }
+            hub.sharing.announce(wanted, hub.last_event_id.clone());
             return None;
         }
-        // Topics another tab adds are replayed from that tab's cursor when it is older, so
-        // nothing published since it rendered is missed.
-        let mut since = hub.last_event_id.clone();
-        let streamed = hub.stream.as_ref().map(|s| &s.key.topics);
-        for peer in hub.peers.values() {
-            wanted.topics.extend(peer.topics.iter().cloned());
-            wanted.names.extend(peer.names.iter().cloned());
-            wanted.presence.extend(peer.presence.iter().cloned());
-            if !streamed.is_some_and(|s| peer.topics.is_subset(s)) {
-                since = decode::older(since, peer.since.as_ref());
-            }
-        }
-        if hub.stream.as_ref().is_some_and(|s| s.key == wanted) {
+        let streamed = hub.stream.as_ref().map(|s| &s.key().topics);
+        let (wanted, since) = hub.sharing.union(wanted, hub.last_event_id.clone(), streamed);
+        if hub.stream.as_ref().is_some_and(|s| *s.key() == wanted) {
             return None;
         }
         if let Some(old) = hub.stream.take() {
-            old.source.close();
+            old.close();
         }
         if wanted.topics.is_empty() {
             return None;
         }
-        match open(key, wanted, since.as_deref()) {
+        match OpenStream::open(&key.path, key.with_credentials, wanted, since.as_deref(), handlers(key)) {
             Ok(stream) => {
                 hub.stream = Some(stream);
                 Some(ConnectionStatus::Connecting)
@@ -431,15 +314,80 @@ fn sync(key: &HubKey) {
     }
 }
 
+/// What the stream of `key` does with what it hears.
+fn handlers(key: &HubKey) -> Handlers {
+    let on_frame = {
+        let key = key.clone();
+        Rc::new(move |name: &str, data: &str, id: &str, topics: &Rc<Vec<Topic>>| {
+            remember_cursor(&key, id);
+            with_hub(&key, |hub| {
+                hub.sharing.tell_followers(|| TabMessage::Frame {
+                    name: name.to_owned(),
+                    data: data.to_owned(),
+                    id: id.to_owned(),
+                    topics: topics.to_vec(),
+                })
+            });
+            dispatch(&key, name, data, id, topics);
+        })
+    };
+    let on_resync = {
+        let key = key.clone();
+        Rc::new(move |id: &str, named: Option<Vec<String>>| {
+            remember_cursor(&key, id);
+            resync(&key, named.as_deref());
+        })
+    };
+    let on_open = {
+        let key = key.clone();
+        Rc::new(move |refetch: bool| {
+            set_status(&key, ConnectionStatus::Live);
+            set_error(&key, None);
+            if refetch {
+                resync(&key, None);
+            }
+        })
+    };
+    let on_error = {
+        let key = key.clone();
+        Rc::new(move || {
+            set_status(&key, ConnectionStatus::Offline);
+            let gave_up = with_hub(&key, |hub| hub.stream.as_ref().and_then(|s| s.gave_up().map(str::to_owned)));
+            // The browser only retries network drops; after an HTTP error it stops. Find out
+            // why (EventSource does not say), then retry ourselves.
+            if let Some(url) = gave_up {
+                let diagnosed = key.clone();
+                leptos::task::spawn_local(async move {
+                    let error = stream::diagnose(&url, diagnosed.with_credentials).await;
+                    set_error(&diagnosed, error);
+                });
+                let key = key.clone();
+                set_timeout(
+                    move || {
+                        with_hub(&key, |hub| {
+                            if hub.stream.as_ref().is_some_and(|s| s.gave_up().is_some()) {
+                                hub.stream = None;
+                            }
+                        });
+                        schedule_sync(&key);
+                    },
+                    REOPEN_AFTER,
+                );
+            }
+        })
+    };
+    Handlers { on_frame, on_resync, on_open, on_error }
+}
+
 /// Signals are set with the hub released: whatever reacts may subscribe or unsubscribe. The
 /// leader tells the other tabs too.
 fn set_status(key: &HubKey, status: ConnectionStatus) {
-    with_hub(key, |hub| hub.tell_followers(|| TabMessage::Status { status }));
+    with_hub(key, |hub| hub.sharing.tell_followers(|| TabMessage::Status { status }));
     signals(key).0.set(status);
 }
 
 fn set_error(key: &HubKey, error: Option<SseError>) {
-    with_hub(key, |hub| hub.tell_followers(|| TabMessage::Error { error: error.clone() }));
+    with_hub(key, |hub| hub.sharing.tell_followers(|| TabMessage::Error { error: error.clone() }));
     show_error(key, error);
 }
 
@@ -455,7 +403,7 @@ fn show_error(key: &HubKey, error: Option<SseError>) {
 /// hub released.
 fn resync(key: &HubKey, topics: Option<&[String]>) {
     let callbacks: Vec<_> = with_hub(key, |hub| {
-        hub.tell_followers(|| TabMessage::Resync { topics: topics.map(<[String]>::to_vec) });
+        hub.sharing.tell_followers(|| TabMessage::Resync { topics: topics.map(<[String]>::to_vec) });
         hub.subscribers
             .values()
             .filter(|s| topics.is_none_or(|t| t.iter().any(|t| t == s.topic.as_str())))
@@ -469,12 +417,12 @@ fn resync(key: &HubKey, topics: Option<&[String]>) {
 
 /// Who is on `topic`, once the stream said (`None` before its `presence:state` or `count`).
 pub(crate) fn presence(key: &HubKey, topic: &str) -> Option<Roster> {
-    with_hub(key, |hub| hub.presence.get(topic).map(Members::roster))
+    with_hub(key, |hub| hub.rosters.roster(topic))
 }
 
 /// Moves whenever the presence of any topic of `key`'s stream changes.
 pub(crate) fn presence_changed(key: &HubKey) -> ArcRwSignal<u64> {
-    with_hub(key, |hub| hub.presence_changed.clone())
+    with_hub(key, |hub| hub.rosters.changed())
 }
 
 /// Applies a `presence:*` frame; the signal is moved with the hub released.
@@ -483,20 +431,7 @@ fn apply_presence(key: &HubKey, name: &str, data: &str) {
         leptos::logging::warn!("use_presence: a {name} frame that is not one: {data}");
         return;
     };
-    let changed = with_hub(key, |hub| {
-        let topic = frame.topic().to_owned();
-        let changed = match hub.presence.get_mut(&topic) {
-            Some(members) => members.apply(&frame),
-            // The topic's first state or count (a join or leave before it is not the whole story).
-            None if matches!(frame, PresenceFrame::State { .. } | PresenceFrame::Count { .. }) => {
-                hub.presence.entry(topic).or_default().apply(&frame);
-                true
-            }
-            None => false,
-        };
-        changed.then(|| hub.presence_changed.clone())
-    });
-    if let Some(signal) = changed {
+    if let Some(signal) = with_hub(key, |hub| hub.rosters.apply(&frame)) {
         signal.update(|n| *n += 1);
     }
 }
@@ -523,146 +458,9 @@ fn dispatch(key: &HubKey, name: &str, data: &str, id: &str, topics: &[Topic]) {
 }
 
 /// Remembers a frame's id as the stream's cursor (frames without one leave it alone).
-fn remember_cursor(key: &HubKey, ev: &MessageEvent) {
-    let id = ev.last_event_id();
+fn remember_cursor(key: &HubKey, id: &str) {
     if !id.is_empty() {
-        with_hub(key, |hub| hub.last_event_id = Some(id));
-    }
-}
-
-fn stream_url(path: &str, key: &StreamKey, last_event_id: Option<&str>) -> String {
-    let topics: Vec<&str> = key.topics.iter().map(Topic::as_str).collect();
-    // Topics are `[A-Za-z0-9_.:-]` only, so they need no percent-encoding.
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let mut url = format!("{path}{sep}topic={}", topics.join(","));
-    if !key.presence.is_empty() {
-        let presence: Vec<&str> = key.presence.iter().map(Topic::as_str).collect();
-        url.push_str("&presence=");
-        url.push_str(&presence.join(","));
-    }
-    if let Some(id) = last_event_id {
-        url.push_str("&last_event_id=");
-        url.push_str(&String::from(js_sys::encode_uri_component(id)));
-    }
-    url
-}
-
-fn open(hub_key: &HubKey, key: StreamKey, last_event_id: Option<&str>) -> Result<OpenStream, JsValue> {
-    let url = stream_url(&hub_key.path, &key, last_event_id);
-    let init = EventSourceInit::new();
-    init.set_with_credentials(hub_key.with_credentials);
-    let source = EventSource::new_with_event_source_init_dict(&url, &init)?;
-
-    // The topics in the order the URL lists them: bit `i` of a cursor's mask is `topics[i]`.
-    let topics: Rc<Vec<Topic>> = Rc::new(key.topics.iter().cloned().collect());
-    // Opened without a cursor, the server cannot replay: the first open refetches everything.
-    // (The browser's own reconnects then resume from the `id:` the stream opened with.)
-    let refetch_on_open = Rc::new(Cell::new(last_event_id.is_none()));
-    let mut listeners = Vec::new();
-    for event_name in &key.names {
-        let (hub_key, topics, name) = (hub_key.clone(), topics.clone(), event_name.clone());
-        let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-            let Some(data) = ev.data().as_string() else {
-                return;
-            };
-            remember_cursor(&hub_key, &ev);
-            let id = ev.last_event_id();
-            with_hub(&hub_key, |hub| {
-                hub.tell_followers(|| TabMessage::Frame {
-                    name: name.clone(),
-                    data: data.clone(),
-                    id: id.clone(),
-                    topics: topics.to_vec(),
-                })
-            });
-            dispatch(&hub_key, &name, &data, &id, &topics);
-        });
-        source.add_event_listener_with_callback(event_name, listener.as_ref().unchecked_ref())?;
-        listeners.push(listener);
-    }
-
-    // The server could not replay everything for some topics (a cursor too old, this stream fell
-    // behind, the broker lost Redis for a while): their subscribers refetch.
-    let resync_listener = {
-        let hub_key = hub_key.clone();
-        Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-            remember_cursor(&hub_key, &ev);
-            let named = ev.data().as_string().and_then(|d| decode::resync_topics(&d));
-            resync(&hub_key, named.as_deref());
-        })
-    };
-    source.add_event_listener_with_callback(RESYNC_EVENT, resync_listener.as_ref().unchecked_ref())?;
-    listeners.push(resync_listener);
-
-    let on_open = {
-        let (hub_key, refetch_on_open) = (hub_key.clone(), refetch_on_open.clone());
-        Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-            set_status(&hub_key, ConnectionStatus::Live);
-            set_error(&hub_key, None);
-            if refetch_on_open.replace(false) {
-                resync(&hub_key, None);
-            }
-        })
-    };
-    source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-
-    let on_error = {
-        let hub_key = hub_key.clone();
-        Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-            set_status(&hub_key, ConnectionStatus::Offline);
-            let gave_up = with_hub(&hub_key, |hub| {
-                hub.stream.as_ref().filter(|s| s.source.ready_state() == EventSource::CLOSED).map(|s| s.url.clone())
-            });
-            // The browser only retries network drops; after an HTTP error it stops. Find out
-            // why (EventSource does not say), then retry ourselves.
-            if let Some(url) = gave_up {
-                let diagnosed = hub_key.clone();
-                leptos::task::spawn_local(async move {
-                    let error = diagnose(&url, diagnosed.with_credentials).await;
-                    set_error(&diagnosed, error);
-                });
-                let hub_key = hub_key.clone();
-                set_timeout(
-                    move || {
-                        with_hub(&hub_key, |hub| {
-                            if hub.stream.as_ref().is_some_and(|s| s.source.ready_state() == EventSource::CLOSED) {
-                                hub.stream = None;
-                            }
-                        });
-                        schedule_sync(&hub_key);
-                    },
-                    REOPEN_AFTER,
-                );
-            }
-        })
-    };
-    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-
-    Ok(OpenStream { source, key, url, _listeners: listeners, _on_open: on_open, _on_error: on_error })
-}
-
-/// Asks the stream URL again with `fetch` to learn the status and JSON error that EventSource
-/// hides; `None` when it now answers 200 (the request is aborted at once).
-async fn diagnose(url: &str, with_credentials: bool) -> Option<SseError> {
-    let abort = web_sys::AbortController::new().ok();
-    let mut request = gloo_net::http::Request::get(url)
-        .header("accept", "text/event-stream")
-        .abort_signal(abort.as_ref().map(|a| a.signal()).as_ref());
-    if with_credentials {
-        request = request.credentials(web_sys::RequestCredentials::Include);
-    }
-    match request.send().await {
-        Ok(resp) if resp.status() == 200 => {
-            if let Some(abort) = abort {
-                abort.abort();
-            }
-            None
-        }
-        Ok(resp) => {
-            let (code, message) = crate::live_json::error_body(&resp).await;
-            Some(SseError::Refused { status: resp.status(), code, message: message.unwrap_or_default() })
-        }
-        Err(e) => Some(SseError::Unreachable(e.to_string())),
+        with_hub(key, |hub| hub.last_event_id = Some(id.to_owned()));
     }
 }
 
@@ -760,16 +558,16 @@ mod browser_tests {
             sse_notify_core::cursor::push_echo_tag(&mut id, &echo_tag(origin, &head));
             id
         };
-        let (mine, theirs) = (tagged(crate::tab_origin()), tagged("someoneElse"));
+        let (mine, theirs) = (tagged(crate::origin::tab_origin()), tagged("someoneElse"));
         assert!(crate::origin::is_own_echo(&mine));
         assert!(!crate::origin::is_own_echo(&theirs) && !crate::origin::is_own_echo(&plain));
         // Whoever read this tab's ids and sends their tag back as its own origin writes events
         // that are not this tab's echo.
         let read_tag = sse_notify_core::cursor::echo_tag_of(&mine).unwrap().to_owned();
         assert!(!crate::origin::is_own_echo(&tagged(&read_tag)));
-        assert!(!mine.contains(crate::tab_origin()), "the id never shows the origin");
-        assert_eq!(crate::tab_origin().len(), 16);
-        assert!(sse_notify_core::origin::is_origin(crate::tab_origin()));
+        assert!(!mine.contains(crate::origin::tab_origin()), "the id never shows the origin");
+        assert_eq!(crate::origin::tab_origin().len(), 16);
+        assert!(sse_notify_core::origin::is_origin(crate::origin::tab_origin()));
     }
 
     #[wasm_bindgen_test]
@@ -787,7 +585,7 @@ mod browser_tests {
     async fn another_tabs_want_joins_the_leaders_stream_and_a_bye_leaves_it() {
         let key = key("want");
         let _own = recorder(&key, "mine");
-        with_hub(&key, |hub| hub.role = Role::Leader);
+        with_hub(&key, |hub| hub.sharing.role = Role::Leader);
         on_tab_message(
             &key,
             TabMessage::Want {
@@ -799,11 +597,11 @@ mod browser_tests {
             },
         );
         a_moment().await;
-        let url = with_hub(&key, |hub| hub.stream.as_ref().map(|s| s.url.clone())).expect("a stream");
+        let url = with_hub(&key, |hub| hub.stream.as_ref().map(|s| s.url().to_owned())).expect("a stream");
         assert!(url.contains("mine") && url.contains("theirs"), "one stream for both tabs' topics: {url}");
         on_tab_message(&key, TabMessage::Bye { tab: "other".into() });
         a_moment().await;
-        let url = with_hub(&key, |hub| hub.stream.as_ref().map(|s| s.url.clone())).expect("a stream");
+        let url = with_hub(&key, |hub| hub.stream.as_ref().map(|s| s.url().to_owned())).expect("a stream");
         assert!(url.contains("mine") && !url.contains("theirs"), "the tab that left is out of it: {url}");
     }
 }

@@ -1,0 +1,162 @@
+//! The EventSource's life: opened on the URL of a set of topics, event names and presence
+//! topics, from a cursor, handing what it says to the hub's callbacks. It knows nothing of
+//! subscribers or tabs.
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use sse_notify_core::wire::RESYNC_EVENT;
+use sse_notify_core::Topic;
+use wasm_bindgen::prelude::*;
+use web_sys::{EventSource, EventSourceInit, MessageEvent};
+
+use crate::decode;
+use crate::status::SseError;
+
+/// What the open stream was opened for: reopen when this changes.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub(super) struct StreamKey {
+    pub(super) topics: BTreeSet<Topic>,
+    pub(super) names: BTreeSet<String>,
+    /// The topics whose presence some subscriber shows: the stream asks the server for their
+    /// presence (`&presence=`), and gets none for the others.
+    pub(super) presence: BTreeSet<Topic>,
+}
+
+/// What the stream tells its owner.
+pub(super) struct Handlers {
+    /// A frame of one of the key's event names: its name, data and id (empty: none), and the
+    /// stream's topics in the URL's order (bit `i` of a cursor's mask is `topics[i]`).
+    pub(super) on_frame: Rc<dyn Fn(&str, &str, &str, &Rc<Vec<Topic>>)>,
+    /// A `resync`: its id, and the topics it names (`None`: all of them).
+    pub(super) on_resync: Rc<dyn Fn(&str, Option<Vec<String>>)>,
+    /// The stream opened; `true` the first time when it opened without a cursor (the server
+    /// could replay nothing: everything must be fetched again).
+    pub(super) on_open: Rc<dyn Fn(bool)>,
+    /// The stream dropped (the browser retries), or gave up ([`OpenStream::gave_up`]).
+    pub(super) on_error: Rc<dyn Fn()>,
+}
+
+pub(super) struct OpenStream {
+    source: EventSource,
+    key: StreamKey,
+    url: String,
+    // Kept alive as long as the EventSource may call them.
+    _listeners: Vec<Closure<dyn FnMut(MessageEvent)>>,
+    _on_open: Closure<dyn FnMut(web_sys::Event)>,
+    _on_error: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl OpenStream {
+    /// Opens the stream of `key` at `path`, resuming after `last_event_id`.
+    pub(super) fn open(
+        path: &str,
+        with_credentials: bool,
+        key: StreamKey,
+        last_event_id: Option<&str>,
+        handlers: Handlers,
+    ) -> Result<Self, JsValue> {
+        let url = stream_url(path, &key, last_event_id);
+        let init = EventSourceInit::new();
+        init.set_with_credentials(with_credentials);
+        let source = EventSource::new_with_event_source_init_dict(&url, &init)?;
+
+        let topics: Rc<Vec<Topic>> = Rc::new(key.topics.iter().cloned().collect());
+        let mut listeners = Vec::new();
+        for event_name in &key.names {
+            let (on_frame, topics, name) = (handlers.on_frame.clone(), topics.clone(), event_name.clone());
+            let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+                if let Some(data) = ev.data().as_string() {
+                    on_frame(&name, &data, &ev.last_event_id(), &topics);
+                }
+            });
+            source.add_event_listener_with_callback(event_name, listener.as_ref().unchecked_ref())?;
+            listeners.push(listener);
+        }
+
+        // The server could not replay everything for some topics (a cursor too old, this stream
+        // fell behind, the broker lost Redis for a while): their subscribers refetch.
+        let on_resync = handlers.on_resync.clone();
+        let resync_listener = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            let named = ev.data().as_string().and_then(|d| decode::resync_topics(&d));
+            on_resync(&ev.last_event_id(), named);
+        });
+        source.add_event_listener_with_callback(RESYNC_EVENT, resync_listener.as_ref().unchecked_ref())?;
+        listeners.push(resync_listener);
+
+        // Opened without a cursor, the server cannot replay: the first open refetches everything.
+        // (The browser's own reconnects then resume from the `id:` the stream opened with.)
+        let refetch_on_open = Cell::new(last_event_id.is_none());
+        let on_open = handlers.on_open.clone();
+        let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| on_open(refetch_on_open.replace(false)));
+        source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        let on_error = handlers.on_error.clone();
+        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| on_error());
+        source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+
+        Ok(Self { source, key, url, _listeners: listeners, _on_open: on_open, _on_error: on_error })
+    }
+
+    /// What it was opened for.
+    pub(super) fn key(&self) -> &StreamKey {
+        &self.key
+    }
+
+    #[cfg(test)]
+    pub(super) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether the browser gave up on it: it only retries network drops, and stops after an
+    /// HTTP error (the URL, to ask why).
+    pub(super) fn gave_up(&self) -> Option<&str> {
+        (self.source.ready_state() == EventSource::CLOSED).then_some(self.url.as_str())
+    }
+
+    pub(super) fn close(&self) {
+        self.source.close();
+    }
+}
+
+fn stream_url(path: &str, key: &StreamKey, last_event_id: Option<&str>) -> String {
+    let topics: Vec<&str> = key.topics.iter().map(Topic::as_str).collect();
+    // Topics are `[A-Za-z0-9_.:-]` only, so they need no percent-encoding.
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut url = format!("{path}{sep}topic={}", topics.join(","));
+    if !key.presence.is_empty() {
+        let presence: Vec<&str> = key.presence.iter().map(Topic::as_str).collect();
+        url.push_str("&presence=");
+        url.push_str(&presence.join(","));
+    }
+    if let Some(id) = last_event_id {
+        url.push_str("&last_event_id=");
+        url.push_str(&String::from(js_sys::encode_uri_component(id)));
+    }
+    url
+}
+
+/// Asks the stream URL again with `fetch` to learn the status and JSON error that EventSource
+/// hides; `None` when it now answers 200 (the request is aborted at once).
+pub(super) async fn diagnose(url: &str, with_credentials: bool) -> Option<SseError> {
+    let abort = web_sys::AbortController::new().ok();
+    let mut request = gloo_net::http::Request::get(url)
+        .header("accept", "text/event-stream")
+        .abort_signal(abort.as_ref().map(|a| a.signal()).as_ref());
+    if with_credentials {
+        request = request.credentials(web_sys::RequestCredentials::Include);
+    }
+    match request.send().await {
+        Ok(resp) if resp.status() == 200 => {
+            if let Some(abort) = abort {
+                abort.abort();
+            }
+            None
+        }
+        Ok(resp) => {
+            let (code, message) = crate::fetch::error_body(&resp).await;
+            Some(SseError::Refused { status: resp.status(), code, message: message.unwrap_or_default() })
+        }
+        Err(e) => Some(SseError::Unreachable(e.to_string())),
+    }
+}

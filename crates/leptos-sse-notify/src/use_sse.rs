@@ -1,0 +1,301 @@
+//! [`use_sse`]: a component's subscription to a topic of the tab's shared stream, as signals.
+
+use leptos::prelude::*;
+use sse_notify_core::{SseEvent, Topic, DEFAULT_EVENTS_PATH};
+
+#[cfg(feature = "browser")]
+use crate::hub;
+#[cfg(feature = "browser")]
+use crate::origin;
+use crate::status::{ConnectionStatus, SseError};
+
+/// How [`use_sse_with_options`] connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UseSseOptions {
+    events_path: String,
+    with_credentials: bool,
+    jitter: std::time::Duration,
+    echo: bool,
+}
+
+impl Default for UseSseOptions {
+    fn default() -> Self {
+        Self {
+            events_path: DEFAULT_EVENTS_PATH.to_owned(),
+            with_credentials: false,
+            jitter: std::time::Duration::ZERO,
+            echo: false,
+        }
+    }
+}
+
+impl UseSseOptions {
+    /// The stream endpoint's path or URL (default `/events`). Calls with the same path and
+    /// credentials setting share one EventSource.
+    pub fn events_path(mut self, path: impl Into<String>) -> Self {
+        self.events_path = path.into();
+        self
+    }
+
+    /// Sends cookies with the stream request to another origin (EventSource `withCredentials`),
+    /// for an API on another host; the server must list this page's origin in `CORS_ORIGINS`.
+    pub fn with_credentials(mut self, yes: bool) -> Self {
+        self.with_credentials = yes;
+        self
+    }
+
+    /// Spreads the refetch wave of a popular page: [`SseSignal::version`] moves a random time of
+    /// up to `jitter` after an event instead of at once (events meanwhile move it once), so a
+    /// thousand tabs do not refetch in the same millisecond, and a burst of changes costs one
+    /// refetch. Zero (the default): at once. `latest` and `last_event_id` move at once.
+    pub fn jitter(mut self, jitter: std::time::Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Whether events of this tab's own writes move [`SseSignal::version`] too. By default
+    /// (`false`) they do not: the tab that made a change holds it from its write's answer (see
+    /// [`OriginClient`](crate::OriginClient)); `latest` and `last_event_id` still move, so the cursor goes on. Other
+    /// tabs, of this browser too, are not this tab.
+    pub fn echo(mut self, yes: bool) -> Self {
+        self.echo = yes;
+        self
+    }
+
+    /// Which of the tab's shared streams these options follow.
+    #[cfg(feature = "browser")]
+    pub(crate) fn hub_key(&self) -> hub::HubKey {
+        hub::HubKey { path: self.events_path.clone(), with_credentials: self.with_credentials }
+    }
+}
+
+/// What [`use_sse`] returns.
+pub struct SseSignal<E: Send + Sync + 'static> {
+    /// The latest event received on the topic (None until one arrives).
+    pub latest: ReadSignal<Option<E>>,
+    /// Moves on every event of the topic, and when the server sends a `resync` naming it (events
+    /// of the topic may have been missed); also once when the stream had to open without a
+    /// cursor. A reconnect that missed nothing does not move it: key Resources on it. The
+    /// events of this tab's own writes do not move it ([`UseSseOptions::echo`]).
+    pub version: ReadSignal<u64>,
+    /// The id (cursor) of the latest event of the topic; `None` before one and after a
+    /// `resync`. Send it as the `Last-Event-ID` header of the refetch the event triggers: a
+    /// read route behind the server's response cache then answers with data at least as new as
+    /// the event, even from another instance ([`use_live_json`](crate::use_live_json) does this).
+    pub last_event_id: ReadSignal<Option<String>>,
+    /// The shared stream's status.
+    pub status: Signal<ConnectionStatus>,
+    /// The last problem: an HTTP refusal of the stream (cleared when it opens again) or a
+    /// frame that did not decode.
+    pub error: Signal<Option<SseError>>,
+}
+
+impl<E: Send + Sync + 'static> Clone for SseSignal<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<E: Send + Sync + 'static> Copy for SseSignal<E> {}
+
+/// Subscribes the current component to `topic` for events of type `E`, on the default stream
+/// path; see [`use_sse_with_options`].
+pub fn use_sse<E>(topic: impl Into<Signal<Topic>>) -> SseSignal<E>
+where
+    E: SseEvent + Clone + Send + Sync,
+{
+    use_sse_with_options(topic, UseSseOptions::default())
+}
+
+/// Subscribes the current component to `topic` for events of type `E`.
+///
+/// `topic` may be a plain [`Topic`] or any signal of one: when it changes, the subscription
+/// follows it. The subscription ends when the component's owner is cleaned up. During server
+/// rendering it reports `Connecting` and no event; the browser takes over after hydration.
+///
+/// ```no_run
+/// use leptos::prelude::*;
+/// use leptos_sse_notify::{use_sse_with_options, UseSseOptions};
+/// use sse_notify_core::{sse_event, Topic, TopicBuilder};
+///
+/// sse_event! {
+///     #[derive(Clone, Debug)]
+///     pub enum DocEvent { Changed { id: u64 } = "doc:changed" }
+///     topics(&self) { let DocEvent::Changed { id } = self; vec![TopicBuilder::custom("doc", id).unwrap()] }
+/// }
+///
+/// #[component]
+/// fn Doc(id: ReadSignal<u64>) -> impl IntoView {
+///     let topic = Signal::derive(move || TopicBuilder::custom("doc", id.get()).unwrap());
+///     let live = use_sse_with_options::<DocEvent>(
+///         topic,
+///         UseSseOptions::default().events_path("https://api.example.com/events").with_credentials(true),
+///     );
+///     view! { <p>{move || live.error.get().map(|e| e.to_string())}</p> }
+/// }
+/// ```
+pub fn use_sse_with_options<E>(topic: impl Into<Signal<Topic>>, options: UseSseOptions) -> SseSignal<E>
+where
+    E: SseEvent + Clone + Send + Sync,
+{
+    use_sse_tapped(topic.into(), options, None)
+}
+
+/// Every matched event (with its id) and every resync of a subscription, for hooks that must
+/// see each one rather than the latest ([`use_live_list`](crate::use_live_list) patches its list per event).
+/// Called with each matched event and its id.
+pub(crate) type TapEvent<E> = std::rc::Rc<dyn Fn(&E, &str)>;
+
+#[cfg_attr(not(feature = "browser"), allow(dead_code))]
+pub(crate) struct Tap<E> {
+    pub(crate) on_event: TapEvent<E>,
+    pub(crate) on_resync: std::rc::Rc<dyn Fn()>,
+}
+
+/// [`use_sse_with_options`], also calling `tap` for each event and resync.
+pub(crate) fn use_sse_tapped<E>(topic: Signal<Topic>, options: UseSseOptions, tap: Option<Tap<E>>) -> SseSignal<E>
+where
+    E: SseEvent + Clone + Send + Sync,
+{
+    let (latest, set_latest) = signal(None::<E>);
+    let (version, set_version) = signal(0u64);
+    let (last_event_id, set_last_event_id) = signal(None::<String>);
+    let (decode_error, set_decode_error) = signal(None::<SseError>);
+    let start = start_cursor();
+    let echo = options.echo;
+
+    #[cfg(feature = "browser")]
+    let (status, error) = {
+        let bump = version_bump(set_version, options.jitter);
+        let key = options.hub_key();
+        let (status, stream_error) = hub::signals(&key);
+        hub::follow(&key, topic, start, move |topic| {
+            let (bump_event, bump_resync) = (bump.clone(), bump.clone());
+            let (tap_event, tap_resync) = match &tap {
+                Some(t) => (Some(t.on_event.clone()), Some(t.on_resync.clone())),
+                None => (None, None),
+            };
+            hub::Subscriber {
+                topic: topic.clone(),
+                names: E::NAMES,
+                on_event: std::rc::Rc::new(move |name: &str, data: &str, id: &str, matched: bool| {
+                    match E::decode(name, data) {
+                        // The hub routed it by the frame's cursor (topics the publisher added
+                        // included); without a cursor the event's own topics must say it.
+                        Ok(event) if matched || event.topics().contains(&topic) => {
+                            // This tab's own write: it holds the change already.
+                            let own = !echo && origin::is_own_echo(id);
+                            if let (Some(tap), false) = (&tap_event, own) {
+                                tap(&event, id);
+                            }
+                            set_latest.try_set(Some(event));
+                            set_last_event_id.try_set(Some(id.to_owned()).filter(|id| !id.is_empty()));
+                            if !own {
+                                bump_event();
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let error = SseError::Decode { event: name.to_owned(), message: e.to_string() };
+                            leptos::logging::warn!("use_sse: {error}");
+                            set_decode_error.try_set(Some(error));
+                        }
+                    }
+                }),
+                on_resync: std::rc::Rc::new(move || {
+                    if let Some(tap) = &tap_resync {
+                        tap();
+                    }
+                    set_last_event_id.try_set(None);
+                    bump_resync();
+                }),
+            }
+        });
+        (
+            Signal::derive(move || status.get()),
+            Signal::derive(move || decode_error.get().or_else(|| stream_error.get())),
+        )
+    };
+
+    #[cfg(not(feature = "browser"))]
+    let (status, error) = {
+        let _ = (topic, options, tap, set_latest, set_version, set_last_event_id, set_decode_error, start, echo);
+        (Signal::stored(ConnectionStatus::Connecting), Signal::derive(move || decode_error.get()))
+    };
+
+    SseSignal { latest, version, last_event_id, status, error }
+}
+
+/// Moves `version` by one, at once or (with `jitter`) after a random delay of up to it, once for
+/// every bump meanwhile.
+#[cfg(feature = "browser")]
+fn version_bump(set_version: WriteSignal<u64>, jitter: std::time::Duration) -> std::rc::Rc<dyn Fn()> {
+    let waiting = std::rc::Rc::new(std::cell::Cell::new(false));
+    std::rc::Rc::new(move || {
+        if jitter.is_zero() {
+            set_version.try_update(|v| *v += 1);
+            return;
+        }
+        if waiting.replace(true) {
+            return;
+        }
+        let waiting = waiting.clone();
+        let delay = jitter.mul_f64(js_sys::Math::random());
+        leptos::leptos_dom::helpers::set_timeout(
+            move || {
+                waiting.set(false);
+                set_version.try_update(|v| *v += 1);
+            },
+            delay,
+        );
+    })
+}
+
+/// The cursor the server rendered this page from ([`sse_notify_core::cursor::StartCursor`], put in
+/// the request by `sse_notify_axum::handoff::start_cursor`), carried to the browser in the
+/// page's hydration data. `None` in a client-side-rendered app or without the middleware.
+fn start_cursor() -> Option<String> {
+    #[cfg(feature = "ssr")]
+    let read = || {
+        use_context::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<sse_notify_core::cursor::StartCursor>().map(|c| c.0.clone()))
+    };
+    #[cfg(not(feature = "ssr"))]
+    let read = || None;
+    SharedValue::new(read).into_inner()
+}
+
+/// The version's jitter in a real browser (headless Chromium through wasm-bindgen-test).
+#[cfg(all(test, target_arch = "wasm32"))]
+mod browser_tests {
+    use super::*;
+    use wasm_bindgen_test::*;
+
+    wasm_bindgen_test_configure!(run_in_browser);
+
+    async fn sleep(ms: i32) {
+        let wait = js_sys::Promise::new(&mut |resolve, _| {
+            web_sys::window().unwrap().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms).unwrap();
+        });
+        wasm_bindgen_futures::JsFuture::from(wait).await.unwrap();
+    }
+
+    #[wasm_bindgen_test]
+    async fn with_jitter_a_burst_of_events_moves_the_version_once_and_later() {
+        let (version, set_version) = signal(0u64);
+        let bump = version_bump(set_version, std::time::Duration::from_millis(100));
+        for _ in 0..5 {
+            bump();
+        }
+        assert_eq!(version.get_untracked(), 0, "not at once");
+        sleep(150).await;
+        assert_eq!(version.get_untracked(), 1, "once for the burst, within the jitter");
+        bump();
+        sleep(150).await;
+        assert_eq!(version.get_untracked(), 2, "a later event moves it again");
+        let (now, set_now) = signal(0u64);
+        let at_once = version_bump(set_now, std::time::Duration::ZERO);
+        at_once();
+        at_once();
+        assert_eq!(now.get_untracked(), 2, "without jitter: at once, each time");
+    }
+}
