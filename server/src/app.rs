@@ -51,11 +51,8 @@ impl DemoConfig {
 
     pub fn from_env() -> Result<Self, ConfigError> {
         let session = match std::env::var("SESSION_SECRET").ok().filter(|s| !s.is_empty()) {
-            Some(secret) => SessionKey::from_secret(secret.as_bytes()).map_err(|reason| ConfigError {
-                var: "SESSION_SECRET",
-                value: "(hidden)".into(),
-                reason,
-            })?,
+            Some(secret) => SessionKey::from_secret(secret.as_bytes())
+                .map_err(|reason| ConfigError::new("SESSION_SECRET", "(hidden)", reason))?,
             None => {
                 tracing::warn!("SESSION_SECRET is unset: CRM sessions are signed with a random key of this process");
                 SessionKey::random()
@@ -77,7 +74,7 @@ fn switch(var: &'static str, default: bool) -> Result<bool, ConfigError> {
         None => Ok(default),
         Some("on") => Ok(true),
         Some("off") => Ok(false),
-        Some(other) => Err(ConfigError { var, value: other.to_owned(), reason: "must be on or off".into() }),
+        Some(other) => Err(ConfigError::new(var, other, "must be on or off")),
     }
 }
 
@@ -87,7 +84,7 @@ fn seconds(var: &'static str, default: Duration) -> Result<Duration, ConfigError
         None => Ok(default),
         Some(v) => match v.trim().parse::<u64>() {
             Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
-            _ => Err(ConfigError { var, value: v, reason: "must be a whole number of seconds, at least 1".into() }),
+            _ => Err(ConfigError::new(var, v, "must be a whole number of seconds, at least 1")),
         },
     }
 }

@@ -21,6 +21,30 @@ pub struct ConfigError {
     pub value: String,
     /// What is wrong with it.
     pub reason: String,
+    /// The error it came from, when one said it (a parse error, an I/O error).
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ConfigError {
+    /// `var` holds `value`, which is wrong for `reason` (an app's own settings use it too).
+    ///
+    /// ```
+    /// let e = sse_notify_axum::ConfigError::new("READ_CACHE", "maybe", "must be on or off");
+    /// assert_eq!(e.to_string(), r#"invalid READ_CACHE="maybe": must be on or off"#);
+    /// ```
+    pub fn new(var: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { var, value: value.into(), reason: reason.into(), source: None }
+    }
+
+    /// `var` holds `value`, which `source` (a parse error, say) refused; it is kept as the cause.
+    pub fn caused_by(
+        var: &'static str,
+        value: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self { var, value: value.into(), reason: source.to_string(), source: Some(Box::new(source)) }
+    }
 }
 
 /// Everything the SSE integration reads from the environment.
@@ -126,15 +150,15 @@ impl SseConfig {
         // A prefix is held to the topic alphabet and length (the wire contract's rules, in one
         // place): the separator joining it to a topic is outside that alphabet.
         if !topic_prefix.is_empty() {
-            Topic::validate(&topic_prefix).map_err(|e| err("TOPIC_PREFIX", &topic_prefix, e.to_string()))?;
+            Topic::validate(&topic_prefix).map_err(|e| caused("TOPIC_PREFIX", &topic_prefix, e))?;
         }
         let cors_origins = get("CORS_ORIGINS")
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default();
         let client_ip_header = match get("SSE_CLIENT_IP_HEADER") {
-            Some(name) => Some(
-                HeaderName::try_from(name.as_str()).map_err(|e| err("SSE_CLIENT_IP_HEADER", &name, e.to_string()))?,
-            ),
+            Some(name) => {
+                Some(HeaderName::try_from(name.as_str()).map_err(|e| caused("SSE_CLIENT_IP_HEADER", &name, e))?)
+            }
             None => None,
         };
         let redis = RedisSettings {
@@ -411,16 +435,20 @@ impl RedisSettings {
 }
 
 fn err(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { var, value: value.to_owned(), reason: reason.into() }
+    ConfigError::new(var, value, reason)
+}
+
+fn caused(var: &'static str, value: &str, source: impl std::error::Error + Send + Sync + 'static) -> ConfigError {
+    ConfigError::caused_by(var, value, source)
 }
 
 fn parse<T: std::str::FromStr>(var: &'static str, value: Option<String>, default: T) -> Result<T, ConfigError>
 where
-    T::Err: std::fmt::Display,
+    T::Err: std::error::Error + Send + Sync + 'static,
 {
     match value {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|e: T::Err| err(var, &v, e.to_string())),
+        Some(v) => v.parse().map_err(|e: T::Err| caused(var, &v, e)),
     }
 }
 
@@ -439,7 +467,7 @@ fn positive(var: &'static str, value: Option<String>, default: usize) -> Result<
 
 #[cfg(feature = "redis")]
 fn check_redis_url(var: &'static str, url: String) -> Result<String, ConfigError> {
-    redis::Client::open(url.as_str()).map_err(|e| err(var, &url, e.to_string()))?;
+    redis::Client::open(url.as_str()).map_err(|e| caused(var, &crate::broker::redact_url(&url), e))?;
     Ok(url)
 }
 

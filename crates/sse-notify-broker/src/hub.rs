@@ -24,7 +24,7 @@ use sse_notify_core::wire::ResyncReason;
 use sse_notify_core::Topic;
 use tokio::sync::OnceCell;
 
-use super::head::TopicHead;
+use crate::topic_head::TopicHead;
 
 /// One published event, as every local stream receives it.
 pub(crate) struct LogEvent {

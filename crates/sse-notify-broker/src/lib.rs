@@ -18,7 +18,6 @@
 
 mod backend;
 mod error;
-mod head;
 mod hub;
 mod limits;
 mod log;
@@ -32,10 +31,10 @@ mod redact;
 #[cfg(feature = "redis")]
 mod redis;
 mod subscription;
+mod topic_head;
 mod topic_watch;
 
 pub use error::{BackendError, BrokerError};
-pub use head::Head;
 pub use hub::Signals;
 pub use limits::{distinct_topics, BrokerLimits};
 pub use outbox::Accepted;
@@ -43,6 +42,7 @@ pub use redact::redact_url;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConnection, RedisOptions};
 pub use subscription::Subscription;
+pub use topic_head::Head;
 pub use topic_watch::TopicWatch;
 
 use std::sync::atomic::{AtomicU32, Ordering};

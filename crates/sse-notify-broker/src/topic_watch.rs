@@ -9,9 +9,9 @@ use tokio::sync::watch;
 
 use crate::backend::Follower;
 use crate::error::BrokerError;
-use crate::head::{Head, TopicHead};
 use crate::limits::checked_topics;
 use crate::parts::Parts;
+use crate::topic_head::{Head, TopicHead};
 
 /// Watches `topics`: returns once they are live, so no later event of theirs passes unseen.
 pub(crate) async fn open(parts: &Arc<Parts>, topics: &[Topic]) -> Result<TopicWatch, BrokerError> {

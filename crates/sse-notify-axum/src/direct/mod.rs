@@ -3,7 +3,7 @@
 //! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer (plus its connection state) for
 //! the whole life of every connection. For a stream that lives for hours and writes a few small
 //! frames a minute, that is most of what it costs: about 16 of its ~23 KiB. So
-//! [`Connections::serve`] reads each new connection's request head itself ([`head::route`]); a
+//! [`Connections::serve`] reads each new connection's request head itself ([`request_head::route`]); a
 //! `GET` for one of the stream paths is answered here (through the same axum router, so every
 //! layer and `authorize` apply) and the response is written straight to the socket
 //! ([`writer`]): a stream as HTTP/1.1 chunks, the connection closing when it ends; a short
@@ -26,8 +26,8 @@
 //! uses) parses the head; `httpdate` formats the `date` header. The differential test
 //! (`server/tests/differential.rs`) holds this path to hyper's answers over the same raw bytes.
 
-mod head;
 mod pending;
+mod request_head;
 mod takeover;
 mod tasks;
 mod writer;
@@ -51,9 +51,9 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::broker::Broker;
-use head::Head;
 use pending::PendingHead;
 pub(crate) use pending::PendingHeads;
+use request_head::Head;
 use takeover::{FirstHead, Takeover};
 pub(crate) use tasks::OpenTasks;
 pub(crate) use writer::StallLimit;
@@ -110,14 +110,14 @@ impl Connections {
         }
     }
 
-    /// Reads until [`head::route`] knows what the first request is, within `deadline`. A
+    /// Reads until [`request_head::route`] knows what the first request is, within `deadline`. A
     /// connection is counted among those waiting for a head only once it has sent nothing for
     /// [`COUNT_AFTER`] (a client that sends its request with the connect is never counted).
     async fn read_first(&self, socket: &mut TcpStream, peer: SocketAddr, deadline: Instant) -> FirstRequest {
         let mut buf = Vec::with_capacity(1024);
         let mut pending = None;
         loop {
-            match head::route(&buf, &self.stream_paths) {
+            match request_head::route(&buf, &self.stream_paths) {
                 Head::Stream(req) => return FirstRequest::Stream(req),
                 Head::Other => return FirstRequest::Other(Bytes::from(buf), pending),
                 Head::Partial => {}

@@ -25,8 +25,8 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use super::head::is_plain_stream_get;
 use super::pending::PendingHead;
+use super::request_head::is_plain_stream_get;
 
 /// A connection's first request head, not yet complete when hyper took the connection.
 pub(crate) struct FirstHead {
