@@ -6,10 +6,10 @@ use std::time::Duration;
 use axum::http::HeaderName;
 use sse_notify_core::{Topic, DEFAULT_HEARTBEAT_SECONDS};
 
-use crate::broker::BrokerLimits;
-#[cfg(feature = "redis")]
-use crate::broker::RedisOptions;
 use crate::clients::ClientLimits;
+use sse_notify_broker::BrokerLimits;
+#[cfg(feature = "redis")]
+use sse_notify_broker::RedisOptions;
 
 /// Why the configuration could not be read; names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -467,14 +467,14 @@ fn positive(var: &'static str, value: Option<String>, default: usize) -> Result<
 
 #[cfg(feature = "redis")]
 fn check_redis_url(var: &'static str, url: String) -> Result<String, ConfigError> {
-    redis::Client::open(url.as_str()).map_err(|e| caused(var, &crate::broker::redact_url(&url), e))?;
+    redis::Client::open(url.as_str()).map_err(|e| caused(var, &sse_notify_broker::redact_url(&url), e))?;
     Ok(url)
 }
 
 /// Built without the `redis` feature: a Redis setting is a mistake to stop on, not to ignore.
 #[cfg(not(feature = "redis"))]
 fn check_redis_url(var: &'static str, url: String) -> Result<String, ConfigError> {
-    Err(err(var, &crate::broker::redact_url(&url), NO_REDIS))
+    Err(err(var, &sse_notify_broker::redact_url(&url), NO_REDIS))
 }
 
 #[cfg(not(feature = "redis"))]

@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use sse_notify_core::cursor::StartCursor;
 
-use crate::broker::Broker;
+use sse_notify_broker::Broker;
 
 /// Puts the current [`StartCursor`] in the extensions of `GET` requests that accept HTML (the
 /// page loads; assets, API calls and server functions skip the broker round trip). When the

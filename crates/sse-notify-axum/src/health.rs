@@ -6,9 +6,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::admission::Admission;
-use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::metrics::Gauges;
+use sse_notify_broker::Broker;
 
 /// `GET /health` (200 while the process runs) and `GET /health/ready` (503 while the broker's
 /// backend does not answer).

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::admission::Admission;
-use crate::broker::Broker;
+use sse_notify_broker::Broker;
 
 /// How often the watcher looks at the stream count.
 const CHECK_EVERY: Duration = Duration::from_secs(5);

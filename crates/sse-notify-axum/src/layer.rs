@@ -29,8 +29,8 @@ use serde_json::Value;
 use sse_notify_core::{SseEvent, Topic};
 use tower::{Layer, Service};
 
-use crate::broker::{Accepted, Broker};
 use crate::error::ApiError;
+use sse_notify_broker::{Accepted, Broker};
 
 /// The answer header of a write whose event was `deferred` or `unconfirmed` (absent when it
 /// went out as usual).

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sse_notify_broker::metrics::{BrokerGauges, Labels};
 
-use crate::broker::Broker;
+use sse_notify_broker::Broker;
 
 /// The HTTP side's metrics, one set per broker ([`of`]), and the registry that renders them
 /// with the broker's.

@@ -43,7 +43,7 @@ pub async fn scope<F: Future>(origin: Option<Box<str>>, work: F) -> F::Output {
 /// Publishes through the broker on behalf of the tab whose request is being handled
 /// ([`current`]): what Leptos server functions get in context ([`crate::SseApp::publisher`]).
 #[derive(Clone)]
-pub struct TabPublisher(pub crate::Broker);
+pub struct TabPublisher(pub sse_notify_broker::Broker);
 
 impl sse_notify_core::Publish for TabPublisher {
     fn publish_json<'a>(

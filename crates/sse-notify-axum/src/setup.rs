@@ -8,10 +8,10 @@ use axum::Router;
 use tower_http::cors::CorsLayer;
 
 use crate::admission::Admission;
-use crate::broker::{Broker, BrokerError};
 use crate::config::{ConfigError, SseConfig};
 use crate::endpoint::SseEndpoint;
 use crate::health;
+use sse_notify_broker::{Broker, BrokerError};
 use sse_notify_core::DEFAULT_EVENTS_PATH;
 
 /// How many pending connections the kernel may queue for us. The default of 128 drops bursts
@@ -88,7 +88,7 @@ impl SseApp {
         let broker = connect_broker(&config).await?;
         tracing::info!(
             backend = broker.backend_name(),
-            redis = config.redis_url.as_deref().map(crate::broker::redact_url).unwrap_or_default(),
+            redis = config.redis_url.as_deref().map(sse_notify_broker::redact_url).unwrap_or_default(),
             redis_sentinels = ?config.redis.sentinels,
             redis_sentinel_master = config.redis.sentinel_master.as_deref().unwrap_or_default(),
             redis_cluster_nodes = ?config.redis.cluster_nodes,

@@ -50,10 +50,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::broker::Broker;
 use pending::PendingHead;
 pub(crate) use pending::PendingHeads;
 use request_head::Head;
+use sse_notify_broker::Broker;
 use takeover::{FirstHead, Takeover};
 pub(crate) use tasks::OpenTasks;
 pub(crate) use writer::StallLimit;
@@ -157,7 +157,7 @@ impl Connections {
     /// A 429 for a connection over its client's bound of waiting connections, sent without
     /// waiting on the client (it has sent nothing, so nothing is left unread), then closed.
     fn refuse_waiting(&self, socket: TcpStream) {
-        let refusal = crate::ApiError::new(
+        let refusal = crate::error::ApiError::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             "too_many_pending_connections",
             "too many connections from this address have not sent a request yet",

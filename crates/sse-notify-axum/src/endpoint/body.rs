@@ -12,8 +12,8 @@ use futures::stream::Stream;
 use super::group::StreamGroup;
 use super::hooks::Recheck;
 use crate::admission::ConnectionSlot;
-use crate::broker::{Signals, Subscription};
 use crate::clients::ClientSlot;
+use sse_notify_broker::{Signals, Subscription};
 
 /// How long EventSource waits before reconnecting (sent as `retry:`).
 const RETRY_MS: u64 = 2000;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use sse_notify_core::wire::HEARTBEAT_EVENT;
 
-use crate::broker::{Broker, Signals};
+use sse_notify_broker::{Broker, Signals};
 
 /// An endpoint's streams: their group in the broker, and the heartbeat frame of the last tick.
 pub(super) struct StreamGroup {

@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use sse_notify_core::presence::{Member, Roster};
 use sse_notify_core::Topic;
 
-use crate::broker::Broker;
+use sse_notify_broker::Broker;
 
 pub(super) type AuthorizeFn = dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
 pub(super) type PresenceFn = dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = Presence> + Send>> + Send + Sync;

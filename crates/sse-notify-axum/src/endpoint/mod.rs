@@ -30,13 +30,13 @@ use axum::routing::{get, MethodRouter};
 use sse_notify_core::Topic;
 
 use crate::admission::Admission;
-use crate::broker::{distinct_topics, Broker, BrokerError};
 use crate::clients::{address_key, ClientLimits};
 use crate::error::ApiError;
 use body::EventBody;
 use group::StreamGroup;
 use hooks::{first_refused, presence_of, AuthorizeFn, PresenceFn, Recheck};
 use query::last_event_id;
+use sse_notify_broker::{distinct_topics, Broker, BrokerError};
 
 type ClientKeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 

@@ -5,7 +5,7 @@
 //! tower layer for such a route. The route declares what its answer depends on ([`CacheScope`]):
 //! the topics whose events change it, and the app's *authorization class*, what decides who may
 //! see which answer (`"public"`, or a team). Answers are kept per path, query and class, for as
-//! long as no event of those topics has come (the topics' [`Head`](crate::broker::Head) in this
+//! long as no event of those topics has come (the topics' [`Head`](sse_notify_broker::Head) in this
 //! process), and requests that arrive while one is being computed wait for it (single-flight):
 //! a wave of a thousand refetches computes the answer once.
 //!
@@ -51,28 +51,30 @@
 //! # }
 //! ```
 
+mod answer;
+mod store;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use http_body_util::BodyExt;
+use axum::http::{header, request::Parts, Method};
+use axum::response::Response;
 use lru::LruCache;
 use sse_notify_core::cursor::Cursor;
 use sse_notify_core::Topic;
 use tokio::sync::OnceCell;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::broker::{Broker, TopicWatch};
+use answer::{keep, not_modified};
+use sse_notify_broker::{Broker, TopicWatch};
+use store::{EntryKey, Store};
 
 /// What a route's answer to one request depends on: the topics whose events change it, and
 /// the authorization class of the requester (requests of one class may share an answer).
@@ -141,7 +143,7 @@ struct Inner {
     /// Topic set (sorted, as in a [`CacheScope`]) -> its watch, made once by the first request
     /// that needs it.
     watches: Mutex<LruCache<Vec<Topic>, Followed>>,
-    entries: Mutex<Entries>,
+    answers: Store,
 }
 
 /// A topic set's watch, once made.
@@ -159,65 +161,6 @@ struct Followed {
 /// make every read a Redis subscription, an unsubscription and a head read, and push the
 /// board's own list out with them.
 const IN_USE: Duration = Duration::from_secs(60);
-
-struct Entries {
-    slots: LruCache<EntryKey, Slot>,
-    bytes: usize,
-}
-
-impl Entries {
-    /// Whether `slot` is still the one kept under `key` (not replaced by a newer generation,
-    /// nor let go).
-    fn holds(&self, key: &EntryKey, slot: &Slot) -> bool {
-        self.slots.peek(key).is_some_and(|kept| Arc::ptr_eq(&kept.answer, &slot.answer))
-    }
-}
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct EntryKey {
-    path_and_query: String,
-    class: String,
-}
-
-impl EntryKey {
-    /// What the key holds, counted in `CacheLimits::max_bytes` with the answers: its two
-    /// strings and their bookkeeping.
-    fn cost(&self) -> usize {
-        self.path_and_query.len() + self.class.len() + std::mem::size_of::<(EntryKey, Slot)>()
-    }
-}
-
-/// An answer of one generation of its topics' head, or the computation of it.
-#[derive(Clone)]
-struct Slot {
-    generation: u64,
-    /// When it was made: its answer is computed after that (by the first request that needs
-    /// it), so it holds every write committed before.
-    made: Instant,
-    answer: Arc<OnceCell<Arc<Answer>>>,
-    /// What it holds, counted in `Entries::bytes`: its key, and its answer's body once computed.
-    size: Arc<AtomicUsize>,
-}
-
-/// A kept `200` answer.
-struct Answer {
-    headers: HeaderMap,
-    body: Bytes,
-    etag: HeaderValue,
-}
-
-impl Answer {
-    /// Whether a request's `If-None-Match` names this answer (it then gets a `304`).
-    fn revalidated_by(&self, if_none_match: Option<&HeaderValue>) -> bool {
-        if_none_match.is_some_and(|v| etag_matches(v, &self.etag))
-    }
-
-    fn response(&self) -> Response {
-        let mut resp = Response::new(Body::from(self.body.clone()));
-        *resp.headers_mut() = self.headers.clone();
-        resp
-    }
-}
 
 /// What became of a request, for `sse_cache_requests_total{result}`.
 #[derive(Clone, Copy)]
@@ -257,7 +200,7 @@ impl ResponseCache {
             inner: Arc::new(Inner {
                 broker,
                 watches: Mutex::new(LruCache::new(scopes)),
-                entries: Mutex::new(Entries { slots: LruCache::unbounded(), bytes: 0 }),
+                answers: Store::new(limits.max_entries, limits.max_bytes),
                 limits,
             }),
         }
@@ -297,8 +240,7 @@ impl ResponseCache {
 
     /// Answers kept now, and the bytes they hold (bodies and keys).
     pub fn size(&self) -> (usize, usize) {
-        let e = self.inner.entries.lock().unwrap();
-        (e.slots.len(), e.bytes)
+        self.inner.answers.size()
     }
 }
 
@@ -344,60 +286,6 @@ impl Inner {
                 tracing::debug!(error = %e, "response cache: cannot follow its topics; answering uncached");
                 None
             }
-        }
-    }
-
-    /// The slot of `key` for `generation`: the one kept if it is of that generation, else a new
-    /// one that replaces it. A new slot counts its key's bytes at once (a key is what a client
-    /// chooses: a long query, say), and may push the least recently used answers out.
-    ///
-    /// With `arrived` (a request whose cursor could not be proven seen here), only a slot made
-    /// since is taken: one made before is replaced by a new one.
-    fn slot(&self, key: &EntryKey, generation: u64, arrived: Option<Instant>) -> Slot {
-        let mut e = self.entries.lock().unwrap();
-        let fresh = |s: &&mut Slot| s.generation == generation && arrived.is_none_or(|at| s.made >= at);
-        if let Some(slot) = e.slots.get_mut(key).filter(fresh) {
-            return slot.clone();
-        }
-        let size = key.cost();
-        let made = Instant::now();
-        let slot = Slot { generation, made, answer: Arc::default(), size: Arc::new(AtomicUsize::new(size)) };
-        if let Some(old) = e.slots.put(key.clone(), slot.clone()) {
-            e.bytes -= old.size.load(Ordering::Relaxed);
-        }
-        e.bytes += size;
-        self.trim(&mut e);
-        slot
-    }
-
-    /// Counts a computed answer's bytes, and lets go of the least recently used answers past
-    /// the limits. An answer whose slot was replaced or let go meanwhile is not kept, so not
-    /// counted.
-    fn account(&self, key: &EntryKey, slot: &Slot, size: usize) {
-        let mut e = self.entries.lock().unwrap();
-        if !e.holds(key, slot) {
-            return;
-        }
-        slot.size.fetch_add(size, Ordering::Relaxed);
-        e.bytes += size;
-        self.trim(&mut e);
-    }
-
-    /// Lets go of `slot` (still under `key`) when its answer turned out not to be one to keep: a
-    /// `404` of an id that does not exist, say, must not hold its key (and its room in the
-    /// count of entries) until the least recently used order reaches it.
-    fn forget(&self, key: &EntryKey, slot: &Slot) {
-        let mut e = self.entries.lock().unwrap();
-        if e.holds(key, slot) {
-            e.slots.pop(key);
-            e.bytes -= slot.size.swap(0, Ordering::Relaxed);
-        }
-    }
-
-    fn trim(&self, e: &mut Entries) {
-        while e.slots.len() > self.limits.max_entries.max(1) || e.bytes > self.limits.max_bytes {
-            let Some((_, old)) = e.slots.pop_lru() else { break };
-            e.bytes -= old.size.swap(0, Ordering::Relaxed);
         }
     }
 
@@ -487,7 +375,7 @@ where
             // The event the client was notified of has not reached this process (or is of a
             // log epoch it cannot compare): an answer kept here may predate it, one computed
             // since the request arrived does not.
-            let slot = cache.slot(&key, head.generation, (!proven).then_some(arrived));
+            let slot = cache.answers.slot(&key, head.generation, (!proven).then_some(arrived));
             let computing = AtomicBool::new(false);
             let answer = slot
                 .answer
@@ -495,7 +383,7 @@ where
                     computing.store(true, Ordering::Relaxed);
                     let Ok(resp) = inner.oneshot(Request::from_parts(parts, body)).await;
                     let answer = keep(resp, cache.limits.max_body).await?;
-                    cache.account(&key, &slot, answer.body.len());
+                    cache.answers.account(&key, &slot, answer.body.len());
                     Ok(Arc::new(answer))
                 })
                 .await;
@@ -504,7 +392,7 @@ where
                 Err(resp) => {
                     // Not one to keep: this request's own answer, passed on as it came, and its
                     // slot let go.
-                    cache.forget(&key, &slot);
+                    cache.answers.forget(&key, &slot);
                     cache.count(Outcome::Passed);
                     return Ok(resp);
                 }
@@ -523,7 +411,7 @@ where
 /// not yet seen here, once it is (at most `CacheLimits::wait`); and whether the cursor was proven
 /// seen (`false`: it was not within the wait, or is of a log epoch this process cannot compare).
 /// A cursor of another prefix, or not a cursor, proves nothing and is ignored.
-async fn settled_head(cache: &Inner, watch: &TopicWatch, parts: &Parts) -> (crate::broker::Head, bool) {
+async fn settled_head(cache: &Inner, watch: &TopicWatch, parts: &Parts) -> (sse_notify_broker::Head, bool) {
     let head = watch.now();
     let cursor = parts
         .headers
@@ -539,101 +427,5 @@ async fn settled_head(cache: &Inner, watch: &TopicWatch, parts: &Parts) -> (crat
             _ => (watch.now(), false),
         },
         None => (head, false),
-    }
-}
-
-/// The answer to keep, or the response itself when it is not one to keep, passed on untouched:
-/// - not a `200`;
-/// - a body whose size is not known to be within `max_body` (a stream, say);
-/// - one that is this requester's alone: it sets a cookie (a shared copy would hand one user's
-///   cookie to the next), says `Cache-Control: no-store` or `private` itself, or varies on a
-///   request header (`Vary`: the cache's key is the path, query and class; put what the answer
-///   depends on in the class).
-async fn keep(resp: Response, max_body: usize) -> Result<Answer, Response> {
-    use axum::body::HttpBody as _;
-    let small = resp.body().size_hint().upper().is_some_and(|n| n <= max_body as u64);
-    let headers = resp.headers();
-    let own = headers.contains_key(header::SET_COOKIE)
-        || headers.contains_key(header::VARY)
-        || headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',').any(|d| matches!(d.trim().to_ascii_lowercase().as_str(), "no-store" | "private"))
-            })
-        });
-    if resp.status() != StatusCode::OK || !small || own {
-        return Err(resp);
-    }
-    let (mut parts, body) = resp.into_parts();
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => return Err(crate::ApiError::internal(format!("reading the answer failed: {e}")).into_response()),
-    };
-    let etag = etag_of(&body);
-    parts.headers.insert(header::ETAG, etag.clone());
-    parts.headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("private, no-cache"));
-    Ok(Answer { headers: parts.headers, body, etag })
-}
-
-/// A weak validator: a 64-bit hash of the body, the same on every instance.
-fn etag_of(body: &[u8]) -> HeaderValue {
-    let hash = xxhash_rust::xxh3::xxh3_64(body);
-    HeaderValue::from_str(&format!("W/\"{hash:016x}\"")).expect("ASCII")
-}
-
-/// Whether `If-None-Match` names `etag` (weak comparison, RFC 9110 section 13.1.2). By hand
-/// rather than with the `headers` crate's `IfNoneMatch`: axum 0.8 no longer brings that crate,
-/// and this one comparison (property-tested below) is all the cache needs of it.
-fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
-    fn opaque(tag: &str) -> &str {
-        tag.trim().trim_start_matches("W/")
-    }
-    let (Ok(list), Ok(ours)) = (if_none_match.to_str(), etag.to_str()) else { return false };
-    list.split(',').any(|tag| tag.trim() == "*" || opaque(tag) == opaque(ours))
-}
-
-fn not_modified(answer: &Answer) -> Response {
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::NOT_MODIFIED;
-    for name in [header::ETAG, header::CACHE_CONTROL, header::VARY] {
-        if let Some(v) = answer.headers.get(&name) {
-            resp.headers_mut().insert(name, v.clone());
-        }
-    }
-    resp
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    #[test]
-    fn if_none_match_names_the_tag_weakly_in_a_list_or_as_a_star() {
-        let tag = etag_of(b"[1,2]");
-        let quoted = tag.to_str().unwrap().trim_start_matches("W/").to_owned();
-        for header in [tag.to_str().unwrap().to_owned(), quoted.clone(), format!("\"x\", {quoted}"), "*".into()] {
-            assert!(etag_matches(&HeaderValue::from_str(&header).unwrap(), &tag), "{header}");
-        }
-        for header in ["\"x\"", "", "W/", "\"0000000000000000\""] {
-            assert!(!etag_matches(&HeaderValue::from_str(header).unwrap(), &tag), "{header}");
-        }
-        assert_eq!(etag_of(b"[1,2]"), tag, "the same body, the same tag (on every instance)");
-    }
-
-    proptest! {
-        /// Whatever bytes a client sends as `If-None-Match`, the comparison answers (no panic),
-        /// and only a list naming the tag, or `*`, matches.
-        #[test]
-        fn any_if_none_match_is_answered(raw in proptest::collection::vec(any::<u8>(), 0..96)) {
-            let tag = etag_of(b"body");
-            if let Ok(header) = HeaderValue::from_bytes(&raw) {
-                let matched = etag_matches(&header, &tag);
-                let text = String::from_utf8_lossy(&raw);
-                if matched {
-                    prop_assert!(text.contains('*') || text.contains(tag.to_str().unwrap().trim_start_matches("W/")));
-                }
-            }
-        }
     }
 }
