@@ -29,6 +29,9 @@ pub(crate) enum TabMessage {
     Bye { tab: String },
     /// A tab has just become the leader: followers announce themselves again.
     Leader,
+    /// The leader still runs (sent every second): a leader that goes quiet (its tab frozen or
+    /// hung) is replaced.
+    Beat,
     /// A frame the leader's stream received; `topics` is the stream's topic list, in the order of
     /// the bits of the cursor's mask.
     Frame { name: String, data: String, id: String, topics: Vec<Topic> },

@@ -34,6 +34,14 @@ pub(crate) const FORGET_AFTER_MS: f64 = 180_000.0;
 /// How long a new leader waits for the other tabs' `want` before opening the stream, so that it
 /// opens once for all of them rather than once for itself and again for the rest.
 pub(crate) const GATHER_WANTS: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often the leader says it runs, and each tab checks on its stream or its leader.
+pub(crate) const BEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// A leader not heard from for this long is frozen or hung, for a tab the user sees: it takes
+/// the lock over.
+pub(crate) const LEADER_SILENT_MS: f64 = 3_000.0;
+/// The same for a hidden tab, whose own timers a browser may run once a minute: only a leader
+/// gone quiet for longer than that is taken over from the background.
+pub(crate) const LEADER_SILENT_HIDDEN_MS: f64 = 180_000.0;
 
 /// The channel to the other tabs of this stream.
 pub(crate) struct TabLink {
@@ -82,9 +90,16 @@ pub(crate) fn supported() -> bool {
     has(&navigator, "locks") && has(&global, "BroadcastChannel")
 }
 
-/// Asks for the Web Lock `name`; calls `on_granted` once this tab holds it, which it then keeps
-/// for the rest of its life (the browser releases it when the tab goes).
-pub(crate) fn request_leadership(name: &str, on_granted: impl FnOnce() + 'static) -> Result<(), JsValue> {
+/// Asks for the Web Lock `name` (with `steal`, takes it from the tab that holds it); calls
+/// `on_granted` once this tab holds it, which it then keeps until the tab goes (the browser
+/// releases it then) or another tab steals it (then `on_lost` is called, as soon as this tab
+/// runs again: a frozen leader learns it on waking).
+pub(crate) fn request_leadership(
+    name: &str,
+    steal: bool,
+    on_granted: impl FnOnce() + 'static,
+    on_lost: impl FnOnce() + 'static,
+) -> Result<(), JsValue> {
     let global = js_sys::global();
     let navigator = js_sys::Reflect::get(&global, &JsValue::from_str("navigator"))?;
     let locks = js_sys::Reflect::get(&navigator, &JsValue::from_str("locks"))?;
@@ -97,10 +112,53 @@ pub(crate) fn request_leadership(name: &str, on_granted: impl FnOnce() + 'static
         // Held until the tab goes: a promise that never settles.
         js_sys::Promise::new(&mut |_, _| {})
     });
-    request.call2(&locks, &JsValue::from_str(name), granted.as_ref().unchecked_ref())?;
-    // The lock manager keeps the callback until it runs; it runs at most once per tab.
+    let options = js_sys::Object::new();
+    js_sys::Reflect::set(&options, &JsValue::from_str("steal"), &JsValue::from_bool(steal))?;
+    let held: js_sys::Promise =
+        request.call3(&locks, &JsValue::from_str(name), &options, granted.as_ref().unchecked_ref())?.dyn_into()?;
+    // The lock manager keeps the callback until it runs; it runs at most once per request.
     granted.forget();
+    // The request's promise settles only when the lock is let go without the tab going: it
+    // was stolen (an `AbortError`).
+    let mut on_lost = Some(on_lost);
+    let lost = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        if let Some(f) = on_lost.take() {
+            f();
+        }
+    });
+    let _ = held.catch(&lost);
+    lost.forget();
     Ok(())
+}
+
+/// Whether the user sees this page now.
+pub(crate) fn page_visible() -> bool {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .is_none_or(|d| d.visibility_state() == web_sys::VisibilityState::Visible)
+}
+
+/// Calls `f` whenever the page may just have come back (shown again, restored from the
+/// back/forward cache, resumed from a freeze, back online), for the rest of the page's life.
+pub(crate) fn on_page_back(f: impl FnMut() + 'static) {
+    let Some(window) = web_sys::window() else { return };
+    let f = std::rc::Rc::new(std::cell::RefCell::new(f));
+    let listener = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+        if page_visible() {
+            (f.borrow_mut())();
+        }
+    });
+    let target: &web_sys::EventTarget = window.as_ref();
+    for event in ["pageshow", "online", "focus"] {
+        let _ = target.add_event_listener_with_callback(event, listener.as_ref().unchecked_ref());
+    }
+    if let Some(document) = window.document() {
+        for event in ["visibilitychange", "resume"] {
+            let _ = document.add_event_listener_with_callback(event, listener.as_ref().unchecked_ref());
+        }
+    }
+    // Lives as long as the page.
+    listener.forget();
 }
 
 /// Calls `f` when the page is going away (`pagehide`), for the rest of the page's life.

@@ -29,13 +29,14 @@ use leptos::leptos_dom::helpers::set_timeout;
 use leptos::prelude::*;
 use sse_notify_core::presence::{PresenceFrame, Roster, PRESENCE_STATE_EVENT};
 use sse_notify_core::Topic;
+use wasm_bindgen::JsValue;
 
 use crate::decode;
 use crate::status::{ConnectionStatus, SseError};
 use crate::tabs::{self, TabLink, TabMessage};
 use rosters::Rosters;
-use sharing::{Role, Sharing};
-use stream::{Handlers, OpenStream, StreamKey};
+use sharing::{LeaderCheck, Role, Sharing};
+use stream::{Handlers, Liveness, OpenStream, StreamKey};
 
 /// Wait this long before reopening a stream the browser gave up on (e.g. the server said 503).
 const REOPEN_AFTER: Duration = Duration::from_secs(3);
@@ -68,6 +69,8 @@ struct Hub {
     error: ArcRwSignal<Option<SseError>>,
     sharing: Sharing,
     rosters: Rosters,
+    /// When the stream was last heard from, and the server's heartbeat interval.
+    liveness: Rc<Liveness>,
 }
 
 impl Hub {
@@ -81,6 +84,7 @@ impl Hub {
             error: ArcRwSignal::new(None),
             sharing: Sharing::solo(),
             rosters: Rosters::new(),
+            liveness: Rc::default(),
         }
     }
 
@@ -110,6 +114,7 @@ fn with_hub<R>(key: &HubKey, f: impl FnOnce(&mut Hub) -> R) -> R {
     });
     if made {
         join_other_tabs(key);
+        watch(key);
     }
     HUBS.with_borrow_mut(|hubs| f(hubs.get_mut(key).expect("made above")))
 }
@@ -120,7 +125,7 @@ fn join_other_tabs(key: &HubKey) {
     if !tabs::supported() {
         return;
     }
-    let name = format!("leptos-sse-notify:{}:{}", key.path, key.with_credentials);
+    let name = lock_name(key);
     let link = {
         let key = key.clone();
         TabLink::open(&name, move |msg| on_tab_message(&key, msg))
@@ -137,11 +142,7 @@ fn join_other_tabs(key: &HubKey) {
     };
     let link = RefCell::new(Some(link));
     in_hub(key, &|sharing| sharing.link(link.take().expect("once")));
-    let granted = {
-        let key = key.clone();
-        move || become_leader(&key)
-    };
-    if let Err(e) = tabs::request_leadership(&name, granted) {
+    if let Err(e) = ask_to_lead(key, false) {
         leptos::logging::warn!("use_sse: cannot take part in the election, keeping a stream of this tab: {e:?}");
         in_hub(key, &Sharing::unlink);
         return;
@@ -155,6 +156,102 @@ fn join_other_tabs(key: &HubKey) {
     if let Err(e) = tick {
         leptos::logging::warn!("use_sse: no timer for the other tabs: {e:?}");
     }
+}
+
+/// The Web Lock whose holder leads the tabs of `key`'s stream.
+fn lock_name(key: &HubKey) -> String {
+    format!("leptos-sse-notify:{}:{}", key.path, key.with_credentials)
+}
+
+/// Asks for the lock (`steal`: now, from a leader gone silent): this tab leads once granted,
+/// and follows again if another tab takes it over.
+fn ask_to_lead(key: &HubKey, steal: bool) -> Result<(), JsValue> {
+    let (granted, lost) = (key.clone(), key.clone());
+    tabs::request_leadership(&lock_name(key), steal, move || become_leader(&granted), move || step_down(&lost))
+}
+
+/// Watches, every second, the leader (a follower) or the stream (the tab that holds it), and
+/// checks both at once when the page comes back (shown, restored, resumed, online).
+fn watch(key: &HubKey) {
+    let every = {
+        let key = key.clone();
+        leptos::leptos_dom::helpers::set_interval_with_handle(move || on_beat(&key), tabs::BEAT_EVERY)
+    };
+    if let Err(e) = every {
+        leptos::logging::warn!("use_sse: no timer to watch the stream: {e:?}");
+    }
+    let key = key.clone();
+    tabs::on_page_back(move || {
+        on_beat(&key);
+        // The browser may be waiting out `retry:` on a stream that dropped while the page was
+        // away, or have given it up: reopen it now.
+        let stuck = with_hub(&key, |hub| {
+            hub.sharing.role != Role::Follower
+                && hub.stream.as_ref().is_some_and(|s| s.reconnecting() || s.gave_up().is_some())
+        });
+        if stuck {
+            reopen(&key);
+        }
+    });
+}
+
+/// The leader says it runs; a follower whose leader went silent takes the lock over; the tab
+/// that holds the stream reopens it if it went silent past the server's heartbeat.
+fn on_beat(key: &HubKey) {
+    let (leader, dead) = with_hub(key, |hub| {
+        let leader = hub.sharing.beat();
+        let holds = hub.sharing.role != Role::Follower;
+        (leader, holds && hub.stream.as_ref().is_some_and(OpenStream::dead))
+    });
+    if leader == LeaderCheck::Silent {
+        take_over(key);
+    }
+    if dead {
+        leptos::logging::warn!("use_sse: the stream went silent past the server's heartbeat; reopening it");
+        reopen(key);
+    }
+}
+
+/// The leading tab went silent (frozen in the background, or hung): this tab takes the lock
+/// from it and opens the stream from its own cursor; until then it is not `live`.
+fn take_over(key: &HubKey) {
+    leptos::logging::warn!("use_sse: the tab holding the stream went silent; taking it over");
+    signals(key).0.set(ConnectionStatus::Connecting);
+    if let Err(e) = ask_to_lead(key, true) {
+        leptos::logging::warn!("use_sse: cannot take the stream over: {e:?}");
+        with_hub(key, |hub| hub.sharing.take_over_failed());
+    }
+}
+
+/// Another tab took the lock (this one was frozen or hung): it closes its stream and follows,
+/// queues for the lock again, and refetches, since what came while it was frozen may not have
+/// reached it.
+fn step_down(key: &HubKey) {
+    let stream = with_hub(key, |hub| {
+        if hub.sharing.role != Role::Leader {
+            return None;
+        }
+        hub.sharing.step_down();
+        Some(hub.stream.take())
+    });
+    let Some(stream) = stream else { return };
+    if let Some(stream) = stream {
+        stream.close();
+    }
+    if let Err(e) = ask_to_lead(key, false) {
+        leptos::logging::warn!("use_sse: cannot queue for the stream again: {e:?}");
+    }
+    resync(key, None);
+    schedule_sync(key);
+}
+
+/// Closes the stream and opens it again from the cursor.
+fn reopen(key: &HubKey) {
+    if let Some(stream) = with_hub(key, |hub| hub.stream.take()) {
+        stream.close();
+    }
+    set_status(key, ConnectionStatus::Connecting);
+    schedule_sync(key);
 }
 
 /// This tab now holds the lock: it opens the stream for every tab, from the newest cursor it has
@@ -172,8 +269,25 @@ fn on_tick(key: &HubKey) {
 }
 
 fn on_tab_message(key: &HubKey, msg: TabMessage) {
-    let role = with_hub(key, |hub| hub.sharing.role);
+    let from_leader = matches!(
+        msg,
+        TabMessage::Leader
+            | TabMessage::Beat
+            | TabMessage::Frame { .. }
+            | TabMessage::Status { .. }
+            | TabMessage::Error { .. }
+            | TabMessage::Resync { .. }
+    );
+    let role = with_hub(key, |hub| {
+        if from_leader {
+            hub.sharing.heard_leader();
+        }
+        hub.sharing.role
+    });
     match (role, msg) {
+        // Another tab leads: it took the lock while this one was frozen (the lock's loss says
+        // so too, whichever this tab hears first).
+        (Role::Leader, TabMessage::Leader | TabMessage::Beat) => step_down(key),
         (Role::Leader, TabMessage::Want { tab, topics, names, presence, since }) => {
             let want = StreamKey {
                 topics: topics.into_iter().collect(),
@@ -298,7 +412,8 @@ fn sync(key: &HubKey) {
         if wanted.topics.is_empty() {
             return None;
         }
-        match OpenStream::open(&key.path, key.with_credentials, wanted, since.as_deref(), handlers(key)) {
+        let liveness = hub.liveness.clone();
+        match OpenStream::open(&key.path, key.with_credentials, wanted, since.as_deref(), handlers(key), liveness) {
             Ok(stream) => {
                 hub.stream = Some(stream);
                 Some(ConnectionStatus::Connecting)

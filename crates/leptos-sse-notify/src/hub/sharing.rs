@@ -38,6 +38,19 @@ pub(super) struct Sharing {
     peers: BTreeMap<String, Peer>,
     /// What this tab last told the leader it wants (a follower's view).
     announced: Option<StreamKey>,
+    /// When the leader was last heard from (a follower's view).
+    leader_heard_ms: f64,
+    /// This tab asked to take the lock over from a silent leader, and waits for it.
+    taking_over: bool,
+}
+
+/// What a follower's check of its leader found.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum LeaderCheck {
+    /// Heard from recently enough (or this tab is no follower).
+    Alive,
+    /// Silent past the bound: take the lock over.
+    Silent,
 }
 
 impl Sharing {
@@ -48,6 +61,8 @@ impl Sharing {
             tab: sse_notify_core::origin::echo_tag(crate::origin::tab_origin(), "tab"),
             peers: BTreeMap::new(),
             announced: None,
+            leader_heard_ms: tabs::now_ms(),
+            taking_over: false,
         }
     }
 
@@ -86,8 +101,52 @@ impl Sharing {
     /// This tab now leads: it asks the others what they want.
     pub(super) fn lead(&mut self) {
         self.role = Role::Leader;
+        self.taking_over = false;
         self.peers.clear();
         self.send(&TabMessage::Leader);
+    }
+
+    /// This tab no longer leads (another took the lock while it was frozen or hung): it
+    /// follows the one that does.
+    pub(super) fn step_down(&mut self) {
+        self.role = Role::Follower;
+        self.peers.clear();
+        self.announced = None;
+        self.leader_heard_ms = tabs::now_ms();
+    }
+
+    /// A message from the leader came.
+    pub(super) fn heard_leader(&mut self) {
+        self.leader_heard_ms = tabs::now_ms();
+    }
+
+    /// Every second: the leader says it runs; a follower checks that its leader does, within
+    /// a bound that is short while the user sees the tab and long while it is hidden (a
+    /// hidden tab's timers may run once a minute, the leader's too). A follower that found it
+    /// silent once waits for the lock it then asked for, without asking again.
+    pub(super) fn beat(&mut self) -> LeaderCheck {
+        match self.role {
+            Role::Leader => {
+                self.send(&TabMessage::Beat);
+                LeaderCheck::Alive
+            }
+            Role::Follower if !self.taking_over => {
+                let bound = if tabs::page_visible() { tabs::LEADER_SILENT_MS } else { tabs::LEADER_SILENT_HIDDEN_MS };
+                if tabs::now_ms() - self.leader_heard_ms > bound {
+                    self.taking_over = true;
+                    LeaderCheck::Silent
+                } else {
+                    LeaderCheck::Alive
+                }
+            }
+            Role::Follower | Role::Solo => LeaderCheck::Alive,
+        }
+    }
+
+    /// The lock could not be asked for: wait for the leader again, and check it later.
+    pub(super) fn take_over_failed(&mut self) {
+        self.taking_over = false;
+        self.leader_heard_ms = tabs::now_ms();
     }
 
     /// Every few seconds: a follower announces again (a new leader, or one that missed a

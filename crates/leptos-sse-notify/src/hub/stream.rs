@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
-use sse_notify_core::wire::RESYNC_EVENT;
+use sse_notify_core::wire::{HEARTBEAT_EVENT, RESYNC_EVENT};
 use sse_notify_core::Topic;
 use wasm_bindgen::prelude::*;
 use web_sys::{EventSource, EventSourceInit, MessageEvent};
@@ -38,8 +38,52 @@ pub(super) struct Handlers {
     pub(super) on_error: Rc<dyn Fn()>,
 }
 
+/// When the hub's stream was last heard from, and how often the server's heartbeat comes (as
+/// measured between two of them: a server with heartbeats off never arms the watchdog, and a
+/// quiet topic is not a dead stream). Kept by the hub across its streams, so a stream that
+/// reopens is watched at once.
+#[derive(Default)]
+pub(super) struct Liveness {
+    heard_ms: Cell<f64>,
+    last_beat_ms: Cell<Option<f64>>,
+    beat_every_ms: Cell<Option<f64>>,
+}
+
+impl Liveness {
+    /// How far past the heartbeat's interval silence may go before the stream counts as dead
+    /// (a heartbeat delayed by a busy server or a slow network is not one missed).
+    const SLACK_MS: f64 = 3_000.0;
+
+    fn opened(&self) {
+        self.heard_ms.set(js_sys::Date::now());
+        self.last_beat_ms.set(None);
+    }
+
+    fn heard(&self) {
+        self.heard_ms.set(js_sys::Date::now());
+    }
+
+    fn beat(&self) {
+        let now = js_sys::Date::now();
+        if let Some(last) = self.last_beat_ms.replace(Some(now)) {
+            self.beat_every_ms.set(Some((now - last).max(1_000.0)));
+        }
+        self.heard_ms.set(now);
+    }
+
+    /// Whether an open stream has said nothing for two heartbeats and the slack: it is dead
+    /// (a proxy or NAT dropped the flow without closing it, the laptop slept, the network
+    /// changed), though the browser still holds it open.
+    fn silent(&self) -> bool {
+        self.beat_every_ms
+            .get()
+            .is_some_and(|every| js_sys::Date::now() - self.heard_ms.get() > 2.0 * every + Self::SLACK_MS)
+    }
+}
+
 pub(super) struct OpenStream {
     source: EventSource,
+    liveness: Rc<Liveness>,
     key: StreamKey,
     url: String,
     // Kept alive as long as the EventSource may call them.
@@ -56,17 +100,21 @@ impl OpenStream {
         key: StreamKey,
         last_event_id: Option<&str>,
         handlers: Handlers,
+        liveness: Rc<Liveness>,
     ) -> Result<Self, JsValue> {
         let url = stream_url(path, &key, last_event_id);
         let init = EventSourceInit::new();
         init.set_with_credentials(with_credentials);
         let source = EventSource::new_with_event_source_init_dict(&url, &init)?;
+        liveness.opened();
 
         let topics: Rc<Vec<Topic>> = Rc::new(key.topics.iter().cloned().collect());
         let mut listeners = Vec::new();
         for event_name in &key.names {
             let (on_frame, topics, name) = (handlers.on_frame.clone(), topics.clone(), event_name.clone());
+            let alive = liveness.clone();
             let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+                alive.heard();
                 if let Some(data) = ev.data().as_string() {
                     on_frame(&name, &data, &ev.last_event_id(), &topics);
                 }
@@ -77,25 +125,35 @@ impl OpenStream {
 
         // The server could not replay everything for some topics (a cursor too old, this stream
         // fell behind, the broker lost Redis for a while): their subscribers refetch.
-        let on_resync = handlers.on_resync.clone();
+        let (on_resync, alive) = (handlers.on_resync.clone(), liveness.clone());
         let resync_listener = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            alive.heard();
             let named = ev.data().as_string().and_then(|d| decode::resync_topics(&d));
             on_resync(&ev.last_event_id(), named);
         });
         source.add_event_listener_with_callback(RESYNC_EVENT, resync_listener.as_ref().unchecked_ref())?;
         listeners.push(resync_listener);
 
+        // The server's heartbeat says the stream is alive, and how often it comes.
+        let alive = liveness.clone();
+        let heartbeat_listener = Closure::<dyn FnMut(MessageEvent)>::new(move |_: MessageEvent| alive.beat());
+        source.add_event_listener_with_callback(HEARTBEAT_EVENT, heartbeat_listener.as_ref().unchecked_ref())?;
+        listeners.push(heartbeat_listener);
+
         // Opened without a cursor, the server cannot replay: the first open refetches everything.
         // (The browser's own reconnects then resume from the `id:` the stream opened with.)
         let refetch_on_open = Cell::new(last_event_id.is_none());
-        let on_open = handlers.on_open.clone();
-        let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| on_open(refetch_on_open.replace(false)));
+        let (on_open, alive) = (handlers.on_open.clone(), liveness.clone());
+        let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            alive.heard();
+            on_open(refetch_on_open.replace(false))
+        });
         source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         let on_error = handlers.on_error.clone();
         let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| on_error());
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
 
-        Ok(Self { source, key, url, _listeners: listeners, _on_open: on_open, _on_error: on_error })
+        Ok(Self { source, liveness, key, url, _listeners: listeners, _on_open: on_open, _on_error: on_error })
     }
 
     /// What it was opened for.
@@ -116,6 +174,18 @@ impl OpenStream {
 
     pub(super) fn close(&self) {
         self.source.close();
+    }
+
+    /// Whether the stream is open but has said nothing for longer than the server's heartbeat
+    /// allows ([`Liveness`]).
+    pub(super) fn dead(&self) -> bool {
+        self.source.ready_state() == EventSource::OPEN && self.liveness.silent()
+    }
+
+    /// Whether the browser is between attempts to reopen it (it dropped; it retries itself,
+    /// after `retry:`).
+    pub(super) fn reconnecting(&self) -> bool {
+        self.source.ready_state() == EventSource::CONNECTING
     }
 }
 

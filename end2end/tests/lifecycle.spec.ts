@@ -1,0 +1,164 @@
+import { test, expect, Page } from "@playwright/test";
+import * as net from "node:net";
+import { startApp, freePort, AppServer } from "../support/servers";
+import { createTask, row, trackEventSources } from "../support/board";
+
+// What browsers do to a page in real life: freeze a background tab (the one holding the shared
+// stream, often), and keep a connection open that a proxy or NAT has stopped carrying.
+
+async function holdsStream(page: Page): Promise<boolean> {
+  return page.evaluate(() => ((window as any).__eventSources as EventSource[]).some((es) => es.readyState !== 2));
+}
+
+/** Every value the page's status takes from now on, in `window.__statuses`. */
+async function recordStatuses(page: Page) {
+  await page.evaluate(() => {
+    const el = document.querySelector('[data-testid="status"]')!;
+    const seen: string[] = [el.getAttribute("data-status") ?? ""];
+    (window as any).__statuses = seen;
+    new MutationObserver(() => seen.push(el.getAttribute("data-status") ?? "")).observe(el, { attributes: true });
+  });
+}
+
+async function openStreams(server: AppServer): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith("sse_connections "));
+  return Number(line?.split(" ")[1]);
+}
+
+test("a frozen leading tab: the other takes the stream over within 5 s and is not live meanwhile; the old one wakes as a follower and misses nothing", async ({
+  browser,
+}) => {
+  const server = await startApp();
+  try {
+    const context = await browser.newContext();
+    await trackEventSources(context);
+    const first = await context.newPage();
+    await first.goto(server.url);
+    await expect(first.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    const second = await context.newPage();
+    await second.goto(server.url);
+    await expect(second.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    await expect.poll(() => openStreams(server), { timeout: 10_000 }).toBe(1);
+    const [leader, follower] = (await holdsStream(first)) ? [first, second] : [second, first];
+    await recordStatuses(follower);
+
+    // Its JavaScript stopped, as a browser freezes a background tab (headless Chromium ignores
+    // the lifecycle freeze; the debugger's pause stops the page the same way).
+    const cdp = await context.newCDPSession(leader);
+    await cdp.send("Debugger.enable");
+    await cdp.send("Debugger.pause");
+    await expect.poll(() => cdp.send("Runtime.evaluate", { expression: "1", timeout: 200 }).then(() => false, () => true), {
+      timeout: 5_000,
+    });
+    const paused = Date.now();
+
+    const duringFreeze = `made while the leader was frozen ${Date.now()}`;
+    await createTask(server, duringFreeze);
+    await expect(row(follower, duringFreeze)).toBeVisible({ timeout: 5_000 + 1_000 });
+    console.log(`frozen leader: the other tab showed the change ${Date.now() - paused} ms after the pause`);
+    await expect(follower.getByTestId("status")).toHaveAttribute("data-status", "live");
+    expect(await holdsStream(follower), "the follower took the stream over").toBe(true);
+    const statuses: string[] = await follower.evaluate(() => (window as any).__statuses);
+    expect(statuses, "it said so while it received nothing").toContain("connecting");
+
+    // The old leader wakes: it finds the lock taken, follows, and shows what came meanwhile.
+    await cdp.send("Debugger.resume");
+    await cdp.send("Debugger.disable");
+    const afterWaking = `made after the leader woke ${Date.now()}`;
+    await expect.poll(() => holdsStream(leader), { timeout: 5_000 }).toBe(false);
+    await createTask(server, afterWaking);
+    for (const tab of [leader, follower]) {
+      await expect(row(tab, duringFreeze)).toBeVisible({ timeout: 5_000 });
+      await expect(row(tab, afterWaking)).toBeVisible({ timeout: 5_000 });
+      await expect(tab.getByTestId("status")).toHaveAttribute("data-status", "live");
+    }
+    await expect.poll(() => openStreams(server), { timeout: 10_000 }).toBe(1);
+  } finally {
+    await server.stop();
+  }
+});
+
+/** A TCP relay in front of the server that can stop carrying the stream's connections while
+ * keeping them open (a proxy or NAT that dropped the flow without telling anyone). Other
+ * connections, and streams opened after, are carried as usual. */
+async function startRelay(target: number) {
+  const port = await freePort();
+  const streams = new Set<net.Socket>();
+  const all = new Set<net.Socket>();
+  let holes = 0;
+  const relay = net.createServer((client) => {
+    const upstream = net.connect(target, "127.0.0.1");
+    all.add(client);
+    all.add(upstream);
+    let blackholed = false;
+    const hole = () => {
+      blackholed = true;
+    };
+    client.on("data", (chunk) => {
+      // A kept-alive connection may carry the page's requests first, then the stream's.
+      if (chunk.toString("latin1").includes("GET /events")) {
+        streams.add(client);
+        (client as any).__hole = hole;
+      }
+      if (!blackholed) upstream.write(chunk);
+    });
+    upstream.on("data", (chunk) => {
+      if (!blackholed) client.write(chunk);
+    });
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+      streams.delete(client);
+    };
+    client.on("error", close);
+    upstream.on("error", close);
+    client.on("close", close);
+    upstream.on("close", close);
+  });
+  await new Promise<void>((resolve) => relay.listen(port, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    /** Stops carrying every stream connection open now. */
+    blackholeStreams() {
+      for (const s of streams) {
+        (s as any).__hole();
+        holes++;
+      }
+      streams.clear();
+      return holes;
+    },
+    async stop() {
+      for (const s of all) s.destroy();
+      await new Promise<void>((resolve) => relay.close(() => resolve()));
+    },
+  };
+}
+
+test("a stream that silently stops is reopened within the heartbeat's bound, and the change made meanwhile shows", async ({
+  browser,
+}) => {
+  const server = await startApp({ env: { SSE_HEARTBEAT_SECONDS: "1" } });
+  const relay = await startRelay(Number(new URL(server.url).port));
+  try {
+    const page = await (await browser.newContext()).newPage();
+    await trackEventSources(page);
+    await page.goto(relay.url);
+    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    // Two heartbeats tell the page how often they come.
+    await page.waitForTimeout(2_500);
+    expect(relay.blackholeStreams(), "the page's stream went through the relay").toBeGreaterThan(0);
+    const cut = Date.now();
+    const meanwhile = `made while the stream was dead ${Date.now()}`;
+    await createTask(server, meanwhile);
+    // Two heartbeats and 3 s of slack (5 s), checked every second, then a reopen and a replay.
+    await expect(row(page, meanwhile)).toBeVisible({ timeout: 9_000 });
+    console.log(`dead stream: the change showed ${Date.now() - cut} ms after the stream stopped`);
+    const opened = await page.evaluate(() => ((window as any).__eventSources as EventSource[]).length);
+    expect(opened, "a second stream was opened").toBeGreaterThanOrEqual(2);
+    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
+  } finally {
+    await relay.stop();
+    await server.stop();
+  }
+});
