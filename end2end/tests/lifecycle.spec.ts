@@ -162,3 +162,34 @@ test("a stream that silently stops is reopened within the heartbeat's bound, and
     await server.stop();
   }
 });
+
+test("offline, the refetch a notification starts fails: the list stays, marked stale, and is right within 2 s of the network returning, with no new event", async ({
+  browser,
+}) => {
+  const server = await startApp();
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(server.url);
+    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    const before = `there before ${Date.now()}`;
+    await createTask(server, before);
+    await expect(row(page, before)).toBeVisible({ timeout: 5_000 });
+
+    // Offline: the open stream still brings the notification, its refetch fails.
+    await context.setOffline(true);
+    const during = `made while offline ${Date.now()}`;
+    await createTask(server, during);
+    await expect(page.getByTestId("stale")).toBeVisible({ timeout: 5_000 });
+    await expect(row(page, before), "the last list stays").toBeVisible();
+    await expect(page.locator("p.error"), "no error replaces it").toHaveCount(0);
+
+    await context.setOffline(false);
+    const back = Date.now();
+    await expect(row(page, during)).toBeVisible({ timeout: 2_000 });
+    console.log(`back online: the list was right ${Date.now() - back} ms later`);
+    await expect(page.getByTestId("stale")).toHaveCount(0);
+  } finally {
+    await server.stop();
+  }
+});

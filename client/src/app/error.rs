@@ -50,6 +50,13 @@ impl AppError {
         }
     }
 
+    /// Whether trying again may succeed: the request did not get through, or the server (or a
+    /// proxy in front of it) could not serve it now. What a refetch retries
+    /// (`leptos_sse_notify::refetch_with_retry`).
+    pub fn is_transient(&self) -> bool {
+        matches!(self.code.as_str(), "request_failed" | "server_fn" | "store_unavailable" | "broker_unavailable")
+    }
+
     /// Logs `cause` on the server and answers a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         #[cfg(feature = "ssr")]

@@ -15,14 +15,13 @@ use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 use leptos_sse_notify::{
-    use_live_json_with_options, use_presence_count_with_options, use_presence_with_options, use_sse_with_options,
-    FetchError, SseError, Topic, UseSseOptions,
+    refetch_with_retry, use_live_json_with_options, use_presence_count_with_options, use_presence_with_options,
+    use_sse_with_options, FetchError, SseError, Topic, UseSseOptions,
 };
 use shared::tasks::{Task, TaskEvent};
 use sse_notify_core::{SseEvent, TopicBuilder};
 
 use api::{CreateTask, DeleteTask, RenameTask, SetTaskDone};
-#[cfg(feature = "ssr")]
 use error::AppError;
 
 /// A value the server put in Leptos context for server functions (a missing one is a bug of
@@ -134,9 +133,16 @@ fn TaskBoard() -> impl IntoView {
             own.update(|o| o.push(OwnChange::Deleted(id)));
         }
     });
+    // A refetch that fails for a passing reason (offline, a proxy's 502 during a deploy) is
+    // tried again until it gets through; the last list stays on screen meanwhile, marked stale.
+    let stale = RwSignal::new(false);
     let tasks = Resource::new(
         move || live.version.get(),
-        move |_| async move { (own.with_untracked(|o| o.next), api::list_tasks().await) },
+        move |_| async move {
+            let since = own.with_untracked(|o| o.next);
+            let list = refetch_with_retry(api::list_tasks, AppError::is_transient, move |s| stale.set(s)).await;
+            (since, list)
+        },
     );
     // Changes older than the newest list are in it: forgotten (nothing shown changes).
     Effect::new(move |_| {
@@ -192,6 +198,9 @@ fn TaskBoard() -> impl IntoView {
                 {move || live.status.get().label()}
             </span>
             <StreamError error=live.error />
+            <Show when=move || stale.get()>
+                <span class="stale" data-testid="stale">"showing the last list; retrying"</span>
+            </Show>
         </header>
         <WhoIsHere topic=TaskEvent::board_topic() label="On this board: " testid="board-here" />
         <form class="new-task" on:submit=on_submit>

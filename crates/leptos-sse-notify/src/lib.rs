@@ -66,6 +66,7 @@ mod origin;
 mod presence;
 #[cfg(feature = "ssr")]
 mod publish;
+mod recover;
 mod status;
 #[cfg(feature = "browser")]
 mod tabs;
@@ -80,6 +81,7 @@ pub use presence::PresenceSnapshot;
 pub use presence::{use_presence, use_presence_count, use_presence_count_with_options, use_presence_with_options};
 #[cfg(feature = "ssr")]
 pub use publish::publish;
+pub use recover::{is_transient, refetch_with_retry};
 /// The core crate (wire format, cursors), re-exported so that versions always match.
 pub use sse_notify_core as core;
 pub use sse_notify_core::presence::{Member, Roster};

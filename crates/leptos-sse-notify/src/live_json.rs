@@ -5,14 +5,19 @@ use serde::de::DeserializeOwned;
 use sse_notify_core::{SseEvent, Topic};
 
 use crate::fetch::{get_text, FetchError};
+use crate::recover::{is_transient, refetch_with_retry};
 use crate::use_sse::{use_sse_with_options, SseSignal, UseSseOptions};
 
 /// What [`use_live_json`] returns.
 pub struct LiveJson<E: Send + Sync + 'static, T: 'static> {
     /// The subscription that triggers the refetches.
     pub sse: SseSignal<E>,
-    /// The JSON, fetched in the browser (pending during server rendering).
+    /// The JSON, fetched in the browser (pending during server rendering). A refetch that
+    /// fails for a passing reason is tried again until it gets through ([`refetch_with_retry`]):
+    /// under a `<Transition>` the last good value stays meanwhile.
     pub data: LocalResource<Result<T, FetchError>>,
+    /// Whether a refetch is being tried again: what is shown may be behind.
+    pub stale: ReadSignal<bool>,
 }
 
 /// GETs JSON from `url` with gloo-net, and again every time [`SseSignal::version`] of a
@@ -96,6 +101,7 @@ where
 {
     let sse = use_sse_with_options::<E>(topic, options);
     let url: Signal<String> = url.into();
+    let (stale, set_stale) = signal(false);
     // A resource runs one fetch at a time: notifications that arrive while it is in flight rerun
     // it once after it (Leptos's async derived values await each run before the next), which is
     // the coalescing a refetch wave needs (checked in end2end/tests/refetch.spec.ts).
@@ -104,11 +110,15 @@ where
         let url = url.get();
         let cursor = sse.last_event_id.get_untracked();
         async move {
-            let body = get_text(url, cursor).await?;
+            let get = || get_text(url.clone(), cursor.clone());
+            let body = refetch_with_retry(get, is_transient, move |s| {
+                let _ = set_stale.try_set(s);
+            })
+            .await?;
             serde_json::from_str::<T>(&body).map_err(|e| FetchError::Decode(e.to_string()))
         }
     });
-    LiveJson { sse, data }
+    LiveJson { sse, data, stale }
 }
 
 impl<E: Send + Sync + 'static, T: 'static> Clone for LiveJson<E, T> {

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use sse_notify_core::{SseEvent, Topic};
 
 use crate::fetch::{get_text, FetchError};
+use crate::recover::{is_transient, refetch_with_retry};
 use crate::use_sse::{use_sse_tapped, SseSignal, Tap, UseSseOptions};
 
 /// What [`use_live_list`] returns.
@@ -16,8 +17,11 @@ pub struct LiveList<E: Send + Sync + 'static, T: 'static> {
     /// The subscription that triggers the refetches.
     pub sse: SseSignal<E>,
     /// The list, fetched and patched in the browser (`None` until the first answer, and during
-    /// server rendering).
+    /// server rendering). A refetch that fails for a passing reason is tried again until it
+    /// gets through ([`refetch_with_retry`](crate::refetch_with_retry)); the list stays meanwhile.
     pub items: ReadSignal<Option<Result<Vec<T>, FetchError>>, LocalStorage>,
+    /// Whether a refetch is being tried again: the list may be behind.
+    pub stale: ReadSignal<bool>,
 }
 
 impl<E: Send + Sync + 'static, T: 'static> Clone for LiveList<E, T> {
@@ -99,6 +103,7 @@ where
     K: PartialEq + 'static,
 {
     let items = RwSignal::new_local(None::<Result<Vec<T>, FetchError>>);
+    let (stale, set_stale) = signal(false);
     let list_url: Signal<String> = list_url.into();
     let queue = Rc::new(RefCell::new(Queue::<K> { pending: Vec::new(), running: false }));
     let key: Rc<dyn Fn(&T) -> K> = Rc::new(key);
@@ -109,7 +114,7 @@ where
             q.pending.push(refetch);
             if !q.running && cfg!(feature = "browser") {
                 q.running = true;
-                leptos::task::spawn_local(drain(queue.clone(), list_url, items, key.clone()));
+                leptos::task::spawn_local(drain(queue.clone(), list_url, items, set_stale, key.clone()));
             }
         })
     };
@@ -135,7 +140,7 @@ where
         list_url.track();
         push(Refetch::List { cursor: None });
     });
-    LiveList { sse, items: items.read_only() }
+    LiveList { sse, items: items.read_only(), stale }
 }
 
 /// Runs the queued refetches until none is left: a list refetch covers everything queued before
@@ -144,8 +149,15 @@ async fn drain<K: PartialEq, T: DeserializeOwned + 'static>(
     queue: Rc<RefCell<Queue<K>>>,
     list_url: Signal<String>,
     items: RwSignal<Option<Result<Vec<T>, FetchError>>, LocalStorage>,
+    set_stale: WriteSignal<bool>,
     key: Rc<dyn Fn(&T) -> K>,
 ) {
+    let stale = move |s| {
+        let _ = set_stale.try_set(s);
+    };
+    let get = |url: String, cursor: Option<String>| {
+        refetch_with_retry(move || get_text(url.clone(), cursor.clone()), is_transient, stale)
+    };
     loop {
         let batch = {
             let mut q = queue.borrow_mut();
@@ -162,7 +174,7 @@ async fn drain<K: PartialEq, T: DeserializeOwned + 'static>(
             Refetch::List { cursor } | Refetch::Item { cursor, .. } => cursor.clone(),
         });
         if !have_list || batch.iter().any(|r| matches!(r, Refetch::List { .. })) {
-            let list = get_text(list_url.get_untracked(), newest)
+            let list = get(list_url.get_untracked(), newest)
                 .await
                 .and_then(|body| serde_json::from_str::<Vec<T>>(&body).map_err(|e| FetchError::Decode(e.to_string())));
             items.try_set(Some(list));
@@ -170,7 +182,7 @@ async fn drain<K: PartialEq, T: DeserializeOwned + 'static>(
         }
         for refetch in distinct_items(batch) {
             let Refetch::Item { key: wanted, url, cursor } = refetch else { continue };
-            let answer = get_text(url, cursor).await;
+            let answer = get(url, cursor).await;
             let patch = match answer {
                 Ok(body) => serde_json::from_str::<T>(&body).map(Some).map_err(|e| FetchError::Decode(e.to_string())),
                 Err(FetchError::Status { status: 404, .. }) => Ok(None),

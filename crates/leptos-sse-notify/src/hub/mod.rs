@@ -182,6 +182,7 @@ fn watch(key: &HubKey) {
     }
     let key = key.clone();
     tabs::on_page_back(move || {
+        crate::recover::came_back();
         on_beat(&key);
         // The browser may be waiting out `retry:` on a stream that dropped while the page was
         // away, or have given it up: reopen it now.
@@ -456,6 +457,7 @@ fn handlers(key: &HubKey) -> Handlers {
     let on_open = {
         let key = key.clone();
         Rc::new(move |refetch: bool| {
+            crate::recover::came_back();
             set_status(&key, ConnectionStatus::Live);
             set_error(&key, None);
             if refetch {
