@@ -86,6 +86,16 @@ async fn unreachable_redis_fails_start_up_clearly() {
     assert!(err.to_lowercase().contains("redis"), "{err}");
 }
 
+// Found from outside: a Redis that asks for a password, given none, was reported as an ACL that
+// refuses PING, which sends an operator to the wrong fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_password_is_said_to_be_one_not_an_acl() {
+    let redis = RedisServer::start_with(&["--requirepass".to_owned(), "Pw_1".to_owned()]);
+    let err = SseApp::new(config(Some(&redis))).await.err().expect("start-up must fail without the password");
+    let err = err.to_string();
+    assert!(err.contains("password") && !err.contains("ACL"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_redis() {
     let mut redis = RedisServer::start();
@@ -260,4 +270,84 @@ async fn a_60_kib_event_crosses_redis_and_the_log_whole() {
         b.sse.broker().publish(&topic, "task:updated", &over).await,
         Err(sse_notify_core::PublishError::TooLarge { .. })
     ));
+}
+
+/// Polls `GET url` every 100 ms until it answers `status`, for at most `within`.
+async fn status_within(url: &str, status: u16, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if status_of(url).await == status {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+// Found from outside: after Redis refused the broker's login once (the password changed, an ACL
+// user not loaded yet after a restart), the instance never recovered, since its command
+// connection kept the failed login for good. It logs in again once the login works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_refused_for_a_while_is_made_again_once_it_works() {
+    let redis = RedisServer::start_with(&["--requirepass".to_owned(), "Pw_Right_1".to_owned()]);
+    let url = |pw: &str| format!("redis://:{pw}@127.0.0.1:{}", redis.port);
+    let app = TestServer::demo(SseConfig { redis_url: Some(url("Pw_Right_1")), ..config(None) }).await;
+    let mut stream = SseClient::subscribe(&app.base, "tasks").await.started().await;
+    let mut admin = redis::Client::open(url("Pw_Right_1")).unwrap().get_connection().unwrap();
+
+    // The password changes under the running instance, and its connections are cut.
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("Pw_Other_2").query(&mut admin).unwrap();
+    for kind in ["normal", "pubsub"] {
+        let _: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg(kind).query(&mut admin).unwrap_or(0);
+    }
+    assert!(status_within(&app.url("/health/ready"), 503, Duration::from_secs(10)).await, "not ready while refused");
+    // Writes tried while refused, for 3 s (the Pub/Sub loop meanwhile fails to catch up with
+    // its reconnects): each one refused, cleanly.
+    for _ in 0..15 {
+        let refused = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": "refused"})).send().await;
+        assert_eq!(refused.unwrap().status(), 503);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The right password again: the instance recovers by itself.
+    let mut admin = redis::Client::open(url("Pw_Other_2")).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("Pw_Right_1").query(&mut admin).unwrap();
+    let mut created = None;
+    for _ in 0..100 {
+        let resp = http().post(app.url("/api/tasks")).json(&serde_json::json!({"title": "back"})).send().await.unwrap();
+        if resp.status() == 201 {
+            created = Some(resp.json::<shared::tasks::Task>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let created = created.expect("writes work again within 10 s of the login working");
+    assert!(status_within(&app.url("/health/ready"), 200, Duration::from_secs(10)).await, "ready again");
+    let e = loop {
+        let e = stream.next_event(Duration::from_secs(10)).await.expect("the open stream hears the write");
+        if e.event == "task:created" {
+            break e;
+        }
+    };
+    assert_eq!(e.data, format!("{{\"id\":{}}}", created.id));
+}
+
+// Found from outside: with the Pub/Sub connection down (here: its user may no longer
+// SUBSCRIBE), readiness said ready while new streams got 503 and open ones heard nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_says_not_ready_while_the_subscriptions_are_down() {
+    let redis = RedisServer::start();
+    let app = TestServer::demo(config(Some(&redis))).await;
+    let _stream = SseClient::subscribe(&app.base, "tasks").await.started().await;
+    assert_eq!(status_of(&app.url("/health/ready")).await, 200);
+    let mut admin = redis.client().get_connection().unwrap();
+
+    let _: () = redis::cmd("ACL").arg("SETUSER").arg("default").arg("-subscribe").query(&mut admin).unwrap();
+    let _: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query(&mut admin).unwrap();
+    assert!(
+        status_within(&app.url("/health/ready"), 503, Duration::from_secs(5)).await,
+        "not ready while Pub/Sub cannot subscribe"
+    );
+    let _: () = redis::cmd("ACL").arg("SETUSER").arg("default").arg("+subscribe").query(&mut admin).unwrap();
+    assert!(status_within(&app.url("/health/ready"), 200, Duration::from_secs(10)).await, "ready again");
 }

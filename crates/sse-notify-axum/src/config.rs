@@ -593,6 +593,16 @@ mod redis_settings_tests {
 
     #[test]
     #[cfg(feature = "redis")]
+    fn a_redis_url_that_does_not_parse_is_refused_without_its_password() {
+        for url in ["redis://:Pw_555@127.0.0.1:notaport", "redis//:Pw_555@127.0.0.1", "redis://u:Pw_555@h:1/db?x"] {
+            let e = from(&[("REDIS_URL", url.to_owned())]).err().unwrap_or_else(|| panic!("{url} accepted"));
+            assert_eq!(e.var, "REDIS_URL");
+            assert!(!e.to_string().contains("Pw_555"), "the password stays hidden: {e}");
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
     fn files_are_read_and_checked_at_start_up() {
         let d = dir();
         std::fs::write(d.join("pw"), "s3cret\r\n").unwrap();

@@ -316,7 +316,11 @@ impl Prepared {
             ep.broker.subscribe_present(self.group.id, &topics, last_event_id.as_deref(), presence).await.map_err(
                 |e| match e {
                     BrokerError::TooManyTopics { .. } => ApiError::bad_request("too_many_topics", e.to_string()),
-                    _ => ApiError::unavailable("broker_unavailable", e.to_string()),
+                    _ => {
+                        // The cause is for the operator's log, not for whoever asked.
+                        tracing::warn!(error = %e, "stream refused: the broker is unavailable");
+                        ApiError::unavailable("broker_unavailable", "the broker is unavailable; try again shortly")
+                    }
                 },
             )?;
 

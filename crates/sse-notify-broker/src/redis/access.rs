@@ -285,7 +285,10 @@ pub(super) fn needed_acl(keys: &Keys, fanout: Fanout) -> String {
 pub(super) async fn check_acl(conn: &RedisConnection, keys: &Keys, fanout: Fanout) -> Result<(), BackendError> {
     let mut conn = conn.clone();
     let ping = redis::cmd("PING").query_async::<String>(&mut conn).await;
-    ping.map_err(|e| refused(keys, fanout, "PING", e))?;
+    ping.map_err(|e| match super::primary::refused_login(&e) {
+        true => BackendError::Redis { during: "logging in (is the password or user right?)", source: e },
+        false => refused(keys, fanout, "PING", e),
+    })?;
     let script = redis::Script::new(PROBE_SCRIPT);
     let mut probe = script.prepare_invoke();
     keys.script_keys(&mut probe);
@@ -345,6 +348,10 @@ mod tests {
         assert_eq!(redact_url("redis://:secret@h:6379/0"), "redis://***@h:6379/0");
         assert_eq!(redact_url("rediss://user:secret@h:6380"), "rediss://***@h:6380");
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        // Found from outside: a URL that does not parse, or carries the password in its query.
+        assert_eq!(redact_url("redis://:secret@127.0.0.1:notaport"), "redis://***@127.0.0.1:notaport");
+        assert_eq!(redact_url("redis//:secret@h"), "***@h");
+        assert_eq!(redact_url("unix:///tmp/r.sock?pass=secret"), "unix:///tmp/r.sock?***");
         let debug = format!("{:?}", RedisOptions::new("redis://u:p4ss@h").password("s3cret"));
         assert!(!debug.contains("p4ss") && !debug.contains("s3cret"), "{debug}");
     }

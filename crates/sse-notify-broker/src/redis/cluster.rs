@@ -102,7 +102,10 @@ impl Shape for Cluster {
                             // A shard that lost the slot unsubscribes its channels itself.
                             resubscribe |= !ours;
                         }
-                        PushKind::Disconnection => resubscribe = true,
+                        PushKind::Disconnection => {
+                            follow.set_up(false);
+                            resubscribe = true;
+                        }
                         _ => {}
                     }
                 }
@@ -132,7 +135,10 @@ impl Shape for Cluster {
                         (resubscribe, behind) = (false, true);
                         live.extend(wanted);
                     }
-                    Err(e) => tracing::warn!(error = %e, "redis cluster resubscription failed; retrying"),
+                    Err(e) => {
+                        follow.set_up(false);
+                        tracing::warn!(error = %e, "redis cluster resubscription failed; retrying");
+                    }
                 }
             }
             if behind && !resubscribe {

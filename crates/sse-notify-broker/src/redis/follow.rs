@@ -5,6 +5,7 @@
 //! The shapes differ only in how they subscribe and how they notice a gap (`single.rs`,
 //! `cluster.rs`); this part is theirs in common, so a fix here is a fix for all of them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,6 +27,10 @@ pub(super) struct Follow {
     metrics: SharedMetrics,
     presence: Arc<RedisPresence>,
     delivered: Delivered,
+    /// Whether the subscriptions are up and caught up: what readiness reports (an instance
+    /// whose Pub/Sub is down refuses new streams and delivers nothing live, so a load balancer
+    /// must not send it any).
+    up: Arc<AtomicBool>,
 }
 
 impl Follow {
@@ -35,10 +40,18 @@ impl Follow {
         hub: Arc<Hub>,
         metrics: SharedMetrics,
         presence: Arc<RedisPresence>,
+        up: Arc<AtomicBool>,
     ) -> Result<Self, BackendError> {
         let start = log.history(None).await?;
         let delivered = Delivered { log: start.log, position: start.head };
-        Ok(Self { log, hub, metrics, presence, delivered })
+        up.store(true, Ordering::Release);
+        Ok(Self { log, hub, metrics, presence, delivered, up })
+    }
+
+    /// The subscriptions went down (`false`: a lost connection, a moved slot), or are up and
+    /// caught up again (`true`).
+    pub(super) fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Release);
     }
 
     /// The channels of every topic a local stream or watch follows now.
@@ -80,6 +93,7 @@ impl Follow {
     pub(super) async fn recover(&mut self) -> Result<(), BackendError> {
         self.catch_up().await?;
         self.metrics.redis_reconnects.inc();
+        self.set_up(true);
         presence::reload_all(&self.presence).await;
         Ok(())
     }

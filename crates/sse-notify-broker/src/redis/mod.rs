@@ -27,6 +27,7 @@ mod single;
 pub use access::RedisOptions;
 pub use connection::RedisConnection;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +63,8 @@ pub(crate) struct Setup {
 
 pub(super) struct RedisBackend {
     log: EventLog,
+    /// Whether the shape's subscriptions are up and caught up ([`Follow::set_up`]).
+    subscribed: Arc<AtomicBool>,
     control: control::Asks,
     /// `"redis"`, `"redis-sentinel"` or `"redis-cluster"`.
     name: &'static str,
@@ -93,10 +96,11 @@ impl RedisBackend {
         let presence = presence::RedisPresence::new(conn.clone(), keys.clone(), S::FANOUT, presence_ttl, book);
         let log = EventLog::new(conn, keys, log_tag, retention, S::FANOUT, options.replicas_to_wait_for());
         // Where this instance stands in the log: a gap later is caught up from here.
-        let follow = Follow::start(log.clone(), hub.clone(), metrics, presence.clone()).await?;
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let follow = Follow::start(log.clone(), hub.clone(), metrics, presence.clone(), subscribed.clone()).await?;
         let (control, commands) = control::channel();
         tokio::spawn(shape.run(follow, commands));
-        Ok(Self { log, control, name, hub, presence })
+        Ok(Self { log, subscribed, control, name, hub, presence })
     }
 
     /// The command connection, which the broker hands to the app for its own shared data.
@@ -109,7 +113,11 @@ impl RedisBackend {
         answer.await.map_err(|_| BackendError::Stopped)?
     }
 
+    /// Whether Redis answers commands, and the subscriptions are up.
     async fn ping_now(&self) -> bool {
+        if !self.subscribed.load(Ordering::Acquire) {
+            return false;
+        }
         let mut conn = self.log.conn.clone();
         let ping = redis::cmd("PING");
         let answer = tokio::time::timeout(Duration::from_secs(1), ping.query_async::<String>(&mut conn)).await;

@@ -51,6 +51,13 @@ impl Locator {
     }
 }
 
+/// Whether Redis refused the connection's login (a wrong password or user), rather than a
+/// command.
+pub(super) fn refused_login(error: &RedisError) -> bool {
+    let said = error.to_string();
+    error.kind() == ErrorKind::AuthenticationFailed || said.contains("NOAUTH") || said.contains("WRONGPASS")
+}
+
 /// `host:port` of a client's server, to tell whether the primary moved.
 fn address(client: &redis::Client) -> String {
     client.get_connection_info().addr().to_string()
@@ -77,6 +84,8 @@ struct Inner {
     current: RwLock<Current>,
     /// One re-resolution at a time; the others wait for its outcome.
     refreshing: tokio::sync::Mutex<()>,
+    /// When the connection was last made again after a refused login (at most once a second).
+    remade: std::sync::Mutex<Option<std::time::Instant>>,
     /// The primary's address, changed when it moves.
     moved: watch::Sender<String>,
 }
@@ -96,8 +105,8 @@ impl PrimaryConnection {
             .await
             .map_err(BackendError::redis("connecting"))?;
         let (moved, _) = watch::channel(address.clone());
-        let inner =
-            Inner { locator, current: RwLock::new(Current { address, conn }), refreshing: Default::default(), moved };
+        let current = RwLock::new(Current { address, conn });
+        let inner = Inner { locator, current, refreshing: Default::default(), remade: Default::default(), moved };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -118,6 +127,38 @@ impl Inner {
             || error.to_string().contains("READONLY");
         if moved {
             self.follow_primary(seen).await;
+        } else if refused_login(error) {
+            self.remake(seen).await;
+        }
+    }
+
+    /// After a refused login (the password changed, an ACL user not loaded yet after a
+    /// restart): makes the connection again, at most once a second. The connection manager
+    /// keeps a connection whose login failed and answers every command with that failure for
+    /// good, so without this the instance never recovers when the login works again.
+    async fn remake(&self, seen: &str) {
+        {
+            let mut remade = self.remade.lock().unwrap_or_else(|e| e.into_inner());
+            if remade.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *remade = Some(std::time::Instant::now());
+        }
+        let _one = self.refreshing.lock().await;
+        if self.current().address != seen {
+            return; // it moved meanwhile: the new connection logged in afresh
+        }
+        let client = match self.locator.primary().await {
+            Ok(client) => client,
+            Err(e) => return tracing::warn!(error = %e, "cannot find the Redis primary to log in again"),
+        };
+        let address = address(&client);
+        match ConnectionManager::new_with_config(client, manager_config()).await {
+            Ok(conn) => {
+                tracing::info!(to = %address, "logged in to Redis again");
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Current { address, conn };
+            }
+            Err(e) => tracing::warn!(error = %e, "Redis still refuses the login; trying again at the next command"),
         }
     }
 

@@ -150,6 +150,7 @@ impl Shape for Single {
                     },
                 }
             }
+            follow.set_up(false);
             tracing::warn!("redis pub/sub connection lost; reconnecting");
         }
     }
