@@ -2,6 +2,7 @@
 //! heartbeat when the group's ticker asks, and its end when a re-check refuses it.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,7 +21,15 @@ const RETRY_MS: u64 = 2000;
 
 /// The response body of one connection. Its task is woken only through its subscription:
 /// events, and the signals of the broker (closing) and of the endpoint's tickers.
+/// A poll's end: after what was ready at once once something was sent, or at the deadline.
+struct PollEnd {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    sent: bool,
+}
+
 pub(super) struct EventBody {
+    /// `Some` for a poll (`?poll=N`), which ends; `None` for a stream.
+    poll: Option<PollEnd>,
     hello: Option<Bytes>,
     events: Subscription,
     heartbeat_due: bool,
@@ -42,11 +51,14 @@ impl EventBody {
         recheck: Option<Recheck>,
         group: Arc<StreamGroup>,
         slots: (ConnectionSlot, Option<ClientSlot>),
+        poll: Option<std::time::Duration>,
     ) -> Self {
+        let poll = poll.map(|wait| PollEnd { deadline: Box::pin(tokio::time::sleep(wait)), sent: false });
         let mut hello = sse_notify_core::wire::encode_comment("ok");
         hello.push_str(&sse_notify_core::wire::encode_retry(RETRY_MS));
         hello.push('\n');
         Self {
+            poll,
             hello: Some(Bytes::from(hello)),
             events,
             heartbeat_due: false,
@@ -90,14 +102,23 @@ impl Stream for EventBody {
                 return Poll::Ready(None);
             }
         }
-        // Heartbeat first: it is rare, and a busy topic must not starve it.
-        if std::mem::take(&mut this.heartbeat_due) {
+        // Heartbeat first: it is rare, and a busy topic must not starve it. (A poll has none:
+        // its answer ends within the wait anyway.)
+        if std::mem::take(&mut this.heartbeat_due) && this.poll.is_none() {
             return Poll::Ready(Some(Ok(this.group.heartbeat())));
         }
         match this.events.poll_frame(cx) {
             Poll::Ready(Some(frame)) => {
                 this.frames += 1;
+                if let Some(poll) = &mut this.poll {
+                    poll.sent = true;
+                }
                 Poll::Ready(Some(Ok(frame)))
+            }
+            // A poll ends once it sent what was ready, or when its wait is over with nothing.
+            Poll::Pending if this.poll.as_mut().is_some_and(|p| p.sent || p.deadline.as_mut().poll(cx).is_ready()) => {
+                this.done = true;
+                Poll::Ready(None)
             }
             // Closed by the broker, or cut off for reading too slowly (after its `resync`):
             // EventSource reconnects.

@@ -15,7 +15,7 @@ mod hooks;
 mod query;
 
 pub use hooks::{Presence, PresenceReader};
-pub use query::{presence_from_query, topics_from_query};
+pub use query::{poll_from_query, presence_from_query, topics_from_query, MAX_POLL_SECONDS};
 pub use sse_notify_core::MAX_TOPICS_PER_CONNECTION;
 
 use std::future::Future;
@@ -279,6 +279,7 @@ impl Prepared {
             None => topics_from_query(query)?,
         };
         let presence_asked = presence_from_query(query, &topics)?;
+        let poll = poll_from_query(query)?;
         let last_event_id = last_event_id(&parts.headers, query);
         let client_key = (ep.client_key)(&parts);
         // Only a stream that is re-checked keeps its request head (for its whole life).
@@ -327,7 +328,7 @@ impl Prepared {
         tracing::debug!(topics = ?topics, resumed = last_event_id.is_some(), "stream opened");
         // A stream opened after shutdown began starts closed (the broker's hub sees to it), or
         // the graceful shutdown would wait on it forever.
-        let body = EventBody::new(subscription, recheck, self.group.clone(), (slot, client));
+        let body = EventBody::new(subscription, recheck, self.group.clone(), (slot, client), poll);
         let mut resp = Response::new(Body::from_stream(body));
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -60,6 +60,31 @@ pub fn presence_from_query(query: &str, topics: &[Topic]) -> Result<Vec<Topic>, 
     Ok(topics.iter().filter(|t| asked.contains(t)).cloned().collect())
 }
 
+/// The longest a poll may wait, in seconds: under the idle timeouts of common proxies (60 s).
+pub const MAX_POLL_SECONDS: u64 = 55;
+
+/// `?poll=N`: the request is a poll, not a stream ([`crate::endpoint`]); it waits at most `N`
+/// seconds (1 to [`MAX_POLL_SECONDS`]) for something to send.
+///
+/// ```
+/// use sse_notify_axum::endpoint::poll_from_query;
+/// assert_eq!(poll_from_query("topic=a&poll=25").unwrap(), Some(std::time::Duration::from_secs(25)));
+/// assert_eq!(poll_from_query("topic=a").unwrap(), None);
+/// assert_eq!(poll_from_query("poll=0").unwrap_err().code, "invalid_poll");
+/// ```
+pub fn poll_from_query(query: &str) -> Result<Option<std::time::Duration>, ApiError> {
+    let Some((_, value)) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "poll") else {
+        return Ok(None);
+    };
+    match value.parse::<u64>() {
+        Ok(seconds @ 1..=MAX_POLL_SECONDS) => Ok(Some(std::time::Duration::from_secs(seconds))),
+        _ => Err(ApiError::bad_request(
+            "invalid_poll",
+            format!("poll {value:?} is invalid: whole seconds from 1 to {MAX_POLL_SECONDS}"),
+        )),
+    }
+}
+
 /// The client's resume point: the `Last-Event-ID` header, else `?last_event_id=`. An empty
 /// value is no cursor (EventSource sends none before it has seen an id).
 pub(super) fn last_event_id(headers: &axum::http::HeaderMap, query: &str) -> Option<String> {
@@ -141,6 +166,17 @@ mod tests {
                 match presence_from_query(&query, &stream) {
                     Ok(asked) => prop_assert!(asked.iter().all(|t| stream.contains(t)) && asked.len() <= stream.len()),
                     Err(e) => prop_assert_eq!((e.status, e.code), (axum::http::StatusCode::BAD_REQUEST, "invalid_topic")),
+                }
+            }
+
+            #[test]
+            fn any_query_gives_a_poll_within_bounds_or_a_400(query in any::<String>(), n in any::<u64>()) {
+                for query in [query, format!("topic=a&poll={n}")] {
+                    match poll_from_query(&query) {
+                        Ok(Some(d)) => prop_assert!((1..=MAX_POLL_SECONDS).contains(&d.as_secs())),
+                        Ok(None) => {}
+                        Err(e) => prop_assert_eq!((e.status, e.code), (axum::http::StatusCode::BAD_REQUEST, "invalid_poll")),
+                    }
                 }
             }
 
