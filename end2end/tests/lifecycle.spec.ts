@@ -193,3 +193,93 @@ test("offline, the refetch a notification starts fails: the list stays, marked s
     await server.stop();
   }
 });
+
+/** A TCP relay in front of the server that passes a stream's response head and then holds its
+ * body back until the response ends (a proxy that buffers, ignoring `X-Accel-Buffering`).
+ * Other responses pass as they come. */
+async function startBufferingProxy(target: number) {
+  const port = await freePort();
+  const all = new Set<net.Socket>();
+  const relay = net.createServer((client) => {
+    all.add(client);
+    // Each request gets an upstream connection of its own (a client that gives up on a response
+    // and sends another request on its connection, as a browser does, must not queue it behind
+    // a stream that never ends).
+    let upstream: net.Socket | null = null;
+    const open = (stream: boolean) => {
+      upstream?.destroy();
+      const up = net.connect(target, "127.0.0.1");
+      all.add(up);
+      upstream = up;
+      let headDone = false;
+      let held: Buffer[] = [];
+      up.on("data", (chunk) => {
+        if (!stream) return void client.write(chunk);
+        if (!headDone) {
+          const end = chunk.toString("latin1").indexOf("\r\n\r\n");
+          if (end < 0) return void client.write(chunk);
+          headDone = true;
+          client.write(chunk.subarray(0, end + 4));
+          held.push(chunk.subarray(end + 4));
+          return;
+        }
+        held.push(chunk);
+      });
+      // The held body goes out when the response ends (never, for a stream that stays open).
+      const done = () => {
+        if (upstream === up && held.length && !client.destroyed) client.write(Buffer.concat(held));
+        held = [];
+      };
+      up.on("end", done);
+      up.on("error", () => client.destroy());
+      return up;
+    };
+    client.on("data", (chunk) => {
+      const text = chunk.toString("latin1");
+      if (/^[A-Z]+ /.test(text) || upstream === null) {
+        const line = text.split("\r\n")[0];
+        open(line.startsWith("GET /events") && !line.includes("poll="));
+      }
+      upstream!.write(chunk);
+    });
+    const close = () => {
+      upstream?.destroy();
+      client.destroy();
+    };
+    client.on("error", close);
+    client.on("close", close);
+  });
+  await new Promise<void>((resolve) => relay.listen(port, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    async stop() {
+      for (const s of all) s.destroy();
+      await new Promise<void>((resolve) => relay.close(() => resolve()));
+    },
+  };
+}
+
+test("behind a proxy that holds the stream back, the page polls instead, says why, and shows changes", async ({
+  browser,
+}) => {
+  const server = await startApp({ env: { SSE_HEARTBEAT_SECONDS: "1" } });
+  const proxy = await startBufferingProxy(Number(new URL(server.url).port));
+  try {
+    const page = await (await browser.newContext()).newPage();
+    const opened = Date.now();
+    await page.goto(proxy.url);
+    // Two streams that open and say nothing for two heartbeats and 3 s (5 s each, checked every
+    // second): then polls.
+    await expect(page.getByTestId("stream-error")).toHaveAttribute("data-code", "held_back", { timeout: 16_000 });
+    console.log(`held back: the page polled ${Date.now() - opened} ms after it opened`);
+    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
+    const title = `made behind a buffering proxy ${Date.now()}`;
+    const made = Date.now();
+    await createTask(server, title);
+    await expect(row(page, title)).toBeVisible({ timeout: 5_000 });
+    console.log(`through the polls: the change showed ${Date.now() - made} ms after it was made`);
+  } finally {
+    await proxy.stop();
+    await server.stop();
+  }
+});

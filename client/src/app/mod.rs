@@ -45,6 +45,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 // `EVENTS_URL`: the pages' streams come from this endpoint (another origin,
                 // with the page's cookies) instead of this server's `/events`.
                 {std::env::var("EVENTS_URL").ok().filter(|u| !u.is_empty()).map(|url| view! { <meta name="sse-events-url" content=url /> })}
+                // `SSE_HEARTBEAT_SECONDS`: how often the server's heartbeat comes, for the pages'
+                // watch on their stream (a stream held back on the way is found by it).
+                {std::env::var("SSE_HEARTBEAT_SECONDS").ok().filter(|s| !s.is_empty()).map(|every| view! { <meta name="sse-heartbeat" content=every /> })}
             </head>
             <body>
                 <App />
@@ -311,6 +314,7 @@ pub(crate) fn StreamError(error: Signal<Option<SseError>>) -> impl IntoView {
                 SseError::Refused { status, code, .. } => (status.to_string(), code.clone()),
                 SseError::Decode { .. } => (String::new(), "decode".to_owned()),
                 SseError::Unreachable(_) => (String::new(), "unreachable".to_owned()),
+                SseError::HeldBack => (String::new(), "held_back".to_owned()),
             };
             view! {
                 <span class="stream-error" data-testid="stream-error" data-http-status=status data-code=code>
@@ -328,10 +332,19 @@ pub(crate) fn StreamError(error: Signal<Option<SseError>>) -> impl IntoView {
 pub(crate) fn stream_options() -> UseSseOptions {
     #[cfg(not(feature = "ssr"))]
     {
-        let meta = document().query_selector("meta[name=sse-events-url]").ok().flatten();
-        if let Some(url) = meta.and_then(|m| m.get_attribute("content")) {
-            return UseSseOptions::default().events_path(url).with_credentials(true);
+        let meta = |name: &str| {
+            let found = document().query_selector(&format!("meta[name={name}]")).ok().flatten();
+            found.and_then(|m| m.get_attribute("content"))
+        };
+        let mut options = UseSseOptions::default();
+        if let Some(url) = meta("sse-events-url") {
+            options = options.events_path(url).with_credentials(true);
         }
+        if let Some(seconds) = meta("sse-heartbeat").and_then(|s| s.parse::<u64>().ok()) {
+            options = options.heartbeat((seconds > 0).then(|| std::time::Duration::from_secs(seconds)));
+        }
+        options
     }
+    #[cfg(feature = "ssr")]
     UseSseOptions::default()
 }

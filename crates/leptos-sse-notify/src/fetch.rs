@@ -1,6 +1,27 @@
 //! GETs of the app's own REST side (the refetches of the hooks): the body, or why there is
 //! none, in the terms of the JSON error body every route of the server answers with.
 
+/// The app's own headers for the stream's requests, asked for before each one
+/// (`UseSseOptions::headers`). Equal only to itself: two options with the same headers function
+/// share a stream.
+#[derive(Clone)]
+pub(crate) struct RequestHeaders(pub(crate) std::sync::Arc<dyn Fn() -> Vec<(String, String)> + Send + Sync>);
+
+impl PartialEq for RequestHeaders {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for RequestHeaders {}
+
+impl std::fmt::Debug for RequestHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the values: a header may be a token.
+        f.write_str("RequestHeaders(..)")
+    }
+}
+
 /// Why [`use_live_json`](crate::use_live_json) has no value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {

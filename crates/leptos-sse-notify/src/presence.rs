@@ -129,6 +129,7 @@ fn use_roster(topic: Signal<Topic>, options: UseSseOptions) -> Signal<Roster> {
     #[cfg(feature = "browser")]
     {
         let key = options.hub_key();
+        options.configure(&key);
         let changed = crate::hub::presence_changed(&key);
         crate::hub::follow(&key, topic, None, |topic| crate::hub::Subscriber {
             topic,

@@ -49,4 +49,8 @@ pub enum SseError {
     /// The server could not be reached at all.
     #[error("the server is unreachable: {0}")]
     Unreachable(String),
+    /// Streams opened but nothing came through them: something on the way holds the response
+    /// back until it ends (a proxy that buffers). The tab polls instead, which gets through.
+    #[error("the stream is held back on the way (a proxy that buffers responses?); polling instead")]
+    HeldBack,
 }

@@ -3,6 +3,7 @@
 use leptos::prelude::*;
 use sse_notify_core::{SseEvent, Topic, DEFAULT_EVENTS_PATH};
 
+use crate::fetch::RequestHeaders;
 #[cfg(feature = "browser")]
 use crate::hub;
 #[cfg(feature = "browser")]
@@ -16,6 +17,9 @@ pub struct UseSseOptions {
     with_credentials: bool,
     jitter: std::time::Duration,
     echo: bool,
+    headers: Option<RequestHeaders>,
+    long_poll: bool,
+    heartbeat: Option<std::time::Duration>,
 }
 
 impl Default for UseSseOptions {
@@ -25,6 +29,9 @@ impl Default for UseSseOptions {
             with_credentials: false,
             jitter: std::time::Duration::ZERO,
             echo: false,
+            headers: None,
+            long_poll: false,
+            heartbeat: Some(std::time::Duration::from_secs(sse_notify_core::DEFAULT_HEARTBEAT_SECONDS)),
         }
     }
 }
@@ -62,10 +69,53 @@ impl UseSseOptions {
         self
     }
 
+    /// Sends these headers with the stream's requests (an `Authorization` token), asking
+    /// `headers` for them before each request, so a refreshed token goes with the next one.
+    /// EventSource cannot send headers: the stream is then carried by polls
+    /// (`GET /events?..&poll=25`, with `fetch`), which keep its cursor and frames; the server's
+    /// `authorize` hook sees the headers. Shared across the tabs like any stream. Cross-origin,
+    /// the server's CORS must allow the headers.
+    ///
+    /// ```
+    /// use leptos_sse_notify::UseSseOptions;
+    /// let options = UseSseOptions::default()
+    ///     .events_path("https://api.example.com/events")
+    ///     .headers(|| vec![("authorization".to_owned(), format!("Bearer {}", "token-of-now"))]);
+    /// # let _ = options;
+    /// ```
+    pub fn headers(mut self, headers: impl Fn() -> Vec<(String, String)> + Send + Sync + 'static) -> Self {
+        self.headers = Some(RequestHeaders(std::sync::Arc::new(headers)));
+        self
+    }
+
+    /// Carries the stream by polls from the start, rather than by an EventSource, for a proxy
+    /// known to hold a response back until it ends. (A tab finds such a proxy by itself after two
+    /// streams that opened and said nothing, and polls then; see [`UseSseOptions::heartbeat`].)
+    pub fn long_poll(mut self, yes: bool) -> Self {
+        self.long_poll = yes;
+        self
+    }
+
+    /// The server's heartbeat interval (`SSE_HEARTBEAT_SECONDS`; 30 s by default, `None` when
+    /// it is off). A stream that opens and then says nothing for two of them and 3 s is held
+    /// back on the way: after two such, the tab polls instead and says why
+    /// ([`SseError::HeldBack`]). With `None` a silent stream is taken for a quiet one.
+    pub fn heartbeat(mut self, every: Option<std::time::Duration>) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
     /// Which of the tab's shared streams these options follow.
     #[cfg(feature = "browser")]
     pub(crate) fn hub_key(&self) -> hub::HubKey {
-        hub::HubKey { path: self.events_path.clone(), with_credentials: self.with_credentials }
+        let polled = self.long_poll || self.headers.is_some();
+        hub::HubKey { path: self.events_path.clone(), with_credentials: self.with_credentials, polled }
+    }
+
+    /// Tells the hub of `key` how its stream is carried.
+    #[cfg(feature = "browser")]
+    pub(crate) fn configure(&self, key: &hub::HubKey) {
+        hub::configure(key, self.headers.clone(), self.heartbeat);
     }
 }
 
@@ -167,6 +217,7 @@ where
     let (status, error) = {
         let bump = version_bump(set_version, options.jitter);
         let key = options.hub_key();
+        options.configure(&key);
         let (status, stream_error) = hub::signals(&key);
         hub::follow(&key, topic, start, move |topic| {
             let (bump_event, bump_resync) = (bump.clone(), bump.clone());

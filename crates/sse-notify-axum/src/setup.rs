@@ -211,7 +211,7 @@ impl SseApp {
     /// tower-http CORS for the configured origins, or `None` when `CORS_ORIGINS` is unset.
     ///
     /// Credentials are allowed (EventSource `withCredentials` sends cookies) and the origin is
-    /// never a wildcard. It allows `GET` and the `Last-Event-ID`, `Content-Type` and
+    /// never a wildcard. It allows `GET` and the `Last-Event-ID`, `Content-Type`, `Authorization` and
     /// `sse-origin` headers, which is what the stream and its writers need; add the methods your own routes take with
     /// `.allow_methods(..)`, and apply it with `Router::layer`.
     pub fn cors(&self) -> Option<CorsLayer> {
@@ -223,6 +223,8 @@ impl SseApp {
         Some(CorsLayer::new().allow_origin(origins).allow_credentials(true).allow_methods([Method::GET]).allow_headers(
             [
                 header::CONTENT_TYPE,
+                // A stream carried by polls sends the app's own headers (a bearer token).
+                header::AUTHORIZATION,
                 HeaderName::from_static("last-event-id"),
                 HeaderName::from_static(sse_notify_core::origin::ORIGIN_HEADER),
             ],

@@ -16,6 +16,7 @@
 //! itself (`stream.rs`), this tab's part among the tabs (`sharing.rs`) and the presence rosters
 //! (`rosters.rs`) are modules of their own that know nothing of the hub, which wires them.
 
+mod polls;
 mod rosters;
 mod sharing;
 mod stream;
@@ -36,7 +37,7 @@ use crate::status::{ConnectionStatus, SseError};
 use crate::tabs::{self, TabLink, TabMessage};
 use rosters::Rosters;
 use sharing::{LeaderCheck, Role, Sharing};
-use stream::{Handlers, Liveness, OpenStream, StreamKey};
+use stream::{Carriage, GaveUp, Handlers, Headers, Liveness, OpenStream, StreamKey};
 
 /// Wait this long before reopening a stream the browser gave up on (e.g. the server said 503).
 const REOPEN_AFTER: Duration = Duration::from_secs(3);
@@ -57,6 +58,9 @@ pub(crate) struct Subscriber {
 pub(crate) struct HubKey {
     pub path: String,
     pub with_credentials: bool,
+    /// Carried by polls from the start (the app's headers, or `long_poll`): apart from the
+    /// EventSource streams of the same path.
+    pub polled: bool,
 }
 
 struct Hub {
@@ -71,6 +75,12 @@ struct Hub {
     rosters: Rosters,
     /// When the stream was last heard from, and the server's heartbeat interval.
     liveness: Rc<Liveness>,
+    /// How the stream is carried (an EventSource, or polls).
+    carriage: Carriage,
+    /// The server's heartbeat interval as the app says it (`UseSseOptions::heartbeat`).
+    expected_heartbeat: Option<Duration>,
+    /// Streams in a row that opened and then said nothing: held back on the way.
+    held_back: u32,
 }
 
 impl Hub {
@@ -85,6 +95,9 @@ impl Hub {
             sharing: Sharing::solo(),
             rosters: Rosters::new(),
             liveness: Rc::default(),
+            carriage: Carriage::default(),
+            expected_heartbeat: Some(Duration::from_secs(sse_notify_core::DEFAULT_HEARTBEAT_SECONDS)),
+            held_back: 0,
         }
     }
 
@@ -199,19 +212,38 @@ fn watch(key: &HubKey) {
 /// The leader says it runs; a follower whose leader went silent takes the lock over; the tab
 /// that holds the stream reopens it if it went silent past the server's heartbeat.
 fn on_beat(key: &HubKey) {
-    let (leader, dead) = with_hub(key, |hub| {
+    let (leader, dead, held) = with_hub(key, |hub| {
         let leader = hub.sharing.beat();
         let holds = hub.sharing.role != Role::Follower;
-        (leader, holds && hub.stream.as_ref().is_some_and(OpenStream::dead))
+        let dead = holds && hub.stream.as_ref().is_some_and(OpenStream::dead);
+        let held = holds && hub.stream.as_ref().is_some_and(|s| s.held_back(hub.expected_heartbeat));
+        if holds && !hub.carriage.polls && hub.liveness.heard_since_open() {
+            hub.held_back = 0; // a stream that carries: the ones held back were not in a row
+        }
+        if held {
+            hub.held_back += 1;
+            if hub.held_back >= HELD_BACK_TO_POLL {
+                hub.carriage.polls = true;
+            }
+        }
+        (leader, dead, held)
     });
     if leader == LeaderCheck::Silent {
         take_over(key);
     }
-    if dead {
+    if held {
+        leptos::logging::warn!(
+            "use_sse: the stream opened but nothing came through (a proxy that buffers?); reopening it"
+        );
+        reopen(key);
+    } else if dead {
         leptos::logging::warn!("use_sse: the stream went silent past the server's heartbeat; reopening it");
         reopen(key);
     }
 }
+
+/// Streams in a row that open and then say nothing before the tab polls instead.
+const HELD_BACK_TO_POLL: u32 = 2;
 
 /// The leading tab went silent (frozen in the background, or hung): this tab takes the lock
 /// from it and opens the stream from its own cursor; until then it is not `live`.
@@ -328,6 +360,18 @@ fn on_tab_message(key: &HubKey, msg: TabMessage) {
     }
 }
 
+/// How the stream of `key` is carried, as a subscriber's options say: the app's headers (sent
+/// by polls), always polls, and the server's heartbeat interval.
+pub(crate) fn configure(key: &HubKey, headers: Option<Headers>, heartbeat: Option<Duration>) {
+    with_hub(key, |hub| {
+        hub.carriage.polls |= key.polled;
+        if headers.is_some() {
+            hub.carriage.headers = headers;
+        }
+        hub.expected_heartbeat = heartbeat;
+    });
+}
+
 /// The stream's status and its last HTTP error, shared by every subscriber of `key`.
 pub(crate) fn signals(key: &HubKey) -> (ArcRwSignal<ConnectionStatus>, ArcRwSignal<Option<SseError>>) {
     with_hub(key, |hub| (hub.status.clone(), hub.error.clone()))
@@ -413,8 +457,17 @@ fn sync(key: &HubKey) {
         if wanted.topics.is_empty() {
             return None;
         }
-        let liveness = hub.liveness.clone();
-        match OpenStream::open(&key.path, key.with_credentials, wanted, since.as_deref(), handlers(key), liveness) {
+        let (liveness, carriage) = (hub.liveness.clone(), &hub.carriage);
+        let opened = OpenStream::open(
+            &key.path,
+            key.with_credentials,
+            wanted,
+            since.as_deref(),
+            handlers(key),
+            liveness,
+            carriage,
+        );
+        match opened {
             Ok(stream) => {
                 hub.stream = Some(stream);
                 Some(ConnectionStatus::Connecting)
@@ -459,7 +512,9 @@ fn handlers(key: &HubKey) -> Handlers {
         Rc::new(move |refetch: bool| {
             crate::recover::came_back();
             set_status(&key, ConnectionStatus::Live);
-            set_error(&key, None);
+            // Polls that replaced a stream held back on the way say why, for as long as they run.
+            let held_back = with_hub(&key, |hub| (hub.held_back >= HELD_BACK_TO_POLL).then_some(SseError::HeldBack));
+            set_error(&key, held_back);
             if refetch {
                 resync(&key, None);
             }
@@ -469,15 +524,20 @@ fn handlers(key: &HubKey) -> Handlers {
         let key = key.clone();
         Rc::new(move || {
             set_status(&key, ConnectionStatus::Offline);
-            let gave_up = with_hub(&key, |hub| hub.stream.as_ref().and_then(|s| s.gave_up().map(str::to_owned)));
+            let gave_up = with_hub(&key, |hub| hub.stream.as_ref().and_then(OpenStream::gave_up));
             // The browser only retries network drops; after an HTTP error it stops. Find out
-            // why (EventSource does not say), then retry ourselves.
-            if let Some(url) = gave_up {
-                let diagnosed = key.clone();
-                leptos::task::spawn_local(async move {
-                    let error = stream::diagnose(&url, diagnosed.with_credentials).await;
-                    set_error(&diagnosed, error);
-                });
+            // why (EventSource does not say; polls kept the answer), then retry ourselves.
+            if let Some(gave_up) = gave_up {
+                match gave_up {
+                    GaveUp::Ask(url) => {
+                        let diagnosed = key.clone();
+                        leptos::task::spawn_local(async move {
+                            let error = stream::diagnose(&url, diagnosed.with_credentials).await;
+                            set_error(&diagnosed, error);
+                        });
+                    }
+                    GaveUp::Known(error) => set_error(&key, error),
+                }
                 let key = key.clone();
                 set_timeout(
                     move || {
@@ -593,7 +653,7 @@ mod browser_tests {
 
     /// A hub of its own for each test (hubs are per events path).
     fn key(test: &str) -> HubKey {
-        HubKey { path: format!("/hub-test/{test}"), with_credentials: false }
+        HubKey { path: format!("/hub-test/{test}"), with_credentials: false, polled: false }
     }
 
     fn topic(name: &str) -> Topic {

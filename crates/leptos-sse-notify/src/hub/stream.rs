@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
+use std::time::Duration;
 
 use sse_notify_core::wire::{HEARTBEAT_EVENT, RESYNC_EVENT};
 use sse_notify_core::Topic;
@@ -24,7 +25,10 @@ pub(super) struct StreamKey {
     pub(super) presence: BTreeSet<Topic>,
 }
 
+pub(super) use crate::fetch::RequestHeaders as Headers;
+
 /// What the stream tells its owner.
+#[derive(Clone)]
 pub(super) struct Handlers {
     /// A frame of one of the key's event names: its name, data and id (empty: none), and the
     /// stream's topics in the URL's order (bit `i` of a cursor's mask is `topics[i]`).
@@ -38,6 +42,14 @@ pub(super) struct Handlers {
     pub(super) on_error: Rc<dyn Fn()>,
 }
 
+/// What the stream that gave up knows of why.
+pub(super) enum GaveUp {
+    /// EventSource does not say: ask the URL again.
+    Ask(String),
+    /// The polls kept the server's answer.
+    Known(Option<SseError>),
+}
+
 /// When the hub's stream was last heard from, and how often the server's heartbeat comes (as
 /// measured between two of them: a server with heartbeats off never arms the watchdog, and a
 /// quiet topic is not a dead stream). Kept by the hub across its streams, so a stream that
@@ -45,6 +57,9 @@ pub(super) struct Handlers {
 #[derive(Default)]
 pub(super) struct Liveness {
     heard_ms: Cell<f64>,
+    /// When the stream opened, and whether anything came since.
+    opened_ms: Cell<f64>,
+    heard_since_open: Cell<bool>,
     last_beat_ms: Cell<Option<f64>>,
     beat_every_ms: Cell<Option<f64>>,
 }
@@ -54,21 +69,37 @@ impl Liveness {
     /// (a heartbeat delayed by a busy server or a slow network is not one missed).
     const SLACK_MS: f64 = 3_000.0;
 
-    fn opened(&self) {
-        self.heard_ms.set(js_sys::Date::now());
+    pub(super) fn opened(&self) {
+        let now = js_sys::Date::now();
+        self.heard_ms.set(now);
+        self.opened_ms.set(now);
+        self.heard_since_open.set(false);
         self.last_beat_ms.set(None);
     }
 
-    fn heard(&self) {
+    pub(super) fn heard(&self) {
         self.heard_ms.set(js_sys::Date::now());
+        self.heard_since_open.set(true);
     }
 
-    fn beat(&self) {
+    /// Whether anything came since the stream opened.
+    pub(super) fn heard_since_open(&self) -> bool {
+        self.heard_since_open.get()
+    }
+
+    /// Whether nothing came since the stream opened, for longer than two `every` and the slack.
+    fn silent_since_open(&self, every: Duration) -> bool {
+        let bound = 2.0 * every.as_millis() as f64 + Self::SLACK_MS;
+        !self.heard_since_open.get() && js_sys::Date::now() - self.opened_ms.get() > bound
+    }
+
+    pub(super) fn beat(&self) {
         let now = js_sys::Date::now();
         if let Some(last) = self.last_beat_ms.replace(Some(now)) {
             self.beat_every_ms.set(Some((now - last).max(1_000.0)));
         }
         self.heard_ms.set(now);
+        self.heard_since_open.set(true);
     }
 
     /// Whether an open stream has said nothing for two heartbeats and the slack: it is dead
@@ -82,14 +113,32 @@ impl Liveness {
 }
 
 pub(super) struct OpenStream {
-    source: EventSource,
+    source: Source,
     liveness: Rc<Liveness>,
     key: StreamKey,
     url: String,
-    // Kept alive as long as the EventSource may call them.
-    _listeners: Vec<Closure<dyn FnMut(MessageEvent)>>,
-    _on_open: Closure<dyn FnMut(web_sys::Event)>,
-    _on_error: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+/// What carries the stream: the browser's EventSource, or polls when it cannot (headers to
+/// send, a proxy that holds a stream back).
+enum Source {
+    Events {
+        source: EventSource,
+        // Kept alive as long as the EventSource may call them.
+        _listeners: Vec<Closure<dyn FnMut(MessageEvent)>>,
+        _on_open: Closure<dyn FnMut(web_sys::Event)>,
+        _on_error: Closure<dyn FnMut(web_sys::Event)>,
+    },
+    Polls(Rc<super::polls::Polls>),
+}
+
+/// How a stream is carried.
+#[derive(Clone, Default)]
+pub(super) struct Carriage {
+    /// Polls instead of an EventSource.
+    pub(super) polls: bool,
+    /// The app's headers (only polls can send them).
+    pub(super) headers: Option<Headers>,
 }
 
 impl OpenStream {
@@ -101,7 +150,25 @@ impl OpenStream {
         last_event_id: Option<&str>,
         handlers: Handlers,
         liveness: Rc<Liveness>,
+        carriage: &Carriage,
     ) -> Result<Self, JsValue> {
+        if carriage.polls || carriage.headers.is_some() {
+            let url = stream_url(path, &key, None);
+            let topics: Rc<Vec<Topic>> = Rc::new(key.topics.iter().cloned().collect());
+            let names = key.names.iter().cloned().collect();
+            liveness.opened();
+            let polls = super::polls::Polls::start(
+                url.clone(),
+                with_credentials,
+                carriage.headers.clone(),
+                topics,
+                names,
+                last_event_id.map(str::to_owned),
+                handlers,
+                liveness.clone(),
+            );
+            return Ok(Self { source: Source::Polls(polls), liveness, key, url });
+        }
         let url = stream_url(path, &key, last_event_id);
         let init = EventSourceInit::new();
         init.set_with_credentials(with_credentials);
@@ -145,7 +212,8 @@ impl OpenStream {
         let refetch_on_open = Cell::new(last_event_id.is_none());
         let (on_open, alive) = (handlers.on_open.clone(), liveness.clone());
         let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-            alive.heard();
+            // The headers came; that says nothing of whether the body's bytes will.
+            alive.heard_ms.set(js_sys::Date::now());
             on_open(refetch_on_open.replace(false))
         });
         source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
@@ -153,7 +221,8 @@ impl OpenStream {
         let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| on_error());
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
 
-        Ok(Self { source, liveness, key, url, _listeners: listeners, _on_open: on_open, _on_error: on_error })
+        let source = Source::Events { source, _listeners: listeners, _on_open: on_open, _on_error: on_error };
+        Ok(Self { source, liveness, key, url })
     }
 
     /// What it was opened for.
@@ -167,25 +236,47 @@ impl OpenStream {
     }
 
     /// Whether the browser gave up on it: it only retries network drops, and stops after an
-    /// HTTP error (the URL, to ask why).
-    pub(super) fn gave_up(&self) -> Option<&str> {
-        (self.source.ready_state() == EventSource::CLOSED).then_some(self.url.as_str())
+    /// HTTP error. Then the URL, to ask why, or why when the polls already know.
+    pub(super) fn gave_up(&self) -> Option<GaveUp> {
+        match &self.source {
+            Source::Events { source, .. } if source.ready_state() == EventSource::CLOSED => {
+                Some(GaveUp::Ask(self.url.clone()))
+            }
+            Source::Polls(polls) if polls.state() == super::polls::State::Closed => {
+                Some(GaveUp::Known(polls.refusal()))
+            }
+            _ => None,
+        }
     }
 
     pub(super) fn close(&self) {
-        self.source.close();
+        match &self.source {
+            Source::Events { source, .. } => source.close(),
+            Source::Polls(polls) => polls.close(),
+        }
     }
 
     /// Whether the stream is open but has said nothing for longer than the server's heartbeat
-    /// allows ([`Liveness`]).
+    /// allows ([`Liveness`]). (Polls give up on an unanswered poll themselves.)
     pub(super) fn dead(&self) -> bool {
-        self.source.ready_state() == EventSource::OPEN && self.liveness.silent()
+        matches!(&self.source, Source::Events { source, .. } if source.ready_state() == EventSource::OPEN)
+            && self.liveness.silent()
+    }
+
+    /// Whether it opened but has said nothing at all for longer than `expected` heartbeats
+    /// allow: the bytes are held back on the way (a proxy that buffers the response).
+    pub(super) fn held_back(&self, expected: Option<Duration>) -> bool {
+        matches!(&self.source, Source::Events { source, .. } if source.ready_state() == EventSource::OPEN)
+            && expected.is_some_and(|every| self.liveness.silent_since_open(every))
     }
 
     /// Whether the browser is between attempts to reopen it (it dropped; it retries itself,
     /// after `retry:`).
     pub(super) fn reconnecting(&self) -> bool {
-        self.source.ready_state() == EventSource::CONNECTING
+        match &self.source {
+            Source::Events { source, .. } => source.ready_state() == EventSource::CONNECTING,
+            Source::Polls(polls) => polls.state() == super::polls::State::Connecting,
+        }
     }
 }
 

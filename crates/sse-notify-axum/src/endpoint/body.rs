@@ -15,6 +15,7 @@ use super::hooks::Recheck;
 use crate::admission::ConnectionSlot;
 use crate::clients::ClientSlot;
 use sse_notify_broker::{Signals, Subscription};
+use sse_notify_core::presence::{PRESENCE_COUNT_EVENT, PRESENCE_STATE_EVENT};
 
 /// How long EventSource waits before reconnecting (sent as `retry:`).
 const RETRY_MS: u64 = 2000;
@@ -72,6 +73,15 @@ impl EventBody {
     }
 }
 
+/// Whether `frame` is a topic's `presence:state` or `presence:count`.
+fn is_presence_summary(frame: &[u8]) -> bool {
+    [PRESENCE_STATE_EVENT, PRESENCE_COUNT_EVENT].iter().any(|name| {
+        frame
+            .strip_prefix(b"event: ")
+            .is_some_and(|rest| rest.starts_with(name.as_bytes()) && rest.get(name.len()) == Some(&b'\n'))
+    })
+}
+
 impl Drop for EventBody {
     fn drop(&mut self) {
         let seconds = self.opened.elapsed().as_secs();
@@ -110,8 +120,11 @@ impl Stream for EventBody {
         match this.events.poll_frame(cx) {
             Poll::Ready(Some(frame)) => {
                 this.frames += 1;
+                // A topic's presence summary, which a new subscription always starts with, does
+                // not end a poll by itself: else every poll of a page that shows presence would
+                // end at once, and the next one start, without end.
                 if let Some(poll) = &mut this.poll {
-                    poll.sent = true;
+                    poll.sent |= !is_presence_summary(&frame);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
