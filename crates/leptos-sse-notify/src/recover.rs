@@ -113,8 +113,9 @@ async fn until_due(wait: Duration) {
     }
 }
 
+/// Waits `d` (a timer of the page).
 #[cfg(feature = "browser")]
-async fn sleep(d: Duration) {
+pub(crate) async fn sleep(d: Duration) {
     let (done, slept) = futures::channel::oneshot::channel::<()>();
     leptos::leptos_dom::helpers::set_timeout(
         move || {

@@ -13,6 +13,7 @@ use sse_notify_core::Topic;
 
 use super::stream::{Handlers, Headers, Liveness};
 use crate::decode;
+use crate::recover::sleep;
 use crate::status::SseError;
 
 /// How long the server may hold a poll open for something to send.
@@ -209,15 +210,4 @@ impl How {
             (self.handlers.on_frame)(name, data, id, &self.topics);
         }
     }
-}
-
-async fn sleep(d: Duration) {
-    let (done, slept) = futures::channel::oneshot::channel::<()>();
-    leptos::leptos_dom::helpers::set_timeout(
-        move || {
-            let _ = done.send(());
-        },
-        d,
-    );
-    let _ = slept.await;
 }
