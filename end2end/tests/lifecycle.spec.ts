@@ -283,3 +283,38 @@ test("behind a proxy that holds the stream back, the page polls instead, says wh
     await server.stop();
   }
 });
+
+test("a page that holds a bearer token sends it with its stream (polls), a refreshed token with the next poll, and stays live", async ({
+  browser,
+}) => {
+  const server = await startApp();
+  try {
+    const context = await browser.newContext();
+    await context.addInitScript(() => {
+      if (!localStorage.getItem("sse-authorization")) localStorage.setItem("sse-authorization", "Bearer first-token");
+    });
+    const page = await context.newPage();
+    const sent: { url: string; authorization?: string }[] = [];
+    page.on("request", (r) => {
+      if (r.url().includes("/events")) sent.push({ url: r.url(), authorization: r.headers()["authorization"] });
+    });
+    await page.goto(server.url);
+    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    const first = `seen with the first token ${Date.now()}`;
+    await createTask(server, first);
+    await expect(row(page, first)).toBeVisible({ timeout: 5_000 });
+    expect(sent.length).toBeGreaterThan(0);
+    expect(sent.every((r) => r.url.includes("poll=")), "carried by polls, which can send headers").toBe(true);
+    expect(sent.every((r) => r.authorization === "Bearer first-token")).toBe(true);
+
+    // The token is refreshed: the next poll carries the new one, and nothing is missed.
+    await page.evaluate(() => localStorage.setItem("sse-authorization", "Bearer second-token"));
+    const second = `seen with the second token ${Date.now()}`;
+    const before = sent.length;
+    await createTask(server, second);
+    await expect(row(page, second)).toBeVisible({ timeout: 5_000 });
+    await expect.poll(() => sent.slice(before).some((r) => r.authorization === "Bearer second-token")).toBe(true);
+  } finally {
+    await server.stop();
+  }
+});

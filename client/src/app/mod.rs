@@ -343,6 +343,14 @@ pub(crate) fn stream_options() -> UseSseOptions {
         if let Some(seconds) = meta("sse-heartbeat").and_then(|s| s.parse::<u64>().ok()) {
             options = options.heartbeat((seconds > 0).then(|| std::time::Duration::from_secs(seconds)));
         }
+        // A page that holds a bearer token (as a single-page app against an API would, in its
+        // storage) sends it with its stream, read afresh before each request: a refreshed token
+        // goes with the next one.
+        let authorization = || window().local_storage().ok().flatten()?.get_item("sse-authorization").ok().flatten();
+        if authorization().is_some() {
+            options =
+                options.headers(move || authorization().map(|a| ("authorization".to_owned(), a)).into_iter().collect());
+        }
         options
     }
     #[cfg(feature = "ssr")]

@@ -75,3 +75,48 @@ async fn cors_is_the_apps_choice() {
     assert!(methods.contains("PATCH") && methods.contains("GET"), "{methods}");
     assert!(SseApp::new(SseConfig::default()).await.unwrap().cors().is_none(), "off when CORS_ORIGINS is unset");
 }
+
+/// The whole answer of a poll (it ends).
+async fn poll_text(app: &Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    let mut req = Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let status = resp.status();
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), resp.into_body().collect()).await;
+    (status, String::from_utf8_lossy(&body.expect("a poll ends").unwrap().to_bytes()).into_owned())
+}
+
+// A stream carried by polls (the hook's transport for a bearer token) reaches `authorize` with
+// its headers, as any request does: a token decides, and a preflight allows the header.
+#[tokio::test]
+async fn authorize_sees_a_polls_bearer_token_and_cors_allows_it() {
+    let origin = "http://app.test";
+    let sse = SseApp::new(SseConfig { cors_origins: vec![origin.into()], ..SseConfig::default() }).await.unwrap();
+    let endpoint = sse.endpoint().authorize(|req, topic| async move {
+        let bearer = req.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        topic.as_str() != "secret" || bearer == "Bearer let-me-in"
+    });
+    let app: Router = Router::new().route("/events", endpoint.into_route()).layer(sse.cors().unwrap());
+
+    let (status, _) = poll_text(&app, "/events?topic=secret&poll=1", &[]).await;
+    assert_eq!(status, 403, "no token");
+    let (status, _) = poll_text(&app, "/events?topic=secret&poll=1", &[("authorization", "Bearer wrong")]).await;
+    assert_eq!(status, 403, "a wrong token");
+    let (status, body) = poll_text(&app, "/events?topic=secret&poll=1", &[("authorization", "Bearer let-me-in")]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\nid: "), "the cursor to go on from: {body:?}");
+
+    let preflight = Request::builder()
+        .method("OPTIONS")
+        .uri("/events?topic=secret&poll=1")
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization,last-event-id")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(preflight).await.unwrap();
+    let allowed = resp.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("last-event-id"), "{allowed}");
+}
