@@ -71,6 +71,10 @@ on_both_backends! {
         assert!(!events.is_empty() && events.iter().all(|e| e.event == "presence:state"), "{events:?}");
         assert!(took >= Duration::from_millis(900), "{took:?}");
 
+        // Counted apart from streams: what clients use says what their networks allow.
+        let page = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(metric_value(&page, "sse_polls_total").is_some_and(|n| n >= 6.0), "{page}");
+
         // A poll's wait is bounded; a bad one is a 400 naming it.
         for bad in ["0", "56", "x", ""] {
             let resp = http().get(app.url(&format!("/events?topic=tasks&poll={bad}"))).send().await.unwrap();

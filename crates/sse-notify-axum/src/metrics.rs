@@ -25,6 +25,7 @@ pub struct Metrics {
     presence_topics: Gauge,
     presence_members: Gauge,
     pub(crate) connections_opened: Counter,
+    pub(crate) polls: Counter,
     pub(crate) connections_rejected: Family<Labels, Counter>,
     pub(crate) cache_requests: Family<Labels, Counter>,
 }
@@ -47,6 +48,7 @@ impl Metrics {
             presence_topics: Gauge::default(),
             presence_members: Gauge::default(),
             connections_opened: Counter::default(),
+            polls: Counter::default(),
             connections_rejected: Family::default(),
             cache_requests: Family::default(),
             registry: Registry::default(),
@@ -71,6 +73,11 @@ impl Metrics {
             m.presence_members.clone(),
         );
         registry.register("connections_opened", "SSE streams opened", m.connections_opened.clone());
+        registry.register(
+            "polls",
+            "Polls answered (`?poll=`: streams carried by polls, for clients that send headers or sit behind a proxy that buffers)",
+            m.polls.clone(),
+        );
         registry.register(
             "connections_rejected",
             "SSE requests refused before streaming, by error code",

@@ -246,9 +246,15 @@ impl SseEndpoint {
             let endpoint = endpoint.clone();
             async move {
                 let metrics = crate::metrics::of(&endpoint.endpoint.broker);
+                let poll = req.uri().query().is_some_and(|q| matches!(poll_from_query(q), Ok(Some(_))));
                 match endpoint.clone().open(req).await {
                     Ok(resp) => {
-                        metrics.connections_opened.inc();
+                        // Per transport: what a client uses says what its network allows.
+                        if poll {
+                            metrics.polls.inc();
+                        } else {
+                            metrics.connections_opened.inc();
+                        }
                         resp
                     }
                     Err(e) => {
