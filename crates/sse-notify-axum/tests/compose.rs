@@ -120,3 +120,50 @@ async fn authorize_sees_a_polls_bearer_token_and_cors_allows_it() {
     let allowed = resp.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
     assert!(allowed.contains("authorization") && allowed.contains("last-event-id"), "{allowed}");
 }
+
+// A poll sees a topic's presence but is not listed in it: as a member it would join and leave
+// with every poll, and the others would see it come and go all the time. A stream is listed.
+#[tokio::test]
+async fn a_poll_sees_presence_but_is_not_listed_in_it() {
+    use sse_notify_axum::core::presence::Member;
+    use sse_notify_axum::core::Topic;
+    use sse_notify_axum::Presence;
+    let sse = SseApp::new(SseConfig::default()).await.unwrap();
+    let endpoint =
+        sse.endpoint().presence(|_, _| async { Presence::Member(Member::new("bob", serde_json::json!({}))) });
+    let app: Router = Router::new().route("/events", endpoint.into_route());
+    let room = Topic::new("room").unwrap();
+    let listed = || async { sse.broker().presence_roster(&room).await.unwrap().count };
+
+    // A poll without a cursor answers at once with one; the next, from it, waits.
+    let (_, first) = poll_text(&app, "/events?topic=room&poll=2", &[]).await;
+    let cursor = first.lines().find_map(|l| l.strip_prefix("id: ")).expect("a cursor").to_owned();
+    let started = std::time::Instant::now();
+    let polling = tokio::spawn({
+        let app = app.clone();
+        async move { poll_text(&app, "/events?topic=room&presence=room&poll=2", &[("last-event-id", &cursor)]).await }
+    });
+    // While the poll waits (2 s), nobody is listed.
+    for _ in 0..10 {
+        assert_eq!(listed().await, 0, "a poll is not a member");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, body) = polling.await.unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1900), "it waited: {:?}", started.elapsed());
+    assert_eq!(status, 200);
+    assert!(body.contains("event: presence:state"), "it sees the room: {body:?}");
+
+    // The control: a stream, held open, is listed.
+    let req = Request::get("/events?topic=room&presence=room").body(Body::empty()).unwrap();
+    let stream = app.clone().oneshot(req).await.unwrap();
+    let mut seen = false;
+    for _ in 0..50 {
+        if listed().await == 1 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(seen, "a stream is a member");
+    drop(stream);
+}

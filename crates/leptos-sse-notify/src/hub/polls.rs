@@ -91,15 +91,22 @@ impl Polls {
         let mut backoff = Duration::from_secs(1);
         while !self.stopped.get() {
             match self.poll_once(&how, cursor.as_deref()).await {
-                Answer::Frames(body) => {
+                Answer::Frames(body, took) => {
                     backoff = Duration::from_secs(1);
                     how.liveness.heard();
                     let mut parser = SseParser::new();
-                    for event in parser.feed(body.as_bytes()) {
+                    let events = parser.feed(body.as_bytes());
+                    for event in &events {
                         how.dispatch(&event.event, &event.data, &event.last_event_id);
                     }
-                    if !parser.last_event_id().is_empty() {
+                    let moved = !parser.last_event_id().is_empty() && cursor.as_deref() != Some(parser.last_event_id());
+                    if moved {
                         cursor = Some(parser.last_event_id().to_owned());
+                    }
+                    // An answer that brought nothing at once (something on the way answers for
+                    // the server): the next poll waits a second, never a loop of requests.
+                    if events.is_empty() && !moved && took < Duration::from_secs(1) {
+                        sleep(Duration::from_secs(1)).await;
                     }
                 }
                 Answer::Refused(error) => {
@@ -122,6 +129,7 @@ impl Polls {
     }
 
     async fn poll_once(&self, how: &How, cursor: Option<&str>) -> Answer {
+        let started = js_sys::Date::now();
         let abort = web_sys::AbortController::new().ok();
         let signal = abort.as_ref().map(|a| a.signal());
         let mut request = gloo_net::http::Request::get(&format!("{}&poll={POLL_SECONDS}", how.url))
@@ -154,7 +162,7 @@ impl Polls {
                     (how.handlers.on_open)(self.refetch.replace(false));
                 }
                 match resp.text().await {
-                    Ok(body) => Answer::Frames(body),
+                    Ok(body) => Answer::Frames(body, Duration::from_millis((js_sys::Date::now() - started) as u64)),
                     Err(_) => Answer::Failed,
                 }
             }
@@ -179,8 +187,9 @@ impl Drop for Polls {
 
 /// What a poll brought.
 enum Answer {
-    /// The answer's body: the frames since the cursor (none if the wait ended first).
-    Frames(String),
+    /// The answer's body (the frames since the cursor; none if the wait ended first), and how
+    /// long it took.
+    Frames(String, Duration),
     /// An HTTP error that trying again will not mend (403, 404, ...).
     Refused(SseError),
     /// No answer (the network), or a 5xx: tried again with backoff.

@@ -295,10 +295,17 @@ impl Prepared {
                 return Err(ApiError::forbidden(format!("not allowed to subscribe to topic {:?}", topic.as_str())));
             }
         }
-        let presence = match &ep.presence {
+        let mut presence = match &ep.presence {
             Some(who) => presence_of(who.as_ref(), &parts, &presence_asked).await,
             None => Vec::new(),
         };
+        if poll.is_some() {
+            // A poll sees presence but is not listed in it: as a member it would join and leave
+            // with every poll, and the others would see it come and go all the time.
+            for (_, member) in &mut presence {
+                *member = None;
+            }
+        }
         let recheck = match (&ep.authorize, &ep.presence, ep.recheck) {
             (None, None, _) | (_, _, None) => None,
             (check, who, Some(_)) => {
