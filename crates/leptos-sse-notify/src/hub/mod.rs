@@ -317,10 +317,10 @@ fn on_tab_message(key: &HubKey, msg: TabMessage) {
         }
         hub.sharing.role
     });
+    // A leader that hears another's beat does not step down for it: the lock decides. The beat
+    // may be a frozen leader's, woken and not yet told it lost the lock (it is told at once, and
+    // steps down itself); stepping down for it left no tab holding the stream.
     match (role, msg) {
-        // Another tab leads: it took the lock while this one was frozen (the lock's loss says
-        // so too, whichever this tab hears first).
-        (Role::Leader, TabMessage::Leader | TabMessage::Beat) => step_down(key),
         (Role::Leader, TabMessage::Want { tab, topics, names, presence, since }) => {
             let want = StreamKey {
                 topics: topics.into_iter().collect(),
