@@ -75,3 +75,14 @@ export async function trackEventSources(target: Page | BrowserContext) {
     };
   });
 }
+
+/** The server's open streams, from its own metrics (the whole line, so 1 is not 10). */
+export async function openStreams(server: AppServer): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith("sse_connections "));
+  return Number(line?.split(" ")[1]);
+}
+
+export async function holdsStream(page: Page): Promise<boolean> {
+  return page.evaluate(() => ((window as any).__eventSources as EventSource[]).some((es) => es.readyState !== 2));
+}

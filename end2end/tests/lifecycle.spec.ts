@@ -1,14 +1,11 @@
 import { test, expect, Page } from "@playwright/test";
 import * as net from "node:net";
-import { startApp, freePort, AppServer } from "../support/servers";
-import { createTask, row, trackEventSources } from "../support/board";
+import { startApp, freePort } from "../support/servers";
+import { createTask, holdsStream, openStreams, row, trackEventSources } from "../support/board";
 
 // What browsers do to a page in real life: freeze a background tab (the one holding the shared
 // stream, often), and keep a connection open that a proxy or NAT has stopped carrying.
 
-async function holdsStream(page: Page): Promise<boolean> {
-  return page.evaluate(() => ((window as any).__eventSources as EventSource[]).some((es) => es.readyState !== 2));
-}
 
 /** Every value the page's status takes from now on, in `window.__statuses`. */
 async function recordStatuses(page: Page) {
@@ -20,11 +17,6 @@ async function recordStatuses(page: Page) {
   });
 }
 
-async function openStreams(server: AppServer): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith("sse_connections "));
-  return Number(line?.split(" ")[1]);
-}
 
 test("a frozen leading tab: the other takes the stream over within 5 s and is not live meanwhile; the old one wakes as a follower and misses nothing", async ({
   browser,

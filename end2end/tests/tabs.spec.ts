@@ -1,22 +1,13 @@
 import { test, expect, Page, BrowserContext } from "@playwright/test";
 import { startApp, AppServer } from "../support/servers";
-import { createTask, row, settled, trackEventSources } from "../support/board";
+import { createTask, holdsStream, openStreams, row, settled, trackEventSources } from "../support/board";
 import { comment, crmTab, openThread, signIn, writeComment } from "../support/crm";
 
 // One stream per browser: the tabs of one browser profile share one EventSource (a leader tab
 // elected with Web Locks holds it and fans frames out over a BroadcastChannel). With a stream per
 // tab, HTTP/1.1's six connections per origin are all held at six tabs and every fetch waits.
 
-/** The server's open streams, from its own metrics (the whole line, so 1 is not 10). */
-async function openStreams(server: AppServer): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith("sse_connections "));
-  return Number(line?.split(" ")[1]);
-}
 
-async function holdsStream(page: Page): Promise<boolean> {
-  return page.evaluate(() => ((window as any).__eventSources as EventSource[]).some((es) => es.readyState !== 2));
-}
 
 async function openTabs(context: BrowserContext, server: AppServer, n: number): Promise<Page[]> {
   const pages: Page[] = [];
