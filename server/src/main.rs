@@ -4,13 +4,10 @@ use std::process::ExitCode;
 
 use leptos::config::get_configuration;
 use sse_notify_axum::SseApp;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    sse_notify_axum::init_logging();
     let options = match get_configuration(None) {
         Ok(conf) => conf.leptos_options,
         Err(e) => {

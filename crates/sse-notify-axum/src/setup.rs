@@ -350,7 +350,10 @@ impl SseApp {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    // Colours only for a terminal: a log file or a collector gets plain text.
+    use std::io::IsTerminal;
+    let ansi = std::io::stdout().is_terminal();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).try_init();
 }
 
 /// The broker `config` asks for: Redis when `REDIS_URL` or `REDIS_SENTINELS` is set, else
