@@ -43,19 +43,8 @@ pub(super) struct Polls {
 }
 
 impl Polls {
-    /// Starts polling `url` (the stream's URL, without a cursor) from `cursor`, for the events
-    /// of `names` and the stream's `topics`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn start(
-        url: String,
-        with_credentials: bool,
-        headers: Option<Headers>,
-        topics: Rc<Vec<Topic>>,
-        names: Vec<String>,
-        cursor: Option<String>,
-        handlers: Handlers,
-        liveness: Rc<Liveness>,
-    ) -> Rc<Self> {
+    /// Starts polling as `how` says, from `cursor`.
+    pub(super) fn start(how: How, cursor: Option<String>) -> Rc<Self> {
         let polls = Rc::new(Self {
             state: Cell::new(State::Connecting),
             stopped: Cell::new(false),
@@ -64,10 +53,7 @@ impl Polls {
             refetch: Cell::new(cursor.is_none()),
         });
         let running = polls.clone();
-        leptos::task::spawn_local(async move {
-            let how = How { url, with_credentials, headers, topics, names, handlers, liveness };
-            running.run(how, cursor).await;
-        });
+        leptos::task::spawn_local(async move { running.run(how, cursor).await });
         polls
     }
 
@@ -197,14 +183,17 @@ enum Answer {
 }
 
 /// Where and how the polls go, and whom they tell.
-struct How {
-    url: String,
-    with_credentials: bool,
-    headers: Option<Headers>,
-    topics: Rc<Vec<Topic>>,
-    names: Vec<String>,
-    handlers: Handlers,
-    liveness: Rc<Liveness>,
+pub(super) struct How {
+    /// The stream's URL, without a cursor.
+    pub(super) url: String,
+    pub(super) with_credentials: bool,
+    pub(super) headers: Option<Headers>,
+    /// The stream's topics, in the URL's order.
+    pub(super) topics: Rc<Vec<Topic>>,
+    /// The event names handed on.
+    pub(super) names: Vec<String>,
+    pub(super) handlers: Handlers,
+    pub(super) liveness: Rc<Liveness>,
 }
 
 impl How {

@@ -157,16 +157,16 @@ impl OpenStream {
             let topics: Rc<Vec<Topic>> = Rc::new(key.topics.iter().cloned().collect());
             let names = key.names.iter().cloned().collect();
             liveness.opened();
-            let polls = super::polls::Polls::start(
-                url.clone(),
+            let how = super::polls::How {
+                url: url.clone(),
                 with_credentials,
-                carriage.headers.clone(),
+                headers: carriage.headers.clone(),
                 topics,
                 names,
-                last_event_id.map(str::to_owned),
                 handlers,
-                liveness.clone(),
-            );
+                liveness: liveness.clone(),
+            };
+            let polls = super::polls::Polls::start(how, last_event_id.map(str::to_owned));
             return Ok(Self { source: Source::Polls(polls), liveness, key, url });
         }
         let url = stream_url(path, &key, last_event_id);
