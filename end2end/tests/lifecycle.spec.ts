@@ -1,7 +1,8 @@
 import { test, expect, Page } from "@playwright/test";
 import * as net from "node:net";
 import { startApp, freePort } from "../support/servers";
-import { createTask, holdsStream, openStreams, row, trackEventSources } from "../support/board";
+import { createTask, holdsStream, openStreams, row, settled, trackEventSources, watchDataRequests } from "../support/board";
+import { comment, openThread, signIn, writeComment } from "../support/crm";
 
 // What browsers do to a page in real life: freeze a background tab (the one holding the shared
 // stream, often), and keep a connection open that a proxy or NAT has stopped carrying.
@@ -310,6 +311,118 @@ test("a page that holds a bearer token sends it with its stream (polls), a refre
     await createTask(server, second);
     await expect(row(page, second)).toBeVisible({ timeout: 5_000 });
     await expect.poll(() => sent.slice(before).some((r) => r.authorization === "Bearer second-token")).toBe(true);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("a bearer token that expires mid-stream is refused; the page's refreshed token resumes the stream from its cursor, missing nothing", async ({
+  browser,
+}) => {
+  const server = await startApp({ env: { TOKEN_TTL_SECONDS: "6" } });
+  try {
+    const carol = await (await browser.newContext()).newPage();
+    await carol.goto(`${server.url}/crm`);
+    await signIn(carol, "carol");
+    await openThread(carol, 1);
+
+    const bob = await (await browser.newContext()).newPage();
+    await bob.goto(`${server.url}/crm`);
+    await signIn(bob, "bob");
+    const mint = async () => {
+      const answer = await bob.request.post(`${server.url}/api/crm/token`);
+      expect(answer.status()).toBe(200);
+      return (await answer.json()).token as string;
+    };
+    const polls: { authorization?: string; cursor?: string; status: number }[] = [];
+    bob.on("response", (r) => {
+      if (!r.url().includes("/events?") || !r.url().includes("poll=")) return;
+      const headers = r.request().headers();
+      polls.push({ authorization: headers["authorization"], cursor: headers["last-event-id"], status: r.status() });
+    });
+    const first = await mint();
+    await bob.evaluate((t) => localStorage.setItem("sse-authorization", `Bearer ${t}`), first);
+    await bob.reload();
+    await expect(bob.getByTestId("whoami")).toHaveText("bob");
+    await expect(bob.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    await openThread(bob, 1);
+    await writeComment(carol, "before it expires");
+    await expect(comment(bob, "before it expires")).toBeVisible({ timeout: 5_000 });
+
+    // The token lasts 6 s. Once the server refuses it, a comment ends the poll in flight and
+    // the next one is refused: the stream stops, and its cursor must not move.
+    await expect
+      .poll(
+        async () =>
+          (await bob.request.get(`${server.url}/events?topic=comment_thread:1&poll=1`, {
+            headers: { authorization: `Bearer ${first}` },
+          })).status(),
+        { timeout: 15_000 },
+      )
+      .toBe(403);
+    await writeComment(carol, "while it is expired");
+    await expect.poll(() => polls.some((p) => p.status === 403 && p.authorization === `Bearer ${first}`), { timeout: 10_000 }).toBe(true);
+    await writeComment(carol, "still expired");
+    await expect(comment(bob, "still expired")).toHaveCount(0);
+    expect(polls.every((p) => p.authorization === `Bearer ${first}`)).toBe(true);
+
+    // The app refreshes its token: the next poll carries it, from the cursor the refused one had.
+    const second = await mint();
+    await bob.evaluate((t) => localStorage.setItem("sse-authorization", `Bearer ${t}`), second);
+    await expect(comment(bob, "still expired")).toBeVisible({ timeout: 6_000 });
+    await expect(comment(bob, "while it is expired")).toHaveCount(1);
+    await expect(comment(bob, "before it expires")).toHaveCount(1);
+    await expect(bob.getByTestId("status")).toHaveAttribute("data-status", "live");
+    const refused = polls.filter((p) => p.status === 403).at(-1)!;
+    const resumed = polls.find((p) => p.status === 200 && p.authorization === `Bearer ${second}`)!;
+    expect(refused.cursor, "the refused poll resumed from a cursor").toBeTruthy();
+    expect(resumed.cursor, "the refreshed token resumed where the refused one stopped").toBe(refused.cursor);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("a page hidden past pause_when_hidden leaves its stream (the server's connection closes); shown again it resumes from its cursor and shows what came meanwhile", async ({
+  browser,
+}) => {
+  const server = await startApp({ env: { PAUSE_WHEN_HIDDEN_SECONDS: "2" } });
+  try {
+    const context = await browser.newContext();
+    // Headless Chromium never hides a page: the page's visibility is played here, as a
+    // browser reports it (the property and its event).
+    await context.addInitScript(() => {
+      let hidden = false;
+      Object.defineProperty(Document.prototype, "visibilityState", { get: () => (hidden ? "hidden" : "visible") });
+      Object.defineProperty(Document.prototype, "hidden", { get: () => hidden });
+      (window as any).__setHidden = (h: boolean) => {
+        hidden = h;
+        document.dispatchEvent(new Event("visibilitychange"));
+      };
+    });
+    await trackEventSources(context);
+    const page = await context.newPage();
+    const data = watchDataRequests(page);
+    await page.goto(server.url);
+    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    await createTask(server, "before it hides");
+    await expect(row(page, "before it hides")).toBeVisible({ timeout: 5_000 });
+    await settled(data);
+    expect(await openStreams(server)).toBe(1);
+
+    await page.evaluate(() => (window as any).__setHidden(true));
+    await expect.poll(() => openStreams(server), { timeout: 10_000 }).toBe(0);
+    expect(await holdsStream(page)).toBe(false);
+    await expect(page.getByTestId("status")).not.toHaveAttribute("data-status", "live");
+    await createTask(server, "while it is hidden");
+
+    await page.evaluate(() => (window as any).__setHidden(false));
+    await expect(row(page, "while it is hidden")).toBeVisible({ timeout: 3_000 });
+    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live");
+    expect(await openStreams(server)).toBe(1);
+    const urls: string[] = await page.evaluate(() => (window as any).__eventSources.map((es: EventSource) => es.url));
+    expect(urls.length, "one stream before the pause, one after").toBe(2);
+    expect(urls[1], "resumed from the cursor it left at").toMatch(/last_event_id=[0-9a-f]/);
+    expect(urls[1]).not.toBe(urls[0]);
   } finally {
     await server.stop();
   }

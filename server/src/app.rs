@@ -35,6 +35,9 @@ pub struct DemoConfig {
     pub session: SessionKey,
     /// `SESSION_TTL_SECONDS`: how long a CRM sign-in lasts (default 8 h).
     pub session_ttl: Duration,
+    /// `TOKEN_TTL_SECONDS`: how long a bearer token from `POST /api/crm/token` lasts (default
+    /// 15 min).
+    pub token_ttl: Duration,
     /// `AUTH_RECHECK_SECONDS`: how often open streams are re-authorized, so a user signed out,
     /// expired or removed from a team stops hearing it (default 30 s).
     pub recheck: Duration,
@@ -46,7 +49,11 @@ pub struct DemoConfig {
 impl DemoConfig {
     /// The defaults, signing with `session`.
     pub fn new(session: SessionKey) -> Self {
-        Self { session, session_ttl: Duration::from_secs(8 * 3600), recheck: Duration::from_secs(30), read_cache: true }
+        Self {
+            session,
+            session_ttl: Duration::from_secs(8 * 3600),
+            token_ttl: Duration::from_secs(15 * 60),
+            recheck: Duration::from_secs(30), read_cache: true }
     }
 
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -61,6 +68,7 @@ impl DemoConfig {
         let d = Self::new(session);
         Ok(Self {
             session_ttl: seconds("SESSION_TTL_SECONDS", d.session_ttl)?,
+            token_ttl: seconds("TOKEN_TTL_SECONDS", d.token_ttl)?,
             recheck: seconds("AUTH_RECHECK_SECONDS", d.recheck)?,
             read_cache: switch("READ_CACHE", d.read_cache)?,
             ..d
@@ -102,7 +110,7 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
         ),
         None => (TaskStore::memory(), Table::memory(), Table::memory()),
     };
-    let sessions = Sessions::new(demo.session, sessions, demo.session_ttl);
+    let sessions = Sessions::new(demo.session, sessions, demo.session_ttl).token_ttl(demo.token_ttl);
     let cache = demo.read_cache.then(|| ResponseCache::new(sse.broker().clone()));
     let crm_api = crate::crm::routes(sessions.clone(), comments.clone(), cache.clone());
     let publisher = sse.publisher();

@@ -1,10 +1,13 @@
-//! `GET /api/crm/threads/{id}/comments`: a CRM thread's comments as JSON REST, for readers
-//! other than the Leptos page. Its answers are shared, through the response cache, only among
-//! users the thread's visibility rule treats alike (the thread's team).
+//! The CRM's REST surface, for readers other than the Leptos page:
+//! - `GET /api/crm/threads/{id}/comments`: a thread's comments as JSON. Its answers are shared,
+//!   through the response cache, only among users the thread's visibility rule treats alike (the
+//!   thread's team).
+//! - `POST /api/crm/token`: a short-lived bearer token for the signed-in user, for a page that
+//!   sends `Authorization` rather than cookies (`{"token": "...", "expires_in": 900}`).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use client::app::session::Sessions;
 use client::app::table::Table;
@@ -36,7 +39,19 @@ pub fn routes(sessions: Sessions, comments: Table<Comment>, cache: Option<Respon
         }
         None => read,
     };
-    Router::new().route("/api/crm/threads/{id}/comments", read).with_state(Crm { sessions, comments })
+    Router::new()
+        .route("/api/crm/threads/{id}/comments", read)
+        .route("/api/crm/token", post(issue_token))
+        .with_state(Crm { sessions, comments })
+}
+
+async fn issue_token(State(crm): State<Crm>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = crm.sessions.user(&headers).await.ok_or_else(signed_out)?;
+    let (token, lasts) = crm.sessions.issue_token(user.id).await.map_err(|e| {
+        tracing::warn!(error = %e, "session store unavailable");
+        ApiError::unavailable("store_unavailable", "the data store is unavailable")
+    })?;
+    Ok(Json(serde_json::json!({ "token": token, "expires_in": lasts.as_secs() })))
 }
 
 async fn thread_comments(
@@ -54,7 +69,7 @@ async fn thread_comments(
 }
 
 fn signed_out() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "signed_out", "sign in to read CRM threads")
+    ApiError::new(StatusCode::UNAUTHORIZED, "signed_out", "sign in first")
 }
 
 fn visible_thread(user: &User, raw_id: &str) -> Result<Thread, ApiError> {

@@ -48,6 +48,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 // `SSE_HEARTBEAT_SECONDS`: how often the server's heartbeat comes, for the pages'
                 // watch on their stream (a stream held back on the way is found by it).
                 {std::env::var("SSE_HEARTBEAT_SECONDS").ok().filter(|s| !s.is_empty()).map(|every| view! { <meta name="sse-heartbeat" content=every /> })}
+                // `PAUSE_WHEN_HIDDEN_SECONDS`: a page hidden this long leaves its stream, and
+                // resumes it from its cursor when shown (default 300; 0: never).
+                <meta name="sse-pause-when-hidden" content=std::env::var("PAUSE_WHEN_HIDDEN_SECONDS").ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "300".to_owned()) />
             </head>
             <body>
                 <App />
@@ -342,6 +345,11 @@ pub(crate) fn stream_options() -> UseSseOptions {
         }
         if let Some(seconds) = meta("sse-heartbeat").and_then(|s| s.parse::<u64>().ok()) {
             options = options.heartbeat((seconds > 0).then(|| std::time::Duration::from_secs(seconds)));
+        }
+        if let Some(seconds) = meta("sse-pause-when-hidden").and_then(|s| s.trim().parse::<u64>().ok()) {
+            if seconds > 0 {
+                options = options.pause_when_hidden(std::time::Duration::from_secs(seconds));
+            }
         }
         // A page that holds a bearer token (as a single-page app against an API would, in its
         // storage) sends it with its stream, read afresh before each request: a refreshed token

@@ -6,6 +6,12 @@
 //! (user, expiry) lives in the app's store, shared by instances on one Redis, so signing out or
 //! expiring ends it everywhere at once, and open streams are closed at their next re-check.
 //!
+//! A page can also carry its session as a bearer token (`Authorization: Bearer ...`, from
+//! [`Sessions::issue_token`]), as a single-page app against an API does: the token is a session
+//! of its own, signed the same way, short-lived, and refreshed by asking for a new one. A request
+//! that names a token is judged by it alone: an expired or forged token is nobody, whatever
+//! cookie comes with it (a client that says who it is should not be taken for someone else).
+//!
 //! A session's id is 64 random bits from the operating system, not the store's counter: a
 //! counter starts again at 1 when the store loses its data (a Redis flush, a restart without
 //! persistence, an embedded store's restart under the same `SESSION_SECRET`), and a still-valid
@@ -15,7 +21,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cookie::{Cookie, CookieJar, Key, SameSite};
-use http::header::{HeaderMap, HeaderValue, COOKIE};
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, COOKIE};
 use serde::{Deserialize, Serialize};
 use shared::crm::{find_user, User};
 
@@ -55,6 +61,23 @@ impl SessionKey {
         jar.signed(&self.0).get(SESSION_COOKIE)?.value().parse().ok()
     }
 
+    /// The bearer token of a request (`Authorization: Bearer <token>`): `Some(None)` when the
+    /// request names one that this key did not sign, `None` when it names none.
+    fn verified_token(&self, headers: &HeaderMap) -> Option<Option<u64>> {
+        let value = headers.get(AUTHORIZATION)?;
+        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        let mut jar = CookieJar::new();
+        jar.add_original(Cookie::new(SESSION_COOKIE, token.unwrap_or_default().to_owned()));
+        Some(jar.signed(&self.0).get(SESSION_COOKIE).and_then(|c| c.value().parse().ok()))
+    }
+
+    /// A bearer token naming session `id`: its signed value, as the cookie would carry it.
+    fn token(&self, id: u64) -> String {
+        let mut jar = CookieJar::new();
+        jar.signed_mut(&self.0).add(Cookie::new(SESSION_COOKIE, id.to_string()));
+        jar.get(SESSION_COOKIE).expect("the token just signed").value().to_owned()
+    }
+
     /// The `Set-Cookie` value naming session `id`, kept by the browser for `ttl`.
     fn cookie(&self, id: u64, ttl: Duration) -> HeaderValue {
         let mut jar = CookieJar::new();
@@ -91,6 +114,7 @@ pub struct Sessions {
     key: SessionKey,
     table: Table<Session>,
     ttl: Duration,
+    token_ttl: Duration,
 }
 
 /// 64 bits from the operating system's random source (see the module's note on why not a
@@ -106,22 +130,44 @@ fn now_secs() -> u64 {
 }
 
 impl Sessions {
+    /// Sessions signed by `key`, kept in `table`, lasting `ttl`; their bearer tokens last
+    /// 15 minutes ([`Sessions::token_ttl`]).
     pub fn new(key: SessionKey, table: Table<Session>, ttl: Duration) -> Self {
-        Self { key, table, ttl }
+        Self { key, table, ttl, token_ttl: Duration::from_secs(15 * 60) }
+    }
+
+    /// How long a bearer token lasts.
+    pub fn token_ttl(self, token_ttl: Duration) -> Self {
+        Self { token_ttl, ..self }
     }
 
     /// Starts a session for `user` under a new random id; the `Set-Cookie` value that names it.
     pub async fn sign_in(&self, user: u64) -> Result<HeaderValue, StoreError> {
-        let expires = now_secs() + self.ttl.as_secs();
-        let id = random_session_id();
-        self.table.put(id, &Session { user, expires }).await?;
+        let id = self.start(user, self.ttl).await?;
         Ok(self.key.cookie(id, self.ttl))
     }
 
-    /// The signed-in user of a request: a genuine cookie naming a session that exists and has
-    /// not expired. An expired session is deleted when it is found.
+    /// A bearer token for `user`, a session of its own that ends after the token's lifetime
+    /// (returned beside it).
+    pub async fn issue_token(&self, user: u64) -> Result<(String, Duration), StoreError> {
+        let id = self.start(user, self.token_ttl).await?;
+        Ok((self.key.token(id), self.token_ttl))
+    }
+
+    async fn start(&self, user: u64, ttl: Duration) -> Result<u64, StoreError> {
+        let id = random_session_id();
+        self.table.put(id, &Session { user, expires: now_secs() + ttl.as_secs() }).await?;
+        Ok(id)
+    }
+
+    /// The signed-in user of a request: a genuine bearer token or, when it names none, cookie,
+    /// naming a session that exists and has not expired. An expired session is deleted when it
+    /// is found.
     pub async fn user(&self, headers: &HeaderMap) -> Option<User> {
-        let id = self.key.verified(headers)?;
+        let id = match self.key.verified_token(headers) {
+            Some(token) => token?,
+            None => self.key.verified(headers)?,
+        };
         let session = self.table.get(id).await.ok()??;
         if session.expires <= now_secs() {
             let _ = self.table.delete(id).await;
@@ -186,6 +232,34 @@ mod tests {
         let carol = after.sign_in(3).await.unwrap();
         assert_eq!(after.user(&headers(&carol)).await.unwrap().name, "carol");
         assert!(after.user(&headers(&bob)).await.is_none(), "bob's cookie named carol's session");
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        h
+    }
+
+    #[tokio::test]
+    async fn a_bearer_token_names_its_user_until_it_expires_and_overrides_the_cookie() {
+        let key = SessionKey::from_secret(&[7u8; 32]).unwrap();
+        let s = sessions(key.clone(), Duration::from_secs(3600));
+        let (token, lasts) = s.issue_token(2).await.unwrap();
+        assert_eq!(lasts, Duration::from_secs(15 * 60));
+        assert_eq!(s.user(&bearer(&token)).await.unwrap().name, "bob");
+        // Forged, tampered, another key's, or not a bearer at all: nobody, even beside a good cookie.
+        let carol = s.sign_in(3).await.unwrap();
+        let mut with_cookie = headers(&carol);
+        with_cookie.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}x")).unwrap());
+        assert!(s.user(&with_cookie).await.is_none(), "a bad token fell back to the cookie");
+        with_cookie.insert(AUTHORIZATION, HeaderValue::from_static("Basic Ym9iOmJvYg=="));
+        assert!(s.user(&with_cookie).await.is_none());
+        let other = sessions(SessionKey::random(), Duration::from_secs(3600));
+        assert!(other.user(&bearer(&token)).await.is_none());
+        // A token that has lasted its time is nobody.
+        let short = sessions(key, Duration::from_secs(3600)).token_ttl(Duration::ZERO);
+        let (expired, _) = short.issue_token(2).await.unwrap();
+        assert!(short.user(&bearer(&expired)).await.is_none());
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ pub struct UseSseOptions {
     headers: Option<RequestHeaders>,
     long_poll: bool,
     heartbeat: Option<std::time::Duration>,
+    pause_when_hidden: Option<std::time::Duration>,
 }
 
 impl Default for UseSseOptions {
@@ -32,6 +33,7 @@ impl Default for UseSseOptions {
             headers: None,
             long_poll: false,
             heartbeat: Some(std::time::Duration::from_secs(sse_notify_core::DEFAULT_HEARTBEAT_SECONDS)),
+            pause_when_hidden: None,
         }
     }
 }
@@ -105,6 +107,24 @@ impl UseSseOptions {
         self
     }
 
+    /// Lets a page that stays hidden longer than `after` (a background tab, a phone's locked
+    /// screen) leave the stream: its topics are dropped from it, and when no tab of the browser
+    /// wants any the connection closes, saving the radio and the server's connection. When the
+    /// page is shown again it resumes from the cursor it had when it left: what was published
+    /// meanwhile is replayed (or, if the server no longer has it, refetched), nothing is
+    /// missed. Off by default: a hidden page keeps its stream.
+    ///
+    /// ```
+    /// use leptos_sse_notify::UseSseOptions;
+    /// use std::time::Duration;
+    /// let options = UseSseOptions::default().pause_when_hidden(Duration::from_secs(5 * 60));
+    /// # let _ = options;
+    /// ```
+    pub fn pause_when_hidden(mut self, after: std::time::Duration) -> Self {
+        self.pause_when_hidden = Some(after);
+        self
+    }
+
     /// Which of the tab's shared streams these options follow.
     #[cfg(feature = "browser")]
     pub(crate) fn hub_key(&self) -> hub::HubKey {
@@ -115,7 +135,7 @@ impl UseSseOptions {
     /// Tells the hub of `key` how its stream is carried.
     #[cfg(feature = "browser")]
     pub(crate) fn configure(&self, key: &hub::HubKey) {
-        hub::configure(key, self.headers.clone(), self.heartbeat);
+        hub::configure(key, self.headers.clone(), self.heartbeat, self.pause_when_hidden);
     }
 }
 

@@ -81,6 +81,40 @@ struct Hub {
     expected_heartbeat: Option<Duration>,
     /// Streams in a row that opened and then said nothing: held back on the way.
     held_back: u32,
+    /// Whether this tab left the stream while hidden (`UseSseOptions::pause_when_hidden`).
+    pause: Pause,
+}
+
+/// A page hidden longer than `after` leaves the stream (wants nothing of it), and resumes from
+/// the cursor it had then when it is shown again.
+#[derive(Default)]
+struct Pause {
+    after: Option<Duration>,
+    /// When the page was last seen hidden, while it still is.
+    hidden_since_ms: Option<f64>,
+    /// Left the stream, at this cursor.
+    left_at: Option<Option<String>>,
+    /// Back, from this cursor: the next sync resumes this tab's topics from it.
+    resume_from: Option<Option<String>>,
+}
+
+impl Pause {
+    /// What the page's visibility now says: `Some(true)` when the tab should leave the stream,
+    /// `Some(false)` when it should come back, `None` when nothing changes.
+    fn check(&mut self, visible: bool, now_ms: f64, cursor: &Option<String>) -> Option<bool> {
+        let after = self.after?;
+        if visible {
+            self.hidden_since_ms = None;
+            self.resume_from = Some(self.left_at.take()?);
+            return Some(false);
+        }
+        let since = *self.hidden_since_ms.get_or_insert(now_ms);
+        if self.left_at.is_none() && now_ms - since >= after.as_millis() as f64 {
+            self.left_at = Some(cursor.clone());
+            return Some(true);
+        }
+        None
+    }
 }
 
 impl Hub {
@@ -98,11 +132,15 @@ impl Hub {
             carriage: Carriage::default(),
             expected_heartbeat: Some(Duration::from_secs(sse_notify_core::DEFAULT_HEARTBEAT_SECONDS)),
             held_back: 0,
+            pause: Pause::default(),
         }
     }
 
-    /// This tab's own topics, event names and presence topics.
+    /// This tab's own topics, event names and presence topics (none while it left the stream).
     fn own_want(&self) -> StreamKey {
+        if self.pause.left_at.is_some() {
+            return StreamKey::default();
+        }
         let shows_presence = |s: &&Subscriber| s.names.contains(&PRESENCE_STATE_EVENT);
         StreamKey {
             topics: self.subscribers.values().map(|s| s.topic.clone()).collect(),
@@ -212,6 +250,17 @@ fn watch(key: &HubKey) {
 /// The leader says it runs; a follower whose leader went silent takes the lock over; the tab
 /// that holds the stream reopens it if it went silent past the server's heartbeat.
 fn on_beat(key: &HubKey) {
+    let paused = with_hub(key, |hub| hub.pause.check(tabs::page_visible(), tabs::now_ms(), &hub.last_event_id));
+    match paused {
+        Some(true) => {
+            // Not `live` while its topics are not streamed; the page is hidden, and says so
+            // again at once when it is back.
+            signals(key).0.set(ConnectionStatus::Connecting);
+            return schedule_sync(key);
+        }
+        Some(false) => schedule_sync(key),
+        None => {}
+    }
     let (leader, dead, held) = with_hub(key, |hub| {
         let leader = hub.sharing.beat();
         let holds = hub.sharing.role != Role::Follower;
@@ -353,7 +402,12 @@ fn on_tab_message(key: &HubKey, msg: TabMessage) {
             }
             dispatch(key, &name, &data, &id, &topics);
         }
-        (Role::Follower, TabMessage::Status { status }) => signals(key).0.set(status),
+        // A tab that left the stream is not told `live` by the leader that streams for others.
+        (Role::Follower, TabMessage::Status { status }) => {
+            if with_hub(key, |hub| hub.pause.left_at.is_none()) {
+                signals(key).0.set(status)
+            }
+        }
         (Role::Follower, TabMessage::Resync { topics }) => resync(key, topics.as_deref()),
         (Role::Follower, TabMessage::Error { error }) => show_error(key, error),
         _ => {}
@@ -362,8 +416,16 @@ fn on_tab_message(key: &HubKey, msg: TabMessage) {
 
 /// How the stream of `key` is carried, as a subscriber's options say: the app's headers (sent
 /// by polls), always polls, and the server's heartbeat interval.
-pub(crate) fn configure(key: &HubKey, headers: Option<Headers>, heartbeat: Option<Duration>) {
+pub(crate) fn configure(
+    key: &HubKey,
+    headers: Option<Headers>,
+    heartbeat: Option<Duration>,
+    pause_when_hidden: Option<Duration>,
+) {
     with_hub(key, |hub| {
+        if pause_when_hidden.is_some() {
+            hub.pause.after = pause_when_hidden;
+        }
         hub.carriage.polls |= key.polled;
         if headers.is_some() {
             hub.carriage.headers = headers;
@@ -441,13 +503,21 @@ fn sync(key: &HubKey) {
     let status = with_hub(key, |hub| {
         hub.sync_scheduled = false;
         let wanted = hub.own_want();
+        // Back from a pause: this tab's topics resume from where it left, unless the stream
+        // carried them all along (for another tab).
+        let streamed = hub.stream.as_ref().map(|s| &s.key().topics);
+        let mut since = hub.last_event_id.clone();
+        if let Some(left_at) = hub.pause.resume_from.take() {
+            if !streamed.is_some_and(|s| wanted.topics.is_subset(s)) {
+                since = decode::older(since, left_at.as_ref());
+            }
+        }
         if hub.sharing.role == Role::Follower {
             // The leader holds the stream: tell it what this tab wants, when that changes.
-            hub.sharing.announce(wanted, hub.last_event_id.clone());
+            hub.sharing.announce(wanted, since);
             return None;
         }
-        let streamed = hub.stream.as_ref().map(|s| &s.key().topics);
-        let (wanted, since) = hub.sharing.union(wanted, hub.last_event_id.clone(), streamed);
+        let (wanted, since) = hub.sharing.union(wanted, since, streamed);
         if hub.stream.as_ref().is_some_and(|s| *s.key() == wanted) {
             return None;
         }
@@ -685,6 +755,26 @@ mod browser_tests {
             web_sys::window().unwrap().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 50).unwrap();
         });
         wasm_bindgen_futures::JsFuture::from(wait).await.unwrap();
+    }
+
+    #[wasm_bindgen_test]
+    fn a_page_hidden_past_the_pause_leaves_at_its_cursor_and_comes_back_from_it() {
+        let cursor = |s: &str| Some(s.to_owned());
+        let mut off = Pause::default();
+        assert_eq!(off.check(false, 1e9, &cursor("a")), None, "no pause asked: never leaves");
+        let mut pause = Pause { after: Some(Duration::from_secs(60)), ..Pause::default() };
+        assert_eq!(pause.check(false, 0.0, &cursor("a")), None);
+        assert_eq!(pause.check(false, 59_999.0, &cursor("b")), None, "hidden less than the pause");
+        assert_eq!(pause.check(false, 60_000.0, &cursor("c")), Some(true));
+        assert_eq!(pause.check(false, 90_000.0, &cursor("d")), None, "leaves once");
+        assert_eq!(pause.check(true, 95_000.0, &cursor("e")), Some(false));
+        assert_eq!(pause.resume_from, Some(cursor("c")), "resumes from where it left");
+        assert_eq!(pause.check(true, 96_000.0, &cursor("f")), None);
+        // Shown before the pause ran out: the clock starts again when it hides again.
+        assert_eq!(pause.check(false, 100_000.0, &cursor("g")), None);
+        assert_eq!(pause.check(true, 150_000.0, &cursor("g")), None);
+        assert_eq!(pause.check(false, 160_000.0, &cursor("g")), None);
+        assert_eq!(pause.check(false, 219_999.0, &cursor("g")), None);
     }
 
     #[wasm_bindgen_test]

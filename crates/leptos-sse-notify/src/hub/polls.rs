@@ -75,10 +75,13 @@ impl Polls {
 
     async fn run(self: Rc<Self>, how: How, mut cursor: Option<String>) {
         let mut backoff = Duration::from_secs(1);
+        // Whether a refused poll was just made again with new headers (once per refusal).
+        let mut retried_with_new_headers = false;
         while !self.stopped.get() {
             match self.poll_once(&how, cursor.as_deref()).await {
                 Answer::Frames(body, took) => {
                     backoff = Duration::from_secs(1);
+                    retried_with_new_headers = false;
                     how.liveness.heard();
                     let mut parser = SseParser::new();
                     let events = parser.feed(body.as_bytes());
@@ -95,7 +98,14 @@ impl Polls {
                         sleep(Duration::from_secs(1)).await;
                     }
                 }
-                Answer::Refused(error) => {
+                Answer::Refused(error, sent) => {
+                    // A token that expired while the page already holds a new one (refreshed on
+                    // the app's own schedule): the same cursor with the new headers, at once.
+                    let denied = matches!(error, SseError::Refused { status: 401 | 403, .. });
+                    if denied && !retried_with_new_headers && how.headers.as_ref().is_some_and(|h| (h.0)() != sent) {
+                        retried_with_new_headers = true;
+                        continue;
+                    }
                     *self.refusal.borrow_mut() = Some(error);
                     self.state.set(State::Closed);
                     (how.handlers.on_error)();
@@ -124,10 +134,9 @@ impl Polls {
         if let Some(cursor) = cursor {
             request = request.header("last-event-id", cursor);
         }
-        if let Some(headers) = &how.headers {
-            for (name, value) in (headers.0)() {
-                request = request.header(&name, &value);
-            }
+        let sent = how.headers.as_ref().map(|h| (h.0)()).unwrap_or_default();
+        for (name, value) in &sent {
+            request = request.header(name, value);
         }
         if how.with_credentials {
             request = request.credentials(web_sys::RequestCredentials::Include);
@@ -156,7 +165,8 @@ impl Polls {
             Ok(resp) if resp.status() >= 500 || resp.status() == 408 || resp.status() == 429 => Answer::Failed,
             Ok(resp) => {
                 let (code, message) = crate::fetch::error_body(&resp).await;
-                Answer::Refused(SseError::Refused { status: resp.status(), code, message: message.unwrap_or_default() })
+                let error = SseError::Refused { status: resp.status(), code, message: message.unwrap_or_default() };
+                Answer::Refused(error, sent)
             }
             Err(_) => Answer::Failed,
         };
@@ -176,8 +186,9 @@ enum Answer {
     /// The answer's body (the frames since the cursor; none if the wait ended first), and how
     /// long it took.
     Frames(String, Duration),
-    /// An HTTP error that trying again will not mend (403, 404, ...).
-    Refused(SseError),
+    /// An HTTP error that trying again will not mend (403, 404, ...), and the headers the poll
+    /// sent.
+    Refused(SseError, Vec<(String, String)>),
     /// No answer (the network), or a 5xx: tried again with backoff.
     Failed,
 }
