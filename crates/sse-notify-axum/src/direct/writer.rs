@@ -83,10 +83,14 @@ pub(crate) async fn write_whole(socket: &mut TcpStream, resp: Response<Body>, cl
 /// The response's parts (its header map, ~0.5 KiB with its allocation) are dropped here: a
 /// stream lives for hours and should hold only what writing it needs (an async fn keeps its
 /// arguments for its whole life, so the parts must not be one).
+///
+/// The head says `connection: close`: the connection ends with the stream. Without it a client
+/// takes a stream that ends (a poll's answer, `?poll=`) as leaving the connection open for its
+/// next request, sends it there, and finds the connection gone.
 pub(crate) fn stream_parts(resp: Response<Body>) -> (Vec<u8>, Body) {
     let (parts, body) = resp.into_parts();
     let mut head = head_of(&parts);
-    head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    head.extend_from_slice(b"connection: close\r\ntransfer-encoding: chunked\r\n\r\n");
     (head, body)
 }
 
