@@ -15,8 +15,8 @@ use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 use leptos_sse_notify::{
-    refetch_with_retry, use_live_json_with_options, use_presence_count_with_options, use_presence_with_options,
-    use_sse_with_options, FetchError, SseError, Topic, UseSseOptions,
+    provide_sse_options, refetch_with_retry, use_live_json_with_options, use_presence, use_presence_count, use_sse,
+    FetchError, SseError, Topic, UseSseOptions,
 };
 use shared::tasks::{Task, TaskEvent};
 use sse_notify_core::{SseEvent, TopicBuilder};
@@ -62,6 +62,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // Where every hook's stream comes from, once for the whole app.
+    provide_sse_options(stream_options());
     view! {
         <Stylesheet id="leptos" href="/pkg/taskboard.css" />
         <Title text="Live task board" />
@@ -121,7 +123,7 @@ impl OwnChanges {
 /// of another tab's change; this tab's own changes come from its writes' answers.
 #[component]
 fn TaskBoard() -> impl IntoView {
-    let live = use_sse_with_options::<TaskEvent>(TaskEvent::board_topic(), stream_options());
+    let live = use_sse::<TaskEvent>(TaskEvent::board_topic());
     let create = ServerAction::<CreateTask>::new();
     let rename = ServerAction::<RenameTask>::new();
     let set_done = ServerAction::<SetTaskDone>::new();
@@ -278,9 +280,9 @@ pub(crate) fn WhoIsHere(
     label: &'static str,
     testid: &'static str,
 ) -> impl IntoView {
-    let here = use_presence_with_options(topic, stream_options());
+    let here = use_presence(topic);
     // Above the server's SSE_PRESENCE_MAX_LISTED a room is counted, not listed.
-    let count = use_presence_count_with_options(topic, stream_options());
+    let count = use_presence_count(topic);
     view! {
         <Transition fallback=|| ()>
             <p class="here" data-testid=testid>
@@ -332,7 +334,7 @@ pub(crate) fn StreamError(error: Signal<Option<SseError>>) -> impl IntoView {
 /// named in `<meta name="sse-events-url">` (`EVENTS_URL`), on another origin, with the page's
 /// cookies (that server lists this one in its `CORS_ORIGINS`). Read in the browser only: on the
 /// server no stream is opened.
-pub(crate) fn stream_options() -> UseSseOptions {
+fn stream_options() -> UseSseOptions {
     #[cfg(not(feature = "ssr"))]
     {
         let meta = |name: &str| {
@@ -348,7 +350,7 @@ pub(crate) fn stream_options() -> UseSseOptions {
         }
         if let Some(seconds) = meta("sse-pause-when-hidden").and_then(|s| s.trim().parse::<u64>().ok()) {
             if seconds > 0 {
-                options = options.pause_when_hidden(std::time::Duration::from_secs(seconds));
+                options = options.pause_when_hidden(Some(std::time::Duration::from_secs(seconds)));
             }
         }
         // A page that holds a bearer token (as a single-page app against an API would, in its

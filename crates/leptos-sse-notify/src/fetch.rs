@@ -22,6 +22,14 @@ impl std::fmt::Debug for RequestHeaders {
     }
 }
 
+/// How a data fetch is sent: with the page's cookies to another origin, with the app's headers.
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(not(feature = "browser"), allow(dead_code))]
+pub(crate) struct FetchOptions {
+    pub(crate) with_credentials: bool,
+    pub(crate) headers: Option<RequestHeaders>,
+}
+
 /// Why [`use_live_json`](crate::use_live_json) has no value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
@@ -45,12 +53,18 @@ pub enum FetchError {
 }
 
 /// The body of a GET of `url` (an error status as its JSON error), sent with `cursor` as
-/// `Last-Event-ID`.
+/// `Last-Event-ID`, and as `how` says.
 #[cfg(feature = "browser")]
-pub(crate) async fn get_text(url: String, cursor: Option<String>) -> Result<String, FetchError> {
+pub(crate) async fn get_text(url: String, cursor: Option<String>, how: FetchOptions) -> Result<String, FetchError> {
     let mut req = gloo_net::http::Request::get(&url).header("accept", "application/json");
     if let Some(cursor) = &cursor {
         req = req.header("last-event-id", cursor);
+    }
+    for (name, value) in how.headers.as_ref().map(|h| (h.0)()).unwrap_or_default() {
+        req = req.header(&name, &value);
+    }
+    if how.with_credentials {
+        req = req.credentials(web_sys::RequestCredentials::Include);
     }
     let resp = req.send().await.map_err(|e| FetchError::Network(e.to_string()))?;
     if !resp.ok() {
@@ -72,7 +86,7 @@ pub(crate) async fn error_body(resp: &gloo_net::http::Response) -> (String, Opti
 
 /// Outside the browser a `LocalResource` never runs its fetcher; this only has to compile.
 #[cfg(not(feature = "browser"))]
-pub(crate) async fn get_text(url: String, cursor: Option<String>) -> Result<String, FetchError> {
-    let _ = (url, cursor);
+pub(crate) async fn get_text(url: String, cursor: Option<String>, how: FetchOptions) -> Result<String, FetchError> {
+    let _ = (url, cursor, how);
     std::future::pending().await
 }

@@ -8,6 +8,8 @@
 //!   the latest typed event, a version to key Resources on, the stream status and errors.
 //! - [`use_live_json`]: the REST side of the idiom: GET JSON from a URL (with gloo-net) and get
 //!   it again on every matched notification.
+//! - [`provide_sse_options`]: the app's options, once (where the events are, credentials,
+//!   a bearer token), under every hook's own.
 //! - [`use_live_list`]: a REST list kept live item by item: an event naming an item refetches
 //!   that item and patches the list, instead of the whole list.
 //! - `publish` (feature `ssr`): publish a typed event from a `#[server]` function.
@@ -74,7 +76,7 @@ mod use_sse;
 
 pub use fetch::FetchError;
 pub use live_json::{use_live_json, use_live_json_with_options, LiveJson};
-pub use live_list::{use_live_list, LiveList};
+pub use live_list::{use_live_list, use_live_list_with_options, LiveList};
 pub use origin::{origin_header, tab_origin, OriginClient, ORIGIN_HEADER};
 #[cfg(feature = "ssr")]
 pub use presence::PresenceSnapshot;
@@ -90,4 +92,4 @@ pub use sse_notify_core::presence::{Member, Roster};
 /// [`TopicBuilder`].
 pub use sse_notify_core::{sse_event, DecodeError, SseEvent, Topic, TopicBuilder, DEFAULT_EVENTS_PATH};
 pub use status::{ConnectionStatus, SseError};
-pub use use_sse::{use_sse, use_sse_with_options, SseSignal, UseSseOptions};
+pub use use_sse::{provide_sse_options, use_sse, use_sse_with_options, SseSignal, UseSseOptions};

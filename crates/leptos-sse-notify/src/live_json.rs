@@ -6,7 +6,7 @@ use sse_notify_core::{SseEvent, Topic};
 
 use crate::fetch::{get_text, FetchError};
 use crate::recover::{is_transient, refetch_with_retry};
-use crate::use_sse::{use_sse_with_options, SseSignal, UseSseOptions};
+use crate::use_sse::{use_sse_tapped, SseSignal, UseSseOptions};
 
 /// What [`use_live_json`] returns.
 pub struct LiveJson<E: Send + Sync + 'static, T: 'static> {
@@ -99,7 +99,9 @@ where
     E: SseEvent + Clone + Send + Sync,
     T: DeserializeOwned + 'static,
 {
-    let sse = use_sse_with_options::<E>(topic, options);
+    let options = options.resolve();
+    let how = options.fetch();
+    let sse = use_sse_tapped::<E>(topic.into(), options, None);
     let url: Signal<String> = url.into();
     let (stale, set_stale) = signal(false);
     // A resource runs one fetch at a time: notifications that arrive while it is in flight rerun
@@ -109,8 +111,9 @@ where
         sse.version.track();
         let url = url.get();
         let cursor = sse.last_event_id.get_untracked();
+        let how = how.clone();
         async move {
-            let get = || get_text(url.clone(), cursor.clone());
+            let get = || get_text(url.clone(), cursor.clone(), how.clone());
             let body = refetch_with_retry(get, is_transient, move |s| {
                 let _ = set_stale.try_set(s);
             })

@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use serde::de::DeserializeOwned;
 use sse_notify_core::{SseEvent, Topic};
 
-use crate::fetch::{get_text, FetchError};
+use crate::fetch::{get_text, FetchError, FetchOptions};
 use crate::recover::{is_transient, refetch_with_retry};
 use crate::use_sse::{use_sse_tapped, SseSignal, Tap, UseSseOptions};
 
@@ -102,6 +102,54 @@ where
     T: DeserializeOwned + 'static,
     K: PartialEq + 'static,
 {
+    use_live_list_with_options(topic, list_url, item, key, UseSseOptions::default())
+}
+
+/// [`use_live_list`] with the stream's options (over the app's, [`provide_sse_options`](crate::provide_sse_options)):
+/// an API on another origin (its events path, cookies or headers, which the list's and items'
+/// fetches send too), a refetch wave spread over a random [`UseSseOptions::jitter`], or
+/// [`UseSseOptions::echo`].
+///
+/// ```no_run
+/// use leptos::prelude::*;
+/// use leptos_sse_notify::{sse_event, use_live_list_with_options, Topic, UseSseOptions};
+///
+/// sse_event! {
+///     #[derive(Clone, Debug)]
+///     pub enum NoteEvent { Saved { id: u64 } = "note:saved" }
+///     topics(&self) { vec![Topic::new("notes").unwrap()] }
+/// }
+///
+/// #[derive(Clone, serde::Deserialize)]
+/// struct Note { id: u64, text: String }
+///
+/// #[component]
+/// fn Notes() -> impl IntoView {
+///     let api = "https://api.example.com";
+///     let notes = use_live_list_with_options::<NoteEvent, Note, u64>(
+///         Topic::new("notes").unwrap(),
+///         format!("{api}/api/notes"),
+///         move |NoteEvent::Saved { id }| Some((*id, format!("{api}/api/notes/{id}"))),
+///         |n| n.id,
+///         UseSseOptions::default().events_path(format!("{api}/events")).with_credentials(true),
+///     );
+///     view! { <p>{move || notes.items.get().and_then(Result::ok).map(|n| n.len())}</p> }
+/// }
+/// ```
+pub fn use_live_list_with_options<E, T, K>(
+    topic: impl Into<Signal<Topic>>,
+    list_url: impl Into<Signal<String>>,
+    item: impl Fn(&E) -> Option<(K, String)> + 'static,
+    key: impl Fn(&T) -> K + 'static,
+    options: UseSseOptions,
+) -> LiveList<E, T>
+where
+    E: SseEvent + Clone + Send + Sync,
+    T: DeserializeOwned + 'static,
+    K: PartialEq + 'static,
+{
+    let options = options.resolve();
+    let how = options.fetch();
     let items = RwSignal::new_local(None::<Result<Vec<T>, FetchError>>);
     let (stale, set_stale) = signal(false);
     let list_url: Signal<String> = list_url.into();
@@ -114,7 +162,7 @@ where
             q.pending.push(refetch);
             if !q.running && cfg!(feature = "browser") {
                 q.running = true;
-                leptos::task::spawn_local(drain(queue.clone(), list_url, items, set_stale, key.clone()));
+                leptos::task::spawn_local(drain(queue.clone(), list_url, items, set_stale, key.clone(), how.clone()));
             }
         })
     };
@@ -134,7 +182,7 @@ where
             Rc::new(move || push(Refetch::List { cursor: None }))
         },
     };
-    let sse = use_sse_tapped(topic.into(), UseSseOptions::default(), Some(tap));
+    let sse = use_sse_tapped(topic.into(), options, Some(tap));
     // The first load, and again whenever the URL changes.
     Effect::new(move |_| {
         list_url.track();
@@ -151,12 +199,14 @@ async fn drain<K: PartialEq, T: DeserializeOwned + 'static>(
     items: RwSignal<Option<Result<Vec<T>, FetchError>>, LocalStorage>,
     set_stale: WriteSignal<bool>,
     key: Rc<dyn Fn(&T) -> K>,
+    how: FetchOptions,
 ) {
     let stale = move |s| {
         let _ = set_stale.try_set(s);
     };
     let get = |url: String, cursor: Option<String>| {
-        refetch_with_retry(move || get_text(url.clone(), cursor.clone()), is_transient, stale)
+        let how = how.clone();
+        refetch_with_retry(move || get_text(url.clone(), cursor.clone(), how.clone()), is_transient, stale)
     };
     loop {
         let batch = {

@@ -128,6 +128,7 @@ fn use_roster(topic: Signal<Topic>, options: UseSseOptions) -> Signal<Roster> {
 
     #[cfg(feature = "browser")]
     {
+        let options = options.resolve();
         let key = options.hub_key();
         options.configure(&key);
         let changed = crate::hub::presence_changed(&key);

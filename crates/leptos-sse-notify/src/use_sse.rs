@@ -10,46 +10,86 @@ use crate::hub;
 use crate::origin;
 use crate::status::{ConnectionStatus, SseError};
 
-/// How [`use_sse_with_options`] connects.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How [`use_sse_with_options`] connects (and the other hooks: their `_with_options` forms
+/// take the same options).
+///
+/// Options given to a hook are laid over the app's own, given once with
+/// [`provide_sse_options`], which are laid over the defaults: a frontend whose API is on another
+/// origin says so in one place, and a hook that only adds `jitter` keeps it.
+///
+/// ```
+/// use leptos_sse_notify::UseSseOptions;
+/// use std::time::Duration;
+/// let app = UseSseOptions::default().events_path("https://api.example.com/events").with_credentials(true);
+/// let this_hook = UseSseOptions::default().jitter(Duration::from_millis(500));
+/// // What the hook uses: the app's path and credentials, its own jitter.
+/// # let _ = (app, this_hook);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct UseSseOptions {
-    events_path: String,
-    with_credentials: bool,
-    jitter: std::time::Duration,
-    echo: bool,
+    events_path: Option<String>,
+    with_credentials: Option<bool>,
+    jitter: Option<std::time::Duration>,
+    echo: Option<bool>,
     headers: Option<RequestHeaders>,
-    long_poll: bool,
-    heartbeat: Option<std::time::Duration>,
-    pause_when_hidden: Option<std::time::Duration>,
+    long_poll: Option<bool>,
+    heartbeat: Option<Option<std::time::Duration>>,
+    pause_when_hidden: Option<Option<std::time::Duration>>,
 }
 
-impl Default for UseSseOptions {
-    fn default() -> Self {
-        Self {
-            events_path: DEFAULT_EVENTS_PATH.to_owned(),
-            with_credentials: false,
-            jitter: std::time::Duration::ZERO,
-            echo: false,
-            headers: None,
-            long_poll: false,
-            heartbeat: Some(std::time::Duration::from_secs(sse_notify_core::DEFAULT_HEARTBEAT_SECONDS)),
-            pause_when_hidden: None,
-        }
-    }
+/// Gives every hook below the calling component (normally the app's root) these options, under
+/// the ones a hook is given itself: where the events are (another origin, with credentials),
+/// the bearer token, the server's heartbeat, and the rest. The hooks read them when they are
+/// called; the data fetches of [`use_live_json`](crate::use_live_json) and
+/// [`use_live_list`](crate::use_live_list) send the same credentials and headers.
+///
+/// ```no_run
+/// use leptos::prelude::*;
+/// use leptos_sse_notify::{provide_sse_options, UseSseOptions};
+///
+/// #[component]
+/// fn App() -> impl IntoView {
+///     // The API, and its events, are on another origin that takes this page's cookies.
+///     provide_sse_options(UseSseOptions::default().events_path("https://api.example.com/events").with_credentials(true));
+///     view! { <main>"..."</main> }
+/// }
+/// ```
+pub fn provide_sse_options(options: UseSseOptions) {
+    provide_context(AppOptions(options));
+}
+
+/// The app's options in context ([`provide_sse_options`]).
+#[derive(Clone)]
+struct AppOptions(UseSseOptions);
+
+/// Options with every choice made: a hook's, over the app's, over the defaults.
+#[cfg_attr(not(feature = "browser"), allow(dead_code))]
+#[derive(Clone, Debug)]
+pub(crate) struct StreamOptions {
+    pub(crate) events_path: String,
+    pub(crate) with_credentials: bool,
+    pub(crate) jitter: std::time::Duration,
+    pub(crate) echo: bool,
+    pub(crate) headers: Option<RequestHeaders>,
+    pub(crate) long_poll: bool,
+    pub(crate) heartbeat: Option<std::time::Duration>,
+    pub(crate) pause_when_hidden: Option<std::time::Duration>,
 }
 
 impl UseSseOptions {
     /// The stream endpoint's path or URL (default `/events`). Calls with the same path and
     /// credentials setting share one EventSource.
     pub fn events_path(mut self, path: impl Into<String>) -> Self {
-        self.events_path = path.into();
+        self.events_path = Some(path.into());
         self
     }
 
     /// Sends cookies with the stream request to another origin (EventSource `withCredentials`),
-    /// for an API on another host; the server must list this page's origin in `CORS_ORIGINS`.
+    /// and with the data fetches of [`use_live_json`](crate::use_live_json) and
+    /// [`use_live_list`](crate::use_live_list) (`credentials: "include"`), for an API on another
+    /// host; the server must list this page's origin in `CORS_ORIGINS`.
     pub fn with_credentials(mut self, yes: bool) -> Self {
-        self.with_credentials = yes;
+        self.with_credentials = Some(yes);
         self
     }
 
@@ -58,7 +98,7 @@ impl UseSseOptions {
     /// thousand tabs do not refetch in the same millisecond, and a burst of changes costs one
     /// refetch. Zero (the default): at once. `latest` and `last_event_id` move at once.
     pub fn jitter(mut self, jitter: std::time::Duration) -> Self {
-        self.jitter = jitter;
+        self.jitter = Some(jitter);
         self
     }
 
@@ -67,12 +107,14 @@ impl UseSseOptions {
     /// [`OriginClient`](crate::OriginClient)); `latest` and `last_event_id` still move, so the cursor goes on. Other
     /// tabs, of this browser too, are not this tab.
     pub fn echo(mut self, yes: bool) -> Self {
-        self.echo = yes;
+        self.echo = Some(yes);
         self
     }
 
     /// Sends these headers with the stream's requests (an `Authorization` token), asking
-    /// `headers` for them before each request, so a refreshed token goes with the next one.
+    /// `headers` for them before each request, so a refreshed token goes with the next one;
+    /// the data fetches of [`use_live_json`](crate::use_live_json) and
+    /// [`use_live_list`](crate::use_live_list) send them too.
     /// EventSource cannot send headers: the stream is then carried by polls
     /// (`GET /events?..&poll=25`, with `fetch`), which keep its cursor and frames; the server's
     /// `authorize` hook sees the headers. Shared across the tabs like any stream. Cross-origin,
@@ -94,7 +136,7 @@ impl UseSseOptions {
     /// known to hold a response back until it ends. (A tab finds such a proxy by itself after two
     /// streams that opened and said nothing, and polls then; see [`UseSseOptions::heartbeat`].)
     pub fn long_poll(mut self, yes: bool) -> Self {
-        self.long_poll = yes;
+        self.long_poll = Some(yes);
         self
     }
 
@@ -103,7 +145,7 @@ impl UseSseOptions {
     /// back on the way: after two such, the tab polls instead and says why
     /// ([`SseError::HeldBack`]). With `None` a silent stream is taken for a quiet one.
     pub fn heartbeat(mut self, every: Option<std::time::Duration>) -> Self {
-        self.heartbeat = every;
+        self.heartbeat = Some(every);
         self
     }
 
@@ -112,19 +154,54 @@ impl UseSseOptions {
     /// wants any the connection closes, saving the radio and the server's connection. When the
     /// page is shown again it resumes from the cursor it had when it left: what was published
     /// meanwhile is replayed (or, if the server no longer has it, refetched), nothing is
-    /// missed. Off by default: a hidden page keeps its stream.
+    /// missed. Off by default (`None`): a hidden page keeps its stream.
     ///
     /// ```
     /// use leptos_sse_notify::UseSseOptions;
     /// use std::time::Duration;
-    /// let options = UseSseOptions::default().pause_when_hidden(Duration::from_secs(5 * 60));
+    /// let options = UseSseOptions::default().pause_when_hidden(Some(Duration::from_secs(5 * 60)));
     /// # let _ = options;
     /// ```
-    pub fn pause_when_hidden(mut self, after: std::time::Duration) -> Self {
+    pub fn pause_when_hidden(mut self, after: Option<std::time::Duration>) -> Self {
         self.pause_when_hidden = Some(after);
         self
     }
 
+    /// These options laid over `under`: what these leave unset, `under` says.
+    fn over(self, under: UseSseOptions) -> UseSseOptions {
+        UseSseOptions {
+            events_path: self.events_path.or(under.events_path),
+            with_credentials: self.with_credentials.or(under.with_credentials),
+            jitter: self.jitter.or(under.jitter),
+            echo: self.echo.or(under.echo),
+            headers: self.headers.or(under.headers),
+            long_poll: self.long_poll.or(under.long_poll),
+            heartbeat: self.heartbeat.or(under.heartbeat),
+            pause_when_hidden: self.pause_when_hidden.or(under.pause_when_hidden),
+        }
+    }
+
+    /// These options over the app's ([`provide_sse_options`], read from the calling component's
+    /// context) over the defaults.
+    pub(crate) fn resolve(self) -> StreamOptions {
+        let app = use_context::<AppOptions>().map(|a| a.0).unwrap_or_default();
+        let o = self.over(app);
+        StreamOptions {
+            events_path: o.events_path.unwrap_or_else(|| DEFAULT_EVENTS_PATH.to_owned()),
+            with_credentials: o.with_credentials.unwrap_or(false),
+            jitter: o.jitter.unwrap_or_default(),
+            echo: o.echo.unwrap_or(false),
+            headers: o.headers,
+            long_poll: o.long_poll.unwrap_or(false),
+            heartbeat: o
+                .heartbeat
+                .unwrap_or(Some(std::time::Duration::from_secs(sse_notify_core::DEFAULT_HEARTBEAT_SECONDS))),
+            pause_when_hidden: o.pause_when_hidden.flatten(),
+        }
+    }
+}
+
+impl StreamOptions {
     /// Which of the tab's shared streams these options follow.
     #[cfg(feature = "browser")]
     pub(crate) fn hub_key(&self) -> hub::HubKey {
@@ -136,6 +213,11 @@ impl UseSseOptions {
     #[cfg(feature = "browser")]
     pub(crate) fn configure(&self, key: &hub::HubKey) {
         hub::configure(key, self.headers.clone(), self.heartbeat, self.pause_when_hidden);
+    }
+
+    /// How the data fetches that go with the stream are sent.
+    pub(crate) fn fetch(&self) -> crate::fetch::FetchOptions {
+        crate::fetch::FetchOptions { with_credentials: self.with_credentials, headers: self.headers.clone() }
     }
 }
 
@@ -207,7 +289,7 @@ pub fn use_sse_with_options<E>(topic: impl Into<Signal<Topic>>, options: UseSseO
 where
     E: SseEvent + Clone + Send + Sync,
 {
-    use_sse_tapped(topic.into(), options, None)
+    use_sse_tapped(topic.into(), options.resolve(), None)
 }
 
 /// Every matched event (with its id) and every resync of a subscription, for hooks that must
@@ -222,7 +304,7 @@ pub(crate) struct Tap<E> {
 }
 
 /// [`use_sse_with_options`], also calling `tap` for each event and resync.
-pub(crate) fn use_sse_tapped<E>(topic: Signal<Topic>, options: UseSseOptions, tap: Option<Tap<E>>) -> SseSignal<E>
+pub(crate) fn use_sse_tapped<E>(topic: Signal<Topic>, options: StreamOptions, tap: Option<Tap<E>>) -> SseSignal<E>
 where
     E: SseEvent + Clone + Send + Sync,
 {
@@ -368,5 +450,43 @@ mod browser_tests {
         at_once();
         at_once();
         assert_eq!(now.get_untracked(), 2, "without jitter: at once, each time");
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_hooks_options_lie_over_the_apps_which_lie_over_the_defaults() {
+        let owner = Owner::new();
+        owner.with(|| {
+            let bare = UseSseOptions::default().resolve();
+            assert_eq!(bare.events_path, DEFAULT_EVENTS_PATH);
+            assert!(!bare.with_credentials && !bare.echo && !bare.long_poll && bare.headers.is_none());
+            assert_eq!(bare.heartbeat, Some(Duration::from_secs(sse_notify_core::DEFAULT_HEARTBEAT_SECONDS)));
+            assert_eq!(bare.pause_when_hidden, None);
+
+            provide_sse_options(
+                UseSseOptions::default()
+                    .events_path("https://api.example.com/events")
+                    .with_credentials(true)
+                    .heartbeat(None)
+                    .pause_when_hidden(Some(Duration::from_secs(60)))
+                    .headers(|| vec![("authorization".to_owned(), "Bearer t".to_owned())]),
+            );
+            let hook = UseSseOptions::default().jitter(Duration::from_millis(500)).pause_when_hidden(None).resolve();
+            assert_eq!(hook.events_path, "https://api.example.com/events", "the app's path, kept");
+            assert!(hook.with_credentials);
+            assert_eq!(hook.jitter, Duration::from_millis(500), "the hook's own");
+            assert_eq!(hook.heartbeat, None, "the app's: heartbeats off");
+            assert_eq!(hook.pause_when_hidden, None, "the hook turned the app's pause off");
+            let fetch = hook.fetch();
+            assert!(fetch.with_credentials);
+            assert_eq!((fetch.headers.expect("the app's headers").0)(), vec![("authorization".to_owned(), "Bearer t".to_owned())]);
+            let elsewhere = UseSseOptions::default().events_path("/other").with_credentials(false).resolve();
+            assert_eq!((elsewhere.events_path.as_str(), elsewhere.with_credentials), ("/other", false));
+        });
     }
 }

@@ -4,7 +4,7 @@
 pub mod api;
 
 use leptos::prelude::*;
-use leptos_sse_notify::use_sse_with_options;
+use leptos_sse_notify::use_sse;
 use shared::crm::{find_user, thread_topic, users, CommentEvent, ReplyNotification, Thread, User};
 use sse_notify_core::TopicBuilder;
 
@@ -65,7 +65,7 @@ fn SignedIn(user: User, sign_out: ServerAction<SignOut>) -> impl IntoView {
     let threads = Resource::new(|| (), |_| api::my_threads());
     let selected = RwSignal::new(None::<Thread>);
     // Per-user notifications on `user:{id}`: only this user may subscribe to it.
-    let inbox = use_sse_with_options::<ReplyNotification>(TopicBuilder::user(user.id), super::stream_options());
+    let inbox = use_sse::<ReplyNotification>(TopicBuilder::user(user.id));
     let notes = RwSignal::new(Vec::<ReplyNotification>::new());
     Effect::new(move |_| {
         if let Some(n) = inbox.latest.get() {
@@ -127,7 +127,7 @@ fn SignedIn(user: User, sign_out: ServerAction<SignOut>) -> impl IntoView {
 fn ThreadView(thread: Signal<Thread>, me: User) -> impl IntoView {
     let id = Memo::new(move |_| thread.with(|t| t.id));
     let topic = Signal::derive(move || thread_topic(id.get()));
-    let live = use_sse_with_options::<CommentEvent>(topic, super::stream_options());
+    let live = use_sse::<CommentEvent>(topic);
     let add = ServerAction::<AddComment>::new();
     let edit = ServerAction::<EditComment>::new();
     let delete = ServerAction::<DeleteComment>::new();
