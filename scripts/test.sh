@@ -28,6 +28,15 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER
 echo "== cargo doc (the library crates, warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -p sse-notify-core -p sse-notify-broker -p sse-notify-axum -p leptos-sse-notify
 
+echo "== the library crates as crates.io would take them: cargo package (each built from its package), manifests, MSRV"
+cargo package --locked --allow-dirty -p sse-notify-core -p sse-notify-broker -p sse-notify-axum -p leptos-sse-notify
+python3 scripts/check-crates.py
+# No standard-library item newer than the stated MSRV (clippy reads rust-version), on both sides.
+cargo clippy --locked -p sse-notify-core -p sse-notify-broker -p sse-notify-axum -p leptos-sse-notify \
+  --features leptos-sse-notify/ssr -- -A clippy::all -D clippy::incompatible_msrv
+cargo clippy --locked -p leptos-sse-notify --features hydrate --target wasm32-unknown-unknown -- \
+  -A clippy::all -D clippy::incompatible_msrv
+
 echo "== cargo leptos build"
 cargo leptos build
 

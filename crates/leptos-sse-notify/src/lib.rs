@@ -54,6 +54,7 @@
 //!     }
 //! }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 // Used by the browser code; built everywhere so its property tests run natively.
@@ -93,3 +94,8 @@ pub use sse_notify_core::presence::{Member, Roster};
 pub use sse_notify_core::{sse_event, DecodeError, SseEvent, Topic, TopicBuilder, DEFAULT_EVENTS_PATH};
 pub use status::{ConnectionStatus, SseError};
 pub use use_sse::{provide_sse_options, use_sse, use_sse_with_options, SseSignal, UseSseOptions};
+
+// The crate's README, whose examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

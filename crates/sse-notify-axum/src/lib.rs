@@ -31,6 +31,7 @@
 //! sse.serve(app, "127.0.0.1:3000".parse()?).await?; // graceful shutdown on Ctrl-C / SIGTERM
 //! # Ok(()) }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod admission;
@@ -65,3 +66,8 @@ pub use redis;
 pub use setup::{init_logging, SetupError, SseApp};
 /// The core crate (topics, typed events, wire format), re-exported so versions always match.
 pub use sse_notify_core as core;
+
+// The crate's README, whose examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

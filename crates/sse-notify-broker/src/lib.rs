@@ -15,6 +15,7 @@
 //! topics instead. Each stream's queue is bounded (`max_queue_size`): a stream that falls that
 //! far behind is cut off with a `resync`, so a slow client never blocks the publisher or other
 //! clients, and never grows memory past its queue.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod error;
@@ -595,3 +596,8 @@ mod tests {
         assert_eq!(broker.subscribed_channels(), 64);
     }
 }
+
+// The crate's README, whose examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -35,6 +35,7 @@
 //! assert_eq!(e.payload().to_string(), r#"{"id":7}"#);
 //! assert_eq!(NoteEvent::decode("note:saved", r#"{"id":7}"#).unwrap(), e);
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod cursor;
@@ -64,3 +65,8 @@ pub const MAX_TOPICS_PER_CONNECTION: usize = 64;
 pub mod __private {
     pub use serde_json;
 }
+
+// The crate's README, whose examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
