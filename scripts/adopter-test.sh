@@ -60,3 +60,51 @@ say "cargo build (hydrate, wasm32)"
 (cd "$app" && cargo build --offline --lib --features hydrate --target wasm32-unknown-unknown)
 say "built in $(( $(date +%s) - started )) s; round trip:"
 (cd "$app" && cargo test --offline --features ssr)
+
+# --- The CSR shape: a client-side-rendered page on a plain axum API (README, "A CSR frontend on
+# a plain axum API"), written from the README's blocks as they are. Each block must also be
+# examples/notes' file (the example is what the README shows); the only line added here is the
+# [patch] that takes the crates from this checkout until they are on crates.io.
+notes=$(mktemp -d "${TMPDIR:-/tmp}/sse-notify-notes.XXXXXX")
+trap 'rm -rf "$app" "$notes"' EXIT
+block() { awk -v want="<!-- notes: $1 -->" '$0 == want { on = 1; next } on && /^```/ && !body { body = 1; next } body && /^```$/ { exit } body { print }' README.md; }
+for file in Cargo.toml api/Cargo.toml api/src/main.rs web/Cargo.toml web/src/main.rs web/index.html; do
+  mkdir -p "$notes/$(dirname "$file")"
+  block "$file" > "$notes/$file"
+  [ -s "$notes/$file" ] || { echo "FAIL: the README has no block for $file" >&2; exit 1; }
+  example="examples/notes/$file"
+  if [ "$file" = Cargo.toml ]; then
+    # The example's own [patch] (from its comment on) is not the README's.
+    sed '/^# Until the crates are on crates.io/,$d' "$example" | sed '${/^$/d}' > "$notes/example-Cargo.toml"
+    example="$notes/example-Cargo.toml"
+  fi
+  if ! diff -u "$example" "$notes/$file"; then
+    echo "FAIL: the README's $file and examples/notes/$file differ (above)" >&2
+    exit 1
+  fi
+done
+cat >> "$notes/Cargo.toml" <<PATCH
+
+[patch.crates-io]
+sse-notify-core = { path = "$root/crates/sse-notify-core" }
+sse-notify-broker = { path = "$root/crates/sse-notify-broker" }
+sse-notify-axum = { path = "$root/crates/sse-notify-axum" }
+leptos-sse-notify = { path = "$root/crates/leptos-sse-notify" }
+PATCH
+cp Cargo.lock "$notes/Cargo.lock"
+ln -s "$root/target" "$notes/target"
+(cd "$notes" && check_tree "the notes API" -p notes-api --offline && check_tree "the notes page" -p notes-web --target wasm32-unknown-unknown --offline)
+if (cd "$notes" && cargo tree -p notes-api -e normal --prefix none --format '{p}' --offline | grep -E '^leptos'); then
+  echo "FAIL: the plain axum API pulls in leptos" >&2
+  exit 1
+fi
+started=$(date +%s)
+say "the README's build commands (notes: API and CSR page)"
+block build > "$notes/build.sh"
+(cd "$notes" && bash -euo pipefail build.sh)
+say "built in $(( $(date +%s) - started )) s"
+out="$root/target/adopter-csr"
+rm -rf "$out" && mkdir -p "$out"
+cp "$root/target/debug/notes-api" "$out/notes-api"
+cp -r "$notes/web/dist" "$out/dist"
+say "the notes shape is in target/adopter-csr (end2end/tests/adopter-csr.spec.ts runs it)"

@@ -126,3 +126,24 @@ async function checkHydrationAssets(url: string) {
     );
   }
 }
+
+/** Where scripts/adopter-test.sh leaves the CSR + plain axum shape it built from the README:
+ * the API's binary and the frontend's files. */
+export const notesBuilt = path.join(root, "target", "adopter-csr");
+
+/** Starts the README's notes API (built by scripts/adopter-test.sh): serving the frontend's
+ * files itself (same origin), or alone with `CORS_ORIGINS` naming the page's origin. */
+export async function startNotesApi(opts: { files?: boolean; corsOrigins?: string } = {}): Promise<AppServer> {
+  const bin = path.join(notesBuilt, "notes-api");
+  if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run scripts/adopter-test.sh first`);
+  const port = await freePort();
+  const env: NodeJS.ProcessEnv = { ...process.env, NOTES_ADDR: `127.0.0.1:${port}`, RUST_LOG: "warn" };
+  delete env.REDIS_URL;
+  delete env.CORS_ORIGINS;
+  if (opts.files) env.NOTES_FILES = path.join(notesBuilt, "dist");
+  if (opts.corsOrigins) env.CORS_ORIGINS = opts.corsOrigins;
+  const child = spawn(bin, [], { cwd: root, env, stdio: ["ignore", "inherit", "inherit"] });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(`notes API on ${url}`, async () => (await fetch(`${url}/health`)).ok, child);
+  return { url, stop: () => stopChild(child, `notes API on ${url}`) };
+}

@@ -1,0 +1,66 @@
+import { test, expect, Page } from "@playwright/test";
+import * as fs from "node:fs";
+import * as http from "node:http";
+import * as path from "node:path";
+import { freePort, notesBuilt, startNotesApi } from "../support/servers";
+
+// The README's "CSR frontend on a plain axum API", as scripts/adopter-test.sh built it from the
+// README's own lines: a page writes a note, and it shows on that page and on another, with the
+// page on the API's origin and on another one.
+
+const note = (page: Page, text: string) => page.locator(`li[data-testid="note"][data-text="${text}"]`);
+
+async function writeAndSee(writer: Page, reader: Page, text: string) {
+  await writer.getByTestId("new-note").fill(text);
+  await writer.getByTestId("save").click();
+  await expect(note(writer, text)).toHaveCount(1, { timeout: 5_000 });
+  await expect(note(reader, text)).toHaveCount(1, { timeout: 5_000 });
+  await expect(writer.getByTestId("save-error")).toHaveText("");
+}
+
+test("same origin: the API serves the page; a note written on one page shows on it and on another", async ({ browser }) => {
+  const api = await startNotesApi({ files: true });
+  try {
+    const pages = [await (await browser.newContext()).newPage(), await (await browser.newContext()).newPage()];
+    for (const page of pages) {
+      await page.goto(`${api.url}/index.html`);
+      await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    }
+    await writeAndSee(pages[0], pages[1], "written on the first page");
+    await writeAndSee(pages[1], pages[0], "and on the second");
+  } finally {
+    await api.stop();
+  }
+});
+
+test("another origin: the page names the API (?api=), which lists the page's origin in CORS_ORIGINS", async ({ browser }) => {
+  // The page's own origin: a static file server of the built frontend.
+  const port = await freePort();
+  const files = http.createServer((req, res) => {
+    const name = new URL(req.url ?? "/", "http://x").pathname.replace(/^\/$/, "/index.html");
+    const file = path.join(notesBuilt, "dist", path.normalize(name).replace(/^(\.\.[/\\])+/, ""));
+    if (!fs.existsSync(file)) return void res.writeHead(404).end();
+    const type = file.endsWith(".wasm") ? "application/wasm" : file.endsWith(".js") ? "text/javascript" : "text/html";
+    res.writeHead(200, { "content-type": type }).end(fs.readFileSync(file));
+  });
+  await new Promise<void>((resolve) => files.listen(port, "127.0.0.1", resolve));
+  const origin = `http://127.0.0.1:${port}`;
+  const api = await startNotesApi({ corsOrigins: origin });
+  try {
+    const pages = [await (await browser.newContext()).newPage(), await (await browser.newContext()).newPage()];
+    const streams: string[] = [];
+    pages[0].on("request", (r) => {
+      if (r.url().includes("/events")) streams.push(r.url());
+    });
+    for (const page of pages) {
+      await page.goto(`${origin}/?api=${api.url}`);
+      await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    }
+    await writeAndSee(pages[0], pages[1], "across origins");
+    expect(streams.length).toBeGreaterThan(0);
+    expect(streams.every((u) => u.startsWith(`${api.url}/events?`)), "the stream is the API's").toBe(true);
+  } finally {
+    await api.stop();
+    await new Promise((resolve) => files.close(resolve));
+  }
+});

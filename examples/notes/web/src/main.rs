@@ -1,0 +1,72 @@
+//! The notes, client-side rendered: the list from the API, kept live item by item, and a form
+//! that writes. The API is this page's origin, or the one `?api=http://host:port` names.
+use leptos::prelude::*;
+use leptos_sse_notify::{provide_sse_options, sse_event, use_live_list, Topic, UseSseOptions};
+use serde::Deserialize;
+
+sse_event! {
+    #[derive(Clone, Debug)]
+    pub enum NoteEvent { Saved { id: u64 } = "note:saved" }
+    topics(&self) { vec![Topic::new("notes").unwrap()] }
+}
+
+#[derive(Clone, Deserialize)]
+struct Note {
+    id: u64,
+    text: String,
+}
+
+#[component]
+fn App() -> impl IntoView {
+    let search = window().location().search().unwrap_or_default();
+    let api = search.strip_prefix("?api=").unwrap_or_default().to_owned();
+    // One place says where the events are; every hook below follows it.
+    provide_sse_options(UseSseOptions::default().events_path(format!("{api}/events")));
+    view! { <Notes api /> }
+}
+
+#[component]
+fn Notes(api: String) -> impl IntoView {
+    let item_url = {
+        let api = api.clone();
+        move |NoteEvent::Saved { id }: &NoteEvent| Some((*id, format!("{api}/api/notes/{id}")))
+    };
+    let notes = use_live_list::<NoteEvent, Note, u64>(Topic::new("notes").unwrap(), format!("{api}/api/notes"), item_url, |n| n.id);
+    // A write. Its note shows here as on every other page: from its event (one fetch of it).
+    let save = Action::new_local(move |text: &String| {
+        let (url, body) = (format!("{api}/api/notes"), serde_json::json!({ "text": text }));
+        async move {
+            let sent = gloo_net::http::Request::post(&url).json(&body).map_err(|e| e.to_string())?.send().await;
+            match sent {
+                Ok(answer) if answer.ok() => Ok(()),
+                Ok(answer) => Err(format!("the API answered {}", answer.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    });
+    let text = RwSignal::new(String::new());
+    view! {
+        <h1>"Notes"</h1>
+        <p data-testid="status" data-status=move || notes.sse.status.get().label()>{move || notes.sse.status.get().label()}</p>
+        <form on:submit=move |ev| {
+            ev.prevent_default();
+            save.dispatch(text.get_untracked());
+            text.set(String::new());
+        }>
+            <input data-testid="new-note" bind:value=text />
+            <button data-testid="save" type="submit">"Save"</button>
+        </form>
+        <p data-testid="save-error">{move || save.value().get().and_then(Result::err)}</p>
+        <ul>
+            {move || notes.items.get().map(|list| match list {
+                Ok(list) => list.into_iter().map(|n| view! { <li data-testid="note" data-text=n.text.clone()>{n.text.clone()}</li> }).collect_view().into_any(),
+                Err(e) => view! { <li data-testid="fetch-error">{e.to_string()}</li> }.into_any(),
+            })}
+        </ul>
+    }
+}
+
+fn main() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(App);
+}
