@@ -14,10 +14,10 @@ trap 'rm -rf "$app"' EXIT
 mkdir -p "$app/src" "$app/tests"
 sed "s|@ROOT@|$root|g" scripts/adopter/Cargo.toml.in > "$app/Cargo.toml"
 cp scripts/adopter/src/*.rs "$app/src/"
-# Its main.rs is the README's, as the README shows it (only the crate's name put in).
+# Its main.rs is the guide's (docs/guide/src/adopt.md), as the page shows it (only the crate's name put in).
 awk '/<!-- adopter: main.rs/ { on = 1; next } on && /^```rust$/ { body = 1; next } body && /^```$/ { exit } body { print }' \
-  README.md | sed 's/my_app::/adopter::/' > "$app/src/main.rs"
-grep -q 'SseApp::from_env' "$app/src/main.rs" || { echo "FAIL: no main.rs block found in the README" >&2; exit 1; }
+  docs/guide/src/adopt.md | sed 's/my_app::/adopter::/' > "$app/src/main.rs"
+grep -q 'SseApp::from_env' "$app/src/main.rs" || { echo "FAIL: no main.rs block found in docs/guide/src/adopt.md" >&2; exit 1; }
 cp scripts/adopter/tests/*.rs "$app/tests/"
 # The workspace's lock pins the same versions, so the shared build cache is reused.
 cp Cargo.lock "$app/Cargo.lock"
@@ -61,25 +61,25 @@ say "cargo build (hydrate, wasm32)"
 say "built in $(( $(date +%s) - started )) s; round trip:"
 (cd "$app" && cargo test --offline --features ssr)
 
-# --- The CSR shape: a client-side-rendered page on a plain axum API (README, "A CSR frontend on
-# a plain axum API"), written from the README's blocks as they are. Each block must also be
-# examples/notes' file (the example is what the README shows); the only line added here is the
+# --- The CSR shape: a client-side-rendered page on a plain axum API (the guide's adopt page, "A CSR frontend on
+# a plain axum API"), written from that page's blocks as they are. Each block must also be
+# examples/notes' file (the example is what the page shows); the only line added here is the
 # [patch] that takes the crates from this checkout until they are on crates.io.
 notes=$(mktemp -d "${TMPDIR:-/tmp}/sse-notify-notes.XXXXXX")
 trap 'rm -rf "$app" "$notes"' EXIT
-block() { awk -v want="<!-- notes: $1 -->" '$0 == want { on = 1; next } on && /^```/ && !body { body = 1; next } body && /^```$/ { exit } body { print }' README.md; }
+block() { awk -v want="<!-- notes: $1 -->" '$0 == want { on = 1; next } on && /^```/ && !body { body = 1; next } body && /^```$/ { exit } body { print }' docs/guide/src/adopt.md; }
 for file in Cargo.toml api/Cargo.toml api/src/main.rs web/Cargo.toml web/src/main.rs web/index.html; do
   mkdir -p "$notes/$(dirname "$file")"
   block "$file" > "$notes/$file"
-  [ -s "$notes/$file" ] || { echo "FAIL: the README has no block for $file" >&2; exit 1; }
+  [ -s "$notes/$file" ] || { echo "FAIL: docs/guide/src/adopt.md has no block for $file" >&2; exit 1; }
   example="examples/notes/$file"
   if [ "$file" = Cargo.toml ]; then
-    # The example's own [patch] (from its comment on) is not the README's.
+    # The example's own [patch] (from its comment on) is not the page's.
     sed '/^# Until the crates are on crates.io/,$d' "$example" | sed '${/^$/d}' > "$notes/example-Cargo.toml"
     example="$notes/example-Cargo.toml"
   fi
   if ! diff -u "$example" "$notes/$file"; then
-    echo "FAIL: the README's $file and examples/notes/$file differ (above)" >&2
+    echo "FAIL: docs/guide/src/adopt.md's $file and examples/notes/$file differ (above)" >&2
     exit 1
   fi
 done
@@ -99,7 +99,7 @@ if (cd "$notes" && cargo tree -p notes-api -e normal --prefix none --format '{p}
   exit 1
 fi
 started=$(date +%s)
-say "the README's build commands (notes: API and CSR page)"
+say "the guide's build commands (notes: API and CSR page)"
 block build > "$notes/build.sh"
 (cd "$notes" && bash -euo pipefail build.sh)
 say "built in $(( $(date +%s) - started )) s"

@@ -34,6 +34,13 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
+# mdBook builds the guide (docs/guide) in the test command.
+MDBOOK_VERSION=0.4.52
+if ! mdbook --version 2>/dev/null | grep -q "$MDBOOK_VERSION"; then
+  say "cargo install mdbook $MDBOOK_VERSION (about 2 minutes)"
+  cargo install --locked mdbook --version "$MDBOOK_VERSION"
+fi
+
 if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
   say "cargo install cargo-leptos@$CARGO_LEPTOS_VERSION (about 11 minutes, once)"
   cargo install cargo-leptos@"$CARGO_LEPTOS_VERSION" --locked

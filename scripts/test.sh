@@ -37,6 +37,10 @@ cargo clippy --locked -p sse-notify-core -p sse-notify-broker -p sse-notify-axum
 cargo clippy --locked -p leptos-sse-notify --features hydrate --target wasm32-unknown-unknown -- \
   -A clippy::all -D clippy::incompatible_msrv
 
+echo "== the guide (mdBook): built, and no link in it, the README or a crate's README broken"
+mdbook build docs/guide
+python3 scripts/check-links.py
+
 echo "== cargo leptos build"
 cargo leptos build
 

@@ -127,11 +127,11 @@ async function checkHydrationAssets(url: string) {
   }
 }
 
-/** Where scripts/adopter-test.sh leaves the CSR + plain axum shape it built from the README:
+/** Where scripts/adopter-test.sh leaves the CSR + plain axum shape it built from the guide (docs/guide/src/adopt.md):
  * the API's binary and the frontend's files. */
 export const notesBuilt = path.join(root, "target", "adopter-csr");
 
-/** Starts the README's notes API (built by scripts/adopter-test.sh): serving the frontend's
+/** Starts the guide's notes API (built by scripts/adopter-test.sh): serving the frontend's
  * files itself (same origin), or alone with `CORS_ORIGINS` naming the page's origin. */
 export async function startNotesApi(opts: { files?: boolean; corsOrigins?: string } = {}): Promise<AppServer> {
   const bin = path.join(notesBuilt, "notes-api");

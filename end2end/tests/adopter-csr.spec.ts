@@ -4,8 +4,8 @@ import * as http from "node:http";
 import * as path from "node:path";
 import { freePort, notesBuilt, startNotesApi } from "../support/servers";
 
-// The README's "CSR frontend on a plain axum API", as scripts/adopter-test.sh built it from the
-// README's own lines: a page writes a note, and it shows on that page and on another, with the
+// The guide's (docs/guide/src/adopt.md) "CSR frontend on a plain axum API", as scripts/adopter-test.sh built it from the
+// page's own lines: a page writes a note, and it shows on that page and on another, with the
 // page on the API's origin and on another one.
 
 const note = (page: Page, text: string) => page.locator(`li[data-testid="note"][data-text="${text}"]`);

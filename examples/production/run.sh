@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The production-scale example: Redis, three app instances, nginx in front (the SSE settings
-# the README documents), Prometheus scraping every instance with alerting rules, and the load
+# the guide documents), Prometheus scraping every instance with alerting rules, and the load
 # tool driving streams and events through nginx. Prints the load tool's figures and what
 # Prometheus saw.
 #

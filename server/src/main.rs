@@ -1,4 +1,4 @@
-//! The demo task board server. `cargo leptos watch` runs it; see the README.
+//! The demo task board server. `cargo leptos watch` runs it; see the README and the guide (docs/guide).
 
 use std::process::ExitCode;
 

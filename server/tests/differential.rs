@@ -2,7 +2,7 @@
 //! the direct path and once to one with it switched off (every request hyper's), and what comes
 //! back must agree: each response's status and framing, and how the connection ends (closed,
 //! still serving requests, or streaming). The only differences allowed are the ones the
-//! README lists ("The direct stream path and hyper"), each named in the corpus with its reason.
+//! guide lists (docs/guide/src/operations.md, "The direct stream path and hyper"), each named in the corpus with its reason.
 
 mod common;
 
@@ -43,7 +43,7 @@ struct Case {
     then_junk: usize,
     /// After the bytes, the client closes its sending side.
     then_shutdown: bool,
-    /// A difference the README lists, with its reason.
+    /// A difference the guide lists, with its reason.
     differs: Option<&'static str>,
 }
 
@@ -194,7 +194,7 @@ async fn the_direct_path_answers_every_request_as_hyper_does() {
             (false, Some(reason)) => report.push_str(&format!("    (listed difference: {reason})\n")),
             (false, None) => failures += 1,
             (true, Some(_)) => {
-                report.push_str("    (a listed difference that no longer differs: take it off the README's list)\n");
+                report.push_str("    (a listed difference that no longer differs: take it off the guide's list)\n");
                 failures += 1;
             }
         }

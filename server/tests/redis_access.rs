@@ -13,7 +13,7 @@ use sse_notify_axum::config::RedisSettings;
 use sse_notify_axum::{SseApp, SseConfig};
 use sse_notify_core::Topic;
 
-/// What the README tells an operator to grant the broker's user, for the default prefix.
+/// What the guide (docs/guide/src/redis.md) tells an operator to grant the broker's user, for the default prefix.
 const BROKER_ACL: &[&str] = &[
     "+ping",
     "+info",

@@ -6,7 +6,7 @@
 //! stored: a retry stores it twice, and nobody hears of the first. Instead the event waits here,
 //! in order, and a relay task retries with backoff until the backend takes it. The outbox is in
 //! process memory and bounded (`SSE_OUTBOX_SIZE`): it survives a Redis outage, not a crash of
-//! the process during one (the README's production notes say so).
+//! the process during one (the guide's operations page says so).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

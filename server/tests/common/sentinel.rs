@@ -1,5 +1,5 @@
 //! A Sentinel-managed Redis on loopback: a primary, its replicas and three sentinels (quorum 2),
-//! as the README's production section describes, with failure detection in one second.
+//! as the guide's Redis page (docs/guide/src/redis.md) describes, with failure detection in one second.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
