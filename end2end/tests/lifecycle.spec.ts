@@ -427,3 +427,63 @@ test("a page hidden past pause_when_hidden leaves its stream (the server's conne
     await server.stop();
   }
 });
+
+test("two tabs, one hidden past the pause: the visible one stays live and current, the hidden one fetches nothing meanwhile, and shown again is current and live", async ({
+  browser,
+}) => {
+  const server = await startApp({ env: { PAUSE_WHEN_HIDDEN_SECONDS: "2" } });
+  try {
+    const context = await browser.newContext();
+    await context.addInitScript(() => {
+      let hidden = false;
+      Object.defineProperty(Document.prototype, "visibilityState", { get: () => (hidden ? "hidden" : "visible") });
+      Object.defineProperty(Document.prototype, "hidden", { get: () => hidden });
+      (window as any).__setHidden = (h: boolean) => {
+        hidden = h;
+        document.dispatchEvent(new Event("visibilitychange"));
+      };
+    });
+    await trackEventSources(context);
+    const first = await context.newPage();
+    const firstData = watchDataRequests(first);
+    await first.goto(server.url);
+    await expect(first.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    const second = await context.newPage();
+    const secondData = watchDataRequests(second);
+    await second.goto(server.url);
+    await expect(second.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    await settled(firstData);
+    await settled(secondData);
+
+    // Each tab in turn is the hidden one: the one holding the stream, then the other.
+    for (const [round, hidden, shown, hiddenData] of [
+      [1, first, second, firstData],
+      [2, second, first, secondData],
+    ] as const) {
+      await hidden.evaluate(() => (window as any).__setHidden(true));
+      // Past the pause (2 s), the hidden tab has left: a change reaches the visible tab only.
+      await expect.poll(() => hidden.evaluate(() => document.visibilityState)).toBe("hidden");
+      await new Promise((r) => setTimeout(r, 3_000));
+      const fetched = hiddenData.started.length;
+      const title = `while tab ${round === 1 ? "one" : "two"} is hidden ${Date.now()}`;
+      await createTask(server, title);
+      await expect(row(shown, title)).toBeVisible({ timeout: 5_000 });
+      await expect(shown.getByTestId("status")).toHaveAttribute("data-status", "live");
+      await new Promise((r) => setTimeout(r, 500));
+      expect(hiddenData.started.length, "the hidden tab fetched for a change it does not show").toBe(fetched);
+
+      await hidden.evaluate(() => (window as any).__setHidden(false));
+      await expect(row(hidden, title)).toBeVisible({ timeout: 3_000 });
+      await expect(hidden.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 3_000 });
+      await expect(shown.getByTestId("status")).toHaveAttribute("data-status", "live");
+      await expect(row(hidden, title)).toHaveCount(1);
+      // Live for what comes next too, both of them, past the time a follower hears its leader.
+      await new Promise((r) => setTimeout(r, 4_000));
+      await expect(hidden.getByTestId("status")).toHaveAttribute("data-status", "live");
+      await expect(shown.getByTestId("status")).toHaveAttribute("data-status", "live");
+    }
+    expect((await holdsStream(first)) !== (await holdsStream(second)), "one stream for the two tabs").toBe(true);
+  } finally {
+    await server.stop();
+  }
+});

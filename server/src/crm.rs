@@ -2,8 +2,9 @@
 //! - `GET /api/crm/threads/{id}/comments`: a thread's comments as JSON. Its answers are shared,
 //!   through the response cache, only among users the thread's visibility rule treats alike (the
 //!   thread's team).
-//! - `POST /api/crm/token`: a short-lived bearer token for the signed-in user, for a page that
-//!   sends `Authorization` rather than cookies (`{"token": "...", "expires_in": 900}`).
+//! - `POST /api/crm/token`: a short-lived bearer token for the user signed in by cookie, for a
+//!   page that sends `Authorization` rather than cookies (`{"token": "...", "expires_in": 900}`);
+//!   it ends when that sign-in does, and a token cannot ask for another.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -46,10 +47,13 @@ pub fn routes(sessions: Sessions, comments: Table<Comment>, cache: Option<Respon
 }
 
 async fn issue_token(State(crm): State<Crm>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
-    let user = crm.sessions.user(&headers).await.ok_or_else(signed_out)?;
-    let (token, lasts) = crm.sessions.issue_token(user.id).await.map_err(|e| {
+    let issued = crm.sessions.issue_token(&headers).await.map_err(|e| {
         tracing::warn!(error = %e, "session store unavailable");
         ApiError::unavailable("store_unavailable", "the data store is unavailable")
+    })?;
+    // Only a signed-in cookie issues tokens: a token cannot renew itself past its expiry.
+    let (token, lasts) = issued.ok_or_else(|| {
+        ApiError::new(StatusCode::UNAUTHORIZED, "signed_out", "sign in (with the session cookie) to get a token")
     })?;
     Ok(Json(serde_json::json!({ "token": token, "expires_in": lasts.as_secs() })))
 }

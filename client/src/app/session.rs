@@ -11,6 +11,9 @@
 //! of its own, signed the same way, short-lived, and refreshed by asking for a new one. A request
 //! that names a token is judged by it alone: an expired or forged token is nobody, whatever
 //! cookie comes with it (a client that says who it is should not be taken for someone else).
+//! A token hangs on the cookie's session that issued it: only that session issues tokens (a token
+//! cannot issue another and so outlive its own expiry), none outlives it, and signing out ends
+//! them all with it. A leaked token is good for its few minutes and no longer.
 //!
 //! A session's id is 64 random bits from the operating system, not the store's counter: a
 //! counter starts again at 1 when the store loses its data (a Redis flush, a restart without
@@ -65,7 +68,11 @@ impl SessionKey {
     /// request names one that this key did not sign, `None` when it names none.
     fn verified_token(&self, headers: &HeaderMap) -> Option<Option<u64>> {
         let value = headers.get(AUTHORIZATION)?;
-        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        // The scheme is case-insensitive (RFC 9110, 11.1).
+        let token = value.to_str().ok().and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
         let mut jar = CookieJar::new();
         jar.add_original(Cookie::new(SESSION_COOKIE, token.unwrap_or_default().to_owned()));
         Some(jar.signed(&self.0).get(SESSION_COOKIE).and_then(|c| c.value().parse().ok()))
@@ -101,11 +108,14 @@ impl SessionKey {
     }
 }
 
-/// One signed-in browser: who, and until when (Unix seconds).
+/// One signed-in browser: who, and until when (Unix seconds); a bearer token's session also
+/// names the session that issued it, and lasts only as long as that one does.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Session {
     pub user: u64,
     pub expires: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<u64>,
 }
 
 /// The CRM's sessions: the signing key, the store that holds them, and how long they last.
@@ -143,35 +153,46 @@ impl Sessions {
 
     /// Starts a session for `user` under a new random id; the `Set-Cookie` value that names it.
     pub async fn sign_in(&self, user: u64) -> Result<HeaderValue, StoreError> {
-        let id = self.start(user, self.ttl).await?;
+        let id = random_session_id();
+        self.table.put(id, &Session { user, expires: now_secs() + self.ttl.as_secs(), issued_by: None }).await?;
         Ok(self.key.cookie(id, self.ttl))
     }
 
-    /// A bearer token for `user`, a session of its own that ends after the token's lifetime
-    /// (returned beside it).
-    pub async fn issue_token(&self, user: u64) -> Result<(String, Duration), StoreError> {
-        let id = self.start(user, self.token_ttl).await?;
-        Ok((self.key.token(id), self.token_ttl))
+    /// A bearer token for the request's signed-in user, and how long it lasts: a session of its
+    /// own, issued by the cookie's session and ending with it, if not before. `None` when the
+    /// request has no live cookie session, or names a token (a token issues no tokens).
+    pub async fn issue_token(&self, headers: &HeaderMap) -> Result<Option<(String, Duration)>, StoreError> {
+        if self.key.verified_token(headers).is_some() {
+            return Ok(None);
+        }
+        let Some(issuer) = self.key.verified(headers) else { return Ok(None) };
+        let Some(parent) = self.live(issuer).await else { return Ok(None) };
+        let expires = (now_secs() + self.token_ttl.as_secs()).min(parent.expires);
+        let id = random_session_id();
+        self.table.put(id, &Session { user: parent.user, expires, issued_by: Some(issuer) }).await?;
+        Ok(Some((self.key.token(id), Duration::from_secs(expires.saturating_sub(now_secs())))))
     }
 
-    async fn start(&self, user: u64, ttl: Duration) -> Result<u64, StoreError> {
-        let id = random_session_id();
-        self.table.put(id, &Session { user, expires: now_secs() + ttl.as_secs() }).await?;
-        Ok(id)
+    /// Session `id`, if it exists and has not expired (an expired one is deleted when found).
+    async fn live(&self, id: u64) -> Option<Session> {
+        let session = self.table.get(id).await.ok()??;
+        if session.expires <= now_secs() {
+            let _ = self.table.delete(id).await;
+            return None;
+        }
+        Some(session)
     }
 
     /// The signed-in user of a request: a genuine bearer token or, when it names none, cookie,
-    /// naming a session that exists and has not expired. An expired session is deleted when it
-    /// is found.
+    /// naming a live session; a token's session also needs the session that issued it live.
     pub async fn user(&self, headers: &HeaderMap) -> Option<User> {
         let id = match self.key.verified_token(headers) {
             Some(token) => token?,
             None => self.key.verified(headers)?,
         };
-        let session = self.table.get(id).await.ok()??;
-        if session.expires <= now_secs() {
-            let _ = self.table.delete(id).await;
-            return None;
+        let session = self.live(id).await?;
+        if let Some(issuer) = session.issued_by {
+            self.live(issuer).await?;
         }
         find_user(session.user)
     }
@@ -235,8 +256,12 @@ mod tests {
     }
 
     fn bearer(token: &str) -> HeaderMap {
+        bearer_as(&format!("Bearer {token}"))
+    }
+
+    fn bearer_as(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        h.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
         h
     }
 
@@ -244,9 +269,11 @@ mod tests {
     async fn a_bearer_token_names_its_user_until_it_expires_and_overrides_the_cookie() {
         let key = SessionKey::from_secret(&[7u8; 32]).unwrap();
         let s = sessions(key.clone(), Duration::from_secs(3600));
-        let (token, lasts) = s.issue_token(2).await.unwrap();
-        assert_eq!(lasts, Duration::from_secs(15 * 60));
+        let bob = s.sign_in(2).await.unwrap();
+        let (token, lasts) = s.issue_token(&headers(&bob)).await.unwrap().expect("a token for bob");
+        assert!(lasts <= Duration::from_secs(15 * 60) && lasts >= Duration::from_secs(15 * 60 - 2), "{lasts:?}");
         assert_eq!(s.user(&bearer(&token)).await.unwrap().name, "bob");
+        assert_eq!(s.user(&bearer_as(&format!("bearer {token}"))).await.unwrap().name, "bob", "any case");
         // Forged, tampered, another key's, or not a bearer at all: nobody, even beside a good cookie.
         let carol = s.sign_in(3).await.unwrap();
         let mut with_cookie = headers(&carol);
@@ -258,8 +285,29 @@ mod tests {
         assert!(other.user(&bearer(&token)).await.is_none());
         // A token that has lasted its time is nobody.
         let short = sessions(key, Duration::from_secs(3600)).token_ttl(Duration::ZERO);
-        let (expired, _) = short.issue_token(2).await.unwrap();
+        let bob_again = short.sign_in(2).await.unwrap();
+        let (expired, _) = short.issue_token(&headers(&bob_again)).await.unwrap().unwrap();
         assert!(short.user(&bearer(&expired)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_token_issues_no_token_and_ends_with_the_session_that_issued_it() {
+        let s = sessions(SessionKey::random(), Duration::from_secs(3600));
+        let bob = s.sign_in(2).await.unwrap();
+        let (token, _) = s.issue_token(&headers(&bob)).await.unwrap().unwrap();
+        assert!(s.issue_token(&bearer(&token)).await.unwrap().is_none(), "a token issued a token");
+        let mut both = headers(&bob);
+        both.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        assert!(s.issue_token(&both).await.unwrap().is_none(), "a token beside the cookie issued one");
+        assert!(s.issue_token(&HeaderMap::new()).await.unwrap().is_none());
+        // Signing out (with the cookie) ends every token it issued.
+        s.sign_out(&headers(&bob)).await.unwrap();
+        assert!(s.user(&bearer(&token)).await.is_none(), "the token outlived the sign-out");
+        // A token never outlives its session.
+        let brief = sessions(SessionKey::random(), Duration::from_secs(60)).token_ttl(Duration::from_secs(3600));
+        let carol = brief.sign_in(3).await.unwrap();
+        let (_, lasts) = brief.issue_token(&headers(&carol)).await.unwrap().unwrap();
+        assert!(lasts <= Duration::from_secs(60), "{lasts:?}");
     }
 
     #[tokio::test]

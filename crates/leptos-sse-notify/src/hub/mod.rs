@@ -96,9 +96,17 @@ struct Pause {
     left_at: Option<Option<String>>,
     /// Back, from this cursor: the next sync resumes this tab's topics from it.
     resume_from: Option<Option<String>>,
+    /// A frame or resync for this tab's subscribers came while it was away (the stream carried
+    /// their topics for another tab) and was not handed to them: they refetch when it is back,
+    /// once, instead of a replay that would hand the other tabs what they have.
+    missed: bool,
 }
 
 impl Pause {
+    fn away(&self) -> bool {
+        self.left_at.is_some()
+    }
+
     /// What the page's visibility now says: `Some(true)` when the tab should leave the stream,
     /// `Some(false)` when it should come back, `None` when nothing changes.
     fn check(&mut self, visible: bool, now_ms: f64, cursor: &Option<String>) -> Option<bool> {
@@ -138,7 +146,7 @@ impl Hub {
 
     /// This tab's own topics, event names and presence topics (none while it left the stream).
     fn own_want(&self) -> StreamKey {
-        if self.pause.left_at.is_some() {
+        if self.pause.away() {
             return StreamKey::default();
         }
         let shows_presence = |s: &&Subscriber| s.names.contains(&PRESENCE_STATE_EVENT);
@@ -253,9 +261,12 @@ fn on_beat(key: &HubKey) {
     let paused = with_hub(key, |hub| hub.pause.check(tabs::page_visible(), tabs::now_ms(), &hub.last_event_id));
     match paused {
         Some(true) => {
-            // Not `live` while its topics are not streamed; the page is hidden, and says so
-            // again at once when it is back.
-            signals(key).0.set(ConnectionStatus::Connecting);
+            // A follower's topics are no longer streamed for it: not `live` (the leader says
+            // what the stream is when this tab asks for its topics again). The tab that holds
+            // the stream says what it is: still live for the others, or closed.
+            if with_hub(key, |hub| hub.sharing.role == Role::Follower) {
+                signals(key).0.set(ConnectionStatus::Connecting);
+            }
             return schedule_sync(key);
         }
         Some(false) => schedule_sync(key),
@@ -404,7 +415,7 @@ fn on_tab_message(key: &HubKey, msg: TabMessage) {
         }
         // A tab that left the stream is not told `live` by the leader that streams for others.
         (Role::Follower, TabMessage::Status { status }) => {
-            if with_hub(key, |hub| hub.pause.left_at.is_none()) {
+            if with_hub(key, |hub| !hub.pause.away()) {
                 signals(key).0.set(status)
             }
         }
@@ -499,33 +510,43 @@ fn schedule_sync(key: &HubKey) {
     }
 }
 
+/// What a sync leaves to do with the hub released.
+struct Synced {
+    status: Option<ConnectionStatus>,
+    /// This tab's subscribers refetch (they let frames by while away).
+    refetch_own: bool,
+}
+
 fn sync(key: &HubKey) {
-    let status = with_hub(key, |hub| {
+    let synced = with_hub(key, |hub| {
         hub.sync_scheduled = false;
         let wanted = hub.own_want();
         // Back from a pause: this tab's topics resume from where it left, unless the stream
         // carried them all along (for another tab).
         let streamed = hub.stream.as_ref().map(|s| &s.key().topics);
         let mut since = hub.last_event_id.clone();
+        let mut refetch_own = false;
         if let Some(left_at) = hub.pause.resume_from.take() {
-            if !streamed.is_some_and(|s| wanted.topics.is_subset(s)) {
+            if std::mem::take(&mut hub.pause.missed) {
+                // The stream went on for another tab, and this one let its frames by.
+                refetch_own = true;
+            } else if !streamed.is_some_and(|s| wanted.topics.is_subset(s)) {
                 since = decode::older(since, left_at.as_ref());
             }
         }
         if hub.sharing.role == Role::Follower {
             // The leader holds the stream: tell it what this tab wants, when that changes.
             hub.sharing.announce(wanted, since);
-            return None;
+            return Synced { status: None, refetch_own };
         }
         let (wanted, since) = hub.sharing.union(wanted, since, streamed);
         if hub.stream.as_ref().is_some_and(|s| *s.key() == wanted) {
-            return None;
+            return Synced { status: None, refetch_own };
         }
-        if let Some(old) = hub.stream.take() {
-            old.close();
-        }
+        let closed = hub.stream.take().map(|old| old.close()).is_some();
         if wanted.topics.is_empty() {
-            return None;
+            // No stream now: not `live`.
+            return Synced { status: closed.then_some(ConnectionStatus::Connecting), refetch_own };
         }
         let (liveness, carriage) = (hub.liveness.clone(), &hub.carriage);
         let opened = OpenStream::open(
@@ -537,19 +558,31 @@ fn sync(key: &HubKey) {
             liveness,
             carriage,
         );
-        match opened {
+        let status = match opened {
             Ok(stream) => {
                 hub.stream = Some(stream);
-                Some(ConnectionStatus::Connecting)
+                ConnectionStatus::Connecting
             }
             Err(e) => {
                 leptos::logging::error!("use_sse: cannot open EventSource: {e:?}");
-                Some(ConnectionStatus::Offline)
+                ConnectionStatus::Offline
             }
-        }
+        };
+        Synced { status: Some(status), refetch_own }
     });
-    if let Some(status) = status {
+    if let Some(status) = synced.status {
         set_status(key, status);
+    }
+    if synced.refetch_own {
+        refetch_own(key);
+    }
+}
+
+/// Bumps the version of every subscriber of this tab (none of the others').
+fn refetch_own(key: &HubKey) {
+    let callbacks: Vec<_> = with_hub(key, |hub| hub.subscribers.values().map(|s| s.on_resync.clone()).collect());
+    for cb in callbacks {
+        cb();
     }
 }
 
@@ -651,11 +684,18 @@ fn show_error(key: &HubKey, error: Option<SseError>) {
 fn resync(key: &HubKey, topics: Option<&[String]>) {
     let callbacks: Vec<_> = with_hub(key, |hub| {
         hub.sharing.tell_followers(|| TabMessage::Resync { topics: topics.map(<[String]>::to_vec) });
-        hub.subscribers
+        let named: Vec<_> = hub
+            .subscribers
             .values()
             .filter(|s| topics.is_none_or(|t| t.iter().any(|t| t == s.topic.as_str())))
             .map(|s| s.on_resync.clone())
-            .collect()
+            .collect();
+        if hub.pause.away() {
+            // Away (hidden past the pause): refetched once when back.
+            hub.pause.missed |= !named.is_empty();
+            return Vec::new();
+        }
+        named
     });
     for cb in callbacks {
         cb();
@@ -691,12 +731,19 @@ fn dispatch(key: &HubKey, name: &str, data: &str, id: &str, topics: &[Topic]) {
     }
     let matched = decode::matched_topics(id, topics);
     let callbacks: Vec<_> = with_hub(key, |hub| {
-        hub.subscribers
+        let named: Vec<_> = hub
+            .subscribers
             .values()
             .filter(|s| s.names.contains(&name))
             .filter(|s| matched.as_ref().is_none_or(|m| m.contains(&&s.topic)))
             .map(|s| s.on_event.clone())
-            .collect()
+            .collect();
+        if hub.pause.away() {
+            // Away (hidden past the pause), the tab lets its frames by: refetched once when back.
+            hub.pause.missed |= !named.is_empty();
+            return Vec::new();
+        }
+        named
     });
     // Called with the hub released: a callback may mount or unmount components.
     for cb in callbacks {
