@@ -487,3 +487,48 @@ test("two tabs, one hidden past the pause: the visible one stays live and curren
     await server.stop();
   }
 });
+
+test("the notifications that came while a page was away all show, in order, when it is back (one answer brings them together)", async ({
+  browser,
+}) => {
+  const server = await startApp({ env: { PAUSE_WHEN_HIDDEN_SECONDS: "2" } });
+  try {
+    const carol = await (await browser.newContext()).newPage();
+    await carol.goto(`${server.url}/crm`);
+    await signIn(carol, "carol");
+    await openThread(carol, 1);
+
+    const bobContext = await browser.newContext();
+    await bobContext.addInitScript(() => {
+      let hidden = false;
+      Object.defineProperty(Document.prototype, "visibilityState", { get: () => (hidden ? "hidden" : "visible") });
+      Object.defineProperty(Document.prototype, "hidden", { get: () => hidden });
+      (window as any).__setHidden = (h: boolean) => {
+        hidden = h;
+        document.dispatchEvent(new Event("visibilitychange"));
+      };
+    });
+    const bob = await bobContext.newPage();
+    await bob.goto(`${server.url}/crm`);
+    await signIn(bob, "bob");
+    // Carried by polls (a bearer token), whose one answer brings what was missed at once.
+    const token = (await (await bob.request.post(`${server.url}/api/crm/token`)).json()).token as string;
+    await bob.evaluate((t) => localStorage.setItem("sse-authorization", `Bearer ${t}`), token);
+    await bob.reload();
+    await expect(bob.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    const notes = bob.getByTestId("notification");
+    await writeComment(carol, "first reply");
+    await expect(notes).toHaveCount(1, { timeout: 5_000 });
+
+    await bob.evaluate(() => (window as any).__setHidden(true));
+    await new Promise((r) => setTimeout(r, 3_000));
+    await writeComment(carol, "second reply");
+    await writeComment(carol, "third reply");
+    await bob.evaluate(() => (window as any).__setHidden(false));
+    await expect(notes).toHaveCount(3, { timeout: 5_000 });
+    await new Promise((r) => setTimeout(r, 500));
+    await expect(notes).toHaveCount(3);
+  } finally {
+    await server.stop();
+  }
+});

@@ -8,6 +8,7 @@
 //!   the latest typed event, a version to key Resources on, the stream status and errors.
 //! - [`use_live_json`]: the REST side of the idiom: GET JSON from a URL (with gloo-net) and get
 //!   it again on every matched notification.
+//! - [`use_sse_with_handler`]: every event of a topic, in order (an inbox), beside the signals.
 //! - [`provide_sse_options`]: the app's options, once (where the events are, credentials,
 //!   a bearer token), under every hook's own.
 //! - [`use_live_list`]: a REST list kept live item by item: an event naming an item refetches
@@ -93,7 +94,7 @@ pub use sse_notify_core::presence::{Member, Roster};
 /// [`TopicBuilder`].
 pub use sse_notify_core::{sse_event, DecodeError, SseEvent, Topic, TopicBuilder, DEFAULT_EVENTS_PATH};
 pub use status::{ConnectionStatus, SseError};
-pub use use_sse::{provide_sse_options, use_sse, use_sse_with_options, SseSignal, UseSseOptions};
+pub use use_sse::{provide_sse_options, use_sse, use_sse_with_handler, use_sse_with_options, SseSignal, UseSseOptions};
 
 // The crate's README, whose examples are compiled and run as doc tests.
 #[cfg(doctest)]

@@ -292,6 +292,42 @@ where
     use_sse_tapped(topic.into(), options.resolve(), None)
 }
 
+/// [`use_sse_with_options`], also calling `on_event` with every event of the topic, each one in
+/// order: for what keeps a list of events (an inbox, a log), since [`SseSignal::latest`] is a
+/// signal and keeps only the newest of events that arrive together (a replay after a reconnect,
+/// a poll's answer). Not called for this tab's own writes unless [`UseSseOptions::echo`].
+///
+/// ```no_run
+/// use leptos::prelude::*;
+/// use leptos_sse_notify::{sse_event, use_sse_with_handler, Topic, UseSseOptions};
+///
+/// sse_event! {
+///     #[derive(Clone, Debug)]
+///     pub enum Reply { Posted { by: String } = "reply:posted" }
+///     topics(&self) { vec![Topic::new("inbox").unwrap()] }
+/// }
+///
+/// #[component]
+/// fn Inbox() -> impl IntoView {
+///     let replies = RwSignal::new(Vec::<Reply>::new());
+///     use_sse_with_handler(Topic::new("inbox").unwrap(), UseSseOptions::default(), move |r: &Reply| {
+///         replies.update(|all| all.push(r.clone()))
+///     });
+///     view! { <p>{move || replies.with(Vec::len)} " replies"</p> }
+/// }
+/// ```
+pub fn use_sse_with_handler<E>(
+    topic: impl Into<Signal<Topic>>,
+    options: UseSseOptions,
+    on_event: impl Fn(&E) + 'static,
+) -> SseSignal<E>
+where
+    E: SseEvent + Clone + Send + Sync,
+{
+    let tap = Tap { on_event: std::rc::Rc::new(move |event: &E, _id: &str| on_event(event)), on_resync: std::rc::Rc::new(|| {}) };
+    use_sse_tapped(topic.into(), options.resolve(), Some(tap))
+}
+
 /// Every matched event (with its id) and every resync of a subscription, for hooks that must
 /// see each one rather than the latest ([`use_live_list`](crate::use_live_list) patches its list per event).
 /// Called with each matched event and its id.

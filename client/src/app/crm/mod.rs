@@ -4,7 +4,7 @@
 pub mod api;
 
 use leptos::prelude::*;
-use leptos_sse_notify::use_sse;
+use leptos_sse_notify::{use_sse, use_sse_with_handler, UseSseOptions};
 use shared::crm::{find_user, thread_topic, users, CommentEvent, ReplyNotification, Thread, User};
 use sse_notify_core::TopicBuilder;
 
@@ -65,12 +65,11 @@ fn SignedIn(user: User, sign_out: ServerAction<SignOut>) -> impl IntoView {
     let threads = Resource::new(|| (), |_| api::my_threads());
     let selected = RwSignal::new(None::<Thread>);
     // Per-user notifications on `user:{id}`: only this user may subscribe to it.
-    let inbox = use_sse::<ReplyNotification>(TopicBuilder::user(user.id));
+    // Every one of them, in order: `latest` alone keeps only the newest of those that arrive
+    // together (a replay after the page was away, a poll's answer).
     let notes = RwSignal::new(Vec::<ReplyNotification>::new());
-    Effect::new(move |_| {
-        if let Some(n) = inbox.latest.get() {
-            notes.update(|all| all.push(n));
-        }
+    let inbox = use_sse_with_handler(TopicBuilder::user(user.id), UseSseOptions::default(), move |n: &ReplyNotification| {
+        notes.update(|all| all.push(n.clone()))
     });
     view! {
         <p class="whoami">
