@@ -148,7 +148,16 @@ fn TaskBoard() -> impl IntoView {
         move || live.version.get(),
         move |_| async move {
             let since = own.with_untracked(|o| o.next);
-            let list = refetch_with_retry(api::list_tasks, AppError::is_transient, move |s| stale.set(s)).await;
+            // Written only when it changes: a refetch that simply succeeds (every one during
+            // server rendering) writes nothing. A write from the resource's task while the page
+            // was still being rendered made the server's render read the signal after its owner
+            // was gone, now and then, under load (a panic, and the page cut off).
+            let mark = move |s| {
+                if stale.try_get_untracked() != Some(s) {
+                    let _ = stale.try_set(s);
+                }
+            };
+            let list = refetch_with_retry(api::list_tasks, AppError::is_transient, mark).await;
             (since, list)
         },
     );

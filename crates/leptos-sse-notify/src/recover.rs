@@ -49,7 +49,8 @@ pub fn is_transient(error: &FetchError) -> bool {
 /// tries it waits, 0.5 s doubling to 15 s, or less when the page comes back online or into
 /// view, or its stream reopens; `stale` is told `true` while it retries and `false` once it is
 /// through. For the Resources of "notify, then fetch": the notification's refetch then ends on
-/// the data, however long the network was away. During server rendering it tries once.
+/// the data, however long the network was away. During server rendering it tries once and
+/// tells `stale` nothing. Give it `try_set` (as below): the page may be gone when it is through.
 ///
 /// ```no_run
 /// use leptos::prelude::*;
@@ -70,7 +71,7 @@ pub fn is_transient(error: &FetchError) -> bool {
 ///     let stale = RwSignal::new(false);
 ///     let count = Resource::new(
 ///         move || live.version.get(),
-///         move |_| refetch_with_retry(count_notes, |e| matches!(e, ServerFnError::Request(_)), move |s| stale.set(s)),
+///         move |_| refetch_with_retry(count_notes, |e| matches!(e, ServerFnError::Request(_)), move |s| { let _ = stale.try_set(s); }),
 ///     );
 ///     view! {
 ///         <Transition>{move || count.get().map(|n| n.unwrap_or(0))}</Transition>
@@ -95,7 +96,11 @@ where
                 wait = (wait * 2).min(LONGEST_WAIT);
             }
             done => {
-                stale(false);
+                // Nothing to say while the server renders (no retries there): a write from the
+                // resource's task can land while the page is still being rendered.
+                if cfg!(feature = "browser") {
+                    stale(false);
+                }
                 return done;
             }
         }
