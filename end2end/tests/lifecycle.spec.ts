@@ -1,4 +1,4 @@
-import { test, expect, Page } from "@playwright/test";
+import { test, expect, BrowserContext, Page } from "@playwright/test";
 import * as net from "node:net";
 import { startApp, freePort } from "../support/servers";
 import { createTask, holdsStream, openStreams, row, settled, trackEventSources, watchDataRequests } from "../support/board";
@@ -7,6 +7,21 @@ import { comment, openThread, signIn, writeComment } from "../support/crm";
 // What browsers do to a page in real life: freeze a background tab (the one holding the shared
 // stream, often), and keep a connection open that a proxy or NAT has stopped carrying.
 
+
+/** Lets the test hide and show the pages of `context` (`window.__setHidden(true)`): headless
+ * Chromium never hides a page, so the visibility is played as a browser reports it, the
+ * property and its event. */
+async function playVisibility(context: BrowserContext) {
+  await context.addInitScript(() => {
+    let hidden = false;
+    Object.defineProperty(Document.prototype, "visibilityState", { get: () => (hidden ? "hidden" : "visible") });
+    Object.defineProperty(Document.prototype, "hidden", { get: () => hidden });
+    (window as any).__setHidden = (h: boolean) => {
+      hidden = h;
+      document.dispatchEvent(new Event("visibilitychange"));
+    };
+  });
+}
 
 /** Every value the page's status takes from now on, in `window.__statuses`. */
 async function recordStatuses(page: Page) {
@@ -388,17 +403,7 @@ test("a page hidden past pause_when_hidden leaves its stream (the server's conne
   const server = await startApp({ env: { PAUSE_WHEN_HIDDEN_SECONDS: "2" } });
   try {
     const context = await browser.newContext();
-    // Headless Chromium never hides a page: the page's visibility is played here, as a
-    // browser reports it (the property and its event).
-    await context.addInitScript(() => {
-      let hidden = false;
-      Object.defineProperty(Document.prototype, "visibilityState", { get: () => (hidden ? "hidden" : "visible") });
-      Object.defineProperty(Document.prototype, "hidden", { get: () => hidden });
-      (window as any).__setHidden = (h: boolean) => {
-        hidden = h;
-        document.dispatchEvent(new Event("visibilitychange"));
-      };
-    });
+    await playVisibility(context);
     await trackEventSources(context);
     const page = await context.newPage();
     const data = watchDataRequests(page);
@@ -434,15 +439,7 @@ test("two tabs, one hidden past the pause: the visible one stays live and curren
   const server = await startApp({ env: { PAUSE_WHEN_HIDDEN_SECONDS: "2" } });
   try {
     const context = await browser.newContext();
-    await context.addInitScript(() => {
-      let hidden = false;
-      Object.defineProperty(Document.prototype, "visibilityState", { get: () => (hidden ? "hidden" : "visible") });
-      Object.defineProperty(Document.prototype, "hidden", { get: () => hidden });
-      (window as any).__setHidden = (h: boolean) => {
-        hidden = h;
-        document.dispatchEvent(new Event("visibilitychange"));
-      };
-    });
+    await playVisibility(context);
     await trackEventSources(context);
     const first = await context.newPage();
     const firstData = watchDataRequests(first);
@@ -499,15 +496,7 @@ test("the notifications that came while a page was away all show, in order, when
     await openThread(carol, 1);
 
     const bobContext = await browser.newContext();
-    await bobContext.addInitScript(() => {
-      let hidden = false;
-      Object.defineProperty(Document.prototype, "visibilityState", { get: () => (hidden ? "hidden" : "visible") });
-      Object.defineProperty(Document.prototype, "hidden", { get: () => hidden });
-      (window as any).__setHidden = (h: boolean) => {
-        hidden = h;
-        document.dispatchEvent(new Event("visibilitychange"));
-      };
-    });
+    await playVisibility(bobContext);
     const bob = await bobContext.newPage();
     await bob.goto(`${server.url}/crm`);
     await signIn(bob, "bob");
