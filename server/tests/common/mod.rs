@@ -69,7 +69,7 @@ impl RedisServer {
             let port = free_ports_apart(apart);
             let mut args = vec!["--port".to_owned(), port.to_string()];
             args.extend_from_slice(extra);
-            if let Some(server) = Self::spawn(port, &args, format!("redis://127.0.0.1:{port}"), || redis_ping(port)) {
+            if let Some(server) = Self::spawn(port, &args, format!("redis://127.0.0.1:{port}"), |_| redis_ping(port)) {
                 return server;
             }
         }
@@ -79,7 +79,7 @@ impl RedisServer {
     /// The same server again on `port` (after [`RedisServer::stop`]), e.g. to test reconnects.
     pub fn start_on(port: u16) -> Self {
         let args = ["--port".to_owned(), port.to_string()];
-        Self::spawn(port, &args, format!("redis://127.0.0.1:{port}"), || redis_ping(port))
+        Self::spawn(port, &args, format!("redis://127.0.0.1:{port}"), |_| redis_ping(port))
             .unwrap_or_else(|| panic!("redis-server did not start on port {port}"))
     }
 
@@ -99,15 +99,16 @@ impl RedisServer {
             args.extend_from_slice(extra);
             let url = format!("rediss://127.0.0.1:{port}");
             // Listening means ready: redis-server opens its ports once it has loaded.
-            if let Some(server) = Self::spawn(port, &args, url, || TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+            if let Some(server) = Self::spawn(port, &args, url, |_| TcpStream::connect(("127.0.0.1", port)).is_ok()) {
                 return server;
             }
         }
         panic!("redis-server with TLS did not start on any of 5 free ports");
     }
 
-    /// Runs redis-server with `args` until `ready`; `None` if it exited at start (its port taken).
-    fn spawn(port: u16, args: &[String], url: String, ready: impl Fn() -> bool) -> Option<Self> {
+    /// Runs redis-server with `args` until `ready` and listening on `port` itself; `None` if it
+    /// exited at start (its port taken).
+    fn spawn(port: u16, args: &[String], url: String, ready: impl Fn(u32) -> bool) -> Option<Self> {
         // A folder of its own: a replica writes the snapshot it receives there, and a server
         // loads any snapshot it finds there at start (a shared folder once leaked one test's
         // data into the next test's servers).
@@ -128,10 +129,13 @@ impl RedisServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server must be installed (scripts/setup.sh installs it)");
+        let pid = child.id();
         let mut server = Self { child: Some(child), port, url, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if ready() {
+            // The port answering is not enough: another test's server may hold it while this
+            // one is still failing to bind it (a cluster was once made of another test's node).
+            if ready(pid) && listens(pid, port) {
                 return Some(server);
             }
             if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
@@ -170,6 +174,31 @@ impl Drop for RedisServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether process `pid` holds the socket listening on loopback `port` (from `/proc`).
+fn listens(pid: u32, port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    // local address, state 0A (listening), inode
+                    (fields.get(1)?.ends_with(&wanted) && *fields.get(3)? == "0A").then(|| fields.get(9).map(|i| i.to_string()))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok()).any(|link| {
+        let link = link.to_string_lossy();
+        inodes.iter().any(|inode| link == format!("socket:[{inode}]"))
+    })
 }
 
 fn redis_ping(port: u16) -> bool {
