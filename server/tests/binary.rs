@@ -36,6 +36,38 @@ async fn sigterm_ends_every_open_stream_and_exits_zero() {
     }
 }
 
+/// A connection that never sends a request (a browser opens spare ones ahead and may never use
+/// them) does not hold the shutdown: it is closed when shutdown starts, not after its head
+/// timeout or the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_connections_that_never_sent_a_request() {
+    let port = free_port();
+    let mut child = command(port)
+        .env("HTTP_HEADER_TIMEOUT_SECONDS", "20")
+        .env("SHUTDOWN_GRACE_SECONDS", "20")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the binary starts");
+    let up = eventually(Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()).await;
+    assert!(up, "the server listens within 30 s");
+    let mut spare = Vec::new();
+    for _ in 0..3 {
+        spare.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    // Past the moment a silent connection counts as waiting for its head.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let Some(status) = exit_within(&mut child, Duration::from_secs(5)) else {
+        let _ = child.kill();
+        panic!("the server waited on connections that never sent a request (5 s after SIGTERM)");
+    };
+    println!("exited {status} {:?} after SIGTERM with 3 silent connections", started.elapsed());
+    assert!(status.success(), "exit status {status}");
+    drop(spare);
+}
+
 fn run_with(var: &str, value: &str) -> Output {
     let mut child = command(free_port())
         .env(var, value)

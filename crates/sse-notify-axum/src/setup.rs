@@ -272,6 +272,7 @@ impl SseApp {
         hyper.http1().timer(TokioTimer::new()).header_read_timeout(config.header_timeout);
         hyper.http2().timer(TokioTimer::new()).keep_alive_interval(Some(config.header_timeout * 3));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let shutdown_started = tokio::sync::watch::Sender::new(false);
         // Behind a proxy (the client's address comes from a header) every connection is the
         // proxy's, which forwards complete heads only: no bound per address then.
         let pending_limit = config.client_ip_header.is_none().then_some(config.max_pending_per_client);
@@ -288,6 +289,7 @@ impl SseApp {
             pending: crate::direct::PendingHeads::new(pending_limit),
             tasks: Arc::default(),
             broker: self.broker.clone(),
+            shutting_down: shutdown_started.subscribe(),
         };
         crate::heap_trim::spawn_trimmer(&self.broker, self.admission.clone());
         let mut shutdown = std::pin::pin!(shutdown);
@@ -307,6 +309,7 @@ impl SseApp {
             connections.tasks.spawn(connections.clone().serve(socket, peer, graceful.watcher()));
         }
         drop(listener);
+        shutdown_started.send_replace(true);
         let deadline = tokio::time::Instant::now() + config.shutdown_grace;
         // Open streams never end by themselves: they are ended now (each writes its last chunk).
         self.broker.close();

@@ -75,6 +75,9 @@ pub(crate) struct Connections {
     pub(crate) tasks: Arc<OpenTasks>,
     /// For the refusals' metrics.
     pub(crate) broker: Broker,
+    /// Turns true when shutdown starts: a connection still waiting for its first request is
+    /// closed then, not held open (and the shutdown with it) until its head timeout.
+    pub(crate) shutting_down: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How long a connection may be silent before it counts among those waiting for a head.
@@ -99,7 +102,14 @@ impl Connections {
     /// stream asked for later on the connection is taken back from hyper.
     pub(crate) async fn serve(self, mut socket: TcpStream, peer: SocketAddr, watcher: Watcher) {
         let deadline = Instant::now() + self.head_timeout;
-        match self.read_first(&mut socket, peer, deadline).await {
+        let mut shutting_down = self.shutting_down.clone();
+        let first = tokio::select! {
+            first = self.read_first(&mut socket, peer, deadline) => first,
+            // A browser's spare connection, opened ahead and never used, once held a shutdown
+            // for the whole head timeout.
+            _ = shutting_down.wait_for(|&closing| closing) => FirstRequest::Nothing,
+        };
+        match first {
             FirstRequest::Nothing => {}
             FirstRequest::Refused => self.refuse_waiting(socket),
             FirstRequest::Stream(req) => self.answer(socket, *req, peer, watcher).await,
