@@ -53,7 +53,9 @@ impl DemoConfig {
             session,
             session_ttl: Duration::from_secs(8 * 3600),
             token_ttl: Duration::from_secs(15 * 60),
-            recheck: Duration::from_secs(30), read_cache: true }
+            recheck: Duration::from_secs(30),
+            read_cache: true,
+        }
     }
 
     pub fn from_env() -> Result<Self, ConfigError> {

@@ -324,7 +324,10 @@ pub fn use_sse_with_handler<E>(
 where
     E: SseEvent + Clone + Send + Sync,
 {
-    let tap = Tap { on_event: std::rc::Rc::new(move |event: &E, _id: &str| on_event(event)), on_resync: std::rc::Rc::new(|| {}) };
+    let tap = Tap {
+        on_event: std::rc::Rc::new(move |event: &E, _id: &str| on_event(event)),
+        on_resync: std::rc::Rc::new(|| {}),
+    };
     use_sse_tapped(topic.into(), options.resolve(), Some(tap))
 }
 
@@ -520,7 +523,10 @@ mod tests {
             assert_eq!(hook.pause_when_hidden, None, "the hook turned the app's pause off");
             let fetch = hook.fetch();
             assert!(fetch.with_credentials);
-            assert_eq!((fetch.headers.expect("the app's headers").0)(), vec![("authorization".to_owned(), "Bearer t".to_owned())]);
+            assert_eq!(
+                (fetch.headers.expect("the app's headers").0)(),
+                vec![("authorization".to_owned(), "Bearer t".to_owned())]
+            );
             let elsewhere = UseSseOptions::default().events_path("/other").with_credentials(false).resolve();
             assert_eq!((elsewhere.events_path.as_str(), elsewhere.with_credentials), ("/other", false));
         });

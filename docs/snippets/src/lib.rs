@@ -58,8 +58,8 @@ pub mod server {
     pub use leptos::prelude::provide_context;
     pub use leptos_sse_notify::PresenceSnapshot;
     pub use serde_json::json;
-    pub use sse_notify_axum::core::{Topic, TopicBuilder};
     pub use sse_notify_axum::core::presence::Member;
+    pub use sse_notify_axum::core::{Topic, TopicBuilder};
     pub use sse_notify_axum::{CacheScope, Presence, PublishLayer, ResponseCache, SseApp};
 
     pub use super::client::{Task, TaskEvent};

@@ -41,10 +41,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.pollers)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.pollers).build().map_err(|e| e.to_string())?;
     let (answered, delivered) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     // Every poller first takes the stream's position (a poll without a cursor is answered at
     // once with it), so the measured span holds only polls that wait for events.
@@ -57,7 +54,8 @@ async fn main() -> Result<(), String> {
     let started = Instant::now();
     let mut pollers = Vec::new();
     for cursor in cursors {
-        let (client, url, answered, delivered) = (client.clone(), args.url.clone(), answered.clone(), delivered.clone());
+        let (client, url, answered, delivered) =
+            (client.clone(), args.url.clone(), answered.clone(), delivered.clone());
         let wanted = args.events;
         pollers.push(tokio::spawn(async move {
             let (mut cursor, mut seen) = (Some(cursor), 0);

@@ -189,7 +189,8 @@ fn listens(pid: u32, port: u16) -> bool {
                 .filter_map(|line| {
                     let fields: Vec<&str> = line.split_whitespace().collect();
                     // local address, state 0A (listening), inode
-                    (fields.get(1)?.ends_with(&wanted) && *fields.get(3)? == "0A").then(|| fields.get(9).map(|i| i.to_string()))?
+                    (fields.get(1)?.ends_with(&wanted) && *fields.get(3)? == "0A")
+                        .then(|| fields.get(9).map(|i| i.to_string()))?
                 })
                 .collect::<Vec<_>>()
         })

@@ -68,9 +68,10 @@ fn SignedIn(user: User, sign_out: ServerAction<SignOut>) -> impl IntoView {
     // Every one of them, in order: `latest` alone keeps only the newest of those that arrive
     // together (a replay after the page was away, a poll's answer).
     let notes = RwSignal::new(Vec::<ReplyNotification>::new());
-    let inbox = use_sse_with_handler(TopicBuilder::user(user.id), UseSseOptions::default(), move |n: &ReplyNotification| {
-        notes.update(|all| all.push(n.clone()))
-    });
+    let inbox =
+        use_sse_with_handler(TopicBuilder::user(user.id), UseSseOptions::default(), move |n: &ReplyNotification| {
+            notes.update(|all| all.push(n.clone()))
+        });
     view! {
         <p class="whoami">
             "Signed in as " <strong data-testid="whoami">{user.name.clone()}</strong>

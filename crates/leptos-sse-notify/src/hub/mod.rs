@@ -107,6 +107,16 @@ impl Pause {
         self.left_at.is_some()
     }
 
+    /// What this tab's subscribers are handed now of a frame or resync meant for them: all of
+    /// it, or, while the tab is away, nothing (they refetch once when it is back).
+    fn hand_over<T>(&mut self, callbacks: Vec<T>) -> Vec<T> {
+        if self.away() {
+            self.missed |= !callbacks.is_empty();
+            return Vec::new();
+        }
+        callbacks
+    }
+
     /// What the page's visibility now says: `Some(true)` when the tab should leave the stream,
     /// `Some(false)` when it should come back, `None` when nothing changes.
     fn check(&mut self, visible: bool, now_ms: f64, cursor: &Option<String>) -> Option<bool> {
@@ -690,12 +700,7 @@ fn resync(key: &HubKey, topics: Option<&[String]>) {
             .filter(|s| topics.is_none_or(|t| t.iter().any(|t| t == s.topic.as_str())))
             .map(|s| s.on_resync.clone())
             .collect();
-        if hub.pause.away() {
-            // Away (hidden past the pause): refetched once when back.
-            hub.pause.missed |= !named.is_empty();
-            return Vec::new();
-        }
-        named
+        hub.pause.hand_over(named)
     });
     for cb in callbacks {
         cb();
@@ -738,12 +743,7 @@ fn dispatch(key: &HubKey, name: &str, data: &str, id: &str, topics: &[Topic]) {
             .filter(|s| matched.as_ref().is_none_or(|m| m.contains(&&s.topic)))
             .map(|s| s.on_event.clone())
             .collect();
-        if hub.pause.away() {
-            // Away (hidden past the pause), the tab lets its frames by: refetched once when back.
-            hub.pause.missed |= !named.is_empty();
-            return Vec::new();
-        }
-        named
+        hub.pause.hand_over(named)
     });
     // Called with the hub released: a callback may mount or unmount components.
     for cb in callbacks {
