@@ -63,8 +63,8 @@ say "built in $(( $(date +%s) - started )) s; round trip:"
 
 # --- The CSR shape: a client-side-rendered page on a plain axum API (the guide's adopt page, "A CSR frontend on
 # a plain axum API"), written from that page's blocks as they are. Each block must also be
-# examples/notes' file (the example is what the page shows); the only line added here is the
-# [patch] that takes the crates from this checkout until they are on crates.io.
+# examples/notes' file (the example is what the page shows); the only thing changed here is
+# where the [patch] finds the checkout.
 notes=$(mktemp -d "${TMPDIR:-/tmp}/sse-notify-notes.XXXXXX")
 trap 'rm -rf "$app" "$notes"' EXIT
 block() { awk -v want="<!-- notes: $1 -->" '$0 == want { on = 1; next } on && /^```/ && !body { body = 1; next } body && /^```$/ { exit } body { print }' docs/guide/src/adopt.md; }
@@ -74,23 +74,23 @@ for file in Cargo.toml api/Cargo.toml api/src/main.rs web/Cargo.toml web/src/mai
   [ -s "$notes/$file" ] || { echo "FAIL: docs/guide/src/adopt.md has no block for $file" >&2; exit 1; }
   example="examples/notes/$file"
   if [ "$file" = Cargo.toml ]; then
-    # The example's own [patch] (from its comment on) is not the page's.
-    sed '/^# Until the crates are on crates.io/,$d' "$example" | sed '${/^$/d}' > "$notes/example-Cargo.toml"
+    # The [patch] names where the checkout is: the page's and the example's differ only there.
+    crates='s#path = "[^"]*/crates/#path = "CRATES/#'
+    sed -E "$crates" "$example" > "$notes/example-Cargo.toml"
+    sed -E "$crates" "$notes/$file" > "$notes/page-Cargo.toml"
     example="$notes/example-Cargo.toml"
+    if ! diff -u "$example" "$notes/page-Cargo.toml"; then
+      echo "FAIL: docs/guide/src/adopt.md's $file and examples/notes/$file differ (above)" >&2
+      exit 1
+    fi
+    sed -i -E "s#path = \"[^\"]*/crates/#path = \"$root/crates/#" "$notes/$file"
+    continue
   fi
   if ! diff -u "$example" "$notes/$file"; then
     echo "FAIL: docs/guide/src/adopt.md's $file and examples/notes/$file differ (above)" >&2
     exit 1
   fi
 done
-cat >> "$notes/Cargo.toml" <<PATCH
-
-[patch.crates-io]
-sse-notify-core = { path = "$root/crates/sse-notify-core" }
-sse-notify-broker = { path = "$root/crates/sse-notify-broker" }
-sse-notify-axum = { path = "$root/crates/sse-notify-axum" }
-leptos-sse-notify = { path = "$root/crates/leptos-sse-notify" }
-PATCH
 cp Cargo.lock "$notes/Cargo.lock"
 ln -s "$root/target" "$notes/target"
 (cd "$notes" && check_tree "the notes API" -p notes-api --offline && check_tree "the notes page" -p notes-web --target wasm32-unknown-unknown --offline)

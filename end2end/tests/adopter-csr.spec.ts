@@ -57,6 +57,13 @@ test("another origin: the page names the API (?api=), which lists the page's ori
       await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
     }
     await writeAndSee(pages[0], pages[1], "across origins");
+
+    // The same page not told where the API is: its stream goes to its own origin, which has no
+    // events, and the page says so (as does the console), naming what to check.
+    const lost = await (await browser.newContext()).newPage();
+    await lost.goto(`${origin}/`);
+    await expect(lost.getByTestId("stream-error")).toContainText("is the events path right", { timeout: 10_000 });
+    await expect(lost.getByTestId("status")).not.toHaveAttribute("data-status", "live");
     expect(streams.length).toBeGreaterThan(0);
     expect(streams.every((u) => u.startsWith(`${api.url}/events?`)), "the stream is the API's").toBe(true);
   } finally {

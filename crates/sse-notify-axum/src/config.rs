@@ -152,9 +152,12 @@ impl SseConfig {
         if !topic_prefix.is_empty() {
             Topic::validate(&topic_prefix).map_err(|e| caused("TOPIC_PREFIX", &topic_prefix, e))?;
         }
-        let cors_origins = get("CORS_ORIGINS")
+        let cors_origins: Vec<String> = get("CORS_ORIGINS")
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default();
+        for origin in &cors_origins {
+            check_origin(origin).map_err(|reason| err("CORS_ORIGINS", origin, reason))?;
+        }
         let client_ip_header = match get("SSE_CLIENT_IP_HEADER") {
             Some(name) => {
                 Some(HeaderName::try_from(name.as_str()).map_err(|e| caused("SSE_CLIENT_IP_HEADER", &name, e))?)
@@ -434,6 +437,25 @@ impl RedisSettings {
     }
 }
 
+/// An origin as a browser sends it (`Origin:`): `scheme://host` or `scheme://host:port`, nothing
+/// more. Anything else can never match a browser's, and CORS would fail at run time instead of
+/// start-up; `*` cannot go with credentials at all.
+pub(crate) fn check_origin(origin: &str) -> Result<(), String> {
+    const SHAPE: &str = "must be an origin as a browser sends it: scheme://host[:port], no path, no wildcard";
+    let (scheme, rest) = origin.split_once("://").ok_or(SHAPE)?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => (host, Some(port)),
+        _ => (rest, None),
+    };
+    let host_ok =
+        !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+    if !matches!(scheme, "http" | "https") || !host_ok || !port_ok {
+        return Err(SHAPE.to_owned());
+    }
+    Ok(())
+}
+
 fn err(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::new(var, value, reason)
 }
@@ -504,7 +526,7 @@ mod tests {
             ("REDIS_DB", "2"),
             ("SSE_HEARTBEAT_SECONDS", "0"),
             ("TOPIC_PREFIX", "app1:"),
-            ("CORS_ORIGINS", "http://a.test, http://b.test"),
+            ("CORS_ORIGINS", "http://a.test, https://b.test:8443, http://127.0.0.1:8080, http://[::1]:3000"),
             ("SSE_MAX_CONNECTIONS", "10"),
             ("SSE_MAX_QUEUE_SIZE", "5"),
             ("SSE_MAX_MESSAGE_SIZE", "100"),
@@ -524,7 +546,10 @@ mod tests {
         assert_eq!(cfg.redis_url.as_deref(), Some("redis://127.0.0.1:6380/2"));
         assert_eq!(cfg.heartbeat, None);
         assert_eq!(cfg.broker.topic_prefix, "app1:");
-        assert_eq!(cfg.cors_origins, ["http://a.test", "http://b.test"]);
+        assert_eq!(
+            cfg.cors_origins,
+            ["http://a.test", "https://b.test:8443", "http://127.0.0.1:8080", "http://[::1]:3000"]
+        );
         assert_eq!((cfg.max_connections, cfg.broker.max_queue_size, cfg.broker.max_message_size), (10, 5, 100));
         assert_eq!((cfg.broker.history_size, cfg.broker.history_age), (50, Duration::from_secs(60)));
         assert_eq!((cfg.header_timeout, cfg.body_timeout), (Duration::from_secs(3), Duration::from_secs(4)));
@@ -553,6 +578,12 @@ mod tests {
             ("HTTP_MAX_PENDING_PER_CLIENT", "0"),
             ("SHUTDOWN_GRACE_SECONDS", "0"),
             ("SHUTDOWN_GRACE_SECONDS", "soon"),
+            ("CORS_ORIGINS", "*"),
+            ("CORS_ORIGINS", "http://a.test/"),
+            ("CORS_ORIGINS", "http://ok.test, 127.0.0.1:8080"),
+            ("CORS_ORIGINS", "ftp://a.test"),
+            ("CORS_ORIGINS", "http://a.test:port"),
+            ("CORS_ORIGINS", "http://*.a.test"),
         ] {
             let e = from(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var);

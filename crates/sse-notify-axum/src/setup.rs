@@ -218,8 +218,15 @@ impl SseApp {
         if self.config.cors_origins.is_empty() {
             return None;
         }
-        let origins: Vec<HeaderValue> =
-            self.config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        // An origin no browser could send (a path, a wildcard) is left out: `from_env` refuses
+        // one at start-up, and a config built in code must not panic in tower-http here.
+        let origins: Vec<HeaderValue> = self
+            .config
+            .cors_origins
+            .iter()
+            .filter(|o| crate::config::check_origin(o).is_ok())
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
         Some(CorsLayer::new().allow_origin(origins).allow_credentials(true).allow_methods([Method::GET]).allow_headers(
             [
                 header::CONTENT_TYPE,

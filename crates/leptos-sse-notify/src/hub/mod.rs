@@ -685,6 +685,11 @@ fn set_error(key: &HubKey, error: Option<SseError>) {
 fn show_error(key: &HubKey, error: Option<SseError>) {
     let signal = signals(key).1;
     if signal.get_untracked() != error {
+        // Once per new problem, in the console too: a page that shows no error still says why
+        // it is not live where its developer looks.
+        if let Some(error) = &error {
+            leptos::logging::warn!("use_sse ({}): {error}", key.path);
+        }
         signal.set(error);
     }
 }

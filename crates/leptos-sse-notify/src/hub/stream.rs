@@ -309,14 +309,26 @@ pub(super) async fn diagnose(url: &str, with_credentials: bool) -> Option<SseErr
     }
     match request.send().await {
         Ok(resp) if resp.status() == 200 => {
+            let kind = resp.headers().get("content-type").unwrap_or_default();
             if let Some(abort) = abort {
                 abort.abort();
             }
-            None
+            // A page server that answers every path with its index (a dev server, a SPA's
+            // fallback): EventSource gives up on it and says nothing of why.
+            (!kind.starts_with("text/event-stream")).then(|| SseError::Refused {
+                status: 200,
+                code: "not_an_event_stream".to_owned(),
+                message: format!("{url} answered {kind:?}, not an event stream: is the events path right (events_path, provide_sse_options)?"),
+            })
         }
         Ok(resp) => {
+            let status = resp.status();
             let (code, message) = crate::fetch::error_body(&resp).await;
-            Some(SseError::Refused { status: resp.status(), code, message: message.unwrap_or_default() })
+            let message = message.unwrap_or_else(|| match status {
+                404 => format!("{url} is not found: is the events path right (events_path, provide_sse_options)?"),
+                _ => resp.status_text(),
+            });
+            Some(SseError::Refused { status, code, message })
         }
         Err(e) => Some(SseError::Unreachable(e.to_string())),
     }

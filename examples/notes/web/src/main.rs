@@ -19,7 +19,8 @@ struct Note {
 #[component]
 fn App() -> impl IntoView {
     let search = window().location().search().unwrap_or_default();
-    let api = search.strip_prefix("?api=").unwrap_or_default().to_owned();
+    let api = search.trim_start_matches('?').split('&').find_map(|p| p.strip_prefix("api=")).unwrap_or_default();
+    let api = api.trim_end_matches('/').to_owned();
     // One place says where the events are; every hook below follows it.
     provide_sse_options(UseSseOptions::default().events_path(format!("{api}/events")));
     view! { <Notes api /> }
@@ -48,6 +49,8 @@ fn Notes(api: String) -> impl IntoView {
     view! {
         <h1>"Notes"</h1>
         <p data-testid="status" data-status=move || notes.sse.status.get().label()>{move || notes.sse.status.get().label()}</p>
+        // Why it is not live, when it is not: a refused stream, an unreachable server.
+        <p data-testid="stream-error">{move || notes.sse.error.get().map(|e| e.to_string())}</p>
         <form on:submit=move |ev| {
             ev.prevent_default();
             save.dispatch(text.get_untracked());
