@@ -24,6 +24,15 @@ export function watchDataRequests(page: Page): { started: string[]; finished: ()
   return { started, finished: () => finished };
 }
 
+/** A new board page of `context`, its data requests counted from the start, once it is live. */
+export async function liveBoard(context: BrowserContext, server: AppServer) {
+  const page = await context.newPage();
+  const data = watchDataRequests(page);
+  await page.goto(server.url);
+  await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+  return { page, data };
+}
+
 /** Waits until every data request the page started has finished. */
 export async function settled(data: { started: string[]; finished: () => number }) {
   await expect.poll(() => data.finished(), { timeout: 10_000 }).toBe(data.started.length);

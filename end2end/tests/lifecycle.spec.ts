@@ -1,7 +1,7 @@
 import { test, expect, BrowserContext, Page } from "@playwright/test";
 import * as net from "node:net";
 import { startApp, freePort } from "../support/servers";
-import { createTask, holdsStream, openStreams, row, settled, trackEventSources, watchDataRequests } from "../support/board";
+import { createTask, holdsStream, liveBoard, openStreams, row, settled, trackEventSources } from "../support/board";
 import { comment, openThread, signIn, writeComment } from "../support/crm";
 
 // What browsers do to a page in real life: freeze a background tab (the one holding the shared
@@ -405,10 +405,7 @@ test("a page hidden past pause_when_hidden leaves its stream (the server's conne
     const context = await browser.newContext();
     await playVisibility(context);
     await trackEventSources(context);
-    const page = await context.newPage();
-    const data = watchDataRequests(page);
-    await page.goto(server.url);
-    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    const { page, data } = await liveBoard(context, server);
     await createTask(server, "before it hides");
     await expect(row(page, "before it hides")).toBeVisible({ timeout: 5_000 });
     await settled(data);
@@ -441,14 +438,8 @@ test("two tabs, one hidden past the pause: the visible one stays live and curren
     const context = await browser.newContext();
     await playVisibility(context);
     await trackEventSources(context);
-    const first = await context.newPage();
-    const firstData = watchDataRequests(first);
-    await first.goto(server.url);
-    await expect(first.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
-    const second = await context.newPage();
-    const secondData = watchDataRequests(second);
-    await second.goto(server.url);
-    await expect(second.getByTestId("status")).toHaveAttribute("data-status", "live", { timeout: 10_000 });
+    const { page: first, data: firstData } = await liveBoard(context, server);
+    const { page: second, data: secondData } = await liveBoard(context, server);
     await settled(firstData);
     await settled(secondData);
 
