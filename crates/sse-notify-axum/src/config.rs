@@ -442,14 +442,18 @@ impl RedisSettings {
 /// start-up; `*` cannot go with credentials at all.
 pub(crate) fn check_origin(origin: &str) -> Result<(), String> {
     const SHAPE: &str = "must be an origin as a browser sends it: scheme://host[:port], no path, no wildcard";
-    let (scheme, rest) = origin.split_once("://").ok_or(SHAPE)?;
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => (host, Some(port)),
-        _ => (rest, None),
+    let (scheme, authority) = origin.split_once("://").ok_or(SHAPE)?;
+    // An IPv6 host is bracketed (`[::1]`); any other host has no `:` of its own.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (address, after) = bracketed.split_once(']').ok_or(SHAPE)?;
+            let ipv6 = !address.is_empty() && address.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'));
+            (if ipv6 { "ipv6" } else { "" }, after)
+        }
+        None => authority.find(':').map_or((authority, ""), |at| authority.split_at(at)),
     };
-    let host_ok =
-        !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
-    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+    let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+    let port_ok = port.is_empty() || port.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok());
     if !matches!(scheme, "http" | "https") || !host_ok || !port_ok {
         return Err(SHAPE.to_owned());
     }
@@ -526,7 +530,10 @@ mod tests {
             ("REDIS_DB", "2"),
             ("SSE_HEARTBEAT_SECONDS", "0"),
             ("TOPIC_PREFIX", "app1:"),
-            ("CORS_ORIGINS", "http://a.test, https://b.test:8443, http://127.0.0.1:8080, http://[::1]:3000"),
+            (
+                "CORS_ORIGINS",
+                "http://a.test, https://b.test:8443, http://127.0.0.1:8080, http://[::1]:3000, http://[::1]",
+            ),
             ("SSE_MAX_CONNECTIONS", "10"),
             ("SSE_MAX_QUEUE_SIZE", "5"),
             ("SSE_MAX_MESSAGE_SIZE", "100"),
@@ -548,7 +555,7 @@ mod tests {
         assert_eq!(cfg.broker.topic_prefix, "app1:");
         assert_eq!(
             cfg.cors_origins,
-            ["http://a.test", "https://b.test:8443", "http://127.0.0.1:8080", "http://[::1]:3000"]
+            ["http://a.test", "https://b.test:8443", "http://127.0.0.1:8080", "http://[::1]:3000", "http://[::1]"]
         );
         assert_eq!((cfg.max_connections, cfg.broker.max_queue_size, cfg.broker.max_message_size), (10, 5, 100));
         assert_eq!((cfg.broker.history_size, cfg.broker.history_age), (50, Duration::from_secs(60)));
@@ -584,6 +591,10 @@ mod tests {
             ("CORS_ORIGINS", "ftp://a.test"),
             ("CORS_ORIGINS", "http://a.test:port"),
             ("CORS_ORIGINS", "http://*.a.test"),
+            ("CORS_ORIGINS", "http://[::1"),
+            ("CORS_ORIGINS", "http://[::1]x"),
+            ("CORS_ORIGINS", "http://[zz]"),
+            ("CORS_ORIGINS", "http://a.test:"),
         ] {
             let e = from(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var);
