@@ -13,6 +13,9 @@ use sse_notify_core::{PublishError, Publisher, SseEvent};
 /// answer the success its write was. The error keeps its kind, so a server function's own error
 /// type can tell "too large" from "outbox full".
 ///
+/// The server's `WriterOriginLayer` puts the event's position in the server function's answer
+/// (`sse-position`), where the caller's [`write`](crate::write) reads it.
+///
 /// ```no_run
 /// use leptos::prelude::*;
 /// use sse_notify_core::{sse_event, Topic};
@@ -30,5 +33,5 @@ use sse_notify_core::{PublishError, Publisher, SseEvent};
 /// ```
 pub async fn publish<E: SseEvent>(event: &E) -> Result<(), PublishError> {
     let publisher = use_context::<Publisher>().ok_or(PublishError::NotConfigured)?;
-    publisher.publish(event).await
+    publisher.publish(event).await.map(drop)
 }

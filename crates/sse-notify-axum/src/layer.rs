@@ -9,6 +9,10 @@
 //! take (larger than `SSE_MAX_MESSAGE_SIZE`) answers its error. The event carries the writing
 //! tab's origin when the request said it (the `sse-origin` header, [`crate::origin`]).
 //!
+//! The answer says where the event is in the log, in its `sse-position` header (a cursor, or
+//! `deferred`: [`sse_notify_core::write`]), so the page that wrote can tell when the data it
+//! holds includes its write.
+//!
 //! A write whose event did not simply go out says so in its answer's [`PUBLISH_HEADER`]:
 //! `deferred` (waiting in the outbox for the backend) or `unconfirmed` (in the log, but fewer
 //! replicas than `SSE_REDIS_MIN_REPLICAS` confirmed it; published once more a moment later).
@@ -26,6 +30,7 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use serde_json::Value;
+use sse_notify_core::write::POSITION_HEADER;
 use sse_notify_core::{SseEvent, Topic};
 use tower::{Layer, Service};
 
@@ -232,11 +237,20 @@ where
             if let Some(out) = (layer.rule)(&ctx) {
                 let published = layer.broker.publish_or_defer_as(origin.as_deref(), &out.topics, &out.event, &out.data);
                 match published.await {
-                    Ok(Accepted::Published) => {}
-                    // The write stands; its answer says how its event went.
-                    Ok(how) => {
-                        let how = if how == Accepted::Deferred { "deferred" } else { "unconfirmed" };
-                        parts.headers.insert(PUBLISH_HEADER, HeaderValue::from_static(how));
+                    // The write stands; its answer says where its event is, and how it went
+                    // when it did not simply go out.
+                    Ok(accepted) => {
+                        if let Ok(position) = HeaderValue::from_str(&accepted.position().to_string()) {
+                            parts.headers.insert(POSITION_HEADER, position);
+                        }
+                        let how = match accepted {
+                            Accepted::Published(_) => None,
+                            Accepted::Deferred => Some("deferred"),
+                            Accepted::Unconfirmed(_) => Some("unconfirmed"),
+                        };
+                        if let Some(how) = how {
+                            parts.headers.insert(PUBLISH_HEADER, HeaderValue::from_static(how));
+                        }
                     }
                     Err(e) => {
                         tracing::error!(event = out.event, error = %e, "publish after a successful handler failed");

@@ -9,6 +9,10 @@
 //! event published from a task the handler spawns goes without one (its tabs all refetch, which
 //! is safe). [`crate::PublishLayer`] reads the header itself, so REST routes need no more.
 //!
+//! The layer also answers with the write's position: the events [`TabPublisher`] published
+//! while the request was handled leave the latest one's in the answer's `sse-position` header
+//! ([`sse_notify_core::write`]), so a server function's caller learns it as a REST client does.
+//!
 //! ```
 //! use axum::{routing::post, Router};
 //! use sse_notify_axum::origin::WriterOriginLayer;
@@ -19,25 +23,51 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::http::HeaderMap;
+use axum::http::{self as http, HeaderMap, HeaderValue};
 use sse_notify_core::origin::{is_origin, ORIGIN_HEADER};
+use sse_notify_core::write::{WritePosition, POSITION_HEADER};
 use tower::{Layer, Service};
 
+/// The write a request makes: its tab's origin, and where the events it published are.
+#[derive(Debug, Default)]
+struct Write {
+    origin: Option<Box<str>>,
+    position: Mutex<Option<WritePosition>>,
+}
+
 tokio::task_local! {
-    static WRITER: Option<Box<str>>;
+    static WRITER: Arc<Write>;
 }
 
 /// The origin of the request being handled, if it sent a valid one.
 pub fn current() -> Option<Box<str>> {
-    WRITER.try_with(Clone::clone).ok().flatten()
+    WRITER.try_with(|w| w.origin.clone()).ok().flatten()
 }
 
 /// Runs `work` with `origin` as the writer's origin.
 pub async fn scope<F: Future>(origin: Option<Box<str>>, work: F) -> F::Output {
-    WRITER.scope(origin, work).await
+    scope_write(origin, work).await.0
+}
+
+/// Runs `work` with `origin` as the writer's origin; also gives the latest position of the
+/// events published through [`TabPublisher`] meanwhile.
+async fn scope_write<F: Future>(origin: Option<Box<str>>, work: F) -> (F::Output, Option<WritePosition>) {
+    let write = Arc::new(Write { origin, position: Mutex::default() });
+    let out = WRITER.scope(write.clone(), work).await;
+    let position = *write.position.lock().unwrap();
+    (out, position)
+}
+
+/// Notes that the request being handled published an event at `position`.
+fn record(position: WritePosition) {
+    let _ = WRITER.try_with(|w| {
+        let mut held = w.position.lock().unwrap();
+        *held = Some(held.map_or(position, |p| p.later(position)));
+    });
 }
 
 /// Publishes through the broker on behalf of the tab whose request is being handled
@@ -54,7 +84,9 @@ impl sse_notify_core::Publish for TabPublisher {
     ) -> sse_notify_core::publish::PublishFuture<'a> {
         Box::pin(async move {
             let origin = current();
-            self.0.publish_or_defer_as(origin.as_deref(), topics, event, data).await.map(|_| ())
+            let position = self.0.publish_or_defer_as(origin.as_deref(), topics, event, data).await?.position();
+            record(position);
+            Ok(position)
         })
     }
 }
@@ -66,7 +98,8 @@ pub fn from_headers(headers: &HeaderMap) -> Option<Box<str>> {
     is_origin(value).then(|| value.into())
 }
 
-/// Makes each request's `sse-origin` the origin of the events published while it is handled.
+/// Makes each request's `sse-origin` the origin of the events published while it is handled,
+/// and puts the position of the latest of them in the answer's `sse-position` header.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WriterOriginLayer;
 
@@ -83,9 +116,9 @@ pub struct WriterOrigin<S> {
     inner: S,
 }
 
-impl<S> Service<Request> for WriterOrigin<S>
+impl<S, B> Service<Request> for WriterOrigin<S>
 where
-    S: Service<Request> + Send,
+    S: Service<Request, Response = http::Response<B>> + Send,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -99,7 +132,17 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let origin = from_headers(req.headers());
         let handled = self.inner.call(req);
-        Box::pin(scope(origin, handled))
+        Box::pin(async move {
+            let (answer, position) = scope_write(origin, handled).await;
+            let mut answer = answer?;
+            if let Some(position) = position {
+                // A position is a cursor or `deferred`: always a valid header value.
+                if let Ok(value) = HeaderValue::from_str(&position.to_string()) {
+                    answer.headers_mut().insert(POSITION_HEADER, value);
+                }
+            }
+            Ok(answer)
+        })
     }
 }
 

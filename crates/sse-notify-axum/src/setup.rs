@@ -212,7 +212,8 @@ impl SseApp {
     ///
     /// Credentials are allowed (EventSource `withCredentials` sends cookies) and the origin is
     /// never a wildcard. It allows `GET` and the `Last-Event-ID`, `Content-Type`, `Authorization` and
-    /// `sse-origin` headers, which is what the stream and its writers need; add the methods your own routes take with
+    /// `sse-origin` and `Idempotency-Key` headers, and exposes `sse-position`, `idempotent-replayed` and
+    /// `sse-publish` to the page, which is what the stream and its writers need; add the methods your own routes take with
     /// `.allow_methods(..)`, and apply it with `Router::layer`.
     pub fn cors(&self) -> Option<CorsLayer> {
         if self.config.cors_origins.is_empty() {
@@ -227,15 +228,26 @@ impl SseApp {
             .filter(|o| crate::config::check_origin(o).is_ok())
             .filter_map(|o| HeaderValue::from_str(o).ok())
             .collect();
-        Some(CorsLayer::new().allow_origin(origins).allow_credentials(true).allow_methods([Method::GET]).allow_headers(
-            [
-                header::CONTENT_TYPE,
-                // A stream carried by polls sends the app's own headers (a bearer token).
-                header::AUTHORIZATION,
-                HeaderName::from_static("last-event-id"),
-                HeaderName::from_static(sse_notify_core::origin::ORIGIN_HEADER),
-            ],
-        ))
+        Some(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_credentials(true)
+                .allow_methods([Method::GET])
+                .allow_headers([
+                    header::CONTENT_TYPE,
+                    // A stream carried by polls sends the app's own headers (a bearer token).
+                    header::AUTHORIZATION,
+                    HeaderName::from_static("last-event-id"),
+                    HeaderName::from_static(sse_notify_core::origin::ORIGIN_HEADER),
+                    HeaderName::from_static(sse_notify_core::write::IDEMPOTENCY_KEY_HEADER),
+                ])
+                // A page on another origin reads its write's position, and how its event went.
+                .expose_headers([
+                    HeaderName::from_static(sse_notify_core::write::POSITION_HEADER),
+                    HeaderName::from_static(sse_notify_core::write::IDEMPOTENT_REPLAY_HEADER),
+                    HeaderName::from_static(crate::layer::PUBLISH_HEADER),
+                ]),
+        )
     }
 
     /// Serves `app` on `addr` with a large accept backlog; on Ctrl-C or SIGTERM, ends every SSE

@@ -7,7 +7,7 @@
 //! peers held to one test suite.
 
 use futures::future::BoxFuture;
-use sse_notify_core::cursor::LogPosition;
+use sse_notify_core::cursor::{Cursor, LogPosition};
 use sse_notify_core::presence::Member;
 
 use crate::error::BackendError;
@@ -25,7 +25,7 @@ pub(super) enum AppendError {
     #[error(
         "only {acknowledged} of the {asked} replicas SSE_REDIS_MIN_REPLICAS asks for hold the event after {waited:?}"
     )]
-    Unconfirmed { acknowledged: usize, asked: usize, waited: std::time::Duration },
+    Unconfirmed { at: Cursor, acknowledged: usize, asked: usize, waited: std::time::Duration },
 }
 
 pub(super) trait Backend: Send + Sync + 'static {
@@ -33,7 +33,7 @@ pub(super) trait Backend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Appends one event (its distinct topics, its frame body, encoded once, and the writing
-    /// tab's origin) to the log.
+    /// tab's origin) to the log, and says where (a cursor whose `matched` is 0).
     /// Once this returns `Ok`, every stream that follows one of `topics` gets the event, live or
     /// by catch-up after a reconnect, and the hub's heads of `topics` have moved (delivered, or
     /// `Hub::touch`ed when the event comes back later), so no answer kept from before the
@@ -44,7 +44,7 @@ pub(super) trait Backend: Send + Sync + 'static {
         topics: Vec<String>,
         body: String,
         origin: Option<Box<str>>,
-    ) -> BoxFuture<'_, Result<(), AppendError>>;
+    ) -> BoxFuture<'_, Result<Cursor, AppendError>>;
 
     /// The log's head and, with `after`, every retained event after that position.
     fn history(&self, after: Option<LogPosition>) -> BoxFuture<'_, Result<History, BackendError>>;

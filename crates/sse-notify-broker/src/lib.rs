@@ -318,8 +318,8 @@ impl Broker {
         data: &serde_json::Value,
     ) -> Result<(), PublishError> {
         match publish(&self.inner.parts, valid_origin(origin), topics, event, data).await? {
-            Appended::Confirmed => Ok(()),
-            Appended::Unconfirmed => Err(PublishError::Unavailable),
+            Appended::Confirmed(_) => Ok(()),
+            Appended::Unconfirmed(_) => Err(PublishError::Unavailable),
         }
     }
 
@@ -340,7 +340,7 @@ impl Broker {
     /// let broker = Broker::memory(BrokerLimits::default());
     /// let topics = [sse_notify_core::Topic::new("tasks").unwrap()];
     /// let done = broker.publish_or_defer(&topics, "task:created", &serde_json::json!({"id": 1})).await;
-    /// assert_eq!(done.unwrap(), Accepted::Published); // the embedded broker is never away
+    /// assert!(matches!(done.unwrap(), Accepted::Published(_))); // the embedded broker is never away
     /// # }
     /// ```
     pub async fn publish_or_defer(
@@ -508,7 +508,7 @@ impl Publish for Broker {
         event: &'a str,
         data: &'a serde_json::Value,
     ) -> PublishFuture<'a> {
-        Box::pin(async move { self.publish_or_defer(topics, event, data).await.map(|_| ()) })
+        Box::pin(async move { self.publish_or_defer(topics, event, data).await.map(|a| a.position()) })
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::future::{self, BoxFuture, FutureExt};
-use sse_notify_core::cursor::{LogId, LogPosition};
+use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
 use sse_notify_core::presence::{Member, PresenceFrame};
 
 use super::backend::{AppendError, Backend, Follower};
@@ -42,7 +42,7 @@ impl MemoryLog {
 
     /// Appends an event and hands it to the local streams, in one critical section so that
     /// streams see events in log order.
-    fn push(&self, topics: Vec<String>, body: Bytes, origin: Option<Box<str>>) {
+    fn push(&self, topics: Vec<String>, body: Bytes, origin: Option<Box<str>>) -> Cursor {
         let now = unix_ms();
         let mut s = self.state.lock().unwrap();
         // Strictly increasing even if the clock steps back.
@@ -62,6 +62,7 @@ impl MemoryLog {
             s.trimmed_to = dropped.position;
         }
         self.hub.deliver(&event);
+        Cursor { log: self.log, position, matched: 0 }
     }
 
     /// The head, and with `after` every retained event after it.
@@ -90,9 +91,8 @@ impl Backend for MemoryLog {
         topics: Vec<String>,
         body: String,
         origin: Option<Box<str>>,
-    ) -> BoxFuture<'_, Result<(), AppendError>> {
-        self.push(topics, Bytes::from(body), origin);
-        future::ready(Ok(())).boxed()
+    ) -> BoxFuture<'_, Result<Cursor, AppendError>> {
+        future::ready(Ok(self.push(topics, Bytes::from(body), origin))).boxed()
     }
 
     fn presence_load(&self, topic: &str) {

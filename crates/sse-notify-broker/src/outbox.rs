@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sse_notify_core::cursor::Cursor;
+use sse_notify_core::write::WritePosition;
 use sse_notify_core::{PublishError, Topic};
 
 use crate::parts::Parts;
@@ -115,17 +117,27 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 /// How long an event the replicas did not confirm waits before it is published once more.
 const CONFIRM_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
-/// How `Broker::publish_or_defer` took an event.
+/// How `Broker::publish_or_defer` took an event, and where it is in the log when it is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accepted {
-    /// Published now.
-    Published,
+    /// Published now, at this position (a cursor whose `matched` is 0).
+    Published(Cursor),
     /// Kept in the outbox; published once the backend is back.
     Deferred,
-    /// Published now, but fewer replicas than `SSE_REDIS_MIN_REPLICAS` confirmed it in time
-    /// (a failover now could lose it): it is published once more a moment later, so a stream
-    /// gets it at most twice. Counted in `sse_events_unconfirmed_total`.
-    Unconfirmed,
+    /// Published now at this position, but fewer replicas than `SSE_REDIS_MIN_REPLICAS`
+    /// confirmed it in time (a failover now could lose it): it is published once more a moment
+    /// later, so a stream gets it at most twice. Counted in `sse_events_unconfirmed_total`.
+    Unconfirmed(Cursor),
+}
+
+impl Accepted {
+    /// Where the event is, as a write's answer says it ([`sse_notify_core::write::POSITION_HEADER`]).
+    pub fn position(&self) -> WritePosition {
+        match *self {
+            Accepted::Published(at) | Accepted::Unconfirmed(at) => WritePosition::At(at),
+            Accepted::Deferred => WritePosition::Deferred,
+        }
+    }
 }
 
 impl Outbox {
@@ -155,10 +167,10 @@ impl Outbox {
             || Pending { topics: topics.to_vec(), event: event.to_owned(), data: data.clone(), origin: origin.clone() };
         if self.len() == 0 {
             match publish(&self.parts, origin.clone(), topics, event, data).await {
-                Ok(Appended::Confirmed) => return Ok(Accepted::Published),
-                Ok(Appended::Unconfirmed) => {
+                Ok(Appended::Confirmed(at)) => return Ok(Accepted::Published(at)),
+                Ok(Appended::Unconfirmed(at)) => {
                     self.publish_again_later(pending());
-                    return Ok(Accepted::Unconfirmed);
+                    return Ok(Accepted::Unconfirmed(at));
                 }
                 Err(PublishError::Unavailable) => {}
                 Err(e) => return Err(e),
@@ -195,7 +207,7 @@ impl Outbox {
                     Ok(appended) => {
                         outbox.queue.pop();
                         failures = 0;
-                        if appended == Appended::Unconfirmed {
+                        if matches!(appended, Appended::Unconfirmed(_)) {
                             outbox.publish_again_later(p);
                         }
                     }
@@ -222,10 +234,10 @@ impl Outbox {
         tokio::spawn(async move {
             tokio::time::sleep(CONFIRM_AGAIN_AFTER).await;
             match p.publish_on(&parts).await {
-                Ok(Appended::Confirmed) => {
+                Ok(Appended::Confirmed(_)) => {
                     tracing::info!(event = p.event, "unconfirmed event published again, confirmed")
                 }
-                Ok(Appended::Unconfirmed) => tracing::error!(
+                Ok(Appended::Unconfirmed(_)) => tracing::error!(
                     event = p.event,
                     "unconfirmed event published again, still unconfirmed: a failover now could lose it"
                 ),

@@ -1,18 +1,19 @@
 //! The publish path: an event checked, encoded once, appended to the log, and counted.
 
+use sse_notify_core::cursor::Cursor;
 use sse_notify_core::{PublishError, Topic};
 
 use crate::backend::AppendError;
 use crate::parts::Parts;
 
-/// How a published event reached the log.
+/// How a published event reached the log, and where it is (a cursor whose `matched` is 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Appended {
     /// In the log, with as many replicas as asked for (or none asked for).
-    Confirmed,
+    Confirmed(Cursor),
     /// In the log and sent to the streams, but fewer replicas than `SSE_REDIS_MIN_REPLICAS`
     /// confirmed it in time.
-    Unconfirmed,
+    Unconfirmed(Cursor),
 }
 
 /// Publishes on behalf of the tab `origin` (one [`valid_origin`] let through), and says
@@ -31,7 +32,7 @@ pub(crate) async fn publish(
         Ok(appended) => {
             m.events_published.inc();
             m.publish_seconds.observe(started.elapsed().as_secs_f64());
-            if *appended == Appended::Unconfirmed {
+            if matches!(appended, Appended::Unconfirmed(_)) {
                 m.events_unconfirmed.inc();
             }
         }
@@ -68,10 +69,10 @@ async fn append(
         }
     }
     match parts.backend.append(names, body, origin).await {
-        Ok(()) => Ok(Appended::Confirmed),
-        Err(e @ AppendError::Unconfirmed { .. }) => {
+        Ok(at) => Ok(Appended::Confirmed(at)),
+        Err(e @ AppendError::Unconfirmed { at, .. }) => {
             tracing::warn!(event, error = %e, "published, but not confirmed by the replicas asked for");
-            Ok(Appended::Unconfirmed)
+            Ok(Appended::Unconfirmed(at))
         }
         Err(AppendError::Unavailable(e)) => {
             tracing::warn!(event, error = %e, "publish to the backend failed");

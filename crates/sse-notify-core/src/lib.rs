@@ -46,6 +46,7 @@ pub mod presence;
 pub mod publish;
 pub mod topic;
 pub mod wire;
+pub mod write;
 
 pub use event::{DecodeError, SseEvent};
 pub use publish::{Publish, PublishError, Publisher};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::event::SseEvent;
 use crate::topic::Topic;
+use crate::write::WritePosition;
 
 /// Why a publish did not happen. The event was not accepted: nothing was delivered.
 ///
@@ -55,11 +56,11 @@ impl PublishError {
 }
 
 /// The boxed future [`Publish`] returns; boxed so the trait stays object-safe.
-pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send + 'a>>;
+pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<WritePosition, PublishError>> + Send + 'a>>;
 
 /// Something that publishes an event (name + JSON data) on a set of topics.
 pub trait Publish: Send + Sync + 'static {
-    /// Publishes `data` as event `event` on each of `topics`.
+    /// Publishes `data` as event `event` on each of `topics`, and says where it is in the log.
     fn publish_json<'a>(
         &'a self,
         topics: &'a [Topic],
@@ -78,8 +79,9 @@ impl Publisher {
         Self(Arc::new(inner))
     }
 
-    /// Publishes a typed event on all of its topics.
-    pub async fn publish<E: SseEvent>(&self, event: &E) -> Result<(), PublishError> {
+    /// Publishes a typed event on all of its topics, and says where it is in the log (the
+    /// position a write answers with, [`crate::write`]).
+    pub async fn publish<E: SseEvent>(&self, event: &E) -> Result<WritePosition, PublishError> {
         let topics = event.topics();
         let data = event.payload();
         self.0.publish_json(&topics, event.name(), &data).await
@@ -91,7 +93,7 @@ impl Publisher {
         topics: &[Topic],
         event: &str,
         data: &serde_json::Value,
-    ) -> Result<(), PublishError> {
+    ) -> Result<WritePosition, PublishError> {
         self.0.publish_json(topics, event, data).await
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::Value;
-use sse_notify_core::cursor::{LogId, LogPosition};
+use sse_notify_core::cursor::{Cursor, LogId, LogPosition};
 use sse_notify_core::origin::is_origin;
 
 use super::connection::RedisConnection;
@@ -90,7 +90,7 @@ end
 /// Each entry links back to the one before it (`p`): trimming only ever removes the oldest
 /// entries, so history after a position is complete exactly when the first entry after it still
 /// links back to it. (`XINFO`'s `max-deleted-entry-id` does not follow trimming.)
-/// Returns the number of Pub/Sub receivers.
+/// Returns {epoch, the entry's id}: where the event is, for the write's answer.
 const PUBLISH_SCRIPT: &str = with_epoch!(
     r#"
 local prev = redis.call('GET', KEYS[3]) or '0-0'
@@ -105,11 +105,10 @@ else
 end
 redis.call('SET', KEYS[3], id)
 redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[5])
-local n = 0
 for i = 8, #ARGV do
-  n = n + redis.call(ARGV[6], ARGV[i], msg)
+  redis.call(ARGV[6], ARGV[i], msg)
 end
-return n
+return {epoch, id}
 "#
 );
 
@@ -156,13 +155,14 @@ impl EventLog {
         Self { conn, keys, tag, retention, fanout, min_replicas, publish_script, history_script }
     }
 
-    /// Appends an event (its topics, its frame body, the writing tab) and fans it out.
+    /// Appends an event (its topics, its frame body, the writing tab), fans it out, and says
+    /// where it is.
     pub(super) async fn append(
         &self,
         topics: &[String],
         body: String,
         origin: Option<&str>,
-    ) -> Result<(), AppendError> {
+    ) -> Result<Cursor, AppendError> {
         let keys = &self.keys;
         let retention = &self.retention;
         let mut args = vec![
@@ -182,9 +182,10 @@ impl EventLog {
             for arg in &args {
                 inv.arg(arg);
             }
-            return inv.invoke_async::<i64>(&mut conn).await.map(drop).map_err(|e| {
+            let reply = inv.invoke_async::<Value>(&mut conn).await.map_err(|e| {
                 AppendError::Unavailable(BackendError::Redis { during: "the publish script", source: e })
-            });
+            })?;
+            return self.appended_at(&reply);
         };
         // The script and WAIT in one pipeline: WAIT counts the replicas that hold every write
         // of its connection, so it must follow the script on the same one.
@@ -193,25 +194,37 @@ impl EventLog {
         evalsha.arg(self.publish_script.get_hash()).arg(5).arg(&keys.all()[..]);
         evalsha.arg(&args);
         pipe.add_command(evalsha).add_command(redis::cmd("WAIT").arg(replicas).arg(wait.as_millis() as u64).clone());
-        let mut reply = pipe.query_async::<(i64, i64)>(&mut conn).await;
+        let mut reply = pipe.query_async::<(Value, i64)>(&mut conn).await;
         if matches!(&reply, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)) {
             let loaded = self.publish_script.load_async(&mut conn).await;
             loaded.map_err(|e| AppendError::Unavailable(BackendError::Redis { during: "SCRIPT LOAD", source: e }))?;
-            reply = pipe.query_async::<(i64, i64)>(&mut conn).await;
+            reply = pipe.query_async::<(Value, i64)>(&mut conn).await;
         }
         let unavailable =
             |e| AppendError::Unavailable(BackendError::Redis { during: "the publish script and WAIT", source: e });
-        let (_, acknowledged) = reply.map_err(unavailable)?;
+        let (appended, acknowledged) = reply.map_err(unavailable)?;
+        let at = self.appended_at(&appended)?;
         if acknowledged < replicas as i64 {
             // In the log and sent, but a failover now could lose it: the publisher decides
             // (`Broker::publish_or_defer` publishes it once more, at most).
             return Err(AppendError::Unconfirmed {
+                at,
                 acknowledged: acknowledged.max(0) as usize,
                 asked: replicas,
                 waited: wait,
             });
         }
-        Ok(())
+        Ok(at)
+    }
+
+    /// The publish script's `{epoch, id}` as the event's cursor.
+    fn appended_at(&self, reply: &Value) -> Result<Cursor, AppendError> {
+        let bad = || AppendError::Unavailable(BackendError::Reply("the publish script's reply"));
+        let Value::Array(parts) = reply else { return Err(bad()) };
+        let [epoch, id] = parts.as_slice() else { return Err(bad()) };
+        let epoch: u32 = text(epoch).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let position: LogPosition = text(id).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        Ok(Cursor { log: LogId { tag: self.tag, epoch }, position, matched: 0 })
     }
 
     /// The log's head and, with `after`, what follows it (at most what is retained).

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
-use sse_notify_core::cursor::{prefix_tag, LogPosition};
+use sse_notify_core::cursor::{prefix_tag, Cursor, LogPosition};
 use sse_notify_core::presence::Member;
 
 use crate::backend::{AppendError, Backend, Follower};
@@ -135,7 +135,7 @@ impl Backend for RedisBackend {
         topics: Vec<String>,
         body: String,
         origin: Option<Box<str>>,
-    ) -> BoxFuture<'_, Result<(), AppendError>> {
+    ) -> BoxFuture<'_, Result<Cursor, AppendError>> {
         async move {
             let appended = self.log.append(&topics, body, origin.as_deref()).await;
             if !matches!(appended, Err(AppendError::Unavailable(_))) {
