@@ -17,6 +17,7 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use leptos_sse_notify::{Member, PresenceSnapshot};
 use shared::crm::{has_presence, may_subscribe, Comment};
 use sse_notify_axum::origin::WriterOriginLayer;
+use sse_notify_axum::IdempotencyLayer;
 use sse_notify_axum::Presence;
 use sse_notify_axum::{error, ConfigError, ResponseCache, SseApp};
 use sse_notify_core::DEFAULT_EVENTS_PATH;
@@ -185,6 +186,23 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
         // A write's events say which tab made it (server functions and REST alike), so that
         // tab does not refetch its own change.
         .layer(WriterOriginLayer)
+        // A write retried with its Idempotency-Key (the board's and the CRM's, by
+        // `leptos_sse_notify::write`) happens once, whichever instance the retry reaches;
+        // keys are kept per signed-in user, or for all visitors together. Outside the origin
+        // layer, so a repeat gets the first answer's `sse-position` too; inside a body
+        // timeout, since it reads a keyed write's body whole before the handler does.
+        .layer(IdempotencyLayer::new(sse.broker(), {
+            let sessions = sessions.clone();
+            move |parts| {
+                let (sessions, headers) = (sessions.clone(), parts.headers.clone());
+                async move {
+                    Some(
+                        sessions.user(&headers).await.map_or_else(|| "public".to_owned(), |u| format!("user:{}", u.id)),
+                    )
+                }
+            }
+        }))
+        .layer(sse.body_timeout())
         .layer(TraceLayer::new_for_http())
         .route(DEFAULT_EVENTS_PATH, events.into_route());
     let app = with_security_headers(app);

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use leptos::server_fn::ServerFn;
 use sse_notify_core::cursor::Cursor;
-use sse_notify_core::write::{WritePosition, POSITION_HEADER};
+use sse_notify_core::write::{WritePosition, IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAY_HEADER, POSITION_HEADER};
 
 /// The answer's position, as a cursor (it must be one: nothing here is deferred).
 fn position_of(resp: &reqwest::Response) -> Cursor {
@@ -74,4 +74,90 @@ async fn a_write_answers_with_its_events_position_on_every_backend(cfg) {
     let reader = writer.another(cfg).await;
     answers_carry_their_events_position(&writer, reader.as_ref().unwrap_or(&writer)).await;
 }
+}
+
+/// A task created with `key` on `app`: status, body, whether it was a replay, its position.
+async fn create_keyed(app: &TestServer, key: &str, title: &str) -> (u16, String, bool, Option<String>) {
+    let resp = http()
+        .post(app.url("/api/tasks"))
+        .header(IDEMPOTENCY_KEY_HEADER, key)
+        .json(&serde_json::json!({ "title": title }))
+        .send()
+        .await
+        .unwrap();
+    let replayed = resp.headers().get(IDEMPOTENT_REPLAY_HEADER).is_some();
+    let position = resp.headers().get(POSITION_HEADER).map(|v| v.to_str().unwrap().to_owned());
+    (resp.status().as_u16(), resp.text().await.unwrap(), replayed, position)
+}
+
+/// A write whose answer was lost is retried with its key, on another instance when there are
+/// two: one task, one event, and the retry gets the first answer (its position included).
+async fn a_retried_write_happens_once(first: &TestServer, retry: &TestServer) {
+    let mut sse = SseClient::subscribe(&first.base, "tasks").await.started().await;
+    let title = format!("once {}", std::process::id());
+    let a = create_keyed(first, "retry-key-1", &title).await;
+    let b = create_keyed(retry, "retry-key-1", &title).await;
+    assert_eq!((a.0, a.2), (201, false));
+    assert_eq!((b.0, &b.1, b.2), (201, &a.1, true), "the first answer, marked as replayed");
+    assert_eq!(b.3, a.3, "with the first answer's position");
+
+    // One event: the next one is the marker written after.
+    let created = sse.expect_event().await;
+    assert_eq!(created.event, "task:created");
+    create_keyed(first, "retry-key-2", "marker").await;
+    let next = sse.expect_event().await;
+    assert_ne!(next.data, created.data, "the retry published nothing: the next event is the marker's");
+    let tasks: Vec<shared::tasks::Task> =
+        http().get(retry.url("/api/tasks")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(tasks.iter().filter(|t| t.title == title).count(), 1, "one task");
+
+    // The key with another body: refused with the JSON error, nothing written.
+    let reused = create_keyed(retry, "retry-key-1", "another title").await;
+    assert_eq!(reused.0, 422);
+    assert!(reused.1.contains("\"error\":\"idempotency_key_reused\""), "{}", reused.1);
+    // A signed-in user's keys are theirs: the visitor's key, sent by them, is a new write.
+    let cookie = crm_sign_in(first, 1).await;
+    let theirs = http()
+        .post(retry.url("/api/tasks"))
+        .header("cookie", cookie)
+        .header(IDEMPOTENCY_KEY_HEADER, "retry-key-1")
+        .json(&serde_json::json!({ "title": title }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 201);
+    assert!(theirs.headers().get(IDEMPOTENT_REPLAY_HEADER).is_none(), "another scope's key is not theirs");
+}
+
+on_both_backends! {
+async fn a_retried_write_happens_once_on_any_instance(cfg) {
+    let first = TestServer::demo(cfg.clone()).await;
+    let retry = first.another(cfg).await;
+    a_retried_write_happens_once(&first, retry.as_ref().unwrap_or(&first)).await;
+}
+}
+
+/// In Redis, keys are bounded by count (the oldest go) and by time (their `PX`).
+#[tokio::test]
+async fn keys_kept_in_redis_are_bounded() {
+    use axum::routing::post;
+    use sse_notify_axum::{IdempotencyLayer, IdempotencyLimits};
+    let redis = RedisServer::start();
+    let app = TestServer::demo(config(Some(&redis))).await;
+    let limits = IdempotencyLimits { max_keys: 50, ttl: std::time::Duration::from_secs(30), ..Default::default() };
+    let layer = IdempotencyLayer::with_limits(app.sse.broker(), |_| async { Some("all".to_owned()) }, limits);
+    let router = axum::Router::new().route("/w", post(|| async { "done" })).layer(layer.clone());
+    let small = TestServer::serve(app.sse.clone(), router).await;
+    for n in 0..200 {
+        let resp = http().post(small.url("/w")).header(IDEMPOTENCY_KEY_HEADER, format!("k{n}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(layer.len().await, 50);
+    let mut conn = redis.client().get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("sse-idem/*").query(&mut conn).unwrap();
+    assert_eq!(keys.len(), 50, "the records of trimmed keys are gone too");
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query(&mut conn).unwrap();
+    assert!((1..=30_000).contains(&ttl), "each record expires: {ttl} ms");
+    let again = http().post(small.url("/w")).header(IDEMPOTENCY_KEY_HEADER, "k199").send().await.unwrap();
+    assert!(again.headers().get(IDEMPOTENT_REPLAY_HEADER).is_some(), "the newest are kept");
 }

@@ -13,6 +13,8 @@
 //!   from before its data was read.
 //! - [`origin::WriterOriginLayer`]: the writing tab's origin on the events its write publishes,
 //!   so that tab does not refetch its own change.
+//! - [`IdempotencyLayer`]: a write retried with its `Idempotency-Key` happens once, on any
+//!   instance.
 //! - [`ApiError`]: the JSON error body (`{"error": code, "message": text}`) of every refusal.
 //!
 //! This crate depends on neither Leptos nor any app. From Leptos server functions, publish
@@ -45,6 +47,7 @@ pub mod error;
 pub mod handoff;
 pub mod health;
 pub mod heap_trim;
+pub mod idempotency;
 pub mod layer;
 pub mod metrics;
 pub mod origin;
@@ -59,6 +62,7 @@ pub use clients::ClientLimits;
 pub use config::{ConfigError, SseConfig};
 pub use endpoint::{Presence, PresenceReader, SseEndpoint};
 pub use error::ApiError;
+pub use idempotency::{IdempotencyLayer, IdempotencyLimits};
 pub use layer::{PublishContext, PublishLayer};
 /// The `redis` crate this one is built on ([`Broker::redis_connection`] hands out its types).
 #[cfg(feature = "redis")]

@@ -50,8 +50,9 @@ impl Default for BrokerLimits {
 }
 
 impl BrokerLimits {
-    /// The namespace of the prefix's log and channels: the prefix, or `sse` when it is empty.
-    pub(crate) fn namespace(&self) -> &str {
+    /// The namespace of the prefix's Redis keys and channels (the log's, idempotency keys'): the
+    /// prefix, or `sse` when it is empty.
+    pub fn namespace(&self) -> &str {
         if self.topic_prefix.is_empty() {
             "sse"
         } else {

@@ -1,0 +1,332 @@
+//! Retried writes happen once: a tower layer that remembers each write's `Idempotency-Key` for a
+//! while, and answers a repeat of it with the first answer instead of running the handler again
+//! (so nothing is written or published twice).
+//!
+//! A browser retries a write whose answer it lost (a dropped connection, a proxy's timeout); the
+//! first attempt may well have been written. With a key per write ([`IDEMPOTENCY_KEY_HEADER`],
+//! which `leptos_sse_notify::write` sends), the retry gets the first attempt's status, headers
+//! (`sse-position` included) and body, marked `idempotent-replayed: true`. The rules, as
+//! Stripe's and the IETF draft's:
+//! - Keys are remembered per **scope**, which the app names for each request (the signed-in
+//!   user, or `"public"`): a key is a secret of the write, and no one outside its scope can
+//!   replay, or even probe, another's. A request whose scope is `None` runs unprotected.
+//! - A repeat whose request differs (method, path, query or body) is refused: `422
+//!   idempotency_key_reused`.
+//! - A repeat that arrives while the first attempt runs waits for its answer (up to
+//!   [`IdempotencyLimits::wait`]), then gets `409 idempotency_key_in_use`.
+//! - A first attempt answered `5xx` is forgotten: nothing was written, a retry runs again.
+//! - With Redis, keys live there (any instance sees them); otherwise in the process. Either way
+//!   they are bounded by time ([`IdempotencyLimits::ttl`], 24 h) and count
+//!   ([`IdempotencyLimits::max_keys`]); an answer larger than [`IdempotencyLimits::max_answer`]
+//!   is not kept (its repeat gets `409 idempotent_answer_not_kept`, and runs nothing).
+//! - If the store cannot be reached, a keyed write is refused (`503`) rather than run without
+//!   the protection it asked for.
+//!
+//! ```
+//! use axum::{routing::post, Router};
+//! use sse_notify_axum::{Broker, BrokerLimits, IdempotencyLayer};
+//!
+//! let broker = Broker::memory(BrokerLimits::default());
+//! let app: Router = Router::new()
+//!     .route("/api/notes", post(|| async { "saved" }))
+//!     // Everyone's writes in one scope here; name the signed-in user when there is one.
+//!     .layer(IdempotencyLayer::new(&broker, |_| async { Some("public".to_owned()) }));
+//! ```
+
+mod record;
+mod store;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{request::Parts, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use sha2::{Digest, Sha256};
+use sse_notify_broker::Broker;
+use sse_notify_core::write::{is_idempotency_key, IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAY_HEADER};
+use tower::{Layer, Service};
+
+use crate::error::ApiError;
+use record::{Answer, Fingerprint, Record};
+use store::{MemoryStore, Store, StoreKey};
+
+/// How long and how much the layer remembers.
+#[derive(Clone, Debug)]
+pub struct IdempotencyLimits {
+    /// How long a key is remembered after its first attempt.
+    pub ttl: Duration,
+    /// Keys remembered at most (the oldest go first).
+    pub max_keys: usize,
+    /// Bytes the process store holds at most (records and their keys); Redis is bounded by
+    /// `max_keys` x `max_answer`.
+    pub max_bytes: usize,
+    /// A larger answer is not kept.
+    pub max_answer: usize,
+    /// A keyed request's body is read up to this size to fingerprint it; a larger one is
+    /// refused (`413`).
+    pub max_request: usize,
+    /// How long a repeat waits for the first attempt's answer.
+    pub wait: Duration,
+}
+
+impl Default for IdempotencyLimits {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(24 * 3600),
+            max_keys: 100_000,
+            max_bytes: 64 << 20,
+            max_answer: 64 << 10,
+            max_request: 1 << 20,
+            wait: Duration::from_secs(10),
+        }
+    }
+}
+
+type ScopeFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+type ScopeFn = dyn Fn(&Parts) -> ScopeFuture + Send + Sync;
+
+/// Answers a repeated `Idempotency-Key` with the first attempt's answer (see the module docs).
+#[derive(Clone)]
+pub struct IdempotencyLayer {
+    store: Arc<dyn Store>,
+    scope: Arc<ScopeFn>,
+    limits: Arc<IdempotencyLimits>,
+}
+
+impl IdempotencyLayer {
+    /// Keys kept where the broker keeps its log (Redis, or this process), per the scope
+    /// `scope` names for each request, with the default [`IdempotencyLimits`].
+    pub fn new<F, Fut>(broker: &Broker, scope: F) -> Self
+    where
+        F: Fn(&Parts) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<String>> + Send + 'static,
+    {
+        Self::with_limits(broker, scope, IdempotencyLimits::default())
+    }
+
+    /// [`IdempotencyLayer::new`] with other limits.
+    pub fn with_limits<F, Fut>(broker: &Broker, scope: F, limits: IdempotencyLimits) -> Self
+    where
+        F: Fn(&Parts) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<String>> + Send + 'static,
+    {
+        let store = store_for(broker, &limits);
+        let scope: Arc<ScopeFn> = Arc::new(move |parts| Box::pin(scope(parts)));
+        Self { store, scope, limits: Arc::new(limits) }
+    }
+
+    /// Keys remembered now.
+    pub async fn len(&self) -> usize {
+        self.store.len().await.unwrap_or(0)
+    }
+
+    /// Whether no key is remembered now.
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+}
+
+fn store_for(broker: &Broker, limits: &IdempotencyLimits) -> Arc<dyn Store> {
+    #[cfg(feature = "redis")]
+    if let Some(conn) = broker.redis_connection() {
+        return Arc::new(store::RedisStore::new(conn, broker.limits().namespace(), limits.ttl, limits.max_keys));
+    }
+    let _ = broker;
+    Arc::new(MemoryStore::new(limits.ttl, limits.max_keys, limits.max_bytes))
+}
+
+impl<S> Layer<S> for IdempotencyLayer {
+    type Service = Idempotency<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Idempotency { inner, layer: self.clone() }
+    }
+}
+
+/// The service [`IdempotencyLayer`] wraps.
+#[derive(Clone)]
+pub struct Idempotency<S> {
+    inner: S,
+    layer: IdempotencyLayer,
+}
+
+impl<S> Service<Request> for Idempotency<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+        let Some(key) = req.headers().get(IDEMPOTENCY_KEY_HEADER).filter(|_| !safe).cloned() else {
+            let mut inner = inner;
+            return Box::pin(inner.call(req));
+        };
+        let layer = self.layer.clone();
+        Box::pin(async move { Ok(layer.handle(inner, key, req).await.unwrap_or_else(IntoResponse::into_response)) })
+    }
+}
+
+impl IdempotencyLayer {
+    async fn handle<S>(&self, mut inner: S, key: HeaderValue, req: Request) -> Result<Response, ApiError>
+    where
+        S: Service<Request, Response = Response, Error = Infallible>,
+    {
+        let key = key.to_str().ok().filter(|k| is_idempotency_key(k)).ok_or_else(|| {
+            ApiError::bad_request("bad_idempotency_key", "Idempotency-Key must be 1-128 visible ASCII characters")
+        })?;
+        let (parts, body) = req.into_parts();
+        let Some(scope) = (self.scope)(&parts).await else {
+            // The app vouches for no scope (e.g. signed out): the handler answers as it would.
+            return Ok(inner.call(Request::from_parts(parts, body)).await.unwrap_or_else(|e| match e {}));
+        };
+        let body = match Limited::new(body, self.limits.max_request).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("a keyed write's body is read whole, up to {} bytes", self.limits.max_request),
+                ))
+            }
+            // Put a body timeout outside this layer (`SseApp::body_timeout`): this is where it
+            // ends a body that does not arrive.
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_incomplete",
+                    "the request body did not arrive whole in time",
+                ))
+            }
+        };
+        let fingerprint = fingerprint(&parts, &body);
+        let store_key = store_key(&scope, key);
+        let unavailable = |e: store::Unavailable| {
+            tracing::warn!(error = %e, "idempotency store unavailable: keyed write refused");
+            ApiError::unavailable("idempotency_unavailable", "the write's Idempotency-Key cannot be checked now; retry")
+        };
+        let pending = Record::Pending(fingerprint).encode();
+        match self.store.begin(store_key, pending).await.map_err(unavailable)? {
+            None => {}
+            Some(held) => return self.repeat(store_key, &fingerprint, held).await,
+        }
+        let answer = inner.call(Request::from_parts(parts, Body::from(body))).await.unwrap_or_else(|e| match e {});
+        if answer.status().is_server_error() {
+            // Nothing was done (or nothing the app vouches for): a retry runs again.
+            self.store.abandon(store_key).await.map_err(unavailable)?;
+            return Ok(answer);
+        }
+        let (head, body) = answer.into_parts();
+        let body = match Limited::new(body, self.limits.max_answer).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                // Too large to keep (or it failed midway): the write happened; its repeat
+                // must not run it again, and cannot be answered with it.
+                self.store.finish(store_key, Record::NotKept(fingerprint).encode()).await.map_err(unavailable)?;
+                return Err(ApiError::internal("a keyed write's answer was too large to keep or failed midway"));
+            }
+        };
+        let kept = Answer { status: head.status, headers: Answer::kept_headers(&head.headers), body: body.clone() };
+        self.store.finish(store_key, Record::Done(fingerprint, kept).encode()).await.map_err(unavailable)?;
+        Ok(Response::from_parts(head, Body::from(body)))
+    }
+
+    /// A repeat of a key: the first attempt's answer, once there is one.
+    async fn repeat(&self, key: StoreKey, fingerprint: &Fingerprint, mut held: Bytes) -> Result<Response, ApiError> {
+        let deadline = Instant::now() + self.limits.wait;
+        loop {
+            let Some(record) = Record::decode(&held) else {
+                return Err(ApiError::internal("an idempotency record that is not one"));
+            };
+            if record.fingerprint() != fingerprint {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for another request",
+                ));
+            }
+            match record {
+                Record::Done(_, answer) => return Ok(replay(answer)),
+                Record::NotKept(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "idempotent_answer_not_kept",
+                        "this write was made; its answer was too large to keep",
+                    ))
+                }
+                Record::Pending(_) if Instant::now() >= deadline => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "idempotency_key_in_use",
+                        "the first request with this Idempotency-Key is still being handled; retry",
+                    ))
+                }
+                Record::Pending(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+            }
+            let now = self.store.get(key).await;
+            held = match now {
+                Ok(Some(held)) => held,
+                // Forgotten (its first attempt failed): this one may run. It is simpler,
+                // and as safe, to let the client retry it.
+                Ok(None) => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "idempotency_key_in_use",
+                        "the first request with this Idempotency-Key failed; retry",
+                    ))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotency store unavailable");
+                    return Err(ApiError::unavailable("idempotency_unavailable", "retry"));
+                }
+            };
+        }
+    }
+}
+
+fn replay(answer: Answer) -> Response {
+    let mut resp = Response::new(Body::from(answer.body));
+    *resp.status_mut() = answer.status;
+    for (name, value) in answer.headers {
+        resp.headers_mut().append(name, value);
+    }
+    resp.headers_mut().insert(IDEMPOTENT_REPLAY_HEADER, HeaderValue::from_static("true"));
+    resp
+}
+
+/// What makes two requests the same write: method, path and query, body.
+fn fingerprint(parts: &Parts, body: &Bytes) -> Fingerprint {
+    let mut h = Sha256::new();
+    h.update(parts.method.as_str());
+    h.update([0]);
+    h.update(parts.uri.path_and_query().map_or("", |p| p.as_str()));
+    h.update([0]);
+    h.update(body);
+    h.finalize().into()
+}
+
+/// Where a key is kept: a hash of its scope and itself, so neither is stored, and keys of two
+/// scopes never meet.
+fn store_key(scope: &str, key: &str) -> StoreKey {
+    let mut h = Sha256::new();
+    h.update((scope.len() as u64).to_be_bytes());
+    h.update(scope);
+    h.update(key);
+    h.finalize().into()
+}

@@ -1,0 +1,162 @@
+//! The idempotency layer on the embedded broker: a repeated key runs the handler once, whatever
+//! the timing, and within its scope only; a failed first attempt may be retried; what it keeps
+//! is bounded.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::Router;
+use http_body_util::BodyExt;
+use sse_notify_axum::{Broker, BrokerLimits, IdempotencyLayer, IdempotencyLimits};
+use tower::ServiceExt;
+
+/// A route that counts its runs, answers `{"n": run}`, and answers 500 while `fail` is set or a
+/// large body for `/big`; scoped by the `x-user` header.
+fn app(limits: IdempotencyLimits) -> (Router, Arc<AtomicUsize>, Arc<AtomicUsize>, IdempotencyLayer) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let fail = Arc::new(AtomicUsize::new(0));
+    let broker = Broker::memory(BrokerLimits::default());
+    let layer = IdempotencyLayer::with_limits(
+        &broker,
+        |parts| {
+            let user = parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            async move { user }
+        },
+        limits,
+    );
+    let handler = {
+        let (runs, fail) = (runs.clone(), fail.clone());
+        move |body: String| {
+            let (runs, fail) = (runs.clone(), fail.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(if body == "slow" { 300 } else { 0 })).await;
+                let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                if fail.load(Ordering::SeqCst) > 0 {
+                    fail.fetch_sub(1, Ordering::SeqCst);
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                }
+                let body = if body == "big" { "x".repeat(100_000) } else { format!("{{\"n\":{n}}}") };
+                (StatusCode::CREATED, [("set-cookie", "s=1"), ("sse-position", "deferred")], body).into_response()
+            }
+        }
+    };
+    let router = Router::new().route("/w", post(handler)).layer(layer.clone());
+    (router, runs, fail, layer)
+}
+
+async fn send(app: &Router, user: Option<&str>, key: Option<&str>, body: &str) -> (StatusCode, String, bool, bool) {
+    let mut req = Request::post("/w");
+    if let Some(u) = user {
+        req = req.header("x-user", u);
+    }
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let resp = app.clone().oneshot(req.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
+    let status = resp.status();
+    let replayed = resp.headers().get("idempotent-replayed").is_some();
+    let cookie = resp.headers().get("set-cookie").is_some();
+    let body = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    (status, body, replayed, cookie)
+}
+
+#[tokio::test]
+async fn a_repeated_key_runs_once_and_answers_the_first_answer() {
+    let (app, runs, _, _) = app(IdempotencyLimits::default());
+    let first = send(&app, Some("ann"), Some("k1"), "a").await;
+    assert_eq!((first.0, first.1.as_str(), first.2), (StatusCode::CREATED, "{\"n\":1}", false));
+    let again = send(&app, Some("ann"), Some("k1"), "a").await;
+    assert_eq!((again.0, again.1.as_str(), again.2), (StatusCode::CREATED, "{\"n\":1}", true));
+    assert!(!again.3, "a replay never hands out the first answer's cookie");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // Another key, no key: they run.
+    assert_eq!(send(&app, Some("ann"), Some("k2"), "a").await.1, "{\"n\":2}");
+    assert_eq!(send(&app, Some("ann"), None, "a").await.1, "{\"n\":3}");
+    assert_eq!(send(&app, Some("ann"), None, "a").await.1, "{\"n\":4}");
+
+    // The same key for another request: refused, nothing runs.
+    let reused = send(&app, Some("ann"), Some("k1"), "b").await;
+    assert_eq!(reused.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(reused.1.contains("\"error\":\"idempotency_key_reused\""), "{}", reused.1);
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+}
+
+/// Keys are a write's secret within its scope: another user who sends the same key (read off a
+/// log, guessed) runs their own write and never sees the first answer; no scope, no memory.
+#[tokio::test]
+async fn a_key_means_nothing_outside_its_scope() {
+    let (app, runs, _, layer) = app(IdempotencyLimits::default());
+    send(&app, Some("ann"), Some("shared"), "a").await;
+    let bob = send(&app, Some("bob"), Some("shared"), "a").await;
+    assert_eq!((bob.1.as_str(), bob.2), ("{\"n\":2}", false), "bob's own write");
+    let nobody = send(&app, None, Some("shared"), "a").await;
+    assert_eq!((nobody.1.as_str(), nobody.2), ("{\"n\":3}", false));
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    assert_eq!(layer.len().await, 2, "ann's and bob's; none without a scope");
+}
+
+#[tokio::test]
+async fn a_repeat_during_the_first_attempt_waits_for_its_answer() {
+    let (app, runs, _, _) = app(IdempotencyLimits::default());
+    let (a, b) = tokio::join!(send(&app, Some("ann"), Some("k"), "slow"), send(&app, Some("ann"), Some("k"), "slow"));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!((a.1.as_str(), b.1.as_str()), ("{\"n\":1}", "{\"n\":1}"));
+    assert!(a.2 != b.2, "one ran, one was the replay");
+
+    // Past the wait: 409, and still one run.
+    let (app, runs, _, _) = self::app(IdempotencyLimits { wait: Duration::from_millis(50), ..Default::default() });
+    let (a, b) = tokio::join!(send(&app, Some("ann"), Some("k"), "slow"), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        send(&app, Some("ann"), Some("k"), "slow").await
+    });
+    assert_eq!((a.0, b.0), (StatusCode::CREATED, StatusCode::CONFLICT));
+    assert!(b.1.contains("idempotency_key_in_use"));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_failed_first_attempt_is_forgotten_and_a_large_answer_is_not_run_again() {
+    let (app, runs, fail, _) = app(IdempotencyLimits { max_answer: 1000, ..Default::default() });
+    fail.store(1, Ordering::SeqCst);
+    assert_eq!(send(&app, Some("ann"), Some("k"), "a").await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    let retried = send(&app, Some("ann"), Some("k"), "a").await;
+    assert_eq!((retried.0, retried.2), (StatusCode::CREATED, false), "the retry ran");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+
+    let big = send(&app, Some("ann"), Some("big"), "big").await;
+    assert_eq!(big.0, StatusCode::INTERNAL_SERVER_ERROR, "{}", big.1);
+    let again = send(&app, Some("ann"), Some("big"), "big").await;
+    assert_eq!(again.0, StatusCode::CONFLICT);
+    assert!(again.1.contains("idempotent_answer_not_kept"));
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "the large write ran once");
+}
+
+#[tokio::test]
+async fn bad_keys_and_reads() {
+    let (app, runs, _, _) = app(IdempotencyLimits { max_request: 10, ..Default::default() });
+    for key in ["", "a b", &"k".repeat(129)] {
+        let bad = send(&app, Some("ann"), Some(key), "a").await;
+        assert_eq!(bad.0, StatusCode::BAD_REQUEST, "{key:?}");
+        assert!(bad.1.contains("bad_idempotency_key"));
+    }
+    let large = send(&app, Some("ann"), Some("k"), "more than ten bytes").await;
+    assert_eq!(large.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn what_it_keeps_is_bounded() {
+    let (app, _, _, layer) = app(IdempotencyLimits { max_keys: 50, ..Default::default() });
+    for n in 0..300 {
+        send(&app, Some("ann"), Some(&format!("key{n}")), "a").await;
+    }
+    assert_eq!(layer.len().await, 50);
+    // The newest are kept: a repeat of the last is a replay.
+    assert!(send(&app, Some("ann"), Some("key299"), "a").await.2);
+}
