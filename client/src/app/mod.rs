@@ -16,12 +16,11 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 use leptos_sse_notify::{
     provide_sse_options, refetch_with_retry, use_live_json_with_options, use_presence, use_presence_count, use_sse,
-    FetchError, SseError, Topic, UseSseOptions,
+    FetchError, Floor, OwnChanges, SseError, Topic, UseSseOptions, WriteOptions,
 };
 use shared::tasks::{Task, TaskEvent};
 use sse_notify_core::{SseEvent, TopicBuilder};
 
-use api::{CreateTask, DeleteTask, RenameTask, SetTaskDone};
 use error::AppError;
 
 /// A value the server put in Leptos context for server functions (a missing one is a bug of
@@ -82,72 +81,78 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// This tab's own changes, from its writes' answers, for the list it shows until a refetch
-/// holds them: the events of its own writes do not refetch the list (the server functions send
-/// the tab's origin), so a change shows at once, even while offline, at no read's cost.
-#[derive(Clone, Debug, Default)]
-struct OwnChanges {
-    next: u64,
-    changes: Vec<(u64, OwnChange)>,
+/// Puts `task` in `list`, in place of the task with its id (or at the end).
+fn put(list: &mut Vec<Task>, task: &Task) {
+    match list.iter_mut().find(|t| t.id == task.id) {
+        Some(t) => *t = task.clone(),
+        None => list.push(task.clone()),
+    }
 }
 
-#[derive(Clone, Debug)]
-enum OwnChange {
-    Put(Task),
-    Deleted(u64),
+/// Changes the task `id` of `list` in place, if it is there.
+fn change(list: &mut [Task], id: u64, f: impl FnOnce(&mut Task)) {
+    if let Some(t) = list.iter_mut().find(|t| t.id == id) {
+        f(t);
+    }
 }
 
-impl OwnChanges {
-    fn push(&mut self, change: OwnChange) {
-        self.changes.push((self.next, change));
-        self.next += 1;
-    }
-
-    /// `list` as fetched when `since` was the next change's number, with the changes made
-    /// from then on (made again when the list already has them: each sets one task's state).
-    fn apply(&self, mut list: Vec<Task>, since: u64) -> Vec<Task> {
-        for (_, change) in self.changes.iter().filter(|(n, _)| *n >= since) {
-            match change {
-                OwnChange::Put(task) => match list.iter_mut().find(|t| t.id == task.id) {
-                    Some(t) => *t = task.clone(),
-                    None => list.push(task.clone()),
-                },
-                OwnChange::Deleted(id) => list.retain(|t| t.id != *id),
-            }
-        }
-        list
-    }
+/// The id a task being created shows under until its answer names it: counted down from the
+/// top, so it meets no stored task's.
+fn provisional_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+    NEXT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The board: a Resource keyed on the `tasks` topic's version refetches on every notification
-/// of another tab's change; this tab's own changes come from its writes' answers.
+/// of another tab's change; this tab's own changes show at once, over the list, until a list
+/// fetched at or after each write holds it (`OwnChanges`); a write that fails is rolled back
+/// and says why; one whose answer was lost is sent again with its idempotency key.
 #[component]
 fn TaskBoard() -> impl IntoView {
     let live = use_sse::<TaskEvent>(TaskEvent::board_topic());
-    let create = ServerAction::<CreateTask>::new();
-    let rename = ServerAction::<RenameTask>::new();
-    let set_done = ServerAction::<SetTaskDone>::new();
-    let delete = ServerAction::<DeleteTask>::new();
-    let own = RwSignal::new(OwnChanges::default());
-    for action in [create.value(), rename.value(), set_done.value()] {
-        Effect::new(move |_| {
-            if let Some(Ok(task)) = action.get() {
-                own.update(|o| o.push(OwnChange::Put(task)));
-            }
-        });
-    }
-    Effect::new(move |_| {
-        if let Some(Ok(id)) = delete.value().get() {
-            own.update(|o| o.push(OwnChange::Deleted(id)));
-        }
+    let own = OwnChanges::<Vec<Task>>::new();
+    let retried = || WriteOptions::default().retry_when(AppError::is_transient);
+    let create = own.write_with_options(
+        |(title, provisional): &(String, u64), list| {
+            list.push(Task { id: *provisional, title: title.clone(), done: false })
+        },
+        |task: &Task, list| put(list, task),
+        |(title, _): (String, u64)| api::create_task(title),
+        retried(),
+    );
+    let rename = own.write_with_options(
+        |(id, title): &(u64, String), list| change(list, *id, |t| t.title = title.clone()),
+        |task: &Task, list| put(list, task),
+        |(id, title): (u64, String)| api::rename_task(id, title),
+        retried(),
+    );
+    let set_done = own.write_with_options(
+        |(id, done): &(u64, bool), list| change(list, *id, |t| t.done = *done),
+        |task: &Task, list| put(list, task),
+        |(id, done): (u64, bool)| api::set_task_done(id, done),
+        retried(),
+    );
+    let delete = own.write_with_options(
+        |id: &u64, list: &mut Vec<Task>| list.retain(|t| t.id != *id),
+        |id: &u64, list: &mut Vec<Task>| list.retain(|t| t.id != *id),
+        api::delete_task,
+        retried(),
+    );
+    let saving = Signal::derive(move || {
+        create.pending().get() || rename.pending().get() || set_done.pending().get() || delete.pending().get()
     });
+    // The last write that failed (and was rolled back), whichever it was.
+    let write_error = RwSignal::new(None::<AppError>);
+    for error in [create.error(), rename.error(), set_done.error()] {
+        Effect::new(move |_| write_error.set(error.get()));
+    }
+    Effect::new(move |_| write_error.set(delete.error().get()));
     // A refetch that fails for a passing reason (offline, a proxy's 502 during a deploy) is
     // tried again until it gets through; the last list stays on screen meanwhile, marked stale.
     let stale = RwSignal::new(false);
     let tasks = Resource::new(
         move || live.version.get(),
         move |_| async move {
-            let since = own.with_untracked(|o| o.next);
             // Written only when it changes: a refetch that simply succeeds (every one during
             // server rendering) writes nothing. A write from the resource's task while the page
             // was still being rendered made the server's render read the signal after its owner
@@ -157,17 +162,15 @@ fn TaskBoard() -> impl IntoView {
                     let _ = stale.try_set(s);
                 }
             };
-            let list = refetch_with_retry(api::list_tasks, AppError::is_transient, mark).await;
-            (since, list)
+            // Each attempt's floor is taken as it starts: what the list it reads holds.
+            let attempt = || async {
+                let floor = Floor::now();
+                api::list_tasks().await.map(|list| (floor, list))
+            };
+            refetch_with_retry(attempt, AppError::is_transient, mark).await
         },
     );
-    // Changes older than the newest list are in it: forgotten (nothing shown changes).
-    Effect::new(move |_| {
-        if let Some((since, _)) = tasks.get() {
-            own.update_untracked(|o| o.changes.retain(|(n, _)| *n >= since));
-        }
-    });
-    let shown = move || tasks.get().map(|(since, list)| list.map(|list| own.with(|o| o.apply(list, since))));
+    let shown = move || tasks.get().map(|fetched| fetched.map(|(floor, list)| own.apply(&floor, list)));
 
     let selected = RwSignal::new(None::<u64>);
     let new_title = RwSignal::new(String::new());
@@ -175,7 +178,7 @@ fn TaskBoard() -> impl IntoView {
         ev.prevent_default();
         let title = new_title.get_untracked();
         if !title.trim().is_empty() {
-            create.dispatch(CreateTask { title });
+            create.dispatch((title, provisional_id()));
             new_title.set(String::new());
         }
     };
@@ -188,7 +191,7 @@ fn TaskBoard() -> impl IntoView {
                     type="checkbox"
                     data-testid="toggle"
                     checked=task.done
-                    on:change=move |ev| { set_done.dispatch(SetTaskDone { id, done: event_target_checked(&ev) }); }
+                    on:change=move |ev| set_done.dispatch((id, event_target_checked(&ev)))
                 />
                 <input
                     type="text"
@@ -196,12 +199,12 @@ fn TaskBoard() -> impl IntoView {
                     data-testid="title"
                     maxlength="200"
                     value=task.title.clone()
-                    on:change=move |ev| { rename.dispatch(RenameTask { id, title: event_target_value(&ev) }); }
+                    on:change=move |ev| rename.dispatch((id, event_target_value(&ev)))
                 />
                 <button data-testid="open" title="Follow this task" on:click=move |_| selected.set(Some(id))>
                     "details"
                 </button>
-                <button data-testid="delete" title="Delete" on:click=move |_| { delete.dispatch(DeleteTask { id }); }>
+                <button data-testid="delete" title="Delete" on:click=move |_| delete.dispatch(id)>
                     "✕"
                 </button>
             </li>
@@ -218,7 +221,11 @@ fn TaskBoard() -> impl IntoView {
             <Show when=move || stale.get()>
                 <span class="stale" data-testid="stale">"showing the last list; retrying"</span>
             </Show>
+            <Show when=move || saving.get()>
+                <span class="saving" data-testid="saving">"saving…"</span>
+            </Show>
         </header>
+        {move || write_error.get().map(|e| view! { <p class="error" data-testid="write-error" data-code=e.code.clone()>{e.to_string()}</p> })}
         <WhoIsHere topic=TaskEvent::board_topic() label="On this board: " testid="board-here" />
         <form class="new-task" on:submit=on_submit>
             <input

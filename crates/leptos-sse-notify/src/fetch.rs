@@ -75,6 +75,47 @@ pub(crate) async fn get_text(url: String, cursor: Option<String>, how: FetchOpti
     resp.text().await.map_err(|e| FetchError::Network(e.to_string()))
 }
 
+/// Sends a write (`method` to `url`, with a JSON `body`) with the origin and idempotency key of
+/// the write being made, if any ([`crate::write`]), as `how` says; notes the answer's position.
+#[cfg(feature = "browser")]
+pub(crate) async fn send_write(
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    how: FetchOptions,
+) -> Result<String, FetchError> {
+    let method = method.parse::<gloo_net::http::Method>().map_err(|e| FetchError::Network(e.to_string()))?;
+    let mut req = gloo_net::http::RequestBuilder::new(url).method(method).header("accept", "application/json");
+    match crate::write::current_headers() {
+        Some((origin, key)) => {
+            req = req.header(crate::ORIGIN_HEADER, &origin).header(crate::write::IDEMPOTENCY_KEY_HEADER, &key);
+        }
+        None => {
+            if let Some((name, value)) = crate::origin_header() {
+                req = req.header(name, value);
+            }
+        }
+    }
+    for (name, value) in how.headers.as_ref().map(|h| (h.0)()).unwrap_or_default() {
+        req = req.header(&name, &value);
+    }
+    if how.with_credentials {
+        req = req.credentials(web_sys::RequestCredentials::Include);
+    }
+    let sent = match body {
+        Some(body) => req.json(body).map_err(|e| FetchError::Decode(e.to_string()))?.send().await,
+        None => req.build().map_err(|e| FetchError::Network(e.to_string()))?.send().await,
+    };
+    let resp = sent.map_err(|e| FetchError::Network(e.to_string()))?;
+    if !resp.ok() {
+        let status = resp.status();
+        let (code, message) = error_body(&resp).await;
+        return Err(FetchError::Status { status, code, message: message.unwrap_or_else(|| resp.status_text()) });
+    }
+    crate::write::current_answered(resp.headers().get(crate::write::POSITION_HEADER).as_deref());
+    resp.text().await.map_err(|e| FetchError::Network(e.to_string()))
+}
+
 /// The `error` code and `message` of a JSON error body (`{"error": .., "message": ..}`);
 /// an empty code and no message when the body is something else.
 #[cfg(feature = "browser")]

@@ -75,10 +75,11 @@ mod status;
 #[cfg(feature = "browser")]
 mod tabs;
 mod use_sse;
+mod write;
 
 pub use fetch::FetchError;
 pub use live_json::{use_live_json, use_live_json_with_options, LiveJson};
-pub use live_list::{use_live_list, use_live_list_with_options, LiveList};
+pub use live_list::{use_live_list, use_live_list_with_options, ListChange, LiveList};
 pub use origin::{origin_header, tab_origin, OriginClient, ORIGIN_HEADER};
 #[cfg(feature = "ssr")]
 pub use presence::PresenceSnapshot;
@@ -95,6 +96,7 @@ pub use sse_notify_core::presence::{Member, Roster};
 pub use sse_notify_core::{sse_event, DecodeError, SseEvent, Topic, TopicBuilder, DEFAULT_EVENTS_PATH};
 pub use status::{ConnectionStatus, SseError};
 pub use use_sse::{provide_sse_options, use_sse, use_sse_with_handler, use_sse_with_options, SseSignal, UseSseOptions};
+pub use write::{send_write, use_write, Floor, LiveWrite, OwnChanges, WriteOptions, WritePosition};
 
 // The crate's README, whose examples are compiled and run as doc tests.
 #[cfg(doctest)]

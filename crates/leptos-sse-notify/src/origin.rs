@@ -76,11 +76,12 @@ pub fn origin_header() -> Option<(&'static str, &'static str)> {
 }
 
 /// Whether a frame id says this tab wrote its event: its echo tag is the one this tab's origin
-/// makes ([`sse_notify_core::origin::is_echo_of`]).
+/// makes ([`sse_notify_core::origin::is_echo_of`]), or one of its writes' ([`crate::write`]).
 #[cfg_attr(not(feature = "browser"), allow(dead_code))]
 pub(crate) fn is_own_echo(id: &str) -> bool {
     let own = tab_origin();
-    !own.is_empty() && sse_notify_core::origin::is_echo_of(id, own)
+    let by_tab = !own.is_empty() && sse_notify_core::origin::is_echo_of(id, own);
+    crate::write::note_frame(id) || by_tab
 }
 
 /// The server functions' browser client, sending this tab's origin with each call: use it as
@@ -97,11 +98,27 @@ where
     type Response = BrowserResponse;
 
     fn send(req: Self::Request) -> impl std::future::Future<Output = Result<Self::Response, E>> + Send {
-        let origin = tab_origin();
-        if !origin.is_empty() {
-            req.headers().set(ORIGIN_HEADER, origin);
+        // A write made with `crate::write` goes with its own origin and idempotency key.
+        match crate::write::current_headers() {
+            Some((origin, key)) => {
+                req.headers().set(ORIGIN_HEADER, &origin);
+                req.headers().set(crate::write::IDEMPOTENCY_KEY_HEADER, &key);
+            }
+            None => {
+                let origin = tab_origin();
+                if !origin.is_empty() {
+                    req.headers().set(ORIGIN_HEADER, origin);
+                }
+            }
         }
-        <BrowserClient as Client<E, InputStreamError, OutputStreamError>>::send(req)
+        let sent = <BrowserClient as Client<E, InputStreamError, OutputStreamError>>::send(req);
+        async move {
+            let resp = sent.await?;
+            // Still polled as the write's (`crate::write::InWrite`): its answer's position.
+            let position = resp.generate_headers().get(crate::write::POSITION_HEADER).cloned();
+            crate::write::current_answered(position.as_ref().and_then(|p| p.to_str().ok()));
+            Ok(resp)
+        }
     }
 
     #[allow(clippy::type_complexity)]

@@ -375,7 +375,8 @@ where
                         // included); without a cursor the event's own topics must say it.
                         Ok(event) if matched || event.topics().contains(&topic) => {
                             // This tab's own write: it holds the change already.
-                            let own = !echo && origin::is_own_echo(id);
+                            // (Asked first: it also notes the frame's position for the page's writes.)
+                            let own = origin::is_own_echo(id) && !echo;
                             if let (Some(tap), false) = (&tap_event, own) {
                                 tap(&event, id);
                             }
