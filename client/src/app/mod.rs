@@ -98,7 +98,7 @@ fn change(list: &mut [Task], id: u64, f: impl FnOnce(&mut Task)) {
 
 /// The id a task being created shows under until its answer names it: counted down from the
 /// top, so it meets no stored task's.
-fn provisional_id() -> u64 {
+pub(crate) fn provisional_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
     NEXT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -109,7 +109,7 @@ pub async fn thread_comments(thread: u64) -> Result<Vec<Comment>, AppError> {
     Ok(all.into_iter().filter(|c| c.thread == thread).collect())
 }
 
-#[server]
+#[server(client = leptos_sse_notify::OriginClient)]
 pub async fn add_comment(thread: u64, text: String) -> Result<Comment, AppError> {
     use leptos_sse_notify::publish;
     use shared::crm::{CommentEvent, ReplyNotification};
@@ -125,7 +125,7 @@ pub async fn add_comment(thread: u64, text: String) -> Result<Comment, AppError>
     Ok(comment)
 }
 
-#[server]
+#[server(client = leptos_sse_notify::OriginClient)]
 pub async fn edit_comment(id: u64, text: String) -> Result<Comment, AppError> {
     use shared::crm::CommentEvent;
     let (table, _) = backend::changeable_comment(id, "edit").await?;
@@ -136,7 +136,7 @@ pub async fn edit_comment(id: u64, text: String) -> Result<Comment, AppError> {
     Ok(comment)
 }
 
-#[server]
+#[server(client = leptos_sse_notify::OriginClient)]
 pub async fn delete_comment(id: u64) -> Result<(), AppError> {
     use shared::crm::CommentEvent;
     let (table, comment) = backend::changeable_comment(id, "delete").await?;

@@ -4,11 +4,23 @@
 pub mod api;
 
 use leptos::prelude::*;
-use leptos_sse_notify::{use_sse, use_sse_with_handler, UseSseOptions};
+use leptos_sse_notify::{use_sse, use_sse_with_handler, Floor, OwnChanges, UseSseOptions, WriteOptions};
 use shared::crm::{find_user, thread_topic, users, CommentEvent, ReplyNotification, Thread, User};
 use sse_notify_core::TopicBuilder;
 
-use api::{AddComment, DeleteComment, EditComment, SignIn, SignOut};
+use api::{SignIn, SignOut};
+use shared::crm::Comment;
+
+use super::error::AppError;
+use super::provisional_id;
+
+/// Puts `c` in `list`, in place of the comment with its id (or at the end).
+fn put_comment(list: &mut Vec<Comment>, c: &Comment) {
+    match list.iter_mut().find(|x| x.id == c.id) {
+        Some(x) => *x = c.clone(),
+        None => list.push(c.clone()),
+    }
+}
 
 #[component]
 pub fn CrmPage() -> impl IntoView {
@@ -128,23 +140,70 @@ fn ThreadView(thread: Signal<Thread>, me: User) -> impl IntoView {
     let id = Memo::new(move |_| thread.with(|t| t.id));
     let topic = Signal::derive(move || thread_topic(id.get()));
     let live = use_sse::<CommentEvent>(topic);
-    let add = ServerAction::<AddComment>::new();
-    let edit = ServerAction::<EditComment>::new();
-    let delete = ServerAction::<DeleteComment>::new();
-    let comments = Resource::new(
-        move || (id.get(), live.version.get(), add.version().get(), edit.version().get(), delete.version().get()),
-        move |(id, ..)| api::thread_comments(id),
+    // This tab's own comments, edits and deletions show at once, over the thread they belong
+    // to, until a list read at or after each holds it; the events of its own writes read
+    // nothing again (the server functions say which write they are).
+    let own = OwnChanges::<(u64, Vec<Comment>)>::new();
+    let retried = || WriteOptions::default().retry_when(AppError::is_transient);
+    let me_id = me.id;
+    let add = own.write_with_options(
+        move |(thread, text, provisional): &(u64, String, u64), (shown, list)| {
+            if thread == shown {
+                list.push(Comment { id: *provisional, thread: *thread, author: me_id, text: text.clone() });
+            }
+        },
+        |c: &Comment, (shown, list)| {
+            if c.thread == *shown {
+                put_comment(list, c);
+            }
+        },
+        |(thread, text, _): (u64, String, u64)| api::add_comment(thread, text),
+        retried(),
     );
+    let edit = own.write_with_options(
+        |(cid, text): &(u64, String), (_, list)| {
+            if let Some(c) = list.iter_mut().find(|c| c.id == *cid) {
+                c.text = text.clone();
+            }
+        },
+        |c: &Comment, (shown, list)| {
+            if c.thread == *shown {
+                put_comment(list, c);
+            }
+        },
+        |(cid, text): (u64, String)| api::edit_comment(cid, text),
+        retried(),
+    );
+    let delete = own.write_with_options(
+        |cid: &u64, (_, list): &mut (u64, Vec<Comment>)| list.retain(|c| c.id != *cid),
+        |_: &(), _: &mut (u64, Vec<Comment>)| {},
+        api::delete_comment,
+        retried(),
+    );
+    let comments = Resource::new(
+        move || (id.get(), live.version.get()),
+        move |(id, _)| async move {
+            let floor = Floor::now();
+            api::thread_comments(id).await.map(|list| (floor, list))
+        },
+    );
+    let shown = move || {
+        comments.get().map(|fetched| fetched.map(|(floor, list)| own.apply(&floor, (id.get_untracked(), list)).1))
+    };
+    let write_error = RwSignal::new(None::<AppError>);
+    for error in [add.error(), edit.error()] {
+        Effect::new(move |_| write_error.set(error.get()));
+    }
+    Effect::new(move |_| write_error.set(delete.error().get()));
     let draft = RwSignal::new(String::new());
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let text = draft.get_untracked();
         if !text.trim().is_empty() {
-            add.dispatch(AddComment { thread: id.get_untracked(), text });
+            add.dispatch((id.get_untracked(), text, provisional_id()));
             draft.set(String::new());
         }
     };
-    let me_id = me.id;
     let admin = me.role == shared::crm::Role::Admin;
     view! {
         <section class="thread" data-testid="thread" data-id=move || id.get()>
@@ -152,7 +211,7 @@ fn ThreadView(thread: Signal<Thread>, me: User) -> impl IntoView {
             <super::WhoIsHere topic label="In this thread: " testid="thread-here" />
             <Transition fallback=|| view! { <p>"Loading…"</p> }>
                 {move || {
-                    comments.get().map(|r| match r {
+                    shown().map(|r| match r {
                         Ok(list) => view! {
                             <ul class="comments">
                                 {list
@@ -169,10 +228,10 @@ fn ThreadView(thread: Signal<Thread>, me: User) -> impl IntoView {
                                                     data-testid="comment-text"
                                                     value=c.text.clone()
                                                     disabled=!mine
-                                                    on:change=move |ev| { edit.dispatch(EditComment { id: cid, text: event_target_value(&ev) }); }
+                                                    on:change=move |ev| edit.dispatch((cid, event_target_value(&ev)))
                                                 />
                                                 <Show when=move || mine>
-                                                    <button data-testid="delete-comment" on:click=move |_| { delete.dispatch(DeleteComment { id: cid }); }>"✕"</button>
+                                                    <button data-testid="delete-comment" on:click=move |_| delete.dispatch(cid)>"✕"</button>
                                                 </Show>
                                             </li>
                                         }
@@ -185,6 +244,7 @@ fn ThreadView(thread: Signal<Thread>, me: User) -> impl IntoView {
                     })
                 }}
             </Transition>
+            {move || write_error.get().map(|e| view! { <p class="error" data-testid="write-error" data-code=e.code.clone()>{e.to_string()}</p> })}
             <form class="new-task" on:submit=on_submit>
                 <input type="text" data-testid="new-comment" placeholder="Write a comment" maxlength="2000" bind:value=draft />
                 <button type="submit" data-testid="send">"Send"</button>
