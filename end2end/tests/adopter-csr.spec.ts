@@ -10,12 +10,26 @@ import { freePort, notesBuilt, startNotesApi } from "../support/servers";
 
 const note = (page: Page, text: string) => page.locator(`li[data-testid="note"][data-text="${text}"]`);
 
+/** Writes `text` on `writer` (with the hook's write: an idempotency key, the answer's position
+ * read, even across origins) and sees it there, from the write, and on `reader`, from its event. */
 async function writeAndSee(writer: Page, reader: Page, text: string) {
+  const reads: string[] = [];
+  const onRequest = (r: { method(): string; url(): string }) => {
+    if (r.method() === "GET" && /\/api\/notes\/\d+$/.test(new URL(r.url()).pathname)) reads.push(r.url());
+  };
+  writer.on("request", onRequest);
+  const posted = writer.waitForResponse((r) => r.request().method() === "POST" && r.url().endsWith("/api/notes"));
   await writer.getByTestId("new-note").fill(text);
   await writer.getByTestId("save").click();
+  const answer = await posted;
+  expect(answer.request().headers()["idempotency-key"], "the write carries its key").toMatch(/^[A-Za-z0-9]{32}$/);
+  expect(answer.headers()["sse-position"], "and is answered with its position").toMatch(/^[0-9a-f]{12}-[0-9a-f]+-[0-9a-f]+-0$/);
   await expect(note(writer, text)).toHaveCount(1, { timeout: 5_000 });
   await expect(note(reader, text)).toHaveCount(1, { timeout: 5_000 });
   await expect(writer.getByTestId("save-error")).toHaveText("");
+  await new Promise((r) => setTimeout(r, 300));
+  writer.off("request", onRequest);
+  expect(reads, "the writer reads nothing for its own note").toEqual([]);
 }
 
 test("same origin: the API serves the page; a note written on one page shows on it and on another", async ({ browser }) => {

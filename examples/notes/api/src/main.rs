@@ -1,6 +1,7 @@
 //! A plain axum JSON API for notes, with live updates for any frontend: `GET /api/notes`,
 //! `GET /api/notes/{id}`, `POST /api/notes {"text"}` (publishes `note:saved {"id"}` on `notes`),
-//! and the stream at `GET /events?topic=notes`.
+//! and the stream at `GET /events?topic=notes`. A write answers with its event's position
+//! (`sse-position`), and one retried with its `Idempotency-Key` happens once.
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
@@ -9,7 +10,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sse_notify_axum::core::{sse_event, Topic};
-use sse_notify_axum::{ApiError, Broker, SseApp};
+use sse_notify_axum::core::Publisher;
+use sse_notify_axum::origin::WriterOriginLayer;
+use sse_notify_axum::{ApiError, IdempotencyLayer, SseApp};
 
 sse_event! {
     #[derive(Clone, Debug)]
@@ -31,7 +34,7 @@ struct NewNote {
 #[derive(Clone)]
 struct Api {
     notes: Arc<Mutex<Vec<Note>>>,
-    broker: Broker,
+    publisher: Publisher,
 }
 
 async fn list(State(api): State<Api>) -> Json<Vec<Note>> {
@@ -50,7 +53,7 @@ async fn create(State(api): State<Api>, Json(new): Json<NewNote>) -> Result<(Sta
         notes.push(note.clone());
         note
     };
-    api.broker.publish_event(&NoteEvent::Saved { id: note.id }).await?; // every open page is told
+    api.publisher.publish(&NoteEvent::Saved { id: note.id }).await?; // every open page is told
     Ok((StatusCode::CREATED, Json(note)))
 }
 
@@ -58,11 +61,16 @@ async fn create(State(api): State<Api>, Json(new): Json<NewNote>) -> Result<(Sta
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     sse_notify_axum::init_logging();
     let sse = SseApp::from_env().await?; // REDIS_URL unset: the embedded broker
-    let api = Api { notes: Arc::default(), broker: sse.broker().clone() };
+    // The publisher names the writing tab (its events do not refetch what it shows already).
+    let api = Api { notes: Arc::default(), publisher: sse.publisher() };
     let mut app = Router::new()
         .route("/api/notes", get(list).post(create))
         .route("/api/notes/{id}", get(one))
         .with_state(api)
+        // A write answers with its event's position, and is made once however often it is sent
+        // with its Idempotency-Key (everyone's keys in one scope here: there are no users).
+        .layer(WriterOriginLayer)
+        .layer(IdempotencyLayer::new(sse.broker(), |_| async { Some("everyone".to_owned()) }))
         .merge(sse.routes()); // GET /events, /health, /health/ready, /metrics
     // The frontend on the same origin: its files from NOTES_FILES (e.g. web/dist).
     if let Ok(dir) = std::env::var("NOTES_FILES") {

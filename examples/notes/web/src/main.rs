@@ -1,7 +1,10 @@
 //! The notes, client-side rendered: the list from the API, kept live item by item, and a form
 //! that writes. The API is this page's origin, or the one `?api=http://host:port` names.
 use leptos::prelude::*;
-use leptos_sse_notify::{provide_sse_options, sse_event, use_live_list, Topic, UseSseOptions};
+use leptos_sse_notify::{
+    is_transient, provide_sse_options, send_write, sse_event, use_live_list, FetchError, ListChange, Topic, UseSseOptions,
+    WriteOptions,
+};
 use serde::Deserialize;
 
 sse_event! {
@@ -33,18 +36,21 @@ fn Notes(api: String) -> impl IntoView {
         move |NoteEvent::Saved { id }: &NoteEvent| Some((*id, format!("{api}/api/notes/{id}")))
     };
     let notes = use_live_list::<NoteEvent, Note, u64>(Topic::new("notes").unwrap(), format!("{api}/api/notes"), item_url, |n| n.id);
-    // A write. Its note shows here as on every other page: from its event (one fetch of it).
-    let save = Action::new_local(move |text: &String| {
-        let (url, body) = (format!("{api}/api/notes"), serde_json::json!({ "text": text }));
-        async move {
-            let sent = gloo_net::http::Request::post(&url).json(&body).map_err(|e| e.to_string())?.send().await;
-            match sent {
-                Ok(answer) if answer.ok() => Ok(()),
-                Ok(answer) => Err(format!("the API answered {}", answer.status())),
-                Err(e) => Err(e.to_string()),
+    // A write: its note shows here at once (under id 0 until the answer names it), stays until
+    // the list holds it, goes (with the error) if the write fails, and is sent again with the
+    // same idempotency key while the network fails it. Other pages fetch it on its event.
+    let save = notes.write(
+        |text: &String| Some(ListChange::Put(Note { id: 0, text: text.clone() })),
+        |saved: &Note| Some(ListChange::Put(saved.clone())),
+        move |text: String| {
+            let (url, body) = (format!("{api}/api/notes"), serde_json::json!({ "text": text }));
+            async move {
+                let answer = send_write("POST", &url, Some(&body)).await?;
+                serde_json::from_str::<Note>(&answer).map_err(|e| FetchError::Decode(e.to_string()))
             }
-        }
-    });
+        },
+        WriteOptions::default().retry_when(is_transient),
+    );
     let text = RwSignal::new(String::new());
     view! {
         <h1>"Notes"</h1>
@@ -59,9 +65,9 @@ fn Notes(api: String) -> impl IntoView {
             <input data-testid="new-note" bind:value=text />
             <button data-testid="save" type="submit">"Save"</button>
         </form>
-        <p data-testid="save-error">{move || save.value().get().and_then(Result::err)}</p>
+        <p data-testid="save-error">{move || save.error().get().map(|e| e.to_string())}</p>
         <ul>
-            {move || notes.items.get().map(|list| match list {
+            {move || notes.shown().get().map(|list| match list {
                 Ok(list) => list.into_iter().map(|n| view! { <li data-testid="note" data-text=n.text.clone()>{n.text.clone()}</li> }).collect_view().into_any(),
                 Err(e) => view! { <li data-testid="fetch-error">{e.to_string()}</li> }.into_any(),
             })}
