@@ -120,6 +120,19 @@ async fn a_repeat_during_the_first_attempt_waits_for_its_answer() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
+/// The client goes away while its write runs (the lost answer itself): the write still ends and
+/// is kept, and the retry gets its answer instead of waiting on a key that stays pending.
+#[tokio::test]
+async fn a_write_whose_client_went_away_ends_and_its_retry_gets_the_answer() {
+    let (app, runs, _, _) = app(IdempotencyLimits { wait: Duration::from_millis(100), ..Default::default() });
+    let gone = tokio::time::timeout(Duration::from_millis(50), send(&app, Some("ann"), Some("k"), "slow")).await;
+    assert!(gone.is_err(), "the client stopped waiting");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let retry = send(&app, Some("ann"), Some("k"), "slow").await;
+    assert_eq!((retry.0, retry.1.as_str(), retry.2), (StatusCode::CREATED, "{\"n\":1}", true));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn a_failed_first_attempt_is_forgotten_and_a_large_answer_is_not_run_again() {
     let (app, runs, fail, _) = app(IdempotencyLimits { max_answer: 1000, ..Default::default() });

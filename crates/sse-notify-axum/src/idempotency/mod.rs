@@ -75,6 +75,9 @@ pub struct IdempotencyLimits {
     pub max_request: usize,
     /// How long a repeat waits for the first attempt's answer.
     pub wait: Duration,
+    /// How long a first attempt holds its key before it answers; past that, an instance that
+    /// died while handling it no longer blocks the key (a retry runs it).
+    pub pending: Duration,
 }
 
 impl Default for IdempotencyLimits {
@@ -86,6 +89,7 @@ impl Default for IdempotencyLimits {
             max_answer: 64 << 10,
             max_request: 1 << 20,
             wait: Duration::from_secs(10),
+            pending: Duration::from_secs(60),
         }
     }
 }
@@ -137,7 +141,7 @@ impl IdempotencyLayer {
 fn store_for(broker: &Broker, limits: &IdempotencyLimits) -> Arc<dyn Store> {
     #[cfg(feature = "redis")]
     if let Some(conn) = broker.redis_connection() {
-        return Arc::new(store::RedisStore::new(conn, broker.limits().namespace(), limits.ttl, limits.max_keys));
+        return Arc::new(store::RedisStore::new(conn, broker.limits().namespace(), limits));
     }
     let _ = broker;
     Arc::new(MemoryStore::new(limits.ttl, limits.max_keys, limits.max_bytes))
@@ -186,7 +190,8 @@ where
 impl IdempotencyLayer {
     async fn handle<S>(&self, mut inner: S, key: HeaderValue, req: Request) -> Result<Response, ApiError>
     where
-        S: Service<Request, Response = Response, Error = Infallible>,
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send + 'static,
     {
         let key = key.to_str().ok().filter(|k| is_idempotency_key(k)).ok_or_else(|| {
             ApiError::bad_request("bad_idempotency_key", "Idempotency-Key must be 1-128 visible ASCII characters")
@@ -226,25 +231,52 @@ impl IdempotencyLayer {
             None => {}
             Some(held) => return self.repeat(store_key, &fingerprint, held).await,
         }
-        let answer = inner.call(Request::from_parts(parts, Body::from(body))).await.unwrap_or_else(|e| match e {});
+        // The first attempt runs to its end in a task of its own: a client that goes away (the
+        // lost answer this layer is for) would otherwise cancel the handler midway and leave
+        // the key pending, and its retry would find neither the write's answer nor leave to
+        // run it.
+        let (store, limits) = (self.store.clone(), self.limits.clone());
+        let request = Request::from_parts(parts, Body::from(body));
+        let first = tokio::spawn(async move {
+            let answer = inner.call(request).await.unwrap_or_else(|e| match e {});
+            IdempotencyLayer::first_attempt(&*store, &limits, store_key, fingerprint, answer).await
+        });
+        match first.await {
+            Ok(done) => done.map_err(unavailable)?,
+            Err(e) => {
+                // The handler panicked: nothing to vouch for, a retry may run.
+                self.store.abandon(store_key).await.map_err(unavailable)?;
+                Err(ApiError::internal(format!("a keyed write's handler failed: {e}")))
+            }
+        }
+    }
+
+    /// Keeps the first attempt's answer (or forgets the key when it failed), and gives the answer.
+    async fn first_attempt(
+        store: &dyn Store,
+        limits: &IdempotencyLimits,
+        key: StoreKey,
+        fingerprint: Fingerprint,
+        answer: Response,
+    ) -> Result<Result<Response, ApiError>, store::Unavailable> {
         if answer.status().is_server_error() {
             // Nothing was done (or nothing the app vouches for): a retry runs again.
-            self.store.abandon(store_key).await.map_err(unavailable)?;
-            return Ok(answer);
+            store.abandon(key).await?;
+            return Ok(Ok(answer));
         }
         let (head, body) = answer.into_parts();
-        let body = match Limited::new(body, self.limits.max_answer).collect().await {
+        let body = match Limited::new(body, limits.max_answer).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
-                // Too large to keep (or it failed midway): the write happened; its repeat
-                // must not run it again, and cannot be answered with it.
-                self.store.finish(store_key, Record::NotKept(fingerprint).encode()).await.map_err(unavailable)?;
-                return Err(ApiError::internal("a keyed write's answer was too large to keep or failed midway"));
+                // Too large to keep (or it failed midway): the write happened; its repeat must not
+                // run it again, and cannot be answered with it.
+                store.finish(key, Record::NotKept(fingerprint).encode()).await?;
+                return Ok(Err(ApiError::internal("a keyed write's answer was too large to keep or failed midway")));
             }
         };
         let kept = Answer { status: head.status, headers: Answer::kept_headers(&head.headers), body: body.clone() };
-        self.store.finish(store_key, Record::Done(fingerprint, kept).encode()).await.map_err(unavailable)?;
-        Ok(Response::from_parts(head, Body::from(body)))
+        store.finish(key, Record::Done(fingerprint, kept).encode()).await?;
+        Ok(Ok(Response::from_parts(head, Body::from(body))))
     }
 
     /// A repeat of a key: the first attempt's answer, once there is one.

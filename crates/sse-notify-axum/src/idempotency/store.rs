@@ -138,18 +138,21 @@ pub(crate) struct RedisStore {
     conn: sse_notify_broker::RedisConnection,
     namespace: String,
     ttl: Duration,
+    /// How long a pending record lives (an instance that died while handling its write).
+    pending: Duration,
     max_keys: usize,
     begin: redis::Script,
 }
 
-/// KEYS: the key's record, the index.  ARGV: the pending record, ttl ms, now ms, max keys.
+/// KEYS: the key's record, the index.  ARGV: the pending record, ttl ms, now ms, max keys,
+/// the pending record's ttl ms.
 /// Returns the record already there, or nothing after writing the pending one; trims the index
 /// of keys past their time and past the count, deleting their records.
 #[cfg(feature = "redis")]
 const BEGIN_SCRIPT: &str = r#"
 local held = redis.call('GET', KEYS[1])
 if held then return held end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[5])
 local now, ttl, max = tonumber(ARGV[3]), tonumber(ARGV[2]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
 redis.call('ZADD', KEYS[2], now, KEYS[1])
@@ -167,11 +170,17 @@ impl RedisStore {
     pub(crate) fn new(
         conn: sse_notify_broker::RedisConnection,
         namespace: &str,
-        ttl: Duration,
-        max_keys: usize,
+        limits: &super::IdempotencyLimits,
     ) -> Self {
         let begin = redis::Script::new(BEGIN_SCRIPT);
-        Self { conn, namespace: namespace.to_owned(), ttl, max_keys: max_keys.max(1), begin }
+        Self {
+            conn,
+            namespace: namespace.to_owned(),
+            ttl: limits.ttl,
+            pending: limits.pending,
+            max_keys: limits.max_keys.max(1),
+            begin,
+        }
     }
 
     fn record_key(&self, key: &StoreKey) -> String {
@@ -201,6 +210,7 @@ impl Store for RedisStore {
             let mut inv = self.begin.prepare_invoke();
             inv.key(self.record_key(&key)).key(self.index_key());
             inv.arg(pending.as_ref()).arg(self.ttl_ms()).arg(now.as_millis() as u64).arg(self.max_keys);
+            inv.arg(self.pending.as_millis().max(1) as u64);
             let held: Option<Vec<u8>> =
                 inv.invoke_async(&mut self.conn.clone()).await.map_err(unavailable("the idempotency script"))?;
             Ok(held.map(Bytes::from))
@@ -220,12 +230,13 @@ impl Store for RedisStore {
 
     fn finish(&self, key: StoreKey, done: Bytes) -> BoxFuture<'_, Result<(), Unavailable>> {
         Box::pin(async move {
-            // KEEPTTL: its time counts from the first attempt.
+            // XX: not one trimmed (past the count) or expired meanwhile; its full time now.
             let kept: Option<String> = redis::cmd("SET")
                 .arg(self.record_key(&key))
                 .arg(done.as_ref())
                 .arg("XX")
-                .arg("KEEPTTL")
+                .arg("PX")
+                .arg(self.ttl_ms())
                 .query_async(&mut self.conn.clone())
                 .await
                 .map_err(unavailable("SET"))?;
