@@ -27,7 +27,8 @@ pub struct LiveList<E: Send + Sync + 'static, T: 'static, K: 'static> {
     pub items: ReadSignal<Option<Result<Vec<T>, FetchError>>, LocalStorage>,
     /// Whether a refetch is being tried again: the list may be behind.
     pub stale: ReadSignal<bool>,
-    own: StoredValue<Rc<ListOwn<T, K>>, LocalStorage>,
+    /// The browser's own; `None` while the server renders (see [`LiveWrite`]'s).
+    own: Option<StoredValue<Rc<ListOwn<T, K>>, LocalStorage>>,
     own_version: RwSignal<u64>,
 }
 
@@ -112,15 +113,20 @@ where
 {
     /// The list with the page's own changes over it ([`LiveList::write`]): each shown until the
     /// list (or its item) was fetched at or after the write's position.
-    pub fn shown(&self) -> Signal<Option<Result<Vec<T>, FetchError>>, LocalStorage> {
+    pub fn shown(&self) -> Signal<Option<Result<Vec<T>, FetchError>>>
+    where
+        T: Send + Sync,
+    {
+        // A signal of the thread-safe kind: the server's render may drop it on another thread.
         let (items, own, version) = (self.items, self.own, self.own_version);
-        Signal::derive_local(move || {
+        Signal::derive(move || {
             version.track();
-            if !cfg!(feature = "browser") {
-                return None; // fetched in the browser only
-            }
+            let own = own?; // fetched in the browser only
             let list = items.get()?;
-            Some(list.map(|list| own.with_value(|own| own.apply(list))))
+            Some(list.map(|list| match own.try_get_value() {
+                Some(own) => own.apply(list),
+                None => list,
+            }))
         })
     }
 
@@ -173,7 +179,8 @@ where
     {
         let (own, version) = (self.own, self.own_version);
         let set = move |write: &Rc<Write>, change: Option<ListChange<T, K>>| {
-            own.with_value(|own| {
+            let Some(own) = own else { return };
+            own.try_with_value(|own| {
                 let mut changes = own.changes.borrow_mut();
                 changes.retain(|(w, _)| !Rc::ptr_eq(w, write));
                 if let Some(change) = change {
@@ -185,8 +192,8 @@ where
         let on: OnStep<I, O, Er> = Rc::new(move |step| match step {
             Step::Started(write, input) => set(write, optimistic(input)),
             Step::Answered(write, output) => {
-                if let Some(WritePosition::At(at)) = write.position() {
-                    own.with_value(|own| {
+                if let (Some(WritePosition::At(at)), Some(own)) = (write.position(), own) {
+                    own.try_with_value(|own| {
                         let newer = own.newest_write.get().is_none_or(|n| n.log != at.log || n.position < at.position);
                         if newer {
                             own.newest_write.set(Some(at));
@@ -369,7 +376,8 @@ where
         list_url.track();
         push(Refetch::List { cursor: None });
     });
-    LiveList { sse, items: items.read_only(), stale, own: StoredValue::new_local(own), own_version }
+    let own = cfg!(feature = "browser").then(|| StoredValue::new_local(own));
+    LiveList { sse, items: items.read_only(), stale, own, own_version }
 }
 
 /// Runs the queued refetches until none is left: a list refetch covers everything queued before

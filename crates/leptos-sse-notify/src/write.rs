@@ -285,8 +285,10 @@ pub(crate) type OnStep<I, O, E> = Rc<dyn Fn(Step<'_, I, O, E>)>;
 /// [`LiveList::write`](crate::LiveList::write) or [`use_write`].
 pub struct LiveWrite<I: 'static, O: 'static, E: 'static> {
     pending: RwSignal<usize>,
-    value: RwSignal<Option<Result<O, E>>, LocalStorage>,
-    dispatch: StoredValue<Rc<dyn Fn(I)>, LocalStorage>,
+    /// The browser's own (a write is made there); `None` while the server renders, whose
+    /// render may drop what it made on another thread than the one that made it (a value of
+    /// `LocalStorage` may not be).
+    local: Option<(RwSignal<Option<Result<O, E>>, LocalStorage>, StoredValue<Rc<dyn Fn(I)>, LocalStorage>)>,
 }
 
 impl<I, O, E> Clone for LiveWrite<I, O, E> {
@@ -300,7 +302,7 @@ impl<I: 'static, O: 'static, E: 'static> LiveWrite<I, O, E> {
     /// Makes the write with `input`: its own change shows at once, and it is sent (and sent
     /// again with the same idempotency key while it fails as [`WriteOptions::retry_when`] says).
     pub fn dispatch(&self, input: I) {
-        if let Some(dispatch) = self.dispatch.try_get_value() {
+        if let Some(dispatch) = self.local.and_then(|(_, dispatch)| dispatch.try_get_value()) {
             dispatch(input);
         }
     }
@@ -318,28 +320,24 @@ impl<I: 'static, O: 'static, E: 'static> LiveWrite<I, O, E> {
 
     /// The last write's result (`None` before one is answered, and while the server renders:
     /// writes are made in the browser).
-    pub fn value(&self) -> Signal<Option<Result<O, E>>, LocalStorage>
+    pub fn value(&self) -> Signal<Option<Result<O, E>>>
     where
-        O: Clone,
-        E: Clone,
+        O: Clone + Send + Sync,
+        E: Clone + Send + Sync,
     {
-        let value = self.value;
-        // The value lives in the browser's thread; the server's render may read this from any.
-        Signal::derive_local(move || if cfg!(feature = "browser") { value.get() } else { None })
+        // A signal of the thread-safe kind: the server's render may drop it on another thread
+        // than the one that made it, which a `LocalStorage` one may not be.
+        let value = self.local.map(|(value, _)| value);
+        Signal::derive(move || value.and_then(|v| v.get()))
     }
 
     /// The last write's error, if it failed (its change was rolled back).
-    pub fn error(&self) -> Signal<Option<E>, LocalStorage>
+    pub fn error(&self) -> Signal<Option<E>>
     where
-        E: Clone,
+        E: Clone + Send + Sync,
     {
-        let value = self.value;
-        Signal::derive_local(move || {
-            if !cfg!(feature = "browser") {
-                return None;
-            }
-            value.with(|v| v.as_ref().and_then(|r| r.as_ref().err().cloned()))
-        })
+        let value = self.local.map(|(value, _)| value);
+        Signal::derive(move || value?.with(|v| v.as_ref().and_then(|r| r.as_ref().err().cloned())))
     }
 }
 
@@ -390,6 +388,10 @@ where
     E: 'static,
 {
     let pending = RwSignal::new(0usize);
+    if !cfg!(feature = "browser") {
+        let _ = (run, options, on);
+        return LiveWrite { pending, local: None };
+    }
     let value = RwSignal::new_local(None::<Result<O, E>>);
     let retry_when = options.retry_when;
     // The app's options (cookies to another origin, its headers) where the write is made.
@@ -417,7 +419,7 @@ where
         };
         leptos::task::spawn_local(send);
     };
-    LiveWrite { pending, value, dispatch: StoredValue::new_local(Rc::new(dispatch)) }
+    LiveWrite { pending, local: Some((value, StoredValue::new_local(Rc::new(dispatch)))) }
 }
 
 /// One own change: the write it belongs to, and what it does to the data.
@@ -429,7 +431,8 @@ struct OwnChange<T> {
 /// This page's own changes to data of type `T` (a list, a document), kept over the data it
 /// fetches until that data holds them. One per piece of data.
 pub struct OwnChanges<T: 'static> {
-    changes: StoredValue<Rc<RefCell<Vec<OwnChange<T>>>>, LocalStorage>,
+    /// The browser's own; `None` while the server renders (see [`LiveWrite`]'s).
+    changes: Option<StoredValue<Rc<RefCell<Vec<OwnChange<T>>>>, LocalStorage>>,
     version: RwSignal<u64>,
 }
 
@@ -449,7 +452,8 @@ impl<T: 'static> Default for OwnChanges<T> {
 impl<T: 'static> OwnChanges<T> {
     /// No own change yet.
     pub fn new() -> Self {
-        Self { changes: StoredValue::new_local(Rc::default()), version: RwSignal::new(0) }
+        let changes = cfg!(feature = "browser").then(|| StoredValue::new_local(Rc::default()));
+        Self { changes, version: RwSignal::new(0) }
     }
 
     /// A write that shows `optimistic(input)` at once, `answered(output)` once its answer
@@ -502,7 +506,7 @@ impl<T: 'static> OwnChanges<T> {
     }
 
     fn put(&self, write: &Rc<Write>, change: Rc<dyn Fn(&mut T)>) {
-        let Some(changes) = self.changes.try_get_value() else { return };
+        let Some(changes) = self.changes.and_then(|c| c.try_get_value()) else { return };
         {
             let mut changes = changes.borrow_mut();
             match changes.iter_mut().find(|c| Rc::ptr_eq(&c.write, write)) {
@@ -514,7 +518,7 @@ impl<T: 'static> OwnChanges<T> {
     }
 
     fn remove(&self, write: &Rc<Write>) {
-        let Some(changes) = self.changes.try_get_value() else { return };
+        let Some(changes) = self.changes.and_then(|c| c.try_get_value()) else { return };
         changes.borrow_mut().retain(|c| !Rc::ptr_eq(&c.write, write));
         let _ = self.version.try_update(|v| *v += 1);
     }
@@ -524,12 +528,7 @@ impl<T: 'static> OwnChanges<T> {
     /// `floor` covers are forgotten (newer data covers them too).
     pub fn apply(&self, floor: &Floor, mut data: T) -> T {
         self.version.track();
-        // No own change on the server (writes are made in the browser), whose render may run
-        // this on any thread: the changes live in the browser's.
-        if !cfg!(feature = "browser") {
-            return data;
-        }
-        let Some(changes) = self.changes.try_get_value() else { return data };
+        let Some(changes) = self.changes.and_then(|c| c.try_get_value()) else { return data };
         let mut changes = changes.borrow_mut();
         changes.retain(|c| !floor.covers(&c.write));
         for c in changes.iter() {
@@ -541,10 +540,7 @@ impl<T: 'static> OwnChanges<T> {
     /// Own changes not yet in the data last applied.
     pub fn len(&self) -> usize {
         self.version.track();
-        if !cfg!(feature = "browser") {
-            return 0;
-        }
-        self.changes.try_get_value().map_or(0, |c| c.borrow().len())
+        self.changes.and_then(|c| c.try_get_value()).map_or(0, |c| c.borrow().len())
     }
 
     /// Whether every own change is in the data last applied.
