@@ -1,8 +1,9 @@
 //! The demo app's router and settings.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::handler::HandlerWithoutStateExt;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +17,7 @@ use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use leptos_sse_notify::{Member, PresenceSnapshot};
 use shared::crm::{has_presence, may_subscribe, Comment};
+use sse_notify_axum::clients::address_key;
 use sse_notify_axum::origin::WriterOriginLayer;
 use sse_notify_axum::IdempotencyLayer;
 use sse_notify_axum::Presence;
@@ -187,18 +189,22 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
         // tab does not refetch its own change.
         .layer(WriterOriginLayer)
         // A write retried with its Idempotency-Key (the board's and the CRM's, by
-        // `leptos_sse_notify::write`) happens once, whichever instance the retry reaches;
-        // keys are kept per signed-in user, or for all visitors together. Outside the origin
-        // layer, so a repeat gets the first answer's `sse-position` too; inside a body
-        // timeout, since it reads a keyed write's body whole before the handler does.
+        // `leptos_sse_notify::write`) happens once, whichever instance the retry reaches.
+        // Keys are kept per signed-in user, and per address for visitors (a scope pushes out
+        // only its own keys: one visitor writing a lot cannot make another's retry run
+        // twice). Outside the origin layer, so a repeat gets the first answer's
+        // `sse-position` too; inside a body timeout, since it reads a keyed write's body whole
+        // before the handler does.
         .layer(IdempotencyLayer::new(sse.broker(), {
             let sessions = sessions.clone();
             move |parts| {
                 let (sessions, headers) = (sessions.clone(), parts.headers.clone());
+                let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| address_key(c.0.ip()));
                 async move {
-                    Some(
-                        sessions.user(&headers).await.map_or_else(|| "public".to_owned(), |u| format!("user:{}", u.id)),
-                    )
+                    Some(match sessions.user(&headers).await {
+                        Some(user) => format!("user:{}", user.id),
+                        None => format!("visitor:{}", peer.unwrap_or_default()),
+                    })
                 }
             }
         }))

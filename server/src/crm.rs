@@ -46,7 +46,12 @@ pub fn routes(sessions: Sessions, comments: Table<Comment>, cache: Option<Respon
         .with_state(Crm { sessions, comments })
 }
 
-async fn issue_token(State(crm): State<Crm>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+/// A bearer token for the signed-in cookie's user. `no-store`: a secret of this answer alone (no
+/// cache keeps it, nor the idempotency layer replays it to a repeat).
+async fn issue_token(
+    State(crm): State<Crm>,
+    headers: HeaderMap,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], Json<serde_json::Value>), ApiError> {
     let issued = crm.sessions.issue_token(&headers).await.map_err(|e| {
         tracing::warn!(error = %e, "session store unavailable");
         ApiError::unavailable("store_unavailable", "the data store is unavailable")
@@ -55,7 +60,8 @@ async fn issue_token(State(crm): State<Crm>, headers: HeaderMap) -> Result<Json<
     let (token, lasts) = issued.ok_or_else(|| {
         ApiError::new(StatusCode::UNAUTHORIZED, "signed_out", "sign in (with the session cookie) to get a token")
     })?;
-    Ok(Json(serde_json::json!({ "token": token, "expires_in": lasts.as_secs() })))
+    let body = Json(serde_json::json!({ "token": token, "expires_in": lasts.as_secs() }));
+    Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], body))
 }
 
 async fn thread_comments(

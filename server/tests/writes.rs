@@ -137,27 +137,67 @@ async fn a_retried_write_happens_once_on_any_instance(cfg) {
 }
 }
 
-/// In Redis, keys are bounded by count (the oldest go) and by time (their `PX`).
+/// In Redis, keys are bounded by time (their `PX`), per scope (a scope pushes out its own oldest
+/// only: the attacker's flood leaves the victim's key) and in all, in count and in bytes (a
+/// new key is refused, no one's forgotten). The scope here is the `x-user` header.
 #[tokio::test]
-async fn keys_kept_in_redis_are_bounded() {
+async fn keys_kept_in_redis_are_bounded_per_scope_and_in_all() {
     use axum::routing::post;
     use sse_notify_axum::{IdempotencyLayer, IdempotencyLimits};
     let redis = RedisServer::start();
     let app = TestServer::demo(config(Some(&redis))).await;
-    let limits = IdempotencyLimits { max_keys: 50, ttl: std::time::Duration::from_secs(30), ..Default::default() };
-    let layer = IdempotencyLayer::with_limits(app.sse.broker(), |_| async { Some("all".to_owned()) }, limits);
-    let router = axum::Router::new().route("/w", post(|| async { "done" })).layer(layer.clone());
+    let limits = IdempotencyLimits {
+        max_keys: 1000,
+        max_keys_per_scope: 50,
+        max_bytes: 4 << 20,
+        max_answer: 16 << 10,
+        ttl: std::time::Duration::from_secs(30),
+        ..Default::default()
+    };
+    let scope = |parts: &axum::http::request::Parts| {
+        let user = parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        async move { user }
+    };
+    let layer = IdempotencyLayer::with_limits(app.sse.broker(), scope, limits);
+    let router = axum::Router::new().route("/w", post(|body: String| async move { body })).layer(layer.clone());
     let small = TestServer::serve(app.sse.clone(), router).await;
+    let write = |user: &str, key: String, body: String| {
+        http().post(small.url("/w")).header("x-user", user).header(IDEMPOTENCY_KEY_HEADER, key).body(body).send()
+    };
+    assert_eq!(write("victim", "theirs".into(), "v".into()).await.unwrap().status(), 200);
     for n in 0..200 {
-        let resp = http().post(small.url("/w")).header(IDEMPOTENCY_KEY_HEADER, format!("k{n}")).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
+        assert_eq!(write("attacker", format!("k{n}"), "a".into()).await.unwrap().status(), 200);
     }
-    assert_eq!(layer.len().await, 50);
+    assert_eq!(layer.len().await, 51, "the attacker's newest 50, and the victim's");
+    let victim = write("victim", "theirs".into(), "v".into()).await.unwrap();
+    assert!(victim.headers().get(IDEMPOTENT_REPLAY_HEADER).is_some(), "the victim's key outlived the flood");
     let mut conn = redis.client().get_connection().unwrap();
     let keys: Vec<String> = redis::cmd("KEYS").arg("sse-idem/*").query(&mut conn).unwrap();
-    assert_eq!(keys.len(), 50, "the records of trimmed keys are gone too");
+    assert_eq!(keys.len(), 51, "the records of pushed-out keys are gone too");
     let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query(&mut conn).unwrap();
     assert!((1..=30_000).contains(&ttl), "each record expires: {ttl} ms");
-    let again = http().post(small.url("/w")).header(IDEMPOTENCY_KEY_HEADER, "k199").send().await.unwrap();
-    assert!(again.headers().get(IDEMPOTENT_REPLAY_HEADER).is_some(), "the newest are kept");
+
+    // Bytes: 16 KB answers from many scopes fill the 4 MiB; then a new key is refused (JSON
+    // 503), and every key held still replays.
+    let big = "x".repeat(16_000);
+    let mut refused = None;
+    for n in 0..400 {
+        let resp = write(&format!("user{n}"), "big".into(), big.clone()).await.unwrap();
+        if resp.status() != 200 {
+            refused = Some((n, resp.status().as_u16(), resp.text().await.unwrap()));
+            break;
+        }
+    }
+    let (n, status, body) = refused.expect("the byte bound refuses a key at last");
+    assert!((200..=260).contains(&n), "refused after {n} answers of 16 KB");
+    assert_eq!(status, 503);
+    assert!(body.contains("\"error\":\"idempotency_full\""), "{body}");
+    let bytes: i64 = redis::cmd("GET").arg("sse-idem-bytes/{sse}").query(&mut conn).unwrap();
+    assert!(bytes <= 4 << 20, "the byte count stays under the bound: {bytes}");
+    assert!(write("victim", "theirs".into(), "v".into())
+        .await
+        .unwrap()
+        .headers()
+        .get(IDEMPOTENT_REPLAY_HEADER)
+        .is_some());
 }

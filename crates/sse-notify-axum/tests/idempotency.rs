@@ -15,8 +15,9 @@ use http_body_util::BodyExt;
 use sse_notify_axum::{Broker, BrokerLimits, IdempotencyLayer, IdempotencyLimits};
 use tower::ServiceExt;
 
-/// A route that counts its runs, answers `{"n": run}`, and answers 500 while `fail` is set or a
-/// large body for `/big`; scoped by the `x-user` header.
+/// A route that counts its runs and answers `{"n": run}`: 500 while `fail` is set, a 100 KB body
+/// for the body `big`, a cookie for the body `cookie`, after 300 ms for `slow`;
+/// scoped by the `x-user` header.
 fn app(limits: IdempotencyLimits) -> (Router, Arc<AtomicUsize>, Arc<AtomicUsize>, IdempotencyLayer) {
     let runs = Arc::new(AtomicUsize::new(0));
     let fail = Arc::new(AtomicUsize::new(0));
@@ -40,8 +41,13 @@ fn app(limits: IdempotencyLimits) -> (Router, Arc<AtomicUsize>, Arc<AtomicUsize>
                     fail.fetch_sub(1, Ordering::SeqCst);
                     return StatusCode::INTERNAL_SERVER_ERROR.into_response();
                 }
+                let cookie = if body == "cookie" { "s=1" } else { "" };
                 let body = if body == "big" { "x".repeat(100_000) } else { format!("{{\"n\":{n}}}") };
-                (StatusCode::CREATED, [("set-cookie", "s=1"), ("sse-position", "deferred")], body).into_response()
+                let mut answer = (StatusCode::CREATED, [("sse-position", "deferred")], body).into_response();
+                if !cookie.is_empty() {
+                    answer.headers_mut().insert("set-cookie", cookie.parse().unwrap());
+                }
+                answer
             }
         }
     };
@@ -72,7 +78,6 @@ async fn a_repeated_key_runs_once_and_answers_the_first_answer() {
     assert_eq!((first.0, first.1.as_str(), first.2), (StatusCode::CREATED, "{\"n\":1}", false));
     let again = send(&app, Some("ann"), Some("k1"), "a").await;
     assert_eq!((again.0, again.1.as_str(), again.2), (StatusCode::CREATED, "{\"n\":1}", true));
-    assert!(!again.3, "a replay never hands out the first answer's cookie");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 
     // Another key, no key: they run.
@@ -142,8 +147,9 @@ async fn a_failed_first_attempt_is_forgotten_and_a_large_answer_is_not_run_again
     assert_eq!((retried.0, retried.2), (StatusCode::CREATED, false), "the retry ran");
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 
+    // An answer too large to keep is still its request's, whole.
     let big = send(&app, Some("ann"), Some("big"), "big").await;
-    assert_eq!(big.0, StatusCode::INTERNAL_SERVER_ERROR, "{}", big.1);
+    assert_eq!((big.0, big.1.len()), (StatusCode::CREATED, 100_000));
     let again = send(&app, Some("ann"), Some("big"), "big").await;
     assert_eq!(again.0, StatusCode::CONFLICT);
     assert!(again.1.contains("idempotent_answer_not_kept"));
@@ -163,13 +169,62 @@ async fn bad_keys_and_reads() {
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
 
+/// A scope pushes out only its own oldest keys; when everything is held, a new key is refused
+/// rather than anyone's forgotten (that would let their retried write run twice).
 #[tokio::test]
-async fn what_it_keeps_is_bounded() {
-    let (app, _, _, layer) = app(IdempotencyLimits { max_keys: 50, ..Default::default() });
+async fn what_it_keeps_is_bounded_per_scope_and_in_all() {
+    let (app, _, _, layer) = app(IdempotencyLimits { max_keys: 120, max_keys_per_scope: 50, ..Default::default() });
+    send(&app, Some("bob"), Some("bobs-key"), "a").await;
     for n in 0..300 {
         send(&app, Some("ann"), Some(&format!("key{n}")), "a").await;
     }
-    assert_eq!(layer.len().await, 50);
-    // The newest are kept: a repeat of the last is a replay.
-    assert!(send(&app, Some("ann"), Some("key299"), "a").await.2);
+    assert_eq!(layer.len().await, 51);
+    assert!(send(&app, Some("ann"), Some("key299"), "a").await.2, "ann's newest are kept");
+    assert!(send(&app, Some("bob"), Some("bobs-key"), "a").await.2, "bob's key outlived ann's flood");
+    for user in 0..3 {
+        for n in 0..50 {
+            send(&app, Some(&format!("user{user}")), Some(&format!("k{n}")), "a").await;
+        }
+    }
+    let full = send(&app, Some("carol"), Some("k"), "a").await;
+    assert_eq!(full.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(full.1.contains("idempotency_full"), "{}", full.1);
+    assert!(send(&app, Some("bob"), Some("bobs-key"), "a").await.2, "and still kept");
+}
+
+/// An answer meant for its requester alone (a cookie, `no-store`) is not kept: its repeat is
+/// told so and runs nothing; two keys, or the same bytes as another type, are other requests.
+#[tokio::test]
+async fn private_answers_are_not_kept_and_requests_are_told_apart() {
+    let (app, runs, _, _) = app(IdempotencyLimits::default());
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::post("/w")
+                .header("x-user", "ann")
+                .header("idempotency-key", "k")
+                .body(Body::from("cookie"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(resp.headers().contains_key("set-cookie"), "the first answer is whole");
+    let again = send(&app, Some("ann"), Some("k"), "cookie").await;
+    assert_eq!(again.0, StatusCode::CONFLICT, "its cookie makes it private: {}", again.1);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    let two = app
+        .clone()
+        .oneshot(
+            Request::post("/w")
+                .header("x-user", "ann")
+                .header("idempotency-key", "k1")
+                .header("idempotency-key", "k2")
+                .body(Body::from("a"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(two.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
 }

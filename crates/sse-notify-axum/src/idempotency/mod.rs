@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{request::Parts, HeaderValue, Method, StatusCode};
+use axum::http::{header, request::Parts, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -56,23 +56,30 @@ use tower::{Layer, Service};
 
 use crate::error::ApiError;
 use record::{Answer, Fingerprint, Record};
-use store::{MemoryStore, Store, StoreKey};
+use store::{Begin, MemoryStore, ScopeKey, Store, StoreKey};
 
 /// How long and how much the layer remembers.
 #[derive(Clone, Debug)]
 pub struct IdempotencyLimits {
-    /// How long a key is remembered after its first attempt.
+    /// How long a key is remembered after its first attempt answered.
     pub ttl: Duration,
-    /// Keys remembered at most (the oldest go first).
+    /// Keys remembered at most in all: past that, a new key is refused (`503
+    /// idempotency_full`) rather than someone else's forgotten.
     pub max_keys: usize,
-    /// Bytes the process store holds at most (records and their keys); Redis is bounded by
-    /// `max_keys` x `max_answer`.
+    /// Keys one scope holds at most: past that, the scope's own oldest go (a scope can push
+    /// out only its own keys).
+    pub max_keys_per_scope: usize,
+    /// Bytes of records held at most in all (in Redis, or in the process with their
+    /// bookkeeping): past that, a new key is refused.
     pub max_bytes: usize,
-    /// A larger answer is not kept.
+    /// A larger answer is passed on but not kept (its repeat is `409
+    /// idempotent_answer_not_kept`).
     pub max_answer: usize,
     /// A keyed request's body is read up to this size to fingerprint it; a larger one is
     /// refused (`413`).
     pub max_request: usize,
+    /// ... and within this time, however slowly it comes (`408`).
+    pub read_within: Duration,
     /// How long a repeat waits for the first attempt's answer.
     pub wait: Duration,
     /// How long a first attempt holds its key before it answers; past that, an instance that
@@ -85,9 +92,11 @@ impl Default for IdempotencyLimits {
         Self {
             ttl: Duration::from_secs(24 * 3600),
             max_keys: 100_000,
+            max_keys_per_scope: 1_000,
             max_bytes: 64 << 20,
-            max_answer: 64 << 10,
+            max_answer: 16 << 10,
             max_request: 1 << 20,
+            read_within: Duration::from_secs(30),
             wait: Duration::from_secs(10),
             pending: Duration::from_secs(60),
         }
@@ -144,7 +153,7 @@ fn store_for(broker: &Broker, limits: &IdempotencyLimits) -> Arc<dyn Store> {
         return Arc::new(store::RedisStore::new(conn, broker.limits().namespace(), limits));
     }
     let _ = broker;
-    Arc::new(MemoryStore::new(limits.ttl, limits.max_keys, limits.max_bytes))
+    Arc::new(MemoryStore::new(limits))
 }
 
 impl<S> Layer<S> for IdempotencyLayer {
@@ -193,43 +202,39 @@ impl IdempotencyLayer {
         S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
         S::Future: Send + 'static,
     {
-        let key = key.to_str().ok().filter(|k| is_idempotency_key(k)).ok_or_else(|| {
-            ApiError::bad_request("bad_idempotency_key", "Idempotency-Key must be 1-128 visible ASCII characters")
-        })?;
+        let bad_key = || {
+            ApiError::bad_request(
+                "bad_idempotency_key",
+                "Idempotency-Key must be one header of 1-128 visible ASCII characters",
+            )
+        };
+        if req.headers().get_all(IDEMPOTENCY_KEY_HEADER).iter().count() > 1 {
+            return Err(bad_key());
+        }
+        let key = key.to_str().ok().filter(|k| is_idempotency_key(k)).ok_or_else(bad_key)?;
         let (parts, body) = req.into_parts();
         let Some(scope) = (self.scope)(&parts).await else {
             // The app vouches for no scope (e.g. signed out): the handler answers as it would.
             return Ok(inner.call(Request::from_parts(parts, body)).await.unwrap_or_else(|e| match e {}));
         };
-        let body = match Limited::new(body, self.limits.max_request).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("a keyed write's body is read whole, up to {} bytes", self.limits.max_request),
-                ))
-            }
-            // Put a body timeout outside this layer (`SseApp::body_timeout`): this is where it
-            // ends a body that does not arrive.
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_incomplete",
-                    "the request body did not arrive whole in time",
-                ))
-            }
-        };
+        let body = read_body(body, &self.limits).await?;
         let fingerprint = fingerprint(&parts, &body);
-        let store_key = store_key(&scope, key);
+        let (scope, store_key) = (scope_key(&scope), store_key(&scope, key));
         let unavailable = |e: store::Unavailable| {
             tracing::warn!(error = %e, "idempotency store unavailable: keyed write refused");
             ApiError::unavailable("idempotency_unavailable", "the write's Idempotency-Key cannot be checked now; retry")
         };
         let pending = Record::Pending(fingerprint).encode();
-        match self.store.begin(store_key, pending).await.map_err(unavailable)? {
-            None => {}
-            Some(held) => return self.repeat(store_key, &fingerprint, held).await,
+        match self.store.begin(scope, store_key, pending).await.map_err(unavailable)? {
+            Begin::First => {}
+            Begin::Held(held) => return self.repeat(store_key, &fingerprint, held).await,
+            Begin::Full => {
+                tracing::warn!("idempotency store full (IdempotencyLimits::max_keys / max_bytes): keyed write refused");
+                return Err(ApiError::unavailable(
+                    "idempotency_full",
+                    "no more Idempotency-Keys can be kept now; retry later",
+                ));
+            }
         }
         // The first attempt runs to its end in a task of its own: a client that goes away (the
         // lost answer this layer is for) would otherwise cancel the handler midway and leave
@@ -239,44 +244,16 @@ impl IdempotencyLayer {
         let request = Request::from_parts(parts, Body::from(body));
         let first = tokio::spawn(async move {
             let answer = inner.call(request).await.unwrap_or_else(|e| match e {});
-            IdempotencyLayer::first_attempt(&*store, &limits, store_key, fingerprint, answer).await
+            first_attempt(&*store, &limits, scope, store_key, fingerprint, answer).await
         });
         match first.await {
             Ok(done) => done.map_err(unavailable)?,
             Err(e) => {
                 // The handler panicked: nothing to vouch for, a retry may run.
-                self.store.abandon(store_key).await.map_err(unavailable)?;
+                self.store.abandon(scope, store_key).await.map_err(unavailable)?;
                 Err(ApiError::internal(format!("a keyed write's handler failed: {e}")))
             }
         }
-    }
-
-    /// Keeps the first attempt's answer (or forgets the key when it failed), and gives the answer.
-    async fn first_attempt(
-        store: &dyn Store,
-        limits: &IdempotencyLimits,
-        key: StoreKey,
-        fingerprint: Fingerprint,
-        answer: Response,
-    ) -> Result<Result<Response, ApiError>, store::Unavailable> {
-        if answer.status().is_server_error() {
-            // Nothing was done (or nothing the app vouches for): a retry runs again.
-            store.abandon(key).await?;
-            return Ok(Ok(answer));
-        }
-        let (head, body) = answer.into_parts();
-        let body = match Limited::new(body, limits.max_answer).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                // Too large to keep (or it failed midway): the write happened; its repeat must not
-                // run it again, and cannot be answered with it.
-                store.finish(key, Record::NotKept(fingerprint).encode()).await?;
-                return Ok(Err(ApiError::internal("a keyed write's answer was too large to keep or failed midway")));
-            }
-        };
-        let kept = Answer { status: head.status, headers: Answer::kept_headers(&head.headers), body: body.clone() };
-        store.finish(key, Record::Done(fingerprint, kept).encode()).await?;
-        Ok(Ok(Response::from_parts(head, Body::from(body))))
     }
 
     /// A repeat of a key: the first attempt's answer, once there is one.
@@ -299,7 +276,8 @@ impl IdempotencyLayer {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
                         "idempotent_answer_not_kept",
-                        "this write was made; its answer was too large to keep",
+                        "the first request with this Idempotency-Key was answered, with an answer that is not kept \
+                         (too large, or meant for that request alone); it is not run again",
                     ))
                 }
                 Record::Pending(_) if Instant::now() >= deadline => {
@@ -311,11 +289,9 @@ impl IdempotencyLayer {
                 }
                 Record::Pending(_) => tokio::time::sleep(Duration::from_millis(25)).await,
             }
-            let now = self.store.get(key).await;
-            held = match now {
+            held = match self.store.get(key).await {
                 Ok(Some(held)) => held,
-                // Forgotten (its first attempt failed): this one may run. It is simpler,
-                // and as safe, to let the client retry it.
+                // Forgotten (its first attempt failed): the client may send it again.
                 Ok(None) => {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
@@ -332,6 +308,67 @@ impl IdempotencyLayer {
     }
 }
 
+/// A keyed write's body, whole: up to `max_request` bytes, within `read_within`.
+async fn read_body(body: Body, limits: &IdempotencyLimits) -> Result<Bytes, ApiError> {
+    let read = tokio::time::timeout(limits.read_within, Limited::new(body, limits.max_request).collect()).await;
+    match read {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a keyed write's body is read whole, up to {} bytes", limits.max_request),
+        )),
+        // A body timeout outside this layer (`SseApp::body_timeout`) ends a body that stalls;
+        // the deadline here, one that trickles.
+        _ => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_incomplete",
+            "the request body did not arrive whole in time",
+        )),
+    }
+}
+
+/// Keeps the first attempt's answer (or forgets the key when it failed), and gives the answer,
+/// always whole: an answer that is not kept is still the client's.
+async fn first_attempt(
+    store: &dyn Store,
+    limits: &IdempotencyLimits,
+    scope: ScopeKey,
+    key: StoreKey,
+    fingerprint: Fingerprint,
+    answer: Response,
+) -> Result<Result<Response, ApiError>, store::Unavailable> {
+    if answer.status().is_server_error() {
+        // Nothing was done (or nothing the app vouches for): a retry runs again.
+        store.abandon(scope, key).await?;
+        return Ok(Ok(answer));
+    }
+    let (head, body) = answer.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            // The handler's body failed midway: the write happened (its status said so); its
+            // repeat must not run it again.
+            store.finish(key, Record::NotKept(fingerprint).encode()).await?;
+            return Ok(Err(ApiError::internal(format!("a keyed write's answer failed midway: {e}"))));
+        }
+    };
+    // Not kept: one too large, and one meant for its requester alone (a cookie, a token
+    // marked `no-store`), which a repeat (by anyone in the scope, for a day) must not get.
+    let private = head.headers.contains_key(header::SET_COOKIE)
+        || head.headers.get_all(header::CACHE_CONTROL).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("no-store")));
+    let record = if body.len() > limits.max_answer || private {
+        Record::NotKept(fingerprint)
+    } else {
+        Record::Done(
+            fingerprint,
+            Answer { status: head.status, headers: Answer::kept_headers(&head.headers), body: body.clone() },
+        )
+    };
+    store.finish(key, record.encode()).await?;
+    Ok(Ok(Response::from_parts(head, Body::from(body))))
+}
+
 fn replay(answer: Answer) -> Response {
     let mut resp = Response::new(Body::from(answer.body));
     *resp.status_mut() = answer.status;
@@ -342,14 +379,25 @@ fn replay(answer: Answer) -> Response {
     resp
 }
 
-/// What makes two requests the same write: method, path and query, body.
+/// What makes two requests the same write: method, path and query, content type, body.
 fn fingerprint(parts: &Parts, body: &Bytes) -> Fingerprint {
     let mut h = Sha256::new();
     h.update(parts.method.as_str());
     h.update([0]);
     h.update(parts.uri.path_and_query().map_or("", |p| p.as_str()));
     h.update([0]);
+    // The same bytes as another type are another request (a form is not JSON).
+    h.update(parts.headers.get(header::CONTENT_TYPE).map_or(&b""[..], |v| v.as_bytes()));
+    h.update([0]);
     h.update(body);
+    h.finalize().into()
+}
+
+/// A scope's place in the store: a hash of its name.
+fn scope_key(scope: &str) -> ScopeKey {
+    let mut h = Sha256::new();
+    h.update(b"scope\0");
+    h.update(scope);
     h.finalize().into()
 }
 
