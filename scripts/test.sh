@@ -29,6 +29,16 @@ echo "== cargo doc (the library crates, warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -p sse-notify-core -p sse-notify-broker -p sse-notify-axum -p leptos-sse-notify
 
 echo "== the library crates as crates.io would take them: cargo package (each built from its package), manifests, MSRV"
+# Cargo verifies each crate against the others through a local registry of the new tarballs,
+# and takes a registry's crates as never changing: it unpacks them into CARGO_HOME once per
+# name and version, and keeps what it built of them without looking at their files (their
+# fingerprints list none). A crate changed since the last run, at the same version, would be
+# checked against its old copy: both go first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/{sse-notify-core,sse-notify-broker,sse-notify-axum,leptos-sse-notify}-0.1.0
+for unit in "${CARGO_TARGET_DIR:-target}"/debug/.fingerprint/{sse-notify-core,sse-notify-broker,sse-notify-axum,leptos-sse-notify}-*/; do
+  deps=$(ls "$unit"dep-lib-* 2>/dev/null | head -1)
+  if [ -n "$deps" ] && ! grep -qa "src/" "$deps"; then rm -rf "$unit"; fi
+done
 cargo package --locked --allow-dirty -p sse-notify-core -p sse-notify-broker -p sse-notify-axum -p leptos-sse-notify
 python3 scripts/check-crates.py
 # No standard-library item newer than the stated MSRV (clippy reads rust-version), on both sides.
