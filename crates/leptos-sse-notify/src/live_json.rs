@@ -7,6 +7,7 @@ use sse_notify_core::{SseEvent, Topic};
 use crate::fetch::{get_text, FetchError};
 use crate::recover::{is_transient, refetch_with_retry};
 use crate::use_sse::{use_sse_tapped, SseSignal, UseSseOptions};
+use crate::write::{Floor, OwnChanges};
 
 /// What [`use_live_json`] returns.
 pub struct LiveJson<E: Send + Sync + 'static, T: 'static> {
@@ -18,6 +19,49 @@ pub struct LiveJson<E: Send + Sync + 'static, T: 'static> {
     pub data: LocalResource<Result<T, FetchError>>,
     /// Whether a refetch is being tried again: what is shown may be behind.
     pub stale: ReadSignal<bool>,
+    /// Where the data it holds stands (its fetch's [`Floor`]), for [`LiveJson::shown`].
+    floor: StoredValue<Floor>,
+}
+
+impl<E: Send + Sync + 'static, T: Clone + Send + Sync + 'static> LiveJson<E, T> {
+    /// The data with the page's own changes over it (an [`OwnChanges`] of this data, whose
+    /// writes the page makes): each shown until the data was fetched at or after its write.
+    ///
+    /// ```no_run
+    /// # use leptos::prelude::*;
+    /// # use leptos_sse_notify::{use_live_json, send_write, FetchError, OwnChanges, Topic};
+    /// # leptos_sse_notify::sse_event! {
+    /// #     #[derive(Clone, Debug)]
+    /// #     pub enum DocEvent { Saved { id: u64 } = "doc:saved" }
+    /// #     topics(&self) { vec![Topic::new("doc").unwrap()] }
+    /// # }
+    /// #[derive(Clone, serde::Deserialize)]
+    /// struct Doc { title: String }
+    ///
+    /// # #[component] fn Title() -> impl IntoView {
+    /// let doc = use_live_json::<DocEvent, Doc>(Topic::new("doc").unwrap(), "/api/doc".to_owned());
+    /// let own = OwnChanges::<Doc>::new();
+    /// let rename = own.write(
+    ///     |title: &String, doc| doc.title = title.clone(),
+    ///     |_: &String, _| {}, // the answer is the body; the optimistic title stays until covered
+    ///     |title: String| async move {
+    ///         send_write("PUT", "/api/doc", Some(&serde_json::json!({ "title": title }))).await
+    ///     },
+    /// );
+    /// let shown = doc.shown(own);
+    /// view! { <h1>{move || shown.get().and_then(Result::ok).map(|d| d.title)}</h1> }
+    /// # }
+    /// ```
+    pub fn shown(&self, own: OwnChanges<T>) -> Signal<Option<Result<T, FetchError>>> {
+        let (data, floor) = (self.data, self.floor);
+        Signal::derive(move || {
+            let fetched = data.get()?;
+            // The floor was stored before the data came (in the same task, with nothing run in
+            // between): it is the floor of the data read here.
+            let floor = floor.try_get_value().unwrap_or_default();
+            Some(fetched.map(|t| own.apply(&floor, t)))
+        })
+    }
 }
 
 /// GETs JSON from `url` with gloo-net, and again every time [`SseSignal::version`] of a
@@ -104,6 +148,7 @@ where
     let sse = use_sse_tapped::<E>(topic.into(), options, None);
     let url: Signal<String> = url.into();
     let (stale, set_stale) = signal(false);
+    let floor = StoredValue::new(Floor::default());
     // A resource runs one fetch at a time: notifications that arrive while it is in flight rerun
     // it once after it (Leptos's async derived values await each run before the next), which is
     // the coalescing a refetch wave needs (checked in end2end/tests/refetch.spec.ts).
@@ -113,15 +158,24 @@ where
         let cursor = sse.last_event_id.get_untracked();
         let how = how.clone();
         async move {
-            let get = || get_text(url.clone(), cursor.clone(), how.clone());
+            // Each attempt's floor as it starts: the data is the last attempt's.
+            let fetched = std::cell::Cell::new(Floor::default());
+            let get = || {
+                fetched.set(Floor::sending(cursor.as_deref()));
+                get_text(url.clone(), cursor.clone(), how.clone())
+            };
             let body = refetch_with_retry(get, is_transient, move |s| {
                 let _ = set_stale.try_set(s);
             })
             .await?;
-            serde_json::from_str::<T>(&body).map_err(|e| FetchError::Decode(e.to_string()))
+            let parsed = serde_json::from_str::<T>(&body).map_err(|e| FetchError::Decode(e.to_string()));
+            if parsed.is_ok() {
+                floor.try_set_value(fetched.take());
+            }
+            parsed
         }
     });
-    LiveJson { sse, data, stale }
+    LiveJson { sse, data, stale, floor }
 }
 
 impl<E: Send + Sync + 'static, T: 'static> Clone for LiveJson<E, T> {

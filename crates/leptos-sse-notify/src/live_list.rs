@@ -394,9 +394,18 @@ async fn drain<K: PartialEq + Clone, T: DeserializeOwned + 'static>(
     let stale = move |s| {
         let _ = set_stale.try_set(s);
     };
+    // The answer, and the floor of the attempt that got it (taken as each attempt starts).
     let get = |url: String, cursor: Option<String>| {
         let how = how.clone();
-        refetch_with_retry(move || get_text(url.clone(), cursor.clone(), how.clone()), is_transient, stale)
+        async move {
+            let floor = std::cell::Cell::new(Floor::default());
+            let attempt = || {
+                floor.set(Floor::sending(cursor.as_deref()));
+                get_text(url.clone(), cursor.clone(), how.clone())
+            };
+            let answer = refetch_with_retry(attempt, is_transient, stale).await;
+            (floor.take(), answer)
+        }
     };
     loop {
         let batch = {
@@ -414,10 +423,8 @@ async fn drain<K: PartialEq + Clone, T: DeserializeOwned + 'static>(
             Refetch::List { cursor } | Refetch::Item { cursor, .. } => cursor.clone(),
         });
         if !have_list || batch.iter().any(|r| matches!(r, Refetch::List { .. })) {
-            let cursor = own.cursor_for(newest);
-            let floor = Floor::sending(cursor.as_deref());
-            let list = get(list_url.get_untracked(), cursor)
-                .await
+            let (floor, answer) = get(list_url.get_untracked(), own.cursor_for(newest)).await;
+            let list = answer
                 .and_then(|body| serde_json::from_str::<Vec<T>>(&body).map_err(|e| FetchError::Decode(e.to_string())));
             if list.is_ok() {
                 *own.floors.borrow_mut() = (floor, Vec::new());
@@ -427,9 +434,7 @@ async fn drain<K: PartialEq + Clone, T: DeserializeOwned + 'static>(
         }
         for refetch in distinct_items(batch) {
             let Refetch::Item { key: wanted, url, cursor } = refetch else { continue };
-            let cursor = own.cursor_for(cursor);
-            let floor = Floor::sending(cursor.as_deref());
-            let answer = get(url, cursor).await;
+            let (floor, answer) = get(url, own.cursor_for(cursor)).await;
             if matches!(answer, Ok(_) | Err(FetchError::Status { status: 404, .. })) {
                 let mut floors = own.floors.borrow_mut();
                 floors.1.retain(|(k, _)| *k != wanted);
