@@ -36,7 +36,7 @@ echo "== the library crates as crates.io would take them: cargo package (each bu
 # checked against its old copy: both go first.
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/{sse-notify-core,sse-notify-broker,sse-notify-axum,leptos-sse-notify}-0.1.0
 for unit in "${CARGO_TARGET_DIR:-target}"/debug/.fingerprint/{sse-notify-core,sse-notify-broker,sse-notify-axum,leptos-sse-notify}-*/; do
-  deps=$(ls "$unit"dep-lib-* 2>/dev/null | head -1)
+  deps=$(ls "$unit"dep-lib-* 2>/dev/null | head -1 || true)
   if [ -n "$deps" ] && ! grep -qa "src/" "$deps"; then rm -rf "$unit"; fi
 done
 cargo package --locked --allow-dirty -p sse-notify-core -p sse-notify-broker -p sse-notify-axum -p leptos-sse-notify
