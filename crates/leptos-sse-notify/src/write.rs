@@ -211,13 +211,14 @@ impl Floor {
     /// Whether data fetched at this floor holds `write`.
     pub(crate) fn covers(&self, write: &Write) -> bool {
         let seen = self.seen.as_deref().and_then(|s| s.parse::<Cursor>().ok());
-        match (write.position.get(), seen) {
-            (Some(p), Some(seen)) if p.is_covered_by(&seen).is_some() => p.is_covered_by(&seen) == Some(true),
-            // Not comparable (deferred, another log, no position seen): fetched after the answer.
-            (Some(_), _) => write.answered_at.get().is_some_and(|at| self.tick > at),
-            // Answered without a position: it published nothing; fetched after the answer.
-            (None, _) => write.answered_at.get().is_some_and(|at| self.tick > at),
+        if let (Some(position), Some(seen)) = (write.position.get(), seen) {
+            if let Some(covered) = position.is_covered_by(&seen) {
+                return covered;
+            }
         }
+        // Nothing to compare (deferred, another log, no position seen, or it published
+        // nothing): data fetched after its answer holds it.
+        write.answered_at.get().is_some_and(|at| self.tick > at)
     }
 }
 
