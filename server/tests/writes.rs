@@ -201,3 +201,52 @@ async fn keys_kept_in_redis_are_bounded_per_scope_and_in_all() {
         .get(IDEMPOTENT_REPLAY_HEADER)
         .is_some());
 }
+
+/// Redis away: the write stands, its event waits in the outbox, and its answer says its position
+/// is not known yet (`deferred`), for REST (`PublishLayer`) and for what a handler publishes
+/// through the app's publisher (`WriterOriginLayer`); once Redis is back the events go out.
+#[tokio::test]
+async fn a_deferred_write_says_so_and_its_event_follows() {
+    use axum::routing::post;
+    use sse_notify_axum::origin::WriterOriginLayer;
+    use sse_notify_axum::{Broker, BrokerLimits, PublishLayer};
+    let port = free_port();
+    let mut redis = RedisServer::start_on(port);
+    let broker = Broker::redis(&redis.url, BrokerLimits::default()).await.unwrap();
+    let publisher = sse_notify_core::Publisher::new(sse_notify_axum::origin::TabPublisher(broker.clone()));
+    let topic = sse_notify_core::Topic::new("board").unwrap();
+    let rest = PublishLayer::new(broker.clone(), "changed").topic(topic.clone());
+    let app = axum::Router::new()
+        .route("/rest", post(|| async { axum::Json(serde_json::json!({ "id": 1 })) }).layer(rest))
+        .route(
+            "/handler",
+            post(move || {
+                let (publisher, topic) = (publisher.clone(), topic.clone());
+                async move {
+                    publisher.publish_json(&[topic], "changed", &serde_json::json!({ "id": 2 })).await.unwrap();
+                    "done"
+                }
+            }),
+        )
+        .layer(WriterOriginLayer);
+    let position = |path: &'static str| {
+        let app = app.clone();
+        async move {
+            use tower::ServiceExt;
+            let req = axum::http::Request::post(path).body(axum::body::Body::empty()).unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            assert!(resp.status().is_success(), "{path}: {}", resp.status());
+            resp.headers().get(POSITION_HEADER).map(|v| v.to_str().unwrap().parse::<WritePosition>().unwrap())
+        }
+    };
+    assert!(matches!(position("/rest").await, Some(WritePosition::At(_))));
+    assert!(matches!(position("/handler").await, Some(WritePosition::At(_))));
+
+    redis.stop();
+    assert_eq!(position("/rest").await, Some(WritePosition::Deferred));
+    assert_eq!(position("/handler").await, Some(WritePosition::Deferred));
+    assert_eq!(broker.outbox_len(), 2, "both events wait");
+    let _redis = RedisServer::start_on(port);
+    let drained = eventually(std::time::Duration::from_secs(20), || broker.outbox_len() == 0).await;
+    assert!(drained, "the deferred events go out once Redis is back");
+}
