@@ -250,3 +250,46 @@ async fn a_deferred_write_says_so_and_its_event_follows() {
     let drained = eventually(std::time::Duration::from_secs(20), || broker.outbox_len() == 0).await;
     assert!(drained, "the deferred events go out once Redis is back");
 }
+
+/// Clients that send a keyed write and go away at once (the lost answer), on Redis: each key's
+/// write is made once, its retry gets an answer (never a key left pending with nothing behind
+/// it), and the byte count stays the sum of what is held.
+#[tokio::test]
+async fn writes_whose_clients_went_away_are_made_once_and_leave_no_key_pending() {
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let app = TestServer::demo(config(Some(&redis))).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let title = format!("gone {}", std::process::id());
+    for n in 0..40 {
+        let body = format!("{{\"title\":\"{title} {n}\"}}");
+        let request = format!(
+            "POST /api/tasks HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\nidempotency-key: gone-{n}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        raw.write_all(request.as_bytes()).await.unwrap();
+        drop(raw); // gone before any answer
+        if n % 2 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(n % 7)).await;
+        }
+        let retry = http()
+            .post(app.url("/api/tasks"))
+            .header(IDEMPOTENCY_KEY_HEADER, format!("gone-{n}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(retry.status(), 201, "the retry of gone-{n} is answered: {}", retry.text().await.unwrap());
+    }
+    let tasks: Vec<shared::tasks::Task> = http().get(app.url("/api/tasks")).send().await.unwrap().json().await.unwrap();
+    for n in 0..40 {
+        let made = tasks.iter().filter(|t| t.title == format!("{title} {n}")).count();
+        assert_eq!(made, 1, "gone-{n} was made {made} times");
+    }
+    let mut conn = redis.client().get_connection().unwrap();
+    let bytes: i64 = redis::cmd("GET").arg("sse-idem-bytes/{sse}").query(&mut conn).unwrap();
+    let sizes: Vec<i64> = redis::cmd("HVALS").arg("sse-idem-size/{sse}").query(&mut conn).unwrap();
+    assert_eq!(bytes, sizes.iter().sum::<i64>(), "the byte count is what is held");
+}

@@ -42,10 +42,15 @@ fn app(limits: IdempotencyLimits) -> (Router, Arc<AtomicUsize>, Arc<AtomicUsize>
                     return StatusCode::INTERNAL_SERVER_ERROR.into_response();
                 }
                 let cookie = if body == "cookie" { "s=1" } else { "" };
+                // A header that echoes the request (a redirect's Location, say).
+                let echo = if body.starts_with("echo:") { body.clone() } else { String::new() };
                 let body = if body == "big" { "x".repeat(100_000) } else { format!("{{\"n\":{n}}}") };
                 let mut answer = (StatusCode::CREATED, [("sse-position", "deferred")], body).into_response();
                 if !cookie.is_empty() {
                     answer.headers_mut().insert("set-cookie", cookie.parse().unwrap());
+                }
+                if !echo.is_empty() {
+                    answer.headers_mut().insert("location", echo.parse().unwrap());
                 }
                 answer
             }
@@ -148,12 +153,18 @@ async fn a_failed_first_attempt_is_forgotten_and_a_large_answer_is_not_run_again
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 
     // An answer too large to keep is still its request's, whole.
+    // Headers count: one that echoes a large request makes the answer too large to keep.
+    let echoed = format!("echo:{}", "y".repeat(5_000));
+    assert_eq!(send(&app, Some("ann"), Some("echo"), &echoed).await.0, StatusCode::CREATED);
+    let again = send(&app, Some("ann"), Some("echo"), &echoed).await;
+    assert_eq!(again.0, StatusCode::CONFLICT, "not kept, not run: {}", again.1);
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
     let big = send(&app, Some("ann"), Some("big"), "big").await;
     assert_eq!((big.0, big.1.len()), (StatusCode::CREATED, 100_000));
     let again = send(&app, Some("ann"), Some("big"), "big").await;
     assert_eq!(again.0, StatusCode::CONFLICT);
     assert!(again.1.contains("idempotent_answer_not_kept"));
-    assert_eq!(runs.load(Ordering::SeqCst), 3, "the large write ran once");
+    assert_eq!(runs.load(Ordering::SeqCst), 4, "the large write ran once");
 }
 
 #[tokio::test]

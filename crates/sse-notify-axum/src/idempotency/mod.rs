@@ -92,7 +92,7 @@ impl Default for IdempotencyLimits {
         Self {
             ttl: Duration::from_secs(24 * 3600),
             max_keys: 100_000,
-            max_keys_per_scope: 1_000,
+            max_keys_per_scope: 100,
             max_bytes: 64 << 20,
             max_answer: 16 << 10,
             max_request: 1 << 20,
@@ -220,14 +220,38 @@ impl IdempotencyLayer {
         let body = read_body(body, &self.limits).await?;
         let fingerprint = fingerprint(&parts, &body);
         let (scope, store_key) = (scope_key(&scope), store_key(&scope, key));
+        // From here on, all of it (the key taken, the handler, its answer kept) runs in a task of
+        // its own: a client that goes away (the lost answer this layer is for) would otherwise
+        // cancel it midway, between taking the key and running the handler, or between the
+        // handler and its answer kept, and leave the key pending with nothing to answer its
+        // retry.
+        let layer = self.clone();
+        let request = Request::from_parts(parts, Body::from(body));
+        let task = tokio::spawn(async move { layer.keyed(inner, scope, store_key, fingerprint, request).await });
+        task.await.unwrap_or_else(|e| Err(ApiError::internal(format!("a keyed write's task failed: {e}"))))
+    }
+
+    /// A keyed write, its body read: the first attempt, or a repeat.
+    async fn keyed<S>(
+        &self,
+        mut inner: S,
+        scope: ScopeKey,
+        key: StoreKey,
+        fingerprint: Fingerprint,
+        request: Request,
+    ) -> Result<Response, ApiError>
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send + 'static,
+    {
         let unavailable = |e: store::Unavailable| {
             tracing::warn!(error = %e, "idempotency store unavailable: keyed write refused");
             ApiError::unavailable("idempotency_unavailable", "the write's Idempotency-Key cannot be checked now; retry")
         };
         let pending = Record::Pending(fingerprint).encode();
-        match self.store.begin(scope, store_key, pending).await.map_err(unavailable)? {
+        match self.store.begin(scope, key, pending).await.map_err(unavailable)? {
             Begin::First => {}
-            Begin::Held(held) => return self.repeat(store_key, &fingerprint, held).await,
+            Begin::Held(held) => return self.repeat(key, &fingerprint, held).await,
             Begin::Full => {
                 tracing::warn!("idempotency store full (IdempotencyLimits::max_keys / max_bytes): keyed write refused");
                 return Err(ApiError::unavailable(
@@ -236,24 +260,16 @@ impl IdempotencyLayer {
                 ));
             }
         }
-        // The first attempt runs to its end in a task of its own: a client that goes away (the
-        // lost answer this layer is for) would otherwise cancel the handler midway and leave
-        // the key pending, and its retry would find neither the write's answer nor leave to
-        // run it.
-        let (store, limits) = (self.store.clone(), self.limits.clone());
-        let request = Request::from_parts(parts, Body::from(body));
-        let first = tokio::spawn(async move {
-            let answer = inner.call(request).await.unwrap_or_else(|e| match e {});
-            first_attempt(&*store, &limits, scope, store_key, fingerprint, answer).await
-        });
-        match first.await {
-            Ok(done) => done.map_err(unavailable)?,
-            Err(e) => {
+        let handled = std::panic::AssertUnwindSafe(inner.call(request));
+        let answer = match futures::FutureExt::catch_unwind(handled).await {
+            Ok(answer) => answer.unwrap_or_else(|e| match e {}),
+            Err(_) => {
                 // The handler panicked: nothing to vouch for, a retry may run.
-                self.store.abandon(scope, store_key).await.map_err(unavailable)?;
-                Err(ApiError::internal(format!("a keyed write's handler failed: {e}")))
+                let _ = self.store.abandon(scope, key).await;
+                return Err(ApiError::internal("a keyed write's handler panicked"));
             }
-        }
+        };
+        first_attempt(&*self.store, &self.limits, scope, key, fingerprint, answer).await
     }
 
     /// A repeat of a key: the first attempt's answer, once there is one.
@@ -329,7 +345,8 @@ async fn read_body(body: Body, limits: &IdempotencyLimits) -> Result<Bytes, ApiE
 }
 
 /// Keeps the first attempt's answer (or forgets the key when it failed), and gives the answer,
-/// always whole: an answer that is not kept is still the client's.
+/// always whole: an answer that is not kept, or could not be, is still the client's (the write
+/// happened; a key the store did not hear the end of stays pending until `pending` passes).
 async fn first_attempt(
     store: &dyn Store,
     limits: &IdempotencyLimits,
@@ -337,11 +354,12 @@ async fn first_attempt(
     key: StoreKey,
     fingerprint: Fingerprint,
     answer: Response,
-) -> Result<Result<Response, ApiError>, store::Unavailable> {
+) -> Result<Response, ApiError> {
+    let kept = |e: store::Unavailable| tracing::warn!(error = %e, "idempotency store unavailable: an answer not kept");
     if answer.status().is_server_error() {
         // Nothing was done (or nothing the app vouches for): a retry runs again.
-        store.abandon(scope, key).await?;
-        return Ok(Ok(answer));
+        store.abandon(scope, key).await.unwrap_or_else(kept);
+        return Ok(answer);
     }
     let (head, body) = answer.into_parts();
     let body = match body.collect().await {
@@ -349,24 +367,23 @@ async fn first_attempt(
         Err(e) => {
             // The handler's body failed midway: the write happened (its status said so); its
             // repeat must not run it again.
-            store.finish(key, Record::NotKept(fingerprint).encode()).await?;
-            return Ok(Err(ApiError::internal(format!("a keyed write's answer failed midway: {e}"))));
+            store.finish(scope, key, Record::NotKept(fingerprint).encode()).await.unwrap_or_else(kept);
+            return Err(ApiError::internal(format!("a keyed write's answer failed midway: {e}")));
         }
     };
-    // Not kept: one too large, and one meant for its requester alone (a cookie, a token
-    // marked `no-store`), which a repeat (by anyone in the scope, for a day) must not get.
+    // Not kept: one too large (headers counted: a header may echo the request), and one meant
+    // for its requester alone (a cookie, a token marked `no-store`), which a repeat (by anyone
+    // in the scope, for a day) must not get.
     let private = head.headers.contains_key(header::SET_COOKIE)
         || head.headers.get_all(header::CACHE_CONTROL).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("no-store")));
-    let record = if body.len() > limits.max_answer || private {
-        Record::NotKept(fingerprint)
-    } else {
-        Record::Done(
-            fingerprint,
-            Answer { status: head.status, headers: Answer::kept_headers(&head.headers), body: body.clone() },
-        )
-    };
-    store.finish(key, record.encode()).await?;
-    Ok(Ok(Response::from_parts(head, Body::from(body))))
+    let done = Record::Done(
+        fingerprint,
+        Answer { status: head.status, headers: Answer::kept_headers(&head.headers), body: body.clone() },
+    )
+    .encode();
+    let record = if private || done.len() > limits.max_answer { Record::NotKept(fingerprint).encode() } else { done };
+    store.finish(scope, key, record).await.unwrap_or_else(kept);
+    Ok(Response::from_parts(head, Body::from(body)))
 }
 
 fn replay(answer: Answer) -> Response {

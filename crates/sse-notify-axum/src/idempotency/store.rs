@@ -45,8 +45,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn begin(&self, scope: ScopeKey, key: StoreKey, pending: Bytes) -> BoxFuture<'_, Result<Begin, Unavailable>>;
     /// The key's record now.
     fn get(&self, key: StoreKey) -> BoxFuture<'_, Result<Option<Bytes>, Unavailable>>;
-    /// Keeps the first attempt's record.
-    fn finish(&self, key: StoreKey, done: Bytes) -> BoxFuture<'_, Result<(), Unavailable>>;
+    /// Keeps the first attempt's record (at most the pending record's charge: the layer keeps
+    /// no larger one).
+    fn finish(&self, scope: ScopeKey, key: StoreKey, done: Bytes) -> BoxFuture<'_, Result<(), Unavailable>>;
     /// Forgets the key (its first attempt failed: a retry may run again).
     fn abandon(&self, scope: ScopeKey, key: StoreKey) -> BoxFuture<'_, Result<(), Unavailable>>;
     /// Keys held (for the bounds' tests).
@@ -159,7 +160,7 @@ impl Store for MemoryStore {
         Box::pin(async move { Ok(found) })
     }
 
-    fn finish(&self, key: StoreKey, done: Bytes) -> BoxFuture<'_, Result<(), Unavailable>> {
+    fn finish(&self, _scope: ScopeKey, key: StoreKey, done: Bytes) -> BoxFuture<'_, Result<(), Unavailable>> {
         let ttl = self.limits.ttl;
         self.with(|held| {
             // A key trimmed meanwhile stays forgotten, as one past its time.
@@ -243,17 +244,24 @@ if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5])
   or tonumber(redis.call('GET', KEYS[4]) or '0') + tonumber(ARGV[8]) > tonumber(ARGV[6]) then
   return 'FULL'
 end
+-- A pending record that expired (its instance died, or never heard its end) still holds its
+-- charge and its places: they go before it is charged again.
+forget(KEYS[1], KEYS[5])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
-redis.call('ZADD', KEYS[2], now, KEYS[1])
-redis.call('ZADD', KEYS[5], now, KEYS[1])
+-- Indexes are by the time a key is forgotten, less `ttl`: a pending one leaves them with its
+-- record, `pending` from now (the time trim above), an answered one `ttl` after its answer.
+local forgotten_at = now - ttl + tonumber(ARGV[4])
+redis.call('ZADD', KEYS[2], forgotten_at, KEYS[1])
+redis.call('ZADD', KEYS[5], forgotten_at, KEYS[1])
 redis.call('PEXPIRE', KEYS[5], ttl)
 redis.call('HSET', KEYS[3], KEYS[1], ARGV[8])
 redis.call('INCRBY', KEYS[4], ARGV[8])
 return false
 "#;
 
-/// KEYS: the record, the index, the sizes, the bytes.  ARGV: the record, ttl ms, now ms.
-/// Keeps the answer of a key still held (not trimmed meanwhile), for its full time.
+/// KEYS: the record, the index, the sizes, the bytes, the scope's index.  ARGV: the record, ttl
+/// ms, now ms. Keeps the answer of a key still held (not trimmed nor expired meanwhile), for
+/// its full time, charged what it is.
 #[cfg(feature = "redis")]
 const FINISH_SCRIPT: &str = r#"
 if redis.call('SET', KEYS[1], ARGV[1], 'XX', 'PX', ARGV[2]) then
@@ -261,6 +269,7 @@ if redis.call('SET', KEYS[1], ARGV[1], 'XX', 'PX', ARGV[2]) then
   redis.call('HSET', KEYS[3], KEYS[1], #ARGV[1])
   redis.call('INCRBY', KEYS[4], #ARGV[1] - size)
   redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
+  redis.call('ZADD', KEYS[5], ARGV[3], KEYS[1])
 end
 return 1
 "#;
@@ -352,12 +361,13 @@ impl Store for RedisStore {
         })
     }
 
-    fn finish(&self, key: StoreKey, done: Bytes) -> BoxFuture<'_, Result<(), Unavailable>> {
+    fn finish(&self, scope: ScopeKey, key: StoreKey, done: Bytes) -> BoxFuture<'_, Result<(), Unavailable>> {
         Box::pin(async move {
             let mut inv = self.finish.prepare_invoke();
             for k in self.keys(&key) {
                 inv.key(k);
             }
+            inv.key(self.scope_key(&scope));
             inv.arg(done.as_ref()).arg(Self::ms(self.limits.ttl)).arg(now_ms());
             inv.invoke_async::<i64>(&mut self.conn.clone()).await.map_err(unavailable("the idempotency script"))?;
             Ok(())
@@ -401,7 +411,7 @@ mod tests {
     async fn write(store: &MemoryStore, scope: u32, n: u32, size: usize) -> Begin {
         let begun = store.begin(key(scope), key(n), Bytes::from_static(b"P")).await.unwrap();
         if begun == Begin::First {
-            store.finish(key(n), Bytes::from(vec![b'D'; size])).await.unwrap();
+            store.finish(key(scope), key(n), Bytes::from(vec![b'D'; size])).await.unwrap();
         }
         begun
     }
