@@ -293,3 +293,44 @@ async fn writes_whose_clients_went_away_are_made_once_and_leave_no_key_pending()
     let sizes: Vec<i64> = redis::cmd("HVALS").arg("sse-idem-size/{sse}").query(&mut conn).unwrap();
     assert_eq!(bytes, sizes.iter().sum::<i64>(), "the byte count is what is held");
 }
+
+/// A key in flight is not pushed out by its scope's newer keys that answer first (its answer
+/// would not be kept, and its retry would make the write again), on Redis.
+#[tokio::test]
+async fn a_key_in_flight_outlives_its_scopes_newer_keys() {
+    use axum::routing::post;
+    use sse_notify_axum::{IdempotencyLayer, IdempotencyLimits};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let redis = RedisServer::start();
+    let app = TestServer::demo(config(Some(&redis))).await;
+    let limits = IdempotencyLimits { max_keys_per_scope: 5, ..Default::default() };
+    let layer = IdempotencyLayer::with_limits(app.sse.broker(), |_| async { Some("one".to_owned()) }, limits);
+    let runs = std::sync::Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = runs.clone();
+        move |body: String| {
+            let runs = runs.clone();
+            async move {
+                if body == "slow" {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                runs.fetch_add(1, Ordering::SeqCst);
+                body
+            }
+        }
+    };
+    let router = axum::Router::new().route("/w", post(handler)).layer(layer);
+    let small = TestServer::serve(app.sse.clone(), router).await;
+    let write = |key: String, body: &'static str| {
+        http().post(small.url("/w")).header(IDEMPOTENCY_KEY_HEADER, key).body(body).send()
+    };
+    let slow = tokio::spawn(write("slow".into(), "slow"));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for n in 0..10 {
+        assert_eq!(write(format!("fast{n}"), "fast").await.unwrap().status(), 200);
+    }
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    let again = write("slow".into(), "slow").await.unwrap();
+    assert!(again.headers().get(IDEMPOTENT_REPLAY_HEADER).is_some(), "the slow write's answer was kept");
+    assert_eq!(runs.load(Ordering::SeqCst), 11, "and it ran once");
+}

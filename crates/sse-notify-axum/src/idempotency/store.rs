@@ -136,9 +136,15 @@ impl Store for MemoryStore {
             if let Some(r) = held.records.get(&key) {
                 return Begin::Held(r.bytes.clone());
             }
-            // The scope's own oldest make room for it.
-            while held.scopes.get(&scope).is_some_and(|o| o.len() >= limits.max_keys_per_scope.max(1)) {
-                let oldest = held.scopes.get_mut(&scope).and_then(VecDeque::pop_front).expect("not empty");
+            // The scope's own oldest answered keys make room for it (a key in flight stays: its
+            // answer is on its way; those are few, and go with their record after `pending`).
+            let full =
+                |held: &Held| held.scopes.get(&scope).is_some_and(|o| o.len() >= limits.max_keys_per_scope.max(1));
+            while full(held) {
+                let answered = held.scopes.get(&scope).and_then(|order| {
+                    order.iter().copied().find(|k| held.records.get(k).is_none_or(|r| !r.bytes.starts_with(b"P")))
+                });
+                let Some(oldest) = answered else { break };
                 held.remove(&oldest);
             }
             let charged = cost(&pending) + limits.max_answer;
@@ -233,11 +239,17 @@ for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl, 'LI
   forget(old, nil)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - ttl)
--- The scope's own oldest make room for it.
+-- The scope's own oldest answered keys make room for it (a key in flight stays: its answer
+-- is on its way; those are few, and go with their record after `pending`).
 local over = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[7]) + 1
 if over > 0 then
-  for i, old in ipairs(redis.call('ZRANGE', KEYS[5], 0, over - 1)) do
-    forget(old, KEYS[5])
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[5], 0, over + 63)) do
+    if over <= 0 then break end
+    local record = redis.call('GET', old)
+    if not record or string.sub(record, 1, 1) ~= 'P' then
+      forget(old, KEYS[5])
+      over = over - 1
+    end
   end
 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5])
@@ -248,11 +260,12 @@ end
 -- charge and its places: they go before it is charged again.
 forget(KEYS[1], KEYS[5])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
--- Indexes are by the time a key is forgotten, less `ttl`: a pending one leaves them with its
--- record, `pending` from now (the time trim above), an answered one `ttl` after its answer.
+-- The index in all is by the time a key is forgotten, less `ttl`: a pending one leaves it with
+-- its record, `pending` from now (the time trim above), an answered one `ttl` after its answer.
+-- The scope's is by first attempt: its oldest go first, a key in flight among the last.
 local forgotten_at = now - ttl + tonumber(ARGV[4])
 redis.call('ZADD', KEYS[2], forgotten_at, KEYS[1])
-redis.call('ZADD', KEYS[5], forgotten_at, KEYS[1])
+redis.call('ZADD', KEYS[5], now, KEYS[1])
 redis.call('PEXPIRE', KEYS[5], ttl)
 redis.call('HSET', KEYS[3], KEYS[1], ARGV[8])
 redis.call('INCRBY', KEYS[4], ARGV[8])
@@ -269,7 +282,6 @@ if redis.call('SET', KEYS[1], ARGV[1], 'XX', 'PX', ARGV[2]) then
   redis.call('HSET', KEYS[3], KEYS[1], #ARGV[1])
   redis.call('INCRBY', KEYS[4], #ARGV[1] - size)
   redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
-  redis.call('ZADD', KEYS[5], ARGV[3], KEYS[1])
 end
 return 1
 "#;
@@ -426,6 +438,17 @@ mod tests {
         assert!(store.get(key(1)).await.unwrap().is_some(), "the attacker's writes pushed out its own keys only");
         assert_eq!(store.len().await.unwrap(), 101);
         assert!(store.get(key(1099)).await.unwrap().is_some() && store.get(key(100)).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_key_in_flight_is_not_pushed_out_by_newer_keys_of_its_scope() {
+        let store = MemoryStore::new(&limits(1000, 2, usize::MAX));
+        assert_eq!(store.begin(key(1), key(1), Bytes::from_static(b"P")).await.unwrap(), Begin::First);
+        for n in 2..6 {
+            write(&store, 1, n, 10).await;
+        }
+        assert_eq!(store.get(key(1)).await.unwrap().as_deref(), Some(&b"P"[..]), "still in flight, still held");
+        assert!(store.get(key(2)).await.unwrap().is_none() && store.get(key(5)).await.unwrap().is_some());
     }
 
     #[tokio::test]
