@@ -189,7 +189,7 @@ where
             });
             let _ = version.try_update(|v| *v += 1);
         };
-        let on: OnStep<I, O, Er> = Rc::new(move |step| match step {
+        let on: OnStep<I, O> = Rc::new(move |step| match step {
             Step::Started(write, input) => set(write, optimistic(input)),
             Step::Answered(write, output) => {
                 if let (Some(WritePosition::At(at)), Some(own)) = (write.position(), own) {
@@ -205,7 +205,7 @@ where
                     set(write, Some(change));
                 }
             }
-            Step::Failed(write, _) => set(write, None),
+            Step::Failed(write) => set(write, None),
         });
         make_write(Rc::new(move |input| Box::pin(run(input))), options, on)
     }

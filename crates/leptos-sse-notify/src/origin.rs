@@ -47,14 +47,24 @@ pub fn tab_origin() -> &'static str {
 
 #[cfg(feature = "browser")]
 fn random_origin() -> String {
+    random_token(sse_notify_core::origin::MAX_ORIGIN_LEN)
+}
+
+/// `len` random characters of `[A-Za-z0-9]` from the browser's `crypto`: a tab's origin, and
+/// each write's own origin and idempotency key ([`crate::write`]).
+pub(crate) fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; sse_notify_core::origin::MAX_ORIGIN_LEN];
-    let crypto = web_sys::window().and_then(|w| w.crypto().ok());
-    let filled = crypto.is_some_and(|c| c.get_random_values_with_u8_array(&mut bytes).is_ok());
-    if !filled {
-        // Every browser that runs WASM has `crypto`; a guessable origin only weakens this tab's
-        // own echo skipping, never what other tabs see.
-        bytes.iter_mut().for_each(|b| *b = (js_sys::Math::random() * 256.0) as u8);
+    #[cfg_attr(not(feature = "browser"), allow(unused_mut))]
+    let mut bytes = vec![0u8; len];
+    #[cfg(feature = "browser")]
+    {
+        let crypto = web_sys::window().and_then(|w| w.crypto().ok());
+        let filled = crypto.is_some_and(|c| c.get_random_values_with_u8_array(&mut bytes).is_ok());
+        if !filled {
+            // Every browser that runs WASM has `crypto`; a guessable origin only weakens this
+            // tab's own echo skipping, never what other tabs see.
+            bytes.iter_mut().for_each(|b| *b = (js_sys::Math::random() * 256.0) as u8);
+        }
     }
     // 256 = 4 x 62 + 8: the modulo leans a little towards the first 8 characters, which costs
     // a fraction of a bit of the 95.

@@ -80,8 +80,8 @@ pub(crate) struct Write {
 impl Write {
     fn new(fetch: crate::fetch::FetchOptions) -> Rc<Self> {
         let write = Rc::new(Self {
-            origin: random_token(sse_notify_core::origin::MAX_ORIGIN_LEN),
-            key: random_token(32),
+            origin: crate::origin::random_token(sse_notify_core::origin::MAX_ORIGIN_LEN),
+            key: crate::origin::random_token(32),
             position: Cell::new(None),
             answered_at: Cell::new(None),
             fetch,
@@ -256,30 +256,15 @@ pub(crate) fn current_answered(position: Option<&str>) {
     });
 }
 
-/// Random characters of `[A-Za-z0-9]` from the browser's `crypto`.
-fn random_token(len: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    #[cfg_attr(not(feature = "browser"), allow(unused_mut))]
-    let mut bytes = vec![0u8; len];
-    #[cfg(feature = "browser")]
-    {
-        let crypto = web_sys::window().and_then(|w| w.crypto().ok());
-        if !crypto.is_some_and(|c| c.get_random_values_with_u8_array(&mut bytes).is_ok()) {
-            bytes.iter_mut().for_each(|b| *b = (js_sys::Math::random() * 256.0) as u8);
-        }
-    }
-    bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
-}
-
 /// What a write did, for the own changes built on it.
-pub(crate) enum Step<'a, I, O, E> {
+pub(crate) enum Step<'a, I, O> {
     Started(&'a Rc<Write>, &'a I),
     Answered(&'a Rc<Write>, &'a O),
-    Failed(&'a Rc<Write>, std::marker::PhantomData<E>),
+    Failed(&'a Rc<Write>),
 }
 
 pub(crate) type Run<I, O, E> = Rc<dyn Fn(I) -> Pin<Box<dyn Future<Output = Result<O, E>>>>>;
-pub(crate) type OnStep<I, O, E> = Rc<dyn Fn(Step<'_, I, O, E>)>;
+pub(crate) type OnStep<I, O> = Rc<dyn Fn(Step<'_, I, O>)>;
 
 /// A write the page makes, shaped like Leptos's `Action`: [`LiveWrite::dispatch`] it, watch
 /// [`LiveWrite::pending`] and [`LiveWrite::value`]. Made by [`OwnChanges::write`],
@@ -378,11 +363,7 @@ where
     make_write(Rc::new(move |input| Box::pin(run(input))), options, Rc::new(|_| {}))
 }
 
-pub(crate) fn make_write<I, O, E>(
-    run: Run<I, O, E>,
-    options: WriteOptions<E>,
-    on: OnStep<I, O, E>,
-) -> LiveWrite<I, O, E>
+pub(crate) fn make_write<I, O, E>(run: Run<I, O, E>, options: WriteOptions<E>, on: OnStep<I, O>) -> LiveWrite<I, O, E>
 where
     I: Clone + 'static,
     O: 'static,
@@ -413,7 +394,7 @@ where
                     write.answered(write.position.get());
                     on(Step::Answered(&write, out));
                 }
-                Err(_) => on(Step::Failed(&write, std::marker::PhantomData)),
+                Err(_) => on(Step::Failed(&write)),
             }
             let _ = pending.try_update(|n| *n = n.saturating_sub(1));
             let _ = value.try_set(Some(result));
@@ -492,7 +473,7 @@ impl<T: 'static> OwnChanges<T> {
     {
         let this = *self;
         let (optimistic, answered) = (Rc::new(optimistic), Rc::new(answered));
-        let on: OnStep<I, O, E> = Rc::new(move |step| match step {
+        let on: OnStep<I, O> = Rc::new(move |step| match step {
             Step::Started(write, input) => {
                 let (optimistic, input) = (optimistic.clone(), input.clone());
                 this.put(write, Rc::new(move |data: &mut T| optimistic(&input, data)));
@@ -501,7 +482,7 @@ impl<T: 'static> OwnChanges<T> {
                 let (answered, output) = (answered.clone(), output.clone());
                 this.put(write, Rc::new(move |data: &mut T| answered(&output, data)));
             }
-            Step::Failed(write, _) => this.remove(write),
+            Step::Failed(write) => this.remove(write),
         });
         make_write(Rc::new(move |input| Box::pin(run(input))), options, on)
     }
