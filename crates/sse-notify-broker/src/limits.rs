@@ -81,9 +81,12 @@ pub fn distinct_topics(topics: impl IntoIterator<Item = Topic>) -> Vec<Topic> {
 /// The topics one stream or watch follows: each once, at most 64 (bit `i` of every frame's mask
 /// is the `i`-th of them).
 pub(crate) fn checked_topics(topics: &[Topic]) -> Result<Vec<Topic>, BrokerError> {
-    let topics = distinct_topics(topics.iter().cloned());
+    let mut topics = distinct_topics(topics.iter().cloned());
     if topics.len() > MAX_TOPICS_PER_CONNECTION {
         return Err(BrokerError::TooManyTopics { asked: topics.len() });
     }
+    // Kept for the stream's whole life: without the room `collect` left (4 topics' worth for
+    // one), ~70 B less per idle stream.
+    topics.shrink_to_fit();
     Ok(topics)
 }

@@ -45,10 +45,11 @@ impl OpenTasks {
         let id = state.next;
         state.next += 1;
         let running = Running { tasks: self.clone(), id };
-        let handle = tokio::spawn(async move {
-            let _running = running;
-            task.await
-        });
+        // Not `async move { let _running = running; task.await }`: such a block holds `task`
+        // twice (as captured, and as awaited), and a stream's task is its largest part: 768 B
+        // of tokio's cell per idle stream with the block, 512 without (heaptrack, 5,000 streams).
+        let tracked = futures::FutureExt::map(task, move |()| drop(running));
+        let handle = tokio::spawn(tracked);
         state.running.insert(id, handle.abort_handle());
     }
 

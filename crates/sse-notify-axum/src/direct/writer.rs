@@ -132,15 +132,18 @@ pub(crate) async fn write_stream(mut socket: TcpStream, head: Vec<u8>, mut body:
                     }
                 }
                 if frames.len() <= 2 {
-                    // The stream keeps up again: the room a burst of frames took is given back,
-                    // and so is the stall timer (only then, so that busy streams do not
-                    // reallocate for every write, nor set a timer for every write that waits).
-                    if frames.capacity() > 16 {
-                        frames.shrink_to(16);
-                    }
+                    // The stream keeps up again: the stall timer is given back (only then, so
+                    // that busy streams do not set a timer for every write that waits).
                     watch.timer = None;
                 }
-                frames.clear();
+                if frames.len() < MAX_BATCH {
+                    // So is the room its frames took: an idle stream holds none. Only a stream
+                    // with more ready than one batch keeps it for the next; others allocate it
+                    // once per write, next to the write's own buffer and its `send`.
+                    frames = Vec::new();
+                } else {
+                    frames.clear();
+                }
             }
             Next::End => break,
             Next::ClientGone => return,

@@ -17,8 +17,9 @@ use crate::clients::ClientSlot;
 use sse_notify_broker::{Signals, Subscription};
 use sse_notify_core::presence::{PRESENCE_COUNT_EVENT, PRESENCE_STATE_EVENT};
 
-/// How long EventSource waits before reconnecting (sent as `retry:`).
-const RETRY_MS: u64 = 2000;
+/// A stream's opening lines: a comment (the response starts at once) and `retry: 2000` (how
+/// long EventSource waits before reconnecting); one static for every stream.
+const HELLO: &[u8] = b": ok\nretry: 2000\n\n";
 
 /// The response body of one connection. Its task is woken only through its subscription:
 /// events, and the signals of the broker (closing) and of the endpoint's tickers.
@@ -31,7 +32,8 @@ struct PollEnd {
 pub(super) struct EventBody {
     /// `Some` for a poll (`?poll=N`), which ends; `None` for a stream.
     poll: Option<PollEnd>,
-    hello: Option<Bytes>,
+    /// The opening lines are still to be sent.
+    hello: bool,
     events: Subscription,
     heartbeat_due: bool,
     recheck: Option<Recheck>,
@@ -55,12 +57,9 @@ impl EventBody {
         poll: Option<std::time::Duration>,
     ) -> Self {
         let poll = poll.map(|wait| PollEnd { deadline: Box::pin(tokio::time::sleep(wait)), sent: false });
-        let mut hello = sse_notify_core::wire::encode_comment("ok");
-        hello.push_str(&sse_notify_core::wire::encode_retry(RETRY_MS));
-        hello.push('\n');
         Self {
             poll,
-            hello: Some(Bytes::from(hello)),
+            hello: true,
             events,
             heartbeat_due: false,
             recheck,
@@ -97,8 +96,8 @@ impl Stream for EventBody {
         if this.done {
             return Poll::Ready(None);
         }
-        if let Some(hello) = this.hello.take() {
-            return Poll::Ready(Some(Ok(hello)));
+        if std::mem::take(&mut this.hello) {
+            return Poll::Ready(Some(Ok(Bytes::from_static(HELLO))));
         }
         let signals = this.events.take_signals();
         this.heartbeat_due |= signals.contains(Signals::HEARTBEAT);
@@ -141,5 +140,16 @@ impl Stream for EventBody {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_opening_lines_are_a_comment_and_the_retry() {
+        let mut hello = sse_notify_core::wire::encode_comment("ok");
+        hello.push_str(&sse_notify_core::wire::encode_retry(2000));
+        hello.push('\n');
+        assert_eq!(super::HELLO, hello.as_bytes());
     }
 }

@@ -13,6 +13,8 @@ use sse_notify_core::Topic;
 
 use sse_notify_broker::Broker;
 
+use super::kept_head::KeptHead;
+
 pub(super) type AuthorizeFn = dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
 pub(super) type PresenceFn = dyn Fn(Arc<Parts>, Topic) -> Pin<Box<dyn Future<Output = Presence> + Send>> + Send + Sync;
 
@@ -103,7 +105,7 @@ pub(super) struct Recheck {
     check: Option<Arc<AuthorizeFn>>,
     /// The hook, the topics the stream asked presence of, and what the hook said of them.
     presence: Option<(Arc<PresenceFn>, Vec<Topic>, PresenceVerdict)>,
-    parts: Arc<Parts>,
+    head: KeptHead,
     running: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
 }
 
@@ -121,20 +123,23 @@ impl PresenceVerdict {
 
 impl Recheck {
     /// Re-checks with `check` and the presence hook (`who`, the topics the stream asked
-    /// presence of, and what the hook said at open), for the request `parts`.
+    /// presence of, and what the hook said at open), for the request `head`.
     pub(super) fn new(
         check: Option<Arc<AuthorizeFn>>,
         presence: Option<(Arc<PresenceFn>, Vec<Topic>, &[(Topic, Option<Member>)])>,
-        parts: Arc<Parts>,
+        head: KeptHead,
     ) -> Self {
-        let presence = presence.map(|(who, asked, present)| (who, asked, PresenceVerdict::of(present)));
-        Self { check, presence, parts, running: None }
+        let presence = presence.map(|(who, mut asked, present)| {
+            asked.shrink_to_fit(); // kept for the stream's life
+            (who, asked, PresenceVerdict::of(present))
+        });
+        Self { check, presence, head, running: None }
     }
 
     /// Starts a check of `topics`, unless one is still running.
     pub(super) fn start(&mut self, topics: &[Topic]) {
         if self.running.is_none() {
-            let (check, parts, topics) = (self.check.clone(), self.parts.clone(), topics.to_vec());
+            let (check, parts, topics) = (self.check.clone(), Arc::new(self.head.parts()), topics.to_vec());
             let presence = self.presence.clone();
             self.running = Some(Box::pin(async move {
                 if let Some(check) = check {

@@ -12,6 +12,7 @@
 mod body;
 mod group;
 mod hooks;
+mod kept_head;
 mod query;
 
 pub use hooks::{Presence, PresenceReader};
@@ -23,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{OriginalUri, Request};
-use axum::http::{header, request::Parts, HeaderName, HeaderValue, Response, StatusCode};
+use axum::extract::Request;
+use axum::http::{header, request::Parts, HeaderValue, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 use sse_notify_core::Topic;
@@ -35,6 +36,7 @@ use crate::error::ApiError;
 use body::EventBody;
 use group::StreamGroup;
 use hooks::{first_refused, presence_of, AuthorizeFn, PresenceFn, Recheck};
+use kept_head::KeptHead;
 use query::last_event_id;
 use sse_notify_broker::{distinct_topics, Broker, BrokerError};
 
@@ -172,6 +174,11 @@ impl SseEndpoint {
     /// out, on a topic still open to watchers), is closed: its reconnect then gets 403, or is
     /// decided afresh, and its member leaves. A user removed from a team stops receiving, and is
     /// no longer listed, within `every`. One shared ticker drives all streams.
+    ///
+    /// A re-check sees the request's method, URI, version and headers, its `ConnectInfo` and
+    /// `OriginalUri`: a stream keeps only those (in one buffer, for its whole life). Other
+    /// extensions that the app's layers put on the request are seen when the stream opens,
+    /// not at its re-checks (a re-check that read them would decide on what was true then).
     pub fn recheck_authorization(mut self, every: Duration) -> Self {
         self.recheck = Some(every);
         self
@@ -288,8 +295,7 @@ impl Prepared {
         let poll = poll_from_query(query)?;
         let last_event_id = last_event_id(&parts.headers, query);
         let client_key = (ep.client_key)(&parts);
-        // Only a stream that is re-checked keeps its request head (for its whole life).
-        let parts = Arc::new(if ep.recheck.is_some() { detached(parts) } else { parts });
+        let parts = Arc::new(parts);
         if let Some(check) = &ep.authorize {
             if let Some(topic) = first_refused(check.as_ref(), &parts, &topics).await {
                 return Err(ApiError::forbidden(format!("not allowed to subscribe to topic {:?}", topic.as_str())));
@@ -310,7 +316,8 @@ impl Prepared {
             (None, None, _) | (_, _, None) => None,
             (check, who, Some(_)) => {
                 let presence = who.clone().map(|who| (who, presence_asked, presence.as_slice()));
-                Some(Recheck::new(check.clone(), presence, parts))
+                // Only a stream that is re-checked keeps its request head (for its whole life).
+                Some(Recheck::new(check.clone(), presence, KeptHead::of(&parts)))
             }
         };
         if *ep.broker.closing().borrow() {
@@ -352,67 +359,8 @@ impl Prepared {
     }
 }
 
-/// The request's head, copied out of the buffer it was parsed in. A URI or header value that
-/// hyper (or the direct reader) parsed is a slice of the connection's read buffer; kept for a
-/// stream's whole life (the re-check holds the head), it kept that whole buffer alive: ~12 KiB
-/// more per stream on a kept-alive connection, measured from outside the server
-/// (`server/tests/memory.rs`).
-fn detached(parts: Parts) -> Parts {
-    let (mut head, ()) = Request::new(()).into_parts();
-    head.method = parts.method;
-    head.uri = parts.uri.to_string().parse().unwrap_or(parts.uri);
-    head.version = parts.version;
-    head.extensions = parts.extensions;
-    // axum keeps the URI as it came (for nested routers) in the extensions: a slice of the
-    // buffer too. (Found by measuring: the headers alone were not it.)
-    if let Some(OriginalUri(uri)) = head.extensions.get_mut::<OriginalUri>() {
-        if let Ok(owned) = uri.to_string().parse() {
-            *uri = owned;
-        }
-    }
-    head.headers.reserve(parts.headers.len());
-    for (name, value) in &parts.headers {
-        let name = HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
-        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        head.headers.append(name, copy);
-    }
-    head
-}
-
 /// The default client key: the peer address (IPv6 by its /64).
 fn peer_address_key(req: &Parts) -> Option<String> {
     let peer = req.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
     Some(address_key(peer.0.ip()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-
-    #[test]
-    fn a_kept_request_head_holds_nothing_of_the_buffer_it_was_parsed_in() {
-        // As a server parses it: the URI and header values are slices of one read buffer.
-        let mut raw = b"/events?topic=tasks".to_vec();
-        raw.resize(16 * 1024, b'x');
-        let buffer = Bytes::from(raw);
-        let in_buffer = |p: *const u8| buffer.as_ptr_range().contains(&p);
-        let uri = axum::http::Uri::from_maybe_shared(buffer.slice(..19)).unwrap();
-        let mut req = Request::builder().uri(uri.clone()).body(()).unwrap();
-        let value = HeaderValue::from_maybe_shared(buffer.slice(100..110)).unwrap();
-        req.headers_mut().insert("x-custom", value);
-        req.extensions_mut().insert(OriginalUri(uri));
-        let (parts, ()) = req.into_parts();
-        assert!(in_buffer(parts.headers["x-custom"].as_bytes().as_ptr()), "the test's head does share it");
-
-        let kept = detached(parts);
-        assert!(!in_buffer(kept.headers["x-custom"].as_bytes().as_ptr()));
-        assert_eq!(kept.uri, "/events?topic=tasks");
-        assert_eq!(
-            kept.extensions.get::<OriginalUri>().map(|u| u.0.to_string()).as_deref(),
-            Some("/events?topic=tasks")
-        );
-        assert_eq!(kept.headers["x-custom"], "xxxxxxxxxx");
-    }
 }
