@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
-use crate::procfs::{sample_all, Sample};
+use crate::procfs::{kernel, sample_all, KernelSample, Sample};
 use crate::protocol::{self, Plan, Report};
 use crate::publish::{redis_cpu_ms, Publisher};
 use crate::Args;
@@ -78,6 +78,14 @@ pub struct Summary {
     pub servers: Vec<ServerCost>,
     /// Server memory growth per open stream over all `--pid`s (KiB).
     pub kib_per_stream: Option<f64>,
+    /// The kernel's socket memory (slab and TCP buffers) before the streams and with them: both
+    /// ends of each stream, as both are on this machine.
+    pub kernel_before: Option<KernelSample>,
+    pub kernel_with_streams: Option<KernelSample>,
+    /// Its growth per open stream (KiB).
+    pub kernel_kib_per_stream: Option<f64>,
+    /// This tool's workers' memory per open stream (KiB): the client side.
+    pub load_tool_kib_per_stream: Option<f64>,
     pub events: usize,
     pub publish_failed: usize,
     pub first_publish_error: Option<String>,
@@ -266,6 +274,7 @@ pub async fn run(args: Args) -> Result<Summary, String> {
         );
     }
     let before = sample_all(&args.pids);
+    let kernel_before = kernel();
     let redis_before = match &args.redis {
         Some(url) => redis_cpu_ms(url).await,
         None => None,
@@ -322,6 +331,16 @@ pub async fn run(args: Args) -> Result<Summary, String> {
     let with_streams = sample_all(&args.pids);
     let worker_pids: Vec<u32> = workers.iter().filter_map(|w| w.child.id()).collect();
     let readers_before = sample_all(&worker_pids);
+    summary.kernel_before = kernel_before;
+    summary.kernel_with_streams = kernel();
+    if let (Some(b), Some(w), true) = (kernel_before, summary.kernel_with_streams, summary.connected > 0) {
+        let grown = (w.slab_kib + w.tcp_buffers_kib) as f64 - (b.slab_kib + b.tcp_buffers_kib) as f64;
+        summary.kernel_kib_per_stream = Some(grown / summary.connected as f64);
+    }
+    if summary.connected > 0 && !readers_before.is_empty() {
+        let held: u64 = readers_before.iter().map(|r| r.rss_kib).sum();
+        summary.load_tool_kib_per_stream = Some(held as f64 / summary.connected as f64);
+    }
 
     // Publishing, or just holding.
     let mut sent = std::collections::HashMap::new();
@@ -520,6 +539,15 @@ fn print_summary(s: &Summary) {
     }
     if let Some(k) = s.kib_per_stream {
         println!("server memory per stream: {k:.2} KiB");
+    }
+    if let (Some(k), Some(b), Some(w)) = (s.kernel_kib_per_stream, s.kernel_before, s.kernel_with_streams) {
+        println!(
+            "kernel memory per stream (both ends): {k:.2} KiB (slab {} -> {} KiB, TCP buffers {} -> {} KiB, {} -> {} TCP sockets)",
+            b.slab_kib, w.slab_kib, b.tcp_buffers_kib, w.tcp_buffers_kib, b.tcp_sockets, w.tcp_sockets
+        );
+    }
+    if let Some(k) = s.load_tool_kib_per_stream {
+        println!("load tool memory per stream: {k:.2} KiB (its workers' RSS with the streams)");
     }
     if let Some(c) = s.server_cpu_us_per_connect {
         println!("server CPU per stream opened: {c:.0} µs");

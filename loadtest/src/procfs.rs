@@ -38,6 +38,28 @@ pub fn sample_all(pids: &[u32]) -> Vec<Sample> {
     pids.iter().filter_map(|&p| sample(p)).collect()
 }
 
+/// The kernel's memory for sockets, machine-wide: TCP's buffers (`/proc/net/sockstat`, counted
+/// in pages) and the slab (`/proc/meminfo`), where each socket, its inode, file and epoll entry
+/// live. Both ends of a loopback stream are on this machine, so a stream costs two sockets.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct KernelSample {
+    pub tcp_sockets: u64,
+    pub tcp_buffers_kib: u64,
+    pub slab_kib: u64,
+}
+
+/// Reads the kernel's socket memory now; `None` off Linux or when unreadable.
+pub fn kernel() -> Option<KernelSample> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let tcp: Vec<&str> = sockstat.lines().find(|l| l.starts_with("TCP:"))?.split_whitespace().collect();
+    let field = |name: &str| tcp.iter().position(|w| *w == name).and_then(|i| tcp.get(i + 1)?.parse::<u64>().ok());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let slab_kib = meminfo.lines().find(|l| l.starts_with("Slab:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page_kib = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64) / 1024;
+    Some(KernelSample { tcp_sockets: field("inuse")?, tcp_buffers_kib: field("mem")? * page_kib, slab_kib })
+}
+
 /// Raises this process's open-files limit to its hard limit; returns the new soft limit.
 pub fn raise_open_files() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -59,5 +81,11 @@ mod tests {
     fn reads_this_process() {
         let me = super::sample(std::process::id()).expect("this process is readable");
         assert!(me.rss_kib > 0 && me.fds > 0, "{me:?}");
+    }
+
+    #[test]
+    fn reads_the_kernels_socket_memory() {
+        let k = super::kernel().expect("/proc/net/sockstat and /proc/meminfo are readable");
+        assert!(k.slab_kib > 0, "{k:?}");
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! - `GET /events`: an SSE stream of every event (`event: task:created`, `id`, `data: {"id":N}`),
 //!   whatever the query says;
-//! - `POST /api/tasks`: publishes the next event and answers `{"id":N}`.
+//! - `POST /api/tasks`: publishes the next event and answers `201` with `{"id":N}`.
 //!
 //! ```text
 //! plain-axum 127.0.0.1:3990
@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -52,11 +53,11 @@ async fn events(State(events): State<Events>) -> Sse<impl Stream<Item = Result<E
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-async fn publish(State(events): State<Events>) -> Json<serde_json::Value> {
+async fn publish(State(events): State<Events>) -> (StatusCode, Json<serde_json::Value>) {
     let id = events.next.fetch_add(1, Ordering::Relaxed) + 1;
     // No stream yet is not an error: the event simply reaches no one.
     let _ = events.sender.send(id);
-    Json(serde_json::json!({ "id": id }))
+    (StatusCode::CREATED, Json(serde_json::json!({ "id": id })))
 }
 
 #[tokio::main]
