@@ -38,19 +38,7 @@ need_kib=$(( streams * 12 ))
 [ "$avail_kib" -ge "$need_kib" ] || fail "$(( avail_kib / 1024 )) MiB available; about $(( need_kib / 1024 )) MiB needed"
 command -v redis-server >/dev/null || fail "redis-server is missing (run scripts/setup.sh)"
 
-export RUSTFLAGS="--cfg erase_components" LEPTOS_OUTPUT_NAME=taskboard
-cargo build --release -q -p server -p loadtest
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/bench-lib.sh
 wait_for() { for _ in $(seq 300); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; fail "no answer from $1"; }
 
 port=$(free_port)

@@ -24,19 +24,7 @@ viewers=${VIEWERS:-1000} board=${BOARD:-100} changes=${CHANGES:-300} rate=${RATE
 modes=${MODES:-notify naive off on}
 say() { printf '\033[1m[bench-refetch]\033[0m %s\n' "$*" >&2; }
 
-export RUSTFLAGS="--cfg erase_components" LEPTOS_OUTPUT_NAME=taskboard
-cargo build --release -q -p server -p loadtest
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/bench-lib.sh
 wait_for() { for _ in $(seq 100); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; say "no answer from $1"; exit 1; }
 
 redis_url=""
