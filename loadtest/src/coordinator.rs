@@ -22,14 +22,18 @@ use crate::Args;
 pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub p999_ms: f64,
     pub max_ms: f64,
     pub samples: u64,
 }
 
 impl Latency {
-    /// `p50 … ms, p99 … ms, max … ms`, with `places` decimals.
+    /// `p50 … ms, p99 … ms, p99.9 … ms, max … ms`, with `places` decimals.
     fn show(&self, places: usize) -> String {
-        format!("p50 {:.places$} ms, p99 {:.places$} ms, max {:.places$} ms", self.p50_ms, self.p99_ms, self.max_ms)
+        format!(
+            "p50 {:.places$} ms, p99 {:.places$} ms, p99.9 {:.places$} ms, max {:.places$} ms",
+            self.p50_ms, self.p99_ms, self.p999_ms, self.max_ms
+        )
     }
 }
 
@@ -44,6 +48,7 @@ impl From<&Histogram<u64>> for Latency {
         Latency {
             p50_ms: ms(h.value_at_quantile(0.5)),
             p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
             max_ms: ms(h.max()),
             samples: h.len(),
         }
