@@ -211,7 +211,8 @@ impl Connections {
         first: Option<FirstHead>,
     ) {
         let socket = Arc::new(socket);
-        let (takeover, io, taken) = Takeover::new(self.stream_paths.clone(), prefix, socket.clone(), first);
+        let (takeover, io, taken) =
+            Takeover::new(self.stream_paths.clone(), prefix, socket.clone(), first, self.stall.clone());
         let app = self.app.clone();
         let service = tower::service_fn(move |req: Request<hyper::body::Incoming>| {
             // Here rather than in the future: hyper calls this as soon as it has read a head.

@@ -27,6 +27,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::pending::PendingHead;
 use super::request_head::is_plain_stream_get;
+use super::writer::StallLimit;
 
 /// A connection's first request head, not yet complete when hyper took the connection.
 pub(crate) struct FirstHead {
@@ -52,6 +53,12 @@ pub(crate) struct HyperIo {
     socket: Arc<TcpStream>,
     shared: Arc<Shared>,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// How long a write may wait for room (`SSE_WRITE_TIMEOUT_SECONDS`), and the timer of the
+    /// write waiting now. The streams hyper keeps (HTTP/1.0, a request with a body or an
+    /// `Expect`, HTTP/2) are cut like the direct writer's when their client stops reading;
+    /// before, such a stream held its queue, its slot and megabytes of kernel buffer for good.
+    stall: Arc<StallLimit>,
+    write_wait: Option<Pin<Box<Sleep>>>,
 }
 
 /// Taking a stream away from hyper (see the module's documentation).
@@ -74,6 +81,7 @@ impl Takeover {
         prefix: Bytes,
         socket: Arc<TcpStream>,
         first: Option<FirstHead>,
+        stall: Arc<StallLimit>,
     ) -> (Arc<Self>, HyperIo, oneshot::Receiver<Response<Body>>) {
         let (deadline, pending) = match first {
             Some(f) => (Some(Box::pin(tokio::time::sleep_until(f.deadline))), f.pending),
@@ -85,7 +93,7 @@ impl Takeover {
             pending: Mutex::new(pending),
         });
         let (tx, rx) = oneshot::channel();
-        let io = HyperIo { prefix, socket, shared: shared.clone(), deadline };
+        let io = HyperIo { prefix, socket, shared: shared.clone(), deadline, stall, write_wait: None };
         (Arc::new(Self { stream_paths, shared, taken: Mutex::new(Some(tx)) }), io, rx)
     }
 
@@ -155,16 +163,33 @@ impl AsyncWrite for HyperIo {
         self.poll_write_vectored(cx, &[IoSlice::new(buf)])
     }
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        self.shared.flushed.store(false, Ordering::Release);
+        let this = &mut *self;
+        this.shared.flushed.store(false, Ordering::Release);
         loop {
-            ready!(self.socket.poll_write_ready(cx))?;
-            match self.socket.try_write_vectored(bufs) {
+            if let Poll::Pending = this.socket.poll_write_ready(cx)? {
+                let after = this.stall.after;
+                let wait = this.write_wait.get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+                if wait.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                tracing::info!(?after, "a connection's client stopped reading; cut");
+                this.stall.cuts.inc();
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no write made progress within SSE_WRITE_TIMEOUT_SECONDS",
+                )));
+            }
+            match this.socket.try_write_vectored(bufs) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                written => return Poll::Ready(written),
+                written => {
+                    // Progress: the next wait has a bound of its own.
+                    this.write_wait = None;
+                    return Poll::Ready(written);
+                }
             }
         }
     }
