@@ -170,7 +170,7 @@ impl AsyncWrite for HyperIo {
         let this = &mut *self;
         this.shared.flushed.store(false, Ordering::Release);
         loop {
-            if let Poll::Pending = this.socket.poll_write_ready(cx)? {
+            if this.socket.poll_write_ready(cx)?.is_pending() {
                 let after = this.stall.after;
                 let wait = this.write_wait.get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
                 if wait.as_mut().poll(cx).is_pending() {

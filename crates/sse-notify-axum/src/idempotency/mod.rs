@@ -36,7 +36,6 @@
 mod record;
 mod store;
 
-use futures::future::Either;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -49,6 +48,7 @@ use axum::extract::Request;
 use axum::http::{header, request::Parts, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures::future::Either;
 use http_body_util::{BodyExt, Limited};
 use sha2::{Digest, Sha256};
 use sse_notify_broker::Broker;

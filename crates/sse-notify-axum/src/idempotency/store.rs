@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -326,7 +326,7 @@ impl RedisStore {
         format!("sse-idem-scope/{{{}}}/{}", self.namespace, Self::hex(scope))
     }
 
-    fn ms(d: Duration) -> u64 {
+    fn ms(d: std::time::Duration) -> u64 {
         d.as_millis().max(1) as u64
     }
 }
@@ -409,6 +409,7 @@ impl Store for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn key(n: u32) -> StoreKey {
         let mut k = [0; 32];
