@@ -126,6 +126,7 @@ impl Linger {
         }
     }
 }
+
 /// A stream's response as [`write_stream`] takes it: its head, ready to send, and its body.
 /// The response's parts (its header map, ~0.5 KiB with its allocation) are dropped here: a
 /// stream lives for hours and should hold only what writing it needs (an async fn keeps its
@@ -211,7 +212,8 @@ enum Pieces {
 }
 
 impl Pieces {
-    /// What is left to send of the first piece (empty when all is sent).
+    /// The first piece not yet sent whole (the caller skips what was sent of it; empty when
+    /// all is sent).
     fn first(&self) -> &[u8] {
         match self {
             Pieces::One(out) => out,
