@@ -294,7 +294,7 @@ async fn a_poll_answer_arrives_whole_when_its_client_sent_more_after_its_request
     assert!(
         text.ends_with("\r\n0\r\n\r\n"),
         "the answer ends with the last chunk: {:?}",
-        &text[text.len().saturating_sub(40)..]
+        text.get(text.len().saturating_sub(40)..).unwrap_or(&text)
     );
 }
 

@@ -104,23 +104,34 @@ impl Linger {
 
     /// Ready when the client has closed its side (or failed), sent too much, or the time is up.
     fn poll(&mut self, socket: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            match socket.poll_read_ready(cx) {
-                Poll::Pending => return self.deadline.as_mut().poll(cx),
-                Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Ready(Ok(())) => {
-                    let mut sink = [0u8; 1024];
-                    match socket.try_read(&mut sink) {
-                        Ok(0) => return Poll::Ready(()),
-                        Ok(n) => {
-                            self.read += n;
-                            if self.read > LINGER_BYTES {
-                                return Poll::Ready(());
-                            }
+        match poll_discard(socket, cx, &mut self.read, LINGER_BYTES) {
+            Poll::Pending => self.deadline.as_mut().poll(cx),
+            done => done,
+        }
+    }
+}
+
+/// Reads and drops what the client sends, counting it in `read`: ready when the client has
+/// closed its side (or the connection failed), or once `read` is past `bound`; pending, with
+/// the task registered for more, while it sends nothing. One loop for a stream's idle reading
+/// and for a closing connection's.
+fn poll_discard(socket: &TcpStream, cx: &mut Context<'_>, read: &mut usize, bound: usize) -> Poll<()> {
+    loop {
+        match socket.poll_read_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(())) => {
+                let mut sink = [0u8; 1024];
+                match socket.try_read(&mut sink) {
+                    Ok(0) => return Poll::Ready(()),
+                    Ok(n) => {
+                        *read += n;
+                        if *read > bound {
+                            return Poll::Ready(());
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(_) => return Poll::Ready(()),
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return Poll::Ready(()),
                 }
             }
         }
@@ -371,25 +382,13 @@ impl StreamWriter {
         }
         // Nothing to send: a stream's client has nothing more to say, so anything readable is
         // either its close or bytes to drop (a few; past the bound, the connection closes).
-        loop {
-            match self.socket.poll_read_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => return Poll::Ready(Next::ClientGone),
-                Poll::Ready(Ok(())) => {
-                    let mut sink = [0u8; 256];
-                    match self.socket.try_read(&mut sink) {
-                        Ok(0) => return Poll::Ready(Next::ClientGone),
-                        Ok(n) => {
-                            self.after_request = self.after_request.saturating_add(n as u32);
-                            if self.after_request as usize > MAX_AFTER_REQUEST {
-                                return Poll::Ready(Next::ClientTalks);
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(_) => return Poll::Ready(Next::ClientGone),
-                    }
-                }
-            }
+        let mut read = self.after_request as usize;
+        let polled = poll_discard(&self.socket, cx, &mut read, MAX_AFTER_REQUEST);
+        self.after_request = read.min(u32::MAX as usize) as u32;
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) if read > MAX_AFTER_REQUEST => Poll::Ready(Next::ClientTalks),
+            Poll::Ready(()) => Poll::Ready(Next::ClientGone),
         }
     }
 
