@@ -23,7 +23,7 @@ use sse_notify_axum::IdempotencyLayer;
 use sse_notify_axum::Presence;
 use sse_notify_axum::{error, ConfigError, ResponseCache, SseApp};
 use sse_notify_core::DEFAULT_EVENTS_PATH;
-use tower::ServiceExt;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -172,29 +172,23 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
             move || shell(options.clone())
         })
         .with_state(options);
-    // Pages, server functions and the REST API read bodies: those must arrive in time.
-    // Every request is traced but the streams': tower-http's trace body reads the clock twice
-    // for each frame it passes on (a tenth of the server's CPU at full fan-out), and the
-    // endpoint logs its streams' opening and closing itself.
-    let app = sse
-        .with_start_cursor(pages)
-        .merge(tasks::routes(sse.broker().clone(), store, cache))
-        .merge(crm_api)
+    // The layers go on as one stack: axum wraps a router's routes once per `Router::layer` call,
+    // and each wrapping is cloned for every request (a cached refetch paid ~40 clones and
+    // boxes with them applied one by one).
+    let layers = ServiceBuilder::new()
+        // Every request is traced but the streams': tower-http's trace body reads the clock
+        // twice for each frame it passes on (a tenth of the server's CPU at full fan-out), and
+        // the endpoint logs its streams' opening and closing itself.
+        .layer(TraceLayer::new_for_http())
+        // Pages, server functions and the REST API read bodies: those must arrive in time.
         .layer(sse.body_timeout())
-        .merge(sse.health_routes())
-        .merge(sse.metrics_routes())
-        .method_not_allowed_fallback(error::method_not_allowed)
-        .fallback(move |req: Request| static_file(files.clone(), req))
-        // A write's events say which tab made it (server functions and REST alike), so that
-        // tab does not refetch its own change.
-        .layer(WriterOriginLayer)
         // A write retried with its Idempotency-Key (the board's and the CRM's, by
         // `leptos_sse_notify::write`) happens once, whichever instance the retry reaches.
         // Keys are kept per signed-in user, and per address for visitors (a scope pushes out
         // only its own keys: one visitor writing a lot cannot make another's retry run
         // twice). Outside the origin layer, so a repeat gets the first answer's
-        // `sse-position` too; inside a body timeout, since it reads a keyed write's body whole
-        // before the handler does.
+        // `sse-position` too; inside the body timeout, since it reads a keyed write's body
+        // whole before the handler does.
         .layer(IdempotencyLayer::new(sse.broker(), {
             let sessions = sessions.clone();
             move |parts| {
@@ -208,8 +202,18 @@ pub fn router(sse: &SseApp, options: LeptosOptions, demo: DemoConfig) -> Router 
                 }
             }
         }))
-        .layer(sse.body_timeout())
-        .layer(TraceLayer::new_for_http())
+        // A write's events say which tab made it (server functions and REST alike), so that
+        // tab does not refetch its own change.
+        .layer(WriterOriginLayer);
+    let app = sse
+        .with_start_cursor(pages)
+        .merge(tasks::routes(sse.broker().clone(), store, cache))
+        .merge(crm_api)
+        .merge(sse.health_routes())
+        .merge(sse.metrics_routes())
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(move |req: Request| static_file(files.clone(), req))
+        .layer(layers)
         .route(DEFAULT_EVENTS_PATH, events.into_route());
     let app = with_security_headers(app);
     match sse.cors() {
@@ -248,8 +252,11 @@ fn with_security_headers(app: Router) -> Router {
     let set = |name: HeaderName, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
     };
-    app.layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(set(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(set(header::REFERRER_POLICY, "strict-origin-when-cross-origin"))
-        .layer(set(header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'; object-src 'none'; base-uri 'self'"))
+    app.layer(
+        ServiceBuilder::new()
+            .layer(set(header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'; object-src 'none'; base-uri 'self'"))
+            .layer(set(header::REFERRER_POLICY, "strict-origin-when-cross-origin"))
+            .layer(set(header::X_FRAME_OPTIONS, "DENY"))
+            .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
+    )
 }

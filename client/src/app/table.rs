@@ -37,18 +37,26 @@ redis.call('HSET', KEYS[1], ARGV[1], out)
 return out
 "#;
 
+/// A table; a clone is one `Arc`'s (axum clones a route's state for every request it serves).
 pub enum Table<T> {
     Memory(Arc<Mutex<(u64, BTreeMap<u64, T>)>>),
-    Redis { conn: RedisConnection, hash: String, counter: String, _rows: PhantomData<fn() -> T> },
+    Redis(Arc<RedisRows>, PhantomData<fn() -> T>),
+}
+
+/// Where a table lives in Redis.
+pub struct RedisRows {
+    conn: RedisConnection,
+    /// The rows: a hash of id -> JSON.
+    hash: String,
+    /// The last id given.
+    counter: String,
 }
 
 impl<T> Clone for Table<T> {
     fn clone(&self) -> Self {
         match self {
             Table::Memory(m) => Table::Memory(m.clone()),
-            Table::Redis { conn, hash, counter, .. } => {
-                Table::Redis { conn: conn.clone(), hash: hash.clone(), counter: counter.clone(), _rows: PhantomData }
-            }
+            Table::Redis(db, _) => Table::Redis(db.clone(), PhantomData),
         }
     }
 }
@@ -60,20 +68,20 @@ impl<T: Clone + Serialize + DeserializeOwned> Table<T> {
 
     /// A table in Redis under `{key_prefix}{name}`.
     pub fn redis(conn: RedisConnection, key_prefix: &str, name: &str) -> Self {
-        Table::Redis {
+        let rows = RedisRows {
             conn,
             hash: format!("{key_prefix}{name}:rows"),
             counter: format!("{key_prefix}{name}:next_id"),
-            _rows: PhantomData,
-        }
+        };
+        Table::Redis(Arc::new(rows), PhantomData)
     }
 
     /// Every row, by id.
     pub async fn list(&self) -> Result<Vec<T>, StoreError> {
         match self {
             Table::Memory(m) => Ok(m.lock().unwrap().1.values().cloned().collect()),
-            Table::Redis { conn, hash, .. } => {
-                let raw: Vec<(u64, String)> = conn.clone().hgetall(hash).await?;
+            Table::Redis(db, _) => {
+                let raw: Vec<(u64, String)> = db.conn.clone().hgetall(&db.hash).await?;
                 let mut rows: Vec<(u64, T)> =
                     raw.into_iter().map(|(id, s)| decode(&s).map(|row| (id, row))).collect::<Result<_, _>>()?;
                 rows.sort_by_key(|(id, _)| *id);
@@ -85,8 +93,8 @@ impl<T: Clone + Serialize + DeserializeOwned> Table<T> {
     pub async fn get(&self, id: u64) -> Result<Option<T>, StoreError> {
         match self {
             Table::Memory(m) => Ok(m.lock().unwrap().1.get(&id).cloned()),
-            Table::Redis { conn, hash, .. } => {
-                let raw: Option<String> = conn.clone().hget(hash, id).await?;
+            Table::Redis(db, _) => {
+                let raw: Option<String> = db.conn.clone().hget(&db.hash, id).await?;
                 raw.as_deref().map(decode).transpose()
             }
         }
@@ -103,8 +111,8 @@ impl<T: Clone + Serialize + DeserializeOwned> Table<T> {
                 rows.insert(*next_id, row.clone());
                 Ok(row)
             }
-            Table::Redis { conn, counter, .. } => {
-                let id: u64 = conn.clone().incr(counter, 1).await?;
+            Table::Redis(db, _) => {
+                let id: u64 = db.conn.clone().incr(&db.counter, 1).await?;
                 let row = make(id);
                 self.put(id, &row).await?;
                 Ok(row)
@@ -119,9 +127,9 @@ impl<T: Clone + Serialize + DeserializeOwned> Table<T> {
                 m.lock().unwrap().1.insert(id, row.clone());
                 Ok(())
             }
-            Table::Redis { conn, hash, .. } => {
+            Table::Redis(db, _) => {
                 let json = serde_json::to_string(row).expect("row serializes");
-                Ok(conn.clone().hset(hash, id, json).await?)
+                Ok(db.conn.clone().hset(&db.hash, id, json).await?)
             }
         }
     }
@@ -143,12 +151,12 @@ impl<T: Clone + Serialize + DeserializeOwned> Table<T> {
                 *row = serde_json::from_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 Ok(Some(row.clone()))
             }
-            Table::Redis { conn, hash, .. } => {
+            Table::Redis(db, _) => {
                 let raw: Option<String> = redis::Script::new(PATCH_SCRIPT)
-                    .key(hash)
+                    .key(&db.hash)
                     .arg(id)
                     .arg(serde_json::Value::Object(changes).to_string())
-                    .invoke_async(&mut conn.clone())
+                    .invoke_async(&mut db.conn.clone())
                     .await?;
                 raw.as_deref().map(decode).transpose()
             }
@@ -159,7 +167,7 @@ impl<T: Clone + Serialize + DeserializeOwned> Table<T> {
     pub async fn delete(&self, id: u64) -> Result<bool, StoreError> {
         match self {
             Table::Memory(m) => Ok(m.lock().unwrap().1.remove(&id).is_some()),
-            Table::Redis { conn, hash, .. } => Ok(conn.clone().hdel::<_, _, u64>(hash, id).await? > 0),
+            Table::Redis(db, _) => Ok(db.conn.clone().hdel::<_, _, u64>(&db.hash, id).await? > 0),
         }
     }
 }

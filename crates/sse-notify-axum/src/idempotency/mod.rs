@@ -171,10 +171,14 @@ pub struct Idempotency<S> {
     layer: IdempotencyLayer,
 }
 
-impl<S> Service<Request> for Idempotency<S>
+/// Any request body is taken (a body timeout's, say, so the two can be one `ServiceBuilder`
+/// stack) and passed on as axum's [`Body`] (which a `Body` already is, at no cost).
+impl<S, B> Service<axum::http::Request<B>> for Idempotency<S>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
@@ -184,7 +188,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let req = req.map(Body::new);
         let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
         let Some(key) = req.headers().get(IDEMPOTENCY_KEY_HEADER).filter(|_| !safe).cloned() else {
             // Nothing to remember: the inner service, made ready by `poll_ready`, answers as it
