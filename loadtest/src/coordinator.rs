@@ -94,7 +94,14 @@ pub struct Summary {
     pub events: usize,
     pub publish_failed: usize,
     pub first_publish_error: Option<String>,
+    /// Publishes per second, from the first one's start to the last one's answer.
     pub publish_per_s: f64,
+    /// At a paced `--rate`: publishes started per second, the first's start to the last's
+    /// (the rate the server absorbed: `publish_per_s` also counts the last answer's time).
+    pub publish_started_per_s: Option<f64>,
+    /// At a paced `--rate`: the most a publish started behind its schedule (ms): how far a
+    /// slow answer held the next publish back before the schedule was caught up.
+    pub publish_max_lag_ms: Option<f64>,
     pub deliveries: u64,
     pub deliveries_expected: u64,
     pub complete_streams: usize,
@@ -383,6 +390,10 @@ pub async fn run(args: Args) -> Result<Summary, String> {
         summary.publish_failed = p.failed;
         summary.first_publish_error = p.first_error;
         summary.publish_per_s = (args.events - p.failed) as f64 / p.elapsed.as_secs_f64().max(1e-9);
+        if args.rate > 0.0 && args.events > 1 {
+            summary.publish_started_per_s = Some((args.events - 1) as f64 / p.started.as_secs_f64().max(1e-9));
+            summary.publish_max_lag_ms = Some(p.max_lag.as_secs_f64() * 1e3);
+        }
         first_sent_us = p.first_sent_us;
         sent = p.sent_us;
     } else {
@@ -572,6 +583,9 @@ fn print_summary(s: &Summary) {
             s.complete_streams,
             s.deliveries_per_s
         );
+        if let (Some(started), Some(lag)) = (s.publish_started_per_s, s.publish_max_lag_ms) {
+            println!("publishes started at {started:.1}/s; the latest start was {lag:.1} ms behind its schedule");
+        }
         if s.reconnects > 0 || s.duplicates > 0 || s.out_of_order > 0 {
             println!(
                 "reconnects: {}, events received twice: {}, out of order: {}",

@@ -30,7 +30,13 @@ pub struct Published {
     pub failed: usize,
     pub first_error: Option<String>,
     pub first_sent_us: u64,
+    /// From the first publish's start to the last one's answer.
     pub elapsed: Duration,
+    /// From the first publish's start to the last one's.
+    pub started: Duration,
+    /// At a paced rate: how late the latest-starting publish started after its time in the
+    /// schedule (a publish waits for a free publisher: a slow answer holds the next one back).
+    pub max_lag: Duration,
 }
 
 impl Publisher {
@@ -115,11 +121,16 @@ impl Publisher {
         let started = Instant::now();
         let first_sent_us = unix_us();
         let mut tasks = Vec::with_capacity(count);
+        let mut max_lag = Duration::ZERO;
         for i in 0..count as u64 {
+            let due = started + if rate > 0.0 { Duration::from_secs_f64(i as f64 / rate) } else { Duration::ZERO };
             if rate > 0.0 {
-                tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+                tokio::time::sleep_until(due.into()).await;
             }
             let permit = gate.clone().acquire_owned().await.expect("the gate stays open");
+            if rate > 0.0 {
+                max_lag = max_lag.max(due.elapsed());
+            }
             let publisher = self.clone();
             tasks.push(tokio::spawn(async move {
                 let at = unix_us();
@@ -128,8 +139,16 @@ impl Publisher {
                 result.map(|id| (id, at))
             }));
         }
-        let mut out =
-            Published { sent_us: HashMap::new(), failed: 0, first_error: None, first_sent_us, elapsed: Duration::ZERO };
+        let last_started = started.elapsed();
+        let mut out = Published {
+            sent_us: HashMap::new(),
+            failed: 0,
+            first_error: None,
+            first_sent_us,
+            elapsed: Duration::ZERO,
+            started: last_started,
+            max_lag,
+        };
         for t in tasks {
             match t.await.map_err(|e| e.to_string()).and_then(|r| r) {
                 Ok((id, at)) => {
