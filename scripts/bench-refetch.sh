@@ -16,6 +16,7 @@
 #     LOADTEST_ARGS=--conditional
 #   REDIS=1 PUBLISH=redis MODES=on LOADTEST_ARGS=--conditional   events that change nothing,
 #     published straight into Redis: each refetch revalidates with If-None-Match (304)
+#   SERVER=/tmp/old/server REDIS=1 MODES=on     another build of the server (before and after)
 #
 # Release builds; everything on loopback ports chosen free at start, stopped on exit.
 set -euo pipefail
@@ -44,7 +45,7 @@ for mode in $modes; do
   for i in $(seq "$instances"); do
     port=$(free_port)
     env READ_CACHE="$cache" LEPTOS_SITE_ADDR="127.0.0.1:$port" SSE_MAX_STREAMS_PER_CLIENT=1000000 \
-      ${redis_url:+REDIS_URL=$redis_url} RUST_LOG=warn target/release/server >"$work/server-$mode-$i.log" 2>&1 &
+      ${redis_url:+REDIS_URL=$redis_url} RUST_LOG=warn "${SERVER:-target/release/server}" >"$work/server-$mode-$i.log" 2>&1 &
     pids+=($!) server_pids+=($!)
     urls+=(--url "http://127.0.0.1:$port")
     wait_for "http://127.0.0.1:$port/health"
