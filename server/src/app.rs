@@ -228,15 +228,17 @@ const NAME_MAX: usize = 255;
 
 /// Files under the site root (the WASM bundle, CSS, favicon); everything else is the JSON 404.
 /// `files` does not redirect directories to a trailing slash (`//pkg` -> `//pkg/` would send
-/// browsers to the host `pkg`), and a path segment too long to be a file name is a 404 here, not
-/// the 500 the file system's error would give.
+/// browsers to the host `pkg`), a path segment too long to be a file name is a 404 here, not
+/// the 500 the file system's error would give, and so is a method other than GET and HEAD (to
+/// which `ServeDir` answers an empty 405: no route takes it here).
 async fn static_file<S>(files: S, req: Request) -> Response
 where
     S: tower::Service<Request, Error = std::convert::Infallible>,
     S::Response: IntoResponse,
 {
     let path = req.uri().path();
-    if path.starts_with("//") || path.split('/').any(|segment| segment.len() > NAME_MAX) {
+    let readable = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !readable || path.starts_with("//") || path.split('/').any(|segment| segment.len() > NAME_MAX) {
         return error::not_found(req.uri().clone()).await.into_response();
     }
     match files.oneshot(req).await {

@@ -58,16 +58,9 @@ impl From<JsonRejection> for BodyError {
     }
 }
 
-/// Whether the body stopped arriving (`SseApp::body_timeout`) rather than being bad JSON.
+/// Whether the body did not arrive in time (`SseApp::body_timeout`) rather than being bad JSON.
 fn body_timed_out(r: &JsonRejection) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(r);
-    while let Some(e) = source {
-        if e.is::<tower_http::timeout::TimeoutError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    sse_notify_axum::BodyTimeout::caused(r)
 }
 
 impl axum::response::IntoResponse for BodyError {

@@ -296,6 +296,12 @@ async fn bad_stream_requests_get_json_errors_and_the_server_stays_healthy() {
     );
     assert_eq!(error_code(get("/nope").await.unwrap(), 404).await, "not_found");
     assert_eq!(error_code(get("/api/nope").await.unwrap(), 404).await, "not_found");
+    // Other methods on a path no route has: a JSON 404 too, not the file server's empty 405.
+    for path in ["/nope", "/api/nope", "/api/tasks/1/x", "/events/x"] {
+        let resp = c.post(app.url(path)).header("content-type", "application/json").body("{}").send().await.unwrap();
+        assert_eq!(error_code(resp, 404).await, "not_found", "POST {path}");
+    }
+    assert_eq!(error_code(c.delete(app.url("/nope")).send().await.unwrap(), 404).await, "not_found");
 
     // The server is still fine: health, and a stream that works.
     assert_eq!(get("/health").await.unwrap().status(), 200);

@@ -493,21 +493,63 @@ async fn silent_and_slowloris_clients_are_closed_while_health_and_streams_go_on(
     assert_eq!(stream.expect_event().await.event, "tick");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_body_that_never_finishes_gets_408_in_time() {
-    let cfg = SseConfig { body_timeout: Duration::from_secs(1), ..config(None) };
-    let app = TestServer::demo(cfg).await;
+/// Sends `head` and `first` bytes of a body on a new connection, then `more` one byte at a time
+/// `every` apart (until the server answers); gives the answer and how long it took.
+async fn slow_body(app: &TestServer, head: &str, first: &[u8], every: Duration) -> (String, Duration) {
     let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let head = "POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
     s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(b"{\"title\": \"slo").await.unwrap(); // and nothing more
+    s.write_all(first).await.unwrap();
     let started = Instant::now();
     let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
-    assert!(read.is_ok(), "the server still waits for the body after 5 s");
-    let text = String::from_utf8_lossy(&answer);
-    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    println!("unfinished body answered 408 after {:?}", started.elapsed());
+    let mut buf = [0u8; 4096];
+    // Bounded: the body timeout is 1 s here; 5 s without an answer is the failure.
+    while started.elapsed() < Duration::from_secs(5) {
+        match tokio::time::timeout(every, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                    break;
+                }
+            }
+            // A byte more, as a trickling client sends (ignored once the server stopped reading).
+            Err(_) if every < Duration::from_secs(5) => {
+                let _ = s.write_all(b" ").await;
+            }
+            Err(_) => {}
+        }
+    }
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_never_finishes_gets_408_in_time() {
+    use leptos::server_fn::ServerFn;
+    let cfg = SseConfig { body_timeout: Duration::from_secs(1), ..config(None) };
+    let app = TestServer::demo(cfg).await;
+    let rest = "POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    let keyed = "POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: k1\r\nContent-Length: 100\r\n\r\n";
+    let server_fn = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 50\r\n\r\n",
+        client::app::crm::api::SignIn::PATH
+    );
+    let never = Duration::from_secs(10);
+    let trickle = Duration::from_millis(300);
+    for (what, head, every, code) in [
+        ("a REST body that stops", rest, never, "body_timeout"),
+        ("a keyed REST body that stops", keyed, never, "body_incomplete"),
+        ("a server function's body that stops", server_fn.as_str(), never, "body_timeout"),
+        // A byte every 0.3 s: no gap comes near the 1 s timeout, the whole body never arrives.
+        ("a REST body that trickles", rest, trickle, "body_timeout"),
+        ("a server function's body that trickles", server_fn.as_str(), trickle, "body_timeout"),
+    ] {
+        let first: &[u8] = if head.contains("json") { b"{\"title\": \"slo" } else { b"user=" };
+        let (text, took) = slow_body(&app, head, first, every).await;
+        assert!(text.starts_with("HTTP/1.1 408"), "{what}: {text}");
+        assert!(text.contains(&format!("\"error\":\"{code}\"")), "{what}: a JSON error, {text}");
+        assert!(took < Duration::from_secs(3), "{what}: answered after {took:?}");
+        println!("{what}: 408 after {took:?}");
+    }
     // Nothing was created.
     let tasks: Vec<serde_json::Value> = http().get(app.url("/api/tasks")).send().await.unwrap().json().await.unwrap();
     assert!(tasks.is_empty());

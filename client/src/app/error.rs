@@ -40,6 +40,7 @@ impl AppError {
     pub fn status(&self) -> u16 {
         match self.code.as_str() {
             "invalid_arguments" | "request_failed" => 400,
+            "body_timeout" => 408,
             "not_signed_in" => 401,
             "forbidden" => 403,
             "not_found" => 404,
@@ -54,7 +55,10 @@ impl AppError {
     /// proxy in front of it) could not serve it now. What a refetch retries
     /// (`leptos_sse_notify::refetch_with_retry`).
     pub fn is_transient(&self) -> bool {
-        matches!(self.code.as_str(), "request_failed" | "server_fn" | "store_unavailable" | "broker_unavailable")
+        matches!(
+            self.code.as_str(),
+            "request_failed" | "body_timeout" | "server_fn" | "store_unavailable" | "broker_unavailable"
+        )
     }
 
     /// Logs `cause` on the server and answers a generic message.
@@ -117,6 +121,12 @@ impl FromServerFnError for AppError {
     }
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        // A body that did not arrive in time (`SseApp::body_timeout`) reaches a server function
+        // as its decoding's error text only: the client's slowness, not the server's failure.
+        #[cfg(feature = "ssr")]
+        if value.to_string().contains(sse_notify_axum::BodyTimeout::MESSAGE) {
+            return Self::new("body_timeout", sse_notify_axum::BodyTimeout::MESSAGE);
+        }
         let code = match value {
             ServerFnErrorErr::Request(_) => "request_failed",
             ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_) => "invalid_arguments",

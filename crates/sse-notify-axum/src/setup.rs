@@ -195,11 +195,12 @@ impl SseApp {
             .merge(self.metrics_routes())
     }
 
-    /// A layer that answers 408 when a request body takes longer than `HTTP_BODY_TIMEOUT_SECONDS`
-    /// to arrive; for the app's routes that read bodies (REST, server functions). The SSE routes
-    /// read none and need no such limit.
-    pub fn body_timeout(&self) -> tower_http::timeout::RequestBodyTimeoutLayer {
-        tower_http::timeout::RequestBodyTimeoutLayer::new(self.config.body_timeout)
+    /// A layer that gives a request's body `HTTP_BODY_TIMEOUT_SECONDS` to arrive whole, counted
+    /// from its head ([`crate::deadline`]): reading a body still short of its end then fails
+    /// with [`crate::BodyTimeout`], which the app answers with 408. For the app's routes that
+    /// read bodies (REST, server functions); the SSE routes read none and need no such limit.
+    pub fn body_timeout(&self) -> crate::deadline::BodyDeadlineLayer {
+        crate::deadline::BodyDeadlineLayer::new(self.config.body_timeout)
     }
 
     /// Wraps the routes that render pages with [`crate::handoff::start_cursor`], so each page

@@ -11,9 +11,11 @@ use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
+use futures::StreamExt;
 use http_body_util::BodyExt;
+use sse_notify_axum::deadline::BodyDeadlineLayer;
 use sse_notify_axum::{Broker, BrokerLimits, IdempotencyLayer, IdempotencyLimits};
-use tower::ServiceExt;
+use tower::{ServiceBuilder, ServiceExt};
 
 /// A route that counts its runs and answers `{"n": run}`: 500 while `fail` is set, a 100 KB body
 /// for the body `big`, a cookie for the body `cookie`, after 300 ms for `slow`;
@@ -238,4 +240,49 @@ async fn private_answers_are_not_kept_and_requests_are_told_apart() {
         .unwrap();
     assert_eq!(two.status(), StatusCode::BAD_REQUEST);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// As one `ServiceBuilder` stack inside a body timeout (the guide's writes page shows it): a
+/// repeat gets the first answer, and a keyed body that stalls is ended by the body timeout
+/// around the layer, not by the layer's own 30 s deadline.
+#[tokio::test]
+async fn it_stacks_inside_a_body_timeout() {
+    let broker = Broker::memory(BrokerLimits::default());
+    let layer = IdempotencyLayer::new(&broker, |_| async { Some("everyone".to_owned()) });
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = runs.clone();
+        move |body: String| {
+            let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { format!("{n}:{body}") }
+        }
+    };
+    let app: Router = Router::new()
+        .route("/w", post(handler))
+        .layer(ServiceBuilder::new().layer(BodyDeadlineLayer::new(Duration::from_millis(200))).layer(layer));
+    let keyed = |key: &str, body: Body| Request::post("/w").header("idempotency-key", key).body(body).unwrap();
+    let text = |resp: axum::response::Response| async move {
+        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    };
+
+    let first = app.clone().oneshot(keyed("k1", Body::from("a"))).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(text(first).await, "1:a");
+    let again = app.clone().oneshot(keyed("k1", Body::from("a"))).await.unwrap();
+    assert!(again.headers().contains_key("idempotent-replayed"));
+    assert_eq!(text(again).await, "1:a");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    let stalls = futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")) })
+        .chain(futures::stream::pending());
+    let started = std::time::Instant::now();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(5), app.clone().oneshot(keyed("k2", Body::from_stream(stalls))))
+            .await
+            .expect("the body deadline ends a stalled keyed body")
+            .unwrap();
+    assert_eq!(ended.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(text(ended).await.contains("body_incomplete"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "a write whose body never came whole does not run");
 }
