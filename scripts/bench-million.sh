@@ -45,13 +45,7 @@ need_kib=$(( streams * 12 ))
 command -v redis-server >/dev/null || fail "redis-server is missing (run scripts/setup.sh)"
 
 . scripts/bench-lib.sh
-wait_for() { for _ in $(seq 300); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; fail "no answer from $1"; }
-
-port=$(free_port)
-redis-server --port "$port" --save '' --appendonly no --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
-pids+=($!)
-redis_url="redis://127.0.0.1:$port"
-for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis
 
 say "$instances instances on one Redis, $streams streams from $sources_count source addresses"
 urls=() server_pids=()
@@ -63,7 +57,7 @@ for i in $(seq "$instances"); do
   pids+=($!) server_pids+=($!)
   urls+=(--url "http://127.0.0.1:$p")
 done
-for u in "${urls[@]}"; do [ "$u" = --url ] || wait_for "$u/health"; done
+for u in "${urls[@]}"; do [ "$u" = --url ] || wait_for "$u/health" 30; done
 
 sources=$(seq -s, -f '127.0.1.%g' 1 "$sources_count")
 path=/events

@@ -13,16 +13,13 @@ server=${SERVER:-target/release/server}
 command -v wrk >/dev/null || { echo "bench-reads: wrk is missing (apt-get install wrk)" >&2; exit 1; }
 . scripts/bench-lib.sh
 
-redis_port=$(free_port)
-redis-server --port "$redis_port" --save '' --appendonly no --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis
 port=$(free_port)
-REDIS_URL="redis://127.0.0.1:$redis_port" LEPTOS_SITE_ADDR="127.0.0.1:$port" RUST_LOG=warn "$server" >"$work/server.log" 2>&1 &
+REDIS_URL="$redis_url" LEPTOS_SITE_ADDR="127.0.0.1:$port" RUST_LOG=warn "$server" >"$work/server.log" 2>&1 &
 server_pid=$!
 pids+=("$server_pid")
 url="http://127.0.0.1:$port/api/tasks"
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+wait_for "http://127.0.0.1:$port/health"
 for i in $(seq "$board"); do
   curl -fs -X POST -H 'content-type: application/json' -d "{\"title\":\"board task $i\"}" "$url" >/dev/null
 done

@@ -26,15 +26,10 @@ modes=${MODES:-notify naive off on}
 say() { printf '\033[1m[bench-refetch]\033[0m %s\n' "$*" >&2; }
 
 . scripts/bench-lib.sh
-wait_for() { for _ in $(seq 100); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; say "no answer from $1"; exit 1; }
 
 redis_url=""
 if [ "${REDIS:-0}" = 1 ]; then
-  port=$(free_port)
-  redis-server --port "$port" --save '' --appendonly no --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
-  pids+=($!)
-  redis_url="redis://127.0.0.1:$port"
-  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  start_redis
 fi
 instances=$([ -n "$redis_url" ] && echo 2 || echo 1)
 

@@ -122,9 +122,10 @@ impl FromServerFnError for AppError {
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         // A body that did not arrive in time (`SseApp::body_timeout`) reaches a server function
-        // as its decoding's error text only: the client's slowness, not the server's failure.
+        // only as the text of its body read's error, which is the deadline's own: the client's
+        // slowness, not the server's failure. Matched whole, so no other text can pass for it.
         #[cfg(feature = "ssr")]
-        if value.to_string().contains(sse_notify_axum::BodyTimeout::MESSAGE) {
+        if matches!(&value, ServerFnErrorErr::Deserialization(text) if text == sse_notify_axum::BodyTimeout::MESSAGE) {
             return Self::new("body_timeout", sse_notify_axum::BodyTimeout::MESSAGE);
         }
         let code = match value {
